@@ -108,6 +108,9 @@ func (c *Cluster) Initialized() bool {
 
 // Init runs initdb (trust authentication on the local socket and loopback only).
 func (c *Cluster) Init() error {
+	if err := c.reachable(filepath.Dir(c.Dir)); err != nil {
+		return err
+	}
 	for _, d := range []string{filepath.Dir(c.Dir), c.Dir, c.SocketDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
@@ -119,6 +122,27 @@ func (c *Cluster) Init() error {
 	out, err := c.run("initdb", "-D", c.Dir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
 	if err != nil {
 		return fmt.Errorf("initdb: %v: %s", err, out)
+	}
+	return nil
+}
+
+// reachable lets the postgres user traverse to dir when we run as root: it
+// adds search permission (o+x, never read) to ancestors that lack it, such as
+// a 0700 temporary directory.
+func (c *Cluster) reachable(dir string) error {
+	if c.cred == nil {
+		return nil
+	}
+	for d := filepath.Dir(dir); d != "/" && d != "."; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
+				return fmt.Errorf("let the postgres user reach %s: %w", dir, err)
+			}
+		}
 	}
 	return nil
 }

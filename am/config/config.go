@@ -1,0 +1,251 @@
+// Package config loads geniam's configuration with viper: defaults (below,
+// documented field by field), then a YAML file, then GENIAM_* environment
+// variables (GENIAM_DB_URL sets db.url), then command-line flags.
+//
+// Every key is registered with SetDefault, so environment variables work for
+// keys absent from the file (viper's Unmarshal otherwise ignores env-only keys:
+// research/go-deps.md §4). docs/configuration.md is generated from the `doc`
+// tags here and a test keeps it in step.
+package config
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration of the aggregate and its tools.
+type Config struct {
+	Listen     string     `mapstructure:"listen" doc:"address of the AM API v3 XML-RPC/TLS listener" default:"127.0.0.1:8001"`
+	URL        string     `mapstructure:"url" doc:"absolute URL clients use (geni_api_versions); empty: https://<listen>/" default:""`
+	AMURN      string     `mapstructure:"am_urn" doc:"the aggregate's URN; its authority part names slivers and nodes" default:"urn:publicid:IDN+geniam.localhost+authority+am"`
+	VarDir     string     `mapstructure:"var_dir" doc:"directory for state the aggregate keeps on disk (dev cluster, dev PKI, data archives)" default:"./var"`
+	TLS        TLS        `mapstructure:"tls"`
+	DB         DB         `mapstructure:"db"`
+	Limits     Limits     `mapstructure:"limits"`
+	Lifecycle  Lifecycle  `mapstructure:"lifecycle"`
+	Placement  Placement  `mapstructure:"placement"`
+	Agents     Agents     `mapstructure:"agents"`
+	Log        Log        `mapstructure:"log"`
+	Operations Operations `mapstructure:"operations"`
+}
+
+// TLS is the aggregate's identity and whom it trusts.
+type TLS struct {
+	Cert         string `mapstructure:"cert" doc:"PEM certificate (chain) of the aggregate" default:""`
+	Key          string `mapstructure:"key" doc:"PEM private key of the aggregate" default:""`
+	TrustedRoots string `mapstructure:"trusted_roots" doc:"directory of PEM clearinghouse root certificates; every file is read" default:""`
+	LegacySHA1   bool   `mapstructure:"legacy_sha1" doc:"accept client certificates signed with SHA-1 (old GENI authorities) through our own chain walk; logged" default:"true"`
+}
+
+// DB is the PostgreSQL connection.
+type DB struct {
+	URL      string `mapstructure:"url" doc:"PostgreSQL URL; empty: a private cluster under var_dir/pg (make run)" default:""`
+	MaxConns int    `mapstructure:"max_conns" doc:"connection pool size" default:"16"`
+}
+
+// Limits bound what one request may cost.
+type Limits struct {
+	MaxBody        int64         `mapstructure:"max_body" doc:"largest XML-RPC request body in bytes" default:"4194304"`
+	RequestTimeout time.Duration `mapstructure:"request_timeout" doc:"longest time one call may run" default:"60s"`
+	MaxNodes       int           `mapstructure:"max_nodes" doc:"most nodes one request RSpec may hold" default:"1000"`
+}
+
+// Lifecycle sets sliver lifetimes and the reaper.
+type Lifecycle struct {
+	AllocationHold   time.Duration `mapstructure:"allocation_hold" doc:"how long an Allocate holds resources before Provision" default:"10m"`
+	ProvisionDefault time.Duration `mapstructure:"provision_default" doc:"sliver lifetime granted by Provision (capped by the slice credential)" default:"168h"`
+	MaxLease         time.Duration `mapstructure:"max_lease" doc:"longest a sliver may be renewed to, from now" default:"720h"`
+	ReaperInterval   time.Duration `mapstructure:"reaper_interval" doc:"how often expired slivers are reaped" default:"10s"`
+}
+
+// Placement chooses nodes for unbound slivers.
+type Placement struct {
+	Policy string `mapstructure:"policy" doc:"spread (fewest slivers first) or pack (fill a node before the next)" default:"spread"`
+}
+
+// Agents is how the aggregate reaches node agents.
+type Agents struct {
+	Cert string `mapstructure:"cert" doc:"client certificate the aggregate presents to node agents" default:""`
+	Key  string `mapstructure:"key" doc:"its private key" default:""`
+	CA   string `mapstructure:"ca" doc:"PEM CA that signed the node agents' certificates" default:""`
+}
+
+// Log is logging.
+type Log struct {
+	Format string `mapstructure:"format" doc:"text or json" default:"text"`
+	Level  string `mapstructure:"level" doc:"debug, info, warn or error" default:"info"`
+}
+
+// Operations is the operator's side listener and switches.
+type Operations struct {
+	Listen      string `mapstructure:"listen" doc:"address of the metrics and health listener; empty disables it" default:"127.0.0.1:9101"`
+	Maintenance string `mapstructure:"maintenance" doc:"when set, new Allocates are refused with this message" default:""`
+}
+
+// Load reads the configuration. file may be ""; flags may be nil. Flags that
+// were set on the command line win over everything else.
+func Load(file string, flags *pflag.FlagSet) (*Config, error) {
+	v := viper.New()
+	v.SetEnvPrefix("GENIAM")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for _, f := range Fields() {
+		v.SetDefault(f.Key, f.Default)
+	}
+	if file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config %s: %w", file, err)
+		}
+	}
+	if flags != nil {
+		var bindErr error
+		flags.Visit(func(fl *pflag.Flag) {
+			if err := v.BindPFlag(fl.Name, fl); err != nil && bindErr == nil {
+				bindErr = err
+			}
+		})
+		if bindErr != nil {
+			return nil, bindErr
+		}
+	}
+	var c Config
+	if err := v.Unmarshal(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks values a typo would make dangerous.
+func (c *Config) Validate() error {
+	if !strings.HasPrefix(c.AMURN, "urn:publicid:IDN+") || !strings.HasSuffix(c.AMURN, "+authority+am") {
+		return fmt.Errorf("config: am_urn %q must look like urn:publicid:IDN+<authority>+authority+am", c.AMURN)
+	}
+	switch c.Placement.Policy {
+	case "spread", "pack":
+	default:
+		return fmt.Errorf("config: placement.policy %q: want spread or pack", c.Placement.Policy)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("config: log.format %q: want text or json", c.Log.Format)
+	}
+	if c.Lifecycle.AllocationHold <= 0 || c.Lifecycle.ProvisionDefault <= 0 || c.Lifecycle.MaxLease <= 0 {
+		return fmt.Errorf("config: lifecycle durations must be positive")
+	}
+	if c.Limits.MaxBody < 1024 {
+		return fmt.Errorf("config: limits.max_body %d is too small", c.Limits.MaxBody)
+	}
+	return nil
+}
+
+// Authority is the authority part of the AM URN (e.g. "geniam.localhost").
+func (c *Config) Authority() string {
+	s := strings.TrimPrefix(c.AMURN, "urn:publicid:IDN+")
+	if i := strings.Index(s, "+"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// PublicURL is URL, or https://<listen>/ when unset.
+func (c *Config) PublicURL() string {
+	if c.URL != "" {
+		return c.URL
+	}
+	return "https://" + c.Listen + "/"
+}
+
+// Field describes one configuration key.
+type Field struct {
+	Key     string // dotted, e.g. "db.url"
+	Env     string // GENIAM_DB_URL
+	Type    string
+	Default string
+	Doc     string
+}
+
+// Fields lists every key with its default and documentation, in key order.
+func Fields() []Field {
+	var out []Field
+	walk(reflect.TypeOf(Config{}), "", &out)
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+func walk(t reflect.Type, prefix string, out *[]Field) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		key := prefix + f.Tag.Get("mapstructure")
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+			walk(f.Type, key+".", out)
+			continue
+		}
+		typ := f.Type.String()
+		if f.Type == reflect.TypeOf(time.Duration(0)) {
+			typ = "duration"
+		}
+		*out = append(*out, Field{Key: key, Env: "GENIAM_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_")),
+			Type: typ, Default: f.Tag.Get("default"), Doc: f.Tag.Get("doc")})
+	}
+}
+
+// Reference renders the configuration reference in Markdown (docs/configuration.md).
+func Reference() string {
+	var b strings.Builder
+	b.WriteString("# Configuration reference\n\n")
+	b.WriteString("Generated from `am/config/config.go` (`go run ./cmd/geni-am config-reference`); a test fails when it is stale.\n")
+	b.WriteString("Each key can be set in the YAML file given with `--config`, by its environment variable, or by the flag of the same name.\n\n")
+	b.WriteString("| key | environment | type | default | meaning |\n|---|---|---|---|---|\n")
+	for _, f := range Fields() {
+		def := f.Default
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(&b, "| `%s` | `%s` | %s | `%s` | %s |\n", f.Key, f.Env, f.Type, def, f.Doc)
+	}
+	return b.String()
+}
+
+// AddFlags registers a flag per key on fs (names are the dotted keys).
+func AddFlags(fs *pflag.FlagSet) {
+	for _, f := range Fields() {
+		fs.String(f.Key, f.Default, f.Doc)
+	}
+}
+
+// WriteYAML writes the dotted keys of kv as a nested YAML file an operator can
+// edit (used by make run for var/geniam.yaml).
+func WriteYAML(path string, kv map[string]any) error {
+	root := map[string]any{}
+	for k, val := range kv {
+		m := root
+		parts := strings.Split(k, ".")
+		for _, p := range parts[:len(parts)-1] {
+			sub, ok := m[p].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				m[p] = sub
+			}
+			m = sub
+		}
+		m[parts[len(parts)-1]] = val
+	}
+	body, err := yaml.Marshal(root)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append([]byte("# geniam configuration (keys: docs/configuration.md)\n"), body...), 0o644)
+}

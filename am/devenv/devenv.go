@@ -1,0 +1,202 @@
+// Package devenv prepares the embedded default that `make run` serves: a
+// private PostgreSQL cluster, a dev PKI (a CA acting as the local
+// clearinghouse root, the aggregate's certificate, one experimenter, and a
+// separate CA for the node-agent fleet) and an omni configuration, all under
+// one directory (./var). Everything it makes is kept and reused on the next
+// run; delete the directory to start afresh.
+package devenv
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/store/pgcluster"
+	"github.com/jackc/pgx/v5"
+)
+
+// Authority is the dev federation's authority; every dev URN lives in it.
+const Authority = "geniam.localhost"
+
+// URNs of the dev identities.
+var (
+	CAURN    = "urn:publicid:IDN+" + Authority + "+authority+sa"
+	AMURN    = "urn:publicid:IDN+" + Authority + "+authority+am"
+	UserURN  = "urn:publicid:IDN+" + Authority + "+user+alice"
+	AgentURN = "urn:publicid:IDN+" + Authority + "+authority+agents"
+)
+
+// PKI is where the dev certificates live.
+type PKI struct {
+	Dir          string
+	CA           *devpki.Identity // clearinghouse root and slice authority
+	AM           *devpki.Identity // the aggregate's server certificate
+	User         *devpki.Identity // alice, the dev experimenter
+	AgentCA      *devpki.Identity // signs the agents' and the aggregate's agent-client certificates
+	AgentClient  *devpki.Identity // the aggregate's client certificate for agents
+	TrustedRoots string           // directory holding the CA's certificate
+	UserSSHPub   string           // path of alice's SSH public key
+}
+
+// File returns dir/name-cert.pem and dir/name-key.pem.
+func (p *PKI) File(name string) (cert, key string) {
+	return filepath.Join(p.Dir, name+"-cert.pem"), filepath.Join(p.Dir, name+"-key.pem")
+}
+
+// EnsurePKI loads the dev PKI from dir, creating what is missing.
+func EnsurePKI(dir string) (*PKI, error) {
+	p := &PKI{Dir: dir, TrustedRoots: filepath.Join(dir, "trusted_roots")}
+	var err error
+	if p.CA, err = ensure(dir, "ca", nil, devpki.Options{URN: CAURN, CommonName: "geniam dev clearinghouse", Email: "ch@" + Authority, IsCA: true, NotAfter: time.Now().AddDate(10, 0, 0)}); err != nil {
+		return nil, err
+	}
+	if p.AM, err = ensure(dir, "am", p.CA, devpki.Options{URN: AMURN, CommonName: "localhost", DNSNames: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}}); err != nil {
+		return nil, err
+	}
+	if p.User, err = ensure(dir, "alice", p.CA, devpki.Options{URN: UserURN, Email: "alice@" + Authority}); err != nil {
+		return nil, err
+	}
+	if p.AgentCA, err = ensure(dir, "agents-ca", nil, devpki.Options{URN: AgentURN, CommonName: "geniam dev agent CA", IsCA: true, NotAfter: time.Now().AddDate(10, 0, 0)}); err != nil {
+		return nil, err
+	}
+	if p.AgentClient, err = ensure(dir, "am-agent-client", p.AgentCA, devpki.Options{URN: AMURN, CommonName: "geniam aggregate"}); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(p.TrustedRoots, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(p.TrustedRoots, "geniam-dev-ch.pem"), p.CA.CertPEM(), 0o644); err != nil {
+		return nil, err
+	}
+	p.UserSSHPub = filepath.Join(dir, "alice-ssh.pub")
+	if _, err := os.Stat(p.UserSSHPub); err != nil {
+		if err := os.WriteFile(p.UserSSHPub, []byte(newSSHPublicKey("alice@"+Authority)+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// AgentIdentity returns (creating it if needed) the server certificate of the
+// dev node agent at ip.
+func (p *PKI) AgentIdentity(name string, ip net.IP) (*devpki.Identity, error) {
+	return ensure(p.Dir, "agent-"+name, p.AgentCA, devpki.Options{
+		URN: "urn:publicid:IDN+" + Authority + "+node+" + name, CommonName: name,
+		DNSNames: []string{"localhost"}, IPs: []net.IP{ip}})
+}
+
+func ensure(dir, name string, issuer *devpki.Identity, o devpki.Options) (*devpki.Identity, error) {
+	cf, kf := filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem")
+	if id, err := devpki.Load(cf, kf); err == nil && time.Now().Before(id.Cert.NotAfter) {
+		return id, nil
+	}
+	var id *devpki.Identity
+	var err error
+	if issuer == nil {
+		id, err = devpki.NewCA(o)
+	} else {
+		id, err = issuer.Issue(o)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dev PKI %s: %w", name, err)
+	}
+	if _, _, err := id.WriteFiles(dir, name); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// newSSHPublicKey makes an ed25519 key in authorized_keys form. The private
+// half is discarded: the demo containers need a key to install, not a login.
+func newSSHPublicKey(comment string) string {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	var b []byte
+	for _, part := range [][]byte{[]byte("ssh-ed25519"), pub} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(part)))
+		b = append(b, part...)
+	}
+	return "ssh-ed25519 " + base64.StdEncoding.EncodeToString(b) + " " + comment
+}
+
+// Database starts (creating it if needed) the private cluster under dir and
+// returns the URL of its "geniam" database.
+func Database(ctx context.Context, dir string) (*pgcluster.Cluster, string, error) {
+	port := 0
+	portFile := filepath.Join(dir, "port")
+	if b, err := os.ReadFile(portFile); err == nil {
+		port, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	c, err := pgcluster.New(dir, port)
+	if err != nil {
+		return nil, "", err
+	}
+	if !c.Initialized() {
+		if err := c.Init(); err != nil {
+			return nil, "", err
+		}
+	}
+	if err := os.WriteFile(portFile, []byte(strconv.Itoa(c.Port)+"\n"), 0o644); err != nil {
+		return nil, "", err
+	}
+	if !c.Running() {
+		if err := c.Start(); err != nil {
+			return nil, "", err
+		}
+	}
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return nil, "", err
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'geniam')").Scan(&exists); err != nil {
+		return nil, "", err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE geniam"); err != nil {
+			return nil, "", err
+		}
+	}
+	return c, c.URL("geniam"), nil
+}
+
+// WriteOmniConfig writes an omni_config that points omni at the aggregate at
+// amURL and the dev clearinghouse at chURL, as the dev experimenter.
+func WriteOmniConfig(path string, p *PKI, amURL, chURL string) error {
+	cert, key := p.File("alice")
+	abs := func(s string) string { a, _ := filepath.Abs(s); return a }
+	body := fmt.Sprintf(`# omni configuration for the geniam dev aggregate (written by make run)
+# Try: omni -c %[1]s -V3 -a geniam getversion
+[omni]
+default_cf = geniam
+users = alice
+
+[alice]
+urn = %[2]s
+keys = %[3]s
+
+[geniam]
+type = gcf
+authority = %[4]s
+ch = %[5]s
+cert = %[6]s
+key = %[7]s
+
+[aggregate_nicknames]
+geniam = %[8]s,%[9]s
+`, abs(path), UserURN, abs(p.UserSSHPub), Authority, chURL, abs(cert), abs(key), AMURN, amURL)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(body), 0o644)
+}

@@ -1,0 +1,56 @@
+// Command geni-am is the aggregate manager and its operator tools.
+//
+//	geni-am serve [--config FILE] [--key=value ...]   run the aggregate
+//	geni-am dev [--var DIR]                           make run: embedded PostgreSQL, dev PKI, demo inventory, serve
+//	geni-am migrate [--config FILE]                   apply database migrations and exit
+//	geni-am config-reference                          print docs/configuration.md
+package main
+
+//go:debug x509negativeserial=1
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/geniam/geniam/am/config"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "config-reference":
+		fmt.Print(config.Reference())
+	case "help", "-h", "--help":
+		usage()
+	default:
+		if run, ok := commands[cmd]; ok {
+			err = run(args)
+		} else {
+			fmt.Fprintf(os.Stderr, "geni-am: unknown command %q\n", cmd)
+			usage()
+			os.Exit(2)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "geni-am:", err)
+		os.Exit(1)
+	}
+}
+
+// commands are registered by the files of this package that implement them.
+var commands = map[string]func(args []string) error{}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: geni-am COMMAND [flags]
+
+commands:
+  serve              run the aggregate (XML-RPC/TLS AM API v3)
+  dev                what make run does: a private PostgreSQL, dev PKI and demo inventory under ./var, then serve
+  migrate            apply database migrations and exit
+  config-reference   print the configuration reference (docs/configuration.md)
+`)
+}
