@@ -59,7 +59,7 @@ func (r *RSpecs) ManifestWith(sliceURN string, slivers []am.Sliver, foreign []st
 			return "", err
 		}
 		b.WriteString("  ")
-		writeElement(&b, node, newPrefixer(hints), manifestScope, am.RSpecNamespace)
+		writeElement(&b, node, newPrefixer(hints), manifestScope, am.RSpecNamespace, 1)
 		b.WriteByte('\n')
 	}
 	for _, f := range foreign {
@@ -68,7 +68,7 @@ func (r *RSpecs) ManifestWith(sliceURN string, slivers []am.Sliver, foreign []st
 			return "", am.Wrap(am.ServerError, err, "a stored foreign element of slice %s is not XML", sliceURN)
 		}
 		b.WriteString("  ")
-		writeElement(&b, el, newPrefixer(hints), manifestScope, am.RSpecNamespace)
+		writeElement(&b, el, newPrefixer(hints), manifestScope, am.RSpecNamespace, 1)
 		b.WriteByte('\n')
 	}
 	b.WriteString("</rspec>\n")
@@ -138,6 +138,15 @@ func (r *RSpecs) manifestNode(s *am.Sliver) (*element, map[string]string, error)
 		sliverType.Children = append(sliverType.Children, im)
 	}
 
+	// Login data in a request is not the aggregate's word: drop it, and
+	// write what the sliver carries.
+	for _, c := range node.elements() {
+		if c.is(am.RSpecNamespace, "services") {
+			c.removeChildren(func(c *element) bool {
+				return c.is(am.RSpecNamespace, "login") || c.is(am.UserNamespace, "services_user")
+			})
+		}
+	}
 	if s.LoginHost != "" || len(s.Users) > 0 {
 		r.manifestServices(node, s)
 	}
@@ -185,9 +194,6 @@ func (r *RSpecs) manifestServices(node *element, s *am.Sliver) {
 		services = &element{Space: am.RSpecNamespace, Local: "services"}
 		insertChild(node, services)
 	}
-	services.removeChildren(func(c *element) bool {
-		return c.is(am.RSpecNamespace, "login") || c.is(am.UserNamespace, "services_user")
-	})
 	if s.LoginHost != "" {
 		port := s.LoginPort
 		if port == 0 {
@@ -217,9 +223,9 @@ func (r *RSpecs) manifestServices(node *element, s *am.Sliver) {
 	}
 }
 
-// insertChild appends c to e, keeping the echoed document readable.
+// insertChild appends c to e (the writer redoes the layout).
 func insertChild(e, c *element) {
-	e.Children = append(e.Children, charData("\n"), c)
+	e.Children = append(e.Children, c)
 }
 
 // LoginName derives a Unix account name from a user URN

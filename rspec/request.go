@@ -88,7 +88,7 @@ func (p *requestParser) root() (xml.StartElement, error) {
 			return t, nil
 		case xml.CharData:
 			if strings.TrimSpace(string(t)) != "" {
-				return xml.StartElement{}, am.Errorf(am.BadArgs, "request RSpec has text before its root element")
+				return xml.StartElement{}, am.Errorf(am.BadArgs, "request RSpec is not well-formed XML: it has text before its root element")
 			}
 		}
 	}
@@ -217,7 +217,7 @@ func (p *requestParser) foreignLink(el *element) bool {
 
 func (p *requestParser) serialize(el *element) string {
 	var b strings.Builder
-	writeElement(&b, el, newPrefixer(p.rd.prefixes), nil, "")
+	writeElement(&b, el, newPrefixer(p.rd.prefixes), nil, "", 0)
 	return b.String()
 }
 

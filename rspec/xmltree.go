@@ -335,33 +335,23 @@ func namespacesUsed(e *element, out []string, seen map[string]bool) []string {
 // writeElement writes e as self-contained XML: every prefix it uses is
 // declared on e itself unless declared (with the same meaning) in the
 // enclosing document, listed in inScope. The core namespace is the default
-// namespace; defaultNS is the default namespace in effect around e.
-func writeElement(b *strings.Builder, e *element, p *prefixer, inScope map[string]bool, defaultNS string) {
+// namespace; defaultNS is the default namespace in effect around e. Elements
+// without text content are re-indented as if e sat at the given depth.
+func writeElement(b *strings.Builder, e *element, p *prefixer, inScope map[string]bool, defaultNS string, depth int) {
 	var decls []string
 	for _, space := range namespacesUsed(e, nil, map[string]bool{}) {
-		if space == e.Space && space == am.RSpecNamespace {
-			continue
-		}
 		pre := p.prefix(space)
 		if inScope[pre+"="+space] {
 			continue
 		}
 		decls = append(decls, pre, space)
 	}
-	if len(decls) > 0 {
-		scope := make(map[string]bool, len(inScope)+len(decls)/2)
-		for k, v := range inScope {
-			scope[k] = v
-		}
-		for i := 0; i < len(decls); i += 2 {
-			scope[decls[i]+"="+decls[i+1]] = true
-		}
-		inScope = scope
-	}
-	writeTree(b, e, p, inScope, defaultNS, decls)
+	writeTree(b, e, p, defaultNS, decls, depth)
 }
 
-func writeTree(b *strings.Builder, e *element, p *prefixer, inScope map[string]bool, defaultNS string, decls []string) {
+// writeTree writes e; depth < 0 writes it exactly as it is (inside text
+// content, where whitespace matters).
+func writeTree(b *strings.Builder, e *element, p *prefixer, defaultNS string, decls []string, depth int) {
 	name := e.Local
 	switch e.Space {
 	case am.RSpecNamespace, "":
@@ -388,15 +378,27 @@ func writeTree(b *strings.Builder, e *element, p *prefixer, inScope map[string]b
 		}
 		writeAttr(b, n, a.Value)
 	}
-	if len(e.Children) == 0 {
+	children := e.Children
+	pretty := depth >= 0 && elementOnly(e)
+	if pretty {
+		children = withoutBlanks(children)
+	}
+	if len(children) == 0 {
 		b.WriteString("/>")
 		return
 	}
 	b.WriteByte('>')
-	for _, c := range e.Children {
+	childDepth := -1
+	if pretty {
+		childDepth = depth + 1
+	}
+	for _, c := range children {
+		if pretty {
+			newline(b, childDepth)
+		}
 		switch c := c.(type) {
 		case *element:
-			writeTree(b, c, p, inScope, defaultNS, nil)
+			writeTree(b, c, p, defaultNS, nil, childDepth)
 		case charData:
 			escapeText(b, string(c))
 		case comment:
@@ -407,9 +409,41 @@ func writeTree(b *strings.Builder, e *element, p *prefixer, inScope map[string]b
 			b.WriteString("-->")
 		}
 	}
+	if pretty {
+		newline(b, depth)
+	}
 	b.WriteString("</")
 	b.WriteString(name)
 	b.WriteByte('>')
+}
+
+func newline(b *strings.Builder, depth int) {
+	b.WriteByte('\n')
+	for i := 0; i < depth; i++ {
+		b.WriteString("  ")
+	}
+}
+
+// elementOnly reports whether e holds no text but blanks: then its
+// whitespace is layout and may be redone.
+func elementOnly(e *element) bool {
+	for _, c := range e.Children {
+		if t, ok := c.(charData); ok && strings.TrimSpace(string(t)) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+func withoutBlanks(children []any) []any {
+	out := make([]any, 0, len(children))
+	for _, c := range children {
+		if _, ok := c.(charData); ok {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // writeAttr writes ` name="escaped value"`.
