@@ -62,9 +62,9 @@ type manifestDoc struct {
 				Username       string `xml:"username,attr"`
 			} `xml:"http://www.geni.net/resources/rspec/3 login"`
 			Users []struct {
-				Login   string   `xml:"login,attr"`
-				URN     string   `xml:"user_urn,attr"`
-				Keys    []string `xml:"http://www.geni.net/resources/rspec/ext/user/1 public_key"`
+				Login string   `xml:"login,attr"`
+				URN   string   `xml:"user_urn,attr"`
+				Keys  []string `xml:"http://www.geni.net/resources/rspec/ext/user/1 public_key"`
 			} `xml:"http://www.geni.net/resources/rspec/ext/user/1 services_user"`
 			Executes []struct {
 				Command string `xml:"command,attr"`

@@ -317,9 +317,9 @@ func TestParseRequestHugeBoundedMemory(t *testing.T) {
 
 func TestLoginName(t *testing.T) {
 	for in, want := range map[string]string{
-		"urn:publicid:IDN+ch.geni.net+user+alice": "alice",
-		"urn:publicid:IDN+ch.geni.net+user+Bob.S": "bobs",
-		"urn:publicid:IDN+x+user+007":             "u007",
+		"urn:publicid:IDN+ch.geni.net+user+alice":            "alice",
+		"urn:publicid:IDN+ch.geni.net+user+Bob.S":            "bobs",
+		"urn:publicid:IDN+x+user+007":                        "u007",
 		"urn:publicid:IDN+x+user+" + strings.Repeat("a", 40): strings.Repeat("a", 32),
 		"":     "geniuser",
 		"!!!!": "geniuser",
