@@ -40,4 +40,3 @@ func TestCanHost(t *testing.T) {
 		t.Error("AvailableNow")
 	}
 }
-
