@@ -64,6 +64,11 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatal("accepted a request without slivers")
 		}
 		for _, s := range got.Slivers {
+			// Our own reader is stricter than encoding/xml (duplicate
+			// attributes, names, namespace declarations).
+			if _, _, err := parseElement(s.NodeXML, storedLimits); err != nil {
+				t.Fatalf("NodeXML does not re-read: %v\n%s", err, s.NodeXML)
+			}
 			if err := wellFormed(s.NodeXML); err != nil {
 				t.Fatalf("NodeXML not well-formed: %v\n%s", err, s.NodeXML)
 			}
@@ -85,8 +90,13 @@ func FuzzParseRequest(f *testing.F) {
 		if err := wellFormed(m); err != nil {
 			t.Fatalf("manifest not well-formed: %v\n%s", err, m)
 		}
+		if _, _, err := parseElement(m, storedLimits); err != nil {
+			t.Fatalf("manifest does not re-read: %v\n%s", err, m)
+		}
 		for _, s := range got.Slivers {
-			if !strings.Contains(m, "client_id=\"") {
+			var b strings.Builder
+			writeAttr(&b, "client_id", s.ClientID)
+			if !strings.Contains(m, b.String()) {
 				t.Fatalf("manifest lost client_id %q", s.ClientID)
 			}
 		}

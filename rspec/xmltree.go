@@ -22,7 +22,10 @@ import (
 // "geniam", "ssh-user", "opstate" and "xsi" must mean our namespaces there,
 // whatever the request bound them to.
 
-const xmlNamespace = "http://www.w3.org/XML/1998/namespace"
+const (
+	xmlNamespace   = "http://www.w3.org/XML/1998/namespace"
+	xmlnsNamespace = "http://www.w3.org/2000/xmlns/"
+)
 
 // reservedPrefixes are the prefixes we always bind to these namespaces; the
 // core RSpec namespace is always the default namespace.
@@ -173,19 +176,8 @@ func (r *reader) token() (xml.Token, error) {
 		if r.depth > r.limits.maxDepth {
 			return nil, am.Errorf(am.BadArgs, "RSpec nests elements deeper than %d levels", r.limits.maxDepth)
 		}
-		if undeclared(t.Name.Space) {
-			return nil, am.Errorf(am.BadArgs, "element <%s:%s> uses an undeclared namespace prefix", t.Name.Space, t.Name.Local)
-		}
-		for _, a := range t.Attr {
-			switch {
-			case a.Name.Space == "xmlns":
-				if _, seen := r.prefixes[a.Value]; !seen {
-					r.prefixes[a.Value] = a.Name.Local
-				}
-			case a.Name.Space == "" && a.Name.Local == "xmlns":
-			case undeclared(a.Name.Space):
-				return nil, am.Errorf(am.BadArgs, "attribute %s:%s of <%s> uses an undeclared namespace prefix", a.Name.Space, a.Name.Local, t.Name.Local)
-			}
+		if err := r.checkNames(t); err != nil {
+			return nil, err
 		}
 		return t.Copy(), nil
 	case xml.EndElement:
@@ -196,6 +188,52 @@ func (r *reader) token() (xml.Token, error) {
 		return t.Copy(), nil
 	}
 	return tok, nil
+}
+
+// checkNames enforces what encoding/xml lets through but XML Namespaces
+// forbids, so that whatever we echo is well-formed for every parser:
+// undeclared prefixes, names with extra colons, duplicate attributes or
+// declarations, empty or relative namespace names, rebinding xml/xmlns.
+func (r *reader) checkNames(t xml.StartElement) error {
+	el := t.Name.Local
+	if el == "" || strings.Contains(el, ":") {
+		return am.Errorf(am.BadArgs, "element name %q is not a valid XML name", el)
+	}
+	seen := make(map[xml.Name]bool, len(t.Attr))
+	for _, a := range t.Attr {
+		if a.Name.Local == "" || strings.Contains(a.Name.Local, ":") {
+			return am.Errorf(am.BadArgs, "attribute name %q of <%s> is not a valid XML name", a.Name.Local, el)
+		}
+		if seen[a.Name] {
+			return am.Errorf(am.BadArgs, "element <%s> has attribute %q twice", el, a.Name.Local)
+		}
+		seen[a.Name] = true
+		switch {
+		case a.Name.Space == "xmlns":
+			switch {
+			case a.Value == "":
+				return am.Errorf(am.BadArgs, "element <%s> binds prefix %q to an empty namespace name", el, a.Name.Local)
+			case !strings.Contains(a.Value, ":"):
+				return am.Errorf(am.BadArgs, "element <%s> binds prefix %q to %q, which is not an absolute URI", el, a.Name.Local, a.Value)
+			case a.Value == xmlnsNamespace, a.Value == xmlNamespace && a.Name.Local != "xml", a.Name.Local == "xmlns",
+				a.Name.Local == "xml" && a.Value != xmlNamespace:
+				return am.Errorf(am.BadArgs, "element <%s> rebinds a reserved namespace prefix or name", el)
+			}
+			if _, known := r.prefixes[a.Value]; !known {
+				r.prefixes[a.Value] = a.Name.Local
+			}
+		case a.Name.Space == "" && a.Name.Local == "xmlns":
+			if a.Value != "" && !strings.Contains(a.Value, ":") || a.Value == xmlnsNamespace || a.Value == xmlNamespace {
+				return am.Errorf(am.BadArgs, "element <%s> declares default namespace %q, which is not an absolute URI", el, a.Value)
+			}
+		case undeclared(a.Name.Space):
+			return am.Errorf(am.BadArgs, "attribute %s:%s of <%s> uses an undeclared namespace prefix", a.Name.Space, a.Name.Local, el)
+		}
+	}
+	if undeclared(t.Name.Space) {
+		return am.Errorf(am.BadArgs, "element <%s:%s> uses an undeclared namespace prefix", t.Name.Space, el)
+	}
+	return nil
 }
 
 // undeclared reports whether the decoder left a prefix untranslated: a
