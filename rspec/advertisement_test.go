@@ -265,6 +265,9 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{AMURN: "not-a-urn"},
 		{AMURN: testAMURN, DefaultImage: am.Image{URL: "https://x/y.tar"}},
 		{AMURN: testAMURN, SliverTypeAliases: map[string]string{"vm": "raw-pc"}},
+		{AMURN: testAMURN, Images: []OfferedImage{{URL: "https://x/y.tar"}}},
+		{AMURN: testAMURN, Images: []OfferedImage{{URL: "https://x/y.tar", SHA256: "abc"}}},
+		{AMURN: testAMURN, Images: []OfferedImage{{SHA256: digest}}},
 	} {
 		if _, err := New(cfg); am.CodeOf(err) != am.BadArgs {
 			t.Errorf("New(%+v) = %v, want BADARGS", cfg, err)

@@ -14,6 +14,11 @@
 //     and a non-schema `url` attribute (as APT writes it) with name
 //     "sha256:<hex>". A missing digest is BADARGS unless
 //     Config.AllowUnpinnedImages.
+//   - SliverRequest.NodeXML is the request's <node> re-serialized to stand
+//     alone: every namespace it uses is declared on it, and the prefixes
+//     geniam, ssh-user, opstate, emulab and xsi always mean our namespaces
+//     (other prefixes are kept unless they collide), so that the manifest
+//     can add our elements inside it safely. Comments and extensions stay.
 //   - Nodes whose component_manager_id names another aggregate, and unknown
 //     top-level extensions, are kept in am.Request.Foreign and echoed in the
 //     manifest. A node without component_manager_id is ours when it is unbound
@@ -76,13 +81,32 @@ func New(cfg Config) (*RSpecs, error) {
 	if !ok {
 		return nil, am.Errorf(am.BadArgs, "rspec: AM URN %q is not a urn:publicid:IDN+<authority>+authority+<name> URN", cfg.AMURN)
 	}
-	if cfg.DefaultImage.URL != "" && cfg.DefaultImage.SHA256 == "" && !cfg.AllowUnpinnedImages {
-		return nil, am.Errorf(am.BadArgs, "rspec: the default image %q has no sha256 digest", cfg.DefaultImage.URL)
+	check := func(what string, im am.Image) error {
+		if im.SHA256 == "" && !cfg.AllowUnpinnedImages {
+			return am.Errorf(am.BadArgs, "rspec: %s %q has no sha256 digest", what, im.URL)
+		}
+		if im.SHA256 != "" && !isSHA256(strings.ToLower(im.SHA256)) {
+			return am.Errorf(am.BadArgs, "rspec: %s %q: %q is not a sha256 digest", what, im.URL, im.SHA256)
+		}
+		return nil
+	}
+	if cfg.DefaultImage.URL != "" {
+		if err := check("the default image", cfg.DefaultImage); err != nil {
+			return nil, err
+		}
+	}
+	for _, im := range cfg.Images {
+		if im.URL == "" {
+			return nil, am.Errorf(am.BadArgs, "rspec: an offered image has no URL")
+		}
+		if err := check("offered image", am.Image{URL: im.URL, SHA256: im.SHA256}); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.DefaultImage.URL == "" {
 		for _, im := range cfg.Images {
 			if im.Default {
-				cfg.DefaultImage = am.Image{URL: im.URL, SHA256: im.SHA256}
+				cfg.DefaultImage = am.Image{URL: im.URL, SHA256: strings.ToLower(im.SHA256)}
 				break
 			}
 		}
