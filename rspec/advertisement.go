@@ -66,8 +66,14 @@ var opStates = []opState{
 // With availableOnly, nodes that cannot take a new sliver now are left out.
 // It writes the text directly (no DOM) so that 1,000 nodes stay cheap.
 func (r *RSpecs) Advertisement(nodes []am.Node, availableOnly bool, now time.Time) (string, error) {
+	// The sliver_type elements (with their disk images) are the same for
+	// every node offering the type: render each once.
+	sliverTypes := map[string]string{
+		am.SliverTypeContainer: r.adSliverType(am.SliverTypeContainer),
+		am.SliverTypeExclusive: r.adSliverType(am.SliverTypeExclusive),
+	}
 	var b strings.Builder
-	b.Grow(2048 + 640*len(nodes))
+	b.Grow(4096 + (700+2*len(sliverTypes[am.SliverTypeContainer]))*len(nodes))
 	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n<rspec")
 	writeAttr(&b, "xmlns", am.RSpecNamespace)
 	writeAttr(&b, "xmlns:xsi", xsiNamespace)
@@ -82,9 +88,6 @@ func (r *RSpecs) Advertisement(nodes []am.Node, availableOnly bool, now time.Tim
 	b.WriteString(">\n")
 	r.writeOpState(&b)
 
-	// The sliver_type elements (with their disk images) are the same for
-	// every node offering the type: render each once.
-	sliverTypes := map[string]string{}
 	for i := range nodes {
 		n := &nodes[i]
 		if availableOnly && !availableNow(n) {

@@ -274,3 +274,38 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// The advertised state machine is closed: start and every next are states,
+// and every state can be left or is final by design.
+func TestOpStateMachine(t *testing.T) {
+	states := map[string]bool{}
+	for _, s := range opStates {
+		states[s.name] = true
+	}
+	if !states[string(am.NotReady)] {
+		t.Fatal("start state geni_notready is not advertised")
+	}
+	for _, s := range opStates {
+		if len(s.actions)+len(s.waits) == 0 {
+			t.Errorf("state %s has no way out", s.name)
+		}
+		for _, tr := range append(append([]opTransition{}, s.actions...), s.waits...) {
+			if !states[tr.next] {
+				t.Errorf("state %s: %s leads to unadvertised state %s", s.name, tr.name, tr.next)
+			}
+		}
+	}
+}
+
+func TestAdvertisement1000Validates(t *testing.T) {
+	v := newValidator(t)
+	r := newTestRSpecs(t, nil)
+	doc, err := r.Advertisement(thousandNodes(), false, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.validate(t, "ad", doc)
+	if got := strings.Count(doc, "<available now="); got != 1000 {
+		t.Fatalf("%d available elements for 1000 nodes", got)
+	}
+}

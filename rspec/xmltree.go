@@ -505,6 +505,10 @@ func escapeText(b *strings.Builder, s string) {
 }
 
 func escape(b *strings.Builder, s string, inAttr bool) {
+	if plainASCII(s) {
+		b.WriteString(s)
+		return
+	}
 	last := 0
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
@@ -536,6 +540,18 @@ func escape(b *strings.Builder, s string, inAttr bool) {
 		last = i
 	}
 	b.WriteString(s[last:])
+}
+
+// plainASCII reports whether s is printable ASCII without markup: the
+// common case, written without looking at runes.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x7f, c == '&', c == '<', c == '>', c == '"':
+			return false
+		}
+	}
+	return true
 }
 
 // isXMLChar reports whether r may appear in an XML 1.0 document.
