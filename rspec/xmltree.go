@@ -89,16 +89,6 @@ func (e *element) setAttr(space, name, value string) {
 	e.Attrs = append(e.Attrs, attr{space, name, value})
 }
 
-func (e *element) removeAttr(space, name string) {
-	out := e.Attrs[:0]
-	for _, a := range e.Attrs {
-		if a.Space != space || a.Local != name {
-			out = append(out, a)
-		}
-	}
-	e.Attrs = out
-}
-
 // elements returns the child elements.
 func (e *element) elements() []*element {
 	var out []*element
