@@ -159,6 +159,7 @@ type SliverRequest struct {
 // Request is a parsed request RSpec.
 type Request struct {
 	Slivers []SliverRequest
+	Foreign []string // top-level elements for other aggregates or tools, echoed in the manifest
 }
 
 // Sliver is one allocated or provisioned resource of a slice.
@@ -186,6 +187,9 @@ type Sliver struct {
 	ExitCode    *int   // the start command's exit code, when it has finished
 	LogURL      string // where the start command's output can be read
 	DataURL     string // where /data can be downloaded
+	LoginHost   string // SSH host of the sliver once provisioned ("" = no login service yet)
+	LoginPort   int    // SSH port on LoginHost (0 means 22)
+	LoginUser   string // account the geni_users keys are installed for
 }
 
 // Slice is what the aggregate knows of a slice.
