@@ -2,8 +2,13 @@ module github.com/geniam/geniam
 
 go 1.26.8
 
+// GENI authorities (gcf among them) have issued certificates with negative
+// serial numbers, which Go refuses to parse unless told otherwise.
+godebug x509negativeserial=1
+
 require (
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/kolo/xmlrpc v0.0.0-20220921171641-a4b6fa1dd06b
 	github.com/spf13/pflag v1.0.10
 	github.com/spf13/viper v1.21.0
 	go.yaml.in/yaml/v3 v3.0.4

@@ -1,0 +1,398 @@
+package geniapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/xmlrpc"
+	"github.com/geniam/geniam/credentials/devpki"
+)
+
+const (
+	aliceURN = "urn:publicid:IDN+example+user+alice"
+	sliceURN = "urn:publicid:IDN+example+slice+s1"
+	sliver1  = "urn:publicid:IDN+am.example+sliver+one"
+	sliver2  = "urn:publicid:IDN+am.example+sliver+two"
+	amURN    = "urn:publicid:IDN+am.example+authority+am"
+	adRSpec  = `<rspec type="advertisement" xmlns="http://www.geni.net/resources/rspec/3"><node component_id="n1"/></rspec>`
+	manifest = `<rspec type="manifest" xmlns="http://www.geni.net/resources/rspec/3"/>`
+)
+
+var expires = time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC)
+
+// fakeAM stands in for the aggregate: it records what the edge passed and
+// answers with canned values, or with err, or panics.
+type fakeAM struct {
+	mu     sync.Mutex
+	method string
+	call   am.Call
+	urns   []string
+	slice  string
+	rspec  string
+	action string
+	exp    time.Time
+	err    error
+	panic  bool
+}
+
+func (f *fakeAM) record(method string, c am.Call) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.method, f.call = method, c
+	if f.panic {
+		panic("fake aggregate exploded")
+	}
+	return f.err
+}
+
+func (f *fakeAM) last() fakeAM {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fakeAM{method: f.method, call: f.call, urns: f.urns, slice: f.slice, rspec: f.rspec, action: f.action, exp: f.exp}
+}
+
+func statuses(urns []string) []am.SliverStatus {
+	var out []am.SliverStatus
+	for _, u := range []string{sliver1, sliver2} {
+		out = append(out, am.SliverStatus{URN: u, Allocation: am.Provisioned, Operational: am.Ready, Expires: expires, ClientID: "n1"})
+	}
+	return out
+}
+
+func (f *fakeAM) GetVersion(ctx context.Context, c am.Call) (*am.Version, error) {
+	if err := f.record("GetVersion", c); err != nil {
+		return nil, err
+	}
+	v := am.StandardVersion(amURN, "https://127.0.0.1:5001/")
+	v.Extra = map[string]any{"geniam_extra": "x", "geni_api": "must not override"}
+	return v, nil
+}
+
+func (f *fakeAM) ListResources(ctx context.Context, c am.Call) (string, error) {
+	if err := f.record("ListResources", c); err != nil {
+		return "", err
+	}
+	return adRSpec, nil
+}
+
+func (f *fakeAM) Describe(ctx context.Context, c am.Call, urns []string) (*am.DescribeResult, error) {
+	f.mu.Lock()
+	f.urns = urns
+	f.mu.Unlock()
+	if err := f.record("Describe", c); err != nil {
+		return nil, err
+	}
+	return &am.DescribeResult{RSpec: manifest, SliceURN: sliceURN, Slivers: statuses(urns)}, nil
+}
+
+func (f *fakeAM) Allocate(ctx context.Context, c am.Call, slice, rspec string) (*am.AllocateResult, error) {
+	f.mu.Lock()
+	f.slice, f.rspec = slice, rspec
+	f.mu.Unlock()
+	if err := f.record("Allocate", c); err != nil {
+		return nil, err
+	}
+	return &am.AllocateResult{RSpec: manifest, Slivers: []am.SliverStatus{{URN: sliver1, Allocation: am.Allocated, Expires: expires}}}, nil
+}
+
+func (f *fakeAM) Renew(ctx context.Context, c am.Call, urns []string, exp time.Time) ([]am.SliverStatus, error) {
+	f.mu.Lock()
+	f.urns, f.exp = urns, exp
+	f.mu.Unlock()
+	if err := f.record("Renew", c); err != nil {
+		return nil, err
+	}
+	return statuses(urns), nil
+}
+
+func (f *fakeAM) Provision(ctx context.Context, c am.Call, urns []string) (*am.AllocateResult, error) {
+	f.mu.Lock()
+	f.urns = urns
+	f.mu.Unlock()
+	if err := f.record("Provision", c); err != nil {
+		return nil, err
+	}
+	return &am.AllocateResult{RSpec: manifest, Slivers: statuses(urns)}, nil
+}
+
+func (f *fakeAM) Status(ctx context.Context, c am.Call, urns []string) (*am.StatusResult, error) {
+	f.mu.Lock()
+	f.urns = urns
+	f.mu.Unlock()
+	if err := f.record("Status", c); err != nil {
+		return nil, err
+	}
+	st := statuses(urns)
+	st[1].Error, st[1].Operational = "boom", am.Failed
+	return &am.StatusResult{SliceURN: sliceURN, Slivers: st}, nil
+}
+
+func (f *fakeAM) PerformOperationalAction(ctx context.Context, c am.Call, urns []string, action string) ([]am.SliverStatus, error) {
+	f.mu.Lock()
+	f.urns, f.action = urns, action
+	f.mu.Unlock()
+	if err := f.record("PerformOperationalAction", c); err != nil {
+		return nil, err
+	}
+	return statuses(urns), nil
+}
+
+func (f *fakeAM) Delete(ctx context.Context, c am.Call, urns []string) ([]am.SliverStatus, error) {
+	f.mu.Lock()
+	f.urns = urns
+	f.mu.Unlock()
+	if err := f.record("Delete", c); err != nil {
+		return nil, err
+	}
+	return []am.SliverStatus{{URN: sliver1, Allocation: am.Unallocated, Expires: expires}}, nil
+}
+
+func (f *fakeAM) Shutdown(ctx context.Context, c am.Call, slice string) error {
+	f.mu.Lock()
+	f.slice = slice
+	f.mu.Unlock()
+	return f.record("Shutdown", c)
+}
+
+// logBuffer collects log output for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
+}
+
+func (l *logBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newLogger() (*slog.Logger, *logBuffer) {
+	buf := &logBuffer{}
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
+// testPKI is a clearinghouse CA (trusted, in rootsDir), the AM's server
+// certificate, and helpers to issue client certificates.
+type testPKI struct {
+	dir        string
+	rootsDir   string
+	ca         *devpki.Identity
+	caCertFile string
+	caKeyFile  string
+	server     tls.Certificate
+	pool       *x509.CertPool // for clients: trusts the server certificate
+}
+
+func newTestPKI(t testing.TB) *testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+example+authority+ca", CommonName: "example CA"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &testPKI{dir: dir, rootsDir: filepath.Join(dir, "roots"), ca: ca}
+	if p.caCertFile, p.caKeyFile, err = ca.WriteFiles(dir, "ca"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(p.rootsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(p.rootsDir, "ca.pem"), ca.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.server = tlsCert(t, srv)
+	p.pool = x509.NewCertPool()
+	p.pool.AddCert(ca.Cert)
+	return p
+}
+
+func tlsCert(t testing.TB, id *devpki.Identity) tls.Certificate {
+	t.Helper()
+	c, err := tls.X509KeyPair(id.ChainPEM(), id.KeyPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (p *testPKI) issue(t testing.TB, o devpki.Options) tls.Certificate {
+	t.Helper()
+	id, err := p.ca.Issue(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tlsCert(t, id)
+}
+
+// opensslLeaf has the openssl CLI sign a client certificate, for what Go will
+// not create: SHA-1 signatures and negative serial numbers. san is the
+// subjectAltName line ("" for none); extra is appended to the extensions.
+func (p *testPKI) opensslLeaf(t testing.TB, name, digest, serial, san, extra, caCert, caKey string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	base := filepath.Join(p.dir, name)
+	if err := os.WriteFile(base+".key", keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ext := "basicConstraints=CA:FALSE\n" + extra
+	if san != "" {
+		ext += "subjectAltName=" + san + "\n"
+	}
+	if err := os.WriteFile(base+".ext", []byte(ext), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("req", "-new", "-key", base+".key", "-subj", "/CN="+name, "-out", base+".csr")
+	run("x509", "-req", "-in", base+".csr", "-CA", caCert, "-CAkey", caKey, "-"+digest, "-set_serial", serial,
+		"-days", "30", "-extfile", base+".ext", "-out", base+".pem")
+	certPEM, err = os.ReadFile(base + ".pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certPEM, keyPEM
+}
+
+func requireOpenSSL(t testing.TB) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl CLI not installed")
+	}
+}
+
+// startServer serves h over mutual TLS on 127.0.0.1 and returns its URL.
+func startServer(t testing.TB, h http.Handler, p *testPKI, legacy bool, log *slog.Logger) (string, *TrustRoots) {
+	t.Helper()
+	roots, err := LoadTrustRoots(p.rootsDir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(ln.Addr().String(), h, ServerTLSConfig(p.server, roots, legacy, log))
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return "https://" + ln.Addr().String() + "/", roots
+}
+
+func clientTransport(p *testPKI, cert *tls.Certificate) *http.Transport {
+	cfg := &tls.Config{RootCAs: p.pool}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: false}
+}
+
+// rawCall posts a call with our codec and decodes the response exactly (kolo
+// loses empty strings, so precise checks use this).
+func rawCall(c *http.Client, url, method string, params ...any) (any, error) {
+	var body bytes.Buffer
+	if err := xmlrpc.EncodeCall(&body, method, params...); err != nil {
+		return nil, err
+	}
+	resp, err := c.Post(url, "text/xml", &body)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, errors.New(resp.Status)
+	}
+	return xmlrpc.DecodeResponse(resp.Body, xmlrpc.Limits{})
+}
+
+// serveDirect runs the handler without a network, as if the caller had
+// presented cert over TLS.
+func serveDirect(h http.Handler, cert *x509.Certificate, body []byte) (any, error) {
+	req := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
+	if cert != nil {
+		req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return xmlrpc.DecodeResponse(rec.Body, xmlrpc.Limits{})
+}
+
+func callDirect(t testing.TB, h http.Handler, cert *x509.Certificate, method string, params ...any) map[string]any {
+	t.Helper()
+	var body bytes.Buffer
+	if err := xmlrpc.EncodeCall(&body, method, params...); err != nil {
+		t.Fatal(err)
+	}
+	v, err := serveDirect(h, cert, body.Bytes())
+	if err != nil {
+		t.Fatalf("%s: %v", method, err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		t.Fatalf("%s: response is %T, not a struct", method, v)
+	}
+	return m
+}
+
+func codeOf(t testing.TB, resp map[string]any) int64 {
+	t.Helper()
+	code, ok := resp["code"].(map[string]any)
+	if !ok {
+		t.Fatalf("no code struct in %#v", resp)
+	}
+	n, ok := code["geni_code"].(int64)
+	if !ok {
+		t.Fatalf("geni_code is not an int in %#v", resp)
+	}
+	return n
+}

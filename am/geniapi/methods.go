@@ -1,0 +1,314 @@
+package geniapi
+
+import (
+	"bytes"
+	"compress/zlib"
+	"context"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/xmlrpc"
+)
+
+// methodSpec describes one AM API method: its parameter names in order (for
+// the arity check and messages; "credentials" and "options" are parsed for
+// every method) and how to run it once those two are in the Call.
+type methodSpec struct {
+	params   []string
+	optional int // trailing params that may be left out (GetVersion's options)
+	run      func(ctx context.Context, api am.API, c *am.Call, p []any) (any, error)
+}
+
+var methods = map[string]methodSpec{
+	"GetVersion":               {params: []string{"options"}, optional: 1, run: getVersion},
+	"ListResources":            {params: []string{"credentials", "options"}, run: listResources},
+	"Describe":                 {params: []string{"urns", "credentials", "options"}, run: describe3},
+	"Allocate":                 {params: []string{"slice_urn", "credentials", "rspec", "options"}, run: allocate},
+	"Renew":                    {params: []string{"urns", "credentials", "expiration_time", "options"}, run: renew},
+	"Provision":                {params: []string{"urns", "credentials", "options"}, run: provision},
+	"Status":                   {params: []string{"urns", "credentials", "options"}, run: status},
+	"PerformOperationalAction": {params: []string{"urns", "credentials", "action", "options"}, run: performOperationalAction},
+	"Delete":                   {params: []string{"urns", "credentials", "options"}, run: deleteSlivers},
+	"Shutdown":                 {params: []string{"slice_urn", "credentials", "options"}, run: shutdown},
+}
+
+// dispatch checks the arity, parses credentials and options, and runs the method.
+func (h *Handler) dispatch(ctx context.Context, c *am.Call, call *xmlrpc.Call, spec methodSpec) (any, error) {
+	p := call.Params
+	if n, max := len(p), len(spec.params); n > max || n < max-spec.optional {
+		want := "(" + strings.Join(spec.params, ", ") + ")"
+		return nil, badArgs("%s takes %d arguments %s, got %d", call.Method, max, want, n)
+	}
+	for i, name := range spec.params {
+		if i >= len(p) {
+			break
+		}
+		var err error
+		switch name {
+		case "credentials":
+			c.Credentials, err = parseCredentials(p[i])
+		case "options":
+			c.Options, err = parseOptions(p[i])
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return spec.run(ctx, h.api, c, p)
+}
+
+var errNilResult = errors.New("am.API returned a nil result without an error")
+
+func getVersion(ctx context.Context, api am.API, c *am.Call, _ []any) (any, error) {
+	v, err := api.GetVersion(ctx, *c)
+	if err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, errNilResult
+	}
+	return versionValue(v), nil
+}
+
+func listResources(ctx context.Context, api am.API, c *am.Call, _ []any) (any, error) {
+	if err := requireRSpecVersion(c.Options); err != nil {
+		return nil, err
+	}
+	if _, ok := c.Options.Raw["geni_slice_urn"]; ok {
+		return nil, badArgs("option geni_slice_urn is AM API v2; use Describe to see a slice")
+	}
+	rspec, err := api.ListResources(ctx, *c)
+	if err != nil {
+		return nil, err
+	}
+	return maybeCompress(rspec, c.Options.Compressed)
+}
+
+func describe3(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
+	urns, err := parseURNs(p[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := requireRSpecVersion(c.Options); err != nil {
+		return nil, err
+	}
+	res, err := api.Describe(ctx, *c, urns)
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		return nil, errNilResult
+	}
+	rspec, err := maybeCompress(res.RSpec, c.Options.Compressed)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"geni_rspec": rspec, "geni_urn": res.SliceURN, "geni_slivers": sliverValues(res.Slivers)}, nil
+}
+
+func allocate(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
+	slice, err := parseSliceURN(p[0], "slice_urn")
+	if err != nil {
+		return nil, err
+	}
+	rspec, err := stringArg(p[2], "rspec")
+	if err != nil {
+		return nil, err
+	}
+	res, err := api.Allocate(ctx, *c, slice, rspec)
+	if err != nil {
+		return nil, err
+	}
+	return allocateValue(res)
+}
+
+func renew(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
+	urns, err := parseURNs(p[0])
+	if err != nil {
+		return nil, err
+	}
+	expiration, err := timeArg(p[2], "expiration_time")
+	if err != nil {
+		return nil, err
+	}
+	res, err := api.Renew(ctx, *c, urns, expiration)
+	if err != nil {
+		return nil, err
+	}
+	return sliverValues(res), nil
+}
+
+func provision(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
+	urns, err := parseURNs(p[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := requireRSpecVersion(c.Options); err != nil {
+		return nil, err
+	}
+	res, err := api.Provision(ctx, *c, urns)
+	if err != nil {
+		return nil, err
+	}
+	return allocateValue(res)
+}
+
+func status(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
+	urns, err := parseURNs(p[0])
+	if err != nil {
+		return nil, err
+	}
+	res, err := api.Status(ctx, *c, urns)
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		return nil, errNilResult
+	}
+	slivers := sliverValues(res.Slivers)
+	for _, s := range slivers { // Status must carry geni_error, "" at least
+		if _, ok := s["geni_error"]; !ok {
+			s["geni_error"] = ""
+		}
+	}
+	return map[string]any{"geni_urn": res.SliceURN, "geni_slivers": slivers}, nil
+}
+
+func performOperationalAction(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
+	urns, err := parseURNs(p[0])
+	if err != nil {
+		return nil, err
+	}
+	action, err := stringArg(p[2], "action")
+	if err != nil {
+		return nil, err
+	}
+	if action == "" {
+		return nil, badArgs("action is empty")
+	}
+	res, err := api.PerformOperationalAction(ctx, *c, urns, action)
+	if err != nil {
+		return nil, err
+	}
+	return sliverValues(res), nil
+}
+
+func deleteSlivers(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
+	urns, err := parseURNs(p[0])
+	if err != nil {
+		return nil, err
+	}
+	res, err := api.Delete(ctx, *c, urns)
+	if err != nil {
+		return nil, err
+	}
+	return sliverValues(res), nil
+}
+
+func shutdown(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
+	slice, err := parseSliceURN(p[0], "slice_urn")
+	if err != nil {
+		return nil, err
+	}
+	if err := api.Shutdown(ctx, *c, slice); err != nil {
+		return nil, err
+	}
+	return true, nil
+}
+
+// FormatTime writes a time as every GENI client reads it: RFC 3339 in UTC
+// without fractional seconds.
+func FormatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
+
+func sliverValue(s am.SliverStatus) map[string]any {
+	m := map[string]any{
+		"geni_sliver_urn":        s.URN,
+		"geni_allocation_status": string(s.Allocation),
+		"geni_expires":           FormatTime(s.Expires),
+	}
+	if s.Operational != "" {
+		m["geni_operational_status"] = string(s.Operational)
+	}
+	if s.ErrorSet || s.Error != "" {
+		m["geni_error"] = s.Error
+	}
+	if s.ResourceMsg != "" {
+		m["geni_resource_status"] = s.ResourceMsg
+	}
+	if s.ClientID != "" {
+		m["geni_client_id"] = s.ClientID // as ProtoGENI does
+	}
+	return m
+}
+
+func sliverValues(list []am.SliverStatus) []map[string]any {
+	out := make([]map[string]any, 0, len(list))
+	for _, s := range list {
+		out = append(out, sliverValue(s))
+	}
+	return out
+}
+
+func allocateValue(res *am.AllocateResult) (any, error) {
+	if res == nil {
+		return nil, errNilResult
+	}
+	return map[string]any{"geni_rspec": res.RSpec, "geni_slivers": sliverValues(res.Slivers)}, nil
+}
+
+// maybeCompress applies geni_compressed: base64 of the zlib (RFC 1950) stream.
+func maybeCompress(rspec string, compressed bool) (string, error) {
+	if !compressed {
+		return rspec, nil
+	}
+	var b bytes.Buffer
+	z := zlib.NewWriter(&b)
+	if _, err := z.Write([]byte(rspec)); err != nil {
+		return "", err
+	}
+	if err := z.Close(); err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(b.Bytes()), nil
+}
+
+func rspecVersionValues(list []am.RSpecVersion) []map[string]any {
+	out := make([]map[string]any, 0, len(list))
+	for _, v := range list {
+		ext := v.Extensions
+		if ext == nil {
+			ext = []string{}
+		}
+		out = append(out, map[string]any{"type": v.Type, "version": v.Version, "schema": v.Schema,
+			"namespace": v.Namespace, "extensions": ext})
+	}
+	return out
+}
+
+// versionValue is GetVersion's value. The types matter: the acceptance test
+// wants geni_api and geni_single_allocation as <int>, geni_api_versions keyed
+// by the string "3", and extensions as arrays.
+func versionValue(v *am.Version) map[string]any {
+	m := make(map[string]any, len(v.Extra)+11)
+	for k, x := range v.Extra {
+		m[k] = x
+	}
+	creds := make([]map[string]any, 0, len(v.CredentialTypes))
+	for _, c := range v.CredentialTypes {
+		creds = append(creds, map[string]any{"geni_type": c.Type, "geni_version": c.Version})
+	}
+	m["geni_api"] = am.APIVersion
+	m["geni_api_versions"] = map[string]any{"3": v.URL}
+	m["geni_request_rspec_versions"] = rspecVersionValues(v.RequestRSpecVersions)
+	m["geni_ad_rspec_versions"] = rspecVersionValues(v.AdRSpecVersions)
+	m["geni_credential_types"] = creds
+	m["geni_single_allocation"] = am.SingleAllocation
+	m["geni_allocate"] = am.AllocateMode
+	m["geni_am_type"] = am.AMType
+	m["geni_am_code"] = v.CodeVersion
+	m["urn"] = v.URN
+	return m
+}

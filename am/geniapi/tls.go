@@ -1,0 +1,312 @@
+package geniapi
+
+import (
+	"crypto"
+	"crypto/md5"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/geniam/geniam/am"
+)
+
+// TrustRoots are the certificate authorities whose users may call the
+// aggregate: every certificate in every PEM file under a directory (GENI
+// federations hand out such a directory of clearinghouse roots). Reload
+// re-reads the directory; handshakes in progress keep the set they started with.
+type TrustRoots struct {
+	dir   string
+	log   *slog.Logger
+	state atomic.Pointer[rootSet]
+}
+
+type rootSet struct {
+	pool  *x509.CertPool
+	certs []*x509.Certificate
+}
+
+// LoadTrustRoots reads the roots under dir. Files and PEM blocks that do
+// not parse are logged and skipped (x509.CertPool.AppendCertsFromPEM would
+// drop them silently); a directory with no usable certificate is an error.
+func LoadTrustRoots(dir string, log *slog.Logger) (*TrustRoots, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	t := &TrustRoots{dir: dir, log: log}
+	if err := t.Reload(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Reload re-reads the directory. On error the previous set stays in force.
+func (t *TrustRoots) Reload() error {
+	var certs []*x509.Certificate
+	err := filepath.WalkDir(t.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		info, err := os.Stat(path) // follows symlinks, as c_rehash directories use them
+		if err != nil || !info.Mode().IsRegular() || info.Size() > 16<<20 {
+			t.log.Warn("trust roots: skipping file", "file", path, "err", err)
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.log.Warn("trust roots: cannot read file", "file", path, "err", err)
+			return nil
+		}
+		for n := 1; ; n++ {
+			var block *pem.Block
+			block, b = pem.Decode(b)
+			if block == nil {
+				break
+			}
+			if block.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				t.log.Warn("trust roots: skipping a certificate that does not parse", "file", path, "block", n, "err", err)
+				continue
+			}
+			certs = append(certs, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("trust roots %s: %w", t.dir, err)
+	}
+	if len(certs) == 0 {
+		return fmt.Errorf("trust roots %s: no certificate found", t.dir)
+	}
+	set := &rootSet{pool: x509.NewCertPool(), certs: certs}
+	for _, c := range certs {
+		set.pool.AddCert(c)
+	}
+	t.state.Store(set)
+	t.log.Info("trust roots loaded", "dir", t.dir, "count", len(certs))
+	return nil
+}
+
+// Certs returns the current roots.
+func (t *TrustRoots) Certs() []*x509.Certificate { return t.state.Load().certs }
+
+// ServerTLSConfig is the TLS configuration of the AM endpoint: it presents
+// cert and requires a client certificate that chains to roots. Go's verifier
+// refuses SHA-1 and MD5 signatures, which older GENI authorities still use;
+// with legacy set, such a chain is checked by hand (verifyLegacy) and admitted
+// with a warning in the log.
+func ServerTLSConfig(cert tls.Certificate, roots *TrustRoots, legacy bool, log *slog.Logger) *tls.Config {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		// RequireAnyClientCert, not RequireAndVerifyClientCert: the check is
+		// ours (ExtKeyUsageAny, a reloadable root set, the legacy path).
+		ClientAuth: tls.RequireAnyClientCert,
+		NextProtos: []string{"http/1.1"},
+		VerifyPeerCertificate: func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+			return verifyClient(rawCerts, roots, legacy, log, time.Now())
+		},
+	}
+}
+
+func verifyClient(rawCerts [][]byte, roots *TrustRoots, legacy bool, log *slog.Logger, now time.Time) error {
+	if len(rawCerts) == 0 {
+		return errors.New("no client certificate")
+	}
+	chain := make([]*x509.Certificate, 0, len(rawCerts))
+	for i, raw := range rawCerts {
+		c, err := x509.ParseCertificate(raw)
+		if err != nil {
+			return fmt.Errorf("client certificate %d: %w", i, err)
+		}
+		chain = append(chain, c)
+	}
+	set := roots.state.Load()
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	_, err := chain[0].Verify(x509.VerifyOptions{
+		Roots:         set.pool,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err == nil {
+		return nil
+	}
+	if !legacy || !hasLegacySignature(chain) {
+		return err
+	}
+	path, lerr := verifyLegacy(chain, set.certs, now)
+	if lerr != nil {
+		return fmt.Errorf("%w; legacy check: %v", err, lerr)
+	}
+	log.Warn("legacy path admitted a client certificate Go refuses (SHA-1 or MD5 signature)",
+		"subject", chain[0].Subject.String(), "urn", urnOf(chain[0]), "chain", describeChain(path), "go_error", err.Error())
+	return nil
+}
+
+func isLegacyAlgorithm(a x509.SignatureAlgorithm) bool {
+	switch a {
+	case x509.SHA1WithRSA, x509.ECDSAWithSHA1, x509.DSAWithSHA1, x509.MD5WithRSA, x509.MD2WithRSA:
+		return true
+	}
+	return false
+}
+
+func hasLegacySignature(chain []*x509.Certificate) bool {
+	for _, c := range chain {
+		if isLegacyAlgorithm(c.SignatureAlgorithm) {
+			return true
+		}
+	}
+	return false
+}
+
+// verifyLegacy walks from the leaf up to a trusted root, checking each
+// signature with the issuer's key (SHA-1 and MD5 allowed), validity periods,
+// and that every issuer is a CA allowed to sign certificates. It returns the
+// path, leaf first, root last.
+func verifyLegacy(chain []*x509.Certificate, roots []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
+	const maxPath = 10
+	cur := chain[0]
+	path := []*x509.Certificate{cur}
+	for len(path) <= maxPath {
+		if now.Before(cur.NotBefore) || now.After(cur.NotAfter) {
+			return nil, fmt.Errorf("%q is not valid at %s (valid %s to %s)", cur.Subject.String(),
+				now.UTC().Format(time.RFC3339), cur.NotBefore.UTC().Format(time.RFC3339), cur.NotAfter.UTC().Format(time.RFC3339))
+		}
+		for _, root := range roots {
+			if root.Equal(cur) {
+				return path, nil // a root is trusted as it is; its own signature is not checked
+			}
+		}
+		parent, err := findIssuer(cur, roots, chain[1:])
+		if err != nil {
+			return nil, err
+		}
+		path = append(path, parent)
+		cur = parent
+	}
+	return nil, errors.New("chain longer than 10 certificates")
+}
+
+func findIssuer(c *x509.Certificate, roots, intermediates []*x509.Certificate) (*x509.Certificate, error) {
+	var lastErr error = fmt.Errorf("no trusted issuer %q found for %q", c.Issuer.String(), c.Subject.String())
+	for _, group := range [][]*x509.Certificate{roots, intermediates} {
+		for _, p := range group {
+			if string(p.RawSubject) != string(c.RawIssuer) || p.Equal(c) {
+				continue
+			}
+			if !p.BasicConstraintsValid || !p.IsCA {
+				lastErr = fmt.Errorf("issuer %q is not a CA", p.Subject.String())
+				continue
+			}
+			if p.KeyUsage != 0 && p.KeyUsage&x509.KeyUsageCertSign == 0 {
+				lastErr = fmt.Errorf("issuer %q may not sign certificates (keyUsage)", p.Subject.String())
+				continue
+			}
+			if err := checkSignature(p, c); err != nil {
+				lastErr = fmt.Errorf("signature of %q by %q: %w", c.Subject.String(), p.Subject.String(), err)
+				continue
+			}
+			return p, nil
+		}
+	}
+	return nil, lastErr
+}
+
+// checkSignature is parent.CheckSignature, plus MD5 with RSA, which
+// CheckSignature refuses outright.
+func checkSignature(parent, c *x509.Certificate) error {
+	if c.SignatureAlgorithm == x509.MD5WithRSA {
+		pub, ok := parent.PublicKey.(*rsa.PublicKey)
+		if !ok {
+			return errors.New("MD5WithRSA signature from a non-RSA key")
+		}
+		sum := md5.Sum(c.RawTBSCertificate)
+		return rsa.VerifyPKCS1v15(pub, crypto.MD5, sum[:], c.Signature)
+	}
+	return parent.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature)
+}
+
+func describeChain(path []*x509.Certificate) string {
+	parts := make([]string, len(path))
+	for i, c := range path {
+		parts[i] = c.Subject.String() + " [" + c.SignatureAlgorithm.String() + "]"
+	}
+	return strings.Join(parts, " <- ")
+}
+
+// urnOf returns the urn:publicid:IDN+ URI of a certificate, or "". The URL's
+// String form keeps the text exactly (a "+" stays a "+").
+func urnOf(c *x509.Certificate) string {
+	for _, u := range c.URIs {
+		if s := u.String(); strings.HasPrefix(strings.ToLower(s), strings.ToLower(urnPrefix)) {
+			return s
+		}
+	}
+	return ""
+}
+
+// CallerFromTLS names the caller of a request from its verified TLS state:
+// the GENI URN in the leaf's subjectAltName, and its email. A missing client
+// certificate or URN is an *am.Err with code Forbidden.
+func CallerFromTLS(cs *tls.ConnectionState) (*am.Caller, error) {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return nil, am.Errorf(am.Forbidden, "a client certificate is required")
+	}
+	leaf := cs.PeerCertificates[0]
+	urn := urnOf(leaf)
+	if urn == "" {
+		return nil, am.Errorf(am.Forbidden, "the client certificate (%s) has no GENI URN (urn:publicid:IDN+...) in its subjectAltName", leaf.Subject.String())
+	}
+	if _, err := ParseURN(urn); err != nil {
+		return nil, am.Errorf(am.Forbidden, "the client certificate's URN is malformed: %v", err)
+	}
+	caller := &am.Caller{URN: urn, Cert: leaf, Chain: cs.PeerCertificates}
+	if len(leaf.EmailAddresses) > 0 {
+		caller.Email = leaf.EmailAddresses[0]
+	}
+	return caller, nil
+}
+
+// NewServer returns the HTTPS server of the AM endpoint, HTTP/1.1 with
+// keep-alive, with timeouts that bound slow or idle clients. Start it with
+// ListenAndServeTLS("", "") (the certificate is in tlsConfig) or
+// ServeTLS(listener, "", "").
+func NewServer(addr string, handler http.Handler, tlsConfig *tls.Config) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           handler,
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: 10 * time.Second, // also bounds the TLS handshake
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      5 * time.Minute, // Allocate and Provision may take a while
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		// No HTTP/2: GENI clients speak HTTP/1.1, and an empty map turns it off.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ErrorLog:     slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+}
