@@ -6,8 +6,6 @@
 //	geni-am config-reference                          print docs/configuration.md
 package main
 
-//go:debug x509negativeserial=1
-
 import (
 	"fmt"
 	"os"
