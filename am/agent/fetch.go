@@ -101,10 +101,11 @@ type verifyingReader struct {
 	want string
 	max  int64
 
-	buf  []byte // bytes read from src, not yet passed on
-	n    int64  // bytes read from src
-	done bool   // src ended and the digest matched
-	err  error  // sticky failure
+	buf  []byte // buf[off:] was read from src and not yet passed on
+	off  int
+	n    int64 // bytes read from src
+	done bool  // src ended and the digest matched
+	err  error // sticky failure
 }
 
 func newVerifyingReader(src io.Reader, wantHex string, max int64) *verifyingReader {
@@ -115,7 +116,11 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	if v.err != nil {
 		return 0, v.err
 	}
-	for !v.done && len(v.buf) <= holdBack {
+	for !v.done && len(v.buf)-v.off <= holdBack {
+		if v.off > 0 { // compact: at most holdBack bytes move, once per refill
+			v.buf = v.buf[:copy(v.buf, v.buf[v.off:])]
+			v.off = 0
+		}
 		chunk := v.buf[len(v.buf):cap(v.buf)]
 		n, err := v.src.Read(chunk)
 		v.h.Write(chunk[:n])
@@ -137,16 +142,15 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 			return 0, v.err
 		}
 	}
-	avail := len(v.buf)
+	avail := len(v.buf) - v.off
 	if !v.done {
 		avail -= holdBack
 	}
-	if avail == 0 && v.done {
-		return 0, io.EOF
+	if avail == 0 {
+		return 0, io.EOF // only reachable when done
 	}
-	n := copy(p, v.buf[:avail])
-	rest := copy(v.buf, v.buf[n:])
-	v.buf = v.buf[:rest]
+	n := copy(p, v.buf[v.off:v.off+avail])
+	v.off += n
 	return n, nil
 }
 

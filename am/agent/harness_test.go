@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,7 +36,7 @@ var (
 	imageDir    string // directory served over HTTP (holds the tar)
 	imageServer *httptest.Server
 	instance    = "test-" + randHex(4) // label scoping every container of this run
-	testTmp     string                  // removed after the run
+	testTmp     string                 // removed after the run
 )
 
 func randHex(n int) string {
@@ -52,7 +54,10 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(tmp)
 		testTmp = tmp
-		if err := buildImage(tmp); err != nil {
+		flag.Parse()
+		if isFuzzing() {
+			dockerSkip = "fuzzing: the test image is not built"
+		} else if err := buildImage(tmp); err != nil {
 			dockerSkip = err.Error()
 		} else {
 			imageServer = httptest.NewServer(http.FileServer(http.Dir(imageDir)))
@@ -62,6 +67,15 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	os.Exit(code)
+}
+
+func isFuzzing() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
 
 // buildImage builds and saves the test image, or says why it cannot.
@@ -255,7 +269,7 @@ func startAgent(tb testing.TB, cfg agent.Config) *testAgent {
 	srv := httptest.NewUnstartedServer(agent.NewHandler(svc, agent.HandlerOptions{Logger: cfg.Logger}))
 	srv.TLS, err = agent.ServerTLSConfig(p.serverCert, p.serverKey, p.caFile)
 	must(tb, err)
-	srv.Config.ErrorLog = nil
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake refusals are expected
 	srv.StartTLS()
 	ctls, err := agent.ClientTLSConfig(p.clientCert, p.clientKey, p.caFile)
 	must(tb, err)

@@ -78,9 +78,6 @@ func NewHandler(svc *Service, opt HandlerOptions) *Handler {
 	m.HandleFunc("GET /v1/ping", h.v1Ping)
 	m.HandleFunc("GET /v1/fetchVM/{id}", h.v1Unsupported)
 	m.HandleFunc("GET /v1/startVM/{id}", h.v1Unsupported)
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, r, h.log, am.Errorf(am.SearchFailed, "no such endpoint: %s %s", r.Method, truncate(r.URL.Path, 200)))
-	})
 	return h
 }
 
@@ -126,14 +123,47 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeErr(rec, r, h.log, am.Errorf(am.Forbidden, "client %s is not allowed on this agent", caller.ID))
 		return
 	}
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		// No route: let the mux decide between 404 and 405 (it sets Allow),
+		// then answer in JSON like every other error.
+		probe := &statusProbe{header: http.Header{}}
+		h.mux.ServeHTTP(probe, r)
+		if allow := probe.header.Get("Allow"); allow != "" {
+			rec.Header().Set("Allow", allow)
+		}
+		body := ErrorBody{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, truncate(r.URL.Path, 200)), Code: am.SearchFailed.String(), GeniCode: int(am.SearchFailed)}
+		status := http.StatusNotFound
+		if probe.code == http.StatusMethodNotAllowed {
+			status = probe.code
+			body.Error = fmt.Sprintf("method %s not allowed on %s", r.Method, truncate(r.URL.Path, 200))
+			body.Code, body.GeniCode = am.BadArgs.String(), int(am.BadArgs)
+		}
+		writeJSON(rec, status, body)
+		return
+	}
 	h.mux.ServeHTTP(rec, r)
 }
+
+// statusProbe records what the mux would answer for an unrouted request.
+type statusProbe struct {
+	header http.Header
+	code   int
+}
+
+func (p *statusProbe) Header() http.Header         { return p.header }
+func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *statusProbe) WriteHeader(code int)        { p.code = code }
 
 // checkPath refuses, before routing, any path whose sliver segment is not a
 // valid id. The mux would otherwise clean "../" away (and redirect), and an
 // encoded "/" could change which route matches.
 func checkPath(u *url.URL) error {
 	segs := strings.Split(u.EscapedPath(), "/")
+	for i, s := range segs {
+		if s == ".." || s == "." || (s == "" && i > 0 && i < len(segs)-1) {
+			return am.Errorf(am.BadArgs, "invalid path: empty, \".\" and \"..\" segments are not allowed")
+		}
+	}
 	// "", "v2", "slivers", ID, ...  or  "", "v1", "op", NAME
 	var raw string
 	switch {
@@ -145,11 +175,6 @@ func checkPath(u *url.URL) error {
 			return am.Errorf(am.BadArgs, "invalid container name: the path has extra segments")
 		}
 	default:
-		for _, s := range segs {
-			if s == ".." || s == "." {
-				return am.Errorf(am.BadArgs, "invalid path: %q segments are not allowed", s)
-			}
-		}
 		return nil
 	}
 	id, err := url.PathUnescape(raw)
