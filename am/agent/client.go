@@ -119,6 +119,20 @@ func (c *Client) Fetch(ctx context.Context, id string, req FetchRequest) (Status
 	return st, err
 }
 
+// FetchWait is Fetch, but the agent holds the answer until the fetch ends
+// or maxWait passes (?wait=): one round trip instead of polling. A failed
+// fetch comes back as an ERROR *am.Err; a fetch still running as a status
+// with state "fetching".
+func (c *Client) FetchWait(ctx context.Context, id string, req FetchRequest, maxWait time.Duration) (Status, error) {
+	p, err := c.sliverPath(id, "/image")
+	if err != nil {
+		return Status{}, err
+	}
+	var st Status
+	_, err = c.call(ctx, "fetch", http.MethodPut, p+"?wait="+url.QueryEscape(maxWait.String()), req, &st)
+	return st, err
+}
+
 // WaitFetched polls the sliver's status every interval until its image is
 // no longer being fetched, and returns an *am.Err if the fetch failed.
 func (c *Client) WaitFetched(ctx context.Context, id string, interval time.Duration) (Status, error) {
