@@ -73,7 +73,9 @@ func TestFetchDigest(t *testing.T) {
 
 func TestRunLifecycle(t *testing.T) {
 	needDocker(t)
-	a := startAgent(t, testConfig(t))
+	cfg := testConfig(t)
+	cfg.MemoryBytes, cfg.NanoCPUs = 64<<20, 5e8
+	a := startAgent(t, cfg)
 	ctx := ctxT(t, 2*time.Minute)
 	const id = "life.1"
 	a.fetched(t, id)
@@ -81,9 +83,12 @@ func TestRunLifecycle(t *testing.T) {
 		SliceURN:  "urn:publicid:IDN+geniam.test+slice+s1",
 		SliverURN: "urn:publicid:IDN+geniam.test+sliver+life.1",
 		Command: []string{"/prog", "-out", "hello from the container", "-err", "a warning",
-			"-write", "result.txt=42", "-cat", "/geni/slice_urn", "-cat", "/geni/authorized_keys", "-exit", "3"},
-		Manifest: "<rspec/>",
-		Users:    []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+alice", Keys: []string{"ssh-ed25519 AAAAC3Nza alice@laptop"}}},
+			"-write", "result.txt=42", "-cat", "/geni/slice_urn", "-cat", "/geni/authorized_keys",
+			"-try-write", "/geni/evil", "-try-write", "/data/fine", "-exit", "3"},
+		MemoryBytes: 32 << 20, // under the agent's cap: kept
+		CPUs:        4,        // over the agent's cap: cut to 0.5
+		Manifest:    "<rspec/>",
+		Users:       []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+alice", Keys: []string{"ssh-ed25519 AAAAC3Nza alice@laptop"}}},
 	}
 	st, created, err := a.client.Run(ctx, id, req)
 	must(t, err)
@@ -94,7 +99,8 @@ func TestRunLifecycle(t *testing.T) {
 	if st.ExitCode == nil || *st.ExitCode != 3 {
 		t.Fatalf("exit code %v, want 3", st.ExitCode)
 	}
-	for _, want := range []string{"hello from the container", req.SliceURN, "ssh-ed25519 AAAAC3Nza alice@laptop"} {
+	for _, want := range []string{"hello from the container", req.SliceURN, "ssh-ed25519 AAAAC3Nza alice@laptop",
+		"write /geni/evil: refused", "write /data/fine: ok"} {
 		if !strings.Contains(st.StdoutTail, want) {
 			t.Errorf("stdout tail %q lacks %q", st.StdoutTail, want)
 		}
@@ -109,6 +115,9 @@ func TestRunLifecycle(t *testing.T) {
 	if got := engineField("container", cid, "{{.HostConfig.NetworkMode}} {{index .Config.Labels \"org.geniam.managed-by\"}}"); got != "none geniam agent" {
 		t.Errorf("network mode and label: %q", got)
 	}
+	if got := engineField("container", cid, "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}"); got != "33554432 500000000 64" {
+		t.Errorf("memory, CPU and pids limits: %q", got)
+	}
 	// Idempotent: running again reports the existing container.
 	st2, created, err := a.client.Run(ctx, id, req)
 	must(t, err)
@@ -117,7 +126,7 @@ func TestRunLifecycle(t *testing.T) {
 	}
 
 	files := readTar(t, a, id)
-	if files["result.txt"] != "42" || len(files) != 1 {
+	if files["result.txt"] != "42" || len(files) != 2 {
 		t.Fatalf("data tar: %v", files)
 	}
 	must(t, a.client.DeleteData(ctx, id))
@@ -303,6 +312,15 @@ func TestTwoSlivers(t *testing.T) {
 		if got := readTar(t, a, id)["who"]; got != id {
 			t.Fatalf("sliver %s sees data %q", id, got)
 		}
+	}
+	// geni_update_users rewrites /geni/authorized_keys in place.
+	users := []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+bob", Keys: []string{"ssh-rsa AAAAB3 bob@host", "ssh-ed25519 AAAAC3 bob@other"}}}
+	_, err := a.client.UpdateUsers(ctx, "two", users)
+	must(t, err)
+	keys, err := os.ReadFile(filepath.Join(a.cfg.StateDir, "slivers", "two", "geni", "authorized_keys"))
+	must(t, err)
+	if string(keys) != "ssh-rsa AAAAB3 bob@host urn:publicid:IDN+geniam.test+user+bob\nssh-ed25519 AAAAC3 bob@other urn:publicid:IDN+geniam.test+user+bob\n" {
+		t.Fatalf("authorized_keys after update:\n%s", keys)
 	}
 	// Removing "one" keeps the image "two" still uses.
 	must(t, a.client.Kill(ctx, "one"))

@@ -1,6 +1,6 @@
 // Command prog is the program inside the agent tests' container image (built
 // FROM scratch as a static binary). What it does is chosen by flags, in this
-// order: -append, -write, -cat, -out, -err, -sleep, then exit with -exit.
+// order: -append, -write, -cat, -try-write, -out, -err, -sleep, then exit with -exit.
 package main
 
 import (
@@ -19,7 +19,7 @@ func (l *list) String() string     { return strings.Join(*l, ",") }
 func (l *list) Set(s string) error { *l = append(*l, s); return nil }
 
 func main() {
-	var writes, cats, appends list
+	var writes, cats, appends, tries list
 	out := flag.String("out", "", "line to print on stdout")
 	errs := flag.String("err", "", "line to print on stderr")
 	sleep := flag.String("sleep", "", `how long to run: a duration, or "forever" (until signalled)`)
@@ -27,6 +27,7 @@ func main() {
 	flag.Var(&writes, "write", "name=content: write /data/name")
 	flag.Var(&cats, "cat", "path: copy the file to stdout")
 	flag.Var(&appends, "append", "name: append a line to /data/name (counts runs)")
+	flag.Var(&tries, "try-write", "path: try to create the file; print the outcome on stdout")
 	flag.Parse()
 
 	for _, a := range appends {
@@ -52,6 +53,13 @@ func main() {
 			os.Exit(102)
 		}
 		os.Stdout.Write(b)
+	}
+	for _, p := range tries {
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			fmt.Println("write " + p + ": refused")
+		} else {
+			fmt.Println("write " + p + ": ok")
+		}
 	}
 	if *out != "" {
 		fmt.Println(*out)
