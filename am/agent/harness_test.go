@@ -37,6 +37,7 @@ var (
 	imageServer *httptest.Server
 	instance    = "test-" + randHex(4) // label scoping every container of this run
 	testTmp     string                 // removed after the run
+	extraImages []string               // other images built by this run (benchmarks)
 )
 
 func randHex(n int) string {
@@ -157,8 +158,10 @@ func cleanupEngine() {
 	for _, id := range strings.Fields(string(out)) {
 		_ = exec.Command("docker", "rm", "-f", id).Run()
 	}
-	if imageID != "" {
-		_ = exec.Command("docker", "rmi", "-f", imageID).Run()
+	for _, id := range append(extraImages, imageID) {
+		if id != "" {
+			_ = exec.Command("docker", "rmi", "-f", id).Run()
+		}
 	}
 }
 
