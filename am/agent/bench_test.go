@@ -31,7 +31,7 @@ var (
 
 func smallImage() benchImage {
 	fi, _ := os.Stat(imageTar)
-	return benchImage{name: "small", tag: "geniam-agent-test:" + instance, tar: imageTar, digest: imageDigest, id: imageID, mb: float64(fi.Size()) / 1e6}
+	return benchImage{name: "small", tag: "geniam.test/agent/test:" + instance, tar: imageTar, digest: imageDigest, id: imageID, mb: float64(fi.Size()) / 1e6}
 }
 
 // largeImage is the test image plus a 64 MiB layer of random bytes, built
@@ -55,7 +55,7 @@ func largeImage(b *testing.B) benchImage {
 		if bigErr = os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); bigErr != nil {
 			return
 		}
-		im := benchImage{name: "64MiB", tag: "geniam-agent-test-big:" + instance, tar: filepath.Join(imageDir, "big.docker.tar")}
+		im := benchImage{name: "64MiB", tag: "geniam.test/agent/big:" + instance, tar: filepath.Join(imageDir, "big.docker.tar")}
 		if bigErr = run("docker", "build", "-q", "-t", im.tag, dir); bigErr != nil {
 			return
 		}

@@ -62,6 +62,13 @@ func TestFetchDigest(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("missing tar: %v", err)
 	}
+	// A local file works when the agent allows files (here: tests).
+	st, err = a.client.FetchWait(ctx, "local", agent.FetchRequest{URL: imageTar, SHA256: imageDigest}, time.Minute)
+	must(t, err)
+	if st.State != agent.StateFetched || st.Image.ID != imageID {
+		t.Fatalf("local file fetch: %+v", st)
+	}
+	must(t, a.client.Delete(ctx, "local"))
 	must(t, a.client.Delete(ctx, "good-digest"))
 	if engineHas("image", imageID) {
 		t.Fatalf("image still in the engine after the only sliver using it was deleted")

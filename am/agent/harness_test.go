@@ -102,7 +102,7 @@ func buildImage(tmp string) error {
 	if err := os.WriteFile(filepath.Join(build, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		return err
 	}
-	tag := "geniam-agent-test:" + instance
+	tag := "geniam.test/agent/test:" + instance
 	if err := run("docker", "build", "-q", "-t", tag, build); err != nil {
 		return err
 	}

@@ -421,7 +421,7 @@ func (h *Handler) emitData(w http.ResponseWriter, r *http.Request) {
 // answer; an error in the middle aborts the connection so the client sees a
 // broken transfer rather than a short archive that looks complete.
 func (h *Handler) streamTar(w http.ResponseWriter, r *http.Request, id, prefix string) {
-	if _, err := h.svc.Status(r.Context(), id); am.CodeOf(err) == am.SearchFailed || am.CodeOf(err) == am.BadArgs {
+	if err := h.svc.Known(id); err != nil {
 		writeErr(w, r, h.log, err)
 		return
 	}

@@ -97,6 +97,8 @@ func TestMutualTLS(t *testing.T) {
 
 func TestHostileRequests(t *testing.T) {
 	cfg := testConfig(t)
+	cfg.FileImageDirs = []string{t.TempDir()}
+	imgDir := cfg.FileImageDirs[0]
 	a := startAgent(t, cfg)
 	p := a.pki
 	ctls, err := agent.ClientTLSConfig(p.clientCert, p.clientKey, p.caFile)
@@ -134,6 +136,8 @@ func TestHostileRequests(t *testing.T) {
 		{"PUT", "/v2/slivers/ok/image", `{"url":"ftp://127.0.0.1/x.tar","sha256":"` + strings.Repeat("a", 64) + `"}`, 400},
 		{"PUT", "/v2/slivers/ok/image", `{"url":"http://127.0.0.1:1/x.tar","sha256":"` + strings.Repeat("a", 64) + `","extra":1}`, 400},
 		{"PUT", "/v2/slivers/ok/image", `not json`, 400},
+		{"PUT", "/v2/slivers/ok/image", `{"url":"/etc/shadow","sha256":"` + strings.Repeat("a", 64) + `"}`, 403},
+		{"PUT", "/v2/slivers/ok/image", `{"url":"file://` + imgDir + `/../../etc/shadow","sha256":"` + strings.Repeat("a", 64) + `"}`, 403},
 		{"PUT", "/v2/slivers/ok/image", `{"url":"` + strings.Repeat("x", 3<<20) + `"}`, 413},
 		{"PUT", "/v2/slivers/ok/container", `{"command":["/prog"],"shell":"x"}`, 400},
 		{"PUT", "/v2/slivers/ok/container", `{"restart":"sometimes"}`, 400},

@@ -172,15 +172,13 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 // running; time limits are re-armed by the next New).
 func (s *Service) Close() {
 	s.close()
-	s.mu.Lock()
-	for _, sl := range s.slivers {
+	for _, sl := range s.all() {
 		sl.mu.Lock()
 		if sl.timer != nil {
 			sl.timer.Stop()
 		}
 		sl.mu.Unlock()
 	}
-	s.mu.Unlock()
 	s.wg.Wait()
 }
 
@@ -239,6 +237,29 @@ func (s *Service) setImageRef(id, oldID, newID string) {
 		}
 		s.imageRefs[newID][id] = true
 	}
+}
+
+// all returns every sliver entry. Lock order is sliver before s.mu, so
+// callers lock the entries only after s.mu is released.
+func (s *Service) all() []*sliver {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*sliver, 0, len(s.slivers))
+	for _, sl := range s.slivers {
+		out = append(out, sl)
+	}
+	return out
+}
+
+// Known returns nil if the agent has a record of the sliver, else a
+// SEARCHFAILED (or BADARGS) error. It does not ask the engine.
+func (s *Service) Known(id string) error {
+	sl, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	sl.mu.Unlock()
+	return nil
 }
 
 // get returns the sliver entry for id, creating an empty one.
@@ -770,12 +791,10 @@ func firstNonEmpty(a, b string) string {
 // List reports every sliver the agent knows, sorted by id: the aggregate
 // compares this with its own view to reconcile.
 func (s *Service) List(ctx context.Context) ([]Status, error) {
-	s.mu.Lock()
-	ids := make([]string, 0, len(s.slivers))
-	for id := range s.slivers {
-		ids = append(ids, id)
+	var ids []string
+	for _, sl := range s.all() {
+		ids = append(ids, sl.id)
 	}
-	s.mu.Unlock()
 	sort.Strings(ids)
 	out := []Status{}
 	for _, id := range ids {

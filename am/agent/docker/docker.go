@@ -293,7 +293,7 @@ func (c *Client) ImageID(ctx context.Context, ref string) (string, error) {
 	var img struct {
 		ID string `json:"Id"`
 	}
-	if _, err := c.doJSON(ctx, http.MethodGet, "/images/"+url.PathEscape(ref)+"/json", nil, nil, &img); err != nil {
+	if _, err := c.doJSON(ctx, http.MethodGet, "/images/"+escapeRef(ref)+"/json", nil, nil, &img); err != nil {
 		return "", err
 	}
 	if img.ID == "" {
@@ -302,10 +302,20 @@ func (c *Client) ImageID(ctx context.Context, ref string) (string, error) {
 	return img.ID, nil
 }
 
+// escapeRef escapes an image reference for a URL path, keeping the "/" of
+// repository names (the engine routes /images/{name:.*}/json on them).
+func escapeRef(ref string) string {
+	parts := strings.Split(ref, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
+}
+
 // RemoveImage deletes an image by ID, untagging it as needed. It is not
 // forced: an image still used by any container stays (409).
 func (c *Client) RemoveImage(ctx context.Context, id string) error {
-	_, err := c.doJSON(ctx, http.MethodDelete, "/images/"+url.PathEscape(id), nil, nil, nil)
+	_, err := c.doJSON(ctx, http.MethodDelete, "/images/"+escapeRef(id), nil, nil, nil)
 	return err
 }
 
