@@ -20,13 +20,19 @@ type FetchRequest struct {
 var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Validate checks the request's form (not whether the URL is allowed).
-func (f *FetchRequest) Validate() error {
+func (f *FetchRequest) Validate() error { return f.validate(true) }
+
+// validate checks the form; without requireDigest (v1) an empty sha256 passes.
+func (f *FetchRequest) validate(requireDigest bool) error {
 	f.SHA256 = strings.ToLower(strings.TrimPrefix(f.SHA256, "sha256:"))
 	if f.URL == "" {
 		return am.Errorf(am.MissingArgs, "fetch: url is required")
 	}
 	if len(f.URL) > 4096 {
 		return am.Errorf(am.BadArgs, "fetch: url is longer than 4096 bytes")
+	}
+	if f.SHA256 == "" && !requireDigest {
+		return nil
 	}
 	if !sha256Pattern.MatchString(f.SHA256) {
 		return am.Errorf(am.BadArgs, "fetch: sha256 must be 64 hex digits, got %q", truncate(f.SHA256, 80))

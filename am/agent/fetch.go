@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/geniam/geniam/am"
 )
@@ -103,9 +104,27 @@ type verifyingReader struct {
 
 	buf  []byte // buf[off:] was read from src and not yet passed on
 	off  int
-	n    int64 // bytes read from src
-	done bool  // src ended and the digest matched
-	err  error // sticky failure
+	done bool // src ended and the digest matched
+
+	// The engine client reads in its own goroutine, so what the fetch
+	// reports afterwards is read under a lock.
+	mu  sync.Mutex
+	n   int64 // bytes read from src
+	err error // sticky failure
+}
+
+// result returns the bytes read so far and the failure, if any.
+func (v *verifyingReader) result() (int64, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.n, v.err
+}
+
+func (v *verifyingReader) fail(err error) (int, error) {
+	v.mu.Lock()
+	v.err = err
+	v.mu.Unlock()
+	return 0, err
 }
 
 func newVerifyingReader(src io.Reader, wantHex string, max int64) *verifyingReader {
@@ -113,8 +132,8 @@ func newVerifyingReader(src io.Reader, wantHex string, max int64) *verifyingRead
 }
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
-	if v.err != nil {
-		return 0, v.err
+	if _, err := v.result(); err != nil {
+		return 0, err
 	}
 	for !v.done && len(v.buf)-v.off <= holdBack {
 		if v.off > 0 { // compact: at most holdBack bytes move, once per refill
@@ -125,21 +144,21 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 		n, err := v.src.Read(chunk)
 		v.h.Write(chunk[:n])
 		v.buf = v.buf[:len(v.buf)+n]
+		v.mu.Lock()
 		v.n += int64(n)
-		if v.max > 0 && v.n > v.max {
-			v.err = fmt.Errorf("image is larger than the limit of %d bytes", v.max)
-			return 0, v.err
+		total := v.n
+		v.mu.Unlock()
+		if v.max > 0 && total > v.max {
+			return v.fail(fmt.Errorf("image is larger than the limit of %d bytes", v.max))
 		}
 		if err == io.EOF {
 			got := hex.EncodeToString(v.h.Sum(nil))
 			if v.want != "" && got != v.want {
-				v.err = fmt.Errorf("image digest mismatch: got sha256 %s, want %s", got, v.want)
-				return 0, v.err
+				return v.fail(fmt.Errorf("image digest mismatch: got sha256 %s, want %s", got, v.want))
 			}
 			v.done = true
 		} else if err != nil {
-			v.err = fmt.Errorf("reading image: %w", err)
-			return 0, v.err
+			return v.fail(fmt.Errorf("reading image: %w", err))
 		}
 	}
 	avail := len(v.buf) - v.off

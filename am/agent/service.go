@@ -329,13 +329,7 @@ func (s *Service) Fetch(ctx context.Context, id string, req FetchRequest, opt Fe
 	if err := ValidID(id); err != nil {
 		return Status{}, false, err
 	}
-	if opt.AllowNoDigest && req.SHA256 == "" {
-		req.SHA256 = "0000000000000000000000000000000000000000000000000000000000000000" // passes Validate; cleared below
-		if err := req.Validate(); err != nil {
-			return Status{}, false, err
-		}
-		req.SHA256 = ""
-	} else if err := req.Validate(); err != nil {
+	if err := req.validate(!opt.AllowNoDigest); err != nil {
 		return Status{}, false, err
 	}
 	src, err := s.checkImageURL(req.URL)
@@ -409,8 +403,8 @@ func (s *Service) runFetch(ctx context.Context, cancel context.CancelFunc, sl *s
 		}
 		vr = newVerifyingReader(body, digest, s.cfg.MaxImageBytes)
 		id, err := s.rt.LoadImage(ctx, vr)
-		if vr.err != nil {
-			return "", vr.err // the reader's own failure says more than the engine's
+		if _, verr := vr.result(); verr != nil {
+			return "", verr // the reader's own failure says more than the engine's
 		}
 		if err != nil {
 			return "", fmt.Errorf("loading image: %w", err)
@@ -436,7 +430,7 @@ func (s *Service) runFetch(ctx context.Context, cancel context.CancelFunc, sl *s
 	img := &sl.rec.Image
 	img.FinishedAt = time.Now().UTC()
 	if vr != nil {
-		img.Bytes = vr.n
+		img.Bytes, _ = vr.result()
 	}
 	if err != nil {
 		img.State, img.Error = ImageFailed, err.Error()
