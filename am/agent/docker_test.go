@@ -367,6 +367,9 @@ func TestV1Paths(t *testing.T) {
 		must(t, err)
 		return resp, string(b)
 	}
+	if resp, _ := get("/v1/fetchContainer/x?url=" + imageServer.URL + "/image.docker.tar"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("v1 fetch with ?url= on the plain listener: %d", resp.StatusCode)
+	}
 	// The old agent fetched <containerStore>/NAME.docker.tar: here NAME is "image".
 	if resp, body := get("/v1/fetchContainer/image?sha256=" + strings.Repeat("0", 64)); resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, "digest mismatch") {
 		t.Fatalf("v1 fetch with a wrong digest: %d %s", resp.StatusCode, body)

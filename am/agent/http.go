@@ -470,6 +470,12 @@ func (h *Handler) v1Fetch(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	q := r.URL.Query()
 	req := FetchRequest{URL: q.Get("url"), SHA256: q.Get("sha256")}
+	if req.URL != "" && h.opt.V1Only {
+		// The plain listener has no authentication: it may only make the
+		// agent fetch from the configured store, not from any URL.
+		writeErr(w, r, h.log, am.Errorf(am.Forbidden, "fetchContainer: ?url= is not accepted on the plain-HTTP listener"))
+		return
+	}
 	if req.URL == "" {
 		if h.svc.cfg.ContainerStore == "" {
 			writeErr(w, r, h.log, am.Errorf(am.MissingArgs, "fetchContainer: no container store is configured; give ?url="))
