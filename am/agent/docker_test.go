@@ -215,9 +215,7 @@ func TestStartFailureAndStopStart(t *testing.T) {
 	if st.State != agent.StateRunning {
 		t.Fatalf("after start: %+v", st)
 	}
-	if got := readTar(t, a, "stopstart")["runs"]; got != "run\nrun\n" {
-		t.Fatalf("runs file %q, want two runs", got)
-	}
+	a.waitData(t, "stopstart", "runs", "run\nrun\n")
 	must(t, a.client.Delete(ctx, "stopstart"))
 	must(t, a.client.Delete(ctx, "noshell"))
 }
@@ -316,9 +314,7 @@ func TestTwoSlivers(t *testing.T) {
 	}
 	for _, id := range []string{"one", "two"} {
 		a.waitFor(t, id, 10*time.Second, "running", inState(agent.StateRunning))
-		if got := readTar(t, a, id)["who"]; got != id {
-			t.Fatalf("sliver %s sees data %q", id, got)
-		}
+		a.waitData(t, id, "who", id)
 	}
 	// geni_update_users rewrites /geni/authorized_keys in place.
 	users := []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+bob", Keys: []string{"ssh-rsa AAAAB3 bob@host", "ssh-ed25519 AAAAC3 bob@other"}}}

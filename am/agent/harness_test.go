@@ -150,17 +150,26 @@ func cleanupEngine() {
 	if dockerSkip != "" {
 		return
 	}
-	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+agent.LabelInstance+"="+instance).Output()
-	for _, id := range strings.Fields(string(out)) {
-		_ = exec.Command("docker", "rm", "-f", id).Run()
-	}
-	out, _ = exec.Command("docker", "ps", "-aq", "--filter", "label=geniam-cli-bench="+instance).Output()
+	removeContainers(instance)
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=geniam-cli-bench="+instance).Output()
 	for _, id := range strings.Fields(string(out)) {
 		_ = exec.Command("docker", "rm", "-f", id).Run()
 	}
 	for _, id := range append(extraImages, imageID) {
 		if id != "" {
 			_ = exec.Command("docker", "rmi", "-f", id).Run()
+		}
+	}
+}
+
+// removeContainers force-removes the containers whose agent-instance label
+// starts with prefix (each test agent has instance "<run>-<random>").
+func removeContainers(prefix string) {
+	out, _ := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance,
+		"--format", `{{.ID}} {{.Label "`+agent.LabelInstance+`"}}`).Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if id, inst, ok := strings.Cut(line, " "); ok && strings.HasPrefix(inst, prefix) {
+			_ = exec.Command("docker", "rm", "-f", id).Run()
 		}
 	}
 }
@@ -245,10 +254,17 @@ type testAgent struct {
 	pki    *pki
 }
 
+// testConfig is a fresh agent configuration with its own state directory
+// and instance label, so no test adopts another's containers. The test's
+// containers are removed when it ends, pass or fail.
 func testConfig(tb testing.TB) agent.Config {
+	inst := instance + "-" + randHex(3)
+	if dockerSkip == "" {
+		tb.Cleanup(func() { removeContainers(inst) })
+	}
 	return agent.Config{
 		StateDir:        tb.TempDir(),
-		Instance:        instance,
+		Instance:        inst,
 		AllowFileImages: true,
 		FetchTimeout:    2 * time.Minute,
 		StopGrace:       2 * time.Second,
@@ -320,6 +336,18 @@ func (a *testAgent) waitFor(tb testing.TB, id string, d time.Duration, what stri
 	}
 	tb.Fatalf("sliver %s: %s not reached in %s; last status %+v (err %v)", id, what, d, st, err)
 	return st
+}
+
+// waitData polls the sliver's data until file name has the wanted content.
+func (a *testAgent) waitData(t *testing.T, id, name, want string) {
+	t.Helper()
+	var got map[string]string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if got = readTar(t, a, id); got[name] == want {
+			return
+		}
+	}
+	t.Fatalf("sliver %s: /data/%s never became %q; data %v", id, name, want, got)
 }
 
 func inState(s agent.State) func(agent.Status) bool {
