@@ -83,6 +83,9 @@ type Runtime interface {
 	Inspect(ctx context.Context, containerID string) (ContainerState, error)
 	// Logs returns the last lines of stdout and stderr, each at most maxBytes.
 	Logs(ctx context.Context, containerID string, lines, maxBytes int) (stdout, stderr []byte, err error)
+	// StreamLogs copies the container's whole stdout and stderr so far to
+	// the writers (either may be io.Discard), with constant memory.
+	StreamLogs(ctx context.Context, containerID string, stdout, stderr io.Writer) error
 	// List returns the containers carrying all the given labels.
 	List(ctx context.Context, labels map[string]string) ([]ContainerState, error)
 }

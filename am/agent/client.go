@@ -221,6 +221,20 @@ func (c *Client) Data(ctx context.Context, id string) (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
+// Logs returns the whole stdout or stderr ("stdout", "stderr") of the
+// sliver's container as a stream; the caller closes it.
+func (c *Client) Logs(ctx context.Context, id, stream string) (io.ReadCloser, error) {
+	p, err := c.sliverPath(id, "/logs/"+url.PathEscape(stream))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.send(ctx, "logs", http.MethodGet, p, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
 // DeleteData empties the sliver's /data.
 func (c *Client) DeleteData(ctx context.Context, id string) error {
 	return c.del(ctx, "delete data", id, "/data")

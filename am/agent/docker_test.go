@@ -132,6 +132,16 @@ func TestRunLifecycle(t *testing.T) {
 		t.Fatalf("second run created a container: %v %s", created, st2.Container.ID)
 	}
 
+	for stream, want := range map[string]string{"stdout": "hello from the container\n", "stderr": "a warning\n"} {
+		rc, err := a.client.Logs(ctx, id, stream)
+		must(t, err)
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		must(t, err)
+		if !strings.HasSuffix(string(b), want) {
+			t.Errorf("%s log %q does not end with %q", stream, b, want)
+		}
+	}
 	files := readTar(t, a, id)
 	if files["result.txt"] != "42" || len(files) != 2 {
 		t.Fatalf("data tar: %v", files)
@@ -142,6 +152,9 @@ func TestRunLifecycle(t *testing.T) {
 	}
 
 	must(t, a.client.Kill(ctx, id))
+	if _, err := a.client.Logs(ctx, id, "stdout"); am.CodeOf(err) != am.SearchFailed {
+		t.Fatalf("logs without a container: %v, want SEARCHFAILED", err)
+	}
 	if engineHas("container", cid) {
 		t.Fatalf("container %s survives kill", cid)
 	}

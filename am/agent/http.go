@@ -66,6 +66,7 @@ func NewHandler(svc *Service, opt HandlerOptions) *Handler {
 		m.HandleFunc("POST /v2/slivers/{id}/start", h.start)
 		m.HandleFunc("GET /v2/slivers/{id}/data", h.emitData)
 		m.HandleFunc("DELETE /v2/slivers/{id}/data", h.deleteData)
+		m.HandleFunc("GET /v2/slivers/{id}/logs/{stream}", h.logs)
 		m.HandleFunc("PUT /v2/slivers/{id}/users", h.updateUsers)
 	}
 	m.HandleFunc("GET /v1/fetchContainer/{id}", h.v1Fetch)
@@ -425,14 +426,62 @@ func (h *Handler) streamTar(w http.ResponseWriter, r *http.Request, id, prefix s
 		writeErr(w, r, h.log, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+".tar"))
-	files, err := h.svc.EmitData(r.Context(), id, w, prefix)
+	tw := &firstWrite{w: w, contentType: "application/x-tar"}
+	files, err := h.svc.EmitData(r.Context(), id, tw, prefix)
 	if err != nil {
+		if !tw.started {
+			w.Header().Del("Content-Disposition")
+			writeErr(w, r, h.log, err)
+			return
+		}
 		h.log.Error("agent: data stream aborted", "sliver", id, "files", files, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+	tw.start()
 	h.log.Info("agent: data emitted", "sliver", id, "files", files)
+}
+
+// logs: GET /v2/slivers/{id}/logs/{stdout|stderr} streams the whole
+// stream as text. Errors after the first byte abort the connection.
+func (h *Handler) logs(w http.ResponseWriter, r *http.Request) {
+	id, stream := r.PathValue("id"), r.PathValue("stream")
+	if stream != "stdout" && stream != "stderr" {
+		writeErr(w, r, h.log, am.Errorf(am.BadArgs, "logs: stream must be stdout or stderr"))
+		return
+	}
+	lw := &firstWrite{w: w, contentType: "text/plain; charset=utf-8"}
+	if err := h.svc.Logs(r.Context(), id, stream, lw); err != nil {
+		if !lw.started {
+			writeErr(w, r, h.log, err)
+			return
+		}
+		h.log.Error("agent: log stream aborted", "sliver", id, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	lw.start() // an empty log is still a 200
+}
+
+// firstWrite sends the success headers only when the first byte is ready,
+// so an error found before that still gets a proper JSON answer.
+type firstWrite struct {
+	w           http.ResponseWriter
+	contentType string
+	started     bool
+}
+
+func (f *firstWrite) start() {
+	if !f.started {
+		f.started = true
+		f.w.Header().Set("Content-Type", f.contentType)
+		f.w.Header().Set("X-Content-Type-Options", "nosniff")
+		f.w.WriteHeader(http.StatusOK)
+	}
+}
+
+func (f *firstWrite) Write(p []byte) (int, error) {
+	f.start()
+	return f.w.Write(p)
 }
 
 func (h *Handler) deleteData(w http.ResponseWriter, r *http.Request) {

@@ -145,6 +145,9 @@ func TestHostileRequests(t *testing.T) {
 		{"PUT", "/v2/slivers/ok/users", `{"users":[{"urn":"u","keys":["ssh-rsa AAA\ncommand=\"evil\" ssh-rsa BBB"]}]}`, 400},
 		{"PUT", "/v2/slivers/ok/container", `{}`, 404}, // nothing fetched for "ok"
 		{"GET", "/v2/slivers/ok", "", 404},
+		{"GET", "/v2/slivers/ok/logs/stdout", "", 404},
+		{"GET", "/v2/slivers/ok/logs/..%2Fx", "", 400},
+		{"GET", "/v2/slivers/ok/logs/journal", "", 400},
 		{"GET", "/v2/nothing", "", 404},
 		{"GET", "/v1/fetchVM/x", "", 501},
 	}

@@ -970,6 +970,34 @@ func (s *Service) removeImageIfUnused(imageID string) {
 	}
 }
 
+// Logs copies the whole stdout or stderr (stream "stdout" or "stderr") of
+// the sliver's container to w.
+func (s *Service) Logs(ctx context.Context, id, stream string, w io.Writer) error {
+	if stream != "stdout" && stream != "stderr" {
+		return am.Errorf(am.BadArgs, "logs: stream must be stdout or stderr, not %q", truncate(stream, 20))
+	}
+	sl, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	cid := sl.rec.ContainerID
+	sl.mu.Unlock() // streaming may take long
+	if cid == "" {
+		return am.Errorf(am.SearchFailed, "logs: sliver %s has no container", id)
+	}
+	o, e := w, io.Discard
+	if stream == "stderr" {
+		o, e = io.Discard, w
+	}
+	if err := s.rt.StreamLogs(ctx, cid, o, e); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return am.Errorf(am.SearchFailed, "logs: the container of %s is gone", id)
+		}
+		return engineErr("logs", err)
+	}
+	return nil
+}
+
 // DataDir is the host directory bound at /data for the sliver.
 func (s *Service) DataDir(id string) string { return s.st.dataDir(id) }
 

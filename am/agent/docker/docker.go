@@ -489,6 +489,18 @@ func (c *Client) Logs(ctx context.Context, id string, tail, maxBytes int) (stdou
 	return o.buf, e.buf, nil
 }
 
+// StreamLogs copies all of the container's stdout and stderr so far to the
+// writers, demultiplexed, without holding them in memory.
+func (c *Client) StreamLogs(ctx context.Context, id string, stdout, stderr io.Writer) error {
+	q := url.Values{"stdout": {"1"}, "stderr": {"1"}}
+	resp, err := c.do(ctx, http.MethodGet, "/containers/"+url.PathEscape(id)+"/logs", q, nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return Demux(resp.Body, stdout, stderr)
+}
+
 // Demux splits the engine's multiplexed log stream (8-byte header: stream
 // type, 3 zero bytes, big-endian payload length) into stdout and stderr.
 func Demux(r io.Reader, stdout, stderr io.Writer) error {

@@ -147,6 +147,11 @@ func (r Runtime) Logs(ctx context.Context, id string, lines, maxBytes int) ([]by
 	return o, e, translate(err)
 }
 
+// StreamLogs copies the container's output to the writers.
+func (r Runtime) StreamLogs(ctx context.Context, id string, stdout, stderr io.Writer) error {
+	return translate(r.Client.StreamLogs(ctx, id, stdout, stderr))
+}
+
 // List returns the labelled containers.
 func (r Runtime) List(ctx context.Context, labels map[string]string) ([]agent.ContainerState, error) {
 	cs, err := r.ListContainers(ctx, labels)
