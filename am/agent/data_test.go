@@ -53,7 +53,7 @@ func TestEmitDataLarge(t *testing.T) {
 	if h.Name != "big.bin" || n != size {
 		t.Fatalf("got %s with %d bytes", h.Name, n)
 	}
-	if grew := after.TotalAlloc - before.TotalAlloc; grew > size/8 {
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > size/8 && !raceEnabled {
 		t.Fatalf("allocated %d MiB to stream %d MiB", grew>>20, size>>20)
 	} else {
 		t.Logf("streamed %d MiB allocating %d MiB in total (server and client)", size>>20, grew>>20)
