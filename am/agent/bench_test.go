@@ -1,0 +1,146 @@
+package agent_test
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/geniam/geniam/am/agent"
+)
+
+// benchImage is an image tar the benchmarks load.
+type benchImage struct {
+	name, tag, tar, digest, id string
+	mb                         float64
+}
+
+var (
+	bigOnce  sync.Once
+	bigImage benchImage
+	bigErr   error
+)
+
+func smallImage() benchImage {
+	fi, _ := os.Stat(imageTar)
+	return benchImage{name: "small", tag: "geniam.test/agent/test:" + instance, tar: imageTar, digest: imageDigest, id: imageID, mb: float64(fi.Size()) / 1e6}
+}
+
+// largeImage is the test image plus a 64 MiB layer of random bytes, built
+// on first use (served by the same loopback server).
+func largeImage(b *testing.B) benchImage {
+	bigOnce.Do(func() {
+		dir := filepath.Join(testTmp, "big")
+		if bigErr = os.MkdirAll(dir, 0o755); bigErr != nil {
+			return
+		}
+		blob := make([]byte, 64<<20)
+		_, _ = rand.Read(blob)
+		if bigErr = os.WriteFile(filepath.Join(dir, "blob"), blob, 0o644); bigErr != nil {
+			return
+		}
+		prog, _ := os.ReadFile(filepath.Join(testTmp, "build", "prog"))
+		if bigErr = os.WriteFile(filepath.Join(dir, "prog"), prog, 0o755); bigErr != nil {
+			return
+		}
+		df := "FROM scratch\nCOPY prog /prog\nCOPY blob /blob\nENTRYPOINT [\"/prog\"]\n"
+		if bigErr = os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); bigErr != nil {
+			return
+		}
+		im := benchImage{name: "64MiB", tag: "geniam.test/agent/big:" + instance, tar: filepath.Join(imageDir, "big.docker.tar")}
+		if bigErr = run("docker", "build", "-q", "-t", im.tag, dir); bigErr != nil {
+			return
+		}
+		if bigErr = run("docker", "save", "-o", im.tar, im.tag); bigErr != nil {
+			return
+		}
+		out, _ := exec.Command("docker", "image", "inspect", "-f", "{{.Id}}", im.tag).Output()
+		im.id = strings.TrimSpace(string(out))
+		extraImages = append(extraImages, im.id)
+		if bigErr = run("docker", "rmi", im.tag); bigErr != nil {
+			return
+		}
+		f, _ := os.Open(im.tar)
+		h := sha256.New()
+		n, _ := io.Copy(h, f)
+		f.Close()
+		im.digest, im.mb = hex.EncodeToString(h.Sum(nil)), float64(n)/1e6
+		bigImage = im
+	})
+	if bigErr != nil {
+		b.Fatal(bigErr)
+	}
+	return bigImage
+}
+
+// BenchmarkFetchToRunning measures, through the agent's v2 API over mutual
+// TLS, the time from the fetch request (download from a loopback HTTP
+// server, digest check while streaming, load) to a running container.
+// Compare with BenchmarkCLILoadRun. Each iteration starts with the image
+// absent from the engine.
+func BenchmarkFetchToRunning(b *testing.B) {
+	needDocker(b)
+	for _, pick := range []func(*testing.B) benchImage{func(*testing.B) benchImage { return smallImage() }, largeImage} {
+		im := pick(b)
+		b.Run(im.name, func(b *testing.B) {
+			a := startAgent(b, testConfig(b))
+			ctx := ctxT(b, 10*time.Minute)
+			req := agent.FetchRequest{URL: imageServer.URL + "/" + filepath.Base(im.tar), SHA256: im.digest}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				id := fmt.Sprintf("bench-%d", i)
+				st, err := a.client.FetchWait(ctx, id, req, time.Minute)
+				must(b, err)
+				if st.State != agent.StateFetched {
+					b.Fatalf("fetch: %+v", st)
+				}
+				st, _, err = a.client.Run(ctx, id, agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}})
+				must(b, err)
+				if st.State != agent.StateRunning {
+					b.Fatalf("run: %+v", st)
+				}
+				b.StopTimer()
+				must(b, a.client.Delete(ctx, id))
+				b.StartTimer()
+			}
+			b.ReportMetric(im.mb, "MB/image")
+		})
+	}
+}
+
+// BenchmarkCLILoadRun is the same work done by hand with the docker CLI:
+// `docker load -i` of the same tar (already on local disk: no download, no
+// digest check) and `docker run -d --network none` with a /data bind.
+func BenchmarkCLILoadRun(b *testing.B) {
+	needDocker(b)
+	for _, pick := range []func(*testing.B) benchImage{func(*testing.B) benchImage { return smallImage() }, largeImage} {
+		im := pick(b)
+		b.Run(im.name, func(b *testing.B) {
+			data := b.TempDir()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := run("docker", "load", "-q", "-i", im.tar); err != nil {
+					b.Fatal(err)
+				}
+				name := fmt.Sprintf("geniam-cli-bench-%s-%d", instance, i)
+				if err := run("docker", "run", "-d", "--name", name, "--network", "none", "--label", "geniam-cli-bench="+instance,
+					"-v", data+":/data", im.tag, "-sleep", "forever"); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				_ = exec.Command("docker", "rm", "-f", name).Run()
+				_ = exec.Command("docker", "rmi", im.tag).Run()
+				b.StartTimer()
+			}
+			b.ReportMetric(im.mb, "MB/image")
+		})
+	}
+}

@@ -1,0 +1,276 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/geniam/geniam/am"
+)
+
+// Client is the aggregate's handle on one node agent: the v2 API over
+// mutual TLS. Every method returns an *am.Err carrying the agent's geni_code
+// when the agent refuses, and an UNAVAILABLE *am.Err when it cannot be
+// reached.
+type Client struct {
+	base string
+	http *http.Client
+}
+
+// NewClient returns a client for the agent at baseURL (https://host:1887)
+// using tlsConf (see ClientTLSConfig). Requests have no overall timeout
+// except data downloads' absence of one: pass contexts with deadlines.
+func NewClient(baseURL string, tlsConf *tls.Config) *Client {
+	tr := &http.Transport{
+		TLSClientConfig:       tlsConf,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 5 * time.Minute, // a start waits for the engine
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       60 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	return &Client{base: strings.TrimSuffix(baseURL, "/"), http: &http.Client{Transport: tr}}
+}
+
+// CloseIdleConnections releases pooled connections to the agent.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
+func (c *Client) sliverPath(id string, rest string) (string, error) {
+	if err := ValidID(id); err != nil {
+		return "", err
+	}
+	return "/v2/slivers/" + url.PathEscape(id) + rest, nil
+}
+
+// call sends one request and decodes a 2xx JSON answer into out.
+func (c *Client) call(ctx context.Context, op, method, path string, in, out any) (int, error) {
+	resp, err := c.send(ctx, op, method, path, in)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+			return resp.StatusCode, am.Wrap(am.RPCError, err, "%s: unreadable answer from the agent", op)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// send returns the response when it is 2xx; otherwise the decoded error.
+func (c *Client) send(ctx context.Context, op, method, path string, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, am.Wrap(am.BadArgs, err, "%s: cannot encode the request", op)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, am.Wrap(am.BadArgs, err, "%s: bad agent URL", op)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, am.Wrap(am.TimedOut, err, "%s: the agent did not answer in time", op)
+		}
+		return nil, am.Wrap(am.Unavailable, err, "%s: the agent at %s is unreachable", op, c.base)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	var eb ErrorBody
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(b, &eb) != nil || eb.Code == "" {
+		return nil, &am.Err{Code: am.RPCError, Op: op, Msg: fmt.Sprintf("agent answered %s: %s", resp.Status, truncate(strings.TrimSpace(string(b)), 200))}
+	}
+	return nil, eb.asErr(op)
+}
+
+// Ping checks that the agent answers and accepts this client.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.call(ctx, "ping", http.MethodGet, "/v2/ping", nil, nil)
+	return err
+}
+
+// Fetch asks the agent to download and load the sliver's image. It returns
+// at once (the agent answers 202) with state "fetching", or "fetched" if
+// the same image was already loaded. Use WaitFetched or poll Status.
+func (c *Client) Fetch(ctx context.Context, id string, req FetchRequest) (Status, error) {
+	p, err := c.sliverPath(id, "/image")
+	if err != nil {
+		return Status{}, err
+	}
+	var st Status
+	_, err = c.call(ctx, "fetch", http.MethodPut, p, req, &st)
+	return st, err
+}
+
+// FetchWait is Fetch, but the agent holds the answer until the fetch ends
+// or maxWait passes (?wait=): one round trip instead of polling. A failed
+// fetch comes back as an ERROR *am.Err; a fetch still running as a status
+// with state "fetching".
+func (c *Client) FetchWait(ctx context.Context, id string, req FetchRequest, maxWait time.Duration) (Status, error) {
+	p, err := c.sliverPath(id, "/image")
+	if err != nil {
+		return Status{}, err
+	}
+	var st Status
+	_, err = c.call(ctx, "fetch", http.MethodPut, p+"?wait="+url.QueryEscape(maxWait.String()), req, &st)
+	return st, err
+}
+
+// WaitFetched polls the sliver's status every interval until its image is
+// no longer being fetched, and returns an *am.Err if the fetch failed.
+func (c *Client) WaitFetched(ctx context.Context, id string, interval time.Duration) (Status, error) {
+	for {
+		st, err := c.Status(ctx, id)
+		if err != nil {
+			return st, err
+		}
+		switch st.Image.State {
+		case ImageReady:
+			return st, nil
+		case ImageFailed:
+			return st, &am.Err{Code: am.Error, Op: "fetch", Msg: "fetch of " + id + " failed: " + st.Image.Error}
+		case ImageNone:
+			return st, &am.Err{Code: am.SearchFailed, Op: "fetch", Msg: "no image is being fetched for " + id}
+		}
+		select {
+		case <-ctx.Done():
+			return st, am.Wrap(am.TimedOut, ctx.Err(), "fetch of %s still running", id)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Run creates and starts the sliver's container; created is false if it
+// already existed (its status is returned unchanged).
+func (c *Client) Run(ctx context.Context, id string, req StartRequest) (st Status, created bool, err error) {
+	p, err := c.sliverPath(id, "/container")
+	if err != nil {
+		return Status{}, false, err
+	}
+	code, err := c.call(ctx, "start", http.MethodPut, p, req, &st)
+	return st, code == http.StatusCreated, err
+}
+
+// Status returns the sliver's state.
+func (c *Client) Status(ctx context.Context, id string) (Status, error) {
+	p, err := c.sliverPath(id, "")
+	if err != nil {
+		return Status{}, err
+	}
+	var st Status
+	_, err = c.call(ctx, "status", http.MethodGet, p, nil, &st)
+	return st, err
+}
+
+// List returns every sliver the agent knows (for reconciliation).
+func (c *Client) List(ctx context.Context) ([]Status, error) {
+	var sts []Status
+	_, err := c.call(ctx, "list", http.MethodGet, "/v2/slivers", nil, &sts)
+	return sts, err
+}
+
+// Stop stops the sliver's container (geni_stop).
+func (c *Client) Stop(ctx context.Context, id string) (Status, error) {
+	return c.post(ctx, "stop", id, "/stop")
+}
+
+// Start starts the sliver's existing container again (geni_start).
+func (c *Client) Start(ctx context.Context, id string) (Status, error) {
+	return c.post(ctx, "start", id, "/start")
+}
+
+func (c *Client) post(ctx context.Context, op, id, rest string) (Status, error) {
+	p, err := c.sliverPath(id, rest)
+	if err != nil {
+		return Status{}, err
+	}
+	var st Status
+	_, err = c.call(ctx, op, http.MethodPost, p, nil, &st)
+	return st, err
+}
+
+// Data returns the sliver's /data as a tar stream; the caller closes it. A
+// transfer broken by the agent shows up as a read error, never as a short
+// archive that looks complete.
+func (c *Client) Data(ctx context.Context, id string) (io.ReadCloser, error) {
+	p, err := c.sliverPath(id, "/data")
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.send(ctx, "emit data", http.MethodGet, p, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// Logs returns the whole stdout or stderr ("stdout", "stderr") of the
+// sliver's container as a stream; the caller closes it.
+func (c *Client) Logs(ctx context.Context, id, stream string) (io.ReadCloser, error) {
+	p, err := c.sliverPath(id, "/logs/"+url.PathEscape(stream))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.send(ctx, "logs", http.MethodGet, p, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// DeleteData empties the sliver's /data.
+func (c *Client) DeleteData(ctx context.Context, id string) error {
+	return c.del(ctx, "delete data", id, "/data")
+}
+
+// Kill stops and removes the sliver's container.
+func (c *Client) Kill(ctx context.Context, id string) error {
+	return c.del(ctx, "kill", id, "/container")
+}
+
+// RemoveImage removes the sliver's image unless another sliver uses it.
+func (c *Client) RemoveImage(ctx context.Context, id string) error {
+	return c.del(ctx, "remove image", id, "/image")
+}
+
+// Delete removes everything of the sliver on the node.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	return c.del(ctx, "delete", id, "")
+}
+
+func (c *Client) del(ctx context.Context, op, id, rest string) error {
+	p, err := c.sliverPath(id, rest)
+	if err != nil {
+		return err
+	}
+	_, err = c.call(ctx, op, http.MethodDelete, p, nil, nil)
+	return err
+}
+
+// UpdateUsers replaces the slice users' keys (geni_update_users).
+func (c *Client) UpdateUsers(ctx context.Context, id string, users []User) (Status, error) {
+	p, err := c.sliverPath(id, "/users")
+	if err != nil {
+		return Status{}, err
+	}
+	var st Status
+	_, err = c.call(ctx, "update users", http.MethodPut, p, UsersRequest{Users: users}, &st)
+	return st, err
+}

@@ -1,0 +1,260 @@
+package agent
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"testing/iotest"
+
+	"github.com/geniam/geniam/am"
+)
+
+func digestOf(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func TestVerifyingReader(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 20000) // 320 KB
+	t.Run("good", func(t *testing.T) {
+		got, err := io.ReadAll(iotest.OneByteReader(newVerifyingReader(bytes.NewReader(data), digestOf(data), 0)))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("err %v, %d bytes", err, len(got))
+		}
+	})
+	t.Run("small", func(t *testing.T) {
+		got, err := io.ReadAll(newVerifyingReader(strings.NewReader("tiny"), digestOf([]byte("tiny")), 0))
+		if err != nil || string(got) != "tiny" {
+			t.Fatalf("%q %v", got, err)
+		}
+	})
+	t.Run("bad digest withholds the tail", func(t *testing.T) {
+		var out bytes.Buffer
+		_, err := io.Copy(&out, newVerifyingReader(bytes.NewReader(data), strings.Repeat("0", 64), 0))
+		if err == nil || !strings.Contains(err.Error(), "digest mismatch") {
+			t.Fatalf("err %v", err)
+		}
+		if out.Len() > len(data)-holdBack {
+			t.Fatalf("passed on %d bytes of %d; the last %d must be withheld", out.Len(), len(data), holdBack)
+		}
+	})
+	t.Run("too big", func(t *testing.T) {
+		_, err := io.ReadAll(newVerifyingReader(bytes.NewReader(data), digestOf(data), 1000))
+		if err == nil || !strings.Contains(err.Error(), "larger than") {
+			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("source error", func(t *testing.T) {
+		_, err := io.ReadAll(newVerifyingReader(iotest.TimeoutReader(bytes.NewReader(data)), digestOf(data), 0))
+		if err == nil {
+			t.Fatal("no error")
+		}
+	})
+}
+
+func TestWriteTarHostileTree(t *testing.T) {
+	root := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(root, "a.txt"), []byte("alpha"), 0o644))
+	must(os.MkdirAll(filepath.Join(root, "sub", "deeper"), 0o755))
+	must(os.WriteFile(filepath.Join(root, "sub", "deeper", "b.bin"), bytes.Repeat([]byte{7}, 200000), 0o600))
+	must(os.Symlink("/etc/passwd", filepath.Join(root, "passwd-link")))
+	must(os.Symlink("/etc", filepath.Join(root, "etc-link")))
+	must(syscall.Mkfifo(filepath.Join(root, "fifo"), 0o644))
+	long := strings.Repeat("n", 150)
+	must(os.WriteFile(filepath.Join(root, long), []byte("long name"), 0o644))
+
+	var buf bytes.Buffer
+	files, err := writeTar(context.Background(), &buf, root, "pre/")
+	must(err)
+	if files != 3 {
+		t.Fatalf("%d regular files, want 3", files)
+	}
+	tr := tar.NewReader(&buf)
+	seen := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		must(err)
+		switch h.Typeflag {
+		case tar.TypeReg:
+			b, _ := io.ReadAll(tr)
+			seen[h.Name] = string(b[:min(len(b), 10)])
+		case tar.TypeSymlink:
+			seen[h.Name] = "-> " + h.Linkname
+		case tar.TypeDir:
+			seen[h.Name] = "dir"
+		default:
+			t.Fatalf("unexpected entry type %c for %s", h.Typeflag, h.Name)
+		}
+	}
+	want := map[string]string{
+		"pre/": "dir", "pre/a.txt": "alpha", "pre/sub/": "dir", "pre/sub/deeper/": "dir",
+		"pre/sub/deeper/b.bin": "\a\a\a\a\a\a\a\a\a\a", "pre/passwd-link": "-> /etc/passwd", "pre/etc-link": "-> /etc",
+		"pre/" + long: "long name",
+	}
+	for k, v := range want {
+		if seen[k] != v {
+			t.Errorf("entry %s: %q, want %q", k, seen[k], v)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("entries %v", seen)
+	}
+	// A cancelled context stops the walk.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := writeTar(ctx, io.Discard, root, ""); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+	// clearDir empties without following links.
+	must(clearDir(root))
+	if es, _ := os.ReadDir(root); len(es) != 0 {
+		t.Fatalf("left %v", es)
+	}
+	if _, err := os.Stat("/etc/passwd"); err != nil {
+		t.Fatalf("clearDir followed a link: %v", err)
+	}
+}
+
+func TestValidID(t *testing.T) {
+	for _, ok := range []string{"a", "A1", "sliver-1.2_x", strings.Repeat("z", 128)} {
+		if ValidID(ok) != nil {
+			t.Errorf("%q refused", ok)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "../x", "a/b", "a;b", "a b", "-a", "_a", ".a", strings.Repeat("z", 129), "a\x00", "é", "a\n"} {
+		if am.CodeOf(ValidID(bad)) != am.BadArgs {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestStartRequestValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		req  StartRequest
+		ok   bool
+	}{
+		{"empty", StartRequest{}, true},
+		{"argv", StartRequest{Command: []string{"/prog", "a b", ";rm"}}, true},
+		{"shell", StartRequest{Shell: "echo $HOME; ls"}, true},
+		{"both", StartRequest{Command: []string{"x"}, Shell: "y"}, false},
+		{"empty argv0", StartRequest{Command: []string{""}}, false},
+		{"nul", StartRequest{Command: []string{"a\x00b"}}, false},
+		{"env", StartRequest{Env: []string{"A=1"}}, true},
+		{"env no =", StartRequest{Env: []string{"A"}}, false},
+		{"restart", StartRequest{Restart: "on-failure", MaxRetries: 3}, true},
+		{"retries without on-failure", StartRequest{MaxRetries: 3}, false},
+		{"bad restart", StartRequest{Restart: "unless-stopped"}, false},
+		{"negative time", StartRequest{TimeLimitSeconds: -1}, false},
+		{"urn newline", StartRequest{SliceURN: "urn:a\nb"}, false},
+		{"key newline", StartRequest{Users: []User{{URN: "u", Keys: []string{"k1\nk2"}}}}, false},
+	}
+	for _, c := range cases {
+		err := c.req.Validate()
+		if (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}
+
+func TestCheckPath(t *testing.T) {
+	cases := map[string]bool{
+		"/v2/slivers":                true,
+		"/v2/slivers/abc":            true,
+		"/v2/slivers/abc/image":      true,
+		"/v1/fetchContainer/name":    true,
+		"/v1/ping/":                  true,
+		"/v2/slivers/..":             false,
+		"/v2/slivers/a%2Fb":          false,
+		"/v2/slivers/a;b/image":      false,
+		"/v1/killContainer/a%20b":    false,
+		"/v1/killContainer/a/b":      false,
+		"/x/../v2":                   false,
+		"/v2/slivers/ok/../../etc":   false,
+		"/v2/slivers/%zz":            false,
+		"/v1/startContainer/$(boom)": false,
+	}
+	for p, ok := range cases {
+		u, err := url.Parse(p)
+		if err != nil {
+			// %zz does not parse: the server never sees it either.
+			continue
+		}
+		if got := checkPath(u) == nil; got != ok {
+			t.Errorf("%s: ok=%v, want %v", p, got, ok)
+		}
+	}
+}
+
+func FuzzCheckPath(f *testing.F) {
+	for _, s := range []string{"/v2/slivers/abc/image", "/v1/fetchContainer/x", "/v2/slivers/..%2F", "/v1/killContainer/a;b", "//", "/v2/slivers/a%2Fb"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		u, err := url.Parse(p)
+		if err != nil {
+			return
+		}
+		if checkPath(u) != nil {
+			return
+		}
+		// Accepted: no segment may be "." or "..", and the sliver segment,
+		// if any, must be a valid id once unescaped.
+		segs := strings.Split(u.EscapedPath(), "/")
+		for _, s := range segs {
+			if s == ".." || s == "." {
+				t.Fatalf("accepted %q with a dot segment", p)
+			}
+		}
+		if len(segs) >= 4 && segs[1] == "v2" && segs[2] == "slivers" {
+			id, _ := url.PathUnescape(segs[3])
+			if ValidID(id) != nil {
+				t.Fatalf("accepted %q with id %q", p, id)
+			}
+		}
+	})
+}
+
+func FuzzStartRequest(f *testing.F) {
+	f.Add([]byte(`{"slice_urn":"urn:publicid:IDN+x+slice+s","command":["/prog","-exit","3"],"restart":"on-failure","max_retries":2,"time_limit_seconds":60,"users":[{"urn":"u","keys":["ssh-ed25519 AAA"]}]}`))
+	f.Add([]byte(`{"shell":"echo hi","env":["A=1"],"network":"none","memory_bytes":1048576,"cpus":0.5}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r StartRequest
+		if json.Unmarshal(b, &r) != nil {
+			return
+		}
+		if r.Validate() != nil {
+			return
+		}
+		if len(r.Command) > 0 && r.Shell != "" {
+			t.Fatal("both command and shell accepted")
+		}
+		for _, u := range r.Users {
+			for _, k := range u.Keys {
+				if strings.ContainsAny(k, "\r\n") {
+					t.Fatal("key with a line break accepted")
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,259 @@
+// Accept client certificates with negative serial numbers, which some
+// openssl-made GENI certificates have; Go refuses them by default.
+//
+//go:debug x509negativeserial=1
+
+// Command geni-nodeagent runs on every testbed node next to its Docker
+// engine and carries out what the aggregate asks over mutual TLS: fetch an
+// image tar, start it with a /data directory, report status, hand back
+// /data, clean up. It replaces the AERPAW NodeAgent and keeps its /v1 paths.
+// See docs/nodeagent.md.
+//
+//	geni-nodeagent -config /etc/geni-nodeagent.json
+//	geni-nodeagent -example-config    (print every key at its default)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/docker"
+)
+
+// Config is the agent's configuration file (JSON).
+type Config struct {
+	Listen         string   `json:"listen"`          // mutual-TLS listener, default ":1887"
+	Cert           string   `json:"cert"`            // the agent's certificate chain (PEM)
+	Key            string   `json:"key"`             // its private key (PEM)
+	ClientCA       string   `json:"client_ca"`       // CA(s) whose clients may call (the aggregate's)
+	AllowedClients []string `json:"allowed_clients"` // optional: only these client URNs/CNs
+	V1PlainListen  string   `json:"v1_plain_listen"` // optional plain-HTTP v1 listener, "host:port"
+
+	StateDir     string `json:"state_dir"`     // default /var/local/geni-nodeagent
+	DockerSocket string `json:"docker_socket"` // default /var/run/docker.sock
+	Instance     string `json:"instance"`      // label value scoping this agent's containers
+
+	DefaultNetwork  string   `json:"default_network"`  // default "none"
+	AllowedNetworks []string `json:"allowed_networks"` // default [default_network]
+
+	ContainerStore  string   `json:"container_store"`   // v1 fetchContainer base URL
+	V1RequireDigest bool     `json:"v1_require_digest"` // refuse v1 fetches without ?sha256=
+	AllowFileImages bool     `json:"allow_file_images"` // accept local paths as image URLs
+	FileImageDirs   []string `json:"file_image_dirs"`   // ... only inside these directories
+	MaxImageBytes   int64    `json:"max_image_bytes"`   // default 20 GiB
+	FetchTimeout    Duration `json:"fetch_timeout"`     // default 30m
+
+	StopGrace   Duration `json:"stop_grace"`   // default 10s
+	MemoryBytes int64    `json:"memory_bytes"` // per-container limit, 0 = none
+	CPUs        float64  `json:"cpus"`         // per-container limit, 0 = none
+	PidsLimit   int64    `json:"pids_limit"`   // per-container limit, 0 = none
+	Devices     []string `json:"devices"`      // host devices for every container
+
+	LogLevel  string `json:"log_level"`  // debug, info (default), warn, error
+	LogFormat string `json:"log_format"` // json (default) or text
+}
+
+// Duration is a time.Duration written as "30s" in JSON.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration must be a string such as \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func defaultConfig() Config {
+	return Config{
+		Listen:          ":1887",
+		Cert:            "/etc/geni-nodeagent/agent-cert.pem",
+		Key:             "/etc/geni-nodeagent/agent-key.pem",
+		ClientCA:        "/etc/geni-nodeagent/aggregate-ca.pem",
+		StateDir:        "/var/local/geni-nodeagent",
+		DockerSocket:    docker.DefaultSocket,
+		Instance:        "default",
+		DefaultNetwork:  "none",
+		AllowedNetworks: []string{"none"},
+		FetchTimeout:    Duration(30 * time.Minute),
+		StopGrace:       Duration(10 * time.Second),
+		LogLevel:        "info",
+		LogFormat:       "json",
+	}
+}
+
+// loadConfig reads the file over the defaults, refusing unknown keys (a
+// misspelt key must not silently fall back to a default).
+func loadConfig(path string) (Config, error) {
+	cfg := defaultConfig()
+	f, err := os.Open(path)
+	if err != nil {
+		return cfg, err
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, cfg.check()
+}
+
+func (c Config) check() error {
+	if c.Cert == "" || c.Key == "" || c.ClientCA == "" {
+		return errors.New("cert, key and client_ca are required: the agent only serves mutual TLS")
+	}
+	if c.V1PlainListen != "" {
+		host, _, err := net.SplitHostPort(c.V1PlainListen)
+		if err != nil || host == "" {
+			return fmt.Errorf("v1_plain_listen %q must name the address to bind, e.g. 127.0.0.1:1888", c.V1PlainListen)
+		}
+	}
+	if c.CPUs < 0 || c.MemoryBytes < 0 || c.PidsLimit < 0 {
+		return errors.New("resource limits must not be negative")
+	}
+	return nil
+}
+
+func (c Config) agentConfig(log *slog.Logger) agent.Config {
+	return agent.Config{
+		StateDir:        c.StateDir,
+		Instance:        c.Instance,
+		DefaultNetwork:  c.DefaultNetwork,
+		AllowedNetworks: c.AllowedNetworks,
+		AllowFileImages: c.AllowFileImages,
+		FileImageDirs:   c.FileImageDirs,
+		MaxImageBytes:   c.MaxImageBytes,
+		FetchTimeout:    time.Duration(c.FetchTimeout),
+		StopGrace:       time.Duration(c.StopGrace),
+		MemoryBytes:     c.MemoryBytes,
+		NanoCPUs:        int64(c.CPUs * 1e9),
+		PidsLimit:       c.PidsLimit,
+		Devices:         c.Devices,
+		ContainerStore:  c.ContainerStore,
+		V1RequireDigest: c.V1RequireDigest,
+		Logger:          log,
+	}
+}
+
+func newLogger(c Config) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if strings.EqualFold(c.LogFormat, "text") {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+func main() {
+	configPath := flag.String("config", "/etc/geni-nodeagent.json", "configuration file (JSON)")
+	example := flag.Bool("example-config", false, "print a configuration with every key at its default and exit")
+	flag.Parse()
+	if *example {
+		b, _ := json.MarshalIndent(defaultConfig(), "", "  ")
+		fmt.Println(string(b))
+		return
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "geni-nodeagent:", err)
+		os.Exit(2)
+	}
+	log := newLogger(cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log, nil); err != nil {
+		log.Error("geni-nodeagent: stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx ends. If ready is not nil it receives the bound
+// addresses (TLS first, then the plain v1 listener if any).
+func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- []string) error {
+	tlsConf, err := agent.ServerTLSConfig(cfg.Cert, cfg.Key, cfg.ClientCA)
+	if err != nil {
+		return err
+	}
+	svc, err := agent.New(cfg.agentConfig(log), docker.NewRuntime(cfg.DockerSocket))
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       2 * time.Minute, // request bodies are small JSON
+			IdleTimeout:       2 * time.Minute,
+			// No WriteTimeout: /data streams for as long as it takes.
+			ErrorLog: errLog,
+		}
+	}
+	var servers []*http.Server
+	var addrs []string
+	errc := make(chan error, 2)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	main := newServer(agent.NewHandler(svc, agent.HandlerOptions{AllowedClients: cfg.AllowedClients, Logger: log}))
+	main.TLSConfig = tlsConf
+	servers = append(servers, main)
+	addrs = append(addrs, ln.Addr().String())
+	go func() { errc <- main.ServeTLS(ln, "", "") }()
+	log.Info("geni-nodeagent: serving v2 and v1 over mutual TLS", "addr", ln.Addr().String(), "instance", cfg.Instance)
+
+	if cfg.V1PlainListen != "" {
+		pln, err := net.Listen("tcp", cfg.V1PlainListen)
+		if err != nil {
+			main.Close()
+			return err
+		}
+		plain := newServer(agent.NewHandler(svc, agent.HandlerOptions{V1Only: true, Logger: log}))
+		servers = append(servers, plain)
+		addrs = append(addrs, pln.Addr().String())
+		go func() { errc <- plain.Serve(pln) }()
+		log.Warn("geni-nodeagent: plain-HTTP v1 listener enabled (no authentication)", "addr", pln.Addr().String())
+	}
+	if ready != nil {
+		ready <- addrs
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(sctx)
+	}
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
