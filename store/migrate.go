@@ -30,14 +30,19 @@ func migrateFS(ctx context.Context, pool *pgxpool.Pool, files fs.FS) error {
 		return err
 	}
 	sort.Strings(names)
-	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		name       text PRIMARY KEY,
-		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		// Two first-time migrators may race on CREATE TABLE IF NOT EXISTS;
-		// the loser sees a unique violation on the catalog and can go on.
-		if !isUniqueViolation(err) {
-			return fmt.Errorf("create schema_migrations: %w", err)
+	// Under the lock: CREATE TABLE IF NOT EXISTS is not safe against a
+	// concurrent twin (both may try to create the table's row type).
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockKey); err != nil {
+			return err
 		}
+		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			name       text PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now())`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	for _, name := range names {
 		body, err := fs.ReadFile(files, name)
