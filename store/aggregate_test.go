@@ -88,7 +88,7 @@ func request(reqs ...am.SliverRequest) string {
 
 func container(clientID, node string) am.SliverRequest {
 	r := am.SliverRequest{ClientID: clientID, SliverType: am.SliverTypeContainer,
-		Image: am.Image{URL: "http://127.0.0.1/img.tar", SHA256: strings.Repeat("ab", 32)},
+		Image:   am.Image{URL: "http://127.0.0.1/img.tar", SHA256: strings.Repeat("ab", 32)},
 		Execute: []am.Execute{{Shell: "sh", Command: "echo hi"}}}
 	if node != "" {
 		r.ComponentID = nodeURN(node)
