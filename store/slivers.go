@@ -145,8 +145,24 @@ func (s *Store) Slivers(ctx context.Context, sliceURN string, urns []string) ([]
 	return out, nil
 }
 
-// Allocate: see am.Store.
+// errWaitForAll says an allocation that skipped busy nodes did not fit on
+// the others: it is run again, waiting for every node.
+var errWaitForAll = errors.New("placement needs the nodes other allocations hold")
+
+// Allocate: see am.Store. It first locks the bound nodes (waiting for them)
+// and, for unbound requests, whichever other nodes no concurrent allocation
+// holds (SKIP LOCKED), so allocations on different nodes proceed in
+// parallel. If the request does not fit there and some nodes were skipped,
+// it runs again locking every node in name order.
 func (s *Store) Allocate(ctx context.Context, a am.AllocateTx) ([]am.Sliver, error) {
+	out, err := s.allocate(ctx, a, true)
+	if errors.Is(err, errWaitForAll) {
+		out, err = s.allocate(ctx, a, false)
+	}
+	return out, err
+}
+
+func (s *Store) allocate(ctx context.Context, a am.AllocateTx, skipBusy bool) ([]am.Sliver, error) {
 	var out []am.Sliver
 	err := s.inTx(ctx, "Allocate", "Allocate", a.Actor, func(tx pgx.Tx) error {
 		out = nil
@@ -164,17 +180,27 @@ func (s *Store) Allocate(ctx context.Context, a am.AllocateTx) ([]am.Sliver, err
 			return err
 		}
 		if shutDown && !a.Operator {
-			return am.Errorf(am.Forbidden, "slice %s has been shut down by Shutdown; only an operator can restore it", a.SliceURN)
+			return am.Errorf(am.Forbidden, "slice %s has been shut down; only an operator can restore it", a.SliceURN)
 		}
-		// Lock the nodes placement may use, in name order.
-		lockWhere := "NOT retired AND (component_urn = ANY($1) OR ($2 AND available AND NOT drained))"
-		rows, err := tx.Query(ctx, "SELECT name FROM nodes WHERE "+lockWhere+" ORDER BY name FOR UPDATE", a.Bound, !a.AllBound)
-		if err != nil {
-			return err
-		}
-		locked, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
+		var locked []string
+		if skipBusy || a.AllBound {
+			// Only this statement waits, and it is the first lock we take
+			// on nodes: no deadlock with another allocation.
+			if locked, err = lockNodes(ctx, tx, "NOT retired AND component_urn = ANY($1)", "", a.Bound); err != nil {
+				return err
+			}
+			if !a.AllBound {
+				more, err := lockNodes(ctx, tx, "NOT retired AND available AND NOT drained AND NOT (component_urn = ANY($1))", "SKIP LOCKED", a.Bound)
+				if err != nil {
+					return err
+				}
+				locked = append(locked, more...)
+			}
+		} else {
+			// Every node we may use, in name order: waiting is deadlock-free.
+			if locked, err = lockNodes(ctx, tx, "NOT retired AND (component_urn = ANY($1) OR (available AND NOT drained))", "", a.Bound); err != nil {
+				return err
+			}
 		}
 		isLocked := make(map[string]bool, len(locked))
 		for _, n := range locked {
@@ -189,15 +215,21 @@ func (s *Store) Allocate(ctx context.Context, a am.AllocateTx) ([]am.Sliver, err
 		if err != nil {
 			return err
 		}
+		skipped := 0
 		for i := range nodes {
 			if !isLocked[nodes[i].Name] && nodes[i].Available {
-				// It became available after we locked: do not place on it.
+				// Busy with another allocation (or it became available after
+				// we locked): not ours to place on in this attempt.
 				nodes[i].Available = false
-				nodes[i].Reason = "its availability changed during this request; try again"
+				nodes[i].Reason = "busy with another allocation; try again"
+				skipped++
 			}
 		}
 		planned, err := a.Plan(nodes)
 		if err != nil {
+			if skipBusy && skipped > 0 {
+				return errWaitForAll
+			}
 			return err
 		}
 		out, err = insertSlivers(ctx, tx, a, nodes, planned)
@@ -207,6 +239,16 @@ func (s *Store) Allocate(ctx context.Context, a am.AllocateTx) ([]am.Sliver, err
 		return nil, err
 	}
 	return out, nil
+}
+
+// lockNodes locks the nodes matching where ($1 = bound component URNs) in
+// name order and returns their names.
+func lockNodes(ctx context.Context, tx pgx.Tx, where, mode string, bound []string) ([]string, error) {
+	rows, err := tx.Query(ctx, "SELECT name FROM nodes WHERE "+where+" ORDER BY name FOR UPDATE "+mode, bound)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func insertSlivers(ctx context.Context, tx pgx.Tx, a am.AllocateTx, nodes []am.Node, planned []am.Sliver) ([]am.Sliver, error) {
