@@ -39,8 +39,13 @@ COMMENT ON COLUMN nodes.retired IS 'true: the node is gone from the advertisemen
 CREATE FUNCTION nodes_check_capacity() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM node_slots WHERE node_name = NEW.name AND slot_no >= NEW.capacity) THEN
-        RAISE EXCEPTION 'node % has slivers in slots at or above % : drain it and wait for them to end before lowering its capacity',
+        RAISE EXCEPTION 'node % has slivers in slots at or above %: drain it and wait for them to end before lowering its capacity',
             NEW.name, NEW.capacity USING ERRCODE = 'check_violation';
+    END IF;
+    -- An exclusive sliver holds every slot; a new slot would not be its.
+    IF NEW.capacity > OLD.capacity AND EXISTS (SELECT 1 FROM slivers WHERE node_name = NEW.name AND sliver_type = 'exclusive') THEN
+        RAISE EXCEPTION 'node % is held by an exclusive sliver: change its capacity once that sliver has ended', NEW.name
+            USING ERRCODE = 'check_violation';
     END IF;
     NEW.updated_at := now();
     RETURN NEW;
@@ -133,6 +138,38 @@ CREATE TRIGGER node_slots_check BEFORE INSERT OR UPDATE ON node_slots
 
 CREATE TRIGGER nodes_check_capacity BEFORE UPDATE ON nodes
     FOR EACH ROW EXECUTE FUNCTION nodes_check_capacity();
+
+-- At commit, every live sliver holds exactly its slots: one for a container,
+-- all of its node for an exclusive sliver. A sliver without its slots would
+-- be a booking the primary key of node_slots cannot protect.
+CREATE FUNCTION slivers_check_slots() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    sliver text;
+    v      record;
+    held   integer;
+    want   integer;
+BEGIN
+    IF TG_TABLE_NAME = 'slivers' THEN
+        sliver := NEW.urn;
+    ELSE
+        sliver := OLD.sliver_urn;
+    END IF;
+    SELECT s.sliver_type, n.capacity, s.node_name INTO v FROM slivers s JOIN nodes n ON n.name = s.node_name WHERE s.urn = sliver;
+    IF NOT FOUND THEN
+        RETURN NULL; -- the sliver is gone, and its slots with it
+    END IF;
+    SELECT count(*) INTO held FROM node_slots WHERE sliver_urn = sliver;
+    want := CASE WHEN v.sliver_type = 'exclusive' THEN v.capacity ELSE 1 END;
+    IF held <> want THEN
+        RAISE EXCEPTION 'sliver % (%) on node % holds % slots; it must hold %', sliver, v.sliver_type, v.node_name, held, want
+            USING ERRCODE = 'check_violation', HINT = 'delete the sliver instead of its slots';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER slivers_hold_their_slots AFTER INSERT OR UPDATE OF node_name, sliver_type ON slivers
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slivers_check_slots();
+CREATE CONSTRAINT TRIGGER node_slots_stay_held AFTER DELETE OR UPDATE ON node_slots
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slivers_check_slots();
 
 -- Every change of a sliver, by the aggregate or by hand.
 CREATE TABLE sliver_history (

@@ -15,42 +15,46 @@ import (
 func TestSchemaForbidsDoubleBooking(t *testing.T) {
 	e := newEnv(t)
 	e.addNode("node1", 2)
-	e.allocate(sliceURN("a"), container("a", "node1"))
-	var holder string
-	if err := e.pool.QueryRow(e.ctx, "SELECT sliver_urn FROM node_slots WHERE node_name = 'node1' AND slot_no = 0").Scan(&holder); err != nil {
-		t.Fatal(err)
-	}
-	// A hand-made second sliver on the same node.
-	e.sql(`INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, allocation_state, operational_state, expires_at, created_by)
-		VALUES ('urn:publicid:IDN+geniam.test+sliver+manual', $1, 'node1', 'container', 'm', 'geni_allocated', 'geni_pending_allocation', now() + interval '1 hour', 'psql')`,
-		sliceURN("a"))
+	e.addNode("node2", 2)
+	e.addNode("ex", 2, "exclusive")
+	e.allocate(sliceURN("a"), container("a", "node1"), exclusive("x", "ex"))
+	const manual = "urn:publicid:IDN+geniam.test+sliver+manual"
+	// An operator books slot 1 of node1 by hand, in one transaction.
+	e.sql(`BEGIN;
+		INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, allocation_state, operational_state, expires_at, created_by)
+		VALUES ('`+manual+`', '`+sliceURN("a")+`', 'node1', 'container', 'm', 'geni_allocated', 'geni_pending_allocation', now() + interval '1 hour', 'psql');
+		INSERT INTO node_slots VALUES ('node1', 1, '`+manual+`');
+		COMMIT`)
 	cases := []struct {
 		name, sql, says string
 	}{
-		{"slot already held", "INSERT INTO node_slots VALUES ('node1', 0, 'urn:publicid:IDN+geniam.test+sliver+manual')", "node_slots_pkey"},
-		{"slot beyond capacity", "INSERT INTO node_slots VALUES ('node1', 2, 'urn:publicid:IDN+geniam.test+sliver+manual')", "does not exist on node node1"},
-		{"slot on another node than the sliver's", "INSERT INTO node_slots VALUES ('node2', 0, 'urn:publicid:IDN+geniam.test+sliver+manual')", "violates foreign key"},
+		{"slot already held", "INSERT INTO node_slots VALUES ('node1', 0, '" + manual + "')", "node_slots_pkey"},
+		{"slot beyond capacity", "INSERT INTO node_slots VALUES ('node1', 2, '" + manual + "')", "does not exist on node node1"},
+		{"slot on another node than the sliver's", "INSERT INTO node_slots VALUES ('node2', 0, '" + manual + "')", "violates foreign key"},
+		{"capacity below a used slot", "UPDATE nodes SET capacity = 1 WHERE name = 'node1'", "drain it"},
+		{"capacity above an exclusive sliver's slots", "UPDATE nodes SET capacity = 3 WHERE name = 'ex'", "exclusive sliver"},
+		{"a slot freed under a live sliver", "DELETE FROM node_slots WHERE sliver_urn = '" + manual + "'", "holds 0 slots"},
+		{"a sliver without slots", `INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, allocation_state, operational_state, expires_at, created_by)
+			VALUES ('urn:publicid:IDN+geniam.test+sliver+noslot', '` + sliceURN("a") + `', 'node2', 'container', 'n', 'geni_allocated', 'geni_pending_allocation', now(), 'psql')`, "holds 0 slots"},
+		{"an exclusive sliver with one slot", `BEGIN;
+			INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, allocation_state, operational_state, expires_at, created_by)
+			VALUES ('urn:publicid:IDN+geniam.test+sliver+half', '` + sliceURN("a") + `', 'node2', 'exclusive', 'h', 'geni_allocated', 'geni_pending_allocation', now(), 'psql');
+			INSERT INTO node_slots VALUES ('node2', 0, 'urn:publicid:IDN+geniam.test+sliver+half');
+			COMMIT`, "must hold 2"},
 	}
-	e.addNode("node2", 2)
 	for _, tc := range cases {
 		_, err := e.pool.Exec(e.ctx, tc.sql)
 		if err == nil || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.says)
 		}
 	}
-	// With slot 1 held, capacity cannot go below 2.
-	e.sql("INSERT INTO node_slots VALUES ('node1', 1, 'urn:publicid:IDN+geniam.test+sliver+manual')")
-	_, err := e.pool.Exec(e.ctx, "UPDATE nodes SET capacity = 1 WHERE name = 'node1'")
-	if err == nil || !strings.Contains(err.Error(), "drain it") {
-		t.Errorf("lowering capacity under a used slot: %v", err)
-	}
 	// Deleting the sliver frees its slots; the history records the psql edit.
-	e.sql("DELETE FROM slivers WHERE urn = 'urn:publicid:IDN+geniam.test+sliver+manual'")
+	e.sql("DELETE FROM slivers WHERE urn = '" + manual + "'")
 	if n := e.count("SELECT count(*) FROM node_slots WHERE node_name = 'node1'"); n != 1 {
 		t.Errorf("slots after delete: %d", n)
 	}
-	if n := e.count("SELECT count(*) FROM sliver_history WHERE event = 'sql:DELETE' AND actor LIKE 'psql:%'"); n != 1 {
-		t.Errorf("manual delete not in history")
+	if n := e.count("SELECT count(*) FROM sliver_history WHERE event LIKE 'sql:%' AND actor LIKE 'psql:%' AND sliver_urn = $1", manual); n != 2 {
+		t.Errorf("manual insert and delete not in history")
 	}
 }
 
