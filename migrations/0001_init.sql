@@ -34,6 +34,10 @@ COMMENT ON COLUMN nodes.available IS 'false: health checks or the operator say t
 COMMENT ON COLUMN nodes.unavailable_reason IS 'Why the node is unavailable, shown to experimenters whose request needs it.';
 COMMENT ON COLUMN nodes.drained IS 'true: the operator drains the node: its slivers keep running but it takes no new ones.';
 COMMENT ON COLUMN nodes.retired IS 'true: the node is gone from the advertisement (keep the row for history).';
+COMMENT ON COLUMN nodes.country IS 'ISO 3166 country code of the node, advertised in <location>; empty if unknown.';
+COMMENT ON COLUMN nodes.latitude IS 'Latitude advertised in <location>, NULL if unknown.';
+COMMENT ON COLUMN nodes.longitude IS 'Longitude advertised in <location>, NULL if unknown.';
+COMMENT ON COLUMN nodes.updated_at IS 'Last change of the row (set by a trigger).';
 
 -- Lowering capacity below a slot in use would overbook the node.
 CREATE FUNCTION nodes_check_capacity() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -260,7 +264,8 @@ SELECT n.name AS node_name,
 FROM nodes n
 LEFT JOIN node_slots s ON s.node_name = n.name
 LEFT JOIN slivers v ON v.urn = s.sliver_urn
-GROUP BY n.name;
+GROUP BY n.name
+ORDER BY n.name;
 COMMENT ON VIEW node_usage IS 'Free capacity per node: slots used and free, and whether it takes new slivers (and why not).';
 
 CREATE VIEW slivers_by_node AS

@@ -186,8 +186,10 @@ func (s *Store) allocate(ctx context.Context, a am.AllocateTx, skipBusy bool) ([
 		if skipBusy || a.AllBound {
 			// Only this statement waits, and it is the first lock we take
 			// on nodes: no deadlock with another allocation.
-			if locked, err = lockNodes(ctx, tx, "NOT retired AND component_urn = ANY($1)", "", a.Bound); err != nil {
-				return err
+			if len(a.Bound) > 0 {
+				if locked, err = lockNodes(ctx, tx, "NOT retired AND component_urn = ANY($1)", "", a.Bound); err != nil {
+					return err
+				}
 			}
 			if !a.AllBound {
 				more, err := lockNodes(ctx, tx, "NOT retired AND available AND NOT drained AND NOT (component_urn = ANY($1))", "SKIP LOCKED", a.Bound)
