@@ -73,10 +73,14 @@ func TestRaceNoDoubleBooking(t *testing.T) {
 	requests := []func(n int) string{
 		func(n int) string { return request(container(fmt.Sprint("a", n), "")) },
 		func(n int) string { return request(container(fmt.Sprint("a", n), "c1")) },
-		func(n int) string { return request(container(fmt.Sprint("a", n), ""), container(fmt.Sprint("b", n), "")) },
+		func(n int) string {
+			return request(container(fmt.Sprint("a", n), ""), container(fmt.Sprint("b", n), ""))
+		},
 		func(n int) string { return request(exclusive(fmt.Sprint("a", n), "")) },
 		func(n int) string { return request(exclusive(fmt.Sprint("a", n), "c2")) },
-		func(n int) string { return request(container(fmt.Sprint("a", n), "c2"), exclusive(fmt.Sprint("b", n), "")) },
+		func(n int) string {
+			return request(container(fmt.Sprint("a", n), "c2"), exclusive(fmt.Sprint("b", n), ""))
+		},
 	}
 	var mu sync.Mutex
 	codes := map[am.Code]int{}

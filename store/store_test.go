@@ -22,8 +22,8 @@ func TestSchemaForbidsDoubleBooking(t *testing.T) {
 	// An operator books slot 1 of node1 by hand, in one transaction.
 	e.sql(`BEGIN;
 		INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, allocation_state, operational_state, expires_at, created_by)
-		VALUES ('`+manual+`', '`+sliceURN("a")+`', 'node1', 'container', 'm', 'geni_allocated', 'geni_pending_allocation', now() + interval '1 hour', 'psql');
-		INSERT INTO node_slots VALUES ('node1', 1, '`+manual+`');
+		VALUES ('` + manual + `', '` + sliceURN("a") + `', 'node1', 'container', 'm', 'geni_allocated', 'geni_pending_allocation', now() + interval '1 hour', 'psql');
+		INSERT INTO node_slots VALUES ('node1', 1, '` + manual + `');
 		COMMIT`)
 	cases := []struct {
 		name, sql, says string
