@@ -406,6 +406,9 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		endWanted = c.Options.EndTime.UTC()
 	}
 	expires := earliest(now.Add(a.cfg.AllocationHold), authz.Expires, endWanted)
+	if !expires.After(now) {
+		return nil, opErr(op, Errorf(Expired, "the slice credential expired at %s", rfc3339(authz.Expires)))
+	}
 
 	reqs := make([]SliverRequest, len(req.Slivers))
 	clientIDs := map[string]bool{}
