@@ -246,6 +246,9 @@ func (s *Store) allocate(ctx context.Context, a am.AllocateTx, skipBusy bool) ([
 // lockNodes locks the nodes matching where ($1 = bound component URNs) in
 // name order and returns their names.
 func lockNodes(ctx context.Context, tx pgx.Tx, where, mode string, bound []string) ([]string, error) {
+	if bound == nil {
+		bound = []string{} // a nil slice is NULL, and NOT (x = ANY(NULL)) is NULL, not true
+	}
 	rows, err := tx.Query(ctx, "SELECT name FROM nodes WHERE "+where+" ORDER BY name FOR UPDATE "+mode, bound)
 	if err != nil {
 		return nil, err

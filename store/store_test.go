@@ -206,3 +206,28 @@ func TestReapersShareTheWork(t *testing.T) {
 		t.Errorf("%d slivers expired exactly once, want 60", n)
 	}
 }
+
+// An unbound Allocate skips a node another transaction holds and places on
+// the others, without waiting.
+func TestAllocateSkipsBusyNodes(t *testing.T) {
+	e := newEnv(t)
+	e.addNode("node1", 4)
+	e.addNode("node2", 4)
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(e.ctx)
+	if _, err := tx.Exec(e.ctx, "SELECT 1 FROM nodes WHERE name = 'node1' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 3*time.Second)
+	defer cancel()
+	res, err := e.agg.Allocate(ctx, e.call(alice, am.Options{}), sliceURN("skip"), request(container("a", "")))
+	if err != nil {
+		t.Fatalf("Allocate waited for the busy node: %v", err)
+	}
+	if n := e.count("SELECT count(*) FROM slivers WHERE urn = $1 AND node_name = 'node2'", res.Slivers[0].URN); n != 1 {
+		t.Errorf("sliver not on the free node2")
+	}
+}
