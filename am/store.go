@@ -64,13 +64,16 @@ type AllocateTx struct {
 	Actor        string    // user URN, recorded in the history
 	Operator     bool      // may allocate on a shut-down slice
 	Now          time.Time
-	// Bound lists the component URNs the request names. When every request
-	// node is bound (AllBound), only those nodes are locked; otherwise every
-	// node that takes new slivers is.
+	// Bound lists the component URNs the request names; those nodes are
+	// locked. When some request node is unbound (AllBound false), the nodes
+	// that take new slivers are locked too (the store may first try only
+	// those no concurrent allocation holds). Plan also sees the other nodes,
+	// marked unavailable, so its refusals can name them.
 	Bound    []string
 	AllBound bool
-	// Plan turns the locked nodes (with usage) into the new slivers, each
-	// with NodeName set, or returns why the request does not fit (an *Err).
+	// Plan turns the nodes (with usage) into the new slivers, each with
+	// NodeName set, or returns why the request does not fit (an *Err). It
+	// must be pure: the store may call it again when it retries.
 	Plan func(nodes []Node) ([]Sliver, error)
 }
 
