@@ -74,21 +74,7 @@ const (
 
 // NewAggregate wires an Aggregate. clock nil means time.Now.
 func NewAggregate(cfg AggregateConfig, store Store, auth Authorizer, rspecs RSpecs, clock func() time.Time) *Aggregate {
-	if cfg.AllocationHold <= 0 {
-		cfg.AllocationHold = 10 * time.Minute
-	}
-	if cfg.AllocationMax <= 0 {
-		cfg.AllocationMax = 2 * time.Hour
-	}
-	if cfg.ProvisionedLifetime <= 0 {
-		cfg.ProvisionedLifetime = 7 * 24 * time.Hour
-	}
-	if cfg.MaxLease <= 0 {
-		cfg.MaxLease = 30 * 24 * time.Hour
-	}
-	if cfg.Placement == "" {
-		cfg.Placement = Spread
-	}
+	cfg = cfg.withDefaults()
 	if cfg.Authority == "" {
 		cfg.Authority, _, _, _ = SplitURN(cfg.URN)
 	}
@@ -405,7 +391,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		}
 		endWanted = c.Options.EndTime.UTC()
 	}
-	expires := earliest(now.Add(a.cfg.AllocationHold), authz.Expires, endWanted)
+	expires := a.cfg.allocationExpiry(now, authz.Expires, endWanted)
 	if !expires.After(now) {
 		return nil, opErr(op, Errorf(Expired, "the slice credential expired at %s", rfc3339(authz.Expires)))
 	}
@@ -529,7 +515,7 @@ func (a *Aggregate) Provision(ctx context.Context, c Call, urns []string) (*Allo
 		if end.IsZero() && s.EndWanted.After(now) {
 			end = s.EndWanted
 		}
-		s.Expires = earliest(now.Add(a.cfg.ProvisionedLifetime), now.Add(a.cfg.MaxLease), sc.authz.Expires, end)
+		s.Expires = a.cfg.provisionExpiry(now, sc.authz.Expires, end)
 		s.Allocation, s.Operational = Provisioned, NotReady
 		s.Error, s.ResourceMsg = "", ""
 		if c.Options.UsersSet {
@@ -603,14 +589,7 @@ func (a *Aggregate) Renew(ctx context.Context, c Call, urns []string, expiration
 		if !s.Expires.After(now) {
 			return &Err{Code: Expired, URN: s.URN, Msg: fmt.Sprintf("sliver %s expired at %s", s.URN, rfc3339(s.Expires))}
 		}
-		lease, what := a.cfg.MaxLease, "the maximum lease of a provisioned sliver"
-		if s.Allocation == Allocated {
-			lease, what = a.cfg.AllocationMax, "the maximum hold of an allocated sliver"
-		}
-		limit := now.Add(lease)
-		if !sc.authz.Expires.IsZero() && sc.authz.Expires.Before(limit) {
-			limit, what = sc.authz.Expires, "the expiry of the slice credential"
-		}
+		limit, what := a.cfg.renewLimit(s.Allocation, now, sc.authz.Expires)
 		want := expiration
 		if want.After(limit) {
 			if !c.Options.ExtendALAP {
@@ -808,17 +787,6 @@ func (a *Aggregate) Shutdown(ctx context.Context, c Call, sliceURN string) error
 }
 
 // ---- helpers ----
-
-// earliest returns the earliest non-zero time.
-func earliest(ts ...time.Time) time.Time {
-	var out time.Time
-	for _, t := range ts {
-		if !t.IsZero() && (out.IsZero() || t.Before(out)) {
-			out = t
-		}
-	}
-	return out.UTC()
-}
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
