@@ -696,3 +696,54 @@ func TestDeleteFreesSlotAtOnce(t *testing.T) {
 		t.Errorf("Delete on empty slice: %+v %v", st, err)
 	}
 }
+
+// recorder is a Provisioner that notes what it was told.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) note(what string, slivers []am.Sliver) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, fmt.Sprintf("%s:%d", what, len(slivers)))
+}
+func (r *recorder) Provisioned(_ context.Context, s []am.Sliver) { r.note("provisioned", s) }
+func (r *recorder) Acted(_ context.Context, action string, s []am.Sliver) {
+	r.note(action, s)
+}
+func (r *recorder) Deleted(_ context.Context, s []am.Sliver) { r.note("deleted", s) }
+func (r *recorder) ShutDown(_ context.Context, slice string) { r.note("shutdown", nil) }
+
+func TestProvisionerHook(t *testing.T) {
+	e := newEnv(t)
+	e.addNode("node1", 4)
+	rec := &recorder{}
+	agg := am.NewAggregate(am.AggregateConfig{URN: amURN, Provisioner: rec}, e.store, e.auth, fakeRSpecs{}, e.clock.Now)
+	c := e.call(alice, geni3)
+	slice := sliceURN("hook")
+	res, err := agg.Allocate(e.ctx, c, slice, request(container("a", ""), container("b", ""), container("c", "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agg.Provision(e.ctx, c, []string{res.Slivers[0].URN, res.Slivers[1].URN}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agg.PerformOperationalAction(e.ctx, c, []string{res.Slivers[0].URN}, am.ActionStart); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agg.Delete(e.ctx, c, []string{res.Slivers[0].URN}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(time.Hour) // c's allocation expires
+	if _, err := agg.NewReaper(time.Second).Sweep(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := agg.Shutdown(e.ctx, c, slice); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(rec.events, " ")
+	if want := "provisioned:2 geni_start:1 deleted:1 deleted:1 shutdown:0"; got != want {
+		t.Errorf("provisioner heard %q, want %q", got, want)
+	}
+}
