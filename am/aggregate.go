@@ -216,7 +216,7 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 	for _, u := range urns {
 		_, typ, _, ok := SplitURN(u)
 		if !ok {
-			return nil, Errorf(BadArgs, "%q is not a GENI URN (urn:publicid:IDN+authority+type+name)", u)
+			return nil, Errorf(BadArgs, "%q is not a GENI URN (urn:publicid:IDN+authority+type+name)", clip(u))
 		}
 		switch typ {
 		case "slice":
@@ -367,7 +367,7 @@ func (a *Aggregate) Status(ctx context.Context, c Call, urns []string) (*StatusR
 func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec string) (*AllocateResult, error) {
 	const op = "Allocate"
 	if _, typ, _, ok := SplitURN(sliceURN); !ok || typ != "slice" {
-		return nil, opErr(op, Errorf(BadArgs, "%q is not a slice URN", sliceURN))
+		return nil, opErr(op, Errorf(BadArgs, "%q is not a slice URN", clip(sliceURN)))
 	}
 	authz, err := a.authorize(c, op, sliceURN, privCreate)
 	if err != nil {
@@ -707,7 +707,7 @@ func actionTransition(action string, o Options) (func(s *Sliver) error, error) {
 			return nil
 		}, nil
 	}
-	return nil, Errorf(BadArgs, "unknown operational action %q: supported are %s", action, strings.Join(SupportedActions, ", "))
+	return nil, Errorf(BadArgs, "unknown operational action %q: supported are %s", clip(action), strings.Join(SupportedActions, ", "))
 }
 
 // mergeUsers adds new users and replaces the keys of named ones, leaving the
@@ -771,7 +771,7 @@ func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]Sliver
 func (a *Aggregate) Shutdown(ctx context.Context, c Call, sliceURN string) error {
 	const op = "Shutdown"
 	if _, typ, _, ok := SplitURN(sliceURN); !ok || typ != "slice" {
-		return opErr(op, Errorf(BadArgs, "%q is not a slice URN", sliceURN))
+		return opErr(op, Errorf(BadArgs, "%q is not a slice URN", clip(sliceURN)))
 	}
 	authz, err := a.authorize(c, op, sliceURN, privShutdown)
 	if err != nil {
@@ -787,6 +787,15 @@ func (a *Aggregate) Shutdown(ctx context.Context, c Call, sliceURN string) error
 }
 
 // ---- helpers ----
+
+// clip shortens caller-supplied text quoted in a message.
+func clip(s string) string {
+	const max = 200
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
