@@ -179,9 +179,10 @@ type Sliver struct {
 	Allocation  AllocationState
 	Operational OperationalState
 	Expires     time.Time
-	Error       string // geni_error
-	ResourceMsg string // geni_resource_status
-	CreatedBy   string // user URN that allocated it
+	EndWanted   time.Time // geni_end_time asked at Allocate (zero: none); Provision honours it within policy
+	Error       string    // geni_error
+	ResourceMsg string    // geni_resource_status
+	CreatedBy   string    // user URN that allocated it
 	CreatedAt   time.Time
 	Users       []User
 	ExitCode    *int   // the start command's exit code, when it has finished

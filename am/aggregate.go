@@ -1,0 +1,814 @@
+package am
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// AggregateConfig is the policy of an Aggregate. Zero durations take the
+// defaults named on each field.
+type AggregateConfig struct {
+	URN       string // the AM's URN, urn:publicid:IDN+<authority>+authority+am
+	URL       string // absolute URL of the v3 endpoint
+	Authority string // authority of the sliver URNs we mint; default: the one in URN
+
+	AllocationHold      time.Duration // expiry of a new allocation; default 10 min
+	AllocationMax       time.Duration // Renew cap of an allocated sliver; default 2 h
+	ProvisionedLifetime time.Duration // expiry given at Provision; default 7 days
+	MaxLease            time.Duration // Renew cap of a provisioned sliver; default 30 days
+	Placement           PlacementPolicy
+
+	// Operators are user URNs that may still act on a shut-down slice.
+	Operators []string
+	// Provisioner, when set, is told of committed changes (see Provisioner).
+	Provisioner Provisioner
+}
+
+// Provisioner drives the nodes. The Aggregate calls it after each change has
+// committed, with the slivers as they now are; it must not block for long
+// (queue the work) and reports progress by changing the slivers through the
+// Store. Errors are its own to record (Sliver.Error, geni_failed).
+type Provisioner interface {
+	Provisioned(ctx context.Context, slivers []Sliver)
+	Acted(ctx context.Context, action string, slivers []Sliver)
+	Deleted(ctx context.Context, slivers []Sliver) // by Delete or by the reaper
+	ShutDown(ctx context.Context, sliceURN string)
+}
+
+// Aggregate implements API on a Store: the AM API v3 semantics (states,
+// expiry policy, best effort, Shutdown) live here; the Store keeps them
+// consistent under concurrency.
+type Aggregate struct {
+	cfg    AggregateConfig
+	store  Store
+	auth   Authorizer
+	rspecs RSpecs
+	now    func() time.Time
+
+	adMu    sync.Mutex
+	adCache map[bool]cachedAd // by availableOnly
+}
+
+type cachedAd struct {
+	key string
+	ad  string
+}
+
+var _ API = (*Aggregate)(nil)
+
+// Privileges checked per method (gcf operation names, spec §11).
+const (
+	privCreate   = "createsliver"
+	privRenew    = "renewsliver"
+	privDescribe = "getsliceresources"
+	privDelete   = "deleteslice"
+	privShutdown = "shutdown"
+)
+
+// NewAggregate wires an Aggregate. clock nil means time.Now.
+func NewAggregate(cfg AggregateConfig, store Store, auth Authorizer, rspecs RSpecs, clock func() time.Time) *Aggregate {
+	cfg = cfg.withDefaults()
+	if cfg.Authority == "" {
+		cfg.Authority, _, _, _ = SplitURN(cfg.URN)
+	}
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Aggregate{cfg: cfg, store: store, auth: auth, rspecs: rspecs, now: clock, adCache: map[bool]cachedAd{}}
+}
+
+// Config returns the effective configuration (defaults filled in).
+func (a *Aggregate) Config() AggregateConfig { return a.cfg }
+
+// SplitURN splits urn:publicid:IDN+<authority>+<type>+<name>. ok is false
+// when urn does not have that shape.
+func SplitURN(urn string) (authority, typ, name string, ok bool) {
+	const prefix = "urn:publicid:IDN+"
+	if len(urn) > 1024 || !strings.HasPrefix(urn, prefix) {
+		return "", "", "", false
+	}
+	parts := strings.SplitN(urn[len(prefix):], "+", 3)
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return "", "", "", false
+	}
+	if strings.ContainsAny(urn, " \t\r\n") {
+		return "", "", "", false
+	}
+	return parts[0], parts[1], parts[2], true
+}
+
+// ---- GetVersion, ListResources ----
+
+// GetVersion needs no credentials.
+func (a *Aggregate) GetVersion(ctx context.Context, c Call) (*Version, error) {
+	v := StandardVersion(a.cfg.URN, a.cfg.URL)
+	v.Extra = map[string]any{"geni_allocate": AllocateMode, "geni_single_allocation": SingleAllocation}
+	return v, nil
+}
+
+// ListResources renders the inventory; the advertisement is cached until the
+// inventory version or the usage of a node changes.
+func (a *Aggregate) ListResources(ctx context.Context, c Call) (string, error) {
+	const op = "ListResources"
+	if _, err := a.authorize(c, op, ""); err != nil {
+		return "", opErr(op, err)
+	}
+	if err := checkRSpecVersion(c.Options); err != nil {
+		return "", opErr(op, err)
+	}
+	inv, err := a.store.Inventory(ctx)
+	if err != nil {
+		return "", opErr(op, err)
+	}
+	key := inventoryKey(inv)
+	avail := c.Options.Available
+	a.adMu.Lock()
+	cached, ok := a.adCache[avail]
+	a.adMu.Unlock()
+	if ok && cached.key == key {
+		return cached.ad, nil
+	}
+	ad, err := a.rspecs.Advertisement(inv.Nodes, avail, a.now())
+	if err != nil {
+		return "", opErr(op, err)
+	}
+	a.adMu.Lock()
+	a.adCache[avail] = cachedAd{key: key, ad: ad}
+	a.adMu.Unlock()
+	return ad, nil
+}
+
+// inventoryKey identifies what the advertisement depends on: the node table
+// (by version) and each node's usage.
+func inventoryKey(inv *Inventory) string {
+	var b strings.Builder
+	b.WriteString(strconv.FormatInt(inv.Version, 10))
+	for _, n := range inv.Nodes {
+		fmt.Fprintf(&b, "|%s:%d:%t:%t", n.Name, n.Used, n.Exclusive, n.Available)
+	}
+	return b.String()
+}
+
+func checkRSpecVersion(o Options) error {
+	v := o.RSpecVersion
+	if v == nil || v.Type == "" || v.Version == "" {
+		return Errorf(BadArgs, "option geni_rspec_version (a struct with type and version) is required")
+	}
+	if !SupportsRSpec(*v) {
+		return Errorf(BadVersion, "RSpec type %q version %q is not supported: use type GENI version 3", v.Type, v.Version)
+	}
+	return nil
+}
+
+// ---- authorization and URN resolution ----
+
+func (a *Aggregate) authorize(c Call, method, target string, privileges ...string) (*Authorization, error) {
+	if a.auth == nil {
+		return nil, Errorf(Forbidden, "no trust configuration")
+	}
+	authz, err := a.auth.Authorize(AuthRequest{Method: method, Caller: c.Caller, Credentials: c.Credentials,
+		Target: target, Privileges: privileges, SpeakingFor: c.Options.SpeakingFor, Now: a.now()})
+	if err != nil {
+		return nil, err
+	}
+	if authz == nil {
+		return nil, Errorf(Forbidden, "credentials do not authorize %s", method)
+	}
+	return authz, nil
+}
+
+func (a *Aggregate) isOperator(authz *Authorization) bool {
+	for _, o := range a.cfg.Operators {
+		if o == authz.User {
+			return true
+		}
+	}
+	return false
+}
+
+// scope is what a call on urns acts on, once authorized.
+type scope struct {
+	slice    string
+	slivers  []string // nil: the whole slice
+	authz    *Authorization
+	operator bool
+}
+
+// begin resolves urns (one slice URN, or sliver URNs of one slice), checks
+// the credentials against that slice and refuses a shut-down slice.
+func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []string, privileges ...string) (*scope, error) {
+	if len(urns) == 0 {
+		return nil, Errorf(BadArgs, "no URNs given: pass one slice URN or the URNs of slivers of one slice")
+	}
+	if len(urns) > 10000 {
+		return nil, Errorf(BadArgs, "too many URNs (%d)", len(urns))
+	}
+	var sc scope
+	var sliverURNs []string
+	seen := map[string]bool{}
+	for _, u := range urns {
+		_, typ, _, ok := SplitURN(u)
+		if !ok {
+			return nil, Errorf(BadArgs, "%q is not a GENI URN (urn:publicid:IDN+authority+type+name)", clip(u))
+		}
+		switch typ {
+		case "slice":
+			if len(urns) != 1 {
+				return nil, Errorf(BadArgs, "pass either one slice URN or sliver URNs, not %d URNs including slice %s", len(urns), u)
+			}
+			sc.slice = u
+		case "sliver":
+			if !seen[u] {
+				seen[u] = true
+				sliverURNs = append(sliverURNs, u)
+			}
+		default:
+			return nil, Errorf(BadArgs, "%s is a %s URN; pass a slice or sliver URN", u, typ)
+		}
+	}
+	if sc.slice == "" {
+		slices, err := a.store.SliverSlices(ctx, sliverURNs)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range sliverURNs {
+			s, ok := slices[u]
+			if !ok {
+				return nil, &Err{Code: SearchFailed, URN: u, Msg: "no sliver " + u + " at this aggregate (unknown, deleted or expired)"}
+			}
+			if sc.slice == "" {
+				sc.slice = s
+			} else if s != sc.slice {
+				return nil, Errorf(BadArgs, "slivers of more than one slice given (%s and %s)", sc.slice, s)
+			}
+		}
+		sc.slivers = sliverURNs
+	}
+	authz, err := a.authorize(c, method, sc.slice, privileges...)
+	if err != nil {
+		return nil, err
+	}
+	sc.authz, sc.operator = authz, a.isOperator(authz)
+	if !sc.operator {
+		sl, err := a.store.Slice(ctx, sc.slice)
+		if err != nil {
+			return nil, err
+		}
+		if sl != nil && sl.ShutDown {
+			return nil, shutDownErr(sc.slice)
+		}
+	}
+	return &sc, nil
+}
+
+func shutDownErr(slice string) error {
+	return &Err{Code: Forbidden, URN: slice, Msg: "slice " + slice + " has been shut down; only an operator can restore it"}
+}
+
+// targets lists the sliver URNs of a scope (the slice's live slivers when the
+// call named the slice), keeping only those keep accepts.
+func (a *Aggregate) targets(ctx context.Context, sc *scope, keep func(Sliver) bool) ([]Sliver, error) {
+	slivers, err := a.store.Slivers(ctx, sc.slice, sc.slivers)
+	if err != nil {
+		return nil, err
+	}
+	if sc.slivers != nil && len(slivers) < len(sc.slivers) {
+		found := map[string]bool{}
+		for _, s := range slivers {
+			found[s.URN] = true
+		}
+		for _, u := range sc.slivers {
+			if !found[u] {
+				return nil, &Err{Code: SearchFailed, URN: u, Msg: "no sliver " + u + " at this aggregate (deleted or expired)"}
+			}
+		}
+	}
+	if keep == nil {
+		return slivers, nil
+	}
+	out := slivers[:0]
+	for _, s := range slivers {
+		if keep(s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func urnsOf(slivers []Sliver) []string {
+	out := make([]string, len(slivers))
+	for i, s := range slivers {
+		out[i] = s.URN
+	}
+	return out
+}
+
+// ---- Describe, Status ----
+
+// Describe returns the manifest of the named slivers or of the whole slice. A
+// slice with nothing here gets an empty manifest and no slivers.
+func (a *Aggregate) Describe(ctx context.Context, c Call, urns []string) (*DescribeResult, error) {
+	const op = "Describe"
+	sc, err := a.begin(ctx, c, op, urns, privDescribe)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	if err := checkRSpecVersion(c.Options); err != nil {
+		return nil, opErr(op, err)
+	}
+	slivers, err := a.targets(ctx, sc, nil)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	manifest, err := a.rspecs.Manifest(sc.slice, slivers, a.now())
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	res := &DescribeResult{RSpec: manifest, SliceURN: sc.slice, Slivers: make([]SliverStatus, 0, len(slivers))}
+	for _, s := range slivers {
+		res.Slivers = append(res.Slivers, StatusOf(s))
+	}
+	return res, nil
+}
+
+// Status reports the dynamic state of slivers, always with geni_error.
+func (a *Aggregate) Status(ctx context.Context, c Call, urns []string) (*StatusResult, error) {
+	const op = "Status"
+	sc, err := a.begin(ctx, c, op, urns, privDescribe)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	slivers, err := a.targets(ctx, sc, nil)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	res := &StatusResult{SliceURN: sc.slice, Slivers: make([]SliverStatus, 0, len(slivers))}
+	for _, s := range slivers {
+		st := StatusOf(s)
+		st.ErrorSet = true
+		res.Slivers = append(res.Slivers, st)
+	}
+	return res, nil
+}
+
+// ---- Allocate ----
+
+// Allocate places the request's nodes and holds them for AllocationHold
+// (shorter if geni_end_time or the credential says so). Further Allocates on
+// the same slice add slivers (geni_many); a client_id already used in the
+// slice is ALREADYEXISTS.
+func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec string) (*AllocateResult, error) {
+	const op = "Allocate"
+	if _, typ, _, ok := SplitURN(sliceURN); !ok || typ != "slice" {
+		return nil, opErr(op, Errorf(BadArgs, "%q is not a slice URN", clip(sliceURN)))
+	}
+	authz, err := a.authorize(c, op, sliceURN, privCreate)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	req, err := a.rspecs.ParseRequest(rspec)
+	if err != nil {
+		if CodeOf(err) == ServerError && MessageOf(err) == "" {
+			err = Wrap(BadArgs, err, "the request RSpec cannot be parsed")
+		}
+		return nil, opErr(op, err)
+	}
+	if req == nil || len(req.Slivers) == 0 {
+		return nil, opErr(op, Errorf(BadArgs, "the request RSpec has no nodes for this aggregate"))
+	}
+	now := a.now()
+	var endWanted time.Time
+	if c.Options.EndTime != nil {
+		if !c.Options.EndTime.After(now) {
+			return nil, opErr(op, Errorf(BadArgs, "geni_end_time %s is not in the future", rfc3339(*c.Options.EndTime)))
+		}
+		endWanted = c.Options.EndTime.UTC()
+	}
+	expires := a.cfg.allocationExpiry(now, authz.Expires, endWanted)
+	if !expires.After(now) {
+		return nil, opErr(op, Errorf(Expired, "the slice credential expired at %s", rfc3339(authz.Expires)))
+	}
+
+	reqs := make([]SliverRequest, len(req.Slivers))
+	clientIDs := map[string]bool{}
+	var bound []string
+	allBound := true
+	for i, r := range req.Slivers {
+		if r.SliverType == "" {
+			r.SliverType = SliverTypeContainer
+			if r.Exclusive {
+				r.SliverType = SliverTypeExclusive
+			}
+		}
+		if r.Exclusive {
+			r.SliverType = SliverTypeExclusive
+		}
+		if r.SliverType != SliverTypeContainer && r.SliverType != SliverTypeExclusive {
+			return nil, opErr(op, Errorf(Unsupported, "node %q asks for sliver type %q; this aggregate offers %s and %s",
+				r.ClientID, r.SliverType, SliverTypeContainer, SliverTypeExclusive))
+		}
+		if r.ClientID == "" {
+			return nil, opErr(op, Errorf(BadArgs, "a request node has no client_id"))
+		}
+		if clientIDs[r.ClientID] {
+			return nil, opErr(op, Errorf(BadArgs, "client_id %q appears twice in the request", r.ClientID))
+		}
+		clientIDs[r.ClientID] = true
+		if r.ComponentID != "" {
+			bound = append(bound, r.ComponentID)
+		} else {
+			allBound = false
+		}
+		reqs[i] = r
+	}
+
+	plan := func(nodes []Node) ([]Sliver, error) {
+		placed, err := Place(a.cfg.Placement, nodes, reqs)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Sliver, len(reqs))
+		for i, r := range reqs {
+			out[i] = Sliver{URN: a.newSliverURN(), SliceURN: sliceURN, ClientID: r.ClientID, NodeName: placed[i],
+				SliverType: r.SliverType, Exclusive: r.SliverType == SliverTypeExclusive, Image: r.Image,
+				Execute: r.Execute, Install: r.Install, NodeXML: r.NodeXML, Allocation: Allocated,
+				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: authz.User, CreatedAt: now}
+		}
+		return out, nil
+	}
+	slivers, err := a.store.Allocate(ctx, AllocateTx{SliceURN: sliceURN, SliceExpires: authz.Expires, Actor: authz.User,
+		Operator: a.isOperator(authz), Now: now, Bound: bound, AllBound: allBound, Plan: plan})
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	return a.allocateResult(op, sliceURN, slivers, nil, now)
+}
+
+func (a *Aggregate) allocateResult(op, sliceURN string, manifestOf []Sliver, statuses []SliverStatus, now time.Time) (*AllocateResult, error) {
+	manifest, err := a.rspecs.Manifest(sliceURN, manifestOf, now)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	if statuses == nil {
+		statuses = make([]SliverStatus, 0, len(manifestOf))
+		for _, s := range manifestOf {
+			statuses = append(statuses, StatusOf(s))
+		}
+	}
+	return &AllocateResult{RSpec: manifest, Slivers: statuses}, nil
+}
+
+func (a *Aggregate) newSliverURN() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return "urn:publicid:IDN+" + a.cfg.Authority + "+sliver+" + hex.EncodeToString(b)
+}
+
+// ---- Provision ----
+
+// Provision moves allocated slivers to geni_provisioned (operational
+// geni_notready until a Provisioner moves them on), with the provisioned
+// lifetime capped by the credential, geni_end_time and MaxLease.
+func (a *Aggregate) Provision(ctx context.Context, c Call, urns []string) (*AllocateResult, error) {
+	const op = "Provision"
+	sc, err := a.begin(ctx, c, op, urns, privCreate)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	if err := checkRSpecVersion(c.Options); err != nil {
+		return nil, opErr(op, err)
+	}
+	now := a.now()
+	var endOpt time.Time
+	if c.Options.EndTime != nil {
+		if !c.Options.EndTime.After(now) {
+			return nil, opErr(op, Errorf(BadArgs, "geni_end_time %s is not in the future", rfc3339(*c.Options.EndTime)))
+		}
+		endOpt = c.Options.EndTime.UTC()
+	}
+	var keep func(Sliver) bool
+	if sc.slivers == nil {
+		keep = func(s Sliver) bool { return s.Allocation == Allocated }
+	}
+	targets, err := a.targets(ctx, sc, keep)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	if len(targets) == 0 {
+		return nil, opErr(op, &Err{Code: SearchFailed, URN: sc.slice, Msg: "slice " + sc.slice + " has no allocated slivers here to provision"})
+	}
+	apply := func(s *Sliver) error {
+		if s.Allocation != Allocated {
+			return &Err{Code: Unsupported, URN: s.URN, Msg: fmt.Sprintf("sliver %s is %s, not geni_allocated", s.URN, s.Allocation)}
+		}
+		if !s.Expires.After(now) {
+			return &Err{Code: Expired, URN: s.URN, Msg: fmt.Sprintf("the allocation of sliver %s expired at %s", s.URN, rfc3339(s.Expires))}
+		}
+		end := endOpt
+		if end.IsZero() && s.EndWanted.After(now) {
+			end = s.EndWanted
+		}
+		s.Expires = a.cfg.provisionExpiry(now, sc.authz.Expires, end)
+		s.Allocation, s.Operational = Provisioned, NotReady
+		s.Error, s.ResourceMsg = "", ""
+		if c.Options.UsersSet {
+			s.Users = c.Options.Users
+		}
+		return nil
+	}
+	results, err := a.store.Change(ctx, ChangeTx{Event: op, Actor: sc.authz.User, Operator: sc.operator,
+		SliceURN: sc.slice, URNs: urnsOf(targets), BestEffort: c.Options.BestEffort, Apply: apply})
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	done, statuses := split(results)
+	if p := a.cfg.Provisioner; p != nil && len(done) > 0 {
+		p.Provisioned(ctx, done)
+	}
+	return a.allocateResult(op, sc.slice, done, statuses, now)
+}
+
+// split separates the slivers changed from the statuses of all, failures
+// carrying geni_error.
+func split(results []ChangeResult) ([]Sliver, []SliverStatus) {
+	var done []Sliver
+	statuses := make([]SliverStatus, 0, len(results))
+	for _, r := range results {
+		st := StatusOf(r.Sliver)
+		if r.Err != nil {
+			st.Error = geniError(r.Err)
+			st.ErrorSet = true
+		} else {
+			done = append(done, r.Sliver)
+		}
+		statuses = append(statuses, st)
+	}
+	return done, statuses
+}
+
+// geniError is the geni_error text of a per-sliver failure: "CODE: message".
+func geniError(err error) string {
+	msg := MessageOf(err)
+	if msg == "" {
+		msg = "internal error"
+	}
+	return CodeOf(err).String() + ": " + msg
+}
+
+// ---- Renew ----
+
+// Renew sets the expiry of slivers to expiration. The cap is the credential's
+// expiry and AllocationMax (allocated) or MaxLease (provisioned) from now; a
+// time past the cap is OUTOFRANGE unless geni_extend_alap, which grants the
+// cap. A time in the past is always OUTOFRANGE.
+func (a *Aggregate) Renew(ctx context.Context, c Call, urns []string, expiration time.Time) ([]SliverStatus, error) {
+	const op = "Renew"
+	sc, err := a.begin(ctx, c, op, urns, privRenew)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	now := a.now()
+	if !expiration.After(now) {
+		return nil, opErr(op, Errorf(OutOfRange, "requested expiration %s is not in the future", rfc3339(expiration)))
+	}
+	targets, err := a.targets(ctx, sc, nil)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	if len(targets) == 0 {
+		return []SliverStatus{}, nil
+	}
+	apply := func(s *Sliver) error {
+		if !s.Expires.After(now) {
+			return &Err{Code: Expired, URN: s.URN, Msg: fmt.Sprintf("sliver %s expired at %s", s.URN, rfc3339(s.Expires))}
+		}
+		limit, what := a.cfg.renewLimit(s.Allocation, now, sc.authz.Expires)
+		want := expiration
+		if want.After(limit) {
+			if !c.Options.ExtendALAP {
+				return &Err{Code: OutOfRange, URN: s.URN, Msg: fmt.Sprintf("sliver %s cannot be renewed to %s: the limit is %s (%s); ask for less or use geni_extend_alap",
+					s.URN, rfc3339(expiration), rfc3339(limit), what)}
+			}
+			want = limit
+		}
+		s.Expires = want.UTC()
+		return nil
+	}
+	results, err := a.store.Change(ctx, ChangeTx{Event: op, Actor: sc.authz.User, Operator: sc.operator,
+		SliceURN: sc.slice, URNs: urnsOf(targets), BestEffort: c.Options.BestEffort, Apply: apply})
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	_, statuses := split(results)
+	return statuses, nil
+}
+
+// ---- PerformOperationalAction ----
+
+// SupportedActions are the PerformOperationalAction actions we implement.
+var SupportedActions = []string{ActionStart, ActionStop, ActionRestart, ActionUpdateUsers, ActionFetchData}
+
+// PerformOperationalAction records operational transitions on provisioned
+// slivers; a Provisioner carries them out on the nodes.
+func (a *Aggregate) PerformOperationalAction(ctx context.Context, c Call, urns []string, action string) ([]SliverStatus, error) {
+	const op = "PerformOperationalAction"
+	sc, err := a.begin(ctx, c, op, urns, privCreate)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	transition, err := actionTransition(action, c.Options)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	targets, err := a.targets(ctx, sc, nil)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	if len(targets) == 0 {
+		return []SliverStatus{}, nil
+	}
+	now := a.now()
+	apply := func(s *Sliver) error {
+		if s.Allocation != Provisioned {
+			return &Err{Code: Unsupported, URN: s.URN, Msg: fmt.Sprintf("sliver %s is %s: %s needs a provisioned sliver (Provision it first)", s.URN, s.Allocation, action)}
+		}
+		if !s.Expires.After(now) {
+			return &Err{Code: Expired, URN: s.URN, Msg: fmt.Sprintf("sliver %s expired at %s", s.URN, rfc3339(s.Expires))}
+		}
+		return transition(s)
+	}
+	results, err := a.store.Change(ctx, ChangeTx{Event: action, Actor: sc.authz.User, Operator: sc.operator,
+		SliceURN: sc.slice, URNs: urnsOf(targets), BestEffort: c.Options.BestEffort, Apply: apply})
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	done, statuses := split(results)
+	if p := a.cfg.Provisioner; p != nil && len(done) > 0 {
+		p.Acted(ctx, action, done)
+	}
+	return statuses, nil
+}
+
+// actionTransition returns the state change of action on one provisioned
+// sliver, or BADARGS naming the supported actions.
+func actionTransition(action string, o Options) (func(s *Sliver) error, error) {
+	wrongState := func(s *Sliver, need string) error {
+		return &Err{Code: Unsupported, URN: s.URN, Msg: fmt.Sprintf("%s is not possible on sliver %s in state %s (%s)", action, s.URN, s.Operational, need)}
+	}
+	switch action {
+	case ActionStart:
+		return func(s *Sliver) error {
+			switch s.Operational {
+			case NotReady, Ready, Failed:
+				s.Operational, s.Error = Ready, ""
+				return nil
+			}
+			return wrongState(s, "it must be geni_notready, geni_ready or geni_failed")
+		}, nil
+	case ActionStop:
+		return func(s *Sliver) error {
+			switch s.Operational {
+			case NotReady, Ready, Failed:
+				s.Operational = NotReady
+				return nil
+			}
+			return wrongState(s, "it must be geni_ready, geni_notready or geni_failed")
+		}, nil
+	case ActionRestart:
+		return func(s *Sliver) error {
+			switch s.Operational {
+			case Ready, Failed:
+				s.Operational, s.Error = Ready, ""
+				return nil
+			}
+			return wrongState(s, "it must be running (geni_ready); use geni_start")
+		}, nil
+	case ActionUpdateUsers:
+		if !o.UsersSet {
+			return nil, Errorf(BadArgs, "geni_update_users needs the geni_users option")
+		}
+		return func(s *Sliver) error {
+			if s.Operational != Ready {
+				return &Err{Code: Refused, URN: s.URN, Msg: fmt.Sprintf("geni_update_users needs sliver %s to be geni_ready; it is %s", s.URN, s.Operational)}
+			}
+			s.Users = mergeUsers(s.Users, o.Users)
+			return nil
+		}, nil
+	case ActionFetchData:
+		return func(s *Sliver) error {
+			s.ResourceMsg = "data fetch requested"
+			return nil
+		}, nil
+	}
+	return nil, Errorf(BadArgs, "unknown operational action %q: supported are %s", clip(action), strings.Join(SupportedActions, ", "))
+}
+
+// mergeUsers adds new users and replaces the keys of named ones, leaving the
+// others alone (geni_update_users, spec §7.2).
+func mergeUsers(have, update []User) []User {
+	out := append([]User(nil), have...)
+	for _, u := range update {
+		replaced := false
+		for i := range out {
+			if out[i].URN == u.URN {
+				out[i].Keys = u.Keys
+				replaced = true
+			}
+		}
+		if !replaced {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// ---- Delete, Shutdown ----
+
+// Delete removes slivers in any state; their slots are free when it returns.
+func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]SliverStatus, error) {
+	const op = "Delete"
+	sc, err := a.begin(ctx, c, op, urns, privDelete)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	targets, err := a.targets(ctx, sc, nil)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	if len(targets) == 0 {
+		return []SliverStatus{}, nil
+	}
+	apply := func(s *Sliver) error {
+		s.Allocation = Unallocated
+		return nil
+	}
+	results, err := a.store.Change(ctx, ChangeTx{Event: op, Actor: sc.authz.User, Operator: sc.operator,
+		SliceURN: sc.slice, URNs: urnsOf(targets), BestEffort: c.Options.BestEffort, Apply: apply})
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	done, statuses := split(results)
+	for i := range statuses {
+		statuses[i].Allocation = Unallocated
+		statuses[i].Operational = ""
+	}
+	if p := a.cfg.Provisioner; p != nil && len(done) > 0 {
+		p.Deleted(ctx, done)
+	}
+	return statuses, nil
+}
+
+// Shutdown stops the slice's slivers, keeps them, and refuses every further
+// call on the slice (FORBIDDEN) until an operator restores it. A slice
+// unknown here or already shut down also gets true.
+func (a *Aggregate) Shutdown(ctx context.Context, c Call, sliceURN string) error {
+	const op = "Shutdown"
+	if _, typ, _, ok := SplitURN(sliceURN); !ok || typ != "slice" {
+		return opErr(op, Errorf(BadArgs, "%q is not a slice URN", clip(sliceURN)))
+	}
+	authz, err := a.authorize(c, op, sliceURN, privShutdown)
+	if err != nil {
+		return opErr(op, err)
+	}
+	if err := a.store.Shutdown(ctx, sliceURN, authz.User, a.now()); err != nil {
+		return opErr(op, err)
+	}
+	if p := a.cfg.Provisioner; p != nil {
+		p.ShutDown(ctx, sliceURN)
+	}
+	return nil
+}
+
+// ---- helpers ----
+
+// clip shortens caller-supplied text quoted in a message.
+func clip(s string) string {
+	const max = 200
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// opErr stamps the method on an *Err (copying it: errors may be shared).
+func opErr(op string, err error) error {
+	var e *Err
+	if errors.As(err, &e) {
+		if e.Op == "" {
+			cp := *e
+			cp.Op = op
+			return &cp
+		}
+		return e
+	}
+	return &Err{Code: ServerError, Op: op, Msg: "internal error", Err: err}
+}

@@ -1,0 +1,102 @@
+package am
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the aggregate's persistent state: inventory, slices, slivers and
+// their history (implemented by package store on PostgreSQL). Every method
+// that changes state runs in one transaction and retries serialization
+// failures itself; what it returns is an *Err with a caller-safe message
+// (Busy when it gave up retrying, ServerError for anything internal), never a
+// raw database error.
+type Store interface {
+	// Inventory returns the nodes that are not retired, with their current
+	// usage, and the inventory version, read from one snapshot.
+	Inventory(ctx context.Context) (*Inventory, error)
+
+	// Slice returns what the aggregate knows of a slice, or nil when it has
+	// never seen it.
+	Slice(ctx context.Context, urn string) (*Slice, error)
+
+	// SliverSlices maps each known live sliver URN among urns to its slice URN;
+	// unknown URNs are left out.
+	SliverSlices(ctx context.Context, urns []string) (map[string]string, error)
+
+	// Slivers returns the live slivers of a slice in creation order; with
+	// urns, only those (unknown ones are left out).
+	Slivers(ctx context.Context, sliceURN string, urns []string) ([]Sliver, error)
+
+	// Allocate places and inserts new slivers in one transaction: it records
+	// the slice, refuses a shut-down slice (unless AllocateTx.Operator), locks
+	// the candidate nodes, calls Plan on them with their usage, takes the
+	// slots of the planned slivers and records history.
+	Allocate(ctx context.Context, tx AllocateTx) ([]Sliver, error)
+
+	// Change applies a state change to named slivers of one slice, each locked
+	// while ChangeTx.Apply decides its new state. See ChangeTx.
+	Change(ctx context.Context, tx ChangeTx) ([]ChangeResult, error)
+
+	// Shutdown marks the slice shut down (recording it when unknown) and stops
+	// its provisioned slivers without deleting them. Idempotent.
+	Shutdown(ctx context.Context, sliceURN, actor string, now time.Time) error
+
+	// RestoreSlice is the operator's undo of Shutdown.
+	RestoreSlice(ctx context.Context, sliceURN, actor string) error
+
+	// Expire deletes up to limit slivers whose expiry is at or before now,
+	// skipping rows another process holds, and returns them. Slivers of
+	// shut-down slices are kept for forensics.
+	Expire(ctx context.Context, now time.Time, limit int) ([]Sliver, error)
+}
+
+// Inventory is the node list with usage and the version of the node table.
+type Inventory struct {
+	Version int64 // bumped by every change to the nodes table
+	Nodes   []Node
+}
+
+// AllocateTx is one Allocate as the store runs it.
+type AllocateTx struct {
+	SliceURN     string
+	SliceExpires time.Time // expiry of the slice credential, recorded on the slice
+	Actor        string    // user URN, recorded in the history
+	Operator     bool      // may allocate on a shut-down slice
+	Now          time.Time
+	// Bound lists the component URNs the request names; those nodes are
+	// locked. When some request node is unbound (AllBound false), the nodes
+	// that take new slivers are locked too (the store may first try only
+	// those no concurrent allocation holds). Plan also sees the other nodes,
+	// marked unavailable, so its refusals can name them.
+	Bound    []string
+	AllBound bool
+	// Plan turns the nodes (with usage) into the new slivers, each with
+	// NodeName set, or returns why the request does not fit (an *Err). It
+	// must be pure: the store may call it again when it retries.
+	Plan func(nodes []Node) ([]Sliver, error)
+}
+
+// ChangeTx is one state change of slivers (Provision, Renew, POA, Delete).
+type ChangeTx struct {
+	Event      string // recorded in sliver_history, e.g. "Provision" or "geni_start"
+	Actor      string
+	Operator   bool // may change a shut-down slice
+	SliceURN   string
+	URNs       []string // the slivers, all of SliceURN
+	BestEffort bool
+	// Apply decides the new state of one locked sliver: it edits s and
+	// returns nil, or returns why it cannot (an *Err naming the sliver).
+	// Setting s.Allocation to Unallocated deletes the sliver and frees its
+	// slots. Without BestEffort the first error rolls back the whole change
+	// and is returned; with BestEffort a failing sliver keeps its state and
+	// its error is reported in its ChangeResult.
+	Apply func(s *Sliver) error
+}
+
+// ChangeResult is the outcome of a change for one sliver: its state after
+// the change (or unchanged, with Err, when it failed under best effort).
+type ChangeResult struct {
+	Sliver Sliver
+	Err    error
+}

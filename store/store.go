@@ -1,0 +1,258 @@
+// Package store keeps the aggregate's state in PostgreSQL (pgx/v5): it
+// implements am.Store. The schema is in package migrations; docs/psql.md says
+// how an operator reads and edits it.
+//
+// Concurrency: reads are plain MVCC selects and never wait on writers.
+// Allocate locks the node rows it may place on (ORDER BY name, so two
+// allocations cannot deadlock on them) and the slice row; other changes lock
+// the slice row shared and the sliver rows. Slots are rows of node_slots whose
+// primary key forbids two holders, so even a bug in this package cannot
+// double-book a node. Deadlocks and serialization failures are retried a few
+// times; what escapes is Busy, and any other database error becomes
+// ServerError with the cause kept for the log only.
+package store
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/geniam/geniam/am"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Store is the PostgreSQL implementation of am.Store.
+type Store struct {
+	pool *pgxpool.Pool
+	// Attempts is how many times a transaction is tried when PostgreSQL
+	// reports a deadlock or serialization failure.
+	Attempts int
+}
+
+var _ am.Store = (*Store)(nil)
+
+// New returns a Store on pool. The schema must be migrated (Migrate).
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, Attempts: 6} }
+
+// Open connects to the database at url, migrates it and returns the store.
+func Open(ctx context.Context, url string) (*Store, error) {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return New(pool), nil
+}
+
+// Pool is the connection pool (for operators' tools and tests).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Close closes the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// PostgreSQL error codes this package reacts to.
+const (
+	codeSerialization  = "40001"
+	codeDeadlock       = "40P01"
+	codeUniqueViolated = "23505"
+	codeLockNotAvail   = "55P03"
+)
+
+func pgCode(err error) (string, string) {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code, pe.ConstraintName
+	}
+	return "", ""
+}
+
+func isUniqueViolation(err error) bool {
+	c, _ := pgCode(err)
+	return c == codeUniqueViolated
+}
+
+// retryable: the transaction lost a race and may succeed if run again. A
+// unique violation on node_slots means two transactions took the same slot:
+// the loser is rolled back and placed again.
+func retryable(err error) bool {
+	c, constraint := pgCode(err)
+	switch c {
+	case codeSerialization, codeDeadlock, codeLockNotAvail:
+		return true
+	case codeUniqueViolated:
+		return constraint == "node_slots_pkey"
+	}
+	return false
+}
+
+// inTx runs fn in a transaction tagged with event and actor (read by the
+// history trigger), retrying lost races, and turns what escapes into an
+// *am.Err without database text in its message.
+func (s *Store) inTx(ctx context.Context, op, event, actor string, fn func(tx pgx.Tx) error) error {
+	attempts := s.Attempts
+	if attempts < 1 {
+		attempts = 1
+	}
+	var err error
+	for attempt := 1; attempt <= attempts; attempt++ {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if event != "" || actor != "" {
+				if _, err := tx.Exec(ctx, "SELECT set_config('geniam.event', $1, true), set_config('geniam.actor', $2, true)", event, actor); err != nil {
+					return err
+				}
+			}
+			return fn(tx)
+		})
+		if err == nil || !retryable(err) {
+			break
+		}
+		// Back off a little, with jitter, so the racers do not meet again.
+		d := time.Duration(attempt*attempt)*5*time.Millisecond + time.Duration(rand.Int64N(int64(10*time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			return am.Wrap(am.Busy, ctx.Err(), "%s: gave up waiting for the database", op)
+		case <-time.After(d):
+		}
+	}
+	return cleanError(op, err)
+}
+
+// cleanError keeps *am.Err as it is and hides everything else behind a
+// caller-safe message.
+func cleanError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *am.Err
+	if errors.As(err, &ae) {
+		return ae
+	}
+	if retryable(err) {
+		return am.Wrap(am.Busy, err, "%s: the aggregate is busy with concurrent changes; try again", op)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return am.Wrap(am.Busy, err, "%s: the request ran out of time; try again", op)
+	}
+	return am.Wrap(am.ServerError, err, "%s: internal database error", op)
+}
+
+// ---- inventory ----
+
+const nodeColumns = `n.name, n.component_urn, n.agent_url, n.hardware_type, n.sliver_types, n.capacity,
+	n.available AND NOT n.drained,
+	CASE WHEN n.drained THEN 'drained by the operator' ELSE n.unavailable_reason END,
+	n.country, n.latitude, n.longitude,
+	(SELECT count(*) FROM node_slots s WHERE s.node_name = n.name),
+	EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive')`
+
+func scanNode(row pgx.Row) (am.Node, error) {
+	var n am.Node
+	var country string
+	var lat, lon *float64
+	var used int64
+	if err := row.Scan(&n.Name, &n.ComponentID, &n.AgentURL, &n.HardwareType, &n.SliverTypes, &n.Capacity,
+		&n.Available, &n.Reason, &country, &lat, &lon, &used, &n.Exclusive); err != nil {
+		return n, err
+	}
+	if n.Available {
+		n.Reason = ""
+	}
+	n.Used = int(used)
+	if country != "" || lat != nil || lon != nil {
+		n.Location = &am.Location{Country: country}
+		if lat != nil {
+			n.Location.Latitude = *lat
+		}
+		if lon != nil {
+			n.Location.Longitude = *lon
+		}
+	}
+	return n, nil
+}
+
+func queryNodes(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, where string, args ...any) ([]am.Node, error) {
+	rows, err := q.Query(ctx, "SELECT "+nodeColumns+" FROM nodes n WHERE "+where+" ORDER BY n.name", args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (am.Node, error) { return scanNode(r) })
+}
+
+// Inventory reads the version and the nodes in one read-only snapshot.
+func (s *Store) Inventory(ctx context.Context) (*am.Inventory, error) {
+	var inv am.Inventory
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, "SELECT version FROM inventory_version").Scan(&inv.Version); err != nil {
+			return err
+		}
+		var err error
+		inv.Nodes, err = queryNodes(ctx, tx, "NOT n.retired")
+		return err
+	})
+	if err != nil {
+		return nil, cleanError("ListResources", err)
+	}
+	return &inv, nil
+}
+
+// ---- slices ----
+
+// Slice returns the slice row, or nil when unknown.
+func (s *Store) Slice(ctx context.Context, urn string) (*am.Slice, error) {
+	var sl am.Slice
+	var exp *time.Time
+	err := s.pool.QueryRow(ctx, "SELECT urn, shut_down, credential_expires_at FROM slices WHERE urn = $1", urn).Scan(&sl.URN, &sl.ShutDown, &exp)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, cleanError("read slice", err)
+	}
+	if exp != nil {
+		sl.Expires = *exp
+	}
+	return &sl, nil
+}
+
+// Shutdown marks the slice shut down and stops its provisioned slivers.
+func (s *Store) Shutdown(ctx context.Context, sliceURN, actor string, now time.Time) error {
+	return s.inTx(ctx, "Shutdown", "Shutdown", actor, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO slices (urn, shut_down, shut_down_by, shut_down_at) VALUES ($1, true, $2, $3)
+			ON CONFLICT (urn) DO UPDATE SET shut_down = true,
+				shut_down_by = CASE WHEN slices.shut_down THEN slices.shut_down_by ELSE EXCLUDED.shut_down_by END,
+				shut_down_at = CASE WHEN slices.shut_down THEN slices.shut_down_at ELSE EXCLUDED.shut_down_at END`,
+			sliceURN, actor, now)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE slivers SET operational_state = $2, resource_status = 'stopped: the slice was shut down'
+			WHERE slice_urn = $1 AND allocation_state = 'geni_provisioned' AND operational_state <> $2`, sliceURN, am.NotReady)
+		return err
+	})
+}
+
+// RestoreSlice lifts a Shutdown.
+func (s *Store) RestoreSlice(ctx context.Context, sliceURN, actor string) error {
+	return s.inTx(ctx, "RestoreSlice", "RestoreSlice", actor, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, "UPDATE slices SET shut_down = false, shut_down_by = '', shut_down_at = NULL WHERE urn = $1", sliceURN)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return am.Errorf(am.SearchFailed, "unknown slice %s", sliceURN)
+		}
+		return nil
+	})
+}
