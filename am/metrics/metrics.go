@@ -39,11 +39,11 @@ func (r *Registry) add(m metric) {
 // ServeHTTP writes every metric.
 func (r *Registry) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	r.WriteTo(w)
+	r.Expose(w)
 }
 
-// WriteTo writes the exposition to w.
-func (r *Registry) WriteTo(w io.Writer) {
+// Expose writes the exposition to w.
+func (r *Registry) Expose(w io.Writer) {
 	r.mu.Lock()
 	ms := append([]metric(nil), r.metrics...)
 	r.mu.Unlock()
