@@ -37,7 +37,7 @@ type Credential struct {
 	TargetURN  string // from the target certificate
 	Expires    time.Time
 	Privileges []Privilege
-	Parent     *Credential   // the credential this one was delegated from
+	Parent     *Credential    // the credential this one was delegated from
 	ABAC       *ABACStatement // for TypeABAC
 
 	elem *etree.Element
