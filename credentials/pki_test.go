@@ -28,7 +28,9 @@ type testPKI struct {
 
 const testAuthority = "geniam.test"
 
-func urn(typ, name string) string { return "urn:publicid:IDN+" + testAuthority + "+" + typ + "+" + name }
+func urn(typ, name string) string {
+	return "urn:publicid:IDN+" + testAuthority + "+" + typ + "+" + name
+}
 
 var (
 	pkiOnce sync.Once
