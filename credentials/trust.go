@@ -91,11 +91,10 @@ func (t *TrustRoots) Pool() *x509.CertPool { return t.pool }
 
 // Verify checks that leaf chains to a trusted root at time now, with extra
 // as candidate intermediates, and (with NamespaceChecks) that every issuer is
-// a GENI authority over its subject. It returns the earliest NotAfter of the
-// chain, which bounds how long the result may be cached.
-func (t *TrustRoots) Verify(leaf *x509.Certificate, extra []*x509.Certificate, now time.Time) (time.Time, error) {
+// a GENI authority over its subject. It returns the chain, leaf first.
+func (t *TrustRoots) Verify(leaf *x509.Certificate, extra []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
 	if err := checkTime(leaf, now); err != nil {
-		return time.Time{}, err
+		return nil, err
 	}
 	var inter *x509.CertPool
 	if len(extra) > 0 {
@@ -115,14 +114,14 @@ func (t *TrustRoots) Verify(leaf *x509.Certificate, extra []*x509.Certificate, n
 	if err != nil {
 		for _, c := range extra {
 			if e := checkTime(c, now); e != nil {
-				return time.Time{}, e
+				return nil, e
 			}
 		}
 		var unknown x509.UnknownAuthorityError
 		if errors.As(err, &unknown) {
-			return time.Time{}, fmt.Errorf("certificate %s does not chain to a trusted root", certName(leaf))
+			return nil, fmt.Errorf("certificate %s does not chain to a trusted root", certName(leaf))
 		}
-		return time.Time{}, fmt.Errorf("certificate %s is not trusted: %v", certName(leaf), err)
+		return nil, fmt.Errorf("certificate %s is not trusted: %v", certName(leaf), err)
 	}
 	var firstErr error
 	for _, chain := range chains {
@@ -134,15 +133,22 @@ func (t *TrustRoots) Verify(leaf *x509.Certificate, extra []*x509.Certificate, n
 				continue
 			}
 		}
-		notAfter := chain[0].NotAfter
-		for _, c := range chain[1:] {
-			if c.NotAfter.Before(notAfter) {
-				notAfter = c.NotAfter
-			}
-		}
-		return notAfter, nil
+		return chain, nil
 	}
-	return time.Time{}, firstErr
+	return nil, firstErr
+}
+
+// validity returns when every certificate of chain is valid.
+func validity(chain []*x509.Certificate) (from, until time.Time) {
+	for i, c := range chain {
+		if i == 0 || c.NotBefore.After(from) {
+			from = c.NotBefore
+		}
+		if i == 0 || c.NotAfter.Before(until) {
+			until = c.NotAfter
+		}
+	}
+	return from, until
 }
 
 // namespaceChain applies gcf's namespace rule to a verified chain (leaf

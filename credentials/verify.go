@@ -32,6 +32,16 @@ type Verifier struct {
 	roots *TrustRoots
 	gen   uint64 // bumped by SetRoots: older cache entries are void
 	cache map[cacheKey]*verified
+	// chains remembers certificates that chain to the roots (by sha256 of
+	// the DER), so that a new credential about a known user and slice costs
+	// one RSA verification instead of three.
+	chains map[[32]byte]*trustedChain
+}
+
+type trustedChain struct {
+	gen         uint64
+	from, until time.Time
+	chain       []*x509.Certificate
 }
 
 var _ am.Authorizer = (*Verifier)(nil)
@@ -44,7 +54,7 @@ func NewVerifier(roots *TrustRoots, opts Options) *Verifier {
 	if opts.CacheSize == 0 {
 		opts.CacheSize = 4096
 	}
-	return &Verifier{opts: opts, roots: roots, gen: 1, cache: map[cacheKey]*verified{}}
+	return &Verifier{opts: opts, roots: roots, gen: 1, cache: map[cacheKey]*verified{}, chains: map[[32]byte]*trustedChain{}}
 }
 
 // SetRoots replaces the trusted roots and forgets every cached verification.
@@ -54,6 +64,7 @@ func (v *Verifier) SetRoots(roots *TrustRoots) {
 	v.roots = roots
 	v.gen++
 	clear(v.cache)
+	clear(v.chains)
 }
 
 // Roots returns the current trusted roots.
@@ -287,7 +298,10 @@ func (v *Verifier) verifiedCredential(value string, typ string, roots *TrustRoot
 			return e, nil
 		}
 	}
-	vf, f := verifyCredential([]byte(value), typ, roots, now)
+	trust := func(c *x509.Certificate, extra []*x509.Certificate) (*trustedChain, error) {
+		return v.trustChain(roots, gen, c, extra, now)
+	}
+	vf, f := verifyCredential([]byte(value), typ, trust, now)
 	if f != nil {
 		return nil, f
 	}
@@ -298,10 +312,10 @@ func (v *Verifier) verifiedCredential(value string, typ string, roots *TrustRoot
 		if len(caller.Chain) > 1 {
 			chain = caller.Chain[1:]
 		}
-		if until, err := roots.Verify(caller.Cert, chain, now); err != nil {
+		if tc, err := v.trustChain(roots, gen, caller.Cert, chain, now); err != nil {
 			vf.toolTrusted = err
-		} else if until.Before(vf.validUntil) {
-			vf.validUntil = until
+		} else if tc.until.Before(vf.validUntil) {
+			vf.validUntil = tc.until
 		}
 	}
 	if v.opts.CacheSize > 0 {
@@ -326,10 +340,43 @@ func (v *Verifier) verifiedCredential(value string, typ string, roots *TrustRoot
 	return vf, nil
 }
 
+// trustFunc verifies that a certificate chains to the trusted roots.
+type trustFunc func(c *x509.Certificate, extra []*x509.Certificate) (*trustedChain, error)
+
+// trustChain verifies a certificate chain, or answers from the cache.
+func (v *Verifier) trustChain(roots *TrustRoots, gen uint64, c *x509.Certificate, extra []*x509.Certificate, now time.Time) (*trustedChain, error) {
+	key := sha256.Sum256(c.Raw)
+	if v.opts.CacheSize > 0 {
+		v.mu.Lock()
+		e := v.chains[key]
+		v.mu.Unlock()
+		if e != nil && e.gen == gen && !now.Before(e.from) && !now.After(e.until) {
+			return e, nil
+		}
+	}
+	chain, err := roots.Verify(c, extra, now)
+	if err != nil {
+		return nil, err
+	}
+	tc := &trustedChain{gen: gen, chain: chain}
+	tc.from, tc.until = validity(chain)
+	if v.opts.CacheSize > 0 {
+		v.mu.Lock()
+		if v.gen == gen {
+			if len(v.chains) >= v.opts.CacheSize {
+				clear(v.chains)
+			}
+			v.chains[key] = tc
+		}
+		v.mu.Unlock()
+	}
+	return tc, nil
+}
+
 // verifyCredential does the request-independent checks of credentials.md §5:
 // signatures of the credential and every parent, signer and gid chains to
 // the roots, delegation rules, and the issuer's authority over the target.
-func verifyCredential(raw []byte, typ string, roots *TrustRoots, now time.Time) (*verified, *failure) {
+func verifyCredential(raw []byte, typ string, trustChain trustFunc, now time.Time) (*verified, *failure) {
 	sc, err := ParseCredential(raw)
 	if err != nil {
 		return nil, fail(stageParse, "malformed credential: %v", err)
@@ -367,33 +414,33 @@ func verifyCredential(raw []byte, typ string, roots *TrustRoots, now time.Time) 
 		pool = append(pool, c.Target...)
 	}
 
-	trusted := map[string]bool{} // certificates already verified, by signature bytes
-	trust := func(c *x509.Certificate) error {
-		if trusted[string(c.Signature)] {
-			return nil
-		}
-		until, err := roots.Verify(c, pool, now)
+	var targetChain []*x509.Certificate // the root credential's target, as verified
+	trust := func(c *x509.Certificate) ([]*x509.Certificate, error) {
+		tc, err := trustChain(c, pool)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if until.Before(vf.validUntil) {
-			vf.validUntil = until
+		if tc.until.Before(vf.validUntil) {
+			vf.validUntil = tc.until
 		}
-		trusted[string(c.Signature)] = true
-		return nil
+		return tc.chain, nil
 	}
 	for i, c := range chain {
-		if err := trust(signers[i].signer); err != nil {
+		if _, err := trust(signers[i].signer); err != nil {
 			return nil, fail(stageTrust, "credential %s signed by untrusted %s: %v", c.ID, certName(signers[i].signer), err)
 		}
 		if len(c.Owner) > 0 {
-			if err := trust(c.Owner[0]); err != nil {
+			if _, err := trust(c.Owner[0]); err != nil {
 				return nil, fail(stageTrust, "credential %s owner: %v", c.ID, err)
 			}
 		}
 		if len(c.Target) > 0 {
-			if err := trust(c.Target[0]); err != nil {
+			tc, err := trust(c.Target[0])
+			if err != nil {
 				return nil, fail(stageTrust, "credential %s target: %v", c.ID, err)
+			}
+			if i == len(chain)-1 {
+				targetChain = tc
 			}
 		}
 	}
@@ -439,8 +486,10 @@ func verifyCredential(raw []byte, typ string, roots *TrustRoots, now time.Time) 
 	// or its URN is an authority over the target's namespace.
 	root, rootSigner := chain[len(chain)-1], signers[len(chain)-1].signer
 	if root.Type == TypePrivilege {
+		// The target's verified chain says who signed it: no need to check
+		// its signature again.
 		target := root.Target[0]
-		if rootSigner.CheckSignature(target.SignatureAlgorithm, target.RawTBSCertificate, target.Signature) != nil {
+		if len(targetChain) < 2 || !targetChain[1].Equal(rootSigner) {
 			if err := authorityOver(rootSigner, target); err != nil {
 				return nil, fail(stageDelegation, "credential %s: signer %s is not an authority over target %s (%v)",
 					root.ID, certName(rootSigner), root.TargetURN, err)
