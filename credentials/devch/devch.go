@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -203,7 +204,13 @@ func (ch *Clearinghouse) CreateSlice(user []*x509.Certificate, name string, expi
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if old := ch.slices[strings.ToLower(urn)]; old != nil && old.Expires.After(now) {
-		return nil, nil, am.Errorf(am.AlreadyExists, "slice %s already exists", old.URN)
+		if old.Owner != owner {
+			return nil, nil, am.Errorf(am.AlreadyExists, "slice %s already exists", old.URN)
+		}
+		// omni asks CreateSlice again for the credential of a slice it made.
+		cred, err := credentials.IssueSliceCredential(ch.signer(), user[:1], []*x509.Certificate{old.Cert, ch.SA.Cert}, old.Expires)
+		c := *old
+		return &c, cred, err
 	}
 	cert, err := ch.SA.Issue(devpki.Options{URN: urn, CommonName: name, KeyBits: ch.KeyBits}) // valid a year
 	if err != nil {
@@ -219,6 +226,53 @@ func (ch *Clearinghouse) CreateSlice(user []*x509.Certificate, name string, expi
 		return nil, nil, err
 	}
 	return s, cred, nil
+}
+
+// SliceName returns the name of a slice URN of this authority.
+func (ch *Clearinghouse) SliceName(urn string) (string, error) {
+	u, err := credentials.ParseURN(urn)
+	if err != nil {
+		return "", am.Errorf(am.BadArgs, "%v", err)
+	}
+	if !strings.EqualFold(u.Type, "slice") {
+		return "", am.Errorf(am.BadArgs, "%s is not a slice URN", urn)
+	}
+	if !strings.EqualFold(u.Authority, ch.Authority) {
+		return "", am.Errorf(am.BadArgs, "slice %s belongs to another authority than %s", urn, ch.Authority)
+	}
+	return u.Name, nil
+}
+
+// DeleteSlice forgets a slice of the user's (its credentials stay valid
+// until they expire, as at any clearinghouse).
+func (ch *Clearinghouse) DeleteSlice(user []*x509.Certificate, sliceURN string) error {
+	owner, err := ch.member(user)
+	if err != nil {
+		return err
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	s, err := ch.ownedSliceLocked(owner, sliceURN)
+	if err != nil {
+		return err
+	}
+	delete(ch.slices, strings.ToLower(s.URN))
+	return ch.save()
+}
+
+// SlicesOf lists the URNs of the unexpired slices owned by user URN owner.
+func (ch *Clearinghouse) SlicesOf(owner string) []string {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	now := ch.Now()
+	var out []string
+	for _, s := range ch.slices {
+		if s.Owner == owner && s.Expires.After(now) {
+			out = append(out, s.URN)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Slice returns the slice with that URN (case-insensitively), or nil.

@@ -62,6 +62,13 @@ func TestClearinghouse(t *testing.T) {
 	if _, _, err := ch.CreateSlice(chain(bob), "EXP1", time.Time{}); am.CodeOf(err) != am.AlreadyExists {
 		t.Fatalf("second exp1: %v", err)
 	}
+	// The owner asking again gets a credential for the same slice.
+	if s2, cred2, err := ch.CreateSlice(chain(alice), "exp1", time.Time{}); err != nil || s2.URN != s.URN || authorize(t, v, alice, "Describe", s.URN, cred2) != nil {
+		t.Fatalf("CreateSlice again: %v", err)
+	}
+	if got := ch.SlicesOf(credentials.URNOf(alice.Cert)); len(got) != 1 || got[0] != s.URN {
+		t.Fatalf("alice's slices %v", got)
+	}
 	if _, _, err := ch.CreateSlice(chain(bob), "-bad", time.Time{}); am.CodeOf(err) != am.BadArgs {
 		t.Fatalf("bad name: %v", err)
 	}
@@ -117,5 +124,14 @@ func TestClearinghouse(t *testing.T) {
 	}
 	if err := authorize(t, v, alice, "Delete", s.URN, cred2); err != nil {
 		t.Fatal(err)
+	}
+	if err := again.DeleteSlice(chain(bob), s.URN); am.CodeOf(err) != am.Forbidden {
+		t.Fatalf("bob deletes alice's slice: %v", err)
+	}
+	if err := again.DeleteSlice(chain(alice), s.URN); err != nil {
+		t.Fatal(err)
+	}
+	if again.Slice(s.URN) != nil {
+		t.Fatal("deleted slice still there")
 	}
 }
