@@ -86,3 +86,22 @@ func BenchmarkXmlsec1Verify(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkXMLParse compares our parser with etree over encoding/xml.
+func BenchmarkXMLParse(b *testing.B) {
+	raw := []byte(readTestdata(b, "slice-cred.xml"))
+	b.Run("fast", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := parseXML(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("etree", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := parseWithEtree(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

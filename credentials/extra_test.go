@@ -137,3 +137,13 @@ func TestStarPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRefusalMessagesAreBounded(t *testing.T) {
+	p := getPKI(t)
+	long := strings.Repeat("é", 5000)
+	_, err := p.verifier().Authorize(am.AuthRequest{Method: "Status", Caller: caller(p.alice), Now: testNow,
+		Credentials: []am.Credential{{Type: long, Version: long, Value: "x"}, {Type: "geni_sfa", Version: "3", Value: "<" + long + "/>"}}})
+	if msg := am.MessageOf(err); len(msg) > maxMessage+len("…") || am.CodeOf(err) != am.Forbidden {
+		t.Fatalf("%d-byte message: %.80s", len(msg), msg)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/geniam/geniam/am"
 )
@@ -130,7 +131,9 @@ func (v *Verifier) Authorize(req am.AuthRequest) (*am.Authorization, error) {
 		now = v.opts.Now()
 	}
 	refuse := func(format string, args ...any) error {
-		return &am.Err{Code: am.Forbidden, Op: req.Method, URN: req.Target, Msg: fmt.Sprintf(format, args...)}
+		// Messages quote what the caller sent (ids, types, parse errors):
+		// bound them.
+		return &am.Err{Code: am.Forbidden, Op: req.Method, URN: req.Target, Msg: clip(fmt.Sprintf(format, args...), maxMessage)}
 	}
 	if req.Caller == nil || req.Caller.Cert == nil {
 		return nil, refuse("no client certificate")
@@ -154,7 +157,9 @@ func (v *Verifier) Authorize(req am.AuthRequest) (*am.Authorization, error) {
 		case typ == "geni_abac" && ver == "1":
 			abac = append(abac, c.Value)
 		default:
-			skipped = append(skipped, fmt.Sprintf("%s version %s", c.Type, c.Version))
+			if len(skipped) < 3 {
+				skipped = append(skipped, fmt.Sprintf("%s version %s", clip(c.Type, 40), clip(c.Version, 10)))
+			}
 		}
 	}
 	if len(sfa) == 0 {
@@ -221,6 +226,19 @@ func (v *Verifier) Authorize(req am.AuthRequest) (*am.Authorization, error) {
 		msg += "; speaks-for not accepted: " + sfFailure.msg
 	}
 	return nil, refuse("%s", msg)
+}
+
+const maxMessage = 500
+
+// clip cuts s to at most n bytes, on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func nameOr(s, dflt string) string {
