@@ -54,6 +54,9 @@ func (p *xmlParser) document() error {
 	if bytes.HasPrefix(p.src, []byte("\xef\xbb\xbf")) {
 		p.pos = 3
 	}
+	// Strictly the declaration comes first; a credential pasted with a
+	// leading newline is still the same credential.
+	p.skipSpace()
 	if p.hasPrefix("<?xml") && p.pos+5 < len(p.src) && isSpace(p.src[p.pos+5]) {
 		if err := p.xmlDecl(); err != nil {
 			return err

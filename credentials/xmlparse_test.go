@@ -13,6 +13,7 @@ func TestParseXMLMatchesEtree(t *testing.T) {
 	inputs = append(inputs,
 		"<?xml version='1.0' encoding='utf-8' standalone='yes'?><!-- c --><a><b c='&#x9;&lt;'/>x&#10;y</a><?p i?>",
 		"\xef\xbb\xbf<a>bom</a>",
+		"\n  <?xml version=\"1.0\"?>\n<a/>\n",
 		"<a>\r\n\r</a>",
 		"<a b='1\r\n2'/>",
 		"<a><![CDATA[\r\n]]></a>",
