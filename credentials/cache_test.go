@@ -27,14 +27,21 @@ func TestCacheFollowsRoots(t *testing.T) {
 	// Another root: the cached verification must not survive.
 	old := v.Roots()
 	v.SetRoots(getPKI(t).roots())
+	if len(v.cache) != 0 || len(v.chains) != 0 {
+		t.Fatal("SetRoots kept cached verifications")
+	}
 	_, err = v.Authorize(req)
-	wantRefusal(t, err, "signed by untrusted urn:publicid:IDN+geni:gpo:gcf+authority+sa")
+	wantRefusal(t, err, "client certificate not trusted: certificate urn:publicid:IDN+geni:gpo:gcf+user+alice does not chain to a trusted root")
 	v.SetRoots(old)
 	if _, err := v.Authorize(req); err != nil {
 		t.Fatal(err)
 	}
-	// Another caller: its own entry, and the owner check still applies.
+	// Another (trusted) caller: its own entry, and the owner check still applies.
 	p := getPKI(t)
+	v.SetRoots(NewTrustRoots(append(old.Certs(), p.ca.Cert)...))
+	if _, err := v.Authorize(req); err != nil {
+		t.Fatal(err)
+	}
 	other := req
 	other.Caller = caller(p.alice)
 	_, err = v.Authorize(other)
