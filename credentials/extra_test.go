@@ -147,3 +147,14 @@ func TestRefusalMessagesAreBounded(t *testing.T) {
 		t.Fatalf("%d-byte message: %.80s", len(msg), msg)
 	}
 }
+
+func TestCallerOf(t *testing.T) {
+	p := getPKI(t)
+	c, err := CallerOf(certs(p.alice))
+	if err != nil || c.URN != urn("user", "alice") || c.Email != "alice@geniam.test" || len(c.Chain) != 2 {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if _, err := CallerOf(nil); err == nil {
+		t.Fatal("no chain accepted")
+	}
+}
