@@ -77,10 +77,6 @@ func IssueSliceCredential(signer *Signer, owner, slice []*x509.Certificate, expi
 // signs the new credential. privileges must be delegatable in the parent and
 // expires no later than the parent's.
 func Delegate(parent []byte, delegator *Signer, to []*x509.Certificate, privileges []Privilege, expires time.Time) ([]byte, error) {
-	return delegate(parent, delegator, to, privileges, expires, true)
-}
-
-func delegate(parent []byte, delegator *Signer, to []*x509.Certificate, privileges []Privilege, expires time.Time, check bool) ([]byte, error) {
 	if len(to) == 0 {
 		return nil, errors.New("credentials: delegation needs the new owner's certificate")
 	}
@@ -92,21 +88,19 @@ func delegate(parent []byte, delegator *Signer, to []*x509.Certificate, privileg
 	if p.Type != TypePrivilege {
 		return nil, fmt.Errorf("credentials: a %s credential cannot be delegated", p.Type)
 	}
-	if check {
-		if !delegator.Cert.Equal(p.Owner[0]) {
-			return nil, fmt.Errorf("credentials: only the owner %s may delegate this credential", p.OwnerURN)
+	if !delegator.Cert.Equal(p.Owner[0]) {
+		return nil, fmt.Errorf("credentials: only the owner %s may delegate this credential", p.OwnerURN)
+	}
+	if expires.After(p.Expires) {
+		return nil, fmt.Errorf("credentials: a delegation cannot outlive its parent (%s)", p.Expires.Format(time.RFC3339))
+	}
+	for _, cp := range privileges {
+		ok := false
+		for _, pp := range p.Privileges {
+			ok = ok || delegatableFrom(cp, pp)
 		}
-		if expires.After(p.Expires) {
-			return nil, fmt.Errorf("credentials: a delegation cannot outlive its parent (%s)", p.Expires.Format(time.RFC3339))
-		}
-		for _, cp := range privileges {
-			ok := false
-			for _, pp := range p.Privileges {
-				ok = ok || delegatableFrom(cp, pp)
-			}
-			if !ok {
-				return nil, fmt.Errorf("credentials: privilege %s is not delegatable from the parent", cp.Name)
-			}
+		if !ok {
+			return nil, fmt.Errorf("credentials: privilege %s is not delegatable from the parent", cp.Name)
 		}
 	}
 
