@@ -32,7 +32,8 @@ type Verifier struct {
 	mu    sync.Mutex
 	roots *TrustRoots
 	gen   uint64 // bumped by SetRoots: older cache entries are void
-	cache map[cacheKey]*verified
+	cache      map[cacheKey]*verified
+	cacheBytes int // sum of the cached credentials' lengths
 	// chains remembers certificates that chain to the roots (by sha256 of
 	// the DER), so that a new credential about a known user and slice costs
 	// one RSA verification instead of three.
@@ -65,6 +66,7 @@ func (v *Verifier) SetRoots(roots *TrustRoots) {
 	v.roots = roots
 	v.gen++
 	clear(v.cache)
+	v.cacheBytes = 0
 	clear(v.chains)
 }
 
@@ -99,9 +101,18 @@ func fail(stage int, format string, args ...any) *failure {
 	return &failure{stage: stage, msg: fmt.Sprintf(format, args...)}
 }
 
+// cacheKey is the credential itself (with the caller's fingerprint): the
+// map compares whole strings, so a hit is the very credential that was
+// verified, and a lookup costs a fast map hash rather than a SHA-256 of the
+// document.
 type cacheKey struct {
-	cred, caller [32]byte
+	caller [32]byte
+	cred   string
 }
+
+// maxCacheBytes bounds the credential text the cache holds (CacheSize bounds
+// the entries): bytes outside the signed element can pad a credential.
+const maxCacheBytes = 64 << 20
 
 // verified is what the cache remembers of a credential whose signatures,
 // certificate chains and delegation rules checked out: only what the
@@ -307,7 +318,7 @@ func checkSpeaksFor(vf *verified, req am.AuthRequest, now time.Time) *failure {
 // verifiedCredential returns the cached verification of value or verifies it.
 func (v *Verifier) verifiedCredential(value string, typ string, roots *TrustRoots, gen uint64,
 	callerFP [32]byte, caller *am.Caller, now time.Time) (*verified, *failure) {
-	key := cacheKey{cred: sha256.Sum256([]byte(value)), caller: callerFP}
+	key := cacheKey{cred: value, caller: callerFP}
 	if v.opts.CacheSize > 0 {
 		v.mu.Lock()
 		e := v.cache[key]
@@ -324,21 +335,28 @@ func (v *Verifier) verifiedCredential(value string, typ string, roots *TrustRoot
 		return nil, f
 	}
 	vf.gen = gen
-	vf.digest = hex.EncodeToString(key.cred[:])
-	if v.opts.CacheSize > 0 {
+	digest := sha256.Sum256([]byte(value))
+	vf.digest = hex.EncodeToString(digest[:])
+	if v.opts.CacheSize > 0 && len(value) <= maxCacheBytes/16 {
 		v.mu.Lock()
 		if v.gen == gen {
-			if len(v.cache) >= v.opts.CacheSize {
+			for len(v.cache) > 0 && (len(v.cache) >= v.opts.CacheSize || v.cacheBytes+len(value) > maxCacheBytes) {
 				// Drop about a quarter, arbitrarily (map order): cheap and
 				// good enough for a cache whose entries are all alike.
-				n := len(v.cache) / 4
+				n := len(v.cache)/4 + 1
 				for k := range v.cache {
 					if n <= 0 {
 						break
 					}
 					delete(v.cache, k)
+					v.cacheBytes -= len(k.cred)
 					n--
 				}
+			}
+			// A copy, so the cache does not pin the request it came in.
+			key.cred = strings.Clone(value)
+			if _, had := v.cache[key]; !had {
+				v.cacheBytes += len(value)
 			}
 			v.cache[key] = vf
 		}
