@@ -29,9 +29,9 @@ type Options struct {
 type Verifier struct {
 	opts Options
 
-	mu    sync.Mutex
-	roots *TrustRoots
-	gen   uint64 // bumped by SetRoots: older cache entries are void
+	mu         sync.Mutex
+	roots      *TrustRoots
+	gen        uint64 // bumped by SetRoots: older cache entries are void
 	cache      map[cacheKey]*verified
 	cacheBytes int // sum of the cached credentials' lengths
 	// chains remembers certificates that chain to the roots (by sha256 of
