@@ -7,6 +7,7 @@ go 1.26.8
 godebug x509negativeserial=1
 
 require (
+	github.com/beevik/etree v1.8.1
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/kolo/xmlrpc v0.0.0-20220921171641-a4b6fa1dd06b
 	github.com/spf13/pflag v1.0.10
