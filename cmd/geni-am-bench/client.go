@@ -52,6 +52,9 @@ func (e *callError) Error() string {
 func (e *callError) Label() string {
 	switch e.Kind {
 	case kindGENI:
+		if !am.Code(e.Code).Known() {
+			return "geni_code " + strconv.Itoa(e.Code)
+		}
 		return fmt.Sprintf("%s(%d)", am.Code(e.Code), e.Code)
 	case kindFault, kindHTTP:
 		return "non-GENI " + e.Kind + " " + strconv.Itoa(e.Code)

@@ -42,13 +42,17 @@ func writeTable(w io.Writer, r *report) error {
 		return err
 	}
 	var b strings.Builder
-	lastNote := ""
+	lastNote, lastSkip := "", ""
 	for _, res := range r.Results {
 		label := fmt.Sprintf("%s (clients %d)", res.Scenario, res.Clients)
 		if res.Skipped != "" {
-			fmt.Fprintf(&b, "skipped %s: %s\n", label, res.Skipped)
+			if res.Skipped != lastSkip { // rows of one scenario share the reason
+				fmt.Fprintf(&b, "skipped %s: %s\n", label, res.Skipped)
+			}
+			lastSkip = res.Skipped
 			continue
 		}
+		lastSkip = ""
 		if len(res.ErrorsBy) > 0 {
 			fmt.Fprintf(&b, "errors %s: %s\n", label, formatCounts(res.ErrorsBy))
 		}
