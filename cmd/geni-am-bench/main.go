@@ -92,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.ProvisionSlivers, "provision-slivers", 1, "slivers per Provision: the request's nodes are copied up to this many")
 	fs.IntVar(&cfg.ProvisionCycles, "provision-cycles", 3, "Allocate/Provision/ready/Delete cycles (at least one; also bounded by --duration)")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 2*time.Minute, "how long slivers may take to become geni_ready")
-	fs.DurationVar(&cfg.PollInterval, "poll", time.Second, "interval between Status polls while provisioning")
+	fs.DurationVar(&cfg.PollInterval, "poll", time.Second, "interval between Status polls while provisioning (the resolution of the time to ready)")
 	fs.BoolVar(&cfg.Start, "start", true, "send geni_start when every provisioned sliver waits in geni_notready")
 	fs.StringVar(&cfg.PgBenchURL, "pgbench", "", "postgres:// URL: also run pgbench on a scratch database on that server, to compare Allocate with the database's ceiling")
 	fs.StringVar(&cfg.PgBenchBin, "pgbench-bin", defaultPgBench, "the pgbench binary")

@@ -28,14 +28,20 @@ type report struct {
 
 // writeTable prints the aligned table, then error breakdowns and notes.
 func writeTable(w io.Writer, r *report) error {
+	// Numbers are right-aligned; the scenario names are padded to one width
+	// first, so they stay left-aligned in a right-aligned column.
+	nameWidth := len("scenario")
+	for _, res := range r.Results {
+		nameWidth = max(nameWidth, len(res.Scenario))
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tclients\tcalls\tcalls/s\tp50 ms\tp95 ms\tp99 ms\terrors\t")
+	fmt.Fprintf(tw, "%-*s\tclients\tcalls\tcalls/s\tp50 ms\tp95 ms\tp99 ms\terrors\t\n", nameWidth, "scenario")
 	for _, res := range r.Results {
 		if res.Skipped != "" {
-			fmt.Fprintf(tw, "%s\t%d\t-\t-\t-\t-\t-\t-\t\n", res.Scenario, res.Clients)
+			fmt.Fprintf(tw, "%-*s\t%d\t-\t-\t-\t-\t-\t-\t\n", nameWidth, res.Scenario, res.Clients)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.2f\t%.2f\t%.2f\t%d\t\n", res.Scenario, res.Clients, res.Calls,
+		fmt.Fprintf(tw, "%-*s\t%d\t%d\t%.1f\t%.2f\t%.2f\t%.2f\t%d\t\n", nameWidth, res.Scenario, res.Clients, res.Calls,
 			res.CallsPerSec, res.P50ms, res.P95ms, res.P99ms, res.Errors)
 	}
 	if err := tw.Flush(); err != nil {

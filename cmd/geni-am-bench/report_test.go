@@ -118,7 +118,7 @@ func TestTable(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		"getversion        1    100    250.5    3.60    4.40    6.10       0",
+		"getversion                   1    100    250.5    3.60    4.40    6.10       0",
 		"errors allocate (clients 8): 2× Allocate BUSY(14)",
 		"note allocate (clients 8): asked for 32",
 		"skipped provision (clients 1): slivers never left geni_notready",
