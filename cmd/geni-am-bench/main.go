@@ -233,6 +233,9 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (*repor
 		}
 	}
 	for _, res := range rep.Results {
+		if res.Skipped == "" && res.Calls == 0 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s with %d clients completed no call", res.Scenario, res.Clients))
+		}
 		if res.Skipped == "" && res.Clients == 1 && res.Calls > 1 && res.Handshakes >= int64(res.Calls) &&
 			(res.Scenario == scGetVersion || res.Scenario == scListResources) {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%s made %d TLS handshakes for %d calls: the aggregate does not keep connections alive",

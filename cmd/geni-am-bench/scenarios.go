@@ -48,18 +48,23 @@ type bench struct {
 func (b *bench) logf(format string, args ...any) { fmt.Fprintf(b.log, format+"\n", args...) }
 
 // budget stops a scenario at --count iterations or --duration, whichever
-// comes first (or when ctx ends).
+// comes first (or when ctx ends). The duration counts from begin, after the
+// clients have connected.
 type budget struct {
 	ctx      context.Context
 	left     atomic.Int64
+	duration time.Duration
 	deadline time.Time
 }
 
 func newBudget(ctx context.Context, count int, d time.Duration) *budget {
-	bg := &budget{ctx: ctx, deadline: time.Now().Add(d)}
+	bg := &budget{ctx: ctx, duration: d}
 	bg.left.Store(int64(count))
 	return bg
 }
+
+// begin starts the clock; it must be called before any take.
+func (bg *budget) begin() { bg.deadline = time.Now().Add(bg.duration) }
 
 func (bg *budget) take() bool {
 	if bg.ctx.Err() != nil || time.Now().After(bg.deadline) {
@@ -74,7 +79,7 @@ func (bg *budget) take() bool {
 // GetVersion, so the figures are those of the steady state rather than of 32
 // simultaneous handshakes. Calls in flight at the deadline are allowed to
 // finish (with their own timeout).
-func (b *bench) run(ctx context.Context, n int, keepAlive bool, body func(worker int, c *rpcClient)) (time.Duration, int64) {
+func (b *bench) run(ctx context.Context, n int, keepAlive bool, bg *budget, body func(worker int, c *rpcClient)) (time.Duration, int64) {
 	var handshakes atomic.Int64
 	var ready, done sync.WaitGroup
 	startSignal := make(chan struct{})
@@ -95,6 +100,9 @@ func (b *bench) run(ctx context.Context, n int, keepAlive bool, body func(worker
 	}
 	ready.Wait()
 	start := time.Now()
+	if bg != nil {
+		bg.begin()
+	}
 	close(startSignal)
 	done.Wait()
 	return time.Since(start), handshakes.Load()
@@ -109,7 +117,7 @@ func (b *bench) getVersion(ctx context.Context, keepAlive bool) []result {
 	}
 	rec := newRecorder()
 	bg := newBudget(ctx, b.cfg.Count, b.cfg.Duration)
-	elapsed, hs := b.run(ctx, 1, keepAlive, func(_ int, c *rpcClient) {
+	elapsed, hs := b.run(ctx, 1, keepAlive, bg, func(_ int, c *rpcClient) {
 		for bg.take() {
 			t := time.Now()
 			v, err := c.callAM(ctx, "GetVersion", map[string]any{})
@@ -138,7 +146,7 @@ func (b *bench) listResources(ctx context.Context, compressed bool) []result {
 	opts := map[string]any{"geni_rspec_version": rspecVersionOption, "geni_available": false, "geni_compressed": compressed}
 	rec := newRecorder()
 	bg := newBudget(ctx, b.cfg.Count, b.cfg.Duration)
-	elapsed, hs := b.run(ctx, 1, true, func(_ int, c *rpcClient) {
+	elapsed, hs := b.run(ctx, 1, true, bg, func(_ int, c *rpcClient) {
 		for bg.take() {
 			t := time.Now()
 			v, err := c.callAM(ctx, "ListResources", creds, opts)
@@ -196,7 +204,7 @@ func (b *bench) allocateDelete(ctx context.Context, n int) []result {
 	}
 	alloc, del, pair := newRecorder(), newRecorder(), newRecorder()
 	bg := newBudget(ctx, b.cfg.Count, b.cfg.Duration)
-	elapsed, hs := b.run(ctx, n, true, func(w int, c *rpcClient) {
+	elapsed, hs := b.run(ctx, n, true, bg, func(w int, c *rpcClient) {
 		s := b.creds.Slices[w]
 		creds := credArg(s.Cred)
 		for bg.take() {
@@ -230,7 +238,7 @@ func (b *bench) allocateDelete(ctx context.Context, n int) []result {
 // slices; errors (nothing to delete) are expected and ignored.
 func (b *bench) cleanSlices(ctx context.Context, n int) {
 	n = min(n, len(b.creds.Slices))
-	b.run(ctx, n, true, func(w int, c *rpcClient) {
+	b.run(ctx, n, true, nil, func(w int, c *rpcClient) {
 		s := b.creds.Slices[w]
 		_, _ = c.callAM(ctx, "Delete", []string{s.URN}, credArg(s.Cred), map[string]any{})
 	})
@@ -263,6 +271,7 @@ func (b *bench) provision(ctx context.Context) []result {
 	defer c.close()
 	prov, status, ready := newRecorder(), newRecorder(), newRecorder()
 	bg := newBudget(ctx, b.cfg.ProvisionCycles, b.cfg.Duration)
+	bg.begin()
 	start := time.Now()
 	skip := ""
 	for cycle := 0; skip == "" && (cycle == 0 || bg.take()); cycle++ {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"sort"
@@ -146,5 +147,35 @@ func TestGeniValue(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Kind != c.kind || ce.Code != c.code {
 			t.Errorf("geniValue(%#v) = %v, want kind %s code %d", c.in, err, c.kind, c.code)
 		}
+	}
+}
+
+func TestBudget(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bg := newBudget(ctx, 3, time.Hour)
+	time.Sleep(5 * time.Millisecond) // connecting does not count against the duration
+	bg.begin()
+	n := 0
+	for bg.take() {
+		n++
+	}
+	if n != 3 {
+		t.Errorf("count 3 allowed %d iterations", n)
+	}
+	bg = newBudget(ctx, 1000, 20*time.Millisecond)
+	bg.begin()
+	start := time.Now()
+	for bg.take() {
+		time.Sleep(time.Millisecond)
+	}
+	if d := time.Since(start); d < 20*time.Millisecond || d > 2*time.Second {
+		t.Errorf("duration 20ms stopped after %v", d)
+	}
+	bg = newBudget(ctx, 1000, time.Hour)
+	bg.begin()
+	cancel()
+	if bg.take() {
+		t.Error("a cancelled context still allowed a call")
 	}
 }
