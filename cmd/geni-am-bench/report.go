@@ -123,17 +123,15 @@ const (
 // bars per measured row. Written by hand: a few rects, lines and texts.
 func renderSVG(r *report) []byte {
 	var rows []result
+	var rates, p95s []float64
 	for _, res := range r.Results {
 		if res.Skipped == "" {
 			rows = append(rows, res)
+			rates = append(rates, res.CallsPerSec)
+			p95s = append(p95s, res.P95ms)
 		}
 	}
-	maxRate, maxP95 := 0.0, 0.0
-	for _, res := range rows {
-		maxRate = math.Max(maxRate, res.CallsPerSec)
-		maxP95 = math.Max(maxP95, res.P95ms)
-	}
-	rateTop, p95Top := niceCeil(maxRate), niceCeil(maxP95)
+	rateAxis, p95Axis := newAxis(rates), newAxis(p95s)
 	width := svgLeft + svgRight + max(len(rows), 4)*svgGroupWidth
 	height := svgTop + svgPlotHeight + svgLabelSpace
 	base := svgTop + svgPlotHeight
@@ -144,24 +142,26 @@ func renderSVG(r *report) []byte {
 	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14" font-weight="bold">%s</text>`+"\n", svgLeft, esc("geni-am-bench: "+r.AM))
 	fmt.Fprintf(&b, `<text x="%d" y="38">%s</text>`+"\n", svgLeft, esc(r.Started.UTC().Format(time.RFC3339)+", up to "+r.Duration+" or "+fmt.Sprint(r.Count)+" calls per scenario"))
 	// Legend.
-	lx := width - svgRight - 190
-	fmt.Fprintf(&b, `<rect x="%d" y="10" width="12" height="12" fill="%s"/><text x="%d" y="20">calls/s (left axis)</text>`+"\n", lx, colorRate, lx+16)
-	fmt.Fprintf(&b, `<rect x="%d" y="28" width="12" height="12" fill="%s"/><text x="%d" y="38">p95 ms (right axis)</text>`+"\n", lx, colorP95, lx+16)
-	// Axes with five ticks each.
+	lx := width - svgRight - 220
+	fmt.Fprintf(&b, `<rect x="%d" y="10" width="12" height="12" fill="%s"/><text x="%d" y="20">%s</text>`+"\n", lx, colorRate, lx+16, esc("calls/s (left axis"+rateAxis.kind()+")"))
+	fmt.Fprintf(&b, `<rect x="%d" y="28" width="12" height="12" fill="%s"/><text x="%d" y="38">%s</text>`+"\n", lx, colorP95, lx+16, esc("p95 ms (right axis"+p95Axis.kind()+")"))
 	right := width - svgRight
 	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", svgLeft, svgTop, svgLeft, base)
 	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", right, svgTop, right, base)
 	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", svgLeft, base, right, base)
-	for i := 0; i <= 4; i++ {
-		y := base - i*svgPlotHeight/4
+	for _, v := range rateAxis.ticks() {
+		y := base - rateAxis.height(v)
 		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#ddd"/>`+"\n", svgLeft+1, y, right-1, y)
-		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end" fill="%s">%s</text>`+"\n", svgLeft-6, y+4, colorRate, esc(axisLabel(rateTop*float64(i)/4)))
-		fmt.Fprintf(&b, `<text x="%d" y="%d" fill="%s">%s</text>`+"\n", right+6, y+4, colorP95, esc(axisLabel(p95Top*float64(i)/4)))
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end" fill="%s">%s</text>`+"\n", svgLeft-6, y+4, colorRate, esc(axisLabel(v)))
+	}
+	for _, v := range p95Axis.ticks() {
+		y := base - p95Axis.height(v)
+		fmt.Fprintf(&b, `<text x="%d" y="%d" fill="%s">%s</text>`+"\n", right+6, y+4, colorP95, esc(axisLabel(v)))
 	}
 	for i, res := range rows {
 		gx := svgLeft + i*svgGroupWidth + (svgGroupWidth-2*svgBarWidth)/2
-		hr := scaled(res.CallsPerSec, rateTop)
-		hp := scaled(res.P95ms, p95Top)
+		hr := rateAxis.height(res.CallsPerSec)
+		hp := p95Axis.height(res.P95ms)
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s</title></rect>`+"\n",
 			gx, base-hr, svgBarWidth, hr, colorRate, esc(fmt.Sprintf("%s, %d clients: %.1f calls/s", res.Scenario, res.Clients, res.CallsPerSec)))
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s</title></rect>`+"\n",
@@ -177,12 +177,60 @@ func renderSVG(r *report) []byte {
 	return b.Bytes()
 }
 
-// scaled is v's bar height on an axis whose top is top.
-func scaled(v, top float64) int {
-	if top <= 0 || v <= 0 || math.IsNaN(v) {
+// axis maps values to bar heights: linear from 0 to a round top, or, when
+// the values span more than two decades (1 call/s next to 5,000), by powers
+// of ten, so that no bar shrinks to nothing beside the largest.
+type axis struct {
+	log    bool
+	lo, hi float64 // the hi of a linear axis; decades lo..hi of a log axis
+}
+
+func newAxis(values []float64) axis {
+	minPos, maxV := math.Inf(1), 0.0
+	for _, v := range values {
+		if v > 0 && !math.IsInf(v, 0) {
+			minPos = math.Min(minPos, v)
+			maxV = math.Max(maxV, v)
+		}
+	}
+	if maxV == 0 || maxV/minPos <= 100 {
+		return axis{hi: niceCeil(maxV)}
+	}
+	return axis{log: true, lo: math.Pow(10, math.Floor(math.Log10(minPos))), hi: math.Pow(10, math.Ceil(math.Log10(maxV)))}
+}
+
+func (a axis) kind() string {
+	if a.log {
+		return ", log scale"
+	}
+	return ""
+}
+
+// height is v's bar height in pixels, 0..svgPlotHeight.
+func (a axis) height(v float64) int {
+	if v <= 0 || math.IsNaN(v) || a.hi <= 0 {
 		return 0
 	}
-	return int(math.Round(math.Min(v/top, 1) * svgPlotHeight))
+	f := v / a.hi
+	if a.log {
+		f = math.Log10(v/a.lo) / math.Log10(a.hi/a.lo)
+	}
+	return int(math.Round(math.Max(0, math.Min(f, 1)) * svgPlotHeight))
+}
+
+// ticks are five even steps of a linear axis, or the powers of ten of a log one.
+func (a axis) ticks() []float64 {
+	var out []float64
+	if !a.log {
+		for i := 0; i <= 4; i++ {
+			out = append(out, a.hi*float64(i)/4)
+		}
+		return out
+	}
+	for v := a.lo; v <= a.hi*1.001; v *= 10 {
+		out = append(out, v)
+	}
+	return out
 }
 
 // niceCeil rounds up to 1, 2 or 5 times a power of ten, so ticks are round.

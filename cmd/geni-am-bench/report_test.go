@@ -99,8 +99,28 @@ func TestNiceCeil(t *testing.T) {
 			t.Errorf("niceCeil(%v) = %v, want %v", in, got, want)
 		}
 	}
-	if scaled(5, 10) != svgPlotHeight/2 || scaled(20, 10) != svgPlotHeight || scaled(math.NaN(), 10) != 0 || scaled(1, 0) != 0 {
-		t.Error("scaled")
+}
+
+func TestAxis(t *testing.T) {
+	lin := newAxis([]float64{2, 7.4, 0})
+	if lin.log || lin.hi != 10 || lin.height(5) != svgPlotHeight/2 || lin.height(20) != svgPlotHeight || lin.height(math.NaN()) != 0 || lin.height(-1) != 0 {
+		t.Errorf("linear axis %+v", lin)
+	}
+	if ticks := lin.ticks(); len(ticks) != 5 || ticks[4] != 10 {
+		t.Errorf("linear ticks %v", ticks)
+	}
+	lg := newAxis([]float64{0.7, 130, 5000, 0})
+	if !lg.log || lg.lo != 0.1 || lg.hi != 10000 {
+		t.Fatalf("log axis %+v", lg)
+	}
+	if lg.height(0.1) != 0 || lg.height(10000) != svgPlotHeight || lg.height(10) != svgPlotHeight*2/5 || lg.height(0.01) != 0 {
+		t.Errorf("log heights %d %d %d", lg.height(0.1), lg.height(10000), lg.height(10))
+	}
+	if ticks := lg.ticks(); len(ticks) != 6 || ticks[0] != 0.1 || math.Abs(ticks[5]-10000) > 1e-6 {
+		t.Errorf("log ticks %v", ticks)
+	}
+	if empty := newAxis(nil); empty.log || empty.hi != 1 || empty.height(0) != 0 {
+		t.Errorf("empty axis %+v", empty)
 	}
 }
 
