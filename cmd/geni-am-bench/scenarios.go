@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -445,5 +444,3 @@ func describeStates(states map[string]string) string {
 	}
 	return strings.Join(parts, ", ")
 }
-
-var errNoScenario = errors.New("no scenario selected")
