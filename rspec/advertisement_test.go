@@ -11,7 +11,7 @@ import (
 	"github.com/geniam/geniam/am"
 )
 
-const testAMURN = "urn:publicid:IDN+geniam.example.org+authority+am"
+const testAMURN = "urn:publicid:IDN+geniam.localhost+authority+am"
 
 var testNow = time.Date(2026, 11, 21, 21, 0, 0, 0, time.UTC)
 
@@ -41,7 +41,7 @@ func testNodes() []am.Node {
 			Location: &am.Location{Country: "DE", Latitude: 52.52, Longitude: 13.405}},
 		{Name: "full", HardwareType: "docker-host", SliverTypes: []string{am.SliverTypeContainer}, Capacity: 2, Available: true, Used: 2},
 		{Name: "drained", SliverTypes: both, Capacity: 4, Available: false, Reason: `disk "sdb" failing & <replaced>`},
-		{Name: "held", ComponentID: "urn:publicid:IDN+geniam.example.org+node+held", SliverTypes: both, Capacity: 4, Available: true, Exclusive: true},
+		{Name: "held", ComponentID: "urn:publicid:IDN+geniam.localhost+node+held", SliverTypes: both, Capacity: 4, Available: true, Exclusive: true},
 		{Name: "bare-metal", SliverTypes: []string{am.SliverTypeExclusive}, Capacity: 0, Available: true},
 		{Name: "busy-exclusive-only", SliverTypes: []string{am.SliverTypeExclusive}, Capacity: 0, Available: true, Used: 1},
 		{Name: "odd\x01name\"", SliverTypes: []string{am.SliverTypeContainer}, Capacity: 1, Available: true},
@@ -133,7 +133,7 @@ func TestAdvertisement(t *testing.T) {
 					continue
 				}
 				got[n.ComponentName] = n.Available[0].Now
-				if n.CMID != testAMURN || !strings.HasPrefix(n.ComponentID, "urn:publicid:IDN+geniam.example.org+node+") {
+				if n.CMID != testAMURN || !strings.HasPrefix(n.ComponentID, "urn:publicid:IDN+geniam.localhost+node+") {
 					t.Errorf("node %q: component_id %q component_manager_id %q", n.ComponentName, n.ComponentID, n.CMID)
 				}
 				for _, st := range n.SliverTypes {
@@ -181,7 +181,7 @@ func TestAdvertisementDetails(t *testing.T) {
 	if d := ad.Nodes[byName["drained"]]; d.Status == nil || d.Status.Reason != `disk "sdb" failing & <replaced>` {
 		t.Errorf("drained node status: %+v", d.Status)
 	}
-	if h := ad.Nodes[byName["held"]]; h.ComponentID != "urn:publicid:IDN+geniam.example.org+node+held" {
+	if h := ad.Nodes[byName["held"]]; h.ComponentID != "urn:publicid:IDN+geniam.localhost+node+held" {
 		t.Errorf("held component_id %q", h.ComponentID)
 	}
 	if !strings.Contains(doc, `<location country="DE" latitude="52.52" longitude="13.405"/>`) {

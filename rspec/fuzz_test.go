@@ -80,7 +80,7 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		slivers := make([]am.Sliver, len(got.Slivers))
 		for i, s := range got.Slivers {
-			slivers[i] = am.Sliver{URN: fmt.Sprintf("urn:publicid:IDN+geniam.example.org+sliver+%d", i), ClientID: s.ClientID,
+			slivers[i] = am.Sliver{URN: fmt.Sprintf("urn:publicid:IDN+geniam.localhost+sliver+%d", i), ClientID: s.ClientID,
 				SliverType: s.SliverType, Image: s.Image, NodeXML: s.NodeXML, Allocation: am.Allocated}
 		}
 		m, err := r.ManifestWith(testSlice, slivers, got.Foreign, testNow)

@@ -48,7 +48,9 @@ func (r *RSpecs) ManifestWith(sliceURN string, slivers []am.Sliver, foreign []st
 	writeAttr(&b, "generated", rfc3339(now))
 	writeAttr(&b, "generated_by", r.cfg.GeneratedBy)
 	b.WriteString(">\n")
-	if sliceURN != "" {
+	// A manifest of no slivers has no child at all: clients (and the AM API
+	// acceptance tests) take any child element to mean "something is here".
+	if sliceURN != "" && (len(slivers) > 0 || len(foreign) > 0) {
 		b.WriteString("  <geniam:slice")
 		writeAttr(&b, "urn", sliceURN)
 		b.WriteString("/>\n")

@@ -68,7 +68,7 @@ func TestParseRequestExamples(t *testing.T) {
 func TestParseRequestFields(t *testing.T) {
 	r := newTestRSpecs(t, nil)
 	doc := req(`
-<node client_id="a" component_id="urn:publicid:IDN+geniam.example.org+node+node1" component_manager_id="` + testAMURN + `" exclusive="1">
+<node client_id="a" component_id="urn:publicid:IDN+geniam.localhost+node+node1" component_manager_id="` + testAMURN + `" exclusive="1">
   <sliver_type name="container">
     <disk_image name="https://img.example.org/a.tar#sha256=` + strings.ToUpper(digest) + `"/>
   </sliver_type>
@@ -84,7 +84,7 @@ func TestParseRequestFields(t *testing.T) {
 <node client_id="b">
   <sliver_type name="exclusive"><disk_image name="sha256:` + digest + `" url="https://img.example.org/b.tar"/></sliver_type>
 </node>
-<node client_id="c" component_manager_id="urn:publicid:IDN+geniam.example.org+authority+cm"/>`)
+<node client_id="c" component_manager_id="urn:publicid:IDN+geniam.localhost+authority+cm"/>`)
 	got, err := r.ParseRequest(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +93,7 @@ func TestParseRequestFields(t *testing.T) {
 		t.Fatalf("got %d slivers, %d foreign", len(got.Slivers), len(got.Foreign))
 	}
 	a, b, c := got.Slivers[0], got.Slivers[1], got.Slivers[2]
-	if a.ClientID != "a" || a.ComponentID != "urn:publicid:IDN+geniam.example.org+node+node1" || !a.Exclusive ||
+	if a.ClientID != "a" || a.ComponentID != "urn:publicid:IDN+geniam.localhost+node+node1" || !a.Exclusive ||
 		a.SliverType != am.SliverTypeContainer || a.Image != (am.Image{URL: "https://img.example.org/a.tar", SHA256: digest}) {
 		t.Errorf("a: %+v", a)
 	}
@@ -265,7 +265,7 @@ func TestParseRequestPolicies(t *testing.T) {
 	}
 	// A client may write the CM form of our URN.
 	r := newTestRSpecs(t, nil)
-	got, err = r.ParseRequest(req(`<node client_id="a" component_manager_id="URN:PUBLICID:IDN+GENIAM.EXAMPLE.ORG+authority+cm"/>`))
+	got, err = r.ParseRequest(req(`<node client_id="a" component_manager_id="URN:PUBLICID:IDN+GENIAM.LOCALHOST+authority+cm"/>`))
 	if err != nil || len(got.Slivers) != 1 {
 		t.Fatalf("%v %+v", err, got)
 	}

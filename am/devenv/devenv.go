@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/store/pgcluster"
 	"github.com/jackc/pgx/v5"
@@ -30,21 +32,24 @@ const Authority = "geniam.localhost"
 
 // URNs of the dev identities.
 var (
-	CAURN    = "urn:publicid:IDN+" + Authority + "+authority+sa"
 	AMURN    = "urn:publicid:IDN+" + Authority + "+authority+am"
 	UserURN  = "urn:publicid:IDN+" + Authority + "+user+alice"
 	AgentURN = "urn:publicid:IDN+" + Authority + "+authority+agents"
 )
 
-// PKI is where the dev certificates live.
+// PKI is where the dev certificates live. The dev clearinghouse (package
+// devch, kept in Dir/ch) is the federation root: it signs the experimenters'
+// certificates and their slice credentials, so it is the aggregate's only
+// trusted root. The node-agent fleet has a CA of its own, so that an
+// experimenter's certificate never opens an agent.
 type PKI struct {
 	Dir          string
-	CA           *devpki.Identity // clearinghouse root and slice authority
+	CH           *devch.Clearinghouse
 	AM           *devpki.Identity // the aggregate's server certificate
 	User         *devpki.Identity // alice, the dev experimenter
 	AgentCA      *devpki.Identity // signs the agents' and the aggregate's agent-client certificates
 	AgentClient  *devpki.Identity // the aggregate's client certificate for agents
-	TrustedRoots string           // directory holding the CA's certificate
+	TrustedRoots string           // directory holding the clearinghouse's root certificate(s)
 	UserSSHPub   string           // path of alice's SSH public key
 }
 
@@ -57,13 +62,13 @@ func (p *PKI) File(name string) (cert, key string) {
 func EnsurePKI(dir string) (*PKI, error) {
 	p := &PKI{Dir: dir, TrustedRoots: filepath.Join(dir, "trusted_roots")}
 	var err error
-	if p.CA, err = ensure(dir, "ca", nil, devpki.Options{URN: CAURN, CommonName: "geniam dev clearinghouse", Email: "ch@" + Authority, IsCA: true, NotAfter: time.Now().AddDate(10, 0, 0)}); err != nil {
+	if p.CH, err = devch.Open(filepath.Join(dir, "ch"), Authority); err != nil {
+		return nil, fmt.Errorf("dev clearinghouse: %w", err)
+	}
+	if p.AM, err = ensure(dir, "am", p.CH.CA, devpki.Options{URN: AMURN, CommonName: "localhost", DNSNames: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}}); err != nil {
 		return nil, err
 	}
-	if p.AM, err = ensure(dir, "am", p.CA, devpki.Options{URN: AMURN, CommonName: "localhost", DNSNames: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}}); err != nil {
-		return nil, err
-	}
-	if p.User, err = ensure(dir, "alice", p.CA, devpki.Options{URN: UserURN, Email: "alice@" + Authority}); err != nil {
+	if p.User, err = ensureWith(dir, "alice", func() (*devpki.Identity, error) { return p.CH.IssueUser("alice", "alice@"+Authority) }); err != nil {
 		return nil, err
 	}
 	if p.AgentCA, err = ensure(dir, "agents-ca", nil, devpki.Options{URN: AgentURN, CommonName: "geniam dev agent CA", IsCA: true, NotAfter: time.Now().AddDate(10, 0, 0)}); err != nil {
@@ -75,7 +80,11 @@ func EnsurePKI(dir string) (*PKI, error) {
 	if err := os.MkdirAll(p.TrustedRoots, 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(p.TrustedRoots, "geniam-dev-ch.pem"), p.CA.CertPEM(), 0o644); err != nil {
+	var roots []byte
+	for _, c := range p.CH.Roots().Certs() {
+		roots = append(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	if err := os.WriteFile(filepath.Join(p.TrustedRoots, "geniam-dev-ch.pem"), roots, 0o644); err != nil {
 		return nil, err
 	}
 	p.UserSSHPub = filepath.Join(dir, "alice-ssh.pub")
@@ -96,17 +105,21 @@ func (p *PKI) AgentIdentity(name string, ip net.IP) (*devpki.Identity, error) {
 }
 
 func ensure(dir, name string, issuer *devpki.Identity, o devpki.Options) (*devpki.Identity, error) {
+	return ensureWith(dir, name, func() (*devpki.Identity, error) {
+		if issuer == nil {
+			return devpki.NewCA(o)
+		}
+		return issuer.Issue(o)
+	})
+}
+
+// ensureWith loads dir/name-{cert,key}.pem, or makes and writes them.
+func ensureWith(dir, name string, make func() (*devpki.Identity, error)) (*devpki.Identity, error) {
 	cf, kf := filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem")
 	if id, err := devpki.Load(cf, kf); err == nil && time.Now().Before(id.Cert.NotAfter) {
 		return id, nil
 	}
-	var id *devpki.Identity
-	var err error
-	if issuer == nil {
-		id, err = devpki.NewCA(o)
-	} else {
-		id, err = issuer.Issue(o)
-	}
+	id, err := make()
 	if err != nil {
 		return nil, fmt.Errorf("dev PKI %s: %w", name, err)
 	}

@@ -19,7 +19,7 @@ func TestEnsurePKIIsStable(t *testing.T) {
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(p.CA.Cert)
+	roots.AddCert(p.CH.CA.Cert)
 	for name, id := range map[string]*devpki.Identity{"am": p.AM, "alice": p.User} {
 		if _, err := id.Cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			t.Errorf("%s does not chain to the dev CA: %v", name, err)
@@ -29,7 +29,7 @@ func TestEnsurePKIIsStable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !again.CA.Cert.Equal(p.CA.Cert) || !again.User.Cert.Equal(p.User.Cert) {
+	if !again.CH.CA.Cert.Equal(p.CH.CA.Cert) || !again.User.Cert.Equal(p.User.Cert) {
 		t.Fatal("a second run replaced existing certificates")
 	}
 	pub, _ := os.ReadFile(p.UserSSHPub)

@@ -108,9 +108,6 @@ func (c *Cluster) Initialized() bool {
 
 // Init runs initdb (trust authentication on the local socket and loopback only).
 func (c *Cluster) Init() error {
-	if err := c.reachable(filepath.Dir(c.Dir)); err != nil {
-		return err
-	}
 	for _, d := range []string{filepath.Dir(c.Dir), c.Dir, c.SocketDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
@@ -118,6 +115,9 @@ func (c *Cluster) Init() error {
 		if err := c.chown(d); err != nil {
 			return err
 		}
+	}
+	if err := c.reachable(filepath.Dir(c.Dir)); err != nil {
+		return err
 	}
 	out, err := c.run("initdb", "-D", c.Dir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
 	if err != nil {

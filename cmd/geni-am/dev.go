@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/geniam/geniam/am/config"
+	"github.com/geniam/geniam/am/devenv"
+	"github.com/geniam/geniam/am/geniapi"
+	"github.com/geniam/geniam/credentials/devch"
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/pflag"
+)
+
+func init() { commands["dev"] = runDev }
+
+// runDev is `make run`: everything a newcomer needs on one machine.
+func runDev(args []string) error {
+	fs := pflag.NewFlagSet("dev", pflag.ContinueOnError)
+	varDir := fs.String("var", "./var", "directory for the dev cluster, PKI and configuration")
+	chListen := fs.String("ch-listen", "127.0.0.1:8000", "address of the dev clearinghouse")
+	file := fs.String("config", "", "YAML configuration file (optional)")
+	config.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	dir, err := filepath.Abs(*varDir)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(*file, fs)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log)
+	if cfg.DB.URL == "" {
+		cluster, url, err := devenv.Database(ctx, filepath.Join(dir, "pg"))
+		if err != nil {
+			return fmt.Errorf("dev PostgreSQL: %w", err)
+		}
+		log.Info("dev PostgreSQL running", "data", cluster.Dir, "port", cluster.Port,
+			"stop", "pg_ctl -D "+cluster.Dir+" stop (as user postgres when root)")
+		cfg.DB.URL = url
+	}
+	pki, err := devenv.EnsurePKI(filepath.Join(dir, "pki"))
+	if err != nil {
+		return err
+	}
+	if cfg.TLS.Cert == "" {
+		cfg.TLS.Cert, cfg.TLS.Key = pki.File("am")
+	}
+	if cfg.TLS.TrustedRoots == "" {
+		cfg.TLS.TrustedRoots = pki.TrustedRoots
+	}
+	if cfg.AMURN != devenv.AMURN && !fs.Changed("am_urn") && os.Getenv("GENIAM_AM_URN") == "" && *file == "" {
+		cfg.AMURN = devenv.AMURN
+	}
+	cfg.VarDir = dir
+	chURL := "https://" + *chListen + "/"
+	omniConfig := filepath.Join(dir, "dev", "omni_config")
+	if err := devenv.WriteOmniConfig(omniConfig, pki, cfg.PublicURL(), chURL); err != nil {
+		return err
+	}
+	if err := writeEffectiveConfig(filepath.Join(dir, "geniam.yaml"), cfg); err != nil {
+		return err
+	}
+	if err := startDevCH(ctx, *chListen, pki, cfg, log); err != nil {
+		return err
+	}
+	userCert, userKey := pki.File("alice")
+	hooks := &serveHooks{
+		afterMigrate: func(ctx context.Context, db *pgx.Conn) error { return devenv.SeedInventory(ctx, db, devenv.Authority) },
+		ready: func(addr net.Addr) {
+			fmt.Printf(`
+geniam is serving the AM API v3 at %s
+  aggregate URN      %s
+  dev clearinghouse  %s (omni's "gcf" framework)
+  experimenter       %s
+                     cert %s
+                     key  %s
+  configuration      %s (what this run uses; edit it and run: ./bin/geni-am serve --config %s)
+  omni               %s
+
+Try it:
+  omni -c %s -V3 -a geniam getversion
+  omni -c %s -V3 createslice demo
+  omni -c %s -V3 -a geniam allocate demo docs/examples/one-container.xml
+Stop with Ctrl-C.
+`, cfg.PublicURL(), cfg.AMURN, chURL, devenv.UserURN, userCert, userKey,
+				filepath.Join(dir, "geniam.yaml"), filepath.Join(dir, "geniam.yaml"), omniConfig,
+				omniConfig, omniConfig, omniConfig)
+		},
+	}
+	return serve(ctx, cfg, log, hooks)
+}
+
+// startDevCH serves the dev clearinghouse over TLS; callers must present a
+// certificate the clearinghouse issued.
+func startDevCH(ctx context.Context, addr string, pki *devenv.PKI, cfg *config.Config, log *slog.Logger) error {
+	certFile, keyFile := pki.File("am")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	roots, err := geniapi.LoadTrustRoots(pki.TrustedRoots, log)
+	if err != nil {
+		return err
+	}
+	h := &devch.Handler{CH: pki.CH, Aggregates: []devch.Aggregate{{URN: cfg.AMURN, URL: cfg.PublicURL()}}}
+	srv := geniapi.NewServer(addr, h, geniapi.ServerTLSConfig(cert, roots, false, log))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dev clearinghouse: %w", err)
+	}
+	go func() {
+		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("dev clearinghouse stopped", "err", err)
+		}
+	}()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	return nil
+}
+
+// writeEffectiveConfig records the configuration a dev run uses, so the
+// operator can read it and reuse it with `geni-am serve --config`.
+func writeEffectiveConfig(path string, c *config.Config) error {
+	return config.WriteYAML(path, map[string]any{
+		"listen": c.Listen, "am_urn": c.AMURN, "var_dir": c.VarDir,
+		"db.url": c.DB.URL, "tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key, "tls.trusted_roots": c.TLS.TrustedRoots,
+	})
+}

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/config"
+	"github.com/geniam/geniam/am/geniapi"
+	"github.com/geniam/geniam/credentials"
+	"github.com/geniam/geniam/rspec"
+	"github.com/geniam/geniam/store"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/pflag"
+)
+
+func init() {
+	commands["serve"] = func(args []string) error {
+		cfg, err := loadConfig("serve", args)
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return serve(ctx, cfg, newLogger(cfg.Log), nil)
+	}
+	commands["migrate"] = func(args []string) error {
+		cfg, err := loadConfig("migrate", args)
+		if err != nil {
+			return err
+		}
+		if cfg.DB.URL == "" {
+			return errors.New("db.url is not set (GENIAM_DB_URL or --db.url); make run migrates its own database")
+		}
+		ctx := context.Background()
+		pool, err := pgxpool.New(ctx, cfg.DB.URL)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		if err := store.Migrate(ctx, pool); err != nil {
+			return err
+		}
+		applied, err := store.AppliedMigrations(ctx, pool)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("applied migrations: %s\n", strings.Join(applied, ", "))
+		return nil
+	}
+}
+
+// loadConfig parses --config and the per-key flags of a command.
+func loadConfig(name string, args []string) (*config.Config, error) {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	file := fs.String("config", "", "YAML configuration file")
+	config.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return config.Load(*file, fs)
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// serveHooks lets the dev command add to a running aggregate.
+type serveHooks struct {
+	afterMigrate func(ctx context.Context, db *pgx.Conn) error // e.g. seed the demo inventory
+	ready        func(addr net.Addr)                           // called once the listener is bound
+}
+
+// serve runs the aggregate until ctx ends.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *serveHooks) error {
+	if cfg.DB.URL == "" {
+		return errors.New("db.url is not set: point it at PostgreSQL (or use make run, which starts one)")
+	}
+	for k, v := range map[string]string{"tls.cert": cfg.TLS.Cert, "tls.key": cfg.TLS.Key, "tls.trusted_roots": cfg.TLS.TrustedRoots} {
+		if v == "" {
+			return fmt.Errorf("%s is not set", k)
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return fmt.Errorf("aggregate certificate: %w", err)
+	}
+	tlsRoots, err := geniapi.LoadTrustRoots(cfg.TLS.TrustedRoots, log)
+	if err != nil {
+		return fmt.Errorf("trusted roots: %w", err)
+	}
+	credRoots, problems, err := credentials.LoadTrustRoots(cfg.TLS.TrustedRoots)
+	if err != nil {
+		return fmt.Errorf("trusted roots: %w", err)
+	}
+	for _, p := range problems {
+		log.Warn("trusted roots: skipped", "problem", p)
+	}
+	verifier := credentials.NewVerifier(credRoots, credentials.Options{})
+
+	poolCfg, err := pgxpool.ParseConfig(cfg.DB.URL)
+	if err != nil {
+		return fmt.Errorf("db.url: %w", err)
+	}
+	poolCfg.MaxConns = int32(cfg.DB.MaxConns)
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer pool.Close()
+	if err := store.Migrate(ctx, pool); err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if hooks != nil && hooks.afterMigrate != nil {
+		conn, err := pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		err = hooks.afterMigrate(ctx, conn.Conn())
+		conn.Release()
+		if err != nil {
+			return err
+		}
+	}
+	st := store.New(pool)
+
+	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes})
+	if err != nil {
+		return err
+	}
+	agg := am.NewAggregate(am.AggregateConfig{
+		URN: cfg.AMURN, URL: cfg.PublicURL(),
+		AllocationHold: cfg.Lifecycle.AllocationHold, ProvisionedLifetime: cfg.Lifecycle.ProvisionDefault,
+		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy),
+	}, st, verifier, rs, nil)
+	reaper := agg.NewReaper(cfg.Lifecycle.ReaperInterval)
+	go reaper.Run(ctx)
+
+	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log})
+	srv := geniapi.NewServer(cfg.Listen, handler, geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log))
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := tlsRoots.Reload(); err != nil {
+				log.Error("reload trusted roots", "err", err)
+				continue
+			}
+			if r, problems, err := credentials.LoadTrustRoots(cfg.TLS.TrustedRoots); err == nil {
+				verifier.SetRoots(r)
+				log.Info("trusted roots reloaded", "skipped", len(problems))
+			}
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	log.Info("geniam serving AM API v3", "url", cfg.PublicURL(), "urn", cfg.AMURN, "listen", ln.Addr().String())
+	if hooks != nil && hooks.ready != nil {
+		hooks.ready(ln.Addr())
+	}
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	}
+}
