@@ -28,6 +28,7 @@ func runDev(args []string) error {
 	fs := pflag.NewFlagSet("dev", pflag.ContinueOnError)
 	varDir := fs.String("var", "./var", "directory for the dev cluster, PKI and configuration")
 	chListen := fs.String("ch-listen", "127.0.0.1:8000", "address of the dev clearinghouse")
+	inventory := fs.Int("inventory", 3, "make the demo inventory at least this many nodes (extra ones, for benchmarks, have no agent)")
 	file := fs.String("config", "", "YAML configuration file (optional)")
 	config.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -81,7 +82,7 @@ func runDev(args []string) error {
 	}
 	userCert, userKey := pki.File("alice")
 	hooks := &serveHooks{
-		afterMigrate: func(ctx context.Context, db *pgx.Conn) error { return devenv.SeedInventory(ctx, db, devenv.Authority) },
+		afterMigrate: func(ctx context.Context, db *pgx.Conn) error { return devenv.SeedInventory(ctx, db, devenv.Authority, *inventory) },
 		ready: func(addr net.Addr) {
 			fmt.Printf(`
 geniam is serving the AM API v3 at %s
