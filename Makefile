@@ -40,8 +40,26 @@ fuzz:
 
 test: vet unit fuzz-short
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m $(PKGS)
+# make bench: the Go benchmarks, then geni-am-bench over real TLS against an
+# aggregate of its own (var/bench: private PostgreSQL, dev PKI, a 1,000-node
+# inventory) with the PostgreSQL ceiling (pgbench -N) measured in the same run.
+BENCH_VAR ?= var/bench
+BENCH_AM  ?= 127.0.0.1:8021
+BENCH_CH  ?= 127.0.0.1:8020
+BENCH_ARGS ?= --duration 10s --count 2000 --clients 1,8,32
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m $(PKGS) | tee bench-go.txt
+	@mkdir -p $(BENCH_VAR); \
+	./bin/geni-am dev --var $(BENCH_VAR) --listen $(BENCH_AM) --ch-listen $(BENCH_CH) --inventory 1000 \
+	  --log.level warn > $(BENCH_VAR)/aggregate.log 2>&1 & pid=$$!; \
+	trap "kill $$pid 2>/dev/null" EXIT; \
+	for i in $$(seq 60); do grep -q "serving the AM API" $(BENCH_VAR)/aggregate.log 2>/dev/null && break; sleep 1; done; \
+	db=$$(sed -n 's/^ *url: *//p' $(BENCH_VAR)/geniam.yaml | head -1 | tr -d '"'); \
+	./bin/geni-am-bench --am https://$(BENCH_AM)/ --ch https://$(BENCH_CH)/ \
+	  --cert $(BENCH_VAR)/pki/alice-cert.pem --key $(BENCH_VAR)/pki/alice-key.pem \
+	  --request docs/examples/request-one-container.xml --pgbench "$$db" \
+	  $(BENCH_ARGS) --json bench.json --svg bench.svg
 
 clean:
-	rm -rf bin
+	rm -rf bin bench.json bench.svg bench-go.txt
