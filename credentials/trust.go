@@ -22,6 +22,10 @@ type TrustRoots struct {
 	// included, to be a GENI authority over its subject's namespace, as gcf's
 	// GID.verify_chain does (credentials.md §3.1).
 	NamespaceChecks bool
+	// Legacy, when true, admits chains signed with SHA-1 or MD5 that Go's
+	// verifier refuses, through VerifyLegacy (see legacy.go). The aggregate
+	// sets it from tls.legacy_sha1, as the TLS edge does.
+	Legacy bool
 }
 
 // NewTrustRoots trusts the given certificates.
@@ -111,6 +115,14 @@ func (t *TrustRoots) Verify(leaf *x509.Certificate, extra []*x509.Certificate, n
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
+	if err != nil && t.Legacy {
+		chain := append([]*x509.Certificate{leaf}, extra...)
+		if HasLegacySignature(chain) {
+			if path, lerr := VerifyLegacy(chain, t.certs, now); lerr == nil {
+				chains, err = [][]*x509.Certificate{path}, nil
+			}
+		}
+	}
 	if err != nil {
 		for _, c := range extra {
 			if e := checkTime(c, now); e != nil {

@@ -113,6 +113,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	for _, p := range problems {
 		log.Warn("trusted roots: skipped", "problem", p)
 	}
+	credRoots.Legacy = cfg.TLS.LegacySHA1
 	verifier := credentials.NewVerifier(credRoots, credentials.Options{})
 
 	poolCfg, err := pgxpool.ParseConfig(cfg.DB.URL)
@@ -169,6 +170,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 				continue
 			}
 			if r, problems, err := credentials.LoadTrustRoots(cfg.TLS.TrustedRoots); err == nil {
+				r.Legacy = cfg.TLS.LegacySHA1
 				verifier.SetRoots(r)
 				log.Info("trusted roots reloaded", "skipped", len(problems))
 			}
