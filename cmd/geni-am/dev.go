@@ -82,7 +82,9 @@ func runDev(args []string) error {
 	}
 	userCert, userKey := pki.File("alice")
 	hooks := &serveHooks{
-		afterMigrate: func(ctx context.Context, db *pgx.Conn) error { return devenv.SeedInventory(ctx, db, devenv.Authority, *inventory) },
+		afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
+			return devenv.SeedInventory(ctx, db, devenv.Authority, *inventory)
+		},
 		ready: func(addr net.Addr) {
 			fmt.Printf(`
 geniam is serving the AM API v3 at %s
