@@ -3,15 +3,21 @@ package geniapi
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/xmlrpc"
 )
 
@@ -33,6 +39,7 @@ func (hs *hostileServer) exchange(t testing.TB, req []byte) (*http.Response, any
 	go func() { _, _ = c.Write(req) }()
 	return readReply(t, bufio.NewReader(c), http.MethodPost)
 }
+
 // outboundWitness is a loopback listener that XML external entities point
 // at: any connection to it means the server fetched an entity.
 type outboundWitness struct {
@@ -308,11 +315,11 @@ func TestHostileShapes(t *testing.T) {
 	depth := scale(10_000, 100_000)
 	values := scale(300_000, 1_000_000)
 	cases := []struct {
-		name     string
-		opts     HandlerOptions
-		body     func() []byte
-		code     int // fault code, 0 for a GetVersion success
-		msg      string
+		name string
+		opts HandlerOptions
+		body func() []byte
+		code int // fault code, 0 for a GetVersion success
+		msg  string
 		// encoding/xml allocates some 600 bytes per value as it goes (names
 		// of start and end elements, the element stack): maxAlloc allows
 		// for that churn, maxPeak bounds what is held at once.
@@ -501,4 +508,259 @@ func TestHostileRSpec(t *testing.T) {
 		checkMem(t, "RSpec with raised limits", m, uint64(body.Len())*7/2, uint64(body.Len())*3)
 		t.Logf("allocated %.1f times the call's size", float64(m.alloc)/float64(body.Len()))
 	})
+}
+
+// bigAdAM answers ListResources with an advertisement of size bytes, so a
+// reply fills the socket buffers of a client that does not read.
+type bigAdAM struct {
+	*fakeAM
+	ad string
+}
+
+func (b *bigAdAM) ListResources(ctx context.Context, c am.Call) (string, error) { return b.ad, nil }
+
+// TestServerTimeoutDefaults: the production server bounds slow and idle
+// clients (the tests below shorten these to seconds).
+func TestServerTimeoutDefaults(t *testing.T) {
+	srv := NewServer("127.0.0.1:0", http.NotFoundHandler(), &tls.Config{})
+	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.WriteTimeout <= 0 || srv.IdleTimeout <= 0 || srv.MaxHeaderBytes <= 0 ||
+		srv.ReadHeaderTimeout > time.Minute || srv.IdleTimeout > 10*time.Minute || srv.MaxHeaderBytes > 1<<20 {
+		t.Errorf("NewServer: read header %v, read %v, write %v, idle %v, max header %d", srv.ReadHeaderTimeout, srv.ReadTimeout,
+			srv.WriteTimeout, srv.IdleTimeout, srv.MaxHeaderBytes)
+	}
+}
+
+// TestHostileSlowClients: slowloris clients are cut off by the server's
+// timeouts, and oversized headers are refused.
+func TestHostileSlowClients(t *testing.T) {
+	to := shortTimeouts
+	api := &bigAdAM{fakeAM: &fakeAM{}, ad: strings.Repeat("<node/>", (16<<20)/7)}
+	hs := startHostile(t, hostileOptions{api: api, timeouts: to})
+	within := func(t *testing.T, what string, took, want time.Duration) {
+		t.Helper()
+		t.Logf("%s: cut off after %v (timeout %v)", what, took.Round(time.Millisecond), want)
+		if took < want-300*time.Millisecond || took > want+2*time.Second {
+			t.Errorf("%s: cut off after %v, want about %v", what, took, want)
+		}
+	}
+
+	t.Run("headers one byte per second", func(t *testing.T) {
+		c := hs.dial(t)
+		defer c.Close()
+		start := time.Now()
+		go func() {
+			for _, b := range []byte("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n") {
+				if _, err := c.Write([]byte{b}); err != nil {
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		}()
+		waitClosed(t, c, 10*time.Second)
+		within(t, "header trickle", time.Since(start), to.readHeader)
+	})
+
+	t.Run("body one byte per second", func(t *testing.T) {
+		c := hs.dial(t)
+		defer c.Close()
+		start := time.Now()
+		body := rawRequest(hs.addr, []byte(callHead+"<string>x</string>"+callTail))
+		split := bytes.Index(body, []byte("\r\n\r\n")) + 4
+		if _, err := c.Write(body[:split]); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for _, b := range body[split:] {
+				if _, err := c.Write([]byte{b}); err != nil {
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		}()
+		_, _, err := readReply(t, bufio.NewReader(c), http.MethodPost)
+		wantFault(t, "body trickle", err, FaultParse, "cannot read the request")
+		waitClosed(t, c, 5*time.Second)
+		within(t, "body trickle", time.Since(start), to.read)
+	})
+
+	t.Run("never reads the response", func(t *testing.T) {
+		// A small receive buffer, so the server's writes block soon.
+		d := &net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		c, err := tls.DialWithDialer(d, "tcp", hs.addr, hs.clientTLS())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		open, _, _ := hs.conns.counts()
+		var call bytes.Buffer
+		_ = xmlrpc.EncodeCall(&call, "ListResources", creds, map[string]any{"geni_rspec_version": rspecV3})
+		start := time.Now()
+		if _, err := c.Write(rawRequest(hs.addr, call.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		hs.conns.waitOpen(t, open-1, 10*time.Second)
+		within(t, "reply not read", time.Since(start), to.write)
+	})
+
+	t.Run("header over MaxHeaderBytes", func(t *testing.T) {
+		for _, size := range []int{100 << 10, 4 << 20} {
+			c := hs.dial(t)
+			go func() {
+				fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\nContent-Length: 0\r\n\r\n", strings.Repeat("b", size))
+			}()
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Errorf("%d-byte header: no response (%v)", size, err)
+			} else if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+				t.Errorf("%d-byte header: %s, want 431", size, resp.Status)
+			}
+			waitClosed(t, c, 5*time.Second)
+			c.Close()
+		}
+	})
+}
+
+// TestHostileIdleConnections: thousands of idle TLS connections, and TCP
+// connections that never start TLS, cost bounded memory, do not keep the
+// server from answering, and are reaped by its timeouts.
+func TestHostileIdleConnections(t *testing.T) {
+	n := scale(1000, 5000)
+	tcpOnly := scale(200, 1000)
+	if lim := raiseNoFile(); uint64(2*(n+tcpOnly)+256) > lim {
+		n = int(lim/2) - tcpOnly - 128
+		t.Logf("RLIMIT_NOFILE is %d: scaled down to %d TLS connections", lim, n)
+	}
+	// The connections must outlive their opening: ReadHeaderTimeout (which
+	// also bounds the TLS handshake) is the time they may sit idle.
+	headerTimeout := time.Duration(scale(8, 25)) * time.Second
+	to := timeouts{readHeader: headerTimeout, read: 2 * headerTimeout, write: 2 * headerTimeout, idle: time.Second}
+	hs := startHostile(t, hostileOptions{timeouts: to})
+	cfg := hs.clientTLS()
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(16) // resumption keeps thousands of handshakes cheap
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	conns := make([]net.Conn, 0, n+tcpOnly)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	work := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				var c net.Conn
+				var err error
+				if i < n {
+					c, err = tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", hs.addr, cfg)
+				} else {
+					c, err = net.DialTimeout("tcp", hs.addr, 10*time.Second)
+				}
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < n+tcpOnly; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	opened := time.Since(start)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	if f := failed.Load(); f > 0 {
+		t.Fatalf("%d of %d connections failed to open", f, n+tcpOnly)
+	}
+	open, _, _ := hs.conns.counts()
+	for wait := time.Now(); open < n+tcpOnly && time.Since(wait) < 2*time.Second; open, _, _ = hs.conns.counts() {
+		time.Sleep(10 * time.Millisecond) // the server's accept loop may lag behind the dials
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	inUse := int64(after.HeapInuse+after.StackInuse) - int64(before.HeapInuse+before.StackInuse)
+	perConn := inUse / int64(max(open, 1))
+	t.Logf("opened %d TLS and %d TCP-only connections in %v; %d open on the server; memory in use +%s, %d bytes per connection "+
+		"(server and client sides both, one process)", n, tcpOnly, opened.Round(time.Millisecond), open, mib(uint64(max(inUse, 0))), perConn)
+	if opened >= headerTimeout {
+		t.Fatalf("opening took %v, longer than the header timeout %v: scale down", opened, headerTimeout)
+	}
+	if open < n+tcpOnly-10 {
+		t.Errorf("only %d of %d connections open on the server", open, n+tcpOnly)
+	}
+	if perConn > 128<<10 {
+		t.Errorf("%d bytes per idle connection, want at most 128 KiB", perConn)
+	}
+
+	// A normal client is still served promptly.
+	client := hs.httpClient()
+	defer client.CloseIdleConnections()
+	callStart := time.Now()
+	v, err := rawCall(client, hs.url, "GetVersion")
+	if err != nil {
+		t.Fatal(err)
+	}
+	latency := time.Since(callStart)
+	t.Logf("GetVersion with %d idle connections held: %v", open, latency.Round(time.Millisecond))
+	if codeOf(t, v.(map[string]any)) != 0 || latency > 3*time.Second {
+		t.Errorf("GetVersion took %v: %v", latency, v)
+	}
+	client.CloseIdleConnections()
+
+	// Ten of the idle connections (the last opened) make a call and then
+	// idle: IdleTimeout reaps them well before the others.
+	var call bytes.Buffer
+	_ = xmlrpc.EncodeCall(&call, "GetVersion")
+	var idlers []*tls.Conn
+	for i := len(conns) - 1; i >= 0 && len(idlers) < 10; i-- {
+		if tc, ok := conns[i].(*tls.Conn); ok {
+			idlers = append(idlers, tc)
+		}
+	}
+	var idleWG sync.WaitGroup
+	for _, tc := range idlers {
+		idleWG.Add(1)
+		go func() {
+			defer idleWG.Done()
+			if _, err := tc.Write(rawRequest(hs.addr, call.Bytes())); err != nil {
+				t.Error(err)
+				return
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+			if err != nil {
+				t.Errorf("a call on an idle connection: %v", err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			idleStart := time.Now()
+			_ = tc.SetReadDeadline(idleStart.Add(to.idle + 5*time.Second))
+			_, err = tc.Read(make([]byte, 1))
+			if took := time.Since(idleStart); err == nil || took > to.idle+2*time.Second {
+				t.Errorf("a connection idle after a call was closed after %v (%v), IdleTimeout is %v", took, err, to.idle)
+			}
+		}()
+	}
+	idleWG.Wait()
+
+	// All the others are reaped by the header timeout.
+	reaped := hs.conns.waitOpen(t, 0, headerTimeout+10*time.Second)
+	longest := hs.conns.maxLifetime()
+	t.Logf("all reaped %v after the test began to wait; longest lifetime %v (ReadHeaderTimeout %v)", reaped.Round(time.Millisecond),
+		longest.Round(time.Millisecond), headerTimeout)
+	if longest > headerTimeout+3*time.Second {
+		t.Errorf("a connection lived %v, ReadHeaderTimeout is %v", longest, headerTimeout)
+	}
 }
