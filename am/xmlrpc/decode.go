@@ -23,6 +23,7 @@ package xmlrpc
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -213,6 +214,7 @@ type decoder struct {
 	lim    Limits
 	values int
 	piece  *pieceLimiter
+	first  bool // no token read yet
 }
 
 // pieceLimiter sits between the input and encoding/xml, which reads one
@@ -299,7 +301,7 @@ func newDecoder(r io.Reader, lim Limits) *decoder {
 	x.Entity = nil    // only the five predefined entities and character references
 	x.AutoClose = nil // no HTML leniency
 	x.CharsetReader = charsetReader
-	return &decoder{x: x, lim: lim, piece: piece}
+	return &decoder{x: x, lim: lim, piece: piece, first: true}
 }
 
 // charsetReader accepts the encodings a UTF-8 document may legitimately be
@@ -343,6 +345,14 @@ func (d *decoder) token() (xml.Token, error) {
 				return nil, d.errorf("%v", err)
 			}
 			return nil, err
+		}
+		if d.first {
+			// XML allows a UTF-8 document to begin with a byte order mark
+			// (XML 1.0 §4.3.3); encoding/xml hands it over as text.
+			d.first = false
+			if cd, ok := tok.(xml.CharData); ok && bytes.HasPrefix(cd, []byte("\ufeff")) {
+				tok = cd[len("\ufeff"):]
+			}
 		}
 		switch t := tok.(type) {
 		case xml.Directive:

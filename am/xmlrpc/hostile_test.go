@@ -116,3 +116,29 @@ func TestHugePiecesBounded(t *testing.T) {
 		t.Errorf("decoded %v", call.Params)
 	}
 }
+
+// TestByteOrderMark: a UTF-8 BOM may begin a document (XML 1.0 §4.3.3),
+// before or without an XML declaration; anywhere else it is text.
+func TestByteOrderMark(t *testing.T) {
+	for _, doc := range []string{
+		"\ufeff<methodCall><methodName>m</methodName></methodCall>",
+		"\ufeff<?xml version=\"1.0\"?>\n<methodCall><methodName>m</methodName></methodCall>",
+		"\ufeff \n<methodCall><methodName>m</methodName></methodCall>",
+	} {
+		if call, err := DecodeCall(strings.NewReader(doc), Limits{}); err != nil || call.Method != "m" {
+			t.Errorf("%q: %v", doc, err)
+		}
+	}
+	for _, doc := range []string{
+		"\ufeff\ufeff<methodCall><methodName>m</methodName></methodCall>",
+		"<methodCall>\ufeff<methodName>m</methodName></methodCall>",
+	} {
+		if _, err := DecodeCall(strings.NewReader(doc), Limits{}); err == nil {
+			t.Errorf("%q decoded", doc)
+		}
+	}
+	call, err := DecodeCall(strings.NewReader("<methodCall><methodName>m</methodName><params><param><value>\ufeffx</value></param></params></methodCall>"), Limits{})
+	if err != nil || call.Params[0] != "\ufeffx" {
+		t.Errorf("BOM in a string: %v %q", err, call.Params)
+	}
+}
