@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -628,13 +629,16 @@ func TestHostileSlowClients(t *testing.T) {
 func TestHostileIdleConnections(t *testing.T) {
 	n := scale(1000, 5000)
 	tcpOnly := scale(200, 1000)
+	headerTimeout := time.Duration(scale(8, 25)) * time.Second
+	if testing.Short() && !longForm() {
+		n, tcpOnly, headerTimeout = 300, 100, 4*time.Second
+	}
 	if lim := raiseNoFile(); uint64(2*(n+tcpOnly)+256) > lim {
 		n = int(lim/2) - tcpOnly - 128
 		t.Logf("RLIMIT_NOFILE is %d: scaled down to %d TLS connections", lim, n)
 	}
 	// The connections must outlive their opening: ReadHeaderTimeout (which
 	// also bounds the TLS handshake) is the time they may sit idle.
-	headerTimeout := time.Duration(scale(8, 25)) * time.Second
 	to := timeouts{readHeader: headerTimeout, read: 2 * headerTimeout, write: 2 * headerTimeout, idle: time.Second}
 	hs := startHostile(t, hostileOptions{timeouts: to})
 	cfg := hs.clientTLS()
@@ -762,5 +766,147 @@ func TestHostileIdleConnections(t *testing.T) {
 		longest.Round(time.Millisecond), headerTimeout)
 	if longest > headerTimeout+3*time.Second {
 		t.Errorf("a connection lived %v, ReadHeaderTimeout is %v", longest, headerTimeout)
+	}
+}
+
+// TestHostileMalformed: broken encodings, odd methods and HTTP framing
+// tricks get clean answers, and nothing panics (startHostile's cleanup
+// checks the log: the handler's recover must not be what saved us).
+func TestHostileMalformed(t *testing.T) {
+	hs := startHostile(t, hostileOptions{timeouts: shortTimeouts})
+	var gv bytes.Buffer
+	_ = xmlrpc.EncodeCall(&gv, "GetVersion")
+	getVersion := gv.String()
+	post := func(body string, headers ...string) string {
+		h := ""
+		for _, x := range headers {
+			h += x + "\r\n"
+		}
+		return fmt.Sprintf("POST / HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s", h, len(body), body)
+	}
+	str := func(s string) string { return callHead + "<string>" + s + "</string>" + callTail }
+	chunk := func(s string) string { return fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(s), s) }
+	type reply struct {
+		status int
+		fault  int    // 0: a v3 reply with geni_code 0 (for 200 text/xml)
+		msg    string // in the fault string or the body
+	}
+	ok := reply{status: 200}
+	parse := func(msg string) reply { return reply{status: 200, fault: FaultParse, msg: msg} }
+	cases := []struct {
+		name    string
+		raw     string
+		replies []reply
+		closed  bool // the server closes the connection after the replies
+	}{
+		{"invalid UTF-8", post(str("caf\xc3\x28 \xff\xfe")), []reply{parse("invalid UTF-8")}, false},
+		{"overlong UTF-8", post(str("\xc0\xafetc")), []reply{parse("invalid UTF-8")}, false},
+		{"UTF-16 surrogate in UTF-8", post(str("\xed\xa0\x80")), []reply{parse("invalid UTF-8")}, false},
+		{"NUL byte", post(str("a\x00b")), []reply{parse("illegal character code U+0000")}, false},
+		{"NUL character reference", post(str("a&#0;b")), []reply{parse("illegal character code U+0000")}, false},
+		{"control character", post(str("a\x01b")), []reply{parse("illegal character code U+0001")}, false},
+		{"U+FFFE", post(str("a\xef\xbf\xbeb")), []reply{parse("illegal character code U+FFFE")}, false},
+		{"NUL in method name", post("<methodCall><methodName>GetVersion\x00</methodName></methodCall>"), []reply{parse("U+0000")}, false},
+		{"UTF-8 BOM", post("\xef\xbb\xbf" + getVersion), []reply{ok}, false},
+		{"UTF-16 BOM", post("\xff\xfe<\x00m\x00"), []reply{parse("")}, false},
+		{"UTF-16 declared", post(`<?xml version="1.0" encoding="UTF-16"?>` + getVersion[strings.Index(getVersion, "<methodCall"):]),
+			[]reply{parse(`unsupported encoding "UTF-16"`)}, false},
+		{"Latin-1 declared", post(`<?xml version="1.0" encoding="ISO-8859-1"?>` + getVersion[strings.Index(getVersion, "<methodCall"):]),
+			[]reply{parse(`unsupported encoding "ISO-8859-1"`)}, false},
+		{"empty body", post(""), []reply{parse("unexpected end of document")}, false},
+		{"JSON body", post(`{"method":"GetVersion"}`, "Content-Type: application/json"), []reply{parse("")}, false},
+		{"wrong Content-Type", post(getVersion, "Content-Type: application/json"), []reply{ok}, false},
+		{"no Content-Type", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + fmt.Sprint(len(getVersion)) + "\r\n\r\n" + getVersion, []reply{ok}, false},
+		{"GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", []reply{{status: 405, msg: "POST a methodCall"}}, false},
+		{"PUT", "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", []reply{{status: 405}}, false},
+		{"HEAD", "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", []reply{{status: 405}}, false},
+		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", []reply{{status: 200}}, false},
+		{"CONNECT", "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n", []reply{{status: 405}}, false},
+		{"HTTP/1.0 without Host", "POST / HTTP/1.0\r\nContent-Length: " + fmt.Sprint(len(getVersion)) + "\r\n\r\n" + getVersion, []reply{ok}, true},
+		{"HTTP/1.1 without Host", "POST / HTTP/1.1\r\nContent-Length: " + fmt.Sprint(len(getVersion)) + "\r\n\r\n" + getVersion,
+			[]reply{{status: 400, msg: "missing required Host header"}}, true},
+		// Without HTTP/2 configured, net/http hands PRI to the handler.
+		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", []reply{{status: 405}}, true},
+		{"HTTP/0.9", "GET /\r\n", []reply{{status: 400}}, true},
+		{"pipelined", post(getVersion) + post(getVersion) + "GET / HTTP/1.1\r\nHost: x\r\n\r\n" + post(getVersion),
+			[]reply{ok, ok, {status: 405}, ok}, false},
+		// RFC 9112 6.3: the chunks frame the body, and the connection is
+		// closed after the reply, so nothing smuggled behind them is served.
+		{"Content-Length and Transfer-Encoding", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(getVersion),
+			[]reply{ok}, true},
+		{"smuggled request behind a zero chunk", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + post(getVersion),
+			[]reply{parse("unexpected end of document")}, true},
+		{"two Content-Lengths", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", []reply{{status: 400}}, true},
+		{"negative Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", []reply{{status: 400}}, true},
+		{"Transfer-Encoding gzip", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + chunk(getVersion), []reply{{status: 501}}, true},
+		{"Transfer-Encoding chunked twice", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(getVersion),
+			[]reply{{status: 501}}, true},
+		{"chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(getVersion), []reply{ok}, true},
+		{"bad chunk size", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", []reply{parse("cannot read the request")}, true},
+		{"header without colon", "POST / HTTP/1.1\r\nHost: x\r\nbroken header\r\n\r\n", []reply{{status: 400}}, true},
+		// RFC 9112 5.2 allows replacing obs-fold with spaces, as net/http does.
+		{"obsolete line folding", "POST / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n", []reply{parse("unexpected end of document")}, false},
+		{"bare LF line ends", "POST / HTTP/1.1\nHost: x\nContent-Length: " + fmt.Sprint(len(getVersion)) + "\n\n" + getVersion, []reply{ok}, false},
+		{"NUL in header", "POST / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n", []reply{{status: 400}}, true},
+		{"absolute URL to elsewhere", "POST http://192.0.2.1/ HTTP/1.1\r\nHost: 192.0.2.1\r\nContent-Length: " + fmt.Sprint(len(getVersion)) + "\r\n\r\n" + getVersion,
+			[]reply{ok}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conn := hs.dial(t)
+			defer conn.Close()
+			go func() { _, _ = io.WriteString(conn, c.raw) }()
+			br := bufio.NewReader(conn)
+			for i, want := range c.replies {
+				method := http.MethodPost
+				if strings.HasPrefix(c.raw, "HEAD") {
+					method = http.MethodHead
+				}
+				_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				resp, err := http.ReadResponse(br, &http.Request{Method: method})
+				if err != nil {
+					t.Fatalf("reply %d: %v", i, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != want.status {
+					t.Errorf("reply %d: %s (%.200q), want %d", i, resp.Status, body, want.status)
+					continue
+				}
+				if want.status == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != http.MethodPost {
+					t.Errorf("reply %d: 405 without Allow: POST", i)
+				}
+				if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/xml") {
+					if !strings.Contains(string(body), want.msg) {
+						t.Errorf("reply %d: body %.200q does not mention %q", i, body, want.msg)
+					}
+					continue
+				}
+				v, err := xmlrpc.DecodeResponse(bytes.NewReader(body), xmlrpc.Limits{})
+				if want.fault != 0 {
+					wantFault(t, fmt.Sprintf("reply %d", i), err, want.fault, want.msg)
+					continue
+				}
+				if err != nil {
+					t.Errorf("reply %d: %v", i, err)
+				} else if m, ok := v.(map[string]any); !ok || codeOf(t, m) != 0 {
+					t.Errorf("reply %d: %v", i, v)
+				}
+			}
+			// Nothing more: either the connection is kept for another call
+			// (no stray reply), or it is closed.
+			_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			n, err := br.Read(make([]byte, 1))
+			var ne net.Error
+			timedOut := errors.As(err, &ne) && ne.Timeout()
+			switch {
+			case n > 0:
+				t.Errorf("a stray reply after the expected ones")
+			case c.closed && timedOut:
+				t.Errorf("the connection was kept open, want it closed")
+			case !c.closed && !timedOut:
+				t.Errorf("the connection was closed (%v), want it kept", err)
+			}
+		})
 	}
 }
