@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -45,7 +46,7 @@ func scale(short, long int) int {
 type hostilePKI struct {
 	server, alice tls.Certificate
 	pool          *x509.CertPool
-	rootsDir      string
+	caPEM         []byte
 }
 
 var (
@@ -70,13 +71,6 @@ func makeHostilePKI() (*hostilePKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "geniam-hostile-roots")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(dir+"/ca.pem", ca.CertPEM(), 0o644); err != nil {
-		return nil, err
-	}
 	srv, err := ca.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyBits: 1024})
 	if err != nil {
 		return nil, err
@@ -85,7 +79,7 @@ func makeHostilePKI() (*hostilePKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &hostilePKI{rootsDir: dir, pool: x509.NewCertPool()}
+	p := &hostilePKI{caPEM: ca.CertPEM(), pool: x509.NewCertPool()}
 	p.pool.AddCert(ca.Cert)
 	if p.server, err = tls.X509KeyPair(srv.ChainPEM(), srv.KeyPEM()); err != nil {
 		return nil, err
@@ -134,7 +128,11 @@ func startHostile(t testing.TB, o hostileOptions) *hostileServer {
 		o.api = hs.fake
 	}
 	o.handler.Logger = log
-	roots, err := LoadTrustRoots(p.rootsDir, log)
+	rootsDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(rootsDir, "ca.pem"), p.caPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	roots, err := LoadTrustRoots(rootsDir, log)
 	if err != nil {
 		t.Fatal(err)
 	}

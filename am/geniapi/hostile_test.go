@@ -331,7 +331,9 @@ func TestHostileShapes(t *testing.T) {
 		{fmt.Sprintf("%d nested structs", depth), HandlerOptions{}, func() []byte { return nested(depth, "struct") },
 			FaultParse, "nesting deeper than the limit of 64", 8 << 20, 8 << 20},
 		{fmt.Sprintf("%d ints over the value limit", values), HandlerOptions{MaxBodyBytes: 32 << 20}, func() []byte { return manyValues(values) },
-			FaultParse, "more than the limit of 100000 values", 80 << 20, 32 << 20},
+			// The peak follows the garbage collector's pacing, which the
+			// prebuilt request (live during the call) loosens.
+			FaultParse, "more than the limit of 100000 values", 80 << 20, 64 << 20},
 		{fmt.Sprintf("%d ints with the value limit raised", values), HandlerOptions{MaxBodyBytes: 32 << 20, Limits: xmlrpc.Limits{MaxValues: 2_000_000}},
 			func() []byte { return manyValues(values) }, 0, "", uint64(values) * 1000, uint64(values) * 200},
 		{"string just under the body limit", HandlerOptions{}, func() []byte {
@@ -627,9 +629,9 @@ func TestHostileSlowClients(t *testing.T) {
 // connections that never start TLS, cost bounded memory, do not keep the
 // server from answering, and are reaped by its timeouts.
 func TestHostileIdleConnections(t *testing.T) {
-	n := scale(1000, 5000)
+	n := scale(1000, 3000)
 	tcpOnly := scale(200, 1000)
-	headerTimeout := time.Duration(scale(8, 25)) * time.Second
+	headerTimeout := time.Duration(scale(8, 30)) * time.Second
 	if testing.Short() && !longForm() {
 		n, tcpOnly, headerTimeout = 300, 100, 4*time.Second
 	}
