@@ -631,7 +631,7 @@ func TestHostileSlowClients(t *testing.T) {
 func TestHostileIdleConnections(t *testing.T) {
 	n := scale(1000, 3000)
 	tcpOnly := scale(200, 1000)
-	headerTimeout := time.Duration(scale(8, 30)) * time.Second
+	headerTimeout := time.Duration(scale(10, 30)) * time.Second
 	if testing.Short() && !longForm() {
 		n, tcpOnly, headerTimeout = 300, 100, 4*time.Second
 	}
