@@ -49,6 +49,12 @@ func stringArg(v any, what string) (string, error) {
 	return s, nil
 }
 
+// MaxCredentials bounds the credentials of one call. Clients send one to
+// three (a slice credential, a user credential, a speaks-for credential);
+// every credential costs an XML signature check, so thousands of them are
+// refused before any is looked at.
+const MaxCredentials = 64
+
 // parseCredentials reads the credentials argument: an array of
 // {geni_type, geni_version, geni_value} structs. A bare string is a v2-style
 // credential and is taken as geni_sfa version 3, as gcf does.
@@ -56,6 +62,9 @@ func parseCredentials(v any) ([]am.Credential, error) {
 	list, ok := v.([]any)
 	if !ok {
 		return nil, badArgs("credentials must be an array, not a %s", typeName(v))
+	}
+	if len(list) > MaxCredentials {
+		return nil, badArgs("credentials has %d entries, more than the limit of %d", len(list), MaxCredentials)
 	}
 	creds := make([]am.Credential, 0, len(list))
 	for i, item := range list {

@@ -64,6 +64,14 @@ func NewHandler(api am.API, opts HandlerOptions) *Handler {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A chunked request may have come with a Content-Length too, which
+	// net/http drops without a trace: RFC 9112 §6.3 wants the connection
+	// closed after such a request, lest a request smuggled behind the last
+	// chunk be served. GENI clients send a Content-Length, so closing after
+	// every chunked request costs them nothing.
+	if len(r.TransferEncoding) > 0 {
+		w.Header().Set("Connection", "close")
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "the AM API is XML-RPC: POST a methodCall", http.StatusMethodNotAllowed)

@@ -22,6 +22,8 @@
 package xmlrpc
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -36,6 +38,12 @@ import (
 )
 
 // Limits bound what a decoder accepts. A zero field takes its default.
+//
+// MaxStringLen also bounds memory while reading: encoding/xml holds a whole
+// text, tag or declaration in memory before it hands it over, so the decoder
+// refuses any one of them longer than 2*MaxStringLen+64 KiB as sent (room
+// for escapes such as &lt;) before it is all read, and any tag longer than
+// 16 KiB.
 type Limits struct {
 	MaxDepth     int // nesting of arrays and structs; default 64
 	MaxValues    int // <value> elements in the document; default 100,000
@@ -205,15 +213,95 @@ type decoder struct {
 	x      *xml.Decoder
 	lim    Limits
 	values int
+	piece  *pieceLimiter
+	first  bool // no token read yet
+}
+
+// pieceLimiter sits between the input and encoding/xml, which reads one
+// token (a whole text, tag or declaration) into memory before returning
+// it: it fails once more than max bytes have been read for one token, or
+// maxTag for a tag (<name ...>, </name>). Tags are held much shorter
+// because encoding/xml turns every attribute into an allocated xml.Attr:
+// 4 MB of a="b" would cost hundreds of megabytes. decoder.token calls reset
+// before each token.
+type pieceLimiter struct {
+	r       io.ByteReader
+	max     int
+	maxTag  int
+	n       int  // bytes read for this piece
+	k       int  // position in the piece, counting a '<' read before reset
+	first   byte // the piece's first byte
+	last    byte // the last byte read
+	isTag   bool
+	tripped bool
+}
+
+const maxTagLen = 16 << 10
+
+var errPieceTooLong = errors.New("xmlrpc: token too long")
+
+// reset starts a new piece. A text stops at the '<' after it, which
+// encoding/xml has read and put back: that '<' is the first byte of the
+// next piece.
+func (p *pieceLimiter) reset() {
+	p.n, p.k, p.isTag = 0, 0, false
+	if p.last == '<' {
+		p.first, p.k = '<', 1
+	}
+}
+
+// ReadByte is what encoding/xml reads with (it uses an io.ByteReader as is).
+func (p *pieceLimiter) ReadByte() (byte, error) {
+	limit := p.max
+	if p.isTag {
+		limit = p.maxTag
+	}
+	if p.n >= limit {
+		p.tripped = true
+		return 0, errPieceTooLong
+	}
+	b, err := p.r.ReadByte()
+	if err != nil {
+		return b, err
+	}
+	switch p.k {
+	case 0:
+		p.first = b
+	case 1:
+		p.isTag = p.first == '<' && b != '!' && b != '?' // not a comment, CDATA, DOCTYPE or PI
+	}
+	p.n++
+	p.k++
+	p.last = b
+	return b, nil
+}
+
+// Read is there to make a pieceLimiter an io.Reader; encoding/xml does not
+// call it.
+func (p *pieceLimiter) Read(b []byte) (int, error) {
+	for i := range b {
+		c, err := p.ReadByte()
+		if err != nil {
+			return i, err
+		}
+		b[i] = c
+	}
+	return len(b), nil
 }
 
 func newDecoder(r io.Reader, lim Limits) *decoder {
-	x := xml.NewDecoder(r)
+	lim = lim.withDefaults()
+	br, ok := r.(io.ByteReader)
+	if !ok {
+		br = bufio.NewReader(r)
+	}
+	piece := &pieceLimiter{r: br, max: 2*lim.MaxStringLen + 64<<10, maxTag: maxTagLen}
+	x := xml.NewDecoder(piece)
 	x.Strict = true   // undefined entities and malformed markup are errors
 	x.Entity = nil    // only the five predefined entities and character references
 	x.AutoClose = nil // no HTML leniency
 	x.CharsetReader = charsetReader
-	return &decoder{x: x, lim: lim.withDefaults()}
+	return &decoder{x: x, lim: lim, piece: piece, first: true}
 }
 
 // charsetReader accepts the encodings a UTF-8 document may legitimately be
@@ -237,10 +325,17 @@ func (d *decoder) errorf(format string, args ...any) error {
 // instructions are dropped, a DTD is an error.
 func (d *decoder) token() (xml.Token, error) {
 	for {
+		d.piece.reset()
 		tok, err := d.x.Token()
 		if err != nil {
 			if err == io.EOF {
 				return nil, err
+			}
+			if d.piece.tripped && d.piece.isTag {
+				return nil, d.errorf("a tag longer than the limit of %d bytes (XML-RPC has no use for attributes)", d.piece.maxTag)
+			}
+			if d.piece.tripped {
+				return nil, d.errorf("text or markup longer than the limit of %d bytes", d.piece.max)
 			}
 			var se *xml.SyntaxError
 			if errors.As(err, &se) {
@@ -250,6 +345,14 @@ func (d *decoder) token() (xml.Token, error) {
 				return nil, d.errorf("%v", err)
 			}
 			return nil, err
+		}
+		if d.first {
+			// XML allows a UTF-8 document to begin with a byte order mark
+			// (XML 1.0 §4.3.3); encoding/xml hands it over as text.
+			d.first = false
+			if cd, ok := tok.(xml.CharData); ok && bytes.HasPrefix(cd, []byte("\ufeff")) {
+				tok = cd[len("\ufeff"):]
+			}
 		}
 		switch t := tok.(type) {
 		case xml.Directive:
@@ -332,6 +435,9 @@ func (d *decoder) text(name string) (string, error) {
 			return "", d.errorf("unexpected end of document in <%s>", name)
 		}
 		if err != nil {
+			if d.piece.tripped && !d.piece.isTag {
+				return "", d.errorf("<%s> longer than the limit of %d bytes", name, d.lim.MaxStringLen)
+			}
 			return "", err
 		}
 		switch t := tok.(type) {
@@ -394,6 +500,9 @@ func (d *decoder) value(depth int) (any, error) {
 			return nil, d.errorf("unexpected end of document in <value>")
 		}
 		if err != nil {
+			if d.piece.tripped && !d.piece.isTag {
+				return nil, d.errorf("string longer than the limit of %d bytes", d.lim.MaxStringLen)
+			}
 			return nil, err
 		}
 		switch t := tok.(type) {
