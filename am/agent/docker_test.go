@@ -218,6 +218,9 @@ func TestStartFailureAndStopStart(t *testing.T) {
 	_, _, err = a.client.Run(ctx, "stopstart", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-append", "runs"}})
 	must(t, err)
 	a.waitFor(t, "stopstart", 10*time.Second, "running", inState(agent.StateRunning))
+	// "running" is the engine's word for the process existing; wait until the
+	// program has appended its first line, or a stop can come before it.
+	a.waitData(t, "stopstart", "runs", "run\n")
 	st, err = a.client.Stop(ctx, "stopstart")
 	must(t, err)
 	if st.State != agent.StateStopped {
