@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -309,5 +310,29 @@ func TestGcfCredentialsRefusedOnceExpired(t *testing.T) {
 	got = decodeResult(t, agg.post(t, v.render(t, tmpl)))
 	if code := geniCode(t, got); code != 0 {
 		t.Fatalf("ListResources with the valid user credential: geni_code %d; %v", code, got["output"])
+	}
+}
+
+// TestAlteredObjectRefusedEvenWithValidSignature: alterSignedObject only
+// breaks the signature by accident of xml.etree's re-serialization; the
+// <foo/> it inserts sits outside the signed credential. The same insertion
+// into an otherwise untouched credential must be refused too.
+func TestAlteredObjectRefusedEvenWithValidSignature(t *testing.T) {
+	fed := newDevFederation(t)
+	agg := serveAggregate(t, aggregateSetup{roots: []*x509.Certificate{fed.ch.CA.Cert}, caller: fed.tlsCert()})
+	v := fed.replayVars(t)
+	tmpl, err := os.ReadFile(filepath.Join(capturesDir, "dev-listresources", "002-ListResources.req.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := geniCode(t, decodeResult(t, agg.post(t, v.render(t, tmpl)))); code != 0 {
+		t.Fatalf("the untouched credential: geni_code %d", code)
+	}
+	cred := string(v.creds["user"])
+	i := strings.Index(cred, "<credential ")
+	v.creds["user"] = []byte(cred[:i] + "<foo/>" + cred[i:])
+	got := decodeResult(t, agg.post(t, v.render(t, tmpl)))
+	if code := geniCode(t, got); code != 3 {
+		t.Fatalf("<foo/> beside the signed credential: geni_code %d, want 3 (FORBIDDEN); %v", code, got["output"])
 	}
 }
