@@ -31,8 +31,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
-
 // capturesDir holds the captured requests and responses.
 var capturesDir = filepath.Join("..", "..", "am", "geniapi", "testdata", "captures")
 
