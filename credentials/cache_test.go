@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/credentials/devpki"
 )
 
 func TestCacheFollowsRoots(t *testing.T) {
@@ -36,14 +37,23 @@ func TestCacheFollowsRoots(t *testing.T) {
 	if _, err := v.Authorize(req); err != nil {
 		t.Fatal(err)
 	}
-	// Another (trusted) caller: its own entry, and the owner check still applies.
-	p := getPKI(t)
-	v.SetRoots(NewTrustRoots(append(old.Certs(), p.ca.Cert)...))
+	// Another (trusted) caller: its own entry, and the owner check still
+	// applies. Its certificates must be valid at sampleNow (getPKI's start an
+	// hour before the test runs, which may be after sampleNow).
+	ca, err := devpki.NewCA(devpki.Options{URN: urn("authority", "ca"), NotBefore: sampleNow.Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, err := ca.Issue(devpki.Options{URN: urn("user", "alice"), NotBefore: sampleNow.Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.SetRoots(NewTrustRoots(append(old.Certs(), ca.Cert)...))
 	if _, err := v.Authorize(req); err != nil {
 		t.Fatal(err)
 	}
 	other := req
-	other.Caller = caller(p.alice)
+	other.Caller = caller(alice)
 	_, err = v.Authorize(other)
 	wantRefusal(t, err, "owner is urn:publicid:IDN+geni:gpo:gcf+user+alice, not the caller "+urn("user", "alice"))
 }

@@ -82,6 +82,14 @@ func ParseCredential(raw []byte) (*SignedCredential, error) {
 	if root.Tag != "signed-credential" || root.Space != "" {
 		return nil, fmt.Errorf("root element is <%s>, not <signed-credential>", root.FullTag())
 	}
+	// credential.xsd allows nothing else: content outside the signed
+	// credential is not covered by any signature, so it is refused rather
+	// than ignored (the acceptance tests' alteredObject case inserts <foo/>).
+	for _, child := range root.ChildElements() {
+		if child.Space != "" || (child.Tag != "credential" && child.Tag != "signatures") {
+			return nil, fmt.Errorf("signed-credential has an unsigned <%s> element; only credential and signatures are allowed", child.FullTag())
+		}
+	}
 	creds := root.SelectElements("credential")
 	if len(creds) != 1 {
 		return nil, fmt.Errorf("signed-credential has %d credential elements, want 1", len(creds))

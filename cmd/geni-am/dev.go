@@ -99,7 +99,7 @@ geniam is serving the AM API v3 at %s
 Try it:
   omni -c %s -V3 -a geniam getversion
   omni -c %s -V3 createslice demo
-  omni -c %s -V3 -a geniam allocate demo docs/examples/one-container.xml
+  omni -c %s -V3 -a geniam allocate demo docs/examples/request-one-container.xml
 Stop with Ctrl-C.
 `, cfg.PublicURL(), cfg.AMURN, chURL, devenv.UserURN, userCert, userKey,
 				filepath.Join(dir, "geniam.yaml"), filepath.Join(dir, "geniam.yaml"), omniConfig,

@@ -86,6 +86,14 @@ func newLogger(c config.Log) *slog.Logger {
 type serveHooks struct {
 	afterMigrate func(ctx context.Context, db *pgx.Conn) error // e.g. seed the demo inventory
 	ready        func(addr net.Addr)                           // called once the listener is bound
+	clock        func() time.Time                              // the aggregate's clock; nil is time.Now (tests replay dated credentials)
+}
+
+func (h *serveHooks) aggregateClock() func() time.Time {
+	if h == nil {
+		return nil
+	}
+	return h.clock
 }
 
 // serve runs the aggregate until ctx ends.
@@ -150,7 +158,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		URN: cfg.AMURN, URL: cfg.PublicURL(),
 		AllocationHold: cfg.Lifecycle.AllocationHold, ProvisionedLifetime: cfg.Lifecycle.ProvisionDefault,
 		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy),
-	}, st, verifier, rs, nil)
+	}, st, verifier, rs, hooks.aggregateClock())
 	reaper := agg.NewReaper(cfg.Lifecycle.ReaperInterval)
 	go reaper.Run(ctx)
 
