@@ -140,6 +140,13 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 	if err != nil {
 		return "", err
 	}
+	if st.State == agent.StateCreated {
+		// A Run cut short (its worker died between create and start) left
+		// the container created but never started: start it now.
+		if st, err = c.Start(ctx, id); err != nil {
+			return "", err
+		}
+	}
 	return p.report(ctx, s, st, "agent:provision")
 }
 
