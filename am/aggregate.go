@@ -554,6 +554,11 @@ func split(results []ChangeResult) ([]Sliver, []SliverStatus) {
 			st.Error = geniError(r.Err)
 			st.ErrorSet = true
 		} else {
+			// geni_error in these results says why the call failed for the
+			// sliver; a sliver's own failure (a provisioning that went
+			// wrong) is Status' and Describe's to report, or omni takes a
+			// successful Renew of a failed sliver for a failed Renew.
+			st.Error = ""
 			done = append(done, r.Sliver)
 		}
 		statuses = append(statuses, st)

@@ -73,6 +73,7 @@ func runDev(args []string) error {
 	if err := devenv.WriteOmniConfig(omniConfig, pki, cfg.PublicURL(), chURL); err != nil {
 		return err
 	}
+	demo := startDevAgents(ctx, dir, pki, cfg, log) // provision.go: agents and demo image when Docker is there
 	if err := writeEffectiveConfig(filepath.Join(dir, "geniam.yaml"), cfg); err != nil {
 		return err
 	}
@@ -81,7 +82,8 @@ func runDev(args []string) error {
 	}
 	userCert, userKey := pki.File("alice")
 	hooks := &serveHooks{
-		afterMigrate: func(ctx context.Context, db *pgx.Conn) error { return devenv.SeedInventory(ctx, db, devenv.Authority) },
+		allowLocalImages: true,
+		afterMigrate:     func(ctx context.Context, db *pgx.Conn) error { return devenv.SeedInventory(ctx, db, devenv.Authority) },
 		ready: func(addr net.Addr) {
 			fmt.Printf(`
 geniam is serving the AM API v3 at %s
@@ -101,6 +103,7 @@ Stop with Ctrl-C.
 `, cfg.PublicURL(), cfg.AMURN, chURL, devenv.UserURN, userCert, userKey,
 				filepath.Join(dir, "geniam.yaml"), filepath.Join(dir, "geniam.yaml"), omniConfig,
 				omniConfig, omniConfig, omniConfig)
+			printDemo(demo, omniConfig)
 		},
 	}
 	return serve(ctx, cfg, log, hooks)
@@ -139,5 +142,6 @@ func writeEffectiveConfig(path string, c *config.Config) error {
 	return config.WriteYAML(path, map[string]any{
 		"listen": c.Listen, "am_urn": c.AMURN, "var_dir": c.VarDir,
 		"db.url": c.DB.URL, "tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key, "tls.trusted_roots": c.TLS.TrustedRoots,
+		"agents.cert": c.Agents.Cert, "agents.key": c.Agents.Key, "agents.ca": c.Agents.CA,
 	})
 }
