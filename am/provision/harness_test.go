@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -55,7 +56,10 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(tmp)
 		ctx := context.Background()
-		if dockerSkip = provision.DockerAvailable(ctx); dockerSkip == "" {
+		flag.Parse()
+		if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+			dockerSkip = "fuzzing: the demo image is not built"
+		} else if dockerSkip = provision.DockerAvailable(ctx); dockerSkip == "" {
 			imageTar = filepath.Join(tmp, "img", "demo.tar")
 			if imageDigest, err = provision.BuildDemoImage(ctx, imageTar, "geniam.test/provision/demo:"+run); err != nil {
 				dockerSkip = err.Error()
@@ -135,7 +139,7 @@ type testAgent struct {
 }
 
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	st       *store.Store
 	dbURL    string
@@ -152,7 +156,7 @@ type env struct {
 	dataCli  *http.Client
 }
 
-func newEnv(t *testing.T, agentIPs ...string) *env {
+func newEnv(t testing.TB, agentIPs ...string) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
@@ -210,7 +214,7 @@ func newEnv(t *testing.T, agentIPs ...string) *env {
 	return e
 }
 
-func (a *testAgent) start(t *testing.T) {
+func (a *testAgent) start(t testing.TB) {
 	t.Helper()
 	a.mu.Lock()
 	defer a.mu.Unlock()
