@@ -155,3 +155,31 @@ func TestExpiryArchives(t *testing.T) {
 		t.Errorf("the expired sliver's archive: HTTP %d, files %v", code, untar(t, body))
 	}
 }
+
+// TestShutdownStopsAndKeeps: Shutdown stops the slice's containers and keeps
+// them and their data.
+func TestShutdownStopsAndKeeps(t *testing.T) {
+	needDocker(t)
+	e := newEnv(t, "127.0.0.2")
+	p := e.provisioner("shutdown", nil)
+	e.runProvisioner(p)
+	agg := e.aggregate(p)
+	slice, call, _ := e.slice("shut")
+	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"s", "node1"}))
+	must(t, err)
+	_, err = agg.Provision(e.ctx, call, []string{slice})
+	must(t, err)
+	sts := e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
+	must(t, agg.Shutdown(e.ctx, call, slice))
+	for end := time.Now().Add(20 * time.Second); engineStatus(e.agents[0].instance) != "exited"; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("after Shutdown the container is %q, want exited", engineStatus(e.agents[0].instance))
+		}
+	}
+	s, err := e.st.SliverByURN(e.ctx, sts[0].URN)
+	must(t, err)
+	if s == nil || s.Operational != am.NotReady {
+		t.Fatalf("after Shutdown the sliver is %+v", s)
+	}
+	waitAgentFile(t, e.agents[0], provision.AgentID(s.URN), "data/hello.txt", s.URN, 5*time.Second)
+}
