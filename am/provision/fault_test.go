@@ -280,3 +280,65 @@ func TestPostgresRestart(t *testing.T) {
 	must(t, err)
 	e.waitStates(agg, call, slice, 30*time.Second, "geni_notready after the restart", opIs(am.NotReady))
 }
+
+// TestFailures: a permanent refusal (the image does not match its digest)
+// makes the sliver geni_failed with what the agent said, and it stays so; a
+// transient one (the agent is down) is retried with backoff until the agent
+// is back. geni_update_users is REFUSED on the failed sliver; with
+// geni_best_effort the ready one is still updated.
+func TestFailures(t *testing.T) {
+	needDocker(t)
+	e := newEnv(t, "127.0.0.2", "127.0.0.3")
+	p := e.provisioner("failures", func(c *provision.Config) { c.HealthInterval = 200 * time.Millisecond })
+	e.runProvisioner(p)
+	agg := e.aggregate(p)
+	slice, call, _ := e.slice("failures")
+	bad := strings.ReplaceAll(request("/demo", [2]string{"bad", "node1"}), imageDigest, strings.Repeat("0", 64))
+	_, err := agg.Allocate(e.ctx, call, slice, bad)
+	must(t, err)
+	_, err = agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"late", "node2"}))
+	must(t, err)
+	e.agents[1].stop()
+	_, err = agg.Provision(e.ctx, call, []string{slice})
+	must(t, err)
+	sts := e.waitStates(agg, call, slice, 30*time.Second, "bad failed, late retrying", func(s am.SliverStatus) bool {
+		if s.ClientID == "bad" {
+			return s.Operational == am.Failed
+		}
+		return s.Operational == am.Configuring && strings.Contains(s.ResourceMsg, "retrying in")
+	})
+	urn := map[string]string{}
+	for _, s := range sts {
+		urn[s.ClientID] = s.URN
+		if s.ClientID == "bad" {
+			t.Logf("bad: geni_error %q", s.Error)
+			if !strings.Contains(s.Error, "sha256") {
+				t.Errorf("the failure does not say what the agent said: %q", s.Error)
+			}
+		} else {
+			t.Logf("late while its agent is down: %q", s.ResourceMsg)
+		}
+	}
+	e.agents[1].start(t)
+	e.waitStates(agg, call, urn["late"], 30*time.Second, "late ready once its agent is back", opIs(am.Ready))
+	time.Sleep(600 * time.Millisecond) // a few health polls
+	res, err := agg.Status(e.ctx, call, []string{urn["bad"]})
+	must(t, err)
+	if res.Slivers[0].Operational != am.Failed {
+		t.Errorf("the failed sliver became %s after health polls", res.Slivers[0].Operational)
+	}
+
+	call.Options.Users, call.Options.UsersSet = []am.User{{URN: "urn:publicid:IDN+geniam.test+user+carol", Keys: []string{"ssh-ed25519 AAAAC3 carol"}}}, true
+	if _, err := agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionUpdateUsers); am.CodeOf(err) != am.Refused {
+		t.Errorf("geni_update_users on a failed sliver without best effort: %v, want REFUSED", err)
+	}
+	call.Options.BestEffort = true
+	got, err := agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionUpdateUsers)
+	must(t, err)
+	for _, s := range got {
+		if (s.URN == urn["bad"]) != strings.HasPrefix(s.Error, "REFUSED") {
+			t.Errorf("best effort: %s got geni_error %q", s.URN, s.Error)
+		}
+	}
+	waitAgentFile(t, e.agents[1], provision.AgentID(urn["late"]), "geni/authorized_keys", "carol", 10*time.Second)
+}

@@ -147,6 +147,12 @@ func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []a
 			if sameState(s, u) {
 				continue
 			}
+			if u.Operational == am.Configuring && s.Operational != am.Configuring {
+				// An image fetched but no container (a start the agent
+				// refused): the sliver's failure stands until the user
+				// acts, rather than flipping back to configuring.
+				continue
+			}
 		}
 		u.OnlyIf = []am.OperationalState{s.Operational}
 		if _, err := p.st.UpdateSliver(ctx, s.URN, "agent:poll", u); err != nil {

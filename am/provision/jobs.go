@@ -245,7 +245,7 @@ func (p *Provisioner) noteRetry(ctx context.Context, j *store.Job, err error, af
 	if j.Kind == store.JobDelete {
 		return
 	}
-	msg := fmt.Sprintf("%s: attempt %d failed (%s); retrying in %s", j.Kind, j.Attempts, clip(errText(err), 300), after.Round(time.Second))
+	msg := fmt.Sprintf("%s: attempt %d failed (%s); retrying in %s", j.Kind, j.Attempts, clip(errText(err), 300), after.Round(100*time.Millisecond))
 	if _, err := p.st.UpdateSliver(ctx, j.SliverURN, "agent:"+j.Kind, store.SliverUpdate{ResourceMsg: &msg}); err != nil {
 		p.log.Warn("provisioner: recording a retry", "sliver", j.SliverURN, "err", err)
 	}
