@@ -103,7 +103,7 @@ Stop with Ctrl-C.
 `, cfg.PublicURL(), cfg.AMURN, chURL, devenv.UserURN, userCert, userKey,
 				filepath.Join(dir, "geniam.yaml"), filepath.Join(dir, "geniam.yaml"), omniConfig,
 				omniConfig, omniConfig, omniConfig)
-			printDemo(demo, omniConfig)
+			printDemo(demo, omniConfig, userCert, userKey)
 		},
 	}
 	return serve(ctx, cfg, log, hooks)

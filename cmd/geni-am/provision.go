@@ -176,19 +176,20 @@ func demoRequest(tar, sha string) string {
 }
 
 // printDemo tells a make run user how to run the demo image.
-func printDemo(d *devAgents, omniConfig string) {
+func printDemo(d *devAgents, omniConfig, userCert, userKey string) {
 	if d == nil {
-		fmt.Print("\nNo Docker engine: node agents are not running, so Provision will leave slivers geni_failed.\n")
+		fmt.Print("\nNo Docker engine: no node agents run, so provisioned slivers stay geni_configuring (agents unreachable) and fail after the retries.\n")
 		return
 	}
 	fmt.Printf(`
 Node agents run in this process (127.0.0.2-4:1887, state in var/agents); the demo image is
   %s (sha256 %s)
-Run it:
-  omni -c %s -V3 -a geniam allocate demo %s
-  omni -c %s -V3 -a geniam provision demo
-  omni -c %s -V3 -a geniam status demo          # geni_ready; "once" shows exit code 3
-  omni -c %s getslicecred demo -o               # saves the slice credential (see docs/provisioning.md)
-  curl --cert <alice cert> --key <alice key> -k --data-binary @<slice credential> <data URL in the manifest> -o data.tar
-`, d.imageTar, d.imageSHA256, omniConfig, d.request, omniConfig, omniConfig, omniConfig)
+Run it (docs/provisioning.md):
+  omni -c %[3]s -V3 createslice demo
+  omni -c %[3]s -V3 -a geniam allocate demo %[4]s
+  omni -c %[3]s -V3 -a geniam provision demo
+  omni -c %[3]s -V3 -a geniam status demo      # geni_ready; "once" says: finished with exit code 3
+  omni -c %[3]s -V3 getslicecred demo -o       # writes demo-cred.json
+  curl -k --cert %[5]s --key %[6]s --data-binary @demo-cred.json <geniam:sliver_data url of the manifest> -o data.tar
+`, d.imageTar, d.imageSHA256, omniConfig, d.request, userCert, userKey)
 }
