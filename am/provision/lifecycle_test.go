@@ -2,7 +2,9 @@ package provision_test
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -182,4 +184,49 @@ func TestShutdownStopsAndKeeps(t *testing.T) {
 		t.Fatalf("after Shutdown the sliver is %+v", s)
 	}
 	waitAgentFile(t, e.agents[0], provision.AgentID(s.URN), "data/hello.txt", s.URN, 5*time.Second)
+}
+
+// TestDataHandlerRefusals: what /data answers without Docker or agents.
+func TestDataHandlerRefusals(t *testing.T) {
+	e := newEnv(t)
+	p := e.provisioner("data", nil)
+	e.startDataServer(p)
+	_, _, cred := e.slice("data")
+	cases := []struct {
+		path string
+		body []byte
+		want int
+	}{
+		{"/data/0123456789abcdef.tar", cred, http.StatusNotFound},         // no such sliver
+		{"/data/..%2f..%2fetc%2fpasswd.tar", cred, http.StatusBadRequest}, // not a sliver name
+		{"/data/0123456789abcdef.tar", nil, http.StatusBadRequest},        // no credential
+		{"/data/0123456789abcdef", cred, http.StatusNotFound},             // not .tar
+		{"/data/x.tar", bytes.Repeat([]byte("x"), 2<<20), http.StatusRequestEntityTooLarge},
+	}
+	for _, c := range cases {
+		resp, err := e.dataCli.Post(e.dataSrv.URL+c.path, "application/xml", bytes.NewReader(c.body))
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want || !strings.Contains(string(body), `"error"`) {
+			t.Errorf("POST %s: HTTP %d %s, want %d with a JSON error", c.path, resp.StatusCode, body, c.want)
+		}
+	}
+	// An archive of a deleted sliver is only for its slice's members.
+	arch := filepath.Join(e.archive, "feedfacefeedface.tar")
+	must(t, os.WriteFile(arch, []byte("not really a tar"), 0o600))
+	must(t, e.st.PutArchive(e.ctx, store.Archive{SliverURN: "urn:publicid:IDN+geniam.test+sliver+feedfacefeedface",
+		SliceURN: "urn:publicid:IDN+geniam.test+slice+elsewhere", NodeName: "n", Path: arch, Bytes: 16, Final: true, ExpiresAt: time.Now().Add(time.Hour)}))
+	if code, body, _ := e.download("feedfacefeedface", cred); code != http.StatusForbidden {
+		t.Errorf("another slice's archive: HTTP %d %s", code, body)
+	}
+	// No client certificate: the TLS handshake itself refuses.
+	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: e.dataCli.Transport.(*http.Transport).TLSClientConfig.Clone()}}
+	anon.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
+	if resp, err := anon.Post(e.dataSrv.URL+"/data/feedfacefeedface.tar", "application/xml", bytes.NewReader(cred)); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("a caller without a certificate got the archive")
+		}
+	}
 }
