@@ -308,7 +308,9 @@ func (p *Provisioner) client(url string) *agent.Client {
 	defer p.clientsMu.Unlock()
 	c := p.clients[url]
 	if c == nil {
-		c = agent.NewClient(url, p.cfg.AgentTLS)
+		// Each transport gets its own copy: net/http edits the
+		// NextProtos of the configuration it is given.
+		c = agent.NewClient(url, p.cfg.AgentTLS.Clone())
 		p.clients[url] = c
 	}
 	return c
