@@ -92,18 +92,6 @@ func startDevAgents(ctx context.Context, dir string, pki *devenv.PKI, cfg *confi
 		return nil
 	}
 	images := filepath.Join(dir, "images")
-	d := &devAgents{imageTar: filepath.Join(images, "demo.tar")}
-	sum, err := os.ReadFile(d.imageTar + ".sha256")
-	if _, serr := os.Stat(d.imageTar); err == nil && serr == nil {
-		d.imageSHA256 = strings.TrimSpace(string(sum))
-	} else {
-		lg.Info("make run: building the demo image (once)", "tar", d.imageTar)
-		if d.imageSHA256, err = provision.BuildDemoImage(ctx, d.imageTar, "geniam.dev/demo:latest"); err != nil {
-			lg.Warn("make run: could not build the demo image", "err", err)
-			return nil
-		}
-		_ = os.WriteFile(d.imageTar+".sha256", []byte(d.imageSHA256+"\n"), 0o644)
-	}
 	caFile, _ := pki.File("agents-ca")
 	agentLog := lg
 	if cfg.Log.Level != "debug" {
@@ -115,6 +103,18 @@ func startDevAgents(ctx context.Context, dir string, pki *devenv.PKI, cfg *confi
 		if err := startDevAgent(ctx, dir, images, caFile, pki, n.name, n.ip, agentLog); err != nil {
 			lg.Warn("make run: node agent not started (its node will show as unreachable)", "node", n.name, "err", err)
 		}
+	}
+	d := &devAgents{imageTar: filepath.Join(images, "demo.tar")}
+	sum, err := os.ReadFile(d.imageTar + ".sha256")
+	if _, serr := os.Stat(d.imageTar); err == nil && serr == nil {
+		d.imageSHA256 = strings.TrimSpace(string(sum))
+	} else {
+		lg.Info("make run: building the demo image (once)", "tar", d.imageTar)
+		if d.imageSHA256, err = provision.BuildDemoImage(ctx, d.imageTar, "geniam.dev/demo:latest"); err != nil {
+			lg.Warn("make run: could not build the demo image (run make run from the geniam source tree, with Go)", "err", err)
+			return nil
+		}
+		_ = os.WriteFile(d.imageTar+".sha256", []byte(d.imageSHA256+"\n"), 0o644)
 	}
 	d.request = filepath.Join(dir, "dev", "demo-request.xml")
 	if err := os.WriteFile(d.request, []byte(demoRequest(d.imageTar, d.imageSHA256)), 0o644); err != nil {
@@ -178,7 +178,7 @@ func demoRequest(tar, sha string) string {
 // printDemo tells a make run user how to run the demo image.
 func printDemo(d *devAgents, omniConfig, userCert, userKey string) {
 	if d == nil {
-		fmt.Print("\nNo Docker engine: no node agents run, so provisioned slivers stay geni_configuring (agents unreachable) and fail after the retries.\n")
+		fmt.Print("\nNo Docker engine or no demo image (see the log above): provisioned slivers may stay geni_configuring (agents unreachable) and fail after the retries.\n")
 		return
 	}
 	fmt.Printf(`
