@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/metrics"
 	"github.com/geniam/geniam/am/provision"
 )
 
@@ -41,6 +42,8 @@ func TestEndToEnd(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2", "127.0.0.3")
 	p := e.provisioner("e2e", nil)
+	reg := metrics.NewRegistry()
+	p.RegisterMetrics(reg)
 	e.runProvisioner(p)
 	e.startDataServer(p)
 	agg := e.aggregate(p)
@@ -185,6 +188,14 @@ func TestEndToEnd(t *testing.T) {
 	for _, c := range []string{"a", "b"} {
 		if _, err := os.Stat(p.ArchivePath(byClient[c])); err != nil {
 			t.Errorf("no archive of %s after Delete: %v", c, err)
+		}
+	}
+	var exp strings.Builder
+	reg.Expose(&exp)
+	for _, want := range []string{`geniam_provision_jobs_total{kind="provision",outcome="done"} 3`, `geniam_provision_jobs_total{kind="delete",outcome="done"} 3`,
+		`geniam_provision_job_seconds_count{kind="stop"} 1`, "geniam_provision_agents_unreachable 0"} {
+		if !strings.Contains(exp.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, exp.String())
 		}
 	}
 	// Re-Allocate on the freed node works at once.

@@ -126,6 +126,8 @@ type Provisioner struct {
 	healthMu sync.Mutex
 	health   map[string]*nodeHealth // by node name
 
+	metrics *provisionMetrics // nil unless RegisterMetrics
+
 	// Counters for the report and metrics.
 	JobsDone, JobsFailed, JobsRetried atomic.Int64
 }
@@ -251,16 +253,19 @@ func (p *Provisioner) runJob(ctx context.Context, j *store.Job) {
 	switch {
 	case err == nil:
 		p.JobsDone.Add(1)
+		p.observe(j.Kind, "done", time.Since(start).Seconds())
 		log.Info("provisioner: job done", "result", result, "took", time.Since(start).Round(time.Millisecond))
 		p.endJob(bg, j, p.st.FinishJob(bg, j, result))
 	case transient(err) && j.Attempts < p.cfg.MaxAttempts:
 		p.JobsRetried.Add(1)
+		p.observe(j.Kind, "retry", 0)
 		after := p.backoff(j.Attempts)
 		log.Warn("provisioner: job failed, will retry", "err", err, "retry_in", after)
 		p.noteRetry(bg, j, err, after)
 		p.endJob(bg, j, p.st.RetryJob(bg, j, am.MessageOf(err), after))
 	default:
 		p.JobsFailed.Add(1)
+		p.observe(j.Kind, "failed", time.Since(start).Seconds())
 		log.Warn("provisioner: job failed", "err", err)
 		p.failed(bg, j, err)
 		p.endJob(bg, j, p.st.FailJob(bg, j, errText(err)))
