@@ -92,6 +92,16 @@ func TestExpiryWarningsAndPruning(t *testing.T) {
 		t.Errorf("no new warnings after a renewal:\n%s", logs[0].String())
 	}
 
+	// The belt: a sliver left configuring with no job gets one, once.
+	_, err = e.st.Pool().Exec(e.ctx, "UPDATE slivers SET operational_state = 'geni_configuring' WHERE urn LIKE '%sliver+later'")
+	must(t, err)
+	if n, err := e.st.RequeueConfiguring(e.ctx, 0); err != nil || n != 1 {
+		t.Errorf("requeue: %d %v, want 1", n, err)
+	}
+	if n, err := e.st.RequeueConfiguring(e.ctx, 0); err != nil || n != 0 {
+		t.Errorf("second requeue: %d %v, want 0 (its job is pending)", n, err)
+	}
+
 	// Pruning: an archive past its retention goes, file and record.
 	old := filepath.Join(e.archive, "old.tar")
 	must(t, os.WriteFile(old, []byte("x"), 0o600))
