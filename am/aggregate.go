@@ -517,6 +517,14 @@ func (a *Aggregate) Provision(ctx context.Context, c Call, urns []string) (*Allo
 		}
 		s.Expires = a.cfg.provisionExpiry(now, sc.authz.Expires, end)
 		s.Allocation, s.Operational = Provisioned, NotReady
+		if a.cfg.Provisioner != nil {
+			// The provisioner's job (enqueued with this change) fetches
+			// and starts it; Status follows what the agent reports.
+			s.Operational = Configuring
+			if d, ok := a.cfg.Provisioner.(dataURLer); ok {
+				s.DataURL = d.DataURL(s.URN) // for this answer's manifest; the job records it
+			}
+		}
 		s.Error, s.ResourceMsg = "", ""
 		if c.Options.UsersSet {
 			s.Users = c.Options.Users
@@ -546,6 +554,11 @@ func split(results []ChangeResult) ([]Sliver, []SliverStatus) {
 			st.Error = geniError(r.Err)
 			st.ErrorSet = true
 		} else {
+			// geni_error in these results says why the call failed for the
+			// sliver; a sliver's own failure (a provisioning that went
+			// wrong) is Status' and Describe's to report, or omni takes a
+			// successful Renew of a failed sliver for a failed Renew.
+			st.Error = ""
 			done = append(done, r.Sliver)
 		}
 		statuses = append(statuses, st)
@@ -627,6 +640,9 @@ func (a *Aggregate) PerformOperationalAction(ctx context.Context, c Call, urns [
 	if err != nil {
 		return nil, opErr(op, err)
 	}
+	if a.cfg.Provisioner != nil {
+		transition = inTransit(action, transition)
+	}
 	targets, err := a.targets(ctx, sc, nil)
 	if err != nil {
 		return nil, opErr(op, err)
@@ -666,20 +682,20 @@ func actionTransition(action string, o Options) (func(s *Sliver) error, error) {
 	case ActionStart:
 		return func(s *Sliver) error {
 			switch s.Operational {
-			case NotReady, Ready, Failed:
+			case NotReady, Ready, Failed, Configuring: // configuring: it starts once provisioned
 				s.Operational, s.Error = Ready, ""
 				return nil
 			}
-			return wrongState(s, "it must be geni_notready, geni_ready or geni_failed")
+			return wrongState(s, "it must be geni_notready, geni_ready, geni_configuring or geni_failed")
 		}, nil
 	case ActionStop:
 		return func(s *Sliver) error {
 			switch s.Operational {
-			case NotReady, Ready, Failed:
+			case NotReady, Ready, Failed, Configuring: // configuring: it stops once provisioned
 				s.Operational = NotReady
 				return nil
 			}
-			return wrongState(s, "it must be geni_ready, geni_notready or geni_failed")
+			return wrongState(s, "it must be geni_ready, geni_notready, geni_configuring or geni_failed")
 		}, nil
 	case ActionRestart:
 		return func(s *Sliver) error {
@@ -708,6 +724,27 @@ func actionTransition(action string, o Options) (func(s *Sliver) error, error) {
 		}, nil
 	}
 	return nil, Errorf(BadArgs, "unknown operational action %q: supported are %s", clip(action), strings.Join(SupportedActions, ", "))
+}
+
+// dataURLer is a Provisioner that serves slivers' /data (package provision).
+type dataURLer interface{ DataURL(sliverURN string) string }
+
+// inTransit: with a Provisioner the node has not acted yet when the call
+// returns, so start and restart report geni_configuring and stop
+// geni_stopping until the agent's answer moves them on.
+func inTransit(action string, transition func(s *Sliver) error) func(s *Sliver) error {
+	return func(s *Sliver) error {
+		if err := transition(s); err != nil {
+			return err
+		}
+		switch action {
+		case ActionStart, ActionRestart:
+			s.Operational = Configuring
+		case ActionStop:
+			s.Operational = Stopping
+		}
+		return nil
+	}
 }
 
 // mergeUsers adds new users and replaces the keys of named ones, leaving the

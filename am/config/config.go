@@ -23,18 +23,19 @@ import (
 
 // Config is the whole configuration of the aggregate and its tools.
 type Config struct {
-	Listen     string     `mapstructure:"listen" doc:"address of the AM API v3 XML-RPC/TLS listener" default:"127.0.0.1:8001"`
-	URL        string     `mapstructure:"url" doc:"absolute URL clients use (geni_api_versions); empty: https://<listen>/" default:""`
-	AMURN      string     `mapstructure:"am_urn" doc:"the aggregate's URN; its authority part names slivers and nodes" default:"urn:publicid:IDN+geniam.localhost+authority+am"`
-	VarDir     string     `mapstructure:"var_dir" doc:"directory for state the aggregate keeps on disk (dev cluster, dev PKI, data archives)" default:"./var"`
-	TLS        TLS        `mapstructure:"tls"`
-	DB         DB         `mapstructure:"db"`
-	Limits     Limits     `mapstructure:"limits"`
-	Lifecycle  Lifecycle  `mapstructure:"lifecycle"`
-	Placement  Placement  `mapstructure:"placement"`
-	Agents     Agents     `mapstructure:"agents"`
-	Log        Log        `mapstructure:"log"`
-	Operations Operations `mapstructure:"operations"`
+	Listen       string       `mapstructure:"listen" doc:"address of the AM API v3 XML-RPC/TLS listener" default:"127.0.0.1:8001"`
+	URL          string       `mapstructure:"url" doc:"absolute URL clients use (geni_api_versions); empty: https://<listen>/" default:""`
+	AMURN        string       `mapstructure:"am_urn" doc:"the aggregate's URN; its authority part names slivers and nodes" default:"urn:publicid:IDN+geniam.localhost+authority+am"`
+	VarDir       string       `mapstructure:"var_dir" doc:"directory for state the aggregate keeps on disk (dev cluster, dev PKI, data archives)" default:"./var"`
+	TLS          TLS          `mapstructure:"tls"`
+	DB           DB           `mapstructure:"db"`
+	Limits       Limits       `mapstructure:"limits"`
+	Lifecycle    Lifecycle    `mapstructure:"lifecycle"`
+	Placement    Placement    `mapstructure:"placement"`
+	Agents       Agents       `mapstructure:"agents"`
+	Provisioning Provisioning `mapstructure:"provisioning"`
+	Log          Log          `mapstructure:"log"`
+	Operations   Operations   `mapstructure:"operations"`
 }
 
 // TLS is the aggregate's identity and whom it trusts.
@@ -76,6 +77,19 @@ type Agents struct {
 	Cert string `mapstructure:"cert" doc:"client certificate the aggregate presents to node agents" default:""`
 	Key  string `mapstructure:"key" doc:"its private key" default:""`
 	CA   string `mapstructure:"ca" doc:"PEM CA that signed the node agents' certificates" default:""`
+}
+
+// Provisioning tunes the provisioner (docs/provisioning.md). It runs when
+// agents.cert, agents.key and agents.ca are all set.
+type Provisioning struct {
+	Workers          int           `mapstructure:"workers" doc:"agent jobs this process runs at once" default:"8"`
+	Lease            time.Duration `mapstructure:"lease" doc:"job lease, renewed while a worker works; a dead process's jobs are taken over after it" default:"30s"`
+	MaxAttempts      int           `mapstructure:"max_attempts" doc:"attempts of a job whose agent keeps failing transiently before the sliver is geni_failed" default:"10"`
+	BackoffMax       time.Duration `mapstructure:"backoff_max" doc:"longest wait between attempts (the wait doubles from 1s)" default:"2m"`
+	HealthInterval   time.Duration `mapstructure:"health_interval" doc:"how often every agent is polled (health, sliver states, reconciliation)" default:"15s"`
+	DownAfter        int           `mapstructure:"down_after" doc:"failed polls in a row before a node is made unavailable" default:"2"`
+	ArchiveDir       string        `mapstructure:"archive_dir" doc:"where /data archives are kept; empty: var_dir/archive" default:""`
+	ArchiveRetention time.Duration `mapstructure:"archive_retention" doc:"how long /data archives of deleted or expired slivers stay downloadable" default:"168h"`
 }
 
 // Log is logging.

@@ -74,6 +74,7 @@ func runDev(args []string) error {
 	if err := devenv.WriteOmniConfig(omniConfig, pki, cfg.PublicURL(), chURL); err != nil {
 		return err
 	}
+	demo := startDevAgents(ctx, dir, pki, cfg, log) // provision.go: agents and demo image when Docker is there
 	if err := writeEffectiveConfig(filepath.Join(dir, "geniam.yaml"), cfg); err != nil {
 		return err
 	}
@@ -82,6 +83,7 @@ func runDev(args []string) error {
 	}
 	userCert, userKey := pki.File("alice")
 	hooks := &serveHooks{
+		allowLocalImages: true,
 		afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
 			return devenv.SeedInventory(ctx, db, devenv.Authority, *inventory)
 		},
@@ -104,6 +106,7 @@ Stop with Ctrl-C.
 `, cfg.PublicURL(), cfg.AMURN, chURL, devenv.UserURN, userCert, userKey,
 				filepath.Join(dir, "geniam.yaml"), filepath.Join(dir, "geniam.yaml"), omniConfig,
 				omniConfig, omniConfig, omniConfig)
+			printDemo(demo, omniConfig, userCert, userKey)
 		},
 	}
 	return serve(ctx, cfg, log, hooks)
@@ -142,5 +145,6 @@ func writeEffectiveConfig(path string, c *config.Config) error {
 	return config.WriteYAML(path, map[string]any{
 		"listen": c.Listen, "am_urn": c.AMURN, "var_dir": c.VarDir,
 		"db.url": c.DB.URL, "tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key, "tls.trusted_roots": c.TLS.TrustedRoots,
+		"agents.cert": c.Agents.Cert, "agents.key": c.Agents.Key, "agents.ca": c.Agents.CA,
 	})
 }

@@ -94,9 +94,11 @@ func serveAggregate(t *testing.T, s aggregateSetup) *servedAggregate {
 	addr := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	hooks := &serveHooks{
-		afterMigrate: func(ctx context.Context, db *pgx.Conn) error { return devenv.SeedInventory(ctx, db, devenv.Authority, 3) },
-		ready:        func(a net.Addr) { addr <- a },
-		clock:        s.clock,
+		afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
+			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
+		},
+		ready: func(a net.Addr) { addr <- a },
+		clock: s.clock,
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	go func() { done <- serve(ctx, cfg, log, hooks) }()

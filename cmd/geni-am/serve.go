@@ -84,9 +84,10 @@ func newLogger(c config.Log) *slog.Logger {
 
 // serveHooks lets the dev command add to a running aggregate.
 type serveHooks struct {
-	afterMigrate func(ctx context.Context, db *pgx.Conn) error // e.g. seed the demo inventory
-	ready        func(addr net.Addr)                           // called once the listener is bound
-	clock        func() time.Time                              // the aggregate's clock; nil is time.Now (tests replay dated credentials)
+	afterMigrate     func(ctx context.Context, db *pgx.Conn) error // e.g. seed the demo inventory
+	ready            func(addr net.Addr)                           // called once the listener is bound
+	clock            func() time.Time                              // the aggregate's clock; nil is time.Now (tests replay dated credentials)
+	allowLocalImages bool                                          // image locations may be file paths (make run's demo image)
 }
 
 func (h *serveHooks) aggregateClock() func() time.Time {
@@ -150,20 +151,28 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	}
 	st := store.New(pool)
 
-	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes})
+	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes, AllowLocalImages: hooks != nil && hooks.allowLocalImages})
 	if err != nil {
 		return err
+	}
+	prov, err := newProvisioner(cfg, st, rs, log) // provision.go; nil when agents.* are unset
+	if err != nil {
+		return fmt.Errorf("provisioning: %w", err)
 	}
 	agg := am.NewAggregate(am.AggregateConfig{
 		URN: cfg.AMURN, URL: cfg.PublicURL(),
 		AllocationHold: cfg.Lifecycle.AllocationHold, ProvisionedLifetime: cfg.Lifecycle.ProvisionDefault,
 		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy),
+		Provisioner: asProvisioner(prov),
 	}, st, verifier, rs, hooks.aggregateClock())
+	if prov != nil {
+		go prov.Run(ctx)
+	}
 	reaper := agg.NewReaper(cfg.Lifecycle.ReaperInterval)
 	go reaper.Run(ctx)
 
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log})
-	srv := geniapi.NewServer(cfg.Listen, handler, geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log))
+	srv := geniapi.NewServer(cfg.Listen, withData(handler, prov, verifier), geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err

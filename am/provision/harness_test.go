@@ -1,0 +1,404 @@
+package provision_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/geniapi"
+	"github.com/geniam/geniam/am/provision"
+	"github.com/geniam/geniam/credentials"
+	"github.com/geniam/geniam/credentials/devch"
+	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/rspec"
+	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/pgtest"
+)
+
+const (
+	authority = "geniam.test"
+	amURN     = "urn:publicid:IDN+geniam.test+authority+am"
+)
+
+var (
+	dockerSkip  string
+	imageTar    string
+	imageDigest string
+	imageServer *httptest.Server
+	run         = fmt.Sprintf("provtest-%d", os.Getpid()) // agent instance label prefix of this run
+)
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		tmp, err := os.MkdirTemp("", "geniam-provision-test")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		ctx := context.Background()
+		flag.Parse()
+		if noImage() {
+			dockerSkip = "fuzzing or listing: the demo image is not built"
+		} else if dockerSkip = provision.DockerAvailable(ctx); dockerSkip == "" {
+			imageTar = filepath.Join(tmp, "img", "demo.tar")
+			if imageDigest, err = provision.BuildDemoImage(ctx, imageTar, "geniam.test/provision/demo:"+run); err != nil {
+				dockerSkip = err.Error()
+			} else {
+				imageServer = httptest.NewServer(http.FileServer(http.Dir(filepath.Dir(imageTar))))
+				defer imageServer.Close()
+			}
+		}
+		defer removeContainers(run)
+		code := m.Run()
+		pgtest.Stop()
+		return code
+	}()
+	os.Exit(code)
+}
+
+// noImage: this run only fuzzes or lists tests.
+func noImage() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker", "test.list"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
+}
+
+func needDocker(tb testing.TB) {
+	tb.Helper()
+	if dockerSkip == "" {
+		return
+	}
+	if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
+		tb.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1) but unavailable: %s", dockerSkip)
+	}
+	tb.Skipf("skipping: Docker unavailable: %s", dockerSkip)
+}
+
+// removeContainers force-removes the containers whose agent-instance label
+// starts with prefix.
+func removeContainers(prefix string) {
+	out, _ := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance,
+		"--format", `{{.ID}} {{.Label "`+agent.LabelInstance+`"}}`).Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if id, inst, ok := strings.Cut(line, " "); ok && strings.HasPrefix(inst, prefix) {
+			_ = exec.Command("docker", "rm", "-f", id).Run()
+		}
+	}
+}
+
+// engineContainers lists the engine's containers of an agent instance.
+func engineContainers(t *testing.T, inst string) []string {
+	t.Helper()
+	out, err := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance+"="+inst, "--format", "{{.Names}}").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(out))
+}
+
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("GENIAM_PROVISION_TEST_LOG") == "1" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// testAgent is an in-process node agent with a mutual-TLS listener on its
+// own loopback address; it can be stopped and started again on the same
+// address (same state directory and instance: an agent restart).
+type testAgent struct {
+	name     string
+	ip       string
+	addr     string // host:port once started
+	cfg      agent.Config
+	srvTLS   *tls.Config
+	mu       sync.Mutex
+	svc      *agent.Service
+	srv      *http.Server
+	instance string
+}
+
+type env struct {
+	t        testing.TB
+	ctx      context.Context
+	st       *store.Store
+	dbURL    string
+	ch       *devch.Clearinghouse
+	alice    *devpki.Identity
+	caller   *am.Caller
+	verifier *credentials.Verifier
+	rs       *rspec.RSpecs
+	agents   []*testAgent
+	agentCA  *devpki.Identity
+	clientTL *tls.Config
+	archive  string
+	dataSrv  *httptest.Server
+	dataCli  *http.Client
+}
+
+func newEnv(t testing.TB, agentIPs ...string) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	e := &env{t: t, ctx: ctx, archive: t.TempDir()}
+	e.dbURL = pgtest.NewDatabase(t)
+	var err error
+	e.st, err = store.Open(ctx, e.dbURL)
+	must(t, err)
+	t.Cleanup(e.st.Close)
+
+	e.ch, err = devch.New(authority)
+	must(t, err)
+	e.alice, err = e.ch.IssueUser("alice", "alice@geniam.test")
+	must(t, err)
+	e.caller = &am.Caller{URN: "urn:publicid:IDN+geniam.test+user+alice", Cert: e.alice.Cert, Chain: append([]*x509.Certificate{e.alice.Cert}, e.alice.Chain...)}
+	e.verifier = credentials.NewVerifier(e.ch.Roots(), credentials.Options{})
+	e.rs, err = rspec.New(rspec.Config{AMURN: amURN})
+	must(t, err)
+
+	// The agent fleet's PKI: its own CA, a server certificate per agent,
+	// the aggregate's client certificate.
+	e.agentCA, err = devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+agents", KeyBits: 2048})
+	must(t, err)
+	pkiDir := t.TempDir()
+	caFile := filepath.Join(pkiDir, "agents-ca.pem")
+	must(t, os.WriteFile(caFile, e.agentCA.CertPEM(), 0o644))
+	cli, err := e.agentCA.Issue(devpki.Options{URN: amURN, KeyBits: 2048})
+	must(t, err)
+	cc, ck, err := cli.WriteFiles(pkiDir, "am")
+	must(t, err)
+	e.clientTL, err = agent.ClientTLSConfig(cc, ck, caFile)
+	must(t, err)
+	for i, ip := range agentIPs {
+		name := fmt.Sprintf("node%d", i+1)
+		id, err := e.agentCA.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+" + name, IPs: []net.IP{net.ParseIP(ip)}, KeyBits: 2048})
+		must(t, err)
+		sc, sk, err := id.WriteFiles(pkiDir, name)
+		must(t, err)
+		srvTLS, err := agent.ServerTLSConfig(sc, sk, caFile)
+		must(t, err)
+		inst := fmt.Sprintf("%s-%s-%s", run, strings.ReplaceAll(t.Name(), "/", "_"), name)
+		a := &testAgent{name: name, ip: ip, srvTLS: srvTLS, instance: inst, cfg: agent.Config{
+			StateDir: t.TempDir(), Instance: inst, AllowFileImages: true, FetchTimeout: 2 * time.Minute,
+			StopGrace: 2 * time.Second, PidsLimit: 64, Logger: testLogger()}}
+		if dockerSkip == "" {
+			t.Cleanup(func() { removeContainers(inst) })
+		}
+		a.start(t)
+		t.Cleanup(a.stop)
+		e.agents = append(e.agents, a)
+		_, err = e.st.Pool().Exec(ctx, `INSERT INTO nodes (name, component_urn, agent_url, sliver_types, capacity)
+			VALUES ($1, $2, $3, ARRAY['container'], 60)`, name, "urn:publicid:IDN+geniam.test+node+"+name, "https://"+a.addr)
+		must(t, err)
+	}
+	return e
+}
+
+func (a *testAgent) start(t testing.TB) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	addr := a.addr
+	if addr == "" {
+		addr = a.ip + ":0"
+	}
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // the old listener's port may linger briefly
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	must(t, err)
+	a.addr = ln.Addr().String()
+	a.svc, err = agent.New(a.cfg, docker.NewRuntime(""))
+	must(t, err)
+	a.srv = &http.Server{Handler: agent.NewHandler(a.svc, agent.HandlerOptions{Logger: a.cfg.Logger}), TLSConfig: a.srvTLS,
+		ErrorLog: log.New(io.Discard, "", 0)}
+	go func(srv *http.Server) { _ = srv.ServeTLS(ln, "", "") }(a.srv)
+}
+
+func (a *testAgent) stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.srv != nil {
+		_ = a.srv.Close()
+		a.svc.Close()
+		a.srv, a.svc = nil, nil
+	}
+}
+
+// provisioner makes a provisioner on the env's store with test timings.
+func (e *env) provisioner(owner string, tune func(*provision.Config)) *provision.Provisioner {
+	cfg := provision.Config{Store: e.st, RSpecs: e.rs, AgentTLS: e.clientTL, PublicURL: "https://127.0.0.1:8001/",
+		Authority: authority, ArchiveDir: e.archive, Workers: 6, Lease: 3 * time.Second, PollInterval: 100 * time.Millisecond,
+		BackoffBase: 200 * time.Millisecond, BackoffMax: 2 * time.Second, FetchWait: 5 * time.Second,
+		HealthInterval: 300 * time.Millisecond, AgentTimeout: 2 * time.Second, DownAfter: 2, Owner: owner, Log: testLogger()}
+	if tune != nil {
+		tune(&cfg)
+	}
+	p, err := provision.New(cfg)
+	must(e.t, err)
+	return p
+}
+
+// runProvisioner runs p until the returned stop is called (or the test ends).
+func (e *env) runProvisioner(p *provision.Provisioner) (stop func()) {
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	e.t.Cleanup(stop)
+	return stop
+}
+
+func (e *env) aggregate(p am.Provisioner) *am.Aggregate {
+	return am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Provisioner: p}, e.st, e.verifier, e.rs, nil)
+}
+
+// slice creates a slice at the clearinghouse and returns its URN and the
+// call carrying alice's slice credential.
+func (e *env) slice(name string) (string, am.Call, []byte) {
+	e.t.Helper()
+	s, cred, err := e.ch.CreateSlice([]*x509.Certificate{e.alice.Cert}, name, time.Now().Add(48*time.Hour))
+	must(e.t, err)
+	c := am.Call{Caller: e.caller, Credentials: []am.Credential{{Type: "geni_sfa", Version: "3", Value: string(cred)}},
+		Options: am.Options{RSpecVersion: &am.RSpecVersion{Type: "GENI", Version: "3"}}}
+	return s.URN, c, cred
+}
+
+// request is a request RSpec of containers running the demo image; nodes
+// maps client_id to the node it is bound to.
+func request(command string, nodes ...[2]string) string {
+	var b strings.Builder
+	b.WriteString(`<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:geniam="http://geniam.github.io/rspec/ext/geniam/1" type="request">`)
+	for _, n := range nodes {
+		fmt.Fprintf(&b, `<node client_id=%q component_id="urn:publicid:IDN+geniam.test+node+%s" component_manager_id=%q>`, n[0], n[1], amURN)
+		fmt.Fprintf(&b, `<sliver_type name="container"><disk_image name="%s/demo.tar" geniam:sha256=%q/></sliver_type>`, imageServerURL(), imageDigest)
+		if command != "" {
+			fmt.Fprintf(&b, `<services><execute shell="exec" command=%q/></services>`, command)
+		}
+		b.WriteString(`</node>`)
+	}
+	b.WriteString(`</rspec>`)
+	return b.String()
+}
+
+func imageServerURL() string {
+	if imageServer == nil {
+		return "http://127.0.0.1:1"
+	}
+	return imageServer.URL
+}
+
+// waitStates polls Status until every sliver satisfies ok, or fails.
+func (e *env) waitStates(agg *am.Aggregate, c am.Call, slice string, d time.Duration, what string, ok func(am.SliverStatus) bool) []am.SliverStatus {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
+	var res *am.StatusResult
+	var err error
+	for time.Now().Before(deadline) {
+		res, err = agg.Status(e.ctx, c, []string{slice})
+		if err == nil {
+			all := len(res.Slivers) > 0
+			for _, s := range res.Slivers {
+				all = all && ok(s)
+			}
+			if all {
+				return res.Slivers
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if res != nil {
+		for _, s := range res.Slivers {
+			e.t.Logf("  %s %s %s error=%q resource=%q", s.ClientID, s.Allocation, s.Operational, s.Error, s.ResourceMsg)
+		}
+	}
+	e.t.Fatalf("%s not reached in %s (err %v)", what, d, err)
+	return nil
+}
+
+func opIs(states ...am.OperationalState) func(am.SliverStatus) bool {
+	return func(s am.SliverStatus) bool {
+		for _, st := range states {
+			if s.Operational == st {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// startDataServer serves the provisioner's /data handler over TLS the way
+// geni-am serve does (client certificates verified against the
+// clearinghouse roots), and gives a client holding alice's certificate.
+func (e *env) startDataServer(p *provision.Provisioner) {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	roots := filepath.Join(dir, "roots")
+	must(e.t, os.MkdirAll(roots, 0o755))
+	must(e.t, os.WriteFile(filepath.Join(roots, "ch.pem"), e.ch.CA.CertPEM(), 0o644))
+	tr, err := geniapi.LoadTrustRoots(roots, testLogger())
+	must(e.t, err)
+	srvID, err := e.ch.CA.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.ParseIP("127.0.0.1")}, KeyBits: 2048})
+	must(e.t, err)
+	srvCert, err := tls.X509KeyPair(srvID.ChainPEM(), srvID.KeyPEM())
+	must(e.t, err)
+	mux := http.NewServeMux()
+	mux.Handle("/data/", p.DataHandler(e.verifier))
+	e.dataSrv = httptest.NewUnstartedServer(mux)
+	e.dataSrv.TLS = geniapi.ServerTLSConfig(srvCert, tr, false, testLogger())
+	e.dataSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	e.dataSrv.StartTLS()
+	e.t.Cleanup(e.dataSrv.Close)
+	aliceCert, err := tls.X509KeyPair(e.alice.ChainPEM(), e.alice.KeyPEM())
+	must(e.t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(e.ch.CA.Cert)
+	e.dataCli = &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{aliceCert}, RootCAs: pool}}}
+}
+
+// download POSTs the credential to /data/<name>.tar and returns the status,
+// the body and the source header.
+func (e *env) download(name string, cred []byte) (int, []byte, string) {
+	e.t.Helper()
+	resp, err := e.dataCli.Post(e.dataSrv.URL+"/data/"+name+".tar", "application/xml", bytes.NewReader(cred))
+	must(e.t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	must(e.t, err)
+	return resp.StatusCode, body, resp.Header.Get("X-Geniam-Data-Source")
+}

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/config"
+	"github.com/geniam/geniam/am/devenv"
+	"github.com/geniam/geniam/am/provision"
+	"github.com/geniam/geniam/store"
+)
+
+// newProvisioner returns the provisioner of serve, or nil when agents.cert,
+// agents.key and agents.ca are not all set (the aggregate then only keeps
+// its books: slivers stay geni_notready). It is started with its Run.
+func newProvisioner(cfg *config.Config, st *store.Store, rs am.RSpecs, log *slog.Logger) (*provision.Provisioner, error) {
+	a := cfg.Agents
+	if a.Cert == "" && a.Key == "" && a.CA == "" {
+		log.Warn("no agents.cert/key/ca: provisioning is off (Provision records slivers but starts nothing)")
+		return nil, nil
+	}
+	if a.Cert == "" || a.Key == "" || a.CA == "" {
+		return nil, errors.New("agents.cert, agents.key and agents.ca must be set together")
+	}
+	tlsConf, err := agent.ClientTLSConfig(a.Cert, a.Key, a.CA)
+	if err != nil {
+		return nil, err
+	}
+	pc := cfg.Provisioning
+	archive := pc.ArchiveDir
+	if archive == "" {
+		archive = filepath.Join(cfg.VarDir, "archive")
+	}
+	return provision.New(provision.Config{Store: st, RSpecs: rs, AgentTLS: tlsConf, PublicURL: cfg.PublicURL(),
+		Authority: cfg.Authority(), ArchiveDir: archive, ArchiveRetention: pc.ArchiveRetention, Workers: pc.Workers,
+		Lease: pc.Lease, MaxAttempts: pc.MaxAttempts, BackoffMax: pc.BackoffMax, HealthInterval: pc.HealthInterval,
+		DownAfter: pc.DownAfter, Log: log})
+}
+
+// asProvisioner keeps a nil *Provisioner from becoming a non-nil interface.
+func asProvisioner(p *provision.Provisioner) am.Provisioner {
+	if p == nil {
+		return nil
+	}
+	return p
+}
+
+// withData mounts /data/ (sliver data downloads) next to the XML-RPC
+// handler on the same TLS listener.
+func withData(api http.Handler, p *provision.Provisioner, auth am.Authorizer) http.Handler {
+	if p == nil {
+		return api
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/data/", p.DataHandler(auth))
+	mux.Handle("/", api)
+	return mux
+}
+
+// devAgents is what make run starts besides the aggregate when a Docker
+// engine is reachable: the demo inventory's node agents in this process
+// (127.0.0.2-4:1887, state under var/agents/<node>) and the demo image.
+type devAgents struct {
+	imageTar    string
+	imageSHA256 string
+	request     string // a request RSpec using the demo image
+}
+
+var devAgentNodes = []struct{ name, ip string }{{"node1", "127.0.0.2"}, {"node2", "127.0.0.3"}, {"node3", "127.0.0.4"}}
+
+// startDevAgents configures cfg.Agents with the dev PKI and, when Docker is
+// reachable, starts the agents and builds the demo image (once). Without
+// Docker it says so and returns nil: the aggregate still serves.
+func startDevAgents(ctx context.Context, dir string, pki *devenv.PKI, cfg *config.Config, lg *slog.Logger) *devAgents {
+	if cfg.Agents.Cert == "" {
+		cfg.Agents.Cert, cfg.Agents.Key = pki.File("am-agent-client")
+		cfg.Agents.CA, _ = pki.File("agents-ca")
+	}
+	if why := provision.DockerAvailable(ctx); why != "" {
+		lg.Warn("make run: no Docker engine, so no node agents and no demo image: slivers will fail to provision", "why", why)
+		return nil
+	}
+	images := filepath.Join(dir, "images")
+	caFile, _ := pki.File("agents-ca")
+	agentLog := lg
+	if cfg.Log.Level != "debug" {
+		// Every health poll is an agent request: keep make run's terminal
+		// for what matters.
+		agentLog = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	for _, n := range devAgentNodes {
+		if err := startDevAgent(ctx, dir, images, caFile, pki, n.name, n.ip, agentLog); err != nil {
+			lg.Warn("make run: node agent not started (its node will show as unreachable)", "node", n.name, "err", err)
+		}
+	}
+	d := &devAgents{imageTar: filepath.Join(images, "demo.tar")}
+	sum, err := os.ReadFile(d.imageTar + ".sha256")
+	if _, serr := os.Stat(d.imageTar); err == nil && serr == nil {
+		d.imageSHA256 = strings.TrimSpace(string(sum))
+	} else {
+		lg.Info("make run: building the demo image (once)", "tar", d.imageTar)
+		if d.imageSHA256, err = provision.BuildDemoImage(ctx, d.imageTar, "geniam.dev/demo:latest"); err != nil {
+			lg.Warn("make run: could not build the demo image (run make run from the geniam source tree, with Go)", "err", err)
+			return nil
+		}
+		_ = os.WriteFile(d.imageTar+".sha256", []byte(d.imageSHA256+"\n"), 0o644)
+	}
+	d.request = filepath.Join(dir, "dev", "demo-request.xml")
+	if err := os.WriteFile(d.request, []byte(demoRequest(d.imageTar, d.imageSHA256)), 0o644); err != nil {
+		lg.Warn("make run: writing the demo request", "err", err)
+	}
+	return d
+}
+
+func startDevAgent(ctx context.Context, dir, images, caFile string, pki *devenv.PKI, name, ip string, lg *slog.Logger) error {
+	if _, err := pki.AgentIdentity(name, net.ParseIP(ip)); err != nil {
+		return err
+	}
+	certFile, keyFile := pki.File("agent-" + name)
+	tlsConf, err := agent.ServerTLSConfig(certFile, keyFile, caFile)
+	if err != nil {
+		return err
+	}
+	svc, err := agent.New(agent.Config{StateDir: filepath.Join(dir, "agents", name), Instance: "geniam-dev-" + name,
+		AllowFileImages: true, FileImageDirs: []string{images}, Logger: lg.With("agent", name)}, docker.NewRuntime(""))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "1887"))
+	if err != nil {
+		svc.Close()
+		return err
+	}
+	srv := &http.Server{Handler: agent.NewHandler(svc, agent.HandlerOptions{Logger: lg}), TLSConfig: tlsConf,
+		ErrorLog: log.New(os.Stderr, "agent "+name+": ", 0)}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	go func() { <-ctx.Done(); _ = srv.Close(); svc.Close() }()
+	lg.Info("make run: node agent serving", "node", name, "url", "https://"+ln.Addr().String())
+	return nil
+}
+
+// demoRequest is a request RSpec of two demo containers, one run-once.
+func demoRequest(tar, sha string) string {
+	return fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+<!-- Written by make run: two containers of the demo image (cmd/geni-demo-container).
+     "server" keeps running and writes a heartbeat into /data; "once" writes a
+     greeting and exits with code 3 (see its exit code in Status). -->
+<rspec xmlns="http://www.geni.net/resources/rspec/3"
+       xmlns:geniam="http://geniam.github.io/rspec/ext/geniam/1" type="request">
+  <node client_id="server" component_manager_id="%[3]s">
+    <sliver_type name="container">
+      <disk_image name="%[1]s" geniam:sha256="%[2]s"/>
+    </sliver_type>
+  </node>
+  <node client_id="once" component_manager_id="%[3]s">
+    <sliver_type name="container">
+      <disk_image name="%[1]s" geniam:sha256="%[2]s"/>
+    </sliver_type>
+    <services>
+      <execute shell="exec" command="/demo -once -exit 3"/>
+    </services>
+  </node>
+</rspec>
+`, tar, sha, devenv.AMURN)
+}
+
+// printDemo tells a make run user how to run the demo image.
+func printDemo(d *devAgents, omniConfig, userCert, userKey string) {
+	if d == nil {
+		fmt.Print("\nNo Docker engine or no demo image (see the log above): provisioned slivers may stay geni_configuring (agents unreachable) and fail after the retries.\n")
+		return
+	}
+	fmt.Printf(`
+Node agents run in this process (127.0.0.2-4:1887, state in var/agents); the demo image is
+  %s (sha256 %s)
+Run it (docs/provisioning.md):
+  omni -c %[3]s -V3 createslice demo
+  omni -c %[3]s -V3 -a geniam allocate demo %[4]s
+  omni -c %[3]s -V3 -a geniam provision demo
+  omni -c %[3]s -V3 -a geniam status demo      # geni_ready; "once" says: finished with exit code 3
+  omni -c %[3]s -V3 getslicecred demo -o       # writes demo-cred.json
+  curl -k --cert %[5]s --key %[6]s --data-binary @demo-cred.json <geniam:sliver_data url of the manifest> -o data.tar
+`, d.imageTar, d.imageSHA256, omniConfig, d.request, userCert, userKey)
+}
