@@ -98,15 +98,14 @@ geniam is serving the AM API v3 at %s
   configuration      %s (what this run uses; edit it and run: ./bin/geni-am serve --config %s)
   omni               %s
 
-Try it:
+Check it:
   omni -c %s -V3 -a geniam getversion
-  omni -c %s -V3 createslice demo
-  omni -c %s -V3 -a geniam allocate demo docs/examples/request-one-container.xml
-Stop with Ctrl-C.
+  omni -c %s -V3 -a geniam listresources
 `, cfg.PublicURL(), cfg.AMURN, chURL, devenv.UserURN, userCert, userKey,
 				filepath.Join(dir, "geniam.yaml"), filepath.Join(dir, "geniam.yaml"), omniConfig,
-				omniConfig, omniConfig, omniConfig)
+				omniConfig, omniConfig)
 			printDemo(demo, omniConfig, userCert, userKey)
+			fmt.Println("\nStop with Ctrl-C. omni is not installed here? docs/omni.md says how to get it.")
 		},
 	}
 	return serve(ctx, cfg, log, hooks)
