@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -430,7 +431,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 	}
 
 	plan := func(nodes []Node) ([]Sliver, error) {
-		placed, err := Place(a.cfg.Placement, nodes, reqs)
+		placed, err := PlaceShuffled(a.cfg.Placement, nodes, reqs, mrand.IntN)
 		if err != nil {
 			return nil, err
 		}

@@ -45,7 +45,22 @@ func (r SliverRequest) IsExclusive() bool {
 // requests go where the policy says. A request that cannot fit fails the
 // whole placement with TooBig (no room) or Unavailable (node unavailable),
 // or BadArgs (unknown node, sliver type not offered), naming node and reason.
+// Among equally good nodes the first by name wins.
 func Place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest) ([]string, error) {
+	return place(policy, nodes, reqs, nil)
+}
+
+// PlaceShuffled is Place, except that among equally good nodes it picks one
+// at random (intN(n) returns a number in [0, n), e.g. math/rand/v2.IntN).
+// Concurrent allocations read the same inventory; choosing among equals at
+// random keeps them off each other's nodes, so they rarely wait for or retry
+// on one another (on a 1,000-node inventory, spread would otherwise send
+// every allocation to the first empty node).
+func PlaceShuffled(policy PlacementPolicy, nodes []Node, reqs []SliverRequest, intN func(n int) int) ([]string, error) {
+	return place(policy, nodes, reqs, intN)
+}
+
+func place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest, intN func(n int) int) ([]string, error) {
 	type state struct {
 		node      Node
 		used      int  // slots taken, including this placement
@@ -131,12 +146,21 @@ func Place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest) ([]string
 			continue
 		}
 		var best *state
+		ties := 0 // nodes as good as best seen so far, best included
 		for _, st := range all {
 			if !usable(st, ex) {
 				continue
 			}
-			if best == nil || better(policy, ex, st.node.Capacity, free(st), best.node.Capacity, free(best)) {
-				best = st
+			switch {
+			case best == nil || better(policy, ex, st.node.Capacity, free(st), best.node.Capacity, free(best)):
+				best, ties = st, 1
+			case intN != nil && !better(policy, ex, best.node.Capacity, free(best), st.node.Capacity, free(st)):
+				// As good as best: reservoir sampling keeps each of the
+				// equals with the same chance.
+				ties++
+				if intN(ties) == 0 {
+					best = st
+				}
 			}
 		}
 		if best == nil {
@@ -172,7 +196,7 @@ func Place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest) ([]string
 }
 
 // better reports whether candidate a (capacity, free) beats b under policy.
-// Ties keep the earlier node (by name).
+// When neither beats the other they are equally good.
 func better(policy PlacementPolicy, exclusive bool, capA, freeA, capB, freeB int) bool {
 	if exclusive {
 		return capA < capB
