@@ -3,11 +3,14 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/store"
 )
 
 // addNodes adds n container nodes bigNNNN with capacity slots each, in one
@@ -145,4 +148,51 @@ func TestAllocateWaitsForBusyNodesItNeeds(t *testing.T) {
 	// With no room anywhere the answer is TOOBIG naming the nodes.
 	_, err = e.agg.Allocate(e.ctx, e.call(alice, am.Options{}), sliceURN("third"), request(container("c", "")))
 	wantCode(t, err, am.TooBig, "full: 1 of 1", "free: 1 of 1")
+}
+
+// ListResources serves a cached advertisement: this process's changes show
+// at once, another process's within the cache TTL, an operator's node edit
+// at the next call.
+func TestAdvertisementAcrossProcesses(t *testing.T) {
+	e := newEnv(t)
+	e.addNode("node1", 3)
+	other, err := store.Open(e.ctx, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	agg2 := am.NewAggregate(am.AggregateConfig{URN: amURN}, other, e.auth, fakeRSpecs{}, e.clock.Now)
+	ad := func(want string) {
+		t.Helper()
+		got, err := e.agg.ListResources(e.ctx, e.call(alice, geni3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(got, want) {
+			t.Errorf("advertisement %s does not contain %s", got, want)
+		}
+	}
+	ad(`free="3"`)
+	if _, err := agg2.Allocate(e.ctx, e.call(alice, am.Options{}), sliceURN("p2"), request(container("a", ""))); err != nil {
+		t.Fatal(err)
+	}
+	ad(`free="3"`) // the other process's allocation: not yet
+	e.clock.Add(am.DefaultAdCacheTTL)
+	ad(`free="2"`) // ... but within the TTL
+	e.allocate(sliceURN("p1"), container("b", ""))
+	ad(`free="1"`) // our own: at once
+	if _, err := e.agg.Delete(e.ctx, e.call(alice, am.Options{}), []string{sliceURN("p1")}); err != nil {
+		t.Fatal(err)
+	}
+	ad(`free="2"`)
+	e.sql("UPDATE nodes SET capacity = 5 WHERE name = 'node1'") // psql: the version moves
+	ad(`free="4"`)
+	// The reaper of this process expires the other's allocation: at once.
+	e.clock.Add(time.Hour)
+	r := e.agg.NewReaper(time.Second)
+	r.Log = slog.New(slog.DiscardHandler)
+	if _, err := r.Sweep(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	ad(`free="5"`)
 }
