@@ -140,6 +140,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		}
 	}
 	st := store.New(pool)
+	st.ViewMaxAge = cfg.Cache.Nodes
 
 	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes})
 	if err != nil {
@@ -149,6 +150,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		URN: cfg.AMURN, URL: cfg.PublicURL(),
 		AllocationHold: cfg.Lifecycle.AllocationHold, ProvisionedLifetime: cfg.Lifecycle.ProvisionDefault,
 		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy),
+		AdCacheTTL: cfg.Cache.Advertisement,
 	}, st, verifier, rs, nil)
 	reaper := agg.NewReaper(cfg.Lifecycle.ReaperInterval)
 	go reaper.Run(ctx)
