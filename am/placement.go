@@ -62,18 +62,32 @@ func PlaceShuffled(policy PlacementPolicy, nodes []Node, reqs []SliverRequest, i
 
 func place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest, intN func(n int) int) ([]string, error) {
 	type state struct {
-		node      Node
-		used      int  // slots taken, including this placement
-		exclusive bool // held whole, including this placement
+		node      *Node // read only: nodes may be shared
+		used      int   // slots taken, including this placement
+		exclusive bool  // held whole, including this placement
 	}
-	byURN := make(map[string]*state, len(nodes))
-	all := make([]*state, 0, len(nodes))
-	for _, n := range nodes {
-		st := &state{node: n, used: n.Used, exclusive: n.Exclusive}
-		byURN[n.ComponentID] = st
-		all = append(all, st)
+	// One allocation for all states: Place runs on every Allocate, over
+	// every node of a big inventory.
+	states := make([]state, len(nodes))
+	all := make([]*state, len(nodes))
+	for i := range nodes {
+		states[i] = state{node: &nodes[i], used: nodes[i].Used, exclusive: nodes[i].Exclusive}
+		all[i] = &states[i]
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].node.Name < all[j].node.Name })
+	byName := func(i, j int) bool { return all[i].node.Name < all[j].node.Name }
+	if !sort.SliceIsSorted(all, byName) {
+		sort.Slice(all, byName)
+	}
+	var byURN map[string]*state // only when some request is bound
+	for _, r := range reqs {
+		if r.ComponentID != "" {
+			byURN = make(map[string]*state, len(all))
+			for _, st := range all {
+				byURN[st.node.ComponentID] = st
+			}
+			break
+		}
+	}
 	free := func(st *state) int {
 		if st.exclusive {
 			return 0
@@ -125,9 +139,9 @@ func place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest, intN func
 			if !ok {
 				return nil, Errorf(BadArgs, "node %q (client_id %q): no such node at this aggregate", r.ComponentID, r.ClientID)
 			}
-			n := st.node
+			n := *st.node
 			switch {
-			case !offers(n, ex):
+			case !offers(&n, ex):
 				return nil, Errorf(BadArgs, "node %s (client_id %q) does not offer %s slivers (it offers %s)",
 					n.Name, r.ClientID, kind, strings.Join(n.SliverTypes, ", "))
 			case !n.Available:
@@ -168,9 +182,9 @@ func place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest, intN func
 			why := make([]string, 0, len(all))
 			code := TooBig
 			for _, st := range all {
-				n := st.node
+				n := *st.node
 				switch {
-				case !offers(n, ex):
+				case !offers(&n, ex):
 					why = append(why, n.Name+": no "+kind+" slivers")
 				case !n.Available:
 					why = append(why, n.Name+": unavailable ("+reasonOr(n.Reason)+")")
@@ -216,7 +230,7 @@ func allUnavailable(nodes []Node) bool {
 	return len(nodes) > 0
 }
 
-func offers(n Node, exclusive bool) bool {
+func offers(n *Node, exclusive bool) bool {
 	want := SliverTypeContainer
 	if exclusive {
 		want = SliverTypeExclusive

@@ -1,6 +1,7 @@
 package am
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -128,5 +129,21 @@ func TestPlaceShuffledSpreadsTies(t *testing.T) {
 	}
 	if got, _ := Place(Spread, nodes, []SliverRequest{unbound("x")}); got[0] != "a" {
 		t.Errorf("Place chose %s among equals, want the first by name", got[0])
+	}
+}
+
+// BenchmarkPlace1000: one unbound container on 1,000 nodes, as every
+// Allocate on make bench's inventory plans it.
+func BenchmarkPlace1000(b *testing.B) {
+	nodes := make([]Node, 1000)
+	for i := range nodes {
+		nodes[i] = testNode(fmt.Sprintf("n%04d", i), 8, i%3)
+	}
+	reqs := []SliverRequest{unbound("x")}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := PlaceShuffled(Spread, nodes, reqs, rand.IntN); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

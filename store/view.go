@@ -92,8 +92,9 @@ func afterPlacement(nodes []am.Node, placed []am.Sliver) []am.Node {
 	for _, p := range placed {
 		byName[p.NodeName] = nil
 	}
-	for _, n := range nodes {
-		if _, ok := byName[n.Name]; ok {
+	for i := range nodes {
+		if _, ok := byName[nodes[i].Name]; ok {
+			n := nodes[i] // a copy: nodes may be the shared recent list
 			byName[n.Name] = &n
 		}
 	}
