@@ -196,3 +196,29 @@ func TestAdvertisementAcrossProcesses(t *testing.T) {
 	}
 	ad(`free="5"`)
 }
+
+// The recent node list is kept in Go's byte order of names, whatever the
+// database collation says: mixed-case and punctuated names are found again
+// when Allocate writes back what it learned.
+func TestRecentNodeListOrder(t *testing.T) {
+	e := newEnv(t)
+	for _, n := range []string{"node_0", "Node3", "node-2", "node1", "a.b"} {
+		e.addNode(n, 1)
+	}
+	for i := 0; i < 5; i++ {
+		e.allocate(sliceURN(fmt.Sprint("o", i)), container("a", ""))
+	}
+	_, err := e.agg.Allocate(e.ctx, e.call(alice, am.Options{}), sliceURN("o9"), request(container("a", "")))
+	wantCode(t, err, am.TooBig, "node_0: 1 of 1", "Node3: 1 of 1", "a.b: 1 of 1")
+	inv, err := e.store.Inventory(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range inv.Nodes {
+		names = append(names, n.Name)
+	}
+	if got := strings.Join(names, " "); got != "Node3 a.b node-2 node1 node_0" {
+		t.Errorf("inventory order %s", got)
+	}
+}

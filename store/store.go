@@ -213,9 +213,11 @@ func queryNodes(ctx context.Context, q querier, where string, args ...any) ([]am
 	return collectNodes(q.Query(ctx, "SELECT "+nodeColumns+", "+usagePerRow+" FROM nodes n WHERE "+where+" ORDER BY n.name", args...))
 }
 
-// queryAllNodes reads every node that is not retired, in name order.
+// queryAllNodes reads every node that is not retired, in byte order of
+// their names (COLLATE "C", whatever the database's collation: Go's order,
+// which the recent node list is searched in).
 func queryAllNodes(ctx context.Context, q querier) ([]am.Node, error) {
-	return collectNodes(q.Query(ctx, "SELECT "+nodeColumns+", "+usageJoined+" WHERE NOT n.retired ORDER BY n.name"))
+	return collectNodes(q.Query(ctx, "SELECT "+nodeColumns+", "+usageJoined+` WHERE NOT n.retired ORDER BY n.name COLLATE "C"`))
 }
 
 // InventoryVersion reads the inventory version alone: one row, no scan.

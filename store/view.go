@@ -2,6 +2,7 @@ package store
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,25 +57,31 @@ func (v *nodeView) patch(newer []am.Node) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.nodes != nil {
+	if v.nodes != nil && !knows(v.nodes, newer) {
 		v.nodes = overlay(v.nodes, newer)
 	}
 }
+
+// knows reports whether nodes already shows every node of newer as Plan
+// would see it (the usual case: then nothing needs copying).
+func knows(nodes, newer []am.Node) bool {
+	for _, n := range newer {
+		i, found := slices.BinarySearchFunc(nodes, n.Name, byName)
+		if !found || !samePlacementState(nodes[i], n) {
+			return false
+		}
+	}
+	return true
+}
+
+func byName(x am.Node, name string) int { return strings.Compare(x.Name, name) }
 
 // overlay returns a copy of nodes (in name order) with the nodes of newer in
 // place of those of the same name; newer nodes not in the list are added.
 func overlay(nodes, newer []am.Node) []am.Node {
 	out := slices.Clone(nodes)
 	for _, n := range newer {
-		i, found := slices.BinarySearchFunc(out, n.Name, func(x am.Node, name string) int {
-			switch {
-			case x.Name < name:
-				return -1
-			case x.Name > name:
-				return 1
-			}
-			return 0
-		})
+		i, found := slices.BinarySearchFunc(out, n.Name, byName)
 		if found {
 			out[i] = n
 		} else {
