@@ -133,11 +133,13 @@ func TestAllocateWaitsForBusyNodesItNeeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback(e.ctx)
 	if _, err := tx.Exec(e.ctx, "SELECT 1 FROM nodes WHERE name = 'free' FOR UPDATE"); err != nil {
+		tx.Rollback(e.ctx)
 		t.Fatal(err)
 	}
-	time.AfterFunc(300*time.Millisecond, func() { tx.Rollback(context.Background()) })
+	released := make(chan struct{})
+	time.AfterFunc(300*time.Millisecond, func() { tx.Rollback(context.Background()); close(released) })
+	defer func() { <-released }()
 	res, err := e.agg.Allocate(e.ctx, e.call(alice, am.Options{}), sliceURN("second"), request(container("b", "")))
 	if err != nil {
 		t.Fatalf("Allocate: %v", err)
