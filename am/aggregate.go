@@ -6,9 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
+	mrand "math/rand/v2"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -24,6 +23,11 @@ type AggregateConfig struct {
 	ProvisionedLifetime time.Duration // expiry given at Provision; default 7 days
 	MaxLease            time.Duration // Renew cap of a provisioned sliver; default 30 days
 	Placement           PlacementPolicy
+
+	// AdCacheTTL is how long ListResources may serve an advertisement that
+	// misses other processes' sliver changes (see adCache); 0 means
+	// DefaultAdCacheTTL, negative: build one on every call.
+	AdCacheTTL time.Duration
 
 	// Operators are user URNs that may still act on a shut-down slice.
 	Operators []string
@@ -52,13 +56,7 @@ type Aggregate struct {
 	rspecs RSpecs
 	now    func() time.Time
 
-	adMu    sync.Mutex
-	adCache map[bool]cachedAd // by availableOnly
-}
-
-type cachedAd struct {
-	key string
-	ad  string
+	ads adCache
 }
 
 var _ API = (*Aggregate)(nil)
@@ -81,7 +79,9 @@ func NewAggregate(cfg AggregateConfig, store Store, auth Authorizer, rspecs RSpe
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Aggregate{cfg: cfg, store: store, auth: auth, rspecs: rspecs, now: clock, adCache: map[bool]cachedAd{}}
+	a := &Aggregate{cfg: cfg, store: store, auth: auth, rspecs: rspecs, now: clock}
+	a.ads.ttl = cfg.AdCacheTTL
+	return a
 }
 
 // Config returns the effective configuration (defaults filled in).
@@ -113,8 +113,8 @@ func (a *Aggregate) GetVersion(ctx context.Context, c Call) (*Version, error) {
 	return v, nil
 }
 
-// ListResources renders the inventory; the advertisement is cached until the
-// inventory version or the usage of a node changes.
+// ListResources renders the inventory. The advertisement is cached: see
+// adCache for when a cached one is served and how stale it may be.
 func (a *Aggregate) ListResources(ctx context.Context, c Call) (string, error) {
 	const op = "ListResources"
 	if _, err := a.authorize(c, op, ""); err != nil {
@@ -123,37 +123,11 @@ func (a *Aggregate) ListResources(ctx context.Context, c Call) (string, error) {
 	if err := checkRSpecVersion(c.Options); err != nil {
 		return "", opErr(op, err)
 	}
-	inv, err := a.store.Inventory(ctx)
+	ad, err := a.advertisement(ctx, c.Options.Available)
 	if err != nil {
 		return "", opErr(op, err)
 	}
-	key := inventoryKey(inv)
-	avail := c.Options.Available
-	a.adMu.Lock()
-	cached, ok := a.adCache[avail]
-	a.adMu.Unlock()
-	if ok && cached.key == key {
-		return cached.ad, nil
-	}
-	ad, err := a.rspecs.Advertisement(inv.Nodes, avail, a.now())
-	if err != nil {
-		return "", opErr(op, err)
-	}
-	a.adMu.Lock()
-	a.adCache[avail] = cachedAd{key: key, ad: ad}
-	a.adMu.Unlock()
 	return ad, nil
-}
-
-// inventoryKey identifies what the advertisement depends on: the node table
-// (by version) and each node's usage.
-func inventoryKey(inv *Inventory) string {
-	var b strings.Builder
-	b.WriteString(strconv.FormatInt(inv.Version, 10))
-	for _, n := range inv.Nodes {
-		fmt.Fprintf(&b, "|%s:%d:%t:%t", n.Name, n.Used, n.Exclusive, n.Available)
-	}
-	return b.String()
 }
 
 func checkRSpecVersion(o Options) error {
@@ -430,7 +404,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 	}
 
 	plan := func(nodes []Node) ([]Sliver, error) {
-		placed, err := Place(a.cfg.Placement, nodes, reqs)
+		placed, err := PlaceShuffled(a.cfg.Placement, nodes, reqs, mrand.IntN)
 		if err != nil {
 			return nil, err
 		}
@@ -448,6 +422,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 	if err != nil {
 		return nil, opErr(op, err)
 	}
+	a.ads.changed()
 	return a.allocateResult(op, sliceURN, slivers, nil, now)
 }
 
@@ -792,6 +767,9 @@ func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]Sliver
 		return nil, opErr(op, err)
 	}
 	done, statuses := split(results)
+	if len(done) > 0 {
+		a.ads.changed()
+	}
 	for i := range statuses {
 		statuses[i].Allocation = Unallocated
 		statuses[i].Operational = ""

@@ -45,20 +45,49 @@ func (r SliverRequest) IsExclusive() bool {
 // requests go where the policy says. A request that cannot fit fails the
 // whole placement with TooBig (no room) or Unavailable (node unavailable),
 // or BadArgs (unknown node, sliver type not offered), naming node and reason.
+// Among equally good nodes the first by name wins.
 func Place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest) ([]string, error) {
+	return place(policy, nodes, reqs, nil)
+}
+
+// PlaceShuffled is Place, except that among equally good nodes it picks one
+// at random (intN(n) returns a number in [0, n), e.g. math/rand/v2.IntN).
+// Concurrent allocations read the same inventory; choosing among equals at
+// random keeps them off each other's nodes, so they rarely wait for or retry
+// on one another (on a 1,000-node inventory, spread would otherwise send
+// every allocation to the first empty node).
+func PlaceShuffled(policy PlacementPolicy, nodes []Node, reqs []SliverRequest, intN func(n int) int) ([]string, error) {
+	return place(policy, nodes, reqs, intN)
+}
+
+func place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest, intN func(n int) int) ([]string, error) {
 	type state struct {
-		node      Node
-		used      int  // slots taken, including this placement
-		exclusive bool // held whole, including this placement
+		node      *Node // read only: nodes may be shared
+		used      int   // slots taken, including this placement
+		exclusive bool  // held whole, including this placement
 	}
-	byURN := make(map[string]*state, len(nodes))
-	all := make([]*state, 0, len(nodes))
-	for _, n := range nodes {
-		st := &state{node: n, used: n.Used, exclusive: n.Exclusive}
-		byURN[n.ComponentID] = st
-		all = append(all, st)
+	// One allocation for all states: Place runs on every Allocate, over
+	// every node of a big inventory.
+	states := make([]state, len(nodes))
+	all := make([]*state, len(nodes))
+	for i := range nodes {
+		states[i] = state{node: &nodes[i], used: nodes[i].Used, exclusive: nodes[i].Exclusive}
+		all[i] = &states[i]
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].node.Name < all[j].node.Name })
+	byName := func(i, j int) bool { return all[i].node.Name < all[j].node.Name }
+	if !sort.SliceIsSorted(all, byName) {
+		sort.Slice(all, byName)
+	}
+	var byURN map[string]*state // only when some request is bound
+	for _, r := range reqs {
+		if r.ComponentID != "" {
+			byURN = make(map[string]*state, len(all))
+			for _, st := range all {
+				byURN[st.node.ComponentID] = st
+			}
+			break
+		}
+	}
 	free := func(st *state) int {
 		if st.exclusive {
 			return 0
@@ -110,9 +139,9 @@ func Place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest) ([]string
 			if !ok {
 				return nil, Errorf(BadArgs, "node %q (client_id %q): no such node at this aggregate", r.ComponentID, r.ClientID)
 			}
-			n := st.node
+			n := *st.node
 			switch {
-			case !offers(n, ex):
+			case !offers(&n, ex):
 				return nil, Errorf(BadArgs, "node %s (client_id %q) does not offer %s slivers (it offers %s)",
 					n.Name, r.ClientID, kind, strings.Join(n.SliverTypes, ", "))
 			case !n.Available:
@@ -131,12 +160,21 @@ func Place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest) ([]string
 			continue
 		}
 		var best *state
+		ties := 0 // nodes as good as best seen so far, best included
 		for _, st := range all {
 			if !usable(st, ex) {
 				continue
 			}
-			if best == nil || better(policy, ex, st.node.Capacity, free(st), best.node.Capacity, free(best)) {
-				best = st
+			switch {
+			case best == nil || better(policy, ex, st.node.Capacity, free(st), best.node.Capacity, free(best)):
+				best, ties = st, 1
+			case intN != nil && !better(policy, ex, best.node.Capacity, free(best), st.node.Capacity, free(st)):
+				// As good as best: reservoir sampling keeps each of the
+				// equals with the same chance.
+				ties++
+				if intN(ties) == 0 {
+					best = st
+				}
 			}
 		}
 		if best == nil {
@@ -144,9 +182,9 @@ func Place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest) ([]string
 			why := make([]string, 0, len(all))
 			code := TooBig
 			for _, st := range all {
-				n := st.node
+				n := *st.node
 				switch {
-				case !offers(n, ex):
+				case !offers(&n, ex):
 					why = append(why, n.Name+": no "+kind+" slivers")
 				case !n.Available:
 					why = append(why, n.Name+": unavailable ("+reasonOr(n.Reason)+")")
@@ -172,7 +210,7 @@ func Place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest) ([]string
 }
 
 // better reports whether candidate a (capacity, free) beats b under policy.
-// Ties keep the earlier node (by name).
+// When neither beats the other they are equally good.
 func better(policy PlacementPolicy, exclusive bool, capA, freeA, capB, freeB int) bool {
 	if exclusive {
 		return capA < capB
@@ -192,7 +230,7 @@ func allUnavailable(nodes []Node) bool {
 	return len(nodes) > 0
 }
 
-func offers(n Node, exclusive bool) bool {
+func offers(n *Node, exclusive bool) bool {
 	want := SliverTypeContainer
 	if exclusive {
 		want = SliverTypeExclusive

@@ -1,6 +1,8 @@
 package am
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -90,5 +92,58 @@ func TestParsePlacementPolicy(t *testing.T) {
 	}
 	if _, err := ParsePlacementPolicy("random"); err == nil {
 		t.Error("random accepted")
+	}
+}
+
+// PlaceShuffled chooses among equally good nodes at random, each about as
+// often, and never a worse node; Place keeps the first by name.
+func TestPlaceShuffledSpreadsTies(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	nodes := []Node{testNode("a", 4, 0), testNode("b", 4, 0), testNode("c", 4, 1), testNode("d", 4, 0)}
+	counts := map[string]int{}
+	for i := 0; i < 3000; i++ {
+		got, err := PlaceShuffled(Spread, nodes, []SliverRequest{unbound("x")}, rng.IntN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[got[0]]++
+	}
+	if counts["c"] != 0 {
+		t.Errorf("spread chose the fuller node c %d times", counts["c"])
+	}
+	for _, n := range []string{"a", "b", "d"} {
+		if counts[n] < 800 || counts[n] > 1200 {
+			t.Errorf("empty node %s chosen %d of 3000 times, want about 1000: %v", n, counts[n], counts)
+		}
+	}
+	// Pack and exclusive placement keep their rules.
+	for i := 0; i < 100; i++ {
+		if got, _ := PlaceShuffled(Pack, nodes, []SliverRequest{unbound("x")}, rng.IntN); got[0] != "c" {
+			t.Fatalf("pack chose %s, want the fullest node c", got[0])
+		}
+		got, _ := PlaceShuffled(Spread, []Node{testNode("big", 8, 0, SliverTypeExclusive), testNode("s1", 1, 0, SliverTypeExclusive),
+			testNode("s2", 1, 0, SliverTypeExclusive)}, []SliverRequest{whole("x", "")}, rng.IntN)
+		if got[0] == "big" {
+			t.Fatalf("exclusive chose the big node")
+		}
+	}
+	if got, _ := Place(Spread, nodes, []SliverRequest{unbound("x")}); got[0] != "a" {
+		t.Errorf("Place chose %s among equals, want the first by name", got[0])
+	}
+}
+
+// BenchmarkPlace1000: one unbound container on 1,000 nodes, as every
+// Allocate on make bench's inventory plans it.
+func BenchmarkPlace1000(b *testing.B) {
+	nodes := make([]Node, 1000)
+	for i := range nodes {
+		nodes[i] = testNode(fmt.Sprintf("n%04d", i), 8, i%3)
+	}
+	reqs := []SliverRequest{unbound("x")}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := PlaceShuffled(Spread, nodes, reqs, rand.IntN); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -30,6 +30,9 @@ func (c AggregateConfig) withDefaults() AggregateConfig {
 	if c.Placement == "" {
 		c.Placement = Spread
 	}
+	if c.AdCacheTTL == 0 {
+		c.AdCacheTTL = DefaultAdCacheTTL
+	}
 	return c
 }
 

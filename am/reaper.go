@@ -17,11 +17,13 @@ type Reaper struct {
 	Clock       func() time.Time // default time.Now
 	Provisioner Provisioner      // told of expired slivers, when set
 	Log         *slog.Logger     // default slog.Default()
+
+	changed func() // told when slivers expired (the aggregate's advertisement cache)
 }
 
 // NewReaper returns the reaper of the aggregate's store and provisioner.
 func (a *Aggregate) NewReaper(interval time.Duration) *Reaper {
-	return &Reaper{Store: a.store, Interval: interval, Clock: a.now, Provisioner: a.cfg.Provisioner}
+	return &Reaper{Store: a.store, Interval: interval, Clock: a.now, Provisioner: a.cfg.Provisioner, changed: a.ads.changed}
 }
 
 // Sweep expires everything due now and returns how many slivers it removed.
@@ -42,6 +44,9 @@ func (r *Reaper) Sweep(ctx context.Context) (int, error) {
 		}
 		total += len(expired)
 		if len(expired) > 0 {
+			if r.changed != nil {
+				r.changed()
+			}
 			r.logger().Info("reaper: slivers expired", "count", len(expired), "first", expired[0].URN)
 			if r.Provisioner != nil {
 				r.Provisioner.Deleted(ctx, expired)

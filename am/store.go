@@ -16,6 +16,10 @@ type Store interface {
 	// usage, and the inventory version, read from one snapshot.
 	Inventory(ctx context.Context) (*Inventory, error)
 
+	// InventoryVersion returns the inventory version alone (a cheap read:
+	// ListResources asks it on every call to validate its cache).
+	InventoryVersion(ctx context.Context) (int64, error)
+
 	// Slice returns what the aggregate knows of a slice, or nil when it has
 	// never seen it.
 	Slice(ctx context.Context, urn string) (*Slice, error)
@@ -29,9 +33,10 @@ type Store interface {
 	Slivers(ctx context.Context, sliceURN string, urns []string) ([]Sliver, error)
 
 	// Allocate places and inserts new slivers in one transaction: it records
-	// the slice, refuses a shut-down slice (unless AllocateTx.Operator), locks
-	// the candidate nodes, calls Plan on them with their usage, takes the
-	// slots of the planned slivers and records history.
+	// the slice, refuses a shut-down slice (unless AllocateTx.Operator), calls
+	// Plan on the candidate nodes with their usage, locks the nodes the plan
+	// uses (and only those), makes sure the plan still holds on them, takes
+	// the slots of the planned slivers and records history.
 	Allocate(ctx context.Context, tx AllocateTx) ([]Sliver, error)
 
 	// Change applies a state change to named slivers of one slice, each locked
@@ -65,15 +70,17 @@ type AllocateTx struct {
 	Operator     bool      // may allocate on a shut-down slice
 	Now          time.Time
 	// Bound lists the component URNs the request names; those nodes are
-	// locked. When some request node is unbound (AllBound false), the nodes
-	// that take new slivers are locked too (the store may first try only
-	// those no concurrent allocation holds). Plan also sees the other nodes,
-	// marked unavailable, so its refusals can name them.
+	// locked first, waiting for them. When every request node is bound
+	// (AllBound), Plan sees only them; otherwise it sees every node that is
+	// not retired, read without locks, and the store then locks the nodes
+	// the plan chose. A node a concurrent allocation holds is shown to Plan
+	// as unavailable ("busy"), so its refusals can name it.
 	Bound    []string
 	AllBound bool
 	// Plan turns the nodes (with usage) into the new slivers, each with
 	// NodeName set, or returns why the request does not fit (an *Err). It
-	// must be pure: the store may call it again when it retries.
+	// must not have side effects: the store calls it again when what it saw
+	// changed under a lock, and when it retries.
 	Plan func(nodes []Node) ([]Sliver, error)
 }
 

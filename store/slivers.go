@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -145,27 +147,74 @@ func (s *Store) Slivers(ctx context.Context, sliceURN string, urns []string) ([]
 	return out, nil
 }
 
-// errWaitForAll says an allocation that skipped busy nodes did not fit on
-// the others: it is run again, waiting for every node.
-var errWaitForAll = errors.New("placement needs the nodes other allocations hold")
-
-// Allocate: see am.Store. It first locks the bound nodes (waiting for them)
-// and, for unbound requests, whichever other nodes no concurrent allocation
-// holds (SKIP LOCKED), so allocations on different nodes proceed in
-// parallel. If the request does not fit there and some nodes were skipped,
-// it runs again locking every node in name order.
+// Allocate: see am.Store.
+//
+// Placement is optimistic. The candidate nodes and their usage are read from
+// a snapshot, without locks; Plan chooses nodes; then only the chosen nodes
+// are locked, without waiting (SKIP LOCKED), and their usage read again under
+// the lock. A chosen node that another allocation holds is marked busy and a
+// node whose usage moved is brought up to date, and Plan runs again on what
+// is now known; the plan stands once every node it uses is locked and was
+// planned on its locked state. So an allocation locks the nodes it places on
+// (plus, rarely, a node a re-plan gave up) and allocations on different nodes
+// neither wait for nor see each other.
+//
+// The nodes a request names (bound) are locked first, waiting, in name
+// order. That is the only statement that waits for node locks, and it runs
+// before the transaction holds any other, so allocations cannot deadlock on
+// nodes. When a request fits only with nodes that were busy, the transaction
+// is rolled back and run again, this time waiting for those nodes in that
+// first statement; after Attempts runs the caller gets BUSY. Whatever this
+// logic gets wrong, node_slots' primary key and the capacity triggers still
+// refuse a double booking (a clash on node_slots is retried by inTx).
 func (s *Store) Allocate(ctx context.Context, a am.AllocateTx) ([]am.Sliver, error) {
-	out, err := s.allocate(ctx, a, true)
-	if errors.Is(err, errWaitForAll) {
-		out, err = s.allocate(ctx, a, false)
+	attempts := s.Attempts
+	if attempts < 1 {
+		attempts = 1
 	}
-	return out, err
+	var waitFor []string
+	for attempt := 1; ; attempt++ {
+		out, err := s.allocate(ctx, a, waitFor)
+		var busy *busyNodes
+		if !errors.As(err, &busy) || attempt >= attempts {
+			return out, err
+		}
+		waitFor = busy.names
+	}
 }
 
-func (s *Store) allocate(ctx context.Context, a am.AllocateTx, skipBusy bool) ([]am.Sliver, error) {
+// busyNodes is the cause of the BUSY error of an allocation that needs nodes
+// other allocations hold: the next attempt waits for them.
+type busyNodes struct{ names []string }
+
+func (b *busyNodes) Error() string { return "busy nodes: " + strings.Join(b.names, ", ") }
+
+func errBusyNodes(busy map[string]bool) error {
+	names := keys(busy)
+	shown := names
+	if len(shown) > 10 {
+		shown = shown[:10]
+	}
+	msg := fmt.Sprintf("the request needs nodes that concurrent allocations hold (%s); try again", strings.Join(shown, ", "))
+	return am.Wrap(am.Busy, &busyNodes{names: names}, "%s", msg)
+}
+
+// maxPlanRounds bounds how often one transaction re-plans after finding its
+// chosen nodes busy or changed, before it starts over waiting for them.
+const maxPlanRounds = 4
+
+func (s *Store) allocate(ctx context.Context, a am.AllocateTx, waitFor []string) ([]am.Sliver, error) {
 	var out []am.Sliver
+	var placedOn []am.Node // the nodes placed on, as they will be after commit
 	err := s.inTx(ctx, "Allocate", "Allocate", a.Actor, func(tx pgx.Tx) error {
-		out = nil
+		out, placedOn = nil, nil
+		place := func(nodes []am.Node, planned []am.Sliver) error {
+			var err error
+			if out, err = insertSlivers(ctx, tx, a, nodes, planned); err == nil {
+				placedOn = afterPlacement(nodes, planned)
+			}
+			return err
+		}
 		var shutDown bool
 		var credExp *time.Time
 		if !a.SliceExpires.IsZero() {
@@ -182,74 +231,197 @@ func (s *Store) allocate(ctx context.Context, a am.AllocateTx, skipBusy bool) ([
 		if shutDown && !a.Operator {
 			return am.Errorf(am.Forbidden, "slice %s has been shut down; only an operator can restore it", a.SliceURN)
 		}
-		var locked []string
-		if skipBusy || a.AllBound {
-			// Only this statement waits, and it is the first lock we take
-			// on nodes: no deadlock with another allocation.
-			if len(a.Bound) > 0 {
-				if locked, err = lockNodes(ctx, tx, "NOT retired AND component_urn = ANY($1)", "", a.Bound); err != nil {
-					return err
-				}
-			}
-			if !a.AllBound {
-				more, err := lockNodes(ctx, tx, "NOT retired AND available AND NOT drained AND NOT (component_urn = ANY($1))", "SKIP LOCKED", a.Bound)
-				if err != nil {
-					return err
-				}
-				locked = append(locked, more...)
-			}
-		} else {
-			// Every node we may use, in name order: waiting is deadlock-free.
-			if locked, err = lockNodes(ctx, tx, "NOT retired AND (component_urn = ANY($1) OR (available AND NOT drained))", "", a.Bound); err != nil {
+		// The only statement that waits for node locks, and the first to take
+		// any: bound nodes and those an earlier attempt found busy.
+		held := map[string]bool{}
+		if len(a.Bound) > 0 || len(waitFor) > 0 {
+			names, err := lockNodes(ctx, tx, "NOT retired AND (component_urn = ANY($1) OR name = ANY($2))", "", nonNil(a.Bound), nonNil(waitFor))
+			if err != nil {
 				return err
 			}
+			for _, n := range names {
+				held[n] = true
+			}
 		}
-		isLocked := make(map[string]bool, len(locked))
-		for _, n := range locked {
-			isLocked[n] = true
-		}
+		// What Plan sees: the locked nodes as they are now; the others as of
+		// this statement's snapshot, or from the recent copy (see nodeView).
 		var nodes []am.Node
-		if a.AllBound {
-			nodes, err = queryNodes(ctx, tx, "n.name = ANY($1)", locked)
-		} else {
-			nodes, err = queryNodes(ctx, tx, "NOT n.retired")
+		readHere := true // nodes were read in this transaction
+		switch {
+		case a.AllBound:
+			nodes, err = queryNodes(ctx, tx, "n.name = ANY($1)", keys(held))
+		default:
+			if nodes = s.view.recent(s.viewMaxAge(), time.Now()); nodes != nil {
+				readHere = false
+				if len(held) > 0 {
+					var locked []am.Node
+					if locked, err = queryNodes(ctx, tx, "n.name = ANY($1)", keys(held)); err == nil {
+						nodes = overlay(nodes, locked)
+					}
+				}
+			} else {
+				nodes, err = s.readView(ctx, tx)
+			}
 		}
 		if err != nil {
 			return err
 		}
-		skipped := 0
-		for i := range nodes {
-			if !isLocked[nodes[i].Name] && nodes[i].Available {
-				// Busy with another allocation (or it became available after
-				// we locked): not ours to place on in this attempt.
-				nodes[i].Available = false
-				nodes[i].Reason = "busy with another allocation; try again"
-				skipped++
+		busy := map[string]bool{}
+		for round := 1; ; round++ {
+			planned, err := a.Plan(nodes)
+			if c := am.CodeOf(err); err != nil && (c == am.TooBig || c == am.Unavailable) {
+				if !readHere {
+					// The copy may be out of date: refuse only on a fresh
+					// list (which also shows the locked nodes as they are).
+					if nodes, err = s.readView(ctx, tx); err != nil {
+						return err
+					}
+					readHere = true
+					if len(busy) > 0 {
+						nodes = slices.Clone(nodes) // the new recent copy is shared
+						markBusy(nodes, busy)
+					}
+					continue
+				}
+				if len(busy) > 0 {
+					// It might fit once the busy nodes are free.
+					return errBusyNodes(busy)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			var need []string
+			for _, p := range planned {
+				if !held[p.NodeName] && !slices.Contains(need, p.NodeName) {
+					need = append(need, p.NodeName)
+				}
+			}
+			if len(need) == 0 {
+				return place(nodes, planned)
+			}
+			if round > maxPlanRounds {
+				for _, n := range need {
+					busy[n] = true
+				}
+				return errBusyNodes(busy)
+			}
+			got, err := lockNodes(ctx, tx, "NOT retired AND name = ANY($1)", "SKIP LOCKED", need)
+			if err != nil {
+				return err
+			}
+			fresh, err := queryNodes(ctx, tx, "n.name = ANY($1)", got)
+			if err != nil {
+				return err
+			}
+			for _, n := range got {
+				held[n] = true
+			}
+			s.view.patch(fresh)
+			var changed bool
+			if nodes, changed = refreshView(nodes, need, fresh, busy); !changed {
+				// Every node the plan uses is ours and as Plan saw it.
+				return place(nodes, planned)
 			}
 		}
-		planned, err := a.Plan(nodes)
-		if err != nil {
-			if skipBusy && skipped > 0 {
-				return errWaitForAll
-			}
-			return err
-		}
-		out, err = insertSlivers(ctx, tx, a, nodes, planned)
-		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.view.patch(placedOn)
 	return out, nil
 }
 
-// lockNodes locks the nodes matching where ($1 = bound component URNs) in
-// name order and returns their names.
-func lockNodes(ctx context.Context, tx pgx.Tx, where, mode string, bound []string) ([]string, error) {
-	if bound == nil {
-		bound = []string{} // a nil slice is NULL, and NOT (x = ANY(NULL)) is NULL, not true
+// readView reads every node that is not retired and keeps the list as the
+// process's recent copy.
+func (s *Store) readView(ctx context.Context, tx pgx.Tx) ([]am.Node, error) {
+	at := time.Now()
+	nodes, err := queryAllNodes(ctx, tx)
+	if err != nil {
+		return nil, err
 	}
-	rows, err := tx.Query(ctx, "SELECT name FROM nodes WHERE "+where+" ORDER BY name FOR UPDATE "+mode, bound)
+	s.view.set(nodes, at)
+	return nodes, nil
+}
+
+func (s *Store) viewMaxAge() time.Duration {
+	if s.ViewMaxAge == 0 {
+		return DefaultViewMaxAge
+	}
+	return s.ViewMaxAge
+}
+
+// markBusy shows the busy nodes to Plan as unavailable.
+func markBusy(nodes []am.Node, busy map[string]bool) {
+	for i := range nodes {
+		if busy[nodes[i].Name] {
+			nodes[i].Available = false
+			nodes[i].Reason = busyReason
+		}
+	}
+}
+
+const busyReason = "busy with another allocation; try again"
+
+// refreshView puts what was read under lock (fresh) into the nodes Plan
+// sees, for the nodes the plan needed: a node that could not be locked is
+// marked busy (unavailable to Plan, and recorded in busy), a locked one takes
+// its current state. changed says whether Plan would now see anything new;
+// nodes itself is left as it is.
+func refreshView(nodes []am.Node, need []string, fresh []am.Node, busy map[string]bool) ([]am.Node, bool) {
+	now := make(map[string]am.Node, len(fresh))
+	for _, n := range fresh {
+		now[n.Name] = n
+	}
+	var newer []am.Node
+	for _, name := range need {
+		f, ok := now[name]
+		if !ok {
+			// Held by another allocation (or retired meanwhile).
+			busy[name] = true
+			continue
+		}
+		i := slices.IndexFunc(nodes, func(n am.Node) bool { return n.Name == name })
+		if i < 0 || !samePlacementState(nodes[i], f) {
+			newer = append(newer, f)
+		}
+	}
+	if len(newer) == 0 && len(fresh) == len(need) {
+		return nodes, false
+	}
+	// nodes may be the shared recent copy: change a copy.
+	out := overlay(nodes, newer)
+	markBusy(out, busy)
+	return out, true
+}
+
+// samePlacementState reports whether Plan would treat a and b alike.
+func samePlacementState(a, b am.Node) bool {
+	return a.ComponentID == b.ComponentID && a.Capacity == b.Capacity && a.Used == b.Used &&
+		a.Exclusive == b.Exclusive && a.Available == b.Available && slices.Equal(a.SliverTypes, b.SliverTypes)
+}
+
+// nonNil: a nil slice is NULL to PostgreSQL, and x = ANY(NULL) is NULL.
+func nonNil(xs []string) []string {
+	if xs == nil {
+		return []string{}
+	}
+	return xs
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// lockNodes locks the nodes matching where in name order, FOR UPDATE with
+// mode ("" waits, "SKIP LOCKED" does not), and returns their names.
+func lockNodes(ctx context.Context, tx pgx.Tx, where, mode string, args ...any) ([]string, error) {
+	rows, err := tx.Query(ctx, "SELECT name FROM nodes WHERE "+where+" ORDER BY name FOR UPDATE "+mode, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -3,9 +3,10 @@
 // how an operator reads and edits it.
 //
 // Concurrency: reads are plain MVCC selects and never wait on writers.
-// Allocate locks the node rows it may place on (ORDER BY name, so two
-// allocations cannot deadlock on them) and the slice row; other changes lock
-// the slice row shared and the sliver rows. Slots are rows of node_slots whose
+// Allocate plans on an unlocked (possibly cached) node list, then locks only
+// the node rows it places on and checks them again under the lock (Allocate
+// in slivers.go says how it avoids deadlocks), plus the slice row; other
+// changes lock the slice row shared and the sliver rows. Slots are rows of node_slots whose
 // primary key forbids two holders, so even a bug in this package cannot
 // double-book a node. Deadlocks and serialization failures are retried a few
 // times; what escapes is Busy, and any other database error becomes
@@ -30,6 +31,12 @@ type Store struct {
 	// Attempts is how many times a transaction is tried when PostgreSQL
 	// reports a deadlock or serialization failure.
 	Attempts int
+	// ViewMaxAge is how old the node list an unbound Allocate plans on may
+	// be (see nodeView); 0 means DefaultViewMaxAge, negative: read it in
+	// every Allocate.
+	ViewMaxAge time.Duration
+
+	view nodeView
 }
 
 var _ am.Store = (*Store)(nil)
@@ -148,12 +155,22 @@ func cleanError(op string, err error) error {
 
 // ---- inventory ----
 
+// nodeColumns are the columns of a node and its usage: slots held and
+// whether an exclusive sliver holds it. queryNodes reads usage per row (for
+// a few nodes), queryAllNodes from two aggregates joined in (for all of them:
+// about ten times faster on 1,000 nodes than a subquery per row).
 const nodeColumns = `n.name, n.component_urn, n.agent_url, n.hardware_type, n.sliver_types, n.capacity,
 	n.available AND NOT n.drained,
 	CASE WHEN n.drained THEN 'drained by the operator' ELSE n.unavailable_reason END,
-	n.country, n.latitude, n.longitude,
-	(SELECT count(*) FROM node_slots s WHERE s.node_name = n.name),
+	n.country, n.latitude, n.longitude`
+
+const usagePerRow = `(SELECT count(*) FROM node_slots s WHERE s.node_name = n.name),
 	EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive')`
+
+const usageJoined = `coalesce(u.used, 0), x.node_name IS NOT NULL
+	FROM nodes n
+	LEFT JOIN (SELECT node_name, count(*) AS used FROM node_slots GROUP BY node_name) u ON u.node_name = n.name
+	LEFT JOIN (SELECT DISTINCT node_name FROM slivers WHERE sliver_type = 'exclusive') x ON x.node_name = n.name`
 
 func scanNode(row pgx.Row) (am.Node, error) {
 	var n am.Node
@@ -180,14 +197,36 @@ func scanNode(row pgx.Row) (am.Node, error) {
 	return n, nil
 }
 
-func queryNodes(ctx context.Context, q interface {
+type querier interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, where string, args ...any) ([]am.Node, error) {
-	rows, err := q.Query(ctx, "SELECT "+nodeColumns+" FROM nodes n WHERE "+where+" ORDER BY n.name", args...)
+}
+
+func collectNodes(rows pgx.Rows, err error) ([]am.Node, error) {
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (am.Node, error) { return scanNode(r) })
+}
+
+// queryNodes reads the nodes matching where, in name order.
+func queryNodes(ctx context.Context, q querier, where string, args ...any) ([]am.Node, error) {
+	return collectNodes(q.Query(ctx, "SELECT "+nodeColumns+", "+usagePerRow+" FROM nodes n WHERE "+where+" ORDER BY n.name", args...))
+}
+
+// queryAllNodes reads every node that is not retired, in byte order of
+// their names (COLLATE "C", whatever the database's collation: Go's order,
+// which the recent node list is searched in).
+func queryAllNodes(ctx context.Context, q querier) ([]am.Node, error) {
+	return collectNodes(q.Query(ctx, "SELECT "+nodeColumns+", "+usageJoined+` WHERE NOT n.retired ORDER BY n.name COLLATE "C"`))
+}
+
+// InventoryVersion reads the inventory version alone: one row, no scan.
+func (s *Store) InventoryVersion(ctx context.Context) (int64, error) {
+	var v int64
+	if err := s.pool.QueryRow(ctx, "SELECT version FROM inventory_version").Scan(&v); err != nil {
+		return 0, cleanError("ListResources", err)
+	}
+	return v, nil
 }
 
 // Inventory reads the version and the nodes in one read-only snapshot.
@@ -198,7 +237,7 @@ func (s *Store) Inventory(ctx context.Context) (*am.Inventory, error) {
 			return err
 		}
 		var err error
-		inv.Nodes, err = queryNodes(ctx, tx, "NOT n.retired")
+		inv.Nodes, err = queryAllNodes(ctx, tx)
 		return err
 	})
 	if err != nil {

@@ -32,6 +32,7 @@ type Config struct {
 	Limits       Limits       `mapstructure:"limits"`
 	Lifecycle    Lifecycle    `mapstructure:"lifecycle"`
 	Placement    Placement    `mapstructure:"placement"`
+	Cache        Cache        `mapstructure:"cache"`
 	Agents       Agents       `mapstructure:"agents"`
 	Provisioning Provisioning `mapstructure:"provisioning"`
 	Log          Log          `mapstructure:"log"`
@@ -70,6 +71,13 @@ type Lifecycle struct {
 // Placement chooses nodes for unbound slivers.
 type Placement struct {
 	Policy string `mapstructure:"policy" doc:"spread (fewest slivers first) or pack (fill a node before the next)" default:"spread"`
+}
+
+// Cache says how stale the aggregate's in-memory copies may be. They make
+// reads cheap on a big inventory; Allocate still decides on current data.
+type Cache struct {
+	Advertisement time.Duration `mapstructure:"advertisement" doc:"how long ListResources may serve an advertisement that misses sliver changes made by other aggregate processes on the same database (this process's changes and node edits show at the next call); 0: 1s, negative: no cache" default:"1s"`
+	Nodes         time.Duration `mapstructure:"nodes" doc:"how old the node list an unbound Allocate plans on may be (it re-reads the nodes it picks under lock and refuses only on a fresh list); 0: 1s, negative: read it in every Allocate" default:"1s"`
 }
 
 // Agents is how the aggregate reaches node agents.
@@ -158,6 +166,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Lifecycle.AllocationHold <= 0 || c.Lifecycle.ProvisionDefault <= 0 || c.Lifecycle.MaxLease <= 0 {
 		return fmt.Errorf("config: lifecycle durations must be positive")
+	}
+	if c.Cache.Advertisement > time.Minute || c.Cache.Nodes > time.Minute {
+		return fmt.Errorf("config: cache durations above a minute would hide other processes' changes for too long")
 	}
 	if c.Limits.MaxBody < 1024 {
 		return fmt.Errorf("config: limits.max_body %d is too small", c.Limits.MaxBody)

@@ -84,7 +84,10 @@ func listResources(ctx context.Context, api am.API, c *am.Call, _ []any) (any, e
 	if err != nil {
 		return nil, err
 	}
-	return maybeCompress(rspec, c.Options.Compressed)
+	if c.Options.Compressed {
+		return compressAdvertisement(rspec)
+	}
+	return rspec, nil
 }
 
 func describe3(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {

@@ -242,9 +242,10 @@ func TestEncodeValues(t *testing.T) {
 		v    any
 		want string
 	}{
-		{"string", "a<b&c>\"'", "<string>a&lt;b&amp;c&gt;&#34;&#39;</string>"},
-		{"newlines", "a\r\nb\tc", "<string>a&#xD;&#xA;b&#x9;c</string>"},
+		{"string", "a<b&c>\"'", "<string>a&lt;b&amp;c&gt;\"'</string>"},
+		{"newlines", "a\r\nb\tc", "<string>a&#xD;\nb\tc</string>"},
 		{"invalid char", "a\x00b", "<string>a\uFFFDb</string>"},
+		{"invalid UTF-8 and non-characters", "a\xffb\uFFFEc\U0001F600]]>", "<string>a\uFFFDb\uFFFDc\U0001F600]]&gt;</string>"},
 		{"int", 42, "<int>42</int>"},
 		{"int64 small", int64(-3), "<int>-3</int>"},
 		{"int64 big", int64(1) << 40, "<i8>1099511627776</i8>"},

@@ -150,6 +150,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		}
 	}
 	st := store.New(pool)
+	st.ViewMaxAge = cfg.Cache.Nodes
 
 	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes, AllowLocalImages: hooks != nil && hooks.allowLocalImages})
 	if err != nil {
@@ -164,6 +165,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		AllocationHold: cfg.Lifecycle.AllocationHold, ProvisionedLifetime: cfg.Lifecycle.ProvisionDefault,
 		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy),
 		Provisioner: asProvisioner(prov),
+		AdCacheTTL:  cfg.Cache.Advertisement,
 	}, st, verifier, rs, hooks.aggregateClock())
 	if prov != nil {
 		go prov.Run(ctx)

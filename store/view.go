@@ -1,0 +1,126 @@
+package store
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/geniam/geniam/am"
+)
+
+// DefaultViewMaxAge is how old the node list an unbound Allocate plans on
+// may be when Store.ViewMaxAge is zero.
+const DefaultViewMaxAge = time.Second
+
+// nodeView is the process's recent copy of every node that is not retired,
+// with usage, on which unbound allocations plan. Reading 1,000 nodes costs
+// more than the rest of an Allocate; a copy up to ViewMaxAge old is as good a
+// guide, because Allocate locks and re-reads every node it places on before
+// it trusts what the copy said about it, and it refuses a request (TOOBIG)
+// only on a list read in its own transaction. What Allocate learns under its
+// locks, and what its own allocations take, is written back.
+//
+// The slice is never changed in place: readers share it, writers replace it.
+type nodeView struct {
+	mu    sync.Mutex
+	nodes []am.Node
+	read  time.Time
+}
+
+// recent returns the list when it was read less than maxAge ago, else nil.
+// The caller must not modify it.
+func (v *nodeView) recent(maxAge time.Duration, now time.Time) []am.Node {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.nodes == nil || maxAge <= 0 || now.Sub(v.read) >= maxAge || now.Before(v.read) {
+		return nil
+	}
+	return v.nodes
+}
+
+// set replaces the list with one read from the database at read.
+func (v *nodeView) set(nodes []am.Node, read time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if read.Before(v.read) {
+		return // a newer list is already here
+	}
+	v.nodes, v.read = nodes, read
+}
+
+// patch writes newer states of some nodes into the list (without making it
+// count as freshly read).
+func (v *nodeView) patch(newer []am.Node) {
+	if len(newer) == 0 {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.nodes != nil && !knows(v.nodes, newer) {
+		v.nodes = overlay(v.nodes, newer)
+	}
+}
+
+// knows reports whether nodes already shows every node of newer as Plan
+// would see it (the usual case: then nothing needs copying).
+func knows(nodes, newer []am.Node) bool {
+	for _, n := range newer {
+		i, found := slices.BinarySearchFunc(nodes, n.Name, byName)
+		if !found || !samePlacementState(nodes[i], n) {
+			return false
+		}
+	}
+	return true
+}
+
+func byName(x am.Node, name string) int { return strings.Compare(x.Name, name) }
+
+// overlay returns a copy of nodes (in name order) with the nodes of newer in
+// place of those of the same name; newer nodes not in the list are added.
+func overlay(nodes, newer []am.Node) []am.Node {
+	out := slices.Clone(nodes)
+	for _, n := range newer {
+		i, found := slices.BinarySearchFunc(out, n.Name, byName)
+		if found {
+			out[i] = n
+		} else {
+			out = slices.Insert(out, i, n)
+		}
+	}
+	return out
+}
+
+// afterPlacement returns the states of the nodes the slivers were placed on
+// once they hold them: nodes must show the placed-on nodes as they were
+// under lock, before the placement.
+func afterPlacement(nodes []am.Node, placed []am.Sliver) []am.Node {
+	byName := make(map[string]*am.Node, len(placed))
+	for _, p := range placed {
+		byName[p.NodeName] = nil
+	}
+	for i := range nodes {
+		if _, ok := byName[nodes[i].Name]; ok {
+			n := nodes[i] // a copy: nodes may be the shared recent list
+			byName[n.Name] = &n
+		}
+	}
+	for _, p := range placed {
+		n := byName[p.NodeName]
+		if n == nil {
+			continue
+		}
+		if p.SliverType == am.SliverTypeExclusive {
+			n.Used, n.Exclusive = n.Capacity, true
+		} else {
+			n.Used++
+		}
+	}
+	out := make([]am.Node, 0, len(byName))
+	for _, n := range byName {
+		if n != nil {
+			out = append(out, *n)
+		}
+	}
+	return out
+}
