@@ -50,16 +50,8 @@ BENCH_ARGS ?= --duration 10s --count 2000 --clients 1,8,32
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m $(PKGS) | tee bench-go.txt
-	@mkdir -p $(BENCH_VAR); \
-	./bin/geni-am dev --var $(BENCH_VAR) --listen $(BENCH_AM) --ch-listen $(BENCH_CH) --inventory 1000 \
-	  --log.level warn > $(BENCH_VAR)/aggregate.log 2>&1 & pid=$$!; \
-	trap "kill $$pid 2>/dev/null" EXIT; \
-	for i in $$(seq 60); do grep -q "serving the AM API" $(BENCH_VAR)/aggregate.log 2>/dev/null && break; sleep 1; done; \
-	db=$$(sed -n 's/^ *url: *//p' $(BENCH_VAR)/geniam.yaml | head -1 | tr -d '"'); \
-	./bin/geni-am-bench --am https://$(BENCH_AM)/ --ch https://$(BENCH_CH)/ \
-	  --cert $(BENCH_VAR)/pki/alice-cert.pem --key $(BENCH_VAR)/pki/alice-key.pem \
-	  --request docs/examples/request-one-container.xml --pgbench "$$db" \
-	  $(BENCH_ARGS) --json bench.json --svg bench.svg
+	BENCH_VAR=$(BENCH_VAR) BENCH_AM=$(BENCH_AM) BENCH_CH=$(BENCH_CH) BENCH_ARGS="$(BENCH_ARGS)" \
+	  ./cmd/geni-am-bench/run-bench.sh
 
 clean:
-	rm -rf bin bench.json bench.svg bench-go.txt
+	rm -rf bin bench.json bench.svg bench-go.txt bench-provision.json
