@@ -3,13 +3,14 @@
 #   make test   every test, PostgreSQL and Docker included, plus a short fuzzing pass
 #   make bench  benchmarks (go test -bench)
 #   make fuzz   every fuzz target for FUZZTIME each
+#   make soak   the load and fault soak, long form (SOAK_DURATION, SOAK_CLIENTS)
 
 GO        ?= go
 FUZZTIME  ?= 60s
 SHORTFUZZ ?= 4s
 PKGS      := ./...
 
-.PHONY: all build run test vet unit fuzz-short fuzz bench clean
+.PHONY: all build run test vet unit fuzz-short fuzz bench soak clean
 
 all: build
 
@@ -60,6 +61,17 @@ bench: build
 	  --cert $(BENCH_VAR)/pki/alice-cert.pem --key $(BENCH_VAR)/pki/alice-key.pem \
 	  --request docs/examples/request-one-container.xml --pgbench "$$db" \
 	  $(BENCH_ARGS) --json bench.json --svg bench.svg
+
+# make soak: mixed AM API traffic from many clients against two aggregate
+# processes on one private PostgreSQL, which is restarted while the
+# aggregates are SIGKILLed and restarted in turn; then the database must be
+# consistent. go test runs a one-minute short form of the same test.
+SOAK_DURATION ?= 6m
+SOAK_CLIENTS  ?= 24
+
+soak:
+	GENIAM_SOAK=long GENIAM_SOAK_DURATION=$(SOAK_DURATION) GENIAM_SOAK_CLIENTS=$(SOAK_CLIENTS) \
+	  $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 60m ./cmd/geni-am/
 
 clean:
 	rm -rf bin bench.json bench.svg bench-go.txt
