@@ -311,3 +311,41 @@ func (a *soakAM) soakUsageOf() (soakUsage, bool) {
 	u.FDs = len(fds)
 	return u, true
 }
+
+// soakCrashPostgres stops PostgreSQL the hard way: SIGQUIT to the postmaster
+// is an immediate shutdown (no checkpoint; every backend quits at once), so
+// the next start runs crash recovery. It waits until the postmaster is gone.
+func (w *soakWorld) soakCrashPostgres() error {
+	b, err := os.ReadFile(filepath.Join(w.cluster.Dir, "postmaster.pid"))
+	if err != nil {
+		return err
+	}
+	var pid int
+	if _, err := fmt.Sscanf(string(b), "%d", &pid); err != nil || pid <= 1 {
+		return fmt.Errorf("postmaster.pid: no pid in %.40q", b)
+	}
+	if err := syscall.Kill(pid, syscall.SIGQUIT); err != nil {
+		return fmt.Errorf("SIGQUIT postmaster %d: %w", pid, err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if soakProcessGone(pid) {
+			return nil
+		}
+	}
+	return fmt.Errorf("postmaster %d still running 30 s after SIGQUIT", pid)
+}
+
+// soakProcessGone: no such process, or only its zombie (the postmaster is
+// not our child; whoever inherited it may be slow to reap it).
+func soakProcessGone(pid int) bool {
+	if syscall.Kill(pid, 0) == syscall.ESRCH {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
