@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/store"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // soakInvariants are queries that must return no rows; each row found is
@@ -78,12 +80,12 @@ func soakCheckDatabase(t *testing.T, dbURL string, rec *soakRecord, plan soakPla
 		t.Errorf("%d slivers still live well past their expiry: the reaper did not take them", overdue)
 	}
 
+	violations, err := soakViolations(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, inv := range soakInvariants {
-		rows, err := soakRows(ctx, db, inv.query)
-		if err != nil {
-			t.Errorf("%s: %v", inv.name, err)
-			continue
-		}
+		rows := violations[inv.name]
 		for i, r := range rows {
 			if i == 5 {
 				t.Errorf("%s: ... %d in all", inv.name, len(rows))
@@ -152,6 +154,73 @@ func soakCheckDatabase(t *testing.T, dbURL string, rec *soakRecord, plan soakPla
 		}
 	}
 	t.Logf("soak: acknowledged %d Allocates, %d Provisions, %d Deletes of slivers", len(rec.allocated), len(rec.provisioned), len(rec.deleted))
+}
+
+// soakViolations runs every invariant: its name → the rows that break it.
+func soakViolations(ctx context.Context, db *pgx.Conn) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, inv := range soakInvariants {
+		rows, err := soakRows(ctx, db, inv.query)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", inv.name, err)
+		}
+		if len(rows) > 0 {
+			out[inv.name] = rows
+		}
+	}
+	return out, nil
+}
+
+// soakCheckTheChecks plants a violation of every invariant in a database of
+// its own (triggers off, as only a superuser's psql session could) and
+// checks that each invariant finds its own: a soak whose checks cannot fail
+// proves nothing.
+func soakCheckTheChecks(t *testing.T, w *soakWorld) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := w.cluster.Psql("postgres", "-c", "CREATE DATABASE soak_planted"); err != nil {
+		t.Fatalf("create database: %v: %s", err, out)
+	}
+	pool, err := pgxpool.New(ctx, w.cluster.URL("soak_planted"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := store.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	db, err := pgx.Connect(ctx, w.cluster.URL("soak_planted"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	if err := w.soakSeedNodesOn(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(ctx, `
+SET session_replication_role = replica;
+INSERT INTO slices (urn, shut_down) VALUES ('urn:publicid:IDN+geniam.localhost+slice+p', true);
+INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, allocation_state, operational_state, expires_at, created_by, updated_at) VALUES
+  ('v1', 'urn:publicid:IDN+geniam.localhost+slice+p', 'soak3', 'container', 'a', 'geni_allocated', 'geni_pending_allocation', now() + interval '1 hour', 'u', now()),
+  ('v2', 'urn:publicid:IDN+geniam.localhost+slice+p', 'soak3', 'exclusive', 'b', 'geni_provisioned', 'geni_configuring', now() + interval '1 hour', 'u', now() - interval '1 hour'),
+  ('v3', 'urn:publicid:IDN+geniam.localhost+slice+p', 'soak1', 'container', 'c', 'geni_allocated', 'geni_ready', now() + interval '1 hour', 'u', now());
+INSERT INTO node_slots VALUES ('soak3', 0, 'v1'), ('soak3', 1, 'v2'), ('soak3', 2, 'v2'), ('soak1', 0, 'gone');
+INSERT INTO sliver_history (sliver_urn, slice_urn, node_name, event, actor, allocation_state, operational_state) VALUES
+  ('v1', 'urn:publicid:IDN+geniam.localhost+slice+p', 'soak3', 'Delete', 'u', 'geni_unallocated', 'geni_pending_allocation'),
+  ('v9', 'urn:publicid:IDN+geniam.localhost+slice+p', 'soak2', 'expire', 'reaper', 'geni_unallocated', 'geni_pending_allocation'),
+  ('v9', 'urn:publicid:IDN+geniam.localhost+slice+p', 'soak2', 'Renew', 'u', 'geni_allocated', 'geni_pending_allocation');`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, err := soakViolations(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inv := range soakInvariants {
+		if len(found[inv.name]) == 0 {
+			t.Errorf("the check %q misses the violation planted for it", inv.name)
+		}
+	}
 }
 
 // soakMissing reports the acknowledged URNs absent from the database's record.

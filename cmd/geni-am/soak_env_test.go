@@ -142,7 +142,11 @@ func (w *soakWorld) soakSeedNodes(ctx context.Context) error {
 		return err
 	}
 	defer db.Close(ctx)
-	_, err = db.Exec(ctx, `
+	return w.soakSeedNodesOn(ctx, db)
+}
+
+func (w *soakWorld) soakSeedNodesOn(ctx context.Context, db *pgx.Conn) error {
+	_, err := db.Exec(ctx, `
 INSERT INTO nodes (name, component_urn, sliver_types, capacity) VALUES
   ('soak1', 'urn:publicid:IDN+geniam.localhost+node+soak1', ARRAY['container'], 4),
   ('soak2', 'urn:publicid:IDN+geniam.localhost+node+soak2', ARRAY['container'], 3),
