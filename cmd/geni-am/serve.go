@@ -155,7 +155,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	go reaper.Run(ctx)
 
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log})
-	srv := geniapi.NewServer(cfg.Listen, handler, geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log))
+	srv := geniapi.NewServer(cfg.Listen, withRequestTimeout(handler, cfg.Limits.RequestTimeout), geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
