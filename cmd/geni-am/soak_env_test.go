@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -61,6 +62,7 @@ type soakLifecycle struct {
 	AllocationHold   time.Duration
 	ProvisionDefault time.Duration
 	ReaperInterval   time.Duration
+	RequestTimeout   time.Duration // limits.request_timeout
 }
 
 // soakWorld is everything the clients talk to and the faults break.
@@ -188,8 +190,8 @@ func (w *soakWorld) soakNewAM(name string, lc soakLifecycle) *soakAM {
 		"tls.cert": filepath.Join(w.dir, "pki", "am-cert.pem"), "tls.key": filepath.Join(w.dir, "pki", "am-key.pem"),
 		"tls.trusted_roots":         filepath.Join(w.dir, "roots"),
 		"lifecycle.allocation_hold": lc.AllocationHold.String(), "lifecycle.provision_default": lc.ProvisionDefault.String(),
-		"lifecycle.reaper_interval": lc.ReaperInterval.String(),
-		"operations.listen":         "", "log.level": "warn",
+		"lifecycle.reaper_interval": lc.ReaperInterval.String(), "limits.request_timeout": lc.RequestTimeout.String(),
+		"operations.listen": "", "log.level": "warn",
 	})
 	if err != nil {
 		w.t.Fatal(err)
@@ -352,4 +354,51 @@ func soakProcessGone(pid int) bool {
 	// pid (comm) state ...: the state follows the last ')'.
 	i := strings.LastIndexByte(string(stat), ')')
 	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
+
+// soakFreezePostgres stops (SIGSTOP) the postmaster and every backend, as a
+// network partition from the database would look to the aggregates: their
+// connections and new connects neither fail nor answer. It returns the
+// function that thaws them (SIGCONT).
+func (w *soakWorld) soakFreezePostgres() (thaw func(), err error) {
+	b, err := os.ReadFile(filepath.Join(w.cluster.Dir, "postmaster.pid"))
+	if err != nil {
+		return nil, err
+	}
+	var pid int
+	if _, err := fmt.Sscanf(string(b), "%d", &pid); err != nil || pid <= 1 {
+		return nil, fmt.Errorf("postmaster.pid: no pid in %.40q", b)
+	}
+	// The postmaster first, so that it forks no backend we miss.
+	pids := []int{pid}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return nil, err
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		i := strings.LastIndexByte(string(stat), ')')
+		var state string
+		var ppid int
+		if i < 0 || func() bool { _, err := fmt.Sscanf(string(stat[i+1:]), " %s %d", &state, &ppid); return err != nil }() {
+			continue
+		}
+		if ppid == pid {
+			_ = syscall.Kill(child, syscall.SIGSTOP)
+			pids = append(pids, child)
+		}
+	}
+	return func() {
+		for _, p := range pids {
+			_ = syscall.Kill(p, syscall.SIGCONT)
+		}
+	}, nil
 }
