@@ -66,12 +66,14 @@ bench: build
 # processes on one private PostgreSQL, which is restarted while the
 # aggregates are SIGKILLed and restarted in turn; then the database must be
 # consistent. go test runs a one-minute short form of the same test.
+# SOAK_FLAGS=-race serves the aggregates with the race detector on.
 SOAK_DURATION ?= 6m
 SOAK_CLIENTS  ?= 24
+SOAK_FLAGS    ?=
 
 soak:
 	GENIAM_SOAK=long GENIAM_SOAK_DURATION=$(SOAK_DURATION) GENIAM_SOAK_CLIENTS=$(SOAK_CLIENTS) \
-	  $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 60m ./cmd/geni-am/
+	  $(GO) test $(SOAK_FLAGS) -count=1 -v -run '^TestSoak$$' -timeout 60m ./cmd/geni-am/
 
 clean:
 	rm -rf bin bench.json bench.svg bench-go.txt

@@ -39,30 +39,40 @@ type soakPlan struct {
 	MinAllocs int // successful Allocates the run must have made
 }
 
-// soakPlannedFault is one fault: at At into the run, either restart PostgreSQL
-// (AM < 0; Crash: an immediate shutdown, so it starts with crash recovery)
-// or SIGKILL aggregate AM, and start it again after Down.
+// soakPlannedFault is one fault, At into the run, undone after Down.
 type soakPlannedFault struct {
-	At    time.Duration
-	AM    int
-	Crash bool
-	Down  time.Duration
+	At   time.Duration
+	Kind soakFaultKind
+	AM   int // the aggregate soakKill kills
+	Down time.Duration
 }
+
+type soakFaultKind int
+
+const (
+	soakPGRestart soakFaultKind = iota // pg_ctl stop (fast) and start
+	soakPGCrash                        // immediate shutdown, so the start runs crash recovery
+	soakPGFreeze                       // SIGSTOP every PostgreSQL process: a partition, not a refusal
+	soakKill                           // SIGKILL an aggregate and start it again
+)
 
 func soakPlanFromEnv(t *testing.T) soakPlan {
 	p := soakPlan{
-		Duration: 34 * time.Second, Clients: 8,
-		Lifecycle: soakLifecycle{AllocationHold: 6 * time.Second, ProvisionDefault: 10 * time.Second, ReaperInterval: time.Second},
-		Renew:     8 * time.Second, Grace: 3 * time.Second, MinAllocs: 20,
+		Duration: 44 * time.Second, Clients: 8,
+		Lifecycle: soakLifecycle{AllocationHold: 6 * time.Second, ProvisionDefault: 10 * time.Second, ReaperInterval: time.Second,
+			RequestTimeout: 5 * time.Second},
+		Renew: 8 * time.Second, Grace: 3 * time.Second, MinAllocs: 20,
 		Faults: []soakPlannedFault{
-			{At: 6 * time.Second, AM: -1, Down: 2 * time.Second},
-			{At: 14 * time.Second, AM: 1, Down: time.Second},
-			{At: 21 * time.Second, AM: -1, Crash: true, Down: time.Second},
+			{At: 5 * time.Second, Kind: soakPGRestart, Down: 2 * time.Second},
+			{At: 11 * time.Second, Kind: soakKill, AM: 1, Down: time.Second},
+			{At: 17 * time.Second, Kind: soakPGFreeze, Down: 12 * time.Second},
+			{At: 32 * time.Second, Kind: soakPGCrash, Down: time.Second},
 		},
 	}
 	if os.Getenv("GENIAM_SOAK") == "long" {
 		p.Duration, p.Clients, p.MinAllocs = 6*time.Minute, 24, 200
-		p.Lifecycle = soakLifecycle{AllocationHold: 15 * time.Second, ProvisionDefault: 20 * time.Second, ReaperInterval: time.Second}
+		p.Lifecycle = soakLifecycle{AllocationHold: 15 * time.Second, ProvisionDefault: 20 * time.Second, ReaperInterval: time.Second,
+			RequestTimeout: 5 * time.Second}
 		p.Renew = 15 * time.Second
 	}
 	if s := os.Getenv("GENIAM_SOAK_DURATION"); s != "" {
@@ -81,18 +91,22 @@ func soakPlanFromEnv(t *testing.T) soakPlan {
 	}
 	if os.Getenv("GENIAM_SOAK") == "long" {
 		// Every 30 s a fault, in turn: PostgreSQL stopped, aggregate 0
-		// killed, PostgreSQL crashed, aggregate 1 killed; the last one ends
-		// well before the traffic does, so recovery shows.
+		// killed, PostgreSQL crashed, aggregate 1 killed, PostgreSQL frozen;
+		// the last one ends well before the traffic does, so recovery shows.
 		p.Faults = nil
 		for i, at := 0, 15*time.Second; at+30*time.Second <= p.Duration; i, at = i+1, at+30*time.Second {
-			f := soakPlannedFault{At: at, Down: time.Second}
-			switch i % 4 {
-			case 0, 2:
-				f.AM, f.Crash, f.Down = -1, i%4 == 2, time.Duration(1+i%5)*time.Second
+			f := soakPlannedFault{At: at, Down: time.Duration(1+i%4) * time.Second}
+			switch i % 5 {
+			case 0:
+				f.Kind = soakPGRestart
 			case 1:
-				f.AM = 0
+				f.Kind, f.AM, f.Down = soakKill, 0, time.Second
+			case 2:
+				f.Kind = soakPGCrash
 			case 3:
-				f.AM = 1
+				f.Kind, f.AM, f.Down = soakKill, 1, time.Second
+			case 4:
+				f.Kind, f.Down = soakPGFreeze, 15*time.Second
 			}
 			p.Faults = append(p.Faults, f)
 		}
@@ -107,6 +121,10 @@ func soakPlanFromEnv(t *testing.T) soakPlan {
 	p.Faults = keep
 	return p
 }
+
+// soakLatencySlack is how much longer than limits.request_timeout a call may
+// take on a loaded machine (TLS, queueing, writing the answer).
+const soakLatencySlack = 5 * time.Second
 
 // soakFault is a fault as it happened: the window in which answers from the
 // aggregates it affects may be non-GENI (plus the plan's grace).
@@ -249,11 +267,12 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak: %d clients on %s and %s for %s, %d faults", plan.Clients, ams[0].addr, ams[1].addr, plan.Duration, len(plan.Faults))
 	for _, f := range plan.Faults {
 		time.Sleep(time.Until(began.Add(f.At)))
-		fault := soakFault{AM: f.AM, Start: time.Now()}
-		if f.AM < 0 {
+		fault := soakFault{AM: -1, Start: time.Now()}
+		switch f.Kind {
+		case soakPGRestart, soakPGCrash:
 			fault.Name = "PostgreSQL restart"
 			halt := w.cluster.Stop
-			if f.Crash {
+			if f.Kind == soakPGCrash {
 				fault.Name, halt = "PostgreSQL crash", w.soakCrashPostgres
 			}
 			if err := halt(); err != nil {
@@ -263,7 +282,16 @@ func TestSoak(t *testing.T) {
 			if err := w.cluster.Start(); err != nil {
 				t.Fatalf("start PostgreSQL: %v", err)
 			}
-		} else {
+		case soakPGFreeze:
+			fault.Name = "PostgreSQL frozen"
+			thaw, err := w.soakFreezePostgres()
+			if err != nil {
+				t.Fatalf("%s: %v", fault.Name, err)
+			}
+			time.Sleep(f.Down)
+			thaw()
+		case soakKill:
+			fault.AM = f.AM
 			fault.Name = "SIGKILL " + ams[f.AM].name
 			ams[f.AM].soakKill()
 			time.Sleep(f.Down)
@@ -302,8 +330,12 @@ func TestSoak(t *testing.T) {
 	t.Run("checks catch planted violations", func(t *testing.T) { soakCheckTheChecks(t, w) })
 	for _, a := range ams {
 		b, _ := os.ReadFile(a.log)
-		if strings.Contains(string(b), "panic") || strings.Contains(string(b), "fatal error") {
-			t.Errorf("%s logged a panic: %s", a.name, soakTail(a.log, 3000))
+		// A test binary built with -race serves with the race detector on.
+		for _, bad := range []string{"panic", "fatal error", "DATA RACE"} {
+			if i := strings.Index(string(b), bad); i >= 0 {
+				t.Errorf("%s logged %q (%s): %.3000s", a.name, bad, a.log, b[i:])
+				break
+			}
 		}
 	}
 }
@@ -436,6 +468,20 @@ func soakCheckAnswers(t *testing.T, rec *soakRecord, plan soakPlan, ams []*soakA
 		}
 		t.Errorf("%s answer outside any fault window: %s on %s at %s (%.1fs): %s: %s",
 			a.Label(), a.Method, ams[a.AM].name, a.Start.UTC().Format("15:04:05.000"), a.End.Sub(a.Start).Seconds(), a.Kind, a.Msg)
+	}
+	// No call hangs: limits.request_timeout bounds each one, even while
+	// PostgreSQL does not answer (slack for a loaded machine).
+	slow := 0
+	for _, a := range rec.answers {
+		if d := a.End.Sub(a.Start); d > plan.Lifecycle.RequestTimeout+soakLatencySlack {
+			if slow++; slow <= 5 {
+				t.Errorf("%s on %s took %.1fs (limits.request_timeout %s), answered %s at %s",
+					a.Method, ams[a.AM].name, d.Seconds(), plan.Lifecycle.RequestTimeout, a.Label(), a.End.UTC().Format("15:04:05.000"))
+			}
+		}
+	}
+	if slow > 5 {
+		t.Errorf("%d calls in all took longer than limits.request_timeout + %s", slow, soakLatencySlack)
 	}
 	if okAllocates < plan.MinAllocs {
 		t.Errorf("only %d successful Allocates; want at least %d", okAllocates, plan.MinAllocs)
