@@ -3,13 +3,14 @@
 #   make test   every test, PostgreSQL and Docker included, plus a short fuzzing pass
 #   make bench  benchmarks (go test -bench)
 #   make fuzz   every fuzz target for FUZZTIME each
+#   make soak   the load and fault soak, long form (SOAK_DURATION, SOAK_CLIENTS)
 
 GO        ?= go
 FUZZTIME  ?= 60s
 SHORTFUZZ ?= 4s
 PKGS      := ./...
 
-.PHONY: all build run test vet unit fuzz-short fuzz bench clean
+.PHONY: all build run test vet unit fuzz-short fuzz bench soak clean
 
 all: build
 
@@ -52,6 +53,19 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m $(PKGS) | tee bench-go.txt
 	BENCH_VAR=$(BENCH_VAR) BENCH_AM=$(BENCH_AM) BENCH_CH=$(BENCH_CH) BENCH_ARGS="$(BENCH_ARGS)" \
 	  ./cmd/geni-am-bench/run-bench.sh
+
+# make soak: mixed AM API traffic from many clients against two aggregate
+# processes on one private PostgreSQL, which is restarted while the
+# aggregates are SIGKILLed and restarted in turn; then the database must be
+# consistent. go test runs a one-minute short form of the same test.
+# SOAK_FLAGS=-race serves the aggregates with the race detector on.
+SOAK_DURATION ?= 6m
+SOAK_CLIENTS  ?= 24
+SOAK_FLAGS    ?=
+
+soak:
+	GENIAM_SOAK=long GENIAM_SOAK_DURATION=$(SOAK_DURATION) GENIAM_SOAK_CLIENTS=$(SOAK_CLIENTS) \
+	  $(GO) test $(SOAK_FLAGS) -count=1 -v -run '^TestSoak$$' -timeout 60m ./cmd/geni-am/
 
 clean:
 	rm -rf bin bench.json bench.svg bench-go.txt bench-provision.json

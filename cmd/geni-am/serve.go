@@ -174,7 +174,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	go reaper.Run(ctx)
 
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log})
-	srv := geniapi.NewServer(cfg.Listen, withData(handler, prov, verifier), geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log))
+	// The request timeout bounds AM API calls; /data downloads stream for as long as they need.
+	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), prov, verifier),
+		geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
