@@ -3,6 +3,7 @@ package am
 import (
 	"context"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -266,4 +267,13 @@ func auditValue(v any, depth int) any {
 		return x
 	}
 	return "(unsupported value)"
+}
+
+// AuditCodeName labels a code in the audit trail and metrics: the geni_code
+// label, or FAULT<code> for an XML-RPC fault (e.g. FAULT-32601).
+func AuditCodeName(c Code) string {
+	if c.Known() {
+		return c.String()
+	}
+	return "FAULT" + strconv.Itoa(int(c))
 }

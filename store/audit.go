@@ -142,7 +142,7 @@ func (w *AuditWriter) flush(batch []*am.AuditRecord) {
 func auditAttrs(rec *am.AuditRecord) []any {
 	v := rec.View()
 	return []any{"log_id", rec.LogID, "method", rec.Method, "at", rec.At, "caller", rec.Caller, "user", v.User,
-		"slice", v.SliceURN, "slivers", v.SliverURNs, "code", rec.Code.String(), "ms", rec.Duration.Milliseconds()}
+		"slice", v.SliceURN, "slivers", v.SliverURNs, "code", am.AuditCodeName(rec.Code), "ms", rec.Duration.Milliseconds()}
 }
 
 const insertAudit = `INSERT INTO audit_log (at, log_id, method, remote_addr, caller_urn, user_urn, speaks_for, slice_urn,
@@ -167,7 +167,7 @@ func WriteAudit(ctx context.Context, pool *pgxpool.Pool, recs ...*am.AuditRecord
 			urns = []string{}
 		}
 		b.Queue(insertAudit, rec.At, rec.LogID, rec.Method, rec.RemoteAddr, rec.Caller, v.User, v.SpeaksFor, v.SliceURN,
-			urns, v.CredentialDigest, v.CredentialIssuer, string(opts), int(rec.Code), rec.Code.String(),
+			urns, v.CredentialDigest, v.CredentialIssuer, string(opts), int(rec.Code), am.AuditCodeName(rec.Code),
 			rec.Output, float64(rec.Duration.Microseconds())/1000, string(deployed))
 	}
 	return pool.SendBatch(ctx, &b).Close()
