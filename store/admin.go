@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -234,7 +235,7 @@ type AuditRow struct {
 	Output     string    `json:"output"`
 	Issuer     string    `json:"credential_issuer"`
 	Digest     string    `json:"credential_digest"`
-	Options    string    `json:"options"`
+	Options    json.RawMessage `json:"options"`
 }
 
 // AuditFilter narrows Audit; empty fields match everything.

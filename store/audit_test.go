@@ -49,7 +49,7 @@ func TestAuditRecordsWhatTheAggregateNoted(t *testing.T) {
 	if rows[0].User != alice || len(rows[0].Slivers) != 1 || rows[0].Slivers[0] != res.Slivers[0].URN {
 		t.Errorf("allocate row %+v", rows[0])
 	}
-	if strings.Contains(rows[1].Options, "s3cret") || strings.Contains(rows[1].Options, "ssh-rsa") || !strings.Contains(rows[1].Options, `"keys": 1`) {
+	if opts := string(rows[1].Options); strings.Contains(opts, "s3cret") || strings.Contains(opts, "ssh-rsa") || !strings.Contains(opts, `"keys": 1`) {
 		t.Errorf("options not scrubbed: %s", rows[1].Options)
 	}
 	var node, digest, who string

@@ -423,7 +423,11 @@ func (f *adminFlags) printVertical(row any) error {
 	v := reflect.ValueOf(row)
 	tw := tabwriter.NewWriter(f.out, 0, 4, 2, ' ', 0)
 	for _, fl := range jsonFields(v.Type()) {
-		fmt.Fprintf(tw, "%s:\t%s\n", fl.name, cellText(v.Field(fl.index)))
+		text := cellText(v.Field(fl.index))
+		if text == "" {
+			text = "-"
+		}
+		fmt.Fprintf(tw, "%s:\t%s\n", fl.name, text)
 	}
 	return tw.Flush()
 }
@@ -479,6 +483,8 @@ func cellText(v reflect.Value) string {
 		return x.UTC().Format(time.RFC3339)
 	case []string:
 		return strings.Join(x, ",")
+	case json.RawMessage:
+		return string(x)
 	case float64:
 		return fmt.Sprintf("%.1f", x)
 	case string:
