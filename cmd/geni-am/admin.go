@@ -99,11 +99,15 @@ func runAdmin(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer pool.Close()
-	f.st, f.authority, f.actor = store.New(pool), cfg.Authority(), adminActor()
+	f.st, f.authority, f.actor = store.New(pool), cfg.Authority(), currentAdmin()
 	return f.run(ctx)
 }
 
-// adminActor names the operator in sliver_history and settings.
+// currentAdmin names the operator in sliver_history and settings (a
+// variable so the documentation examples do not depend on who runs them).
+var currentAdmin = adminActor
+
+// adminActor is admin:<login name>.
 func adminActor() string {
 	name := os.Getenv("USER")
 	if u, err := user.Current(); err == nil && u.Username != "" {

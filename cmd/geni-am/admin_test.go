@@ -246,7 +246,7 @@ func TestOperatorGuideExamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, _ := seedDocDatabase(t)
+	url, pool := seedDocDatabase(t)
 	block := regexp.MustCompile("(?s)<!-- checked -->\n```console\n(.*?)```")
 	stamp := regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`)
 	write := os.Getenv("GENIAM_WRITE_DOCS") != ""
@@ -272,6 +272,20 @@ func TestOperatorGuideExamples(t *testing.T) {
 		}
 		return "<!-- checked -->\n```console\n" + out.String() + "```"
 	})
+	// The "who ran what where, when" query.
+	query := regexp.MustCompile("(?s)```sql\n(SELECT [^`]*FROM deployments[^`]*)```").FindStringSubmatch(string(doc))
+	if query == nil {
+		t.Fatal("no deployments query in the guide")
+	}
+	var who, node, digest, sliver string
+	var at time.Time
+	var slice, logID string
+	if err := pool.QueryRow(context.Background(), query[1]).Scan(&at, &who, &node, &digest, &slice, &sliver, &logID); err != nil {
+		t.Fatalf("%s: %v", query[1], err)
+	}
+	if who != docAlice || node != "node1" || logID != "4be1f07c2a9d" || !strings.HasSuffix(sliver, "5f2c9a0e4b7d1c38") {
+		t.Errorf("deployments query: %v %s %s %s %s %s", at, who, node, digest, sliver, logID)
+	}
 	if checked < 10 {
 		t.Errorf("only %d checked examples in %s", checked, path)
 	}

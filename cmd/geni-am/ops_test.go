@@ -26,7 +26,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	currentAdmin = func() string { return "admin:ops" }
+	pgtest.Main(m)
+}
 
 // freeAddr returns a loopback address nobody listens on (for the ops listener).
 func freeAddr(t *testing.T) string {
