@@ -55,23 +55,23 @@ func newOps(cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, verifier *
 	stats := func(f func(store.AuditStats) float64) func() float64 {
 		return func() float64 { return f(o.audit.Stats()) }
 	}
-	reg.NewGaugeFunc("geniam_audit_written_total", "audit rows written to the database", stats(func(s store.AuditStats) float64 { return float64(s.Written) }))
-	reg.NewGaugeFunc("geniam_audit_dropped_total", "audit records not written because the queue was full (each is in the log)", stats(func(s store.AuditStats) float64 { return float64(s.Dropped) }))
-	reg.NewGaugeFunc("geniam_audit_failed_total", "audit records whose insert failed (each is in the log)", stats(func(s store.AuditStats) float64 { return float64(s.Failed) }))
+	reg.NewCounterFunc("geniam_audit_written_total", "audit rows written to the database", stats(func(s store.AuditStats) float64 { return float64(s.Written) }))
+	reg.NewCounterFunc("geniam_audit_dropped_total", "audit records not written because the queue was full (each is in the log)", stats(func(s store.AuditStats) float64 { return float64(s.Dropped) }))
+	reg.NewCounterFunc("geniam_audit_failed_total", "audit records whose insert failed (each is in the log)", stats(func(s store.AuditStats) float64 { return float64(s.Failed) }))
 	reg.NewGaugeFunc("geniam_audit_queue_length", "audit records waiting for the database", stats(func(s store.AuditStats) float64 { return float64(s.Queued) }))
 
 	if verifier != nil {
-		reg.NewGaugeFunc("geniam_credential_cache_hits_total", "credentials answered from the verification cache", func() float64 { return float64(verifier.CacheStats().Hits) })
-		reg.NewGaugeFunc("geniam_credential_cache_misses_total", "credentials verified from scratch", func() float64 { return float64(verifier.CacheStats().Misses) })
+		reg.NewCounterFunc("geniam_credential_cache_hits_total", "credentials answered from the verification cache", func() float64 { return float64(verifier.CacheStats().Hits) })
+		reg.NewCounterFunc("geniam_credential_cache_misses_total", "credentials verified from scratch", func() float64 { return float64(verifier.CacheStats().Misses) })
 		reg.NewGaugeFunc("geniam_credential_cache_entries", "credentials in the verification cache", func() float64 { return float64(verifier.CacheStats().Entries) })
 	}
 	pstat := func(f func(*pgxpool.Stat) float64) func() float64 { return func() float64 { return f(pool.Stat()) } }
-	reg.NewGaugeFunc("geniam_db_connections_total", "connections in the pool", pstat(func(s *pgxpool.Stat) float64 { return float64(s.TotalConns()) }))
+	reg.NewCounterFunc("geniam_db_connections_total", "connections in the pool", pstat(func(s *pgxpool.Stat) float64 { return float64(s.TotalConns()) }))
 	reg.NewGaugeFunc("geniam_db_connections_acquired", "connections in use", pstat(func(s *pgxpool.Stat) float64 { return float64(s.AcquiredConns()) }))
 	reg.NewGaugeFunc("geniam_db_connections_idle", "idle connections", pstat(func(s *pgxpool.Stat) float64 { return float64(s.IdleConns()) }))
 	reg.NewGaugeFunc("geniam_db_connections_max", "pool size (db.max_conns)", pstat(func(s *pgxpool.Stat) float64 { return float64(s.MaxConns()) }))
-	reg.NewGaugeFunc("geniam_db_acquire_waits_total", "acquires that had to wait for a connection", pstat(func(s *pgxpool.Stat) float64 { return float64(s.EmptyAcquireCount()) }))
-	reg.NewGaugeFunc("geniam_db_acquire_wait_seconds_total", "time spent waiting for a connection", pstat(func(s *pgxpool.Stat) float64 { return s.AcquireDuration().Seconds() }))
+	reg.NewCounterFunc("geniam_db_acquire_waits_total", "acquires that had to wait for a connection", pstat(func(s *pgxpool.Stat) float64 { return float64(s.EmptyAcquireCount()) }))
+	reg.NewCounterFunc("geniam_db_acquire_wait_seconds_total", "time spent waiting for a connection", pstat(func(s *pgxpool.Stat) float64 { return s.AcquireDuration().Seconds() }))
 	reg.NewGaugeFunc("geniam_maintenance", "1 while new Allocates are refused for maintenance (configuration or geni-am admin maintenance)", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
