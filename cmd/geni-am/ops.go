@@ -66,7 +66,7 @@ func newOps(cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, verifier *
 		reg.NewGaugeFunc("geniam_credential_cache_entries", "credentials in the verification cache", func() float64 { return float64(verifier.CacheStats().Entries) })
 	}
 	pstat := func(f func(*pgxpool.Stat) float64) func() float64 { return func() float64 { return f(pool.Stat()) } }
-	reg.NewCounterFunc("geniam_db_connections_total", "connections in the pool", pstat(func(s *pgxpool.Stat) float64 { return float64(s.TotalConns()) }))
+	reg.NewGaugeFunc("geniam_db_connections_open", "connections open in the pool", pstat(func(s *pgxpool.Stat) float64 { return float64(s.TotalConns()) }))
 	reg.NewGaugeFunc("geniam_db_connections_acquired", "connections in use", pstat(func(s *pgxpool.Stat) float64 { return float64(s.AcquiredConns()) }))
 	reg.NewGaugeFunc("geniam_db_connections_idle", "idle connections", pstat(func(s *pgxpool.Stat) float64 { return float64(s.IdleConns()) }))
 	reg.NewGaugeFunc("geniam_db_connections_max", "pool size (db.max_conns)", pstat(func(s *pgxpool.Stat) float64 { return float64(s.MaxConns()) }))

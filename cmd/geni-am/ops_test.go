@@ -345,7 +345,7 @@ func TestEveryCallIsAudited(t *testing.T) {
 		`geniam_calls_total{method="other",code="FAULT-32601"} 1`,
 		`geniam_call_duration_seconds_count{method="Provision"} 1`,
 		`geniam_call_duration_seconds_bucket{method="GetVersion",le="+Inf"} 1`,
-		"# TYPE geniam_db_connections_total gauge",
+		"# TYPE geniam_db_connections_open gauge",
 		"geniam_reaper_batches_total",
 		"geniam_maintenance 0",
 	} {
