@@ -59,16 +59,21 @@ type served struct {
 
 func serveForTest(t *testing.T) *served {
 	t.Helper()
-	dir := t.TempDir()
-	pki, err := devenv.EnsurePKI(filepath.Join(dir, "pki"))
+	pki, err := devenv.EnsurePKI(filepath.Join(t.TempDir(), "pki"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, pki, pgtest.NewDatabase(t))
+}
+
+// serveOn serves an aggregate on the database at dbURL (several may share one).
+func serveOn(t *testing.T, pki *devenv.PKI, dbURL string) *served {
+	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &served{t: t, dbURL: pgtest.NewDatabase(t), pki: pki, logBuf: &syncWriter{w: &bytes.Buffer{}}, stopped: make(chan error, 1)}
+	s := &served{t: t, dbURL: dbURL, pki: pki, logBuf: &syncWriter{w: &bytes.Buffer{}}, stopped: make(chan error, 1)}
 	cfg.DB.URL = s.dbURL
 	cfg.Listen = "127.0.0.1:0"
 	cfg.AMURN = devenv.AMURN
