@@ -141,8 +141,11 @@ func (w *AuditWriter) flush(batch []*am.AuditRecord) {
 // auditAttrs is a record as log attributes (the log keeps what the table lost).
 func auditAttrs(rec *am.AuditRecord) []any {
 	v := rec.View()
-	return []any{"log_id", rec.LogID, "method", rec.Method, "at", rec.At, "caller", rec.Caller, "user", v.User,
-		"slice", v.SliceURN, "slivers", v.SliverURNs, "code", am.AuditCodeName(rec.Code), "ms", rec.Duration.Milliseconds()}
+	opts, _ := json.Marshal(rec.Options)
+	return []any{"log_id", rec.LogID, "method", rec.Method, "at", rec.At, "remote", rec.RemoteAddr, "caller", rec.Caller,
+		"user", v.User, "speaks_for", v.SpeaksFor, "slice", v.SliceURN, "slivers", v.SliverURNs,
+		"credential_digest", v.CredentialDigest, "credential_issuer", v.CredentialIssuer, "options", string(opts),
+		"code", am.AuditCodeName(rec.Code), "output", rec.Output, "ms", rec.Duration.Milliseconds(), "deployed", v.Deployed}
 }
 
 const insertAudit = `INSERT INTO audit_log (at, log_id, method, remote_addr, caller_urn, user_urn, speaks_for, slice_urn,
