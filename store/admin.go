@@ -222,19 +222,19 @@ func (s *Store) SetSliverExpiry(ctx context.Context, urn string, expires time.Ti
 
 // AuditRow is one row of audit_log.
 type AuditRow struct {
-	At         time.Time `json:"at"`
-	LogID      string    `json:"log_id"`
-	Method     string    `json:"method"`
-	Code       string    `json:"code"`
-	User       string    `json:"user"`
-	Caller     string    `json:"caller"`
-	SpeaksFor  bool      `json:"speaks_for"`
-	Slice      string    `json:"slice"`
-	Slivers    []string  `json:"slivers"`
-	DurationMS float64   `json:"ms"`
-	Output     string    `json:"output"`
-	Issuer     string    `json:"credential_issuer"`
-	Digest     string    `json:"credential_digest"`
+	At         time.Time       `json:"at"`
+	LogID      string          `json:"log_id"`
+	Method     string          `json:"method"`
+	Code       string          `json:"code"`
+	User       string          `json:"user"`
+	Caller     string          `json:"caller"`
+	SpeaksFor  bool            `json:"speaks_for"`
+	Slice      string          `json:"slice"`
+	Slivers    []string        `json:"slivers"`
+	DurationMS float64         `json:"ms"`
+	Output     string          `json:"output"`
+	Issuer     string          `json:"credential_issuer"`
+	Digest     string          `json:"credential_digest"`
 	Options    json.RawMessage `json:"options"`
 }
 
