@@ -80,8 +80,41 @@ func newOps(cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, verifier *
 		}
 		return 0
 	})
+	// Read from the database at scrape time, so that they are right whichever
+	// process did the work: the provisioner's queue (jobs) and the node
+	// agents' health (agent_health), both 0 while those tables do not exist.
+	reg.NewGaugeFunc("geniam_jobs_queued", "provisioning jobs waiting for a worker", o.dbValue("jobs", "SELECT count(*) FROM jobs WHERE state = 'queued'"))
+	reg.NewGaugeFunc("geniam_jobs_running", "provisioning jobs a worker holds", o.dbValue("jobs", "SELECT count(*) FROM jobs WHERE state = 'running'"))
+	reg.NewGaugeFunc("geniam_jobs_failed", "provisioning jobs that gave up (see geni-am admin jobs list)", o.dbValue("jobs", "SELECT count(*) FROM jobs WHERE state = 'failed'"))
+	reg.NewGaugeFunc("geniam_jobs_oldest_queued_seconds", "age of the oldest queued job", o.dbValue("jobs",
+		"SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM jobs WHERE state = 'queued'"))
+	reg.NewGaugeFunc("geniam_agents_reachable", "node agents whose last health poll succeeded", o.dbValue("agent_health", "SELECT count(*) FROM agent_health WHERE reachable"))
+	reg.NewGaugeFunc("geniam_agents_unreachable", "node agents whose last health poll failed", o.dbValue("agent_health", "SELECT count(*) FROM agent_health WHERE NOT reachable"))
+	reg.NewGaugeFunc("geniam_nodes_taking_slivers", "nodes that take new slivers (not drained, retired or unavailable)", o.dbValue("nodes",
+		"SELECT count(*) FROM nodes WHERE available AND NOT drained AND NOT retired"))
+	reg.NewGaugeFunc("geniam_slots_free", "container slots free on nodes that take new slivers", o.dbValue("nodes",
+		"SELECT coalesce(sum(slots_free), 0) FROM node_usage WHERE takes_new_slivers"))
+	reg.NewGaugeFunc("geniam_slivers_live", "live slivers (allocated or provisioned)", o.dbValue("slivers", "SELECT count(*) FROM slivers"))
 	o.audit.Start()
 	return o
+}
+
+// dbValue reads one number at scrape time (1 s timeout); 0 when table does
+// not exist or the database does not answer (/healthz says which).
+func (o *opsSide) dbValue(table, query string) func() float64 {
+	return func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		var reg *string
+		if err := o.pool.QueryRow(ctx, "SELECT to_regclass($1)::text", table).Scan(&reg); err != nil || reg == nil {
+			return 0
+		}
+		var v float64
+		if err := o.pool.QueryRow(ctx, query).Scan(&v); err != nil {
+			return 0
+		}
+		return v
+	}
 }
 
 // standardMethods bounds the method label: anything else is "other".

@@ -1,10 +1,18 @@
 package main
 
 import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/pgtest"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func TestPolicyFromConfig(t *testing.T) {
@@ -28,5 +36,68 @@ func TestPolicyFromConfig(t *testing.T) {
 		if _, err := o.policy(bad, &store.Store{}); err == nil {
 			t.Errorf("accepted %+v", bad)
 		}
+	}
+}
+
+// The queue and agent gauges follow the provisioner's tables once they exist.
+func TestMetricsReadProvisioningTables(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cfg, err := config.Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := newOps(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), st.Pool(), nil)
+	defer o.close()
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		o.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	if m := scrape(); !strings.Contains(m, "geniam_jobs_queued 0\n") || !strings.Contains(m, "geniam_agents_unreachable 0\n") {
+		t.Fatalf("without the tables:\n%s", m)
+	}
+	for _, q := range []string{
+		"CREATE TABLE jobs (id bigserial, state text, created_at timestamptz DEFAULT now() - interval '30 seconds')",
+		"INSERT INTO jobs (state) VALUES ('queued'), ('queued'), ('running'), ('failed')",
+		"INSERT INTO nodes (name, component_urn, capacity) VALUES ('n1', 'urn:publicid:IDN+x+node+n1', 3)",
+		"CREATE TABLE agent_health (node_name text, reachable boolean)",
+		"INSERT INTO agent_health VALUES ('n1', false)",
+	} {
+		if _, err := st.Pool().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := scrape()
+	for _, want := range []string{"geniam_jobs_queued 2\n", "geniam_jobs_running 1\n", "geniam_jobs_failed 1\n",
+		"geniam_agents_unreachable 1\n", "geniam_agents_reachable 0\n", "geniam_slots_free 3\n", "geniam_nodes_taking_slivers 1\n"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if !regexp.MustCompile(`geniam_jobs_oldest_queued_seconds (2|3)\d`).MatchString(m) {
+		t.Errorf("oldest queued job:\n%s", m)
+	}
+	// /readyz is 503 until the AM listener is up.
+	rec := httptest.NewRecorder()
+	o.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 503 {
+		t.Errorf("readyz before ready: %d", rec.Code)
+	}
+	// /healthz is 503 with the reason when the database does not answer.
+	dead, err := pgxpool.New(ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	down := &opsSide{pool: dead}
+	rec = httptest.NewRecorder()
+	down.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), `"status":"failing"`) || !strings.Contains(rec.Body.String(), "unreachable") {
+		t.Errorf("healthz with the database down: %d %s", rec.Code, rec.Body.String())
 	}
 }
