@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -280,9 +281,22 @@ func (s *Store) HasTable(ctx context.Context, name string) (bool, error) {
 	return reg != nil, err
 }
 
-// Jobs returns the rows of the jobs table, newest first, as column names and
-// text values: the table belongs to the provisioner and its columns may grow.
-func (s *Store) Jobs(ctx context.Context, limit int) ([]string, [][]string, error) {
+// JobFilter narrows Jobs; empty fields match everything (a filter on a
+// column the table lacks is ignored).
+type JobFilter struct {
+	Node  string
+	Slice string
+	State string
+	Limit int // default 100
+}
+
+// jobColumns are shown when the table has them, in this order.
+var jobColumns = []string{"id", "kind", "state", "node_name", "sliver_urn", "attempts", "created_at", "finished_at", "last_error"}
+
+// Jobs returns rows of the provisioner's jobs table, newest first, as column
+// names and text values. The table belongs to another migration and may be
+// absent (IsNoJobs) or have other columns than those shown.
+func (s *Store) Jobs(ctx context.Context, f JobFilter) ([]string, [][]string, error) {
 	ok, err := s.HasTable(ctx, "jobs")
 	if err != nil {
 		return nil, nil, cleanError("jobs", err)
@@ -290,21 +304,60 @@ func (s *Store) Jobs(ctx context.Context, limit int) ([]string, [][]string, erro
 	if !ok {
 		return nil, nil, errNoJobs
 	}
-	if limit <= 0 {
-		limit = 100
+	if f.Limit <= 0 {
+		f.Limit = 100
 	}
-	rows, err := s.pool.Query(ctx, "SELECT * FROM jobs ORDER BY 1 DESC LIMIT $1", limit)
+	rows, err := s.pool.Query(ctx, `SELECT column_name FROM information_schema.columns
+		WHERE table_name = 'jobs' AND table_schema = current_schema() ORDER BY ordinal_position`)
 	if err != nil {
 		return nil, nil, cleanError("jobs", err)
 	}
-	defer rows.Close()
-	var cols []string
-	for _, fd := range rows.FieldDescriptions() {
-		cols = append(cols, fd.Name)
+	have, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, nil, cleanError("jobs", err)
 	}
+	has := map[string]bool{}
+	for _, c := range have {
+		has[c] = true
+	}
+	var cols []string
+	for _, c := range jobColumns {
+		if has[c] {
+			cols = append(cols, c)
+		}
+	}
+	if len(cols) == 0 {
+		cols = have
+	}
+	var where []string
+	var args []any
+	for col, v := range map[string]string{"node_name": f.Node, "slice_urn": f.Slice, "state": f.State} {
+		if v != "" && has[col] {
+			args = append(args, v)
+			where = append(where, fmt.Sprintf("%s = $%d", pgx.Identifier{col}.Sanitize(), len(args)))
+		}
+	}
+	q := "SELECT "
+	for i, c := range cols {
+		if i > 0 {
+			q += ", "
+		}
+		q += pgx.Identifier{c}.Sanitize()
+	}
+	q += " FROM jobs"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, f.Limit)
+	q += fmt.Sprintf(" ORDER BY 1 DESC LIMIT $%d", len(args))
+	data, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, nil, cleanError("jobs", err)
+	}
+	defer data.Close()
 	var out [][]string
-	for rows.Next() {
-		vals, err := rows.Values()
+	for data.Next() {
+		vals, err := data.Values()
 		if err != nil {
 			return nil, nil, cleanError("jobs", err)
 		}
@@ -314,7 +367,7 @@ func (s *Store) Jobs(ctx context.Context, limit int) ([]string, [][]string, erro
 		}
 		out = append(out, row)
 	}
-	return cols, out, cleanError("jobs", rows.Err())
+	return cols, out, cleanError("jobs", data.Err())
 }
 
 var errNoJobs = errors.New("this database has no jobs table (the provisioner's migration is not applied)")

@@ -200,13 +200,17 @@ func TestAdminQueries(t *testing.T) {
 	if err != nil || len(slices) != 1 || slices[0].Slivers != 1 {
 		t.Fatalf("slices %+v %v", slices, err)
 	}
-	if _, _, err := e.store.Jobs(ctx, 10); !store.IsNoJobs(err) {
+	if _, _, err := e.store.Jobs(ctx, store.JobFilter{}); !store.IsNoJobs(err) {
 		t.Fatalf("jobs without the table: %v", err)
 	}
-	e.sql("CREATE TABLE jobs (id bigserial PRIMARY KEY, kind text, created_at timestamptz DEFAULT now())")
-	e.sql("INSERT INTO jobs (kind) VALUES ('deploy')")
-	cols, rows, err := e.store.Jobs(ctx, 10)
-	if err != nil || len(cols) != 3 || len(rows) != 1 || rows[0][1] != "deploy" {
+	e.sql("CREATE TABLE jobs (id bigserial PRIMARY KEY, kind text, state text, node_name text, args jsonb DEFAULT '{}', created_at timestamptz DEFAULT now())")
+	e.sql("INSERT INTO jobs (kind, state, node_name) VALUES ('provision', 'done', 'n1'), ('start', 'queued', 'n2')")
+	cols, rows, err := e.store.Jobs(ctx, store.JobFilter{})
+	if err != nil || strings.Join(cols, ",") != "id,kind,state,node_name,created_at" || len(rows) != 2 || rows[0][1] != "start" {
 		t.Fatalf("jobs %v %v %v", cols, rows, err)
+	}
+	cols, rows, err = e.store.Jobs(ctx, store.JobFilter{Node: "n1", State: "done", Slice: "ignored: no such column"})
+	if err != nil || len(rows) != 1 || rows[0][1] != "provision" {
+		t.Fatalf("jobs filtered %v %v %v", cols, rows, err)
 	}
 }

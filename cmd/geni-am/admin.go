@@ -40,7 +40,7 @@ const adminUsage = `usage: geni-am admin [--config FILE] [--db.url URL] [--json]
   sliver extend URN --until TIME|DURATION      e.g. --until 72h or --until 2026-12-01T00:00:00Z
   sliver expire URN                            the reaper deletes it at its next sweep
   slice shutdown URN | slice restore URN
-  jobs list [--limit N]
+  jobs list [--node NAME] [--slice URN] [--state STATE] [--limit N]
   audit [--slice URN] [--user URN] [--log-id ID] [--since DURATION|TIME] [--limit N]
   maintenance on "MESSAGE" | maintenance off | maintenance status
 `
@@ -50,6 +50,7 @@ type adminFlags struct {
 	json                     bool
 	node, slice, user, logID string
 	since, until, reason     string
+	state                    string
 	agent, types, hardware   string
 	capacity, limit          int
 	configFile               string
@@ -72,6 +73,7 @@ func runAdmin(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&f.logID, "log-id", "", "filter: log id of one call")
 	fs.StringVar(&f.since, "since", "", "audit: from this long ago (24h) or this time (RFC 3339)")
 	fs.StringVar(&f.until, "until", "", "sliver extend: new expiry, a duration from now or a time")
+	fs.StringVar(&f.state, "state", "", "jobs list: queued, running, done, failed or cancelled")
 	fs.StringVar(&f.reason, "reason", "", "nodes drain: why (shown to experimenters)")
 	fs.StringVar(&f.agent, "agent", "", "nodes add: https://host:port of the node agent")
 	fs.StringVar(&f.types, "types", "container", "nodes add: sliver types, comma-separated")
@@ -286,7 +288,7 @@ func (f *adminFlags) run(ctx context.Context) error {
 		}
 		return f.done("slice %s restored", urn)
 	case "jobs list", "jobs ":
-		cols, rows, err := f.st.Jobs(ctx, f.limit)
+		cols, rows, err := f.st.Jobs(ctx, store.JobFilter{Node: f.node, Slice: f.slice, State: f.state, Limit: f.limit})
 		if store.IsNoJobs(err) {
 			return f.done("no jobs: %v", err)
 		}

@@ -28,7 +28,7 @@ func TestTwoAggregatesOneDatabase(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range aggs {
 		wg.Add(1)
-		go func() { defer wg.Done(); aggs[i] = serveOn(t, pki, dbURL) }()
+		go func() { defer wg.Done(); aggs[i] = serveOn(t, pki, dbURL, i == 0) }()
 	}
 	wg.Wait()
 	if aggs[0] == nil || aggs[1] == nil {

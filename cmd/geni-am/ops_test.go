@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -45,16 +46,15 @@ func freeAddr(t *testing.T) string {
 
 // served is an aggregate served as `geni-am serve` does, on a fresh database.
 type served struct {
-	t       *testing.T
-	dbURL   string
-	amURL   string
-	opsURL  string
-	pki     *devenv.PKI
-	client  *http.Client
-	chain   []*x509.Certificate
-	logBuf  *syncWriter
-	pool    *pgxpool.Pool
-	stopped chan error
+	t      *testing.T
+	dbURL  string
+	amURL  string
+	opsURL string
+	pki    *devenv.PKI
+	client *http.Client
+	chain  []*x509.Certificate
+	logBuf *syncWriter
+	pool   *pgxpool.Pool
 }
 
 func serveForTest(t *testing.T) *served {
@@ -63,47 +63,59 @@ func serveForTest(t *testing.T) *served {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return serveOn(t, pki, pgtest.NewDatabase(t))
+	return serveOn(t, pki, pgtest.NewDatabase(t), true)
 }
 
-// serveOn serves an aggregate on the database at dbURL (several may share one).
-func serveOn(t *testing.T, pki *devenv.PKI, dbURL string) *served {
+// serveOn serves an aggregate on the database at dbURL (several may share
+// one: let only one of them seed the demo inventory).
+func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &served{t: t, dbURL: dbURL, pki: pki, logBuf: &syncWriter{w: &bytes.Buffer{}}, stopped: make(chan error, 1)}
+	s := &served{t: t, dbURL: dbURL, pki: pki, logBuf: &syncWriter{w: &bytes.Buffer{}}}
 	cfg.DB.URL = s.dbURL
 	cfg.Listen = "127.0.0.1:0"
 	cfg.AMURN = devenv.AMURN
 	cfg.TLS.Cert, cfg.TLS.Key = pki.File("am")
 	cfg.TLS.TrustedRoots = pki.TrustedRoots
-	cfg.Operations.Listen = freeAddr(t)
 	cfg.Log.Format = "json"
-	s.opsURL = "http://" + cfg.Operations.Listen
-
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan net.Addr, 1)
-	hooks := &serveHooks{
-		afterMigrate: func(ctx context.Context, db *pgx.Conn) error { return devenv.SeedInventory(ctx, db, devenv.Authority) },
-		ready:        func(a net.Addr) { ready <- a },
-	}
 	log := slog.New(slog.NewJSONHandler(s.logBuf, nil))
-	go func() { s.stopped <- serve(ctx, cfg, log, hooks) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-s.stopped; err != nil {
-			t.Errorf("serve: %v", err)
+	hooks := &serveHooks{}
+	if seed {
+		hooks.afterMigrate = func(ctx context.Context, db *pgx.Conn) error { return devenv.SeedInventory(ctx, db, devenv.Authority) }
+	}
+	// The operations port is picked free and then bound by serve: another
+	// process may take it in between, so try again with another one.
+	for attempt := 1; ; attempt++ {
+		cfg.Operations.Listen = freeAddr(t)
+		s.opsURL = "http://" + cfg.Operations.Listen
+		ready := make(chan net.Addr, 1)
+		hooks.ready = func(a net.Addr) { ready <- a }
+		ctx, cancel := context.WithCancel(context.Background())
+		stopped := make(chan error, 1)
+		go func() { stopped <- serve(ctx, cfg, log, hooks) }()
+		select {
+		case a := <-ready:
+			s.amURL = "https://" + a.String() + "/"
+			t.Cleanup(func() {
+				cancel()
+				if err := <-stopped; err != nil {
+					t.Errorf("serve: %v", err)
+				}
+			})
+		case err := <-stopped:
+			cancel()
+			if attempt < 3 && strings.Contains(fmt.Sprint(err), "address already in use") {
+				continue
+			}
+			t.Fatalf("serve: %v", err)
+		case <-time.After(60 * time.Second):
+			cancel()
+			t.Fatal("aggregate did not start")
 		}
-	})
-	select {
-	case a := <-ready:
-		s.amURL = "https://" + a.String() + "/"
-	case err := <-s.stopped:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("aggregate did not start")
+		break
 	}
 	certFile, keyFile := pki.File("alice")
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
