@@ -224,8 +224,9 @@ func TestAdminCommands(t *testing.T) {
 	if out := run("audit", "--since", "1h"); strings.TrimSpace(out) != "(none)" {
 		t.Errorf("audit --since 1h :\n%s", out)
 	}
-	if out := run("jobs", "list"); !strings.Contains(out, "no jobs table") {
-		t.Errorf("jobs without table: %s", out)
+	// Without the provisioner's migration there is no jobs table; with it, a table.
+	if out := run("jobs", "list"); !strings.Contains(out, "no jobs table") && !strings.HasPrefix(out, "ID ") && out != "(none)\n" {
+		t.Errorf("jobs list: %s", out)
 	}
 	run("maintenance", "on", "rack move, back at 14:00 UTC")
 	if out := run("maintenance", "status"); !strings.Contains(out, "rack move") {

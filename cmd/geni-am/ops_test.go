@@ -365,6 +365,9 @@ func TestEveryCallIsAudited(t *testing.T) {
 		"# TYPE geniam_db_connections_open gauge",
 		"geniam_reaper_batches_total",
 		"geniam_maintenance 0",
+		"geniam_slots_free 10\n",
+		"geniam_nodes_taking_slivers 3\n",
+		"geniam_slivers_live 0\n",
 	} {
 		if !strings.Contains(metricsText, want) {
 			t.Errorf("metrics lack %q", want)
