@@ -254,3 +254,19 @@ func (o *opsSide) close() {
 
 // pathMatch checks a glob pattern the way am.OpsPolicy applies it.
 func pathMatch(pattern string) (bool, error) { return path.Match(pattern, "") }
+
+// devOpsListen keeps make run from failing when another dev aggregate holds
+// the default operations port: unless the address was asked for explicitly,
+// a busy one is replaced by a free port (the log names it).
+func devOpsListen(cfg *config.Config, explicit bool, log *slog.Logger) {
+	if explicit || cfg.Operations.Listen == "" {
+		return
+	}
+	ln, err := net.Listen("tcp", cfg.Operations.Listen)
+	if err != nil {
+		log.Warn("operations.listen is busy; using a free port instead", "wanted", cfg.Operations.Listen, "err", err)
+		cfg.Operations.Listen = "127.0.0.1:0"
+		return
+	}
+	ln.Close()
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"regexp"
 	"strings"
@@ -100,5 +101,23 @@ func TestMetricsReadProvisioningTables(t *testing.T) {
 	down.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 	if rec.Code != 503 || !strings.Contains(rec.Body.String(), `"status":"failing"`) || !strings.Contains(rec.Body.String(), "unreachable") {
 		t.Errorf("healthz with the database down: %d %s", rec.Code, rec.Body.String())
+	}
+}
+
+func TestDevOpsListenAvoidsABusyPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := &config.Config{Operations: config.Operations{Listen: ln.Addr().String()}}
+	devOpsListen(cfg, true, log)
+	if cfg.Operations.Listen != ln.Addr().String() {
+		t.Fatal("an explicit address was replaced")
+	}
+	devOpsListen(cfg, false, log)
+	if cfg.Operations.Listen != "127.0.0.1:0" {
+		t.Fatalf("busy default kept: %s", cfg.Operations.Listen)
 	}
 }
