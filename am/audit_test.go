@@ -101,3 +101,16 @@ func FuzzAuditOptions(f *testing.F) {
 		}
 	})
 }
+
+func TestAuditNotesSpeaksFor(t *testing.T) {
+	rec := &AuditRecord{Caller: "urn:publicid:IDN+ch+user+portal"}
+	rec.NoteAuthorization(&Authorization{User: "urn:publicid:IDN+ch+user+alice", Tool: "urn:publicid:IDN+ch+user+portal", Digest: "d", Issuer: "i"})
+	rec.NoteSlivers("a", "b", "a")
+	v := rec.View()
+	if v.User != "urn:publicid:IDN+ch+user+alice" || !v.SpeaksFor || v.CredentialDigest != "d" || v.CredentialIssuer != "i" || len(v.SliverURNs) != 2 {
+		t.Fatalf("view %+v", v)
+	}
+	if AuditCodeName(-32601) != "FAULT-32601" || AuditCodeName(Refused) != "REFUSED" {
+		t.Fatal("code names")
+	}
+}
