@@ -33,6 +33,9 @@ type AggregateConfig struct {
 	Operators []string
 	// Provisioner, when set, is told of committed changes (see Provisioner).
 	Provisioner Provisioner
+	// Ops, when set, is the operator's policy: allow/deny lists, sliver
+	// limits, maintenance (see OpsPolicy).
+	Ops *OpsPolicy
 }
 
 // Provisioner drives the nodes. The Aggregate calls it after each change has
@@ -117,7 +120,7 @@ func (a *Aggregate) GetVersion(ctx context.Context, c Call) (*Version, error) {
 // adCache for when a cached one is served and how stale it may be.
 func (a *Aggregate) ListResources(ctx context.Context, c Call) (string, error) {
 	const op = "ListResources"
-	if _, err := a.authorize(c, op, ""); err != nil {
+	if _, err := a.authorize(ctx, c, op, ""); err != nil {
 		return "", opErr(op, err)
 	}
 	if err := checkRSpecVersion(c.Options); err != nil {
@@ -143,7 +146,10 @@ func checkRSpecVersion(o Options) error {
 
 // ---- authorization and URN resolution ----
 
-func (a *Aggregate) authorize(c Call, method, target string, privileges ...string) (*Authorization, error) {
+// authorize asks the trust layer, notes the answer in the call's audit
+// record and applies the operator's allow/deny lists.
+func (a *Aggregate) authorize(ctx context.Context, c Call, method, target string, privileges ...string) (*Authorization, error) {
+	AuditFrom(ctx).NoteSlice(target)
 	if a.auth == nil {
 		return nil, Errorf(Forbidden, "no trust configuration")
 	}
@@ -154,6 +160,10 @@ func (a *Aggregate) authorize(c Call, method, target string, privileges ...strin
 	}
 	if authz == nil {
 		return nil, Errorf(Forbidden, "credentials do not authorize %s", method)
+	}
+	AuditFrom(ctx).NoteAuthorization(authz)
+	if err := a.cfg.Ops.checkAccess(authz); err != nil {
+		return nil, err
 	}
 	return authz, nil
 }
@@ -224,8 +234,9 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 			}
 		}
 		sc.slivers = sliverURNs
+		AuditFrom(ctx).NoteSlivers(sliverURNs...)
 	}
-	authz, err := a.authorize(c, method, sc.slice, privileges...)
+	authz, err := a.authorize(ctx, c, method, sc.slice, privileges...)
 	if err != nil {
 		return nil, err
 	}
@@ -264,6 +275,7 @@ func (a *Aggregate) targets(ctx context.Context, sc *scope, keep func(Sliver) bo
 			}
 		}
 	}
+	AuditFrom(ctx).noteSliversOf(slivers)
 	if keep == nil {
 		return slivers, nil
 	}
@@ -343,7 +355,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 	if _, typ, _, ok := SplitURN(sliceURN); !ok || typ != "slice" {
 		return nil, opErr(op, Errorf(BadArgs, "%q is not a slice URN", clip(sliceURN)))
 	}
-	authz, err := a.authorize(c, op, sliceURN, privCreate)
+	authz, err := a.authorize(ctx, c, op, sliceURN, privCreate)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -358,6 +370,9 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		return nil, opErr(op, Errorf(BadArgs, "the request RSpec has no nodes for this aggregate"))
 	}
 	now := a.now()
+	if err := a.cfg.Ops.checkAllocate(ctx, authz, sliceURN, len(req.Slivers), now); err != nil {
+		return nil, opErr(op, err)
+	}
 	var endWanted time.Time
 	if c.Options.EndTime != nil {
 		if !c.Options.EndTime.After(now) {
@@ -423,6 +438,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		return nil, opErr(op, err)
 	}
 	a.ads.changed()
+	AuditFrom(ctx).noteSliversOf(slivers)
 	return a.allocateResult(op, sliceURN, slivers, nil, now)
 }
 
@@ -512,6 +528,7 @@ func (a *Aggregate) Provision(ctx context.Context, c Call, urns []string) (*Allo
 		return nil, opErr(op, err)
 	}
 	done, statuses := split(results)
+	AuditFrom(ctx).NoteDeployed(done)
 	if p := a.cfg.Provisioner; p != nil && len(done) > 0 {
 		p.Provisioned(ctx, done)
 	}
@@ -788,7 +805,7 @@ func (a *Aggregate) Shutdown(ctx context.Context, c Call, sliceURN string) error
 	if _, typ, _, ok := SplitURN(sliceURN); !ok || typ != "slice" {
 		return opErr(op, Errorf(BadArgs, "%q is not a slice URN", clip(sliceURN)))
 	}
-	authz, err := a.authorize(c, op, sliceURN, privShutdown)
+	authz, err := a.authorize(ctx, c, op, sliceURN, privShutdown)
 	if err != nil {
 		return opErr(op, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -38,6 +39,8 @@ type Verifier struct {
 	// the DER), so that a new credential about a known user and slice costs
 	// one RSA verification instead of three.
 	chains map[[32]byte]*trustedChain
+
+	cacheHits, cacheMisses atomic.Uint64 // of verifiedCredential, for CacheStats
 }
 
 type trustedChain struct {
@@ -324,9 +327,11 @@ func (v *Verifier) verifiedCredential(value string, typ string, roots *TrustRoot
 		e := v.cache[key]
 		v.mu.Unlock()
 		if e != nil && e.gen == gen && !now.Before(e.validFrom) && !now.After(e.validUntil) && e.typ == typ {
+			v.cacheHits.Add(1)
 			return e, nil
 		}
 	}
+	v.cacheMisses.Add(1)
 	trust := func(c *x509.Certificate, extra []*x509.Certificate) (*trustedChain, error) {
 		return v.trustChain(roots, gen, c, extra, now)
 	}

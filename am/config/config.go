@@ -110,6 +110,14 @@ type Log struct {
 type Operations struct {
 	Listen      string `mapstructure:"listen" doc:"address of the metrics and health listener; empty disables it" default:"127.0.0.1:9101"`
 	Maintenance string `mapstructure:"maintenance" doc:"when set, new Allocates are refused with this message" default:""`
+	// Operator policy (am.OpsPolicy). Lists are separated by commas or spaces.
+	Allow                string `mapstructure:"allow" doc:"glob patterns (* ? [..]) of user/tool URNs or authorities allowed to use the aggregate; empty: everyone the trusted roots vouch for" default:""`
+	Deny                 string `mapstructure:"deny" doc:"glob patterns of user/tool URNs or authorities refused (FORBIDDEN); deny wins over allow" default:""`
+	MaxSliversPerUser    int    `mapstructure:"max_slivers_per_user" doc:"most live slivers one user may hold here (REFUSED beyond); 0: no limit" default:"0"`
+	MaxSliversPerProject int    `mapstructure:"max_slivers_per_project" doc:"most live slivers the slices of one project (slice authority with a subauthority, e.g. ch.geni.net:myproj) may hold; 0: no limit" default:"0"`
+	UserLimits           string `mapstructure:"user_limits" doc:"per-user overrides of max_slivers_per_user: urn=N, comma-separated" default:""`
+	ProjectLimits        string `mapstructure:"project_limits" doc:"per-project overrides of max_slivers_per_project: authority:project=N, comma-separated" default:""`
+	AuditQueue           int    `mapstructure:"audit_queue" doc:"audit records waiting for the database at most; beyond, records are logged and counted (geniam_audit_dropped_total) instead" default:"10000"`
 }
 
 // Load reads the configuration. file may be ""; flags may be nil. Flags that

@@ -41,6 +41,9 @@ type HandlerOptions struct {
 	MaxBodyBytes int64         // request body limit; default DefaultMaxBodyBytes
 	Limits       xmlrpc.Limits // decoder limits; zero fields take xmlrpc's defaults
 	Logger       *slog.Logger  // default slog.Default()
+	// Auditor, when set, receives every call once its reply is built (see
+	// am.AuditRecord); calls refused as XML-RPC faults are audited too.
+	Auditor am.Auditor
 }
 
 // Handler serves the AM API v3 over XML-RPC. The request must come over TLS
@@ -95,6 +98,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.log.Info("refused call", "log_id", logID, "remote", r.RemoteAddr, "fault", code, "err", err)
 		h.writeFault(w, code, msg+" (log id "+logID+")")
+		h.auditFault(r, "(unreadable)", logID, started, code, msg+" (log id "+logID+")")
 		return
 	}
 	spec, ok := methods[call.Method]
@@ -102,10 +106,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("unknown method", "log_id", logID, "remote", r.RemoteAddr, "method", call.Method)
 		h.writeFault(w, FaultUnknownMethod, fmt.Sprintf("unknown method %q: the AM API v3 has GetVersion, ListResources, "+
 			"Describe, Allocate, Renew, Provision, Status, PerformOperationalAction, Delete and Shutdown (log id %s)", call.Method, logID))
+		h.auditFault(r, clipMethod(call.Method), logID, started, FaultUnknownMethod, "unknown method")
 		return
 	}
 
-	resp := h.serve(r.Context(), r, call, spec, logID, started)
+	rec := &am.AuditRecord{At: started, LogID: logID, Method: call.Method, RemoteAddr: r.RemoteAddr}
+	resp := h.serve(am.WithAudit(r.Context(), rec), r, call, spec, logID, started)
+	h.audit(rec, resp, started)
 	var out bytes.Buffer
 	if err := xmlrpc.EncodeResponse(&out, resp); err != nil {
 		h.log.Error("cannot encode response", "log_id", logID, "method", call.Method, "err", err)
@@ -120,6 +127,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // SERVERERROR.
 func (h *Handler) serve(ctx context.Context, r *http.Request, call *xmlrpc.Call, spec methodSpec, logID string, started time.Time) (resp map[string]any) {
 	c := am.Call{LogID: logID}
+	defer func() { // runs last: the audit record takes the caller and options as parsed
+		if rec := am.AuditFrom(ctx); rec != nil {
+			if c.Caller != nil {
+				rec.Caller = c.Caller.URN
+			}
+			rec.Options = am.AuditOptions(c.Options.Raw)
+		}
+	}()
 	defer func() {
 		if p := recover(); p != nil {
 			h.log.Error("panic in call", "log_id", logID, "method", call.Method, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))

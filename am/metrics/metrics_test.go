@@ -51,3 +51,14 @@ func TestExposition(t *testing.T) {
 		t.Errorf("Value = %v", calls.Value("Allocate", "0"))
 	}
 }
+
+func TestCounterFunc(t *testing.T) {
+	r := NewRegistry()
+	n := 0.0
+	r.NewCounterFunc("x_total", "things", func() float64 { n++; return n })
+	var b strings.Builder
+	r.Expose(&b)
+	if want := "# HELP x_total things\n# TYPE x_total counter\nx_total 1\n"; b.String() != want {
+		t.Fatalf("got %q, want %q", b.String(), want)
+	}
+}

@@ -69,6 +69,7 @@ func runDev(args []string) error {
 		cfg.AMURN = devenv.AMURN
 	}
 	cfg.VarDir = dir
+	devOpsListen(cfg, fs.Changed("operations.listen") || os.Getenv("GENIAM_OPERATIONS_LISTEN") != "" || *file != "", log) // ops.go
 	chURL := "https://" + *chListen + "/"
 	omniConfig := filepath.Join(dir, "dev", "omni_config")
 	if err := devenv.WriteOmniConfig(omniConfig, pki, cfg.PublicURL(), chURL); err != nil {

@@ -3,6 +3,7 @@
 //	geni-am serve [--config FILE] [--key=value ...]   run the aggregate
 //	geni-am dev [--var DIR]                           make run: embedded PostgreSQL, dev PKI, demo inventory, serve
 //	geni-am migrate [--config FILE]                   apply database migrations and exit
+//	geni-am admin [--json] COMMAND ...                operator commands on the database (docs/operator.md)
 //	geni-am config-reference                          print docs/configuration.md
 package main
 
@@ -49,6 +50,7 @@ commands:
   serve              run the aggregate (XML-RPC/TLS AM API v3)
   dev                what make run does: a private PostgreSQL, dev PKI and demo inventory under ./var, then serve
   migrate            apply database migrations and exit
+  admin              operator commands: nodes, slices, slivers, jobs, audit, maintenance (geni-am admin help)
   config-reference   print the configuration reference (docs/configuration.md)
 `)
 }

@@ -151,6 +151,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	}
 	st := store.New(pool)
 	st.ViewMaxAge = cfg.Cache.Nodes
+	ops := newOps(cfg, log, pool, verifier) // ops.go: metrics, audit trail, operator policy
+	defer ops.close()
+	opsPolicy, err := ops.policy(cfg.Operations, st)
+	if err != nil {
+		return err
+	}
 
 	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes, AllowLocalImages: hooks != nil && hooks.allowLocalImages})
 	if err != nil {
@@ -163,7 +169,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	agg := am.NewAggregate(am.AggregateConfig{
 		URN: cfg.AMURN, URL: cfg.PublicURL(),
 		AllocationHold: cfg.Lifecycle.AllocationHold, ProvisionedLifetime: cfg.Lifecycle.ProvisionDefault,
-		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy),
+		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy), Ops: opsPolicy,
 		Provisioner: asProvisioner(prov),
 		AdCacheTTL:  cfg.Cache.Advertisement,
 	}, st, verifier, rs, hooks.aggregateClock())
@@ -171,9 +177,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		go prov.Run(ctx)
 	}
 	reaper := agg.NewReaper(cfg.Lifecycle.ReaperInterval)
+	reaper.Store = reaperStore{reaper.Store, ops}
 	go reaper.Run(ctx)
 
-	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log})
+	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log, Auditor: ops})
 	// The request timeout bounds AM API calls; /data downloads stream for as long as they need.
 	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), prov, verifier),
 		geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log))
@@ -197,8 +204,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 			}
 		}
 	}()
+	if cfg.Operations.Listen != "" {
+		if _, err := ops.serveOps(ctx, cfg.Operations.Listen); err != nil {
+			return err
+		}
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	ops.ready.Store(true)
 	log.Info("geniam serving AM API v3", "url", cfg.PublicURL(), "urn", cfg.AMURN, "listen", ln.Addr().String())
 	if hooks != nil && hooks.ready != nil {
 		hooks.ready(ln.Addr())

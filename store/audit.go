@@ -1,0 +1,226 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/geniam/geniam/am"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// AuditWriter writes audit records to audit_log from a bounded queue, so a
+// slow database never holds up a call. Nothing is lost silently: a record
+// that does not fit in the queue, or that cannot be written, is counted
+// (AuditStats) and logged in full at warning level, so the log still has it.
+type AuditWriter struct {
+	pool  *pgxpool.Pool
+	log   *slog.Logger
+	queue chan *am.AuditRecord
+
+	written, dropped, failed atomic.Uint64
+
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// AuditStats are the AuditWriter's counters.
+type AuditStats struct {
+	Written uint64 // rows inserted
+	Dropped uint64 // records refused because the queue was full
+	Failed  uint64 // records whose insert failed
+	Queued  int    // records waiting now
+}
+
+// DefaultAuditQueue is the queue length when NewAuditWriter gets 0.
+const DefaultAuditQueue = 10000
+
+// auditBatch is how many rows one insert round trip carries at most.
+const auditBatch = 200
+
+// NewAuditWriter returns a writer with a queue of queueLen records; call
+// Run (or Start) to write, and Close to flush on shutdown.
+func NewAuditWriter(pool *pgxpool.Pool, log *slog.Logger, queueLen int) *AuditWriter {
+	if queueLen <= 0 {
+		queueLen = DefaultAuditQueue
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &AuditWriter{pool: pool, log: log, queue: make(chan *am.AuditRecord, queueLen),
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+var _ am.Auditor = (*AuditWriter)(nil)
+
+// Audit queues rec; it never blocks.
+func (w *AuditWriter) Audit(rec *am.AuditRecord) {
+	select {
+	case w.queue <- rec:
+	default:
+		w.dropped.Add(1)
+		w.log.Warn("audit queue full: record not written to the database", auditAttrs(rec)...)
+	}
+}
+
+// Stats returns the counters.
+func (w *AuditWriter) Stats() AuditStats {
+	return AuditStats{Written: w.written.Load(), Dropped: w.dropped.Load(), Failed: w.failed.Load(), Queued: len(w.queue)}
+}
+
+// Start runs the writer in a goroutine.
+func (w *AuditWriter) Start() { go w.run() }
+
+// Close stops taking new work once the queue is drained (waiting at most
+// timeout for the database) and returns when the writer has stopped.
+func (w *AuditWriter) Close(timeout time.Duration) {
+	w.stopOnce.Do(func() { close(w.stop) })
+	select {
+	case <-w.done:
+	case <-time.After(timeout):
+		w.log.Warn("audit writer: gave up flushing", "queued", len(w.queue))
+	}
+}
+
+func (w *AuditWriter) run() {
+	defer close(w.done)
+	batch := make([]*am.AuditRecord, 0, auditBatch)
+	for {
+		select {
+		case rec := <-w.queue:
+			batch = append(batch[:0], rec)
+		more:
+			for len(batch) < auditBatch {
+				select {
+				case rec := <-w.queue:
+					batch = append(batch, rec)
+				default:
+					break more
+				}
+			}
+			w.flush(batch)
+		case <-w.stop:
+			for {
+				batch = batch[:0]
+				for len(batch) < auditBatch && len(w.queue) > 0 {
+					batch = append(batch, <-w.queue)
+				}
+				if len(batch) == 0 {
+					return
+				}
+				w.flush(batch)
+			}
+		}
+	}
+}
+
+// flush writes one batch, retrying once; what still fails is logged.
+func (w *AuditWriter) flush(batch []*am.AuditRecord) {
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = WriteAudit(ctx, w.pool, batch...)
+		cancel()
+		if err == nil {
+			w.written.Add(uint64(len(batch)))
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	w.failed.Add(uint64(len(batch)))
+	for _, rec := range batch {
+		w.log.Warn("audit record not written to the database", append(auditAttrs(rec), "err", err)...)
+	}
+}
+
+// auditAttrs is a record as log attributes (the log keeps what the table lost).
+func auditAttrs(rec *am.AuditRecord) []any {
+	v := rec.View()
+	opts, _ := json.Marshal(rec.Options)
+	return []any{"log_id", rec.LogID, "method", rec.Method, "at", rec.At, "remote", rec.RemoteAddr, "caller", rec.Caller,
+		"user", v.User, "speaks_for", v.SpeaksFor, "slice", v.SliceURN, "slivers", v.SliverURNs,
+		"credential_digest", v.CredentialDigest, "credential_issuer", v.CredentialIssuer, "options", string(opts),
+		"code", am.AuditCodeName(rec.Code), "output", rec.Output, "ms", rec.Duration.Milliseconds(), "deployed", v.Deployed}
+}
+
+const insertAudit = `INSERT INTO audit_log (at, log_id, method, remote_addr, caller_urn, user_urn, speaks_for, slice_urn,
+	sliver_urns, credential_digest, credential_issuer, options, geni_code, code_name, output, duration_ms, deployed)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
+
+// WriteAudit inserts records synchronously, in one round trip.
+func WriteAudit(ctx context.Context, pool *pgxpool.Pool, recs ...*am.AuditRecord) error {
+	var b pgx.Batch
+	for _, rec := range recs {
+		v := rec.View()
+		opts, err := json.Marshal(rec.Options)
+		if err != nil || rec.Options == nil {
+			opts = []byte("{}")
+		}
+		deployed, err := json.Marshal(v.Deployed)
+		if err != nil || v.Deployed == nil {
+			deployed = []byte("[]")
+		}
+		urns := v.SliverURNs
+		if urns == nil {
+			urns = []string{}
+		}
+		b.Queue(insertAudit, rec.At, rec.LogID, rec.Method, rec.RemoteAddr, rec.Caller, v.User, v.SpeaksFor, v.SliceURN,
+			urns, v.CredentialDigest, v.CredentialIssuer, string(opts), int(rec.Code), am.AuditCodeName(rec.Code),
+			rec.Output, float64(rec.Duration.Microseconds())/1000, string(deployed))
+	}
+	return pool.SendBatch(ctx, &b).Close()
+}
+
+// ---- settings and counters the policy reads ----
+
+// SettingMaintenance is the settings key of the runtime maintenance switch.
+const SettingMaintenance = "maintenance"
+
+// Setting returns the value of key, "" when unset.
+func (s *Store) Setting(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.pool.QueryRow(ctx, "SELECT value FROM settings WHERE key = $1", key).Scan(&v)
+	if err == pgx.ErrNoRows {
+		return "", nil
+	}
+	return v, err
+}
+
+// SetSetting sets key (an empty value removes it), recording who did it.
+func (s *Store) SetSetting(ctx context.Context, key, value, actor string) error {
+	if value == "" {
+		_, err := s.pool.Exec(ctx, "DELETE FROM settings WHERE key = $1", key)
+		return err
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO settings (key, value, updated_by, updated_at) VALUES ($1, $2, $3, now())
+		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_by = EXCLUDED.updated_by, updated_at = now()`,
+		key, value, actor)
+	return err
+}
+
+// Maintenance reads the runtime maintenance message (am.OpsPolicy.MaintenanceFrom).
+func (s *Store) Maintenance(ctx context.Context) (string, error) {
+	return s.Setting(ctx, SettingMaintenance)
+}
+
+var _ am.SliverCounter = (*Store)(nil)
+
+// LiveSlivers counts the live slivers user allocated and those of project's
+// slices (project "" counts nothing).
+func (s *Store) LiveSlivers(ctx context.Context, user, project string) (byUser, byProject int, err error) {
+	prefix := ""
+	if project != "" {
+		prefix = "urn:publicid:IDN+" + project + "+slice+"
+	}
+	err = s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE created_by = $1),
+		count(*) FILTER (WHERE $2 <> '' AND starts_with(slice_urn, $2)) FROM slivers`, user, prefix).Scan(&byUser, &byProject)
+	if err != nil {
+		return 0, 0, cleanError("count slivers", err)
+	}
+	return byUser, byProject, nil
+}
