@@ -35,6 +35,13 @@ if [ -f "$VAR/dev/demo-request.xml" ]; then
                        UPDATE nodes SET drained = true WHERE name = 'node3'"
   ./bin/geni-am-bench "${common[@]}" --scenarios provision --request "$VAR/dev/demo-request.xml" \
     --provision-slivers "$SLIVERS" --provision-cycles 1 --ready-timeout 10m --poll 500ms --json bench-provision.json
+  # Delete tears down asynchronously: let the jobs finish before the
+  # aggregate (and its in-process agents) stop, or containers stay behind.
+  for _ in $(seq 180); do
+    left=$(psql -X -qtA "$db" -c "SELECT count(*) FROM jobs WHERE state IN ('queued','running')")
+    [ "$left" = 0 ] && break
+    sleep 1
+  done
   psql -X -q "$db" -c "UPDATE nodes SET drained = false"
 else
   echo "== Provision to geni_ready skipped: no Docker engine, so no node agents (see $VAR/aggregate.log)"
