@@ -263,6 +263,21 @@ func (s *Service) Known(id string) error {
 }
 
 // get returns the sliver entry for id, creating an empty one.
+// stopFetch cancels the fetch under way for the sliver and waits for it to
+// end. It is called with sl.mu held and returns with it released; the
+// caller locks again and looks afresh.
+func (sl *sliver) stopFetch(ctx context.Context, op, id string) error {
+	cancel, done := sl.fetchCancel, sl.fetchDone
+	sl.mu.Unlock()
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return am.Wrap(am.TimedOut, ctx.Err(), "%s: waiting for the fetch of %s to stop", op, id)
+	}
+}
+
 func (s *Service) get(id string) *sliver {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -354,13 +369,8 @@ func (s *Service) Fetch(ctx context.Context, id string, req FetchRequest, opt Fe
 		}
 		// Another image is being fetched for this sliver: cancel it, wait
 		// for it to end, then look again.
-		cancel, done := sl.fetchCancel, sl.fetchDone
-		sl.mu.Unlock()
-		cancel()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return Status{}, false, am.Wrap(am.TimedOut, ctx.Err(), "fetch: waiting for the previous fetch of %s to stop", id)
+		if err := sl.stopFetch(ctx, "fetch", id); err != nil {
+			return Status{}, false, err
 		}
 	}
 	defer sl.mu.Unlock()
@@ -1070,13 +1080,8 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 		if sl.fetchDone == nil {
 			break
 		}
-		cancel, done := sl.fetchCancel, sl.fetchDone
-		sl.mu.Unlock()
-		cancel()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return am.Wrap(am.TimedOut, ctx.Err(), "delete: waiting for the fetch of %s to stop", id)
+		if err := sl.stopFetch(ctx, "delete", id); err != nil {
+			return err
 		}
 	}
 	defer sl.mu.Unlock()
