@@ -192,6 +192,7 @@ type Status struct {
 	StdoutTail string           `json:"stdout_tail,omitempty"`
 	StderrTail string           `json:"stderr_tail,omitempty"`
 	Adopted    bool             `json:"adopted,omitempty"` // found in the engine by label, no record on disk
+	Login      *Login           `json:"login,omitempty"`   // SSH login to the container, when the agent offers it
 }
 
 // ImageStatus is the state of the sliver's image.

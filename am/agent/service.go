@@ -40,6 +40,12 @@ type Config struct {
 	PidsLimit   int64         // per-container process limit; 0 = none
 	Devices     []string      // host devices passed to every container (e.g. /dev/bus/usb)
 
+	// LoginPort is the port of the agent's SSH login server (0: none);
+	// LoginHost the name experimenters reach it by ("": the aggregate
+	// takes its agent URL's host). Status reports them for the manifest.
+	LoginHost string
+	LoginPort int
+
 	LogTailLines int // lines of stdout/stderr in a status; default 50
 	LogTailBytes int // bytes of each; default 8 KiB
 
@@ -735,6 +741,7 @@ func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
 		cst.Restart = r.Spec.Restart
 	}
 	st.Container = cst
+	st.Login = s.login(r)
 	cs, err := s.rt.Inspect(ctx, r.ContainerID)
 	if errors.Is(err, ErrNotFound) {
 		cst.EngineStatus = "missing"

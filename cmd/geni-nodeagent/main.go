@@ -24,12 +24,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/agent/sshlogin"
 )
 
 // Config is the agent's configuration file (JSON).
@@ -60,6 +62,11 @@ type Config struct {
 	CPUs        float64  `json:"cpus"`         // per-container limit, 0 = none
 	PidsLimit   int64    `json:"pids_limit"`   // per-container limit, 0 = none
 	Devices     []string `json:"devices"`      // host devices for every container
+
+	// SSH login into the sliver containers (package agent/sshlogin).
+	SSHListen  string `json:"ssh_listen"`   // e.g. ":2222"; "" turns login off
+	SSHHost    string `json:"ssh_host"`     // name experimenters reach the node by; default: the aggregate uses the agent URL's host
+	SSHHostKey string `json:"ssh_host_key"` // ed25519 host key, created if missing; default <state_dir>/ssh_host_ed25519_key
 
 	LogLevel  string `json:"log_level"`  // debug, info (default), warn, error
 	LogFormat string `json:"log_format"` // json (default) or text
@@ -151,6 +158,7 @@ func (c Config) agentConfig(log *slog.Logger) agent.Config {
 		Devices:         c.Devices,
 		ContainerStore:  c.ContainerStore,
 		V1RequireDigest: c.V1RequireDigest,
+		LoginHost:       c.SSHHost,
 		Logger:          log,
 	}
 }
@@ -195,11 +203,38 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- []strin
 	if err != nil {
 		return err
 	}
-	svc, err := agent.New(cfg.agentConfig(log), docker.NewRuntime(cfg.DockerSocket))
+	acfg := cfg.agentConfig(log)
+	rt := docker.NewRuntime(cfg.DockerSocket)
+	var sshLn net.Listener
+	if cfg.SSHListen != "" {
+		if sshLn, err = net.Listen("tcp", cfg.SSHListen); err != nil {
+			return fmt.Errorf("ssh_listen: %w", err)
+		}
+		defer sshLn.Close()
+		acfg.LoginPort = sshLn.Addr().(*net.TCPAddr).Port
+	}
+	svc, err := agent.New(acfg, rt)
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
+	if sshLn != nil {
+		keyFile := cfg.SSHHostKey
+		if keyFile == "" {
+			keyFile = filepath.Join(cfg.StateDir, "ssh_host_ed25519_key")
+		}
+		sshSrv, err := sshlogin.New(sshlogin.Config{HostKeyFile: keyFile, Logger: log}, svc, rt)
+		if err != nil {
+			return err
+		}
+		defer sshSrv.Close()
+		go func() {
+			if err := sshSrv.Serve(sshLn); err != nil {
+				log.Error("geni-nodeagent: ssh server stopped", "err", err)
+			}
+		}()
+		log.Info("geni-nodeagent: serving SSH logins into containers", "addr", sshLn.Addr().String(), "host_key", sshSrv.HostKey())
+	}
 
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	newServer := func(h http.Handler) *http.Server {

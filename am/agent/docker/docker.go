@@ -39,7 +39,8 @@ const DefaultSocket = "/var/run/docker.sock"
 
 // Client talks to one Docker engine. It is safe for concurrent use.
 type Client struct {
-	http *http.Client
+	http   *http.Client
+	socket string // for the hijacked connections of exec (exec.go)
 
 	mu      sync.Mutex
 	version string // negotiated API version, "" until the first call
@@ -59,7 +60,7 @@ func New(socket string) *Client {
 		IdleConnTimeout:       30 * time.Second,
 		ResponseHeaderTimeout: 0, // image loads answer only once the tar is read
 	}
-	return &Client{http: &http.Client{Transport: tr}}
+	return &Client{http: &http.Client{Transport: tr}, socket: socket}
 }
 
 // Error is a non-2xx answer from the engine (or an error reported inside a

@@ -1,0 +1,168 @@
+package agent_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/agent/sshlogin"
+)
+
+// sshKey is a client key pair: the private key in a file for ssh -i and
+// the public key in authorized_keys form.
+type sshKey struct {
+	file, public string
+}
+
+func newSSHKey(t *testing.T, dir, name string) sshKey {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	must(t, err)
+	block, err := ssh.MarshalPrivateKey(priv, name)
+	must(t, err)
+	file := filepath.Join(dir, name)
+	must(t, os.WriteFile(file, pem.EncodeToMemory(block), 0o600))
+	spub, err := ssh.NewPublicKey(pub)
+	must(t, err)
+	return sshKey{file: file, public: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))) + " " + name}
+}
+
+// sshLogin is an agent with its SSH server on 127.0.0.1.
+type sshLogin struct {
+	*testAgent
+	srv  *sshlogin.Server
+	port int
+}
+
+func startSSHAgent(t *testing.T) *sshLogin {
+	t.Helper()
+	if _, err := exec.LookPath("ssh"); err != nil {
+		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
+			t.Fatal("the ssh client (openssh-client) is required")
+		}
+		t.Skip("no ssh client (openssh-client)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	cfg := testConfig(t)
+	cfg.LoginHost, cfg.LoginPort = "127.0.0.1", ln.Addr().(*net.TCPAddr).Port
+	a := startAgent(t, cfg)
+	srv, err := sshlogin.New(sshlogin.Config{HostKeyFile: filepath.Join(cfg.StateDir, "ssh_host_key"), Logger: cfg.Logger,
+		CheckInterval: 200 * time.Millisecond}, a.svc, docker.NewRuntime(""))
+	must(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return &sshLogin{testAgent: a, srv: srv, port: cfg.LoginPort}
+}
+
+// ssh runs the OpenSSH client against the login and returns its output
+// and exit status (255: ssh itself failed, e.g. the key was refused).
+func (l *sshLogin) ssh(t *testing.T, key sshKey, user string, args ...string) (string, int) {
+	t.Helper()
+	argv := append([]string{"-F", "/dev/null", "-i", key.file, "-p", strconv.Itoa(l.port),
+		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+		user + "@127.0.0.1"}, args...)
+	cmd := exec.Command("ssh", argv...)
+	cmd.Stdin = nil
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), 0
+	case errors.As(err, &ee):
+		return out.String(), ee.ExitCode()
+	default:
+		t.Fatalf("running ssh: %v", err)
+		return "", -1
+	}
+}
+
+// TestSSHLogin is the login path of issue 16 on the agent: a key of the
+// sliver's users runs a command in the container and gets its exit status,
+// another key is refused, geni_update_users adds a key at once, and after
+// Delete nobody gets in.
+func TestSSHLogin(t *testing.T) {
+	needDocker(t)
+	l := startSSHAgent(t)
+	dir := t.TempDir()
+	alice, bob := newSSHKey(t, dir, "alice"), newSSHKey(t, dir, "bob")
+	const id = "login1"
+	l.fetched(t, id)
+	ctx := ctxT(t, 2*time.Minute)
+	t0 := time.Now()
+	st, _, err := l.client.Run(ctx, id, agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"},
+		Users: []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+alice", Keys: []string{alice.public}}}})
+	must(t, err)
+	if st.Login == nil || st.Login.Port != l.port || st.Login.Username != id || st.Login.Host != "127.0.0.1" {
+		t.Fatalf("status login = %+v, want 127.0.0.1:%d user %s", st.Login, l.port, id)
+	}
+
+	out, code := l.ssh(t, alice, id, "/prog", "-out", "hello-from-the-container", "-exit", "3")
+	t.Logf("Run to the first ssh command's answer: %s", time.Since(t0).Round(time.Millisecond))
+	if code != 3 || !strings.Contains(out, "hello-from-the-container") {
+		t.Fatalf("ssh command: exit %d, output %q; want 3 and the program's line", code, out)
+	}
+	// The session runs inside the container: it sees the sliver's /geni.
+	if out, code := l.ssh(t, alice, id, "/prog", "-cat", "/geni/authorized_keys"); code != 0 || !strings.Contains(out, alice.public) {
+		t.Fatalf("reading /geni in the container: exit %d, %q", code, out)
+	}
+	// A TTY session works too (the image has no shell: a command).
+	if out, code := l.ssh(t, alice, id, "-tt", "/prog", "-out", "with-a-tty"); code != 0 || !strings.Contains(out, "with-a-tty") {
+		t.Fatalf("ssh -tt: exit %d, %q", code, out)
+	}
+	// No shell in a FROM scratch image: a clear message, not a hang.
+	if out, code := l.ssh(t, alice, id); code != 127 || !strings.Contains(out, "no shell") {
+		t.Fatalf("shell on a shell-less image: exit %d, %q", code, out)
+	}
+
+	if out, code := l.ssh(t, bob, id, "/prog"); code != 255 {
+		t.Fatalf("a key not in the sliver's users got in: exit %d, %q", code, out)
+	}
+	if out, code := l.ssh(t, alice, "login-other", "/prog"); code != 255 {
+		t.Fatalf("a login to an unknown sliver got in: exit %d, %q", code, out)
+	}
+
+	_, err = l.client.UpdateUsers(ctx, id, []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+alice", Keys: []string{alice.public}},
+		{URN: "urn:publicid:IDN+geniam.test+user+bob", Keys: []string{bob.public}}})
+	must(t, err)
+	if out, code := l.ssh(t, bob, id, "/prog", "-out", "bob-was-here"); code != 0 || !strings.Contains(out, "bob-was-here") {
+		t.Fatalf("after geni_update_users bob's key: exit %d, %q", code, out)
+	}
+
+	// A session open at Delete is cut.
+	long := exec.Command("ssh", "-F", "/dev/null", "-i", alice.file, "-p", strconv.Itoa(l.port), "-o", "IdentitiesOnly=yes",
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		id+"@127.0.0.1", "/prog", "-sleep", "5m")
+	must(t, long.Start())
+	longDone := make(chan error, 1)
+	go func() { longDone <- long.Wait() }()
+	time.Sleep(500 * time.Millisecond)
+
+	must(t, l.client.Delete(ctx, id))
+	if out, code := l.ssh(t, alice, id, "/prog"); code != 255 {
+		t.Fatalf("after Delete ssh got in: exit %d, %q", code, out)
+	}
+	select {
+	case <-longDone:
+	case <-time.After(10 * time.Second):
+		_ = long.Process.Kill()
+		t.Fatal("a session open at Delete was not ended")
+	}
+}
