@@ -191,6 +191,8 @@ type Sliver struct {
 	LoginHost   string // SSH host of the sliver once provisioned ("" = no login service yet)
 	LoginPort   int    // SSH port on LoginHost (0 means 22)
 	LoginUser   string // account the geni_users keys are installed for
+	StdoutTail  string // last lines of the start command's stdout, as the node last reported them
+	StderrTail  string // ... and of its stderr
 }
 
 // Slice is what the aggregate knows of a slice.
@@ -210,10 +212,16 @@ type SliverStatus struct {
 	ErrorSet    bool   // include geni_error even when empty (Status requires it)
 	ResourceMsg string // geni_resource_status, omitted when empty
 	ClientID    string
+	// Our extension (geniam_*): the start command's exit code and the last
+	// lines of its output, bounded by the node agent.
+	ExitCode   *int
+	StdoutTail string
+	StderrTail string
 }
 
 // StatusOf builds the v3 status struct of a sliver.
 func StatusOf(s Sliver) SliverStatus {
 	return SliverStatus{URN: s.URN, Allocation: s.Allocation, Operational: s.Operational,
-		Expires: s.Expires, Error: s.Error, ResourceMsg: s.ResourceMsg, ClientID: s.ClientID}
+		Expires: s.Expires, Error: s.Error, ResourceMsg: s.ResourceMsg, ClientID: s.ClientID,
+		ExitCode: s.ExitCode, StdoutTail: s.StdoutTail, StderrTail: s.StderrTail}
 }

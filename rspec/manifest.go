@@ -172,6 +172,15 @@ func (r *RSpecs) manifestNode(s *am.Sliver) (*element, map[string]string, error)
 		state.Attrs = append(state.Attrs, attr{"", "error", s.Error})
 	}
 	insertChild(node, state)
+	if s.StdoutTail != "" || s.StderrTail != "" {
+		out := &element{Space: am.GeniamNamespace, Local: "sliver_output"}
+		for _, t := range []struct{ name, text string }{{"stdout", s.StdoutTail}, {"stderr", s.StderrTail}} {
+			if t.text != "" {
+				out.Children = append(out.Children, &element{Space: am.GeniamNamespace, Local: t.name, Children: []any{charData(t.text)}})
+			}
+		}
+		insertChild(node, out)
+	}
 	if s.LogURL != "" {
 		insertChild(node, &element{Space: am.GeniamNamespace, Local: "sliver_log", Attrs: []attr{{"", "url", s.LogURL}}})
 	}

@@ -73,9 +73,19 @@ type SliverUpdate struct {
 	ExitCode    **int // set to a nil *int to clear it
 	ImageID     *string
 	DataURL     *string
+	Login       *Login  // where to log in (the node agent's SSH server)
+	StdoutTail  *string // last lines of the start command's output
+	StderrTail  *string
 	// OnlyIf, when set, makes the update apply only while the sliver is in
 	// one of these states (a poll must not undo a change made since it read).
 	OnlyIf []am.OperationalState
+}
+
+// Login is a sliver's SSH login service.
+type Login struct {
+	Host string
+	Port int
+	User string
 }
 
 // UpdateSliver applies an agent report to a live provisioned sliver. It
@@ -105,6 +115,17 @@ func (s *Store) UpdateSliver(ctx context.Context, urn, event string, u SliverUpd
 	}
 	if u.DataURL != nil {
 		add("data_url", *u.DataURL)
+	}
+	if u.Login != nil {
+		add("login_host", u.Login.Host)
+		add("login_port", u.Login.Port)
+		add("login_user", u.Login.User)
+	}
+	if u.StdoutTail != nil {
+		add("stdout_tail", *u.StdoutTail)
+	}
+	if u.StderrTail != nil {
+		add("stderr_tail", *u.StderrTail)
 	}
 	if len(sets) == 0 {
 		return true, nil

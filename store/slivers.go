@@ -64,7 +64,8 @@ func usersJSON(xs []am.User) []byte {
 const sliverColumns = `v.urn, v.slice_urn, v.client_id, v.node_name, n.component_urn, v.sliver_type,
 	v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
 	v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
-	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at`
+	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at,
+	v.login_host, v.login_port, v.login_user, v.stdout_tail, v.stderr_tail`
 
 func scanSliver(row pgx.Row) (am.Sliver, error) {
 	var s am.Sliver
@@ -73,7 +74,8 @@ func scanSliver(row pgx.Row) (am.Sliver, error) {
 	var endWanted *time.Time
 	err := row.Scan(&s.URN, &s.SliceURN, &s.ClientID, &s.NodeName, &s.ComponentID, &s.SliverType,
 		&s.Image.URL, &s.Image.SHA256, &s.ImageID, &execute, &install, &users, &s.NodeXML,
-		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted)
+		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted,
+		&s.LoginHost, &s.LoginPort, &s.LoginUser, &s.StdoutTail, &s.StderrTail)
 	if err != nil {
 		return s, err
 	}

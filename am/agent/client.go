@@ -39,6 +39,9 @@ func NewClient(baseURL string, tlsConf *tls.Config) *Client {
 	return &Client{base: strings.TrimSuffix(baseURL, "/"), http: &http.Client{Transport: tr}}
 }
 
+// URL is the agent's base URL.
+func (c *Client) URL() string { return c.base }
+
 // CloseIdleConnections releases pooled connections to the agent.
 func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 

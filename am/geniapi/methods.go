@@ -244,6 +244,17 @@ func sliverValue(s am.SliverStatus) map[string]any {
 	if s.ClientID != "" {
 		m["geni_client_id"] = s.ClientID // as ProtoGENI does
 	}
+	// Our extension: the start command's exit code and its last output
+	// lines (bounded by the node agent), so omni's status shows them.
+	if s.ExitCode != nil {
+		m["geniam_exit_code"] = *s.ExitCode
+	}
+	if s.StdoutTail != "" {
+		m["geniam_stdout_tail"] = s.StdoutTail
+	}
+	if s.StderrTail != "" {
+		m["geniam_stderr_tail"] = s.StderrTail
+	}
 	return m
 }
 

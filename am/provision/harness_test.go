@@ -24,6 +24,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/agent/sshlogin"
 	"github.com/geniam/geniam/am/geniapi"
 	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/credentials"
@@ -146,6 +147,7 @@ type testAgent struct {
 	svc      *agent.Service
 	srv      *http.Server
 	instance string
+	ssh      *sshlogin.Server // the agent's SSH login, on ip, port cfg.LoginPort
 }
 
 type env struct {
@@ -242,8 +244,26 @@ func (a *testAgent) start(t testing.TB) {
 	}
 	must(t, err)
 	a.addr = ln.Addr().String()
-	a.svc, err = agent.New(a.cfg, docker.NewRuntime(""))
+	sshAddr := a.ip + ":0"
+	if a.cfg.LoginPort != 0 {
+		sshAddr = net.JoinHostPort(a.ip, fmt.Sprint(a.cfg.LoginPort))
+	}
+	var sshLn net.Listener
+	for i := 0; i < 50; i++ {
+		if sshLn, err = net.Listen("tcp", sshAddr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	must(t, err)
+	a.cfg.LoginPort = sshLn.Addr().(*net.TCPAddr).Port // LoginHost stays "": the aggregate uses the agent URL's host
+	rt := docker.NewRuntime("")
+	a.svc, err = agent.New(a.cfg, rt)
+	must(t, err)
+	a.ssh, err = sshlogin.New(sshlogin.Config{HostKeyFile: filepath.Join(a.cfg.StateDir, "ssh_host_key"), Logger: a.cfg.Logger,
+		CheckInterval: 200 * time.Millisecond}, a.svc, rt)
+	must(t, err)
+	go func(s *sshlogin.Server) { _ = s.Serve(sshLn) }(a.ssh)
 	a.srv = &http.Server{Handler: agent.NewHandler(a.svc, agent.HandlerOptions{Logger: a.cfg.Logger}), TLSConfig: a.srvTLS,
 		ErrorLog: log.New(io.Discard, "", 0)}
 	go func(srv *http.Server) { _ = srv.ServeTLS(ln, "", "") }(a.srv)
@@ -254,8 +274,9 @@ func (a *testAgent) stop() {
 	defer a.mu.Unlock()
 	if a.srv != nil {
 		_ = a.srv.Close()
+		_ = a.ssh.Close()
 		a.svc.Close()
-		a.srv, a.svc = nil, nil
+		a.srv, a.svc, a.ssh = nil, nil, nil
 	}
 }
 

@@ -152,7 +152,7 @@ func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []a
 			msg := "agent on " + n.Name + " has no record of this sliver (lost on the node); geni_start provisions it again"
 			u = store.SliverUpdate{Operational: am.Failed, Error: &msg}
 		} else {
-			u = sliverUpdate(st, n.Name)
+			u = sliverUpdate(st, n.Name, n.AgentURL)
 			if sameState(s, u) {
 				continue
 			}
@@ -212,6 +212,12 @@ func sameState(s am.Sliver, u store.SliverUpdate) bool {
 		if (a == nil) != (b == nil) || (a != nil && *a != *b) {
 			return false
 		}
+	}
+	if u.Login != nil && (u.Login.Host != s.LoginHost || u.Login.Port != s.LoginPort || u.Login.User != s.LoginUser) {
+		return false
+	}
+	if (u.StdoutTail != nil && *u.StdoutTail != s.StdoutTail) || (u.StderrTail != nil && *u.StderrTail != s.StderrTail) {
+		return false
 	}
 	return true
 }

@@ -52,7 +52,7 @@ func TestSliverUpdate(t *testing.T) {
 		{agent.Status{State: agent.StateFetching}, am.Configuring, "fetching", ""},
 	}
 	for _, c := range cases {
-		u := sliverUpdate(c.st, "n1")
+		u := sliverUpdate(c.st, "n1", "https://127.0.0.9:1887")
 		if u.Operational != c.op || *u.ResourceMsg != c.res || *u.Error != c.errs {
 			t.Errorf("%s: %s %q %q", c.st.State, u.Operational, *u.ResourceMsg, *u.Error)
 		}

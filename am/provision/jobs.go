@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,7 +51,7 @@ func (p *Provisioner) do(ctx context.Context, j *store.Job) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return p.report(ctx, s, st, "agent:start")
+		return p.report(ctx, s, c, st, "agent:start")
 	case store.JobStop:
 		st, err := c.Stop(ctx, id)
 		if am.CodeOf(err) == am.SearchFailed {
@@ -61,7 +62,7 @@ func (p *Provisioner) do(ctx context.Context, j *store.Job) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return p.report(ctx, s, st, "agent:stop")
+		return p.report(ctx, s, c, st, "agent:stop")
 	case store.JobRestart:
 		if _, err := c.Stop(ctx, id); err != nil && am.CodeOf(err) != am.SearchFailed {
 			return "", err
@@ -73,13 +74,13 @@ func (p *Provisioner) do(ctx context.Context, j *store.Job) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return p.report(ctx, s, st, "agent:restart")
+		return p.report(ctx, s, c, st, "agent:restart")
 	case store.JobUpdateUsers:
 		st, err := c.UpdateUsers(ctx, id, agentUsers(s.Users))
 		if err != nil {
 			return "", err
 		}
-		if _, err := p.report(ctx, s, st, "agent:update_users"); err != nil {
+		if _, err := p.report(ctx, s, c, st, "agent:update_users"); err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("%d users", len(s.Users)), nil
@@ -147,7 +148,7 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 			return "", err
 		}
 	}
-	return p.report(ctx, s, st, "agent:provision")
+	return p.report(ctx, s, c, st, "agent:provision")
 }
 
 // startRequest turns the sliver's services into the agent's start request.
@@ -179,8 +180,8 @@ func agentUsers(us []am.User) []agent.User {
 }
 
 // report writes what the agent says of a sliver into its row.
-func (p *Provisioner) report(ctx context.Context, s *am.Sliver, st agent.Status, event string) (string, error) {
-	u := sliverUpdate(st, s.NodeName)
+func (p *Provisioner) report(ctx context.Context, s *am.Sliver, c *agent.Client, st agent.Status, event string) (string, error) {
+	u := sliverUpdate(st, s.NodeName, c.URL())
 	if _, err := p.st.UpdateSliver(ctx, s.URN, event, u); err != nil {
 		return "", err
 	}
@@ -188,8 +189,9 @@ func (p *Provisioner) report(ctx context.Context, s *am.Sliver, st agent.Status,
 }
 
 // sliverUpdate maps an agent status to the sliver's operational state,
-// geni_error and geni_resource_status.
-func sliverUpdate(st agent.Status, node string) store.SliverUpdate {
+// geni_error, geni_resource_status, exit code, output tails and login
+// (whose host, when the agent does not name one, is its URL's host).
+func sliverUpdate(st agent.Status, node, agentURL string) store.SliverUpdate {
 	var op am.OperationalState
 	errMsg, res := "", ""
 	switch st.State {
@@ -215,7 +217,20 @@ func sliverUpdate(st agent.Status, node string) store.SliverUpdate {
 		op, res = am.Configuring, string(st.State)
 	}
 	exit := st.ExitCode
-	u := store.SliverUpdate{Operational: op, Error: &errMsg, ResourceMsg: &res, ExitCode: &exit}
+	stdout, stderr := st.StdoutTail, st.StderrTail
+	u := store.SliverUpdate{Operational: op, Error: &errMsg, ResourceMsg: &res, ExitCode: &exit,
+		StdoutTail: &stdout, StderrTail: &stderr, Login: &store.Login{}}
+	if l := st.Login; l != nil && l.Port > 0 {
+		host := l.Host
+		if host == "" {
+			if u, err := url.Parse(agentURL); err == nil {
+				host = u.Hostname()
+			}
+		}
+		if host != "" {
+			u.Login = &store.Login{Host: host, Port: l.Port, User: l.Username}
+		}
+	}
 	if st.Image.ID != "" {
 		id := st.Image.ID
 		u.ImageID = &id
