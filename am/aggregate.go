@@ -427,7 +427,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		for i, r := range reqs {
 			out[i] = Sliver{URN: a.newSliverURN(), SliceURN: sliceURN, ClientID: r.ClientID, NodeName: placed[i],
 				SliverType: r.SliverType, Exclusive: r.SliverType == SliverTypeExclusive, Image: r.Image,
-				Execute: r.Execute, Install: r.Install, NodeXML: r.NodeXML, Allocation: Allocated,
+				Execute: r.Execute, Install: r.Install, Run: r.Run, NodeXML: r.NodeXML, Allocation: Allocated,
 				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: authz.User, CreatedAt: now}
 		}
 		return out, nil

@@ -132,6 +132,23 @@ type Execute struct {
 	Command string
 }
 
+// Run is our request extension <geniam:run>: how the container runs. The
+// manifest echoes it as granted.
+type Run struct {
+	Restart    string   // RestartNever (default), RestartOnFailure or RestartAlways
+	MaxRetries int      // with RestartOnFailure: at most this many restarts (0: no limit)
+	TimeLimit  int64    // seconds from the first start after which the container is killed (0: none)
+	Env        []string // KEY=value
+	Args       []string // the command and its arguments (argv, no shell); replaces the image's entrypoint
+}
+
+// Restart policies of Run.
+const (
+	RestartNever     = "never"
+	RestartOnFailure = "on-failure"
+	RestartAlways    = "always"
+)
+
 // Install is a services/install element: an archive unpacked at a path.
 type Install struct {
 	URL  string
@@ -153,6 +170,7 @@ type SliverRequest struct {
 	Image       Image
 	Execute     []Execute
 	Install     []Install
+	Run         *Run   // <geniam:run>, nil when absent
 	NodeXML     string // the request's <node> element, echoed in the manifest
 }
 
@@ -175,6 +193,7 @@ type Sliver struct {
 	ImageID     string // image id the agent loaded, once known
 	Execute     []Execute
 	Install     []Install
+	Run         *Run // <geniam:run> as granted, nil when absent
 	NodeXML     string
 	Allocation  AllocationState
 	Operational OperationalState

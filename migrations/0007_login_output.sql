@@ -3,6 +3,8 @@
 --
 -- * Where to log in: the node agent's SSH server (host, port, user = the
 --   sliver id), as the agent reports it; the manifest's <login>.
+-- * How the container runs (<geniam:run>: restart policy, time limit,
+--   environment, argv).
 -- * The start command's last output lines, as the agent last reported them
 --   (bounded by the agent: log_tail_lines / log_tail_bytes).
 -- * ended_slivers: a sliver that was deleted or expired, kept (with why it
@@ -14,7 +16,9 @@ ALTER TABLE slivers
     ADD COLUMN login_port  integer NOT NULL DEFAULT 0,
     ADD COLUMN login_user  text NOT NULL DEFAULT '',
     ADD COLUMN stdout_tail text NOT NULL DEFAULT '',
-    ADD COLUMN stderr_tail text NOT NULL DEFAULT '';
+    ADD COLUMN stderr_tail text NOT NULL DEFAULT '',
+    ADD COLUMN run         jsonb;
+COMMENT ON COLUMN slivers.run IS '<geniam:run> as granted: {"restart", "max_retries", "time_limit" (s), "env" [KEY=value], "args" [argv]}; NULL when the request had none.';
 COMMENT ON COLUMN slivers.login_host IS 'SSH host of the node agent''s login server ('''' until the container runs).';
 COMMENT ON COLUMN slivers.login_user IS 'SSH user name on login_host:login_port (the agent''s sliver id).';
 COMMENT ON COLUMN slivers.stdout_tail IS 'Last lines of the container''s stdout, as its agent last reported them.';

@@ -157,6 +157,9 @@ func (r *RSpecs) writeAdNode(b *strings.Builder, n *am.Node, sliverTypes map[str
 		writeAttr(b, "exclusive_in_use", "true")
 	}
 	b.WriteString("/>\n")
+	// What <geniam:run> may ask for here (the request extension).
+	b.WriteString(`    <geniam:run_modes restart="never on-failure always" max_retries="` + strconv.Itoa(maxRetries) +
+		`" max_time_limit="` + strconv.Itoa(maxTimeLimit) + `"/>` + "\n")
 	if !n.Available && n.Reason != "" {
 		b.WriteString("    <geniam:node_status")
 		writeAttr(b, "reason", n.Reason)

@@ -172,6 +172,9 @@ func (r *RSpecs) manifestNode(s *am.Sliver) (*element, map[string]string, error)
 		state.Attrs = append(state.Attrs, attr{"", "error", s.Error})
 	}
 	insertChild(node, state)
+	if s.Run != nil {
+		insertChild(node, runElement(s.Run))
+	}
 	if s.StdoutTail != "" || s.StderrTail != "" {
 		out := &element{Space: am.GeniamNamespace, Local: "sliver_output"}
 		for _, t := range []struct{ name, text string }{{"stdout", s.StdoutTail}, {"stderr", s.StderrTail}} {

@@ -267,6 +267,17 @@ func (p *requestParser) node(el *element) error {
 
 	var sliverTypes, images []*element
 	for _, c := range el.elements() {
+		if c.is(am.GeniamNamespace, "run") {
+			if s.Run != nil {
+				return am.Errorf(am.BadArgs, "node %q has two geniam:run elements", clientID)
+			}
+			r, err := parseRun(clientID, c)
+			if err != nil {
+				return err
+			}
+			s.Run = r
+			continue
+		}
 		if c.Space != am.RSpecNamespace {
 			continue // extensions are echoed through NodeXML
 		}
@@ -330,6 +341,9 @@ func (p *requestParser) node(el *element) error {
 		return am.Errorf(am.BadArgs, "node %q has %d disk_image elements; a node runs one image", clientID, len(images))
 	}
 
+	if s.Run != nil && len(s.Run.Args) > 0 && len(s.Execute) > 0 {
+		return am.Errorf(am.BadArgs, "node %q: give the command either as geniam:run arg elements or as services/execute, not both", clientID)
+	}
 	s.NodeXML = p.serialize(el)
 	p.req.Slivers = append(p.req.Slivers, s)
 	return nil

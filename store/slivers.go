@@ -39,6 +39,23 @@ func executeJSON(xs []am.Execute) []byte {
 	return b
 }
 
+// jsonRun is slivers.run: <geniam:run> as granted (NULL when absent).
+type jsonRun struct {
+	Restart    string   `json:"restart"`
+	MaxRetries int      `json:"max_retries,omitempty"`
+	TimeLimit  int64    `json:"time_limit,omitempty"`
+	Env        []string `json:"env,omitempty"`
+	Args       []string `json:"args,omitempty"`
+}
+
+func runJSON(r *am.Run) []byte {
+	if r == nil {
+		return nil
+	}
+	b, _ := json.Marshal(jsonRun(*r))
+	return b
+}
+
 func installJSON(xs []am.Install) []byte {
 	out := make([]jsonInstall, 0, len(xs))
 	for _, x := range xs {
@@ -65,17 +82,17 @@ const sliverColumns = `v.urn, v.slice_urn, v.client_id, v.node_name, n.component
 	v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
 	v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
 	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at,
-	v.login_host, v.login_port, v.login_user, v.stdout_tail, v.stderr_tail`
+	v.login_host, v.login_port, v.login_user, v.stdout_tail, v.stderr_tail, v.run`
 
 func scanSliver(row pgx.Row) (am.Sliver, error) {
 	var s am.Sliver
-	var execute, install, users []byte
+	var execute, install, users, run []byte
 	var alloc, op string
 	var endWanted *time.Time
 	err := row.Scan(&s.URN, &s.SliceURN, &s.ClientID, &s.NodeName, &s.ComponentID, &s.SliverType,
 		&s.Image.URL, &s.Image.SHA256, &s.ImageID, &execute, &install, &users, &s.NodeXML,
 		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted,
-		&s.LoginHost, &s.LoginPort, &s.LoginUser, &s.StdoutTail, &s.StderrTail)
+		&s.LoginHost, &s.LoginPort, &s.LoginUser, &s.StdoutTail, &s.StderrTail, &run)
 	if err != nil {
 		return s, err
 	}
@@ -89,6 +106,12 @@ func scanSliver(row pgx.Row) (am.Sliver, error) {
 	_ = json.Unmarshal(execute, &xs)
 	_ = json.Unmarshal(install, &is)
 	_ = json.Unmarshal(users, &us)
+	if len(run) > 0 {
+		var r jsonRun
+		if json.Unmarshal(run, &r) == nil {
+			s.Run = &am.Run{Restart: r.Restart, MaxRetries: r.MaxRetries, TimeLimit: r.TimeLimit, Env: r.Env, Args: r.Args}
+		}
+	}
 	for _, x := range xs {
 		s.Execute = append(s.Execute, am.Execute(x))
 	}
@@ -497,11 +520,11 @@ func insertSlivers(ctx context.Context, tx pgx.Tx, a am.AllocateTx, nodes []am.N
 			return nil, am.Errorf(am.TooBig, "node %s is full (%d slots)", p.NodeName, c)
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, image_url, image_sha256,
-				execute, install, users, node_xml, allocation_state, operational_state, expires_at, requested_end_at, created_by, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+				execute, install, users, node_xml, allocation_state, operational_state, expires_at, requested_end_at, created_by, created_at, run)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 			p.URN, a.SliceURN, p.NodeName, p.SliverType, p.ClientID, p.Image.URL, p.Image.SHA256,
 			executeJSON(p.Execute), installJSON(p.Install), usersJSON(p.Users), p.NodeXML,
-			string(am.Allocated), string(p.Operational), p.Expires, nullTime(p.EndWanted), a.Actor, a.Now)
+			string(am.Allocated), string(p.Operational), p.Expires, nullTime(p.EndWanted), a.Actor, a.Now, runJSON(p.Run))
 		if err != nil {
 			if c, constraint := pgCode(err); c == codeUniqueViolated && constraint == "slivers_slice_urn_client_id_key" {
 				return nil, am.Errorf(am.AlreadyExists, "slice %s already has a sliver with client_id %q here", a.SliceURN, p.ClientID)

@@ -156,10 +156,25 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 // ("sh", "bash", "/bin/sh") it runs as /bin/sh -c <command> inside the
 // container; with shell "exec" (or "none") the command is split on blanks
 // into argv and run directly, for images without a shell (FROM scratch).
-// Without execute, the image's own entrypoint and command run.
+// Without execute, the image's own entrypoint and command run. A
+// <geniam:run> adds the restart policy, time limit and environment, and its
+// args are the command (the parser refuses args together with execute).
 func startRequest(s *am.Sliver, manifest string) (agent.StartRequest, error) {
 	req := agent.StartRequest{SliceURN: s.SliceURN, SliverURN: s.URN, Manifest: manifest, Users: agentUsers(s.Users)}
-	if len(s.Execute) > 0 {
+	if r := s.Run; r != nil {
+		// <geniam:run>: the restart policy, time limit, environment and
+		// argv the experimenter asked for (the parser checked them).
+		switch r.Restart {
+		case am.RestartAlways:
+			req.Restart = agent.RestartAlways
+		case am.RestartOnFailure:
+			req.Restart, req.MaxRetries = agent.RestartOnFailure, r.MaxRetries
+		default:
+			req.Restart = agent.RestartOnce
+		}
+		req.TimeLimitSeconds, req.Env, req.Command = r.TimeLimit, r.Env, r.Args
+	}
+	if len(s.Execute) > 0 && len(req.Command) == 0 {
 		x := s.Execute[0]
 		switch strings.ToLower(x.Shell) {
 		case "exec", "none":
