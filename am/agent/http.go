@@ -56,6 +56,7 @@ func NewHandler(svc *Service, opt HandlerOptions) *Handler {
 	if !opt.V1Only {
 		m.HandleFunc("GET /v2/ping", h.ping)
 		m.HandleFunc("GET /v2/slivers", h.list)
+		m.HandleFunc("GET /v2/changes", h.changes)
 		m.HandleFunc("GET /v2/slivers/{id}", h.status)
 		m.HandleFunc("DELETE /v2/slivers/{id}", h.deleteSliver)
 		m.HandleFunc("PUT /v2/slivers/{id}/image", h.fetch)

@@ -112,6 +112,8 @@ type Service struct {
 	close context.CancelFunc
 	wg    sync.WaitGroup
 
+	changes *changes // numbered changes, long-polled by the aggregate (changes.go)
+
 	mu      sync.Mutex
 	slivers map[string]*sliver
 	// imageRefs says which slivers' records name each image id, so that an
@@ -145,7 +147,8 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 		return nil, fmt.Errorf("agent: state directory: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{cfg: cfg, rt: rt, st: st, log: cfg.Logger, ctx: ctx, close: cancel, slivers: map[string]*sliver{}, imageRefs: map[string]map[string]bool{}}
+	s := &Service{cfg: cfg, rt: rt, st: st, log: cfg.Logger, ctx: ctx, close: cancel, slivers: map[string]*sliver{}, imageRefs: map[string]map[string]bool{},
+		changes: newChanges()}
 	recs, errs := st.loadAll()
 	for _, err := range errs {
 		s.log.Warn("agent: skipping state file", "err", err)
@@ -170,6 +173,10 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 		sl.mu.Lock()
 		s.armTimeLimit(sl)
 		sl.mu.Unlock()
+	}
+	if es, ok := rt.(EventSource); ok {
+		s.wg.Add(1)
+		go s.watchEngine(es)
 	}
 	return s, nil
 }
@@ -311,12 +318,14 @@ func (s *Service) lookup(id string) (*sliver, error) {
 }
 
 func (s *Service) saveLogged(r *record) {
+	s.changes.bump()
 	if err := s.st.save(r); err != nil {
 		s.log.Error("agent: writing sliver record", "sliver", r.ID, "err", err)
 	}
 }
 
 func (s *Service) save(r *record) error {
+	s.changes.bump()
 	if err := s.st.save(r); err != nil {
 		return am.Wrap(am.ServerError, err, "could not record the state of sliver %s", r.ID)
 	}
@@ -921,6 +930,7 @@ func (s *Service) kill(ctx context.Context, sl *sliver) error {
 }
 
 func (s *Service) removeRecord(id string) error {
+	s.changes.bump()
 	if err := s.st.remove(id); err != nil {
 		return am.Wrap(am.ServerError, err, "could not remove the record of %s", id)
 	}

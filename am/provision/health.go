@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -18,9 +19,13 @@ type nodeHealth struct {
 	unknown   map[string]bool
 }
 
-// healthLoop polls every agent each HealthInterval.
+// healthLoop polls every agent each HealthInterval, and keeps a watcher on
+// each agent's change feed (watch.go) for the changes in between.
 func (p *Provisioner) healthLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
+		p.watchAgents(ctx, &wg)
 		p.CheckAgents(ctx)
 		select {
 		case <-ctx.Done():

@@ -126,6 +126,8 @@ type Provisioner struct {
 	healthMu sync.Mutex
 	health   map[string]*nodeHealth // by node name
 
+	watch watchers // long polls of the agents' change feeds (watch.go)
+
 	metrics *provisionMetrics // nil unless RegisterMetrics
 
 	// Counters for the report and metrics.

@@ -1,0 +1,153 @@
+package agent
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/geniam/geniam/am"
+)
+
+// State within a second: the agent numbers its changes (every record it
+// writes, every event of its containers in the engine: start, die, oom,
+// restart) and the aggregate long-polls GET /v2/changes?after=N&wait=25s,
+// which answers as soon as the number differs from N. The aggregate then
+// reads the list as its health poll does, so a container's exit shows in
+// Status within a second, and the periodic poll stays as the safety net.
+
+// EventSource is a runtime that reports container events as they happen.
+// docker.Runtime implements it with the engine's /events stream.
+type EventSource interface {
+	// Events calls fn for each event of the containers carrying all the
+	// labels, until ctx ends or the stream breaks (then it returns why).
+	Events(ctx context.Context, labels map[string]string, fn func(ContainerEvent)) error
+}
+
+// ContainerEvent is one event of a container in the engine.
+type ContainerEvent struct {
+	ContainerID string
+	Action      string // start, die, oom, kill, restart, destroy, ...
+	Sliver      string // the sliver label
+}
+
+// changes is the agent's change counter. It starts at the start time in
+// nanoseconds, so a restarted agent never repeats a number the aggregate
+// has seen.
+type changes struct {
+	mu   sync.Mutex
+	seq  uint64
+	wake chan struct{} // closed at the next change
+}
+
+func newChanges() *changes {
+	return &changes{seq: uint64(time.Now().UnixNano()), wake: make(chan struct{})}
+}
+
+func (c *changes) bump() {
+	c.mu.Lock()
+	c.seq++
+	close(c.wake)
+	c.wake = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// wait returns the change number once it differs from after, or when ctx
+// ends (then it returns the current number).
+func (c *changes) wait(ctx context.Context, after uint64) uint64 {
+	for {
+		c.mu.Lock()
+		seq, wake := c.seq, c.wake
+		c.mu.Unlock()
+		if seq != after {
+			return seq
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return seq
+		}
+	}
+}
+
+// WaitChange returns the agent's change number as soon as it differs from
+// after, or after wait.
+func (s *Service) WaitChange(ctx context.Context, after uint64, wait time.Duration) uint64 {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return s.changes.wait(ctx, after)
+}
+
+// watchEngine follows the engine's events of this agent's containers while
+// the service lives, reconnecting after a break.
+func (s *Service) watchEngine(es EventSource) {
+	defer s.wg.Done()
+	backoff := time.Second
+	for s.ctx.Err() == nil {
+		t0 := time.Now()
+		err := es.Events(s.ctx, s.labels(), func(e ContainerEvent) {
+			s.log.Debug("agent: container event", "sliver", e.Sliver, "container", e.ContainerID, "action", e.Action)
+			s.changes.bump()
+		})
+		if s.ctx.Err() != nil {
+			return
+		}
+		if time.Since(t0) > time.Minute {
+			backoff = time.Second
+		}
+		s.log.Warn("agent: the engine's event stream broke; the aggregate's poll covers the gap", "err", err, "retry_in", backoff)
+		s.changes.bump() // something may have happened meanwhile
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// ChangesAnswer is the body of GET /v2/changes.
+type ChangesAnswer struct {
+	Seq uint64 `json:"seq"`
+}
+
+// maxChangesWait bounds one long poll (under the server's timeouts).
+const maxChangesWait = 60 * time.Second
+
+// changesHandler: GET /v2/changes?after=N&wait=DURATION answers with the
+// change number as soon as it differs from N, or after wait (default 25 s).
+func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var after uint64
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeErr(w, r, h.log, am.Errorf(am.BadArgs, "after must be a change number, not %q", truncate(v, 40)))
+			return
+		}
+		after = n
+	}
+	wait := 25 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			writeErr(w, r, h.log, am.Errorf(am.BadArgs, "wait must be a duration such as 25s, not %q", truncate(v, 40)))
+			return
+		}
+		wait = min(d, maxChangesWait)
+	}
+	writeJSON(w, http.StatusOK, ChangesAnswer{Seq: h.svc.WaitChange(r.Context(), after, wait)})
+}
+
+// WaitChange long-polls the agent: it returns the agent's change number as
+// soon as it differs from after, or after wait. An agent that predates
+// /v2/changes answers UNSUPPORTED.
+func (c *Client) WaitChange(ctx context.Context, after uint64, wait time.Duration) (uint64, error) {
+	var a ChangesAnswer
+	_, err := c.call(ctx, "changes", http.MethodGet, "/v2/changes?after="+strconv.FormatUint(after, 10)+"&wait="+wait.String(), nil, &a)
+	if am.CodeOf(err) == am.SearchFailed { // "no such endpoint"
+		return 0, am.Errorf(am.Unsupported, "the agent at %s has no /v2/changes (an older agent): state follows the health poll", c.base)
+	}
+	return a.Seq, err
+}

@@ -1,0 +1,74 @@
+package provision_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/provision"
+)
+
+// TestExitShowsWithinASecond: with the health poll a minute away, a
+// container killed behind the aggregate's back shows in Status through the
+// agent's change feed, with its exit code and the last lines of its output
+// (Status and Describe).
+func TestExitShowsWithinASecond(t *testing.T) {
+	needDocker(t)
+	e := newEnv(t, "127.0.0.2")
+	p := e.provisioner("changes", func(c *provision.Config) { c.HealthInterval = time.Minute })
+	e.runProvisioner(p)
+	agg := e.aggregate(p)
+	slice, call, _ := e.slice("changes")
+	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 100ms", [2]string{"a", "node1"}))
+	must(t, err)
+	_, err = agg.Provision(e.ctx, call, []string{slice})
+	must(t, err)
+	sts := e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
+	container := agent.ContainerPrefix + provision.AgentID(sts[0].URN)
+
+	var worst time.Duration
+	for round := 0; round < 3; round++ {
+		if round > 0 {
+			_, err := agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionStart)
+			must(t, err)
+			e.waitStates(agg, call, slice, 30*time.Second, "running again", func(s am.SliverStatus) bool { return s.ResourceMsg == "running" })
+		}
+		if out, err := exec.Command("docker", "kill", container).CombinedOutput(); err != nil {
+			t.Fatalf("docker kill: %v %s", err, out)
+		}
+		t0 := time.Now() // the engine has killed it when the CLI returns
+		var st am.SliverStatus
+		for {
+			res, err := agg.Status(e.ctx, call, []string{slice})
+			must(t, err)
+			st = res.Slivers[0]
+			if st.ExitCode != nil {
+				break
+			}
+			if time.Since(t0) > 5*time.Second {
+				t.Fatalf("5 s after the kill Status still says %s %q", st.Operational, st.ResourceMsg)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		took := time.Since(t0)
+		worst = max(worst, took)
+		t.Logf("container killed → Status shows exit code %d: %s", *st.ExitCode, took.Round(time.Millisecond))
+		if *st.ExitCode != 137 || !strings.Contains(st.ResourceMsg, "exit code 137") {
+			t.Errorf("Status after the kill: exit %d, %q", *st.ExitCode, st.ResourceMsg)
+		}
+		if !strings.Contains(st.StdoutTail, "geni-demo-container: sliver "+sts[0].URN) {
+			t.Errorf("Status's stdout tail lacks the program's first line: %q", st.StdoutTail)
+		}
+	}
+	if worst > time.Second {
+		t.Errorf("the slowest exit took %s to show in Status; the goal is 1 s", worst)
+	}
+	desc, err := agg.Describe(e.ctx, call, []string{slice})
+	must(t, err)
+	if !strings.Contains(desc.RSpec, "<geniam:sliver_output>") || !strings.Contains(desc.RSpec, `exit_code="137"`) {
+		t.Errorf("Describe's manifest lacks the output or exit code:\n%s", desc.RSpec)
+	}
+}

@@ -1,0 +1,102 @@
+package provision
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/store"
+)
+
+// State within a second: besides the periodic health poll, this process
+// long-polls every agent's GET /v2/changes (agent/changes.go). When an
+// agent says something changed (a container exited, crashed, was killed for
+// memory or time, restarted), the node is checked at once, the same way the
+// health poll checks it (checkAgent), so Status shows a container's exit
+// within a second. An agent that predates /v2/changes is left to the poll.
+
+// changeWait is one long poll; under the agent's own cap (60 s) and the
+// client's response timeout.
+const changeWait = 25 * time.Second
+
+// minCheckGap spaces the checks one agent's changes cause, so a node whose
+// containers churn is not listed continuously.
+const minCheckGap = 200 * time.Millisecond
+
+// watchers are the long-poll loops of this process, by node name and URL.
+type watchers struct {
+	mu      sync.Mutex
+	running map[string]bool
+	wanted  map[string]bool
+}
+
+// watchAgents starts a watcher for every agent node not yet watched; a
+// watcher whose node is gone (or moved to another URL) ends by itself.
+func (p *Provisioner) watchAgents(ctx context.Context, wg *sync.WaitGroup) {
+	nodes, err := p.st.AgentNodes(ctx)
+	if err != nil {
+		return // the health loop logs it
+	}
+	w := &p.watch
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.running == nil {
+		w.running = map[string]bool{}
+	}
+	w.wanted = map[string]bool{}
+	for _, n := range nodes {
+		key := n.Name + " " + n.AgentURL
+		w.wanted[key] = true
+		if w.running[key] {
+			continue
+		}
+		w.running[key] = true
+		wg.Add(1)
+		go func(n store.AgentNode, key string) {
+			defer wg.Done()
+			p.watchAgent(ctx, n, key)
+			w.mu.Lock()
+			delete(w.running, key)
+			w.mu.Unlock()
+		}(n, key)
+	}
+}
+
+func (p *Provisioner) stillWanted(key string) bool {
+	p.watch.mu.Lock()
+	defer p.watch.mu.Unlock()
+	return p.watch.wanted[key]
+}
+
+// watchAgent long-polls one agent and checks its node at every change.
+func (p *Provisioner) watchAgent(ctx context.Context, n store.AgentNode, key string) {
+	c := p.client(n.AgentURL)
+	var seq uint64
+	var last time.Time
+	for ctx.Err() == nil && p.stillWanted(key) {
+		next, err := c.WaitChange(ctx, seq, changeWait)
+		if am.CodeOf(err) == am.Unsupported {
+			p.log.Info("provisioner: agent has no change feed; its node follows the health poll", "node", n.Name, "agent", n.AgentURL)
+			return
+		}
+		if err != nil {
+			// Unreachable: the health poll marks the node; try again later.
+			p.sleep(ctx, min(p.cfg.HealthInterval, 5*time.Second))
+			continue
+		}
+		if next == seq {
+			continue
+		}
+		seq = next
+		if gap := time.Since(last); gap < minCheckGap {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(minCheckGap - gap):
+			}
+		}
+		last = time.Now()
+		p.checkAgent(ctx, n)
+	}
+}
