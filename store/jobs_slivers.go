@@ -73,6 +73,7 @@ type SliverUpdate struct {
 	ExitCode    **int // set to a nil *int to clear it
 	ImageID     *string
 	DataURL     *string
+	LogURL      *string
 	Login       *Login  // where to log in (the node agent's SSH server)
 	StdoutTail  *string // last lines of the start command's output
 	StderrTail  *string
@@ -115,6 +116,9 @@ func (s *Store) UpdateSliver(ctx context.Context, urn, event string, u SliverUpd
 	}
 	if u.DataURL != nil {
 		add("data_url", *u.DataURL)
+	}
+	if u.LogURL != nil {
+		add("log_url", *u.LogURL)
 	}
 	if u.Login != nil {
 		add("login_host", u.Login.Host)

@@ -1,6 +1,7 @@
 package provision_test
 
 import (
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -20,8 +21,9 @@ func TestExitShowsWithinASecond(t *testing.T) {
 	e := newEnv(t, "127.0.0.2")
 	p := e.provisioner("changes", func(c *provision.Config) { c.HealthInterval = time.Minute })
 	e.runProvisioner(p)
+	e.startDataServer(p)
 	agg := e.aggregate(p)
-	slice, call, _ := e.slice("changes")
+	slice, call, cred := e.slice("changes")
 	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 100ms", [2]string{"a", "node1"}))
 	must(t, err)
 	_, err = agg.Provision(e.ctx, call, []string{slice})
@@ -68,7 +70,38 @@ func TestExitShowsWithinASecond(t *testing.T) {
 	}
 	desc, err := agg.Describe(e.ctx, call, []string{slice})
 	must(t, err)
-	if !strings.Contains(desc.RSpec, "<geniam:sliver_output>") || !strings.Contains(desc.RSpec, `exit_code="137"`) {
-		t.Errorf("Describe's manifest lacks the output or exit code:\n%s", desc.RSpec)
+	if !strings.Contains(desc.RSpec, "<geniam:sliver_output>") || !strings.Contains(desc.RSpec, `exit_code="137"`) ||
+		!strings.Contains(desc.RSpec, "/logs.tar") {
+		t.Errorf("Describe's manifest lacks the output, exit code or log URL:\n%s", desc.RSpec)
+	}
+
+	// The whole output downloads like /data, live and, after Delete, from
+	// the archive.
+	name := provision.AgentID(sts[0].URN)
+	code, body, src := e.download(name+"/logs", cred)
+	if code != http.StatusOK || src != "live node1" {
+		t.Fatalf("logs download: HTTP %d from %q: %.300s", code, src, body)
+	}
+	logs := untar(t, body)
+	if n := strings.Count(logs["stdout.log"], "geni-demo-container: sliver "); n != 3 {
+		t.Errorf("stdout.log has %d starts of the program, want 3 (one per run): %.500q", n, logs["stdout.log"])
+	}
+	_, _, otherCred := e.slice("other")
+	if code, _, _ := e.download(name+"/logs", otherCred); code != http.StatusForbidden {
+		t.Errorf("another slice's credential got the logs: HTTP %d", code)
+	}
+	_, err = agg.Delete(e.ctx, call, []string{slice})
+	must(t, err)
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, body, src = e.download(name+"/logs", cred)
+		if code == http.StatusOK && strings.HasPrefix(src, "archive ") {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("after Delete the logs never came from the archive: HTTP %d from %q", code, src)
+		}
+	}
+	if got := untar(t, body); got["stdout.log"] != logs["stdout.log"] {
+		t.Errorf("the archived stdout.log differs from the live one:\n%q\n%q", got["stdout.log"], logs["stdout.log"])
 	}
 }

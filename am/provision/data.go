@@ -21,7 +21,8 @@ import (
 // listener (same TLS configuration as the AM API), and the request body must
 // be a slice credential (the signed XML, as omni saves it) granting the
 // caller getsliceresources on the sliver's slice: POST /data/<name>.tar.
-// Errors are JSON {"error": ..., "code": ...}.
+// Errors are JSON {"error": ..., "code": ...}. POST /data/<name>/logs.tar
+// gives the start command's whole output the same way (logs.go).
 func (p *Provisioner) DataHandler(auth am.Authorizer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := p.serveData(w, r, auth); err != nil {
@@ -35,11 +36,14 @@ func (p *Provisioner) DataHandler(auth am.Authorizer) http.Handler {
 const maxCredentialBytes = 1 << 20
 
 func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.Authorizer) error {
-	name, ok := strings.CutPrefix(r.URL.Path, "/data/")
-	if !ok || !strings.HasSuffix(name, ".tar") {
-		return &am.Err{Code: am.SearchFailed, Msg: "not found: use /data/<sliver name>.tar"}
+	rest, ok := strings.CutPrefix(r.URL.Path, "/data/")
+	name, logs := logsName(rest)
+	if !logs {
+		if !ok || !strings.HasSuffix(rest, ".tar") {
+			return &am.Err{Code: am.SearchFailed, Msg: "not found: use /data/<sliver name>.tar (or /data/<sliver name>/logs.tar for the output)"}
+		}
+		name = strings.TrimSuffix(rest, ".tar")
 	}
-	name = strings.TrimSuffix(name, ".tar")
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return &am.Err{Code: am.BadArgs, Msg: "POST your slice credential (the XML file) as the request body, e.g. curl --cert ... --data-binary @slice-cred.xml"}
@@ -92,6 +96,13 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	}
 	if authz == nil {
 		return am.Errorf(am.Forbidden, "the credential does not grant access to %s", slice)
+	}
+	if logs {
+		if err := p.serveLogs(ctx, w, r, s, urn, name); err != nil {
+			return err
+		}
+		p.log.Info("provisioner: output downloaded", "sliver", urn, "by", authz.User)
+		return nil
 	}
 	filename := name + ".tar"
 	if s != nil && s.Allocation == am.Provisioned {

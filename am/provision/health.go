@@ -263,6 +263,9 @@ func (p *Provisioner) Housekeep(ctx context.Context) {
 			p.log.Warn("provisioner: removing an expired archive", "path", a.Path, "err", err)
 			continue
 		}
+		if err := os.Remove(p.LogsArchivePath(a.SliverURN)); err != nil && !os.IsNotExist(err) {
+			p.log.Warn("provisioner: removing an expired output archive", "sliver", a.SliverURN, "err", err)
+		}
 		p.log.Info("provisioner: archive retention ended: removed", "sliver", a.SliverURN, "path", a.Path)
 	}
 	if n, err := p.st.PruneJobs(ctx, p.cfg.JobRetention); err != nil && ctx.Err() == nil {

@@ -98,12 +98,12 @@ func (p *Provisioner) do(ctx context.Context, j *store.Job) (string, error) {
 
 // provision fetches the sliver's image and runs its container.
 func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Client, id string) (string, error) {
-	dataURL := p.DataURL(s.URN)
+	dataURL, logURL := p.DataURL(s.URN), p.LogsURL(s.URN)
 	msg := "fetching image " + s.Image.URL
-	if _, err := p.st.UpdateSliver(ctx, s.URN, "agent:provision", store.SliverUpdate{ResourceMsg: &msg, DataURL: &dataURL}); err != nil {
+	if _, err := p.st.UpdateSliver(ctx, s.URN, "agent:provision", store.SliverUpdate{ResourceMsg: &msg, DataURL: &dataURL, LogURL: &logURL}); err != nil {
 		return "", err
 	}
-	s.DataURL = dataURL
+	s.DataURL, s.LogURL = dataURL, logURL
 	if s.Image.URL == "" {
 		return "", am.Errorf(am.BadArgs, "sliver %s has no image to run", s.URN)
 	}
@@ -317,6 +317,9 @@ func (p *Provisioner) ArchivePath(sliverURN string) string {
 // directory (through a temporary file, renamed when complete, so a broken
 // transfer never leaves a short archive that looks whole) and records it.
 func (p *Provisioner) archive(ctx context.Context, j *store.Job, c *agent.Client, id string, final bool) (int64, error) {
+	if err := p.archiveLogs(ctx, c, j.SliverURN, id); err != nil {
+		return 0, err
+	}
 	rc, err := c.Data(ctx, id)
 	if err != nil {
 		return 0, err
