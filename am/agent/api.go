@@ -75,6 +75,9 @@ type StartRequest struct {
 	CPUs             float64 `json:"cpus,omitempty"`         // capped by the agent's limit
 	Manifest         string  `json:"manifest,omitempty"`     // manifest RSpec, shown in /geni/manifest.xml
 	Users            []User  `json:"users,omitempty"`        // become /geni/authorized_keys
+	// Install archives are unpacked into the container before its first
+	// start (install.go).
+	Install []Install `json:"install,omitempty"`
 }
 
 // Limits on request fields, so a request cannot make the agent write without bound.
@@ -133,6 +136,9 @@ func (s *StartRequest) Validate() error {
 	}
 	if len(s.Manifest) > maxManifest {
 		return bad("manifest is larger than %d bytes", maxManifest)
+	}
+	if err := validInstalls(s.Install); err != nil {
+		return err
 	}
 	return validUsers(s.Users)
 }

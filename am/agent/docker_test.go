@@ -201,11 +201,12 @@ func TestStartFailureAndStopStart(t *testing.T) {
 	ctx := ctxT(t, 2*time.Minute)
 
 	// The image has no /bin/sh: a shell command cannot start. The agent
-	// says so (422) and the status says failed with the engine's reason.
+	// says so before starting (BADARGS, with the hint to use shell="exec")
+	// and the status says failed with that reason.
 	a.fetched(t, "noshell")
 	_, _, err := a.client.Run(ctx, "noshell", agent.StartRequest{Shell: "echo hi"})
-	if am.CodeOf(err) != am.Error {
-		t.Fatalf("shell start on a scratch image: %v, want ERROR", err)
+	if am.CodeOf(err) != am.BadArgs || !strings.Contains(am.MessageOf(err), `shell="exec"`) {
+		t.Fatalf("shell start on a scratch image: %v, want BADARGS with the shell=\"exec\" hint", err)
 	}
 	st, err := a.client.Status(ctx, "noshell")
 	must(t, err)

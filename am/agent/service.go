@@ -553,6 +553,19 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 	if err := s.save(r); err != nil {
 		return Status{}, false, err
 	}
+	if err := s.prepare(ctx, cid, &req); err != nil {
+		// The container goes, so that the next start (geni_start) creates
+		// it afresh and installs again; the record says why.
+		if rerr := s.rt.Remove(ctx, cid); rerr != nil {
+			s.log.Warn("agent: removing a container that could not be prepared", "sliver", id, "err", rerr)
+		} else {
+			r.ContainerID = ""
+		}
+		r.StartError = am.MessageOf(err)
+		s.saveLogged(r)
+		s.log.Info("agent: container not started", "sliver", id, "reason", r.StartError)
+		return Status{}, false, err
+	}
 	if err := s.rt.Start(ctx, cid); err != nil {
 		r.StartError = err.Error()
 		s.saveLogged(r)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -161,6 +162,10 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 // args are the command (the parser refuses args together with execute).
 func startRequest(s *am.Sliver, manifest string) (agent.StartRequest, error) {
 	req := agent.StartRequest{SliceURN: s.SliceURN, SliverURN: s.URN, Manifest: manifest, Users: agentUsers(s.Users)}
+	for _, in := range s.Install {
+		// services/install: unpacked by the agent before the start command.
+		req.Install = append(req.Install, agent.Install{URL: in.URL, Path: path.Clean(in.Path)})
+	}
 	if r := s.Run; r != nil {
 		// <geniam:run>: the restart policy, time limit, environment and
 		// argv the experimenter asked for (the parser checked them).

@@ -242,3 +242,23 @@ func (r Runtime) PathExists(ctx context.Context, containerID, path string) (bool
 	ok, err := r.Client.PathExists(ctx, containerID, path)
 	return ok, translate(err)
 }
+
+// CopyTo unpacks a tar (plain or compressed) into dir of the container
+// (PUT /containers/{id}/archive); the engine extracts inside the
+// container's root file system.
+func (c *Client) CopyTo(ctx context.Context, containerID, dir string, tar io.Reader) error {
+	q := url.Values{"path": {dir}, "noOverwriteDirNonDir": {"true"}}
+	resp, err := c.do(ctx, http.MethodPut, "/containers/"+url.PathEscape(containerID)+"/archive", q, tar, "application/x-tar")
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	return resp.Body.Close()
+}
+
+var _ agent.Copier = Runtime{}
+
+// CopyTo unpacks the tar into the container.
+func (r Runtime) CopyTo(ctx context.Context, containerID, dir string, tar io.Reader) error {
+	return translate(r.Client.CopyTo(ctx, containerID, dir, tar))
+}
