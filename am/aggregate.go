@@ -321,6 +321,13 @@ func (a *Aggregate) Describe(ctx context.Context, c Call, urns []string) (*Descr
 	for _, s := range slivers {
 		res.Slivers = append(res.Slivers, StatusOf(s))
 	}
+	ended, err := a.endedSlivers(ctx, c, sc)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	for _, s := range ended {
+		res.Slivers = append(res.Slivers, StatusOf(s))
+	}
 	return res, nil
 }
 
@@ -335,8 +342,12 @@ func (a *Aggregate) Status(ctx context.Context, c Call, urns []string) (*StatusR
 	if err != nil {
 		return nil, opErr(op, err)
 	}
-	res := &StatusResult{SliceURN: sc.slice, Slivers: make([]SliverStatus, 0, len(slivers))}
-	for _, s := range slivers {
+	ended, err := a.endedSlivers(ctx, c, sc)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	res := &StatusResult{SliceURN: sc.slice, Slivers: make([]SliverStatus, 0, len(slivers)+len(ended))}
+	for _, s := range append(slivers, ended...) {
 		st := StatusOf(s)
 		st.ErrorSet = true
 		res.Slivers = append(res.Slivers, st)
@@ -720,6 +731,31 @@ func actionTransition(action string, o Options) (func(s *Sliver) error, error) {
 
 // dataURLer is a Provisioner that serves slivers' /data (package provision).
 type dataURLer interface{ DataURL(sliverURN string) string }
+
+// OptionEnded (geniam_ended: true) makes Status and Describe of a whole
+// slice also list its deleted and expired slivers, as geni_unallocated with
+// why and when they ended, their exit code, output tail and archive URLs,
+// for as long as their archive is kept. It is an option because the AM API
+// acceptance tests want a slice to be empty after Delete.
+const OptionEnded = "geniam_ended"
+
+// endedLister is a Store that keeps ended slivers (package store does).
+type endedLister interface {
+	EndedSlivers(ctx context.Context, sliceURN string) ([]Sliver, error)
+}
+
+// endedSlivers are the slice's ended slivers when the call asks for them
+// (geniam_ended) about the whole slice.
+func (a *Aggregate) endedSlivers(ctx context.Context, c Call, sc *scope) ([]Sliver, error) {
+	if want, _ := c.Options.Raw[OptionEnded].(bool); !want || sc.slivers != nil {
+		return nil, nil
+	}
+	el, ok := a.store.(endedLister)
+	if !ok {
+		return nil, nil
+	}
+	return el.EndedSlivers(ctx, sc.slice)
+}
 
 // inTransit: with a Provisioner the node has not acted yet when the call
 // returns, so start and restart report geni_configuring and stop

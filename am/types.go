@@ -236,11 +236,13 @@ type SliverStatus struct {
 	ExitCode   *int
 	StdoutTail string
 	StderrTail string
+	DataURL    string // where /data downloads (live, then from the archive)
+	LogURL     string // where the whole output downloads
 }
 
 // StatusOf builds the v3 status struct of a sliver.
 func StatusOf(s Sliver) SliverStatus {
 	return SliverStatus{URN: s.URN, Allocation: s.Allocation, Operational: s.Operational,
 		Expires: s.Expires, Error: s.Error, ResourceMsg: s.ResourceMsg, ClientID: s.ClientID,
-		ExitCode: s.ExitCode, StdoutTail: s.StdoutTail, StderrTail: s.StderrTail}
+		ExitCode: s.ExitCode, StdoutTail: s.StdoutTail, StderrTail: s.StderrTail, DataURL: s.DataURL, LogURL: s.LogURL}
 }

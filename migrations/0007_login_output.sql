@@ -9,7 +9,9 @@
 --   (bounded by the agent: log_tail_lines / log_tail_bytes).
 -- * ended_slivers: a sliver that was deleted or expired, kept (with why it
 --   ended, its exit code, its output tail and its /data URL) for as long as
---   its archive, so that Status and Describe of the slice still show it.
+--   its archive (provisioning.archive_retention; the provisioner prunes),
+--   so that Status and Describe of the slice can still show it (option
+--   geniam_ended: the AM API's own tests want an empty slice after Delete).
 
 ALTER TABLE slivers
     ADD COLUMN login_host  text NOT NULL DEFAULT '',
@@ -40,31 +42,28 @@ CREATE TABLE ended_slivers (
     error             text NOT NULL DEFAULT '',
     exit_code         integer,
     data_url          text NOT NULL DEFAULT '',
+    log_url           text NOT NULL DEFAULT '',
     stdout_tail       text NOT NULL DEFAULT '',
-    stderr_tail       text NOT NULL DEFAULT '',
-    keep_until        timestamptz NOT NULL
+    stderr_tail       text NOT NULL DEFAULT ''
 );
 CREATE INDEX ended_slivers_slice ON ended_slivers (slice_urn);
-CREATE INDEX ended_slivers_keep ON ended_slivers (keep_until);
-COMMENT ON TABLE ended_slivers IS 'Deleted or expired slivers, listed as geni_unallocated by Status and Describe of their slice until keep_until (the archive retention). Written by a trigger on DELETE FROM slivers.';
+CREATE INDEX ended_slivers_ended ON ended_slivers (ended_at);
+COMMENT ON TABLE ended_slivers IS 'Deleted or expired slivers, listed as geni_unallocated by Status and Describe of their slice (option geniam_ended) for the archive retention. Written by a trigger on DELETE FROM slivers.';
 COMMENT ON COLUMN ended_slivers.why IS 'What ended it: Delete, expire, Shutdown, sql:DELETE (by hand), ...';
 
--- The retention (provisioning.archive_retention) is set per transaction by
--- the aggregate as geniam.ended_retention_s; a DELETE by hand keeps 7 days.
 CREATE FUNCTION slivers_record_end() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     ev    text := coalesce(nullif(current_setting('geniam.event', true), ''), 'sql:DELETE');
     actor text := coalesce(nullif(current_setting('geniam.actor', true), ''), 'psql:' || session_user);
-    keep  interval := coalesce(nullif(current_setting('geniam.ended_retention_s', true), '')::bigint, 604800) * interval '1 second';
 BEGIN
     INSERT INTO ended_slivers (sliver_urn, slice_urn, node_name, client_id, sliver_type, image_url, image_sha256,
-        was_provisioned, operational_state, why, actor, expires_at, error, exit_code, data_url, stdout_tail, stderr_tail, keep_until)
+        was_provisioned, operational_state, why, actor, expires_at, error, exit_code, data_url, log_url, stdout_tail, stderr_tail)
     VALUES (OLD.urn, OLD.slice_urn, OLD.node_name, OLD.client_id, OLD.sliver_type, OLD.image_url, OLD.image_sha256,
         OLD.allocation_state = 'geni_provisioned', OLD.operational_state, ev, actor, OLD.expires_at, OLD.error, OLD.exit_code,
-        OLD.data_url, OLD.stdout_tail, OLD.stderr_tail, clock_timestamp() + keep)
+        OLD.data_url, OLD.log_url, OLD.stdout_tail, OLD.stderr_tail)
     ON CONFLICT (sliver_urn) DO UPDATE SET ended_at = EXCLUDED.ended_at, why = EXCLUDED.why, actor = EXCLUDED.actor,
         operational_state = EXCLUDED.operational_state, error = EXCLUDED.error, exit_code = EXCLUDED.exit_code,
-        stdout_tail = EXCLUDED.stdout_tail, stderr_tail = EXCLUDED.stderr_tail, keep_until = EXCLUDED.keep_until;
+        stdout_tail = EXCLUDED.stdout_tail, stderr_tail = EXCLUDED.stderr_tail;
     RETURN OLD;
 END $$;
 CREATE TRIGGER slivers_record_end AFTER DELETE ON slivers

@@ -255,6 +255,12 @@ func sliverValue(s am.SliverStatus) map[string]any {
 	if s.StderrTail != "" {
 		m["geniam_stderr_tail"] = s.StderrTail
 	}
+	if s.DataURL != "" {
+		m["geniam_data_url"] = s.DataURL
+	}
+	if s.LogURL != "" {
+		m["geniam_log_url"] = s.LogURL
+	}
 	return m
 }
 

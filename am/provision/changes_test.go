@@ -104,4 +104,29 @@ func TestExitShowsWithinASecond(t *testing.T) {
 	if got := untar(t, body); got["stdout.log"] != logs["stdout.log"] {
 		t.Errorf("the archived stdout.log differs from the live one:\n%q\n%q", got["stdout.log"], logs["stdout.log"])
 	}
+
+	// After the end: an empty slice by default (as the AM API tests want),
+	// the ended sliver with why, exit code and archive URLs on request.
+	res, err := agg.Status(e.ctx, call, []string{slice})
+	must(t, err)
+	if len(res.Slivers) != 0 {
+		t.Errorf("Status after Delete lists %d slivers without %s", len(res.Slivers), am.OptionEnded)
+	}
+	ecall := call
+	ecall.Options.Raw = map[string]any{am.OptionEnded: true}
+	res, err = agg.Status(e.ctx, ecall, []string{slice})
+	must(t, err)
+	if len(res.Slivers) != 1 {
+		t.Fatalf("Status with %s lists %d slivers, want the deleted one", am.OptionEnded, len(res.Slivers))
+	}
+	ended := res.Slivers[0]
+	if ended.Allocation != am.Unallocated || !strings.Contains(ended.Error, "deleted at") || ended.ExitCode == nil || *ended.ExitCode != 137 ||
+		!strings.HasSuffix(ended.DataURL, name+".tar") || !strings.HasSuffix(ended.LogURL, name+"/logs.tar") {
+		t.Errorf("the ended sliver: %+v", ended)
+	}
+	dres, err := agg.Describe(e.ctx, ecall, []string{slice})
+	must(t, err)
+	if len(dres.Slivers) != 1 || dres.Slivers[0].Allocation != am.Unallocated {
+		t.Errorf("Describe with %s: %+v", am.OptionEnded, dres.Slivers)
+	}
 }

@@ -268,6 +268,9 @@ func (p *Provisioner) Housekeep(ctx context.Context) {
 		}
 		p.log.Info("provisioner: archive retention ended: removed", "sliver", a.SliverURN, "path", a.Path)
 	}
+	if _, err := p.st.PruneEnded(ctx, p.cfg.ArchiveRetention); err != nil && ctx.Err() == nil {
+		p.log.Warn("provisioner: pruning ended slivers", "err", err)
+	}
 	if n, err := p.st.PruneJobs(ctx, p.cfg.JobRetention); err != nil && ctx.Err() == nil {
 		p.log.Warn("provisioner: pruning jobs", "err", err)
 	} else if n > 0 {
