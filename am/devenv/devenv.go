@@ -10,8 +10,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -25,6 +23,7 @@ import (
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/store/pgcluster"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/ssh"
 )
 
 // Authority is the dev federation's authority; every dev URN lives in it.
@@ -51,6 +50,7 @@ type PKI struct {
 	AgentClient  *devpki.Identity // the aggregate's client certificate for agents
 	TrustedRoots string           // directory holding the clearinghouse's root certificate(s)
 	UserSSHPub   string           // path of alice's SSH public key
+	UserSSHKey   string           // ... and of its private half (ssh -i)
 }
 
 // File returns dir/name-cert.pem and dir/name-key.pem.
@@ -88,8 +88,17 @@ func EnsurePKI(dir string) (*PKI, error) {
 		return nil, err
 	}
 	p.UserSSHPub = filepath.Join(dir, "alice-ssh.pub")
-	if _, err := os.Stat(p.UserSSHPub); err != nil {
-		if err := os.WriteFile(p.UserSSHPub, []byte(newSSHPublicKey("alice@"+Authority)+"\n"), 0o644); err != nil {
+	p.UserSSHKey = filepath.Join(dir, "alice-ssh")
+	_, perr := os.Stat(p.UserSSHPub)
+	if _, kerr := os.Stat(p.UserSSHKey); perr != nil || kerr != nil {
+		pub, key, err := newSSHKey("alice@" + Authority)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(p.UserSSHKey, key, 0o600); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(p.UserSSHPub, []byte(pub+"\n"), 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -129,16 +138,23 @@ func ensureWith(dir, name string, make func() (*devpki.Identity, error)) (*devpk
 	return id, nil
 }
 
-// newSSHPublicKey makes an ed25519 key in authorized_keys form. The private
-// half is discarded: the demo containers need a key to install, not a login.
-func newSSHPublicKey(comment string) string {
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
-	var b []byte
-	for _, part := range [][]byte{[]byte("ssh-ed25519"), pub} {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(part)))
-		b = append(b, part...)
+// newSSHKey makes alice's ed25519 key: the public half in authorized_keys
+// form (omni sends it in geni_users) and the private half in OpenSSH form,
+// for `ssh -i var/dev/alice-ssh` to the manifest's <login>.
+func newSSHKey(comment string) (pub string, private []byte, err error) {
+	pk, sk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", nil, err
 	}
-	return "ssh-ed25519 " + base64.StdEncoding.EncodeToString(b) + " " + comment
+	block, err := ssh.MarshalPrivateKey(sk, comment)
+	if err != nil {
+		return "", nil, err
+	}
+	spk, err := ssh.NewPublicKey(pk)
+	if err != nil {
+		return "", nil, err
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spk))) + " " + comment, pem.EncodeToMemory(block), nil
 }
 
 // Database starts (creating it if needed) the private cluster under dir and

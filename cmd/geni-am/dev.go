@@ -105,7 +105,7 @@ Check it:
 `, cfg.PublicURL(), cfg.AMURN, chURL, devenv.UserURN, userCert, userKey,
 				filepath.Join(dir, "geniam.yaml"), filepath.Join(dir, "geniam.yaml"), omniConfig,
 				omniConfig, omniConfig)
-			printDemo(demo, omniConfig, userCert, userKey)
+			printDemo(demo, omniConfig, userCert, userKey, pki.UserSSHKey)
 			fmt.Println("\nStop with Ctrl-C. omni is not installed here? docs/omni.md says how to get it.")
 		},
 	}

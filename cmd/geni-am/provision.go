@@ -15,6 +15,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/agent/sshlogin"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/provision"
@@ -132,10 +133,33 @@ func startDevAgent(ctx context.Context, dir, images, caFile string, pki *devenv.
 	if err != nil {
 		return err
 	}
-	svc, err := agent.New(agent.Config{StateDir: filepath.Join(dir, "agents", name), Instance: "geniam-dev-" + name,
-		AllowFileImages: true, FileImageDirs: []string{images}, Logger: lg.With("agent", name)}, docker.NewRuntime(""))
+	// SSH logins into the containers on <ip>:2222 (the manifest's <login>);
+	// without the port the agent still runs, without logins.
+	rt := docker.NewRuntime("")
+	acfg := agent.Config{StateDir: filepath.Join(dir, "agents", name), Instance: "geniam-dev-" + name,
+		AllowFileImages: true, FileImageDirs: []string{images}, Logger: lg.With("agent", name)}
+	sshLn, err := net.Listen("tcp", net.JoinHostPort(ip, "2222"))
 	if err != nil {
+		lg.Warn("make run: no SSH login on this node", "node", name, "err", err)
+	} else {
+		acfg.LoginHost, acfg.LoginPort = ip, 2222
+	}
+	svc, err := agent.New(acfg, rt)
+	if err != nil {
+		if sshLn != nil {
+			sshLn.Close()
+		}
 		return err
+	}
+	if sshLn != nil {
+		sshSrv, err := sshlogin.New(sshlogin.Config{HostKeyFile: filepath.Join(acfg.StateDir, "ssh_host_ed25519_key"), Logger: lg.With("agent", name)}, svc, rt)
+		if err != nil {
+			sshLn.Close()
+			svc.Close()
+			return err
+		}
+		go func() { _ = sshSrv.Serve(sshLn) }()
+		go func() { <-ctx.Done(); _ = sshSrv.Close() }()
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "1887"))
 	if err != nil {
@@ -176,7 +200,7 @@ func demoRequest(tar, sha string) string {
 }
 
 // printDemo tells a make run user how to run the demo image.
-func printDemo(d *devAgents, omniConfig, userCert, userKey string) {
+func printDemo(d *devAgents, omniConfig, userCert, userKey, userSSHKey string) {
 	if d == nil {
 		fmt.Print("\nNo Docker engine or no demo image (see the log above): provisioned slivers may stay geni_configuring (agents unreachable) and fail after the retries.\n")
 		return
@@ -191,5 +215,7 @@ Run it (docs/provisioning.md):
   omni -c %[3]s -V3 -a geniam status demo      # geni_ready; "once" says: finished with exit code 3
   omni -c %[3]s -V3 getslicecred demo -o       # writes demo-cred.json
   curl -k --cert %[5]s --key %[6]s --data-binary @demo-cred.json <geniam:sliver_data url of the manifest> -o data.tar
-`, d.imageTar, d.imageSHA256, omniConfig, d.request, userCert, userKey)
+Log in to "server" (the manifest's <login hostname port username>; omni sent your key in geni_users):
+  ssh -i %[7]s -p 2222 <username>@<hostname> /demo -once   # FROM scratch: no shell, so a command
+`, d.imageTar, d.imageSHA256, omniConfig, d.request, userCert, userKey, userSSHKey)
 }
