@@ -78,6 +78,11 @@ type StartRequest struct {
 	// Install archives are unpacked into the container before its first
 	// start (install.go).
 	Install []Install `json:"install,omitempty"`
+	// IdleStopSeconds, if positive, stops the container (keeping it and
+	// its data) after that long without activity, with a warning
+	// IdleWarnSeconds before (idle.go).
+	IdleStopSeconds int64 `json:"idle_stop_seconds,omitempty"`
+	IdleWarnSeconds int64 `json:"idle_warn_seconds,omitempty"`
 }
 
 // Limits on request fields, so a request cannot make the agent write without bound.
@@ -136,6 +141,9 @@ func (s *StartRequest) Validate() error {
 	}
 	if len(s.Manifest) > maxManifest {
 		return bad("manifest is larger than %d bytes", maxManifest)
+	}
+	if s.IdleStopSeconds < 0 || s.IdleWarnSeconds < 0 || s.IdleWarnSeconds > s.IdleStopSeconds {
+		return bad("idle_warn_seconds must be between 0 and idle_stop_seconds")
 	}
 	if err := validInstalls(s.Install); err != nil {
 		return err
@@ -199,6 +207,7 @@ type Status struct {
 	StderrTail string           `json:"stderr_tail,omitempty"`
 	Adopted    bool             `json:"adopted,omitempty"` // found in the engine by label, no record on disk
 	Login      *Login           `json:"login,omitempty"`   // SSH login to the container, when the agent offers it
+	Idle       *IdleStatus      `json:"idle,omitempty"`    // under an idle policy: last activity, stop time
 }
 
 // ImageStatus is the state of the sliver's image.

@@ -46,6 +46,10 @@ type Config struct {
 	LoginHost string
 	LoginPort int
 
+	// IdleCheckInterval is how often running containers under an idle
+	// policy are measured (idle.go); default 1 min.
+	IdleCheckInterval time.Duration
+
 	LogTailLines int // lines of stdout/stderr in a status; default 50
 	LogTailBytes int // bytes of each; default 8 KiB
 
@@ -87,6 +91,9 @@ func (c *Config) defaults() error {
 	}
 	if c.StopGrace == 0 {
 		c.StopGrace = 10 * time.Second
+	}
+	if c.IdleCheckInterval <= 0 {
+		c.IdleCheckInterval = time.Minute
 	}
 	if c.LogTailLines == 0 {
 		c.LogTailLines = 50
@@ -132,6 +139,7 @@ type sliver struct {
 	fetchCancel context.CancelFunc
 	fetchDone   chan struct{} // closed when the running fetch ends; nil if none
 	timer       *time.Timer
+	idle        idleTrack // activity measure (idle.go)
 }
 
 // New opens the state directory, loads the records and reconciles them with
@@ -177,6 +185,10 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 	if es, ok := rt.(EventSource); ok {
 		s.wg.Add(1)
 		go s.watchEngine(es)
+	}
+	if ss, ok := rt.(StatsSource); ok {
+		s.wg.Add(1)
+		go s.idleLoop(ss)
 	}
 	return s, nil
 }
@@ -532,7 +544,8 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 	r.SliceURN, r.SliverURN = req.SliceURN, req.SliverURN
 	reqCopy := req
 	r.Spec, r.Network, r.StartError = &reqCopy, network, ""
-	r.StoppedByRequest, r.TimeLimitKilled, r.Deadline, r.Adopted = false, false, time.Time{}, false
+	r.StoppedByRequest, r.TimeLimitKilled, r.Deadline, r.Adopted, r.IdleStoppedAt = false, false, time.Time{}, false, time.Time{}
+	sl.idle = idleTrack{}
 	// Record the intent before creating: if the agent dies in between, the
 	// labelled container is found again by Reconcile.
 	if err := s.save(r); err != nil {
@@ -764,6 +777,7 @@ func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
 	}
 	st.Container = cst
 	st.Login = s.login(r)
+	st.Idle = s.idleStatus(sl)
 	cs, err := s.rt.Inspect(ctx, r.ContainerID)
 	if errors.Is(err, ErrNotFound) {
 		cst.EngineStatus = "missing"
@@ -791,7 +805,7 @@ func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
 	case cs.Error != "" || r.StartError != "":
 		st.State, st.Reason = StateFailed, "start failed: "+firstNonEmpty(cs.Error, r.StartError)
 	case r.StoppedByRequest:
-		st.State = StateStopped
+		st.State, st.Reason = StateStopped, idleReason(r)
 	case finished:
 		st.State = StateExited
 	default:
@@ -853,7 +867,7 @@ func (s *Service) Stop(ctx context.Context, id string) (Status, error) {
 	if sl.rec.ContainerID == "" {
 		return Status{}, am.Errorf(am.SearchFailed, "stop: sliver %s has no container", id)
 	}
-	sl.rec.StoppedByRequest = true
+	sl.rec.StoppedByRequest, sl.rec.IdleStoppedAt = true, time.Time{}
 	if err := s.save(sl.rec); err != nil {
 		return Status{}, err
 	}
@@ -879,7 +893,8 @@ func (s *Service) Start(ctx context.Context, id string) (Status, error) {
 	if r.TimeLimitKilled {
 		return Status{}, am.Errorf(am.Expired, "start: sliver %s used up its time limit", id)
 	}
-	r.StoppedByRequest, r.StartError = false, ""
+	r.StoppedByRequest, r.StartError, r.IdleStoppedAt = false, "", time.Time{}
+	sl.idle = idleTrack{}
 	if err := s.save(r); err != nil {
 		return Status{}, err
 	}

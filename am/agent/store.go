@@ -28,6 +28,7 @@ type record struct {
 	StoppedByRequest bool          `json:"stopped_by_request,omitempty"`
 	Deadline         time.Time     `json:"deadline,omitzero"`
 	TimeLimitKilled  bool          `json:"time_limit_killed,omitempty"`
+	IdleStoppedAt    time.Time     `json:"idle_stopped_at,omitzero"` // stopped by the idle policy (idle.go)
 	Adopted          bool          `json:"adopted,omitempty"`
 
 	Created time.Time `json:"created"`

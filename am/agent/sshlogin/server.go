@@ -41,6 +41,8 @@ import (
 // Targets is what the server asks the agent: *agent.Service implements it.
 type Targets interface {
 	LoginTarget(id string) (agent.LoginTarget, error)
+	// NoteActivity says a login session is open (idle detection).
+	NoteActivity(id string)
 }
 
 // Config tunes the server. Zero values take the defaults named.
@@ -289,6 +291,7 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	log.Info("ssh: login", "event", "ssh_login")
+	s.targets.NoteActivity(id)
 	go ssh.DiscardRequests(reqs) // no forwarding of any kind
 
 	// Access is checked again while the connection lasts.
@@ -344,6 +347,7 @@ func (s *Server) watch(ctx context.Context, sc *ssh.ServerConn, id, container st
 			sc.Close()
 			return
 		}
+		s.targets.NoteActivity(id)
 	}
 }
 
