@@ -28,9 +28,9 @@ type ContainerStats struct {
 
 // IdleStatus is what Status says of a sliver under an idle policy.
 type IdleStatus struct {
-	Since  time.Time  `json:"since"`             // last activity seen
-	StopAt time.Time  `json:"stop_at"`           // when it is stopped unless active again
-	Warned bool       `json:"warned,omitempty"`  // the warning was given
+	Since   time.Time  `json:"since"`             // last activity seen
+	StopAt  time.Time  `json:"stop_at"`           // when it is stopped unless active again
+	Warned  bool       `json:"warned,omitempty"`  // the warning was given
 	Stopped *time.Time `json:"stopped,omitempty"` // when it was stopped for idleness
 }
 
