@@ -160,6 +160,10 @@ func (r *RSpecs) writeAdNode(b *strings.Builder, n *am.Node, sliverTypes map[str
 	// What <geniam:run> may ask for here (the request extension).
 	b.WriteString(`    <geniam:run_modes restart="never on-failure always" max_retries="` + strconv.Itoa(maxRetries) +
 		`" max_time_limit="` + strconv.Itoa(maxTimeLimit) + `"/>` + "\n")
+	if r.cfg.IdleStop > 0 {
+		b.WriteString(`    <geniam:idle_policy stop_after="` + strconv.Itoa(int(r.cfg.IdleStop.Seconds())) +
+			`" warn_before="` + strconv.Itoa(int(r.cfg.IdleWarn.Seconds())) + `"/>` + "\n")
+	}
 	if !n.Available && n.Reason != "" {
 		b.WriteString("    <geniam:node_status")
 		writeAttr(b, "reason", n.Reason)

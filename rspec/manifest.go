@@ -175,6 +175,10 @@ func (r *RSpecs) manifestNode(s *am.Sliver) (*element, map[string]string, error)
 	if s.Run != nil {
 		insertChild(node, runElement(s.Run))
 	}
+	if r.cfg.IdleStop > 0 && s.Allocation == am.Provisioned {
+		insertChild(node, &element{Space: am.GeniamNamespace, Local: "idle_policy", Attrs: []attr{
+			{"", "stop_after", strconv.Itoa(int(r.cfg.IdleStop.Seconds()))}, {"", "warn_before", strconv.Itoa(int(r.cfg.IdleWarn.Seconds()))}}})
+	}
 	if s.StdoutTail != "" || s.StderrTail != "" {
 		out := &element{Space: am.GeniamNamespace, Local: "sliver_output"}
 		for _, t := range []struct{ name, text string }{{"stdout", s.StdoutTail}, {"stderr", s.StderrTail}} {

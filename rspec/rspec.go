@@ -65,6 +65,9 @@ type Config struct {
 	MaxNodes            int               // most nodes in a request (TOOBIG beyond); default 10,000
 	MaxDepth            int               // deepest element nesting (BADARGS beyond); default 64
 	MaxElementsPerNode  int               // most elements inside one node (TOOBIG beyond); default 1,000
+	// IdleStop and IdleWarn are the idle policy (provisioning.idle_stop,
+	// idle_warn) the advertisement and manifests state; 0: none.
+	IdleStop, IdleWarn time.Duration
 }
 
 // RSpecs implements am.RSpecs.

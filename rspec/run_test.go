@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/geniam/geniam/am"
 )
@@ -62,4 +63,30 @@ func TestRunModeRefusals(t *testing.T) {
 			t.Errorf("%s: got %v, want BADARGS naming %q", c.extra, err, c.want)
 		}
 	}
+}
+
+// The idle policy is stated in the advertisement and in the manifests of
+// provisioned slivers, valid against our schema.
+func TestIdlePolicyStated(t *testing.T) {
+	r := newTestRSpecs(t, func(c *Config) { c.IdleStop, c.IdleWarn = 2 * time.Hour, 10 * time.Minute })
+	ad, err := r.Advertisement(testNodes()[:1], false, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `<geniam:idle_policy stop_after="7200" warn_before="600"/>`
+	if !strings.Contains(ad, want) {
+		t.Fatalf("advertisement lacks %s:\n%s", want, ad)
+	}
+	s := am.Sliver{URN: "urn:publicid:IDN+geniam.test+sliver+a1", ClientID: "a", NodeName: "node1", SliverType: am.SliverTypeContainer,
+		Image: am.Image{URL: "https://img.example.org/a.tar", SHA256: digest}, Allocation: am.Provisioned, Operational: am.Ready, Expires: testNow}
+	m, err := r.Manifest("urn:publicid:IDN+geniam.test+slice+s", []am.Sliver{s}, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(m, want) {
+		t.Fatalf("manifest lacks %s:\n%s", want, m)
+	}
+	v := newValidator(t)
+	v.validate(t, "ad", ad)
+	v.validate(t, "manifest", m)
 }

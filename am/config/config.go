@@ -98,6 +98,8 @@ type Provisioning struct {
 	DownAfter        int           `mapstructure:"down_after" doc:"failed polls in a row before a node is made unavailable" default:"2"`
 	ArchiveDir       string        `mapstructure:"archive_dir" doc:"where /data archives are kept; empty: var_dir/archive" default:""`
 	ArchiveRetention time.Duration `mapstructure:"archive_retention" doc:"how long /data archives of deleted or expired slivers stay downloadable" default:"168h"`
+	IdleStop         time.Duration `mapstructure:"idle_stop" doc:"stop a running container after this long without activity (CPU, network, SSH logins), keeping it and /data (geni_start brings it back); 0 disables" default:"0s"`
+	IdleWarn         time.Duration `mapstructure:"idle_warn" doc:"with idle_stop: warn this long before the stop (Status, the agent's log)" default:"10m"`
 }
 
 // Log is logging.
@@ -177,6 +179,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.Advertisement > time.Minute || c.Cache.Nodes > time.Minute {
 		return fmt.Errorf("config: cache durations above a minute would hide other processes' changes for too long")
+	}
+	if p := c.Provisioning; p.IdleStop < 0 || (p.IdleStop > 0 && (p.IdleWarn < 0 || p.IdleWarn >= p.IdleStop)) {
+		return fmt.Errorf("config: provisioning.idle_warn (%s) must be shorter than provisioning.idle_stop (%s)", p.IdleWarn, p.IdleStop)
 	}
 	if c.Limits.MaxBody < 1024 {
 		return fmt.Errorf("config: limits.max_body %d is too small", c.Limits.MaxBody)

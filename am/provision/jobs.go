@@ -130,7 +130,7 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 			manifest = m
 		}
 	}
-	start, err := startRequest(s, manifest)
+	start, err := startRequest(s, manifest, p.cfg.IdleStop, p.cfg.IdleWarn)
 	if err != nil {
 		return "", err
 	}
@@ -160,8 +160,12 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 // Without execute, the image's own entrypoint and command run. A
 // <geniam:run> adds the restart policy, time limit and environment, and its
 // args are the command (the parser refuses args together with execute).
-func startRequest(s *am.Sliver, manifest string) (agent.StartRequest, error) {
-	req := agent.StartRequest{SliceURN: s.SliceURN, SliverURN: s.URN, Manifest: manifest, Users: agentUsers(s.Users)}
+func startRequest(s *am.Sliver, manifest string, idleStop, idleWarn time.Duration) (agent.StartRequest, error) {
+	req := agent.StartRequest{SliceURN: s.SliceURN, SliverURN: s.URN, Manifest: manifest, Users: agentUsers(s.Users),
+		IdleStopSeconds: int64(idleStop / time.Second), IdleWarnSeconds: int64(idleWarn / time.Second)}
+	if req.IdleStopSeconds <= 0 {
+		req.IdleStopSeconds, req.IdleWarnSeconds = 0, 0
+	}
 	for _, in := range s.Install {
 		// services/install: unpacked by the agent before the start command.
 		req.Install = append(req.Install, agent.Install{URL: in.URL, Path: path.Clean(in.Path)})
@@ -217,6 +221,10 @@ func sliverUpdate(st agent.Status, node, agentURL string) store.SliverUpdate {
 	switch st.State {
 	case agent.StateRunning:
 		op, res = am.Ready, "running"
+		if i := st.Idle; i != nil && i.Warned {
+			res = fmt.Sprintf("running; idle since %s: stopped at %s unless active (container and /data kept)",
+				i.Since.UTC().Format(time.RFC3339), i.StopAt.UTC().Format(time.RFC3339))
+		}
 	case agent.StateRestarting:
 		op, res = am.Ready, "restarting"
 		if st.Container != nil {
@@ -229,6 +237,9 @@ func sliverUpdate(st agent.Status, node, agentURL string) store.SliverUpdate {
 		}
 	case agent.StateStopped:
 		op, res = am.NotReady, "stopped"
+		if st.Reason != "" {
+			res = st.Reason // stopped for idleness
+		}
 	case agent.StateFailed:
 		op, errMsg, res = am.Failed, "agent on "+node+": "+st.Reason, "failed"
 	case agent.StateCreated, agent.StateFetched, agent.StateFetching, agent.StateEmpty:

@@ -59,6 +59,8 @@ type Config struct {
 	AgentTimeout   time.Duration // one health poll; default 10 s
 	WarnInterval   time.Duration // expiry warning and pruning sweep period; default 1 min
 	JobRetention   time.Duration // finished jobs are kept this long; default 7 days
+	IdleStop       time.Duration // stop a container idle this long (0: never); agent/idle.go
+	IdleWarn       time.Duration // warn this long before the idle stop
 
 	Owner string       // worker name prefix in jobs.lease_owner; default host:pid/random
 	Log   *slog.Logger // default slog.Default()

@@ -96,3 +96,31 @@ func TestRunModes(t *testing.T) {
 		t.Errorf("crash: %s %q (restart %q); want geni_ready under restart always", s.Operational, s.ResourceMsg, st.Container.Restart)
 	}
 }
+
+// TestIdleStopEndToEnd: under the operator's idle policy an idle container
+// is warned about in Status, stopped (geni_notready, saying why), and
+// geni_start brings it back.
+func TestIdleStopEndToEnd(t *testing.T) {
+	needDocker(t)
+	e := newEnv(t, "127.0.0.2")
+	p := e.provisioner("idle", func(c *provision.Config) { c.IdleStop, c.IdleWarn = 4*time.Second, 3*time.Second })
+	e.runProvisioner(p)
+	agg := e.aggregate(p)
+	slice, call, _ := e.slice("idle")
+	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1h", [2]string{"a", "node1"}))
+	must(t, err)
+	_, err = agg.Provision(e.ctx, call, []string{slice})
+	must(t, err)
+	e.waitStates(agg, call, slice, 60*time.Second, "the idle warning", func(s am.SliverStatus) bool {
+		return s.Operational == am.Ready && strings.Contains(s.ResourceMsg, "idle since")
+	})
+	sts := e.waitStates(agg, call, slice, 30*time.Second, "stopped for idleness", opIs(am.NotReady))
+	if !strings.Contains(sts[0].ResourceMsg, "idleness") {
+		t.Errorf("idle stop: geni_resource_status %q", sts[0].ResourceMsg)
+	}
+	_, err = agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionStart)
+	must(t, err)
+	e.waitStates(agg, call, slice, 30*time.Second, "running after geni_start", func(s am.SliverStatus) bool {
+		return s.Operational == am.Ready && s.ResourceMsg == "running"
+	})
+}
