@@ -68,7 +68,7 @@ func TestRunModeRefusals(t *testing.T) {
 // The idle policy is stated in the advertisement and in the manifests of
 // provisioned slivers, valid against our schema.
 func TestIdlePolicyStated(t *testing.T) {
-	r := newTestRSpecs(t, func(c *Config) { c.IdleStop, c.IdleWarn = 2 * time.Hour, 10 * time.Minute })
+	r := newTestRSpecs(t, func(c *Config) { c.IdleStop, c.IdleWarn = 2*time.Hour, 10*time.Minute })
 	ad, err := r.Advertisement(testNodes()[:1], false, testNow)
 	if err != nil {
 		t.Fatal(err)
