@@ -68,6 +68,8 @@ type Config struct {
 	SSHHost    string `json:"ssh_host"`     // name experimenters reach the node by; default: the aggregate uses the agent URL's host
 	SSHHostKey string `json:"ssh_host_key"` // ed25519 host key, created if missing; default <state_dir>/ssh_host_ed25519_key
 
+	IdleCheckInterval Duration `json:"idle_check_interval"` // how often containers under an idle policy are measured; default 1m
+
 	LogLevel  string `json:"log_level"`  // debug, info (default), warn, error
 	LogFormat string `json:"log_format"` // json (default) or text
 }
@@ -92,19 +94,20 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 
 func defaultConfig() Config {
 	return Config{
-		Listen:          ":1887",
-		Cert:            "/etc/geni-nodeagent/agent-cert.pem",
-		Key:             "/etc/geni-nodeagent/agent-key.pem",
-		ClientCA:        "/etc/geni-nodeagent/aggregate-ca.pem",
-		StateDir:        "/var/local/geni-nodeagent",
-		DockerSocket:    docker.DefaultSocket,
-		Instance:        "default",
-		DefaultNetwork:  "none",
-		AllowedNetworks: []string{"none"},
-		FetchTimeout:    Duration(30 * time.Minute),
-		StopGrace:       Duration(10 * time.Second),
-		LogLevel:        "info",
-		LogFormat:       "json",
+		Listen:            ":1887",
+		Cert:              "/etc/geni-nodeagent/agent-cert.pem",
+		Key:               "/etc/geni-nodeagent/agent-key.pem",
+		ClientCA:          "/etc/geni-nodeagent/aggregate-ca.pem",
+		StateDir:          "/var/local/geni-nodeagent",
+		DockerSocket:      docker.DefaultSocket,
+		Instance:          "default",
+		DefaultNetwork:    "none",
+		AllowedNetworks:   []string{"none"},
+		FetchTimeout:      Duration(30 * time.Minute),
+		StopGrace:         Duration(10 * time.Second),
+		IdleCheckInterval: Duration(time.Minute),
+		LogLevel:          "info",
+		LogFormat:         "json",
 	}
 }
 
@@ -143,23 +146,24 @@ func (c Config) check() error {
 
 func (c Config) agentConfig(log *slog.Logger) agent.Config {
 	return agent.Config{
-		StateDir:        c.StateDir,
-		Instance:        c.Instance,
-		DefaultNetwork:  c.DefaultNetwork,
-		AllowedNetworks: c.AllowedNetworks,
-		AllowFileImages: c.AllowFileImages,
-		FileImageDirs:   c.FileImageDirs,
-		MaxImageBytes:   c.MaxImageBytes,
-		FetchTimeout:    time.Duration(c.FetchTimeout),
-		StopGrace:       time.Duration(c.StopGrace),
-		MemoryBytes:     c.MemoryBytes,
-		NanoCPUs:        int64(c.CPUs * 1e9),
-		PidsLimit:       c.PidsLimit,
-		Devices:         c.Devices,
-		ContainerStore:  c.ContainerStore,
-		V1RequireDigest: c.V1RequireDigest,
-		LoginHost:       c.SSHHost,
-		Logger:          log,
+		StateDir:          c.StateDir,
+		Instance:          c.Instance,
+		DefaultNetwork:    c.DefaultNetwork,
+		AllowedNetworks:   c.AllowedNetworks,
+		AllowFileImages:   c.AllowFileImages,
+		FileImageDirs:     c.FileImageDirs,
+		MaxImageBytes:     c.MaxImageBytes,
+		FetchTimeout:      time.Duration(c.FetchTimeout),
+		StopGrace:         time.Duration(c.StopGrace),
+		MemoryBytes:       c.MemoryBytes,
+		NanoCPUs:          int64(c.CPUs * 1e9),
+		PidsLimit:         c.PidsLimit,
+		Devices:           c.Devices,
+		ContainerStore:    c.ContainerStore,
+		V1RequireDigest:   c.V1RequireDigest,
+		LoginHost:         c.SSHHost,
+		IdleCheckInterval: time.Duration(c.IdleCheckInterval),
+		Logger:            log,
 	}
 }
 
