@@ -1,45 +1,17 @@
 package agent_test
 
 import (
-	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
-	"errors"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
 	"github.com/geniam/geniam/am/agent/sshlogin"
+	"github.com/geniam/geniam/am/agent/sshlogin/sshtest"
 )
-
-// sshKey is a client key pair: the private key in a file for ssh -i and
-// the public key in authorized_keys form.
-type sshKey struct {
-	file, public string
-}
-
-func newSSHKey(t *testing.T, dir, name string) sshKey {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	must(t, err)
-	block, err := ssh.MarshalPrivateKey(priv, name)
-	must(t, err)
-	file := filepath.Join(dir, name)
-	must(t, os.WriteFile(file, pem.EncodeToMemory(block), 0o600))
-	spub, err := ssh.NewPublicKey(pub)
-	must(t, err)
-	return sshKey{file: file, public: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))) + " " + name}
-}
 
 // sshLogin is an agent with its SSH server on 127.0.0.1.
 type sshLogin struct {
@@ -50,12 +22,7 @@ type sshLogin struct {
 
 func startSSHAgent(t *testing.T) *sshLogin {
 	t.Helper()
-	if _, err := exec.LookPath("ssh"); err != nil {
-		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
-			t.Fatal("the ssh client (openssh-client) is required")
-		}
-		t.Skip("no ssh client (openssh-client)")
-	}
+	sshtest.NeedClient(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	cfg := testConfig(t)
@@ -69,29 +36,9 @@ func startSSHAgent(t *testing.T) *sshLogin {
 	return &sshLogin{testAgent: a, srv: srv, port: cfg.LoginPort}
 }
 
-// ssh runs the OpenSSH client against the login and returns its output
-// and exit status (255: ssh itself failed, e.g. the key was refused).
-func (l *sshLogin) ssh(t *testing.T, key sshKey, user string, args ...string) (string, int) {
+func (l *sshLogin) ssh(t *testing.T, key sshtest.Key, user string, args ...string) (string, int) {
 	t.Helper()
-	argv := append([]string{"-F", "/dev/null", "-i", key.file, "-p", strconv.Itoa(l.port),
-		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-		user + "@127.0.0.1"}, args...)
-	cmd := exec.Command("ssh", argv...)
-	cmd.Stdin = nil
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &ee):
-		return out.String(), ee.ExitCode()
-	default:
-		t.Fatalf("running ssh: %v", err)
-		return "", -1
-	}
+	return sshtest.Run(t, key, "127.0.0.1", l.port, user, args...)
 }
 
 // TestSSHLogin is the login path of issue 16 on the agent: a key of the
@@ -101,14 +48,13 @@ func (l *sshLogin) ssh(t *testing.T, key sshKey, user string, args ...string) (s
 func TestSSHLogin(t *testing.T) {
 	needDocker(t)
 	l := startSSHAgent(t)
-	dir := t.TempDir()
-	alice, bob := newSSHKey(t, dir, "alice"), newSSHKey(t, dir, "bob")
+	alice, bob := sshtest.NewKey(t, "alice"), sshtest.NewKey(t, "bob")
 	const id = "login1"
 	l.fetched(t, id)
 	ctx := ctxT(t, 2*time.Minute)
 	t0 := time.Now()
 	st, _, err := l.client.Run(ctx, id, agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"},
-		Users: []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+alice", Keys: []string{alice.public}}}})
+		Users: []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+alice", Keys: []string{alice.Public}}}})
 	must(t, err)
 	if st.Login == nil || st.Login.Port != l.port || st.Login.Username != id || st.Login.Host != "127.0.0.1" {
 		t.Fatalf("status login = %+v, want 127.0.0.1:%d user %s", st.Login, l.port, id)
@@ -120,7 +66,7 @@ func TestSSHLogin(t *testing.T) {
 		t.Fatalf("ssh command: exit %d, output %q; want 3 and the program's line", code, out)
 	}
 	// The session runs inside the container: it sees the sliver's /geni.
-	if out, code := l.ssh(t, alice, id, "/prog", "-cat", "/geni/authorized_keys"); code != 0 || !strings.Contains(out, alice.public) {
+	if out, code := l.ssh(t, alice, id, "/prog", "-cat", "/geni/authorized_keys"); code != 0 || !strings.Contains(out, alice.Public) {
 		t.Fatalf("reading /geni in the container: exit %d, %q", code, out)
 	}
 	// A TTY session works too (the image has no shell: a command).
@@ -139,17 +85,15 @@ func TestSSHLogin(t *testing.T) {
 		t.Fatalf("a login to an unknown sliver got in: exit %d, %q", code, out)
 	}
 
-	_, err = l.client.UpdateUsers(ctx, id, []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+alice", Keys: []string{alice.public}},
-		{URN: "urn:publicid:IDN+geniam.test+user+bob", Keys: []string{bob.public}}})
+	_, err = l.client.UpdateUsers(ctx, id, []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+alice", Keys: []string{alice.Public}},
+		{URN: "urn:publicid:IDN+geniam.test+user+bob", Keys: []string{bob.Public}}})
 	must(t, err)
 	if out, code := l.ssh(t, bob, id, "/prog", "-out", "bob-was-here"); code != 0 || !strings.Contains(out, "bob-was-here") {
 		t.Fatalf("after geni_update_users bob's key: exit %d, %q", code, out)
 	}
 
 	// A session open at Delete is cut.
-	long := exec.Command("ssh", "-F", "/dev/null", "-i", alice.file, "-p", strconv.Itoa(l.port), "-o", "IdentitiesOnly=yes",
-		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-		id+"@127.0.0.1", "/prog", "-sleep", "5m")
+	long := sshtest.Command(alice, "127.0.0.1", l.port, id, "/prog", "-sleep", "5m")
 	must(t, long.Start())
 	longDone := make(chan error, 1)
 	go func() { longDone <- long.Wait() }()
