@@ -221,6 +221,7 @@ func (p *execProcess) Wait(ctx context.Context) (int, error) {
 	case <-ctx.Done():
 		return -1, ctx.Err()
 	}
+	giveUp := time.Now().Add(10 * time.Second) // e.g. the container died under it
 	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
 		st, err := p.c.ExecInspect(ctx, p.id)
 		if err != nil {
@@ -228,6 +229,9 @@ func (p *execProcess) Wait(ctx context.Context) (int, error) {
 		}
 		if !st.Running && st.ExitCode != nil {
 			return *st.ExitCode, nil
+		}
+		if time.Now().After(giveUp) {
+			return -1, fmt.Errorf("docker exec %s: the output ended but the engine reports no exit code", p.id)
 		}
 		select {
 		case <-ctx.Done():

@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -238,6 +239,9 @@ const (
 	extContainer   = "geniam-container"
 )
 
+// maxSessionsPerConn bounds the processes one connection can start at once.
+const maxSessionsPerConn = 10
+
 // errRefused is all a refused client learns; the log says why.
 var errRefused = errors.New("not authorized")
 
@@ -300,18 +304,25 @@ func (s *Server) serveConn(c net.Conn) {
 	go s.watch(ctx, sc, id, perms[extContainer], log)
 
 	var wg sync.WaitGroup
+	var open atomic.Int32 // sessions of this connection
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
 			_ = nc.Reject(ssh.Prohibited, "only sessions are offered: no port forwarding")
+			continue
+		}
+		if open.Load() >= maxSessionsPerConn {
+			_ = nc.Reject(ssh.ResourceShortage, fmt.Sprintf("at most %d sessions per connection", maxSessionsPerConn))
 			continue
 		}
 		ch, creqs, err := nc.Accept()
 		if err != nil {
 			continue
 		}
+		open.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer open.Add(-1)
 			s.session(ctx, ch, creqs, perms[extContainer], log)
 		}()
 	}
