@@ -32,51 +32,91 @@ type ContainerEvent struct {
 	Sliver      string // the sliver label
 }
 
-// changes is the agent's change counter. It starts at the start time in
-// nanoseconds, so a restarted agent never repeats a number the aggregate
-// has seen.
+// changes is the agent's change counter, with the slivers of the last
+// changes. It starts at the start time in nanoseconds, so a restarted agent
+// never repeats a number the aggregate has seen.
 type changes struct {
-	mu   sync.Mutex
-	seq  uint64
-	wake chan struct{} // closed at the next change
+	mu     sync.Mutex
+	seq    uint64
+	recent []changed     // the last maxRecent changes, oldest first
+	wake   chan struct{} // closed at the next change
 }
+
+type changed struct {
+	seq uint64
+	id  string // sliver id; "" for "anything may have changed"
+}
+
+const maxRecent = 4096
 
 func newChanges() *changes {
 	return &changes{seq: uint64(time.Now().UnixNano()), wake: make(chan struct{})}
 }
 
-func (c *changes) bump() {
+// bump records a change of sliver id ("": of anything).
+func (c *changes) bump(id string) {
 	c.mu.Lock()
 	c.seq++
+	if len(c.recent) == maxRecent {
+		c.recent = append(c.recent[:0], c.recent[maxRecent/2:]...)
+	}
+	c.recent = append(c.recent, changed{c.seq, id})
 	close(c.wake)
 	c.wake = make(chan struct{})
 	c.mu.Unlock()
 }
 
-// wait returns the change number once it differs from after, or when ctx
-// ends (then it returns the current number).
-func (c *changes) wait(ctx context.Context, after uint64) uint64 {
+// since returns the slivers changed after seq after, or all=true when the
+// agent cannot say (after is older than what it remembers, from another
+// run, or something unspecific changed).
+func (c *changes) since(after uint64) (seq uint64, ids []string, all bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.recent) == 0 || after < c.recent[0].seq-1 || after > c.seq {
+		return c.seq, nil, true
+	}
+	seen := map[string]bool{}
+	for _, ch := range c.recent {
+		if ch.seq <= after {
+			continue
+		}
+		if ch.id == "" {
+			return c.seq, nil, true
+		}
+		if !seen[ch.id] {
+			seen[ch.id] = true
+			ids = append(ids, ch.id)
+		}
+	}
+	return c.seq, ids, false
+}
+
+// wait returns once the change number differs from after, or when ctx ends.
+func (c *changes) wait(ctx context.Context, after uint64) {
 	for {
 		c.mu.Lock()
 		seq, wake := c.seq, c.wake
 		c.mu.Unlock()
 		if seq != after {
-			return seq
+			return
 		}
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return seq
+			return
 		}
 	}
 }
 
 // WaitChange returns the agent's change number as soon as it differs from
-// after, or after wait.
-func (s *Service) WaitChange(ctx context.Context, after uint64, wait time.Duration) uint64 {
+// after, or after wait, with the slivers that changed since after (all:
+// the agent cannot name them; check everything).
+func (s *Service) WaitChange(ctx context.Context, after uint64, wait time.Duration) ChangesAnswer {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	return s.changes.wait(ctx, after)
+	s.changes.wait(ctx, after)
+	seq, ids, all := s.changes.since(after)
+	return ChangesAnswer{Seq: seq, Slivers: ids, All: all}
 }
 
 // watchEngine follows the engine's events of this agent's containers while
@@ -88,7 +128,7 @@ func (s *Service) watchEngine(es EventSource) {
 		t0 := time.Now()
 		err := es.Events(s.ctx, s.labels(), func(e ContainerEvent) {
 			s.log.Debug("agent: container event", "sliver", e.Sliver, "container", e.ContainerID, "action", e.Action)
-			s.changes.bump()
+			s.changes.bump(e.Sliver)
 		})
 		if s.ctx.Err() != nil {
 			return
@@ -97,7 +137,7 @@ func (s *Service) watchEngine(es EventSource) {
 			backoff = time.Second
 		}
 		s.log.Warn("agent: the engine's event stream broke; the aggregate's poll covers the gap", "err", err, "retry_in", backoff)
-		s.changes.bump() // something may have happened meanwhile
+		s.changes.bump("") // anything may have happened meanwhile
 		select {
 		case <-s.ctx.Done():
 			return
@@ -109,7 +149,9 @@ func (s *Service) watchEngine(es EventSource) {
 
 // ChangesAnswer is the body of GET /v2/changes.
 type ChangesAnswer struct {
-	Seq uint64 `json:"seq"`
+	Seq     uint64   `json:"seq"`
+	Slivers []string `json:"slivers,omitempty"` // the slivers changed since after
+	All     bool     `json:"all,omitempty"`     // the agent cannot name them: check every sliver
 }
 
 // maxChangesWait bounds one long poll (under the server's timeouts).
@@ -137,17 +179,17 @@ func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = min(d, maxChangesWait)
 	}
-	writeJSON(w, http.StatusOK, ChangesAnswer{Seq: h.svc.WaitChange(r.Context(), after, wait)})
+	writeJSON(w, http.StatusOK, h.svc.WaitChange(r.Context(), after, wait))
 }
 
-// WaitChange long-polls the agent: it returns the agent's change number as
-// soon as it differs from after, or after wait. An agent that predates
-// /v2/changes answers UNSUPPORTED.
-func (c *Client) WaitChange(ctx context.Context, after uint64, wait time.Duration) (uint64, error) {
+// WaitChange long-polls the agent: it answers as soon as the agent's
+// change number differs from after, or after wait, with the slivers that
+// changed. An agent that predates /v2/changes answers UNSUPPORTED.
+func (c *Client) WaitChange(ctx context.Context, after uint64, wait time.Duration) (ChangesAnswer, error) {
 	var a ChangesAnswer
 	_, err := c.call(ctx, "changes", http.MethodGet, "/v2/changes?after="+strconv.FormatUint(after, 10)+"&wait="+wait.String(), nil, &a)
 	if am.CodeOf(err) == am.SearchFailed { // "no such endpoint"
-		return 0, am.Errorf(am.Unsupported, "the agent at %s has no /v2/changes (an older agent): state follows the health poll", c.base)
+		return a, am.Errorf(am.Unsupported, "the agent at %s has no /v2/changes (an older agent): state follows the health poll", c.base)
 	}
-	return a.Seq, err
+	return a, err
 }

@@ -116,7 +116,7 @@ func (s *Service) checkIdle(ss StatsSource, sl *sliver) {
 		sl.idle = idleTrack{}
 	case idleFor >= stopAfter-warnBefore && !tr.warned:
 		tr.warned = true
-		s.changes.bump()
+		s.changes.bump(sl.id)
 		s.log.Warn("agent: idle sliver will be stopped", "event", "idle_warning", "sliver", sl.id, "slice", r.SliceURN,
 			"idle_since", tr.lastActive.UTC(), "stop_at", tr.lastActive.Add(stopAfter).UTC())
 	}

@@ -330,14 +330,14 @@ func (s *Service) lookup(id string) (*sliver, error) {
 }
 
 func (s *Service) saveLogged(r *record) {
-	s.changes.bump()
+	s.changes.bump(r.ID)
 	if err := s.st.save(r); err != nil {
 		s.log.Error("agent: writing sliver record", "sliver", r.ID, "err", err)
 	}
 }
 
 func (s *Service) save(r *record) error {
-	s.changes.bump()
+	s.changes.bump(r.ID)
 	if err := s.st.save(r); err != nil {
 		return am.Wrap(am.ServerError, err, "could not record the state of sliver %s", r.ID)
 	}
@@ -958,7 +958,7 @@ func (s *Service) kill(ctx context.Context, sl *sliver) error {
 }
 
 func (s *Service) removeRecord(id string) error {
-	s.changes.bump()
+	s.changes.bump(id)
 	if err := s.st.remove(id); err != nil {
 		return am.Wrap(am.ServerError, err, "could not remove the record of %s", id)
 	}

@@ -149,27 +149,17 @@ func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []a
 			continue
 		}
 		st, ok := byID[id]
-		var u store.SliverUpdate
+		var u *store.SliverUpdate
 		if !ok {
 			if s.Operational == am.Failed {
 				continue
 			}
 			msg := "agent on " + n.Name + " has no record of this sliver (lost on the node); geni_start provisions it again"
-			u = store.SliverUpdate{Operational: am.Failed, Error: &msg}
-		} else {
-			u = sliverUpdate(st, n.Name, n.AgentURL)
-			if sameState(s, u) {
-				continue
-			}
-			if u.Operational == am.Configuring && s.Operational != am.Configuring {
-				// An image fetched but no container (a start the agent
-				// refused): the sliver's failure stands until the user
-				// acts, rather than flipping back to configuring.
-				continue
-			}
+			u = &store.SliverUpdate{Operational: am.Failed, Error: &msg, OnlyIf: []am.OperationalState{s.Operational}}
+		} else if u = agentUpdate(s, st, n); u == nil {
+			continue
 		}
-		u.OnlyIf = []am.OperationalState{s.Operational}
-		if _, err := p.st.UpdateSliver(ctx, s.URN, "agent:poll", u); err != nil {
+		if _, err := p.st.UpdateSliver(ctx, s.URN, "agent:poll", *u); err != nil {
 			return nil, err
 		}
 	}
@@ -199,6 +189,24 @@ func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []a
 	}
 	sort.Strings(unknown)
 	return unknown, nil
+}
+
+// agentUpdate is the change a status from the agent makes to sliver s, or
+// nil when there is none to make. It applies only while s is still in the
+// state it was read in (a job may have moved it since).
+func agentUpdate(s am.Sliver, st agent.Status, n store.AgentNode) *store.SliverUpdate {
+	u := sliverUpdate(st, n.Name, n.AgentURL)
+	if sameState(s, u) {
+		return nil
+	}
+	if u.Operational == am.Configuring && s.Operational != am.Configuring {
+		// An image fetched but no container (a start the agent refused):
+		// the sliver's failure stands until the user acts, rather than
+		// flipping back to configuring.
+		return nil
+	}
+	u.OnlyIf = []am.OperationalState{s.Operational}
+	return &u
 }
 
 // sameState: the update would change nothing a user sees.

@@ -6,15 +6,17 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/store"
 )
 
 // State within a second: besides the periodic health poll, this process
 // long-polls every agent's GET /v2/changes (agent/changes.go). When an
-// agent says something changed (a container exited, crashed, was killed for
-// memory or time, restarted), the node is checked at once, the same way the
-// health poll checks it (checkAgent), so Status shows a container's exit
-// within a second. An agent that predates /v2/changes is left to the poll.
+// agent says which slivers changed (a container exited, crashed, was killed
+// for memory or time, restarted), their statuses are read and applied at
+// once, the way the health poll applies them; when it cannot say, the whole
+// node is checked (checkAgent). So Status shows a container's exit within a
+// second. An agent that predates /v2/changes is left to the poll.
 
 // changeWait is one long poll; under the agent's own cap (60 s) and the
 // client's response timeout.
@@ -69,13 +71,14 @@ func (p *Provisioner) stillWanted(key string) bool {
 	return p.watch.wanted[key]
 }
 
-// watchAgent long-polls one agent and checks its node at every change.
+// watchAgent long-polls one agent and checks what changed: the slivers it
+// names, or the whole node when it cannot name them.
 func (p *Provisioner) watchAgent(ctx context.Context, n store.AgentNode, key string) {
 	c := p.client(n.AgentURL)
 	var seq uint64
 	var last time.Time
 	for ctx.Err() == nil && p.stillWanted(key) {
-		next, err := c.WaitChange(ctx, seq, changeWait)
+		a, err := c.WaitChange(ctx, seq, changeWait)
 		if am.CodeOf(err) == am.Unsupported {
 			p.log.Info("provisioner: agent has no change feed; its node follows the health poll", "node", n.Name, "agent", n.AgentURL)
 			return
@@ -85,10 +88,14 @@ func (p *Provisioner) watchAgent(ctx context.Context, n store.AgentNode, key str
 			p.sleep(ctx, min(p.cfg.HealthInterval, 5*time.Second))
 			continue
 		}
-		if next == seq {
+		if a.Seq == seq {
 			continue
 		}
-		seq = next
+		first := seq == 0
+		seq = a.Seq
+		if first {
+			continue // the health loop has just checked the node
+		}
 		if gap := time.Since(last); gap < minCheckGap {
 			select {
 			case <-ctx.Done():
@@ -97,6 +104,49 @@ func (p *Provisioner) watchAgent(ctx context.Context, n store.AgentNode, key str
 			}
 		}
 		last = time.Now()
-		p.checkAgent(ctx, n)
+		if a.All {
+			p.checkAgent(ctx, n)
+		} else if len(a.Slivers) > 0 {
+			p.checkSlivers(ctx, n, c, a.Slivers)
+		}
+	}
+}
+
+// checkSlivers brings the named slivers of a node in line with what their
+// agent reports, as the health poll does, reading only their statuses. A
+// sliver the agent no longer knows is left to the next full check, which
+// tells a lost sliver from a deleted one.
+func (p *Provisioner) checkSlivers(ctx context.Context, n store.AgentNode, c *agent.Client, ids []string) {
+	pendingBefore, err := p.st.PendingJobSlivers(ctx, n.Name)
+	if err != nil {
+		return
+	}
+	byID := map[string]agent.Status{}
+	for _, id := range ids {
+		actx, cancel := context.WithTimeout(ctx, p.cfg.AgentTimeout)
+		st, err := c.Status(actx, id)
+		cancel()
+		if err == nil {
+			byID[id] = st
+		}
+	}
+	slivers, err := p.st.NodeSlivers(ctx, n.Name)
+	if err != nil {
+		return
+	}
+	pending, err := p.st.PendingJobSlivers(ctx, n.Name)
+	if err != nil {
+		return
+	}
+	for _, s := range slivers {
+		st, ok := byID[AgentID(s.URN)]
+		if !ok || pending[s.URN] || pendingBefore[s.URN] {
+			continue
+		}
+		if u := agentUpdate(s, st, n); u != nil {
+			if _, err := p.st.UpdateSliver(ctx, s.URN, "agent:change", *u); err != nil && ctx.Err() == nil {
+				p.log.Warn("provisioner: recording an agent's change", "sliver", s.URN, "err", err)
+			}
+		}
 	}
 }
