@@ -1,0 +1,156 @@
+package geniclient
+
+import (
+	"encoding/xml"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// ManifestNode is what a client acts on in a manifest <node>: its names, the
+// login services (the standard services/login) and the links of geniam's
+// manifest extension (sliver_data, sliver_log) where the aggregate has them.
+type ManifestNode struct {
+	ClientID    string
+	ComponentID string
+	SliverID    string
+	Logins      []Login
+	DataURL     string // geniam:sliver_data url: POST the slice credential for a tar of /data
+	LogURL      string // geniam:sliver_log url: the start command's output
+	ExitCode    string // geniam:sliver_state exit_code
+	StateError  string // geniam:sliver_state error
+}
+
+// Login is a services/login element.
+type Login struct {
+	Authentication string
+	Hostname       string
+	Port           string
+	Username       string
+}
+
+// ParseManifest reads the nodes of a manifest RSpec. It reads elements by
+// local name within <node>, so extensions of any namespace version are seen.
+func ParseManifest(doc string) ([]ManifestNode, error) {
+	d := xml.NewDecoder(strings.NewReader(doc))
+	d.Strict = true
+	var nodes []ManifestNode
+	var cur *ManifestNode
+	depth, nodeDepth := 0, -1
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("the manifest is not well-formed XML: %w", err)
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			attr := func(name string) string {
+				for _, a := range t.Attr {
+					if a.Name.Local == name {
+						return a.Value
+					}
+				}
+				return ""
+			}
+			switch {
+			case t.Name.Local == "node" && cur == nil:
+				nodes = append(nodes, ManifestNode{ClientID: attr("client_id"), ComponentID: attr("component_id"), SliverID: attr("sliver_id")})
+				cur, nodeDepth = &nodes[len(nodes)-1], depth
+			case cur == nil:
+			case t.Name.Local == "login":
+				cur.Logins = append(cur.Logins, Login{Authentication: attr("authentication"), Hostname: attr("hostname"),
+					Port: attr("port"), Username: attr("username")})
+			case t.Name.Local == "sliver_data":
+				cur.DataURL = attr("url")
+			case t.Name.Local == "sliver_log":
+				cur.LogURL = attr("url")
+			case t.Name.Local == "sliver_state":
+				cur.ExitCode, cur.StateError = attr("exit_code"), attr("error")
+			}
+		case xml.EndElement:
+			if depth == nodeDepth {
+				cur, nodeDepth = nil, -1
+			}
+			depth--
+		}
+	}
+	return nodes, nil
+}
+
+// PickNode chooses the node named clientID, or the only node when clientID
+// is "". what says which command asks, for the message.
+func PickNode(nodes []ManifestNode, clientID string) (ManifestNode, error) {
+	var names []string
+	for _, n := range nodes {
+		if clientID != "" && n.ClientID == clientID {
+			return n, nil
+		}
+		names = append(names, n.ClientID)
+	}
+	switch {
+	case len(nodes) == 0:
+		return ManifestNode{}, fmt.Errorf("the manifest has no nodes")
+	case clientID != "":
+		return ManifestNode{}, fmt.Errorf("no node %q in the manifest (nodes: %s)", clientID, strings.Join(names, ", "))
+	case len(nodes) > 1:
+		return ManifestNode{}, fmt.Errorf("the slice has %d nodes (%s): name one", len(nodes), strings.Join(names, ", "))
+	}
+	return nodes[0], nil
+}
+
+// AdNode is a node of an advertisement, as a person scans it.
+type AdNode struct {
+	ComponentID   string
+	ComponentName string
+	Available     string // available/@now: "true", "false" or "" (not said)
+	SliverTypes   []string
+}
+
+// ParseAdvertisement reads the nodes of an advertisement RSpec.
+func ParseAdvertisement(doc string) ([]AdNode, error) {
+	d := xml.NewDecoder(strings.NewReader(doc))
+	d.Strict = true
+	var nodes []AdNode
+	var cur *AdNode
+	depth, nodeDepth := 0, -1
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return nodes, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("the advertisement is not well-formed XML: %w", err)
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			attr := func(name string) string {
+				for _, a := range t.Attr {
+					if a.Name.Local == name {
+						return a.Value
+					}
+				}
+				return ""
+			}
+			switch {
+			case t.Name.Local == "node" && cur == nil:
+				nodes = append(nodes, AdNode{ComponentID: attr("component_id"), ComponentName: attr("component_name")})
+				cur, nodeDepth = &nodes[len(nodes)-1], depth
+			case cur == nil:
+			case t.Name.Local == "available":
+				cur.Available = attr("now")
+			case t.Name.Local == "sliver_type":
+				cur.SliverTypes = append(cur.SliverTypes, attr("name"))
+			}
+		case xml.EndElement:
+			if depth == nodeDepth {
+				cur, nodeDepth = nil, -1
+			}
+			depth--
+		}
+	}
+}
