@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,9 +14,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
+	"github.com/geniam/geniam/am/provision"
+	"github.com/geniam/geniam/store/pgtest"
+	"github.com/jackc/pgx/v5"
 )
 
 // geniRun is one run of the geni binary.
@@ -45,7 +50,12 @@ func buildGeni(t *testing.T) string {
 
 func newGeniWalk(t *testing.T) *geniWalk {
 	t.Helper()
-	s := serveForTest(t)
+	return geniWalkOn(t, serveForTest(t))
+}
+
+// geniWalkOn starts the dev clearinghouse for the served aggregate s.
+func geniWalkOn(t *testing.T, s *served) *geniWalk {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	chAddr := freeAddr(t)
@@ -332,4 +342,103 @@ func TestGeniWalkthrough(t *testing.T) {
 	w.fails(2, []string{"-V2", "getversion"}, "geni speaks AM API v3")
 	w.fails(2, []string{"-a", "nosuch", "getversion"}, `unknown aggregate "nosuch"`)
 	w.fails(2, []string{"frobnicate"}, `unknown command "frobnicate"`)
+}
+
+// TestGeniWalkthroughWithContainers is the walkthrough with real containers:
+// make run's node agent code and demo image on the real Docker engine, so
+// that geni wait sees the slivers ready and geni data downloads their /data.
+func TestGeniWalkthroughWithContainers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // stops the agent last, after the aggregate
+	if why := provision.DockerAvailable(ctx); why != "" {
+		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1): %s", why)
+		}
+		t.Skipf("no Docker engine: %s", why)
+	}
+	dir := t.TempDir()
+	pki, err := devenv.EnsurePKI(filepath.Join(dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One agent, for node1, on an address of its own (make run's are
+	// 127.0.0.2-4); the other demo nodes are drained.
+	const agentIP = "127.0.18.2"
+	saved := devAgentNodes
+	devAgentNodes = []struct{ name, ip string }{{"node1", agentIP}}
+	agentCfg := &config.Config{}
+	if err := os.MkdirAll(filepath.Join(dir, "dev"), 0o755); err != nil { // where make run keeps its demo request
+		t.Fatal(err)
+	}
+	demo := startDevAgents(ctx, dir, pki, agentCfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	devAgentNodes = saved
+	if demo == nil {
+		t.Fatal("make run's agents or demo image did not start")
+	}
+	s := serveWith(t, pki, pgtest.NewDatabase(t), &serveHooks{allowLocalImages: true, afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
+		if err := devenv.SeedInventory(ctx, db, devenv.Authority, 3); err != nil {
+			return err
+		}
+		_, err := db.Exec(ctx, `UPDATE nodes SET agent_url = 'https://`+agentIP+`:1887' WHERE name = 'node1';
+			UPDATE nodes SET drained = true WHERE name <> 'node1'`)
+		return err
+	}}, func(c *config.Config) {
+		c.Listen = freeAddr(t) // the data links carry the public URL
+		c.Agents = agentCfg.Agents
+		c.VarDir = dir
+	})
+	w := geniWalkOn(t, s)
+	t.Cleanup(func() { // no container stays behind, even when the test fails
+		w.run("-a", "geniam", "delete", "demo")
+		deadline := time.Now().Add(90 * time.Second)
+		for n := 1; n > 0 && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if err := s.pool.QueryRow(context.Background(), "SELECT count(*) FROM jobs WHERE state IN ('queued','running')").Scan(&n); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+
+	w.ok([]string{"createslice", "demo"}, "Created slice with Name demo")
+	w.ok([]string{"-a", "geniam", "allocate", "demo", demo.request}, "Allocated 2 slivers", "server", "once")
+	w.ok([]string{"-a", "geniam", "provision", "demo"}, "Provisioned 2 slivers")
+	start := time.Now()
+	r := w.ok([]string{"-a", "geniam", "wait", "demo", "--interval", "250ms", "--wait-timeout", "3m"},
+		"running", "Ready. Log in: ")
+	t.Logf("provision to ready: %s\n%s", time.Since(start).Round(100*time.Millisecond), r.stderr)
+
+	w.ok([]string{"-a", "geniam", "describe", "demo"}, "/data/")
+	r = w.ok([]string{"-a", "geniam", "data", "demo"}, "data of server: ", "data of once: ", "(live node1)")
+	for _, node := range []string{"server", "once"} {
+		names := tarNames(t, filepath.Join(w.dir, "demo-"+node+"-data.tar"))
+		if !strings.Contains(strings.Join(names, " "), "hello.txt") {
+			t.Errorf("%s's /data tar holds %v, want the demo's hello.txt", node, names)
+		}
+	}
+	// Login and the start command's output are not in this aggregate's
+	// manifests yet: geni says so.
+	w.fails(6, []string{"-a", "geniam", "ssh", "demo", "server"}, "has no SSH login in its manifest")
+	w.fails(6, []string{"-a", "geniam", "logs", "demo"}, "no geniam:sliver_log link")
+	w.ok([]string{"-a", "geniam", "delete", "demo"}, "Deleted slivers")
+}
+
+func tarNames(t *testing.T, file string) []string {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var names []string
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		names = append(names, h.Name)
+	}
 }
