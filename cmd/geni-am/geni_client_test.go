@@ -251,7 +251,7 @@ func TestGeniWalkthrough(t *testing.T) {
 	}
 
 	w.ok([]string{"-V3", "-a", "geniam", "createslice", "walk"}, "Created slice with Name walk, URN urn:publicid:IDN+geniam.localhost+slice+walk",
-		"Next: geni -a geniam allocate walk REQUEST.xml")
+		"Next: geni -c "+w.omniConfig+" -a geniam allocate walk REQUEST.xml")
 	w.ok([]string{"-V3", "-o", "getslicecred", "walk"}, "slice credential for urn:publicid:IDN+geniam.localhost+slice+walk", "walk-cred.json")
 	if !omniCredFile.Match(omniSample(t, "slicecred-omni-o-output.json")) {
 		t.Fatal("the pattern does not match omni's own slice credential file")
@@ -420,6 +420,7 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 	w.fails(6, []string{"-a", "geniam", "ssh", "demo", "server"}, "has no SSH login in its manifest")
 	w.fails(6, []string{"-a", "geniam", "logs", "demo"}, "no geniam:sliver_log link")
 	w.ok([]string{"-a", "geniam", "delete", "demo"}, "Deleted slivers")
+	w.fails(6, []string{"-a", "geniam", "data", "demo"}, "has no slivers at geniam (deleted or expired?)")
 }
 
 func tarNames(t *testing.T, file string) []string {

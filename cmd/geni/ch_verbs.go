@@ -95,11 +95,15 @@ func createSlice(s *session, args []string) error {
 	if file != "" {
 		fmt.Fprintf(s.out, "Saved its credential to %s\n", file)
 	}
-	agg := "AGGREGATE"
+	s.agg = geniclient.Aggregate{Nick: "AGGREGATE", URL: "-"}
 	if len(s.o.aggregates) > 0 {
-		agg = s.o.aggregates[0]
+		s.agg.Nick = s.o.aggregates[0]
+	} else if len(s.cfg.Nicknames) == 1 {
+		for nick := range s.cfg.Nicknames {
+			s.agg.Nick = nick
+		}
 	}
-	fmt.Fprintf(s.out, "Next: geni -a %s allocate %s REQUEST.xml\n", agg, args[0])
+	fmt.Fprintf(s.out, "Next: %s\n", s.cmd("allocate "+args[0]+" REQUEST.xml"))
 	return nil
 }
 

@@ -267,6 +267,9 @@ func (s *session) download(args []string, what string) error {
 			}
 		}
 	}
+	if len(nodes) == 0 {
+		return &unsupportedError{fmt.Sprintf("slice %s has no slivers at %s (deleted or expired?): the %s of an ended sliver is downloaded from the link its manifest gave, while the aggregate keeps it", args[0], s.agg.Name(), what)}
+	}
 	if len(done) == 0 {
 		offer := map[string]string{"data": "a /data download (no geniam:sliver_data link)", "logs": "the start command's output (no geniam:sliver_log link)"}[what]
 		return &unsupportedError{fmt.Sprintf("the manifest at %s gives no node of the slice (%s) %s: this aggregate does not offer it (yet)",
