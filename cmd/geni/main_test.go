@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
@@ -448,5 +449,28 @@ func TestUsageErrors(t *testing.T) {
 	l.want(l.geni("", "-a", "https://127.0.0.1:1/", "getversion"), exitNoAnswer, "connect")
 	if l.am.calls != 0 {
 		t.Errorf("usage errors reached the aggregate %d times", l.am.calls)
+	}
+}
+
+func TestParseTime(t *testing.T) {
+	now := time.Now().UTC()
+	for in, want := range map[string]time.Time{
+		"2026-12-07T18:00:00Z":      time.Date(2026, 12, 7, 18, 0, 0, 0, time.UTC),
+		"2026-12-07T20:00:00+02:00": time.Date(2026, 12, 7, 18, 0, 0, 0, time.UTC),
+		"2026-12-07T18:00:00":       time.Date(2026, 12, 7, 18, 0, 0, 0, time.UTC),
+		"2026-12-07 18:00":          time.Date(2026, 12, 7, 18, 0, 0, 0, time.UTC),
+		"20261207":                  time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC),
+		"2h":                        now.Add(2 * time.Hour),
+		"+3d":                       now.AddDate(0, 0, 3),
+	} {
+		got, err := parseTime(in)
+		if err != nil || got.Sub(want).Abs() > 5*time.Second {
+			t.Errorf("parseTime(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "soon", "2d3h", "-", "2026-13-01"} {
+		if _, err := parseTime(bad); err == nil {
+			t.Errorf("parseTime(%q) accepted", bad)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -273,7 +274,13 @@ func dash(s string) string {
 // parseTime reads a time as omni's users write it: ISO 8601 with or
 // without a zone (none means UTC), a date, or a duration from now ("2h").
 func parseTime(s string) (time.Time, error) {
-	if d, err := time.ParseDuration(strings.TrimPrefix(s, "+")); err == nil {
+	rel := strings.TrimPrefix(s, "+")
+	if days, ok := strings.CutSuffix(rel, "d"); ok { // Go's durations stop at hours
+		if n, err := strconv.Atoi(days); err == nil && n >= 0 && n < 100000 {
+			return time.Now().AddDate(0, 0, n).UTC().Truncate(time.Second), nil
+		}
+	}
+	if d, err := time.ParseDuration(rel); err == nil {
 		return time.Now().Add(d).UTC().Truncate(time.Second), nil
 	}
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999",
@@ -282,5 +289,5 @@ func parseTime(s string) (time.Time, error) {
 			return t.UTC(), nil
 		}
 	}
-	return time.Time{}, usagef("time %q: want ISO 8601 (2026-12-07T18:00:00Z; no zone means UTC) or a duration from now (2h30m)", s)
+	return time.Time{}, usagef("time %q: want ISO 8601 (2026-12-07T18:00:00Z; no zone means UTC) or a duration from now (2h30m, 3d)", s)
 }
