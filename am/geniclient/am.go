@@ -70,7 +70,7 @@ func (a *AM) ListResources(ctx context.Context, user []Credential, available boo
 	}
 	s, ok := r.Value.(string)
 	if !ok {
-		return nil, &TransportError{"ListResources", a.URL, fmt.Errorf("the advertisement is %s, not a string", typeName(r.Value))}
+		return nil, &TransportError{"ListResources", a.URL, fmt.Errorf("the advertisement is %s, not a string", TypeName(r.Value))}
 	}
 	if r.Value, err = Decompress(s); err != nil {
 		return nil, &TransportError{"ListResources", a.URL, err}

@@ -73,7 +73,7 @@ func credentialAnswer(method string, v any) (Credential, error) {
 	}
 	s, ok := v.(string)
 	if !ok {
-		return Credential{}, fmt.Errorf("%s: the answer is %s, not a credential", method, typeName(v))
+		return Credential{}, fmt.Errorf("%s: the answer is %s, not a credential", method, TypeName(v))
 	}
 	return ParseCredential([]byte(s))
 }

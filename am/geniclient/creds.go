@@ -41,8 +41,8 @@ func WrapCredential(xml string) Credential {
 	return Credential{Type: "geni_sfa", Version: "3", Value: xml}
 }
 
-// maxCredentialFile bounds a credential file (a delegated chain is a few tens of KiB).
-const maxCredentialFile = 4 << 20
+// MaxCredentialFile bounds a credential file (a delegated chain is a few tens of KiB).
+const MaxCredentialFile = 4 << 20
 
 // ReadCredentialFile reads a credential as omni saves it (JSON struct with
 // geni_value) or as raw signed XML.
@@ -51,7 +51,7 @@ func ReadCredentialFile(name string) (Credential, error) {
 	if err != nil {
 		return Credential{}, err
 	}
-	if fi.Size() > maxCredentialFile {
+	if fi.Size() > MaxCredentialFile {
 		return Credential{}, fmt.Errorf("%s: %d bytes is too large for a credential", name, fi.Size())
 	}
 	b, err := os.ReadFile(name)
@@ -82,7 +82,7 @@ func ParseCredential(b []byte) (Credential, error) {
 		return c, nil
 	}
 	if !strings.HasPrefix(s, "<") {
-		return Credential{}, errors.New("not a credential (want signed XML, or omni's JSON with geni_value)")
+		return Credential{}, errors.New("not a signed credential (want XML, or omni's JSON with geni_value)")
 	}
 	return WrapCredential(string(b)), nil
 }

@@ -32,18 +32,39 @@ type Login struct {
 // ParseManifest reads the nodes of a manifest RSpec. It reads elements by
 // local name within <node>, so extensions of any namespace version are seen.
 func ParseManifest(doc string) ([]ManifestNode, error) {
+	var nodes []ManifestNode
+	err := walkNodes(doc, "manifest", func(attr func(string) string) {
+		nodes = append(nodes, ManifestNode{ClientID: attr("client_id"), ComponentID: attr("component_id"), SliverID: attr("sliver_id")})
+	}, func(local string, attr func(string) string) {
+		cur := &nodes[len(nodes)-1]
+		switch local {
+		case "login":
+			cur.Logins = append(cur.Logins, Login{Authentication: attr("authentication"), Hostname: attr("hostname"),
+				Port: attr("port"), Username: attr("username")})
+		case "sliver_data":
+			cur.DataURL = attr("url")
+		case "sliver_log":
+			cur.LogURL = attr("url")
+		case "sliver_state":
+			cur.ExitCode, cur.StateError = attr("exit_code"), attr("error")
+		}
+	})
+	return nodes, err
+}
+
+// walkNodes calls node for each outermost <node> of an RSpec and child for
+// each element inside it, with the element's attributes by local name.
+func walkNodes(doc, kind string, node func(attr func(string) string), child func(local string, attr func(string) string)) error {
 	d := xml.NewDecoder(strings.NewReader(doc))
 	d.Strict = true
-	var nodes []ManifestNode
-	var cur *ManifestNode
 	depth, nodeDepth := 0, -1
 	for {
 		tok, err := d.Token()
 		if err == io.EOF {
-			break
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("the manifest is not well-formed XML: %w", err)
+			return fmt.Errorf("the %s is not well-formed XML: %w", kind, err)
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
@@ -57,28 +78,19 @@ func ParseManifest(doc string) ([]ManifestNode, error) {
 				return ""
 			}
 			switch {
-			case t.Name.Local == "node" && cur == nil:
-				nodes = append(nodes, ManifestNode{ClientID: attr("client_id"), ComponentID: attr("component_id"), SliverID: attr("sliver_id")})
-				cur, nodeDepth = &nodes[len(nodes)-1], depth
-			case cur == nil:
-			case t.Name.Local == "login":
-				cur.Logins = append(cur.Logins, Login{Authentication: attr("authentication"), Hostname: attr("hostname"),
-					Port: attr("port"), Username: attr("username")})
-			case t.Name.Local == "sliver_data":
-				cur.DataURL = attr("url")
-			case t.Name.Local == "sliver_log":
-				cur.LogURL = attr("url")
-			case t.Name.Local == "sliver_state":
-				cur.ExitCode, cur.StateError = attr("exit_code"), attr("error")
+			case t.Name.Local == "node" && nodeDepth < 0:
+				nodeDepth = depth
+				node(attr)
+			case nodeDepth >= 0:
+				child(t.Name.Local, attr)
 			}
 		case xml.EndElement:
 			if depth == nodeDepth {
-				cur, nodeDepth = nil, -1
+				nodeDepth = -1
 			}
 			depth--
 		}
 	}
-	return nodes, nil
 }
 
 // PickNode chooses the node named clientID, or the only node when clientID
@@ -112,45 +124,17 @@ type AdNode struct {
 
 // ParseAdvertisement reads the nodes of an advertisement RSpec.
 func ParseAdvertisement(doc string) ([]AdNode, error) {
-	d := xml.NewDecoder(strings.NewReader(doc))
-	d.Strict = true
 	var nodes []AdNode
-	var cur *AdNode
-	depth, nodeDepth := 0, -1
-	for {
-		tok, err := d.Token()
-		if err == io.EOF {
-			return nodes, nil
+	err := walkNodes(doc, "advertisement", func(attr func(string) string) {
+		nodes = append(nodes, AdNode{ComponentID: attr("component_id"), ComponentName: attr("component_name")})
+	}, func(local string, attr func(string) string) {
+		cur := &nodes[len(nodes)-1]
+		switch local {
+		case "available":
+			cur.Available = attr("now")
+		case "sliver_type":
+			cur.SliverTypes = append(cur.SliverTypes, attr("name"))
 		}
-		if err != nil {
-			return nil, fmt.Errorf("the advertisement is not well-formed XML: %w", err)
-		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			depth++
-			attr := func(name string) string {
-				for _, a := range t.Attr {
-					if a.Name.Local == name {
-						return a.Value
-					}
-				}
-				return ""
-			}
-			switch {
-			case t.Name.Local == "node" && cur == nil:
-				nodes = append(nodes, AdNode{ComponentID: attr("component_id"), ComponentName: attr("component_name")})
-				cur, nodeDepth = &nodes[len(nodes)-1], depth
-			case cur == nil:
-			case t.Name.Local == "available":
-				cur.Available = attr("now")
-			case t.Name.Local == "sliver_type":
-				cur.SliverTypes = append(cur.SliverTypes, attr("name"))
-			}
-		case xml.EndElement:
-			if depth == nodeDepth {
-				cur, nodeDepth = nil, -1
-			}
-			depth--
-		}
-	}
+	})
+	return nodes, err
 }

@@ -197,7 +197,7 @@ func (c *RPC) CallV3(ctx context.Context, method string, params ...any) (*Result
 	}
 	ret, ok := v.(map[string]any)
 	if !ok {
-		return nil, &TransportError{method, c.URL, fmt.Errorf("the answer is %s, not an AM API v3 return struct", typeName(v))}
+		return nil, &TransportError{method, c.URL, fmt.Errorf("the answer is %s, not an AM API v3 return struct", TypeName(v))}
 	}
 	code, ok := ret["code"].(map[string]any)
 	if !ok {
@@ -215,7 +215,8 @@ func (c *RPC) CallV3(ctx context.Context, method string, params ...any) (*Result
 	return &Result{Value: ret["value"], Output: out, AMType: amType}, nil
 }
 
-func typeName(v any) string {
+// TypeName names the XML-RPC type of a decoded value, for messages.
+func TypeName(v any) string {
 	switch v.(type) {
 	case nil:
 		return "nil"

@@ -3,8 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -44,11 +45,7 @@ func getVersion(s *session, _ []string) error {
 	s.emit("getversion", r.Value, func(w io.Writer) {
 		fmt.Fprintf(w, "AM %s (%s) has version:\n", s.agg.Name(), s.agg.URL)
 		m, _ := r.Value.(map[string]any)
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
+		keys := slices.Sorted(maps.Keys(m))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, k := range keys {
 			fmt.Fprintf(tw, "  %s\t%s\n", k, brief(m[k]))
@@ -76,11 +73,7 @@ func brief(v any) string {
 		if t, ok := x["geni_type"]; ok {
 			return fmt.Sprintf("%v %v", t, x["geni_version"])
 		}
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
+		keys := slices.Sorted(maps.Keys(x))
 		parts := make([]string, len(keys))
 		for i, k := range keys {
 			parts[i] = k + ": " + brief(x[k])
@@ -154,22 +147,11 @@ func listResources(s *session, _ []string) error {
 }
 
 func describe(s *session, args []string) error {
-	a, err := s.am()
+	urn, r, err := s.sliceCall(args[0], "describe", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+		return a.Describe(s.ctx, urns, c)
+	})
 	if err != nil {
 		return err
-	}
-	urn, cred, err := s.slice(args[0])
-	if err != nil {
-		return err
-	}
-	r, err := a.Describe(s.ctx, s.targets(urn), []geniclient.Credential{cred})
-	if err != nil {
-		return err
-	}
-	if s.o.output {
-		if _, err := s.save(args[0], "describe", ".json", indentJSON(r.Value)); err != nil {
-			return err
-		}
 	}
 	s.emit("describe", r.Value, func(w io.Writer) {
 		fmt.Fprintf(w, "Slice %s at %s:\n", urn, s.agg.Name())
@@ -206,28 +188,15 @@ func allocate(s *session, args []string) error {
 	if err != nil {
 		return usagef("request RSpec: %v", err)
 	}
-	a, err := s.am()
+	end, err := s.endTime()
 	if err != nil {
 		return err
 	}
-	urn, cred, err := s.slice(args[0])
+	urn, r, err := s.sliceCall(args[0], "allocate", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+		return a.Allocate(s.ctx, slice, c, string(rspec), end)
+	})
 	if err != nil {
 		return err
-	}
-	var end time.Time
-	if s.o.endTime != "" {
-		if end, err = parseTime(s.o.endTime); err != nil {
-			return err
-		}
-	}
-	r, err := a.Allocate(s.ctx, urn, []geniclient.Credential{cred}, string(rspec), end)
-	if err != nil {
-		return err
-	}
-	if s.o.output {
-		if _, err := s.save(args[0], "allocate", ".json", indentJSON(r.Value)); err != nil {
-			return err
-		}
 	}
 	slivers := geniclient.Slivers(r.Value)
 	s.emit("allocate", r.Value, func(w io.Writer) {
@@ -236,6 +205,14 @@ func allocate(s *session, args []string) error {
 		fmt.Fprintf(w, "Next: provision before the hold expires: %s\n", s.cmd("provision "+args[0]))
 	})
 	return nil
+}
+
+// endTime is --end-time, if given.
+func (s *session) endTime() (time.Time, error) {
+	if s.o.endTime == "" {
+		return time.Time{}, nil
+	}
+	return parseTime(s.o.endTime)
 }
 
 // geniUsers are omni_config's users with their SSH public keys, as omni
@@ -266,29 +243,16 @@ func (s *session) geniUsers() []map[string]any {
 }
 
 func provision(s *session, args []string) error {
-	a, err := s.am()
+	end, err := s.endTime()
 	if err != nil {
 		return err
-	}
-	urn, cred, err := s.slice(args[0])
-	if err != nil {
-		return err
-	}
-	var end time.Time
-	if s.o.endTime != "" {
-		if end, err = parseTime(s.o.endTime); err != nil {
-			return err
-		}
 	}
 	users := s.geniUsers()
-	r, err := a.Provision(s.ctx, s.targets(urn), []geniclient.Credential{cred}, users, end)
+	urn, r, err := s.sliceCall(args[0], "provision", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+		return a.Provision(s.ctx, urns, c, users, end)
+	})
 	if err != nil {
 		return err
-	}
-	if s.o.output {
-		if _, err := s.save(args[0], "provision", ".json", indentJSON(r.Value)); err != nil {
-			return err
-		}
 	}
 	slivers := geniclient.Slivers(r.Value)
 	s.emit("provision", r.Value, func(w io.Writer) {
@@ -300,22 +264,11 @@ func provision(s *session, args []string) error {
 }
 
 func status(s *session, args []string) error {
-	a, err := s.am()
+	urn, r, err := s.sliceCall(args[0], "status", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+		return a.Status(s.ctx, urns, c)
+	})
 	if err != nil {
 		return err
-	}
-	urn, cred, err := s.slice(args[0])
-	if err != nil {
-		return err
-	}
-	r, err := a.Status(s.ctx, s.targets(urn), []geniclient.Credential{cred})
-	if err != nil {
-		return err
-	}
-	if s.o.output {
-		if _, err := s.save(args[0], "status", ".json", indentJSON(r.Value)); err != nil {
-			return err
-		}
 	}
 	slivers := geniclient.Slivers(r.Value)
 	s.emit("status", r.Value, func(w io.Writer) {
@@ -359,26 +312,16 @@ func renew(s *session, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := s.am()
-	if err != nil {
-		return err
-	}
-	urn, cred, err := s.slice(args[0])
-	if err != nil {
-		return err
-	}
-	if exp := cred.Expires(); !exp.IsZero() && t.After(exp) && !s.o.alap {
-		return fmt.Errorf("cannot renew slivers until %s: the slice expires at %s; renew the slice first (%s)",
-			t.Format(time.RFC3339), exp.Format(time.RFC3339), s.cmd("renewslice "+args[0]+" "+t.Format(time.RFC3339)))
-	}
-	r, err := a.Renew(s.ctx, s.targets(urn), []geniclient.Credential{cred}, t, s.o.alap)
-	if err != nil {
-		return err
-	}
-	if s.o.output {
-		if _, err := s.save(args[0], "renewal", ".json", indentJSON(r.Value)); err != nil {
-			return err
+	urn, r, err := s.sliceCall(args[0], "renewal", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+		// omni refuses to renew slivers past their slice's expiry.
+		if exp := c[0].Expires(); !exp.IsZero() && t.After(exp) && !s.o.alap {
+			return nil, fmt.Errorf("cannot renew slivers until %s: the slice expires at %s; renew the slice first (%s)",
+				t.Format(time.RFC3339), exp.Format(time.RFC3339), s.cmd("renewslice "+args[0]+" "+t.Format(time.RFC3339)))
 		}
+		return a.Renew(s.ctx, urns, c, t, s.o.alap)
+	})
+	if err != nil {
+		return err
 	}
 	s.emit("renew", r.Value, func(w io.Writer) {
 		fmt.Fprintf(w, "Renewed slivers of slice %s at %s:\n", urn, s.agg.Name())
@@ -388,27 +331,12 @@ func renew(s *session, args []string) error {
 }
 
 func poa(s *session, args []string) error {
-	a, err := s.am()
-	if err != nil {
-		return err
-	}
-	urn, cred, err := s.slice(args[0])
-	if err != nil {
-		return err
-	}
 	action := args[1]
-	r, err := a.PerformOperationalAction(s.ctx, s.targets(urn), []geniclient.Credential{cred}, action)
+	urn, r, err := s.sliceCall(args[0], "poa-"+action, "", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+		return a.PerformOperationalAction(s.ctx, urns, c, action)
+	})
 	if err != nil {
 		return err
-	}
-	if s.o.output {
-		ext := ".txt" // omni: a list is saved as text, a struct as .json
-		if _, ok := r.Value.(map[string]any); ok {
-			ext = ".json"
-		}
-		if _, err := s.save(args[0], "poa-"+action, ext, indentJSON(r.Value)); err != nil {
-			return err
-		}
 	}
 	s.emit("performoperationalaction", r.Value, func(w io.Writer) {
 		fmt.Fprintf(w, "%s on slice %s at %s:\n", action, urn, s.agg.Name())
@@ -418,22 +346,11 @@ func poa(s *session, args []string) error {
 }
 
 func deleteSlivers(s *session, args []string) error {
-	a, err := s.am()
+	urn, r, err := s.sliceCall(args[0], "delete", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+		return a.Delete(s.ctx, urns, c)
+	})
 	if err != nil {
 		return err
-	}
-	urn, cred, err := s.slice(args[0])
-	if err != nil {
-		return err
-	}
-	r, err := a.Delete(s.ctx, s.targets(urn), []geniclient.Credential{cred})
-	if err != nil {
-		return err
-	}
-	if s.o.output {
-		if _, err := s.save(args[0], "delete", ".json", indentJSON(r.Value)); err != nil {
-			return err
-		}
 	}
 	s.emit("delete", r.Value, func(w io.Writer) {
 		fmt.Fprintf(w, "Deleted slivers of slice %s at %s:\n", urn, s.agg.Name())
@@ -443,15 +360,9 @@ func deleteSlivers(s *session, args []string) error {
 }
 
 func shutdown(s *session, args []string) error {
-	a, err := s.am()
-	if err != nil {
-		return err
-	}
-	urn, cred, err := s.slice(args[0])
-	if err != nil {
-		return err
-	}
-	r, err := a.Shutdown(s.ctx, urn, []geniclient.Credential{cred})
+	urn, r, err := s.sliceCall(args[0], "", "", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+		return a.Shutdown(s.ctx, slice, c)
+	})
 	if err != nil {
 		return err
 	}
@@ -459,4 +370,34 @@ func shutdown(s *session, args []string) error {
 		fmt.Fprintf(w, "Shut down slice %s at %s: its slivers are stopped and kept for the operators.\n", urn, s.agg.Name())
 	})
 	return nil
+}
+
+// sliceCall makes one AM call on a slice (or its -u slivers) at the
+// current aggregate with the slice's credential, and with -o saves the value
+// under omni's name for the method.
+func (s *session) sliceCall(slice, method, ext string, call func(a *geniclient.AM, slice string, urns []string, creds []geniclient.Credential) (*geniclient.Result, error)) (string, *geniclient.Result, error) {
+	a, err := s.am()
+	if err != nil {
+		return "", nil, err
+	}
+	urn, cred, err := s.slice(slice)
+	if err != nil {
+		return "", nil, err
+	}
+	r, err := call(a, urn, s.targets(urn), []geniclient.Credential{cred})
+	if err != nil {
+		return urn, nil, err
+	}
+	if s.o.output && method != "" {
+		if ext == "" { // omni saves a list as text and a struct as JSON
+			ext = ".txt"
+			if _, ok := r.Value.(map[string]any); ok {
+				ext = ".json"
+			}
+		}
+		if _, err := s.save(slice, method, ext, indentJSON(r.Value)); err != nil {
+			return urn, nil, err
+		}
+	}
+	return urn, r, nil
 }

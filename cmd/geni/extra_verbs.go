@@ -3,10 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -36,20 +37,14 @@ func isTerminal(w io.Writer) bool {
 }
 
 func waitReady(s *session, args []string) error {
-	a, err := s.am()
-	if err != nil {
-		return err
-	}
-	urn, cred, err := s.slice(args[0])
-	if err != nil {
-		return err
-	}
 	start := time.Now()
 	deadline := start.Add(s.o.waitTimeout)
 	tty := isTerminal(s.log)
 	last := ""
 	for {
-		r, err := a.Status(s.ctx, s.targets(urn), []geniclient.Credential{cred})
+		urn, r, err := s.sliceCall(args[0], "", "", func(a *geniclient.AM, _ string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+			return a.Status(s.ctx, urns, c)
+		})
 		if err != nil {
 			if tty {
 				fmt.Fprintln(s.log)
@@ -111,11 +106,7 @@ func waitReady(s *session, args []string) error {
 }
 
 func progressLine(counts map[string]int) string {
-	keys := make([]string, 0, len(counts))
-	for k := range counts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(counts))
 	parts := make([]string, len(keys))
 	for i, k := range keys {
 		parts[i] = fmt.Sprintf("%d %s", counts[k], k)
@@ -128,15 +119,11 @@ func progressLine(counts map[string]int) string {
 
 // manifestNodes describes the slice and returns its nodes.
 func (s *session) manifestNodes(slice string) ([]geniclient.ManifestNode, geniclient.Credential, error) {
-	a, err := s.am()
-	if err != nil {
-		return nil, geniclient.Credential{}, err
-	}
-	urn, cred, err := s.slice(slice)
-	if err != nil {
-		return nil, cred, err
-	}
-	r, err := a.Describe(s.ctx, s.targets(urn), []geniclient.Credential{cred})
+	var cred geniclient.Credential
+	_, r, err := s.sliceCall(slice, "", "", func(a *geniclient.AM, _ string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+		cred = c[0]
+		return a.Describe(s.ctx, urns, c)
+	})
 	if err != nil {
 		return nil, cred, err
 	}

@@ -9,9 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -97,11 +98,7 @@ func flags(o *options) *pflag.FlagSet {
 
 func usage(w io.Writer, fs *pflag.FlagSet) {
 	fmt.Fprint(w, "usage: geni [options] COMMAND [ARGS]\n\nCommands (omni's, plus wait, ssh, data and logs):\n")
-	names := make([]string, 0, len(verbs))
-	for n := range verbs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(verbs))
 	for _, n := range names {
 		v := verbs[n]
 		fmt.Fprintf(w, "  %-26s %s\n", n+" "+v.args, v.help)
