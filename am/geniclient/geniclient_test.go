@@ -327,3 +327,43 @@ func TestDownload(t *testing.T) {
 		t.Errorf("files left besides a/: %v", entries)
 	}
 }
+
+// A manifest is the aggregate's: what a client hands to ssh, where it sends
+// the credential and how it names files must not be steered by it.
+func TestHostileManifest(t *testing.T) {
+	for _, l := range []Login{
+		{Hostname: "-oProxyCommand=touch /tmp/pwned"},
+		{Hostname: "host", Username: "-oProxyCommand=x"},
+		{Hostname: "host", Port: "22 -oX"},
+		{Hostname: "host", Port: "0"},
+		{Hostname: ""},
+		{Hostname: "a b"},
+	} {
+		if err := l.Check(); err == nil {
+			t.Errorf("login %+v accepted", l)
+		}
+	}
+	for _, l := range []Login{{Hostname: "127.0.0.2", Port: "2222", Username: "alice"}, {Hostname: "node1.example.org"}, {Hostname: "[::1]", Port: "22"}} {
+		if err := l.Check(); err != nil {
+			t.Errorf("login %+v refused: %v", l, err)
+		}
+	}
+	am := "https://am.example.org:12346/"
+	for link, ok := range map[string]bool{
+		"https://am.example.org:12346/data/x.tar": true,
+		"https://AM.example.org/data/x.tar":       true,
+		"http://am.example.org:12346/data/x.tar":  false,
+		"https://evil.example.org/data/x.tar":     false,
+		"https://am.example.org.evil.org/x":       false,
+		"::not a url":                             false,
+	} {
+		if err := SameSite(link, am); (err == nil) != ok {
+			t.Errorf("SameSite(%q) = %v, want ok %v", link, err, ok)
+		}
+	}
+	for in, want := range map[string]string{"server": "server", "../../.bashrc": "-..-.bashrc", ".hidden": "hidden", "a/b": "a-b", "": "node", "...": "node"} {
+		if got := FileNamePart(in); got != want {
+			t.Errorf("FileNamePart(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -4,6 +4,9 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -137,4 +140,64 @@ func ParseAdvertisement(doc string) ([]AdNode, error) {
 		}
 	})
 	return nodes, err
+}
+
+var (
+	hostPattern = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]-]{1,253}$`)
+	userPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+)
+
+// Check refuses a login a client must not hand to ssh: the manifest comes
+// from the aggregate, and a host or user starting with "-" would be read as
+// an ssh option (-oProxyCommand=... runs a command on the user's machine).
+func (l Login) Check() error {
+	if !hostPattern.MatchString(l.Hostname) || strings.HasPrefix(l.Hostname, "-") {
+		return fmt.Errorf("the manifest's login hostname %q is not a host name", l.Hostname)
+	}
+	if l.Username != "" && !userPattern.MatchString(l.Username) {
+		return fmt.Errorf("the manifest's login username %q is not a user name", l.Username)
+	}
+	if l.Port != "" {
+		if n, err := strconv.Atoi(l.Port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("the manifest's login port %q is not a port", l.Port)
+		}
+	}
+	return nil
+}
+
+// SameSite checks that a link from a manifest points at the aggregate's own
+// host over https: the client POSTs the slice credential there with the
+// user's certificate, which must not go to a third party a manifest names.
+func SameSite(link, aggregateURL string) error {
+	u, err := url.Parse(link)
+	if err != nil {
+		return fmt.Errorf("the manifest's link %q is not a URL", link)
+	}
+	a, err := url.Parse(aggregateURL)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "https" || !strings.EqualFold(u.Hostname(), a.Hostname()) {
+		return fmt.Errorf("the manifest's link %s is not on the aggregate's host (https://%s): not sending your credential there", link, a.Hostname())
+	}
+	return nil
+}
+
+// FileNamePart makes a name from a manifest (a client_id) safe as part of a
+// file name: no path separators, no leading dot.
+func FileNamePart(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			b[i] = '-'
+		}
+	}
+	out := strings.TrimLeft(string(b), ".")
+	if out == "" {
+		return "node"
+	}
+	if len(out) > 64 {
+		out = out[:64]
+	}
+	return out
 }

@@ -192,6 +192,11 @@ func sshLogin(s *session, args []string) error {
 			break
 		}
 	}
+	if login != nil {
+		if err := login.Check(); err != nil {
+			return fmt.Errorf("node %s at %s: %w", n.ClientID, s.agg.Name(), err)
+		}
+	}
 	if login == nil {
 		return &unsupportedError{fmt.Sprintf("node %s at %s has no SSH login in its manifest (no services/login with a hostname): this aggregate does not offer login to it (yet)", n.ClientID, s.agg.Name())}
 	}
@@ -239,9 +244,13 @@ func (s *session) download(args []string, what string) error {
 			missing = append(missing, n.ClientID)
 			continue
 		}
-		file := s.names().FileName(geniclient.SliceName(args[0]), geniclient.Aggregate{}, n.ClientID, ext, 1)
+		if err := geniclient.SameSite(url, s.agg.URL); err != nil {
+			return fmt.Errorf("%s of node %s: %w", what, n.ClientID, err)
+		}
+		part := geniclient.FileNamePart(n.ClientID)
+		file := s.names().FileName(geniclient.SliceName(args[0]), geniclient.Aggregate{}, part, ext, 1)
 		if s.o.outputFile != "" && len(nodes) > 1 {
-			file = n.ClientID + "-" + s.o.outputFile
+			file = part + "-" + s.o.outputFile
 		}
 		size, source, err := geniclient.Download(s.ctx, s.http, url, cred, file)
 		if err != nil {

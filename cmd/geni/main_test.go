@@ -421,6 +421,18 @@ func TestSSHDataLogs(t *testing.T) {
 
 	l.am.manifest = manifestWith(files.URL+"/data/a2.tar", "")
 	l.want(l.geni("", "-a", "gcfam", "data", "labslice", "server"), exitRefused, "SEARCHFAILED (geni_code 12)", "geni: log id 00aa00aa00aa")
+
+	// A hostile manifest: an ssh option as host, a link to another host, a
+	// client_id that climbs directories.
+	l.am.manifest = strings.ReplaceAll(manifestWith(strings.Replace(files.URL, "127.0.0.1", "localhost", 1)+"/data/a1.tar", ""),
+		`hostname="127.0.0.2"`, `hostname="-oProxyCommand=touch pwned"`)
+	l.want(l.geni(bin, "-a", "gcfam", "ssh", "labslice", "server"), exitRefused, "is not a host name")
+	l.want(l.geni("", "-a", "gcfam", "data", "labslice", "server"), exitRefused, "is not on the aggregate's host", "not sending your credential there")
+	l.am.manifest = strings.ReplaceAll(manifestWith(files.URL+"/data/a1.tar", ""), `client_id="server"`, `client_id="../../evil"`)
+	l.want(l.geni("", "-a", "gcfam", "data", "labslice", "../../evil"), 0, "labslice--..-evil-data.tar")
+	if len(posted) != 4 {
+		t.Errorf("posted %q: the credential went where it must not", posted)
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
