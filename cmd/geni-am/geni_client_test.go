@@ -36,6 +36,7 @@ type geniWalk struct {
 	bin, dir   string
 	omniConfig string
 	s          *served
+	path       string // put first on PATH (a stand-in ssh)
 }
 
 // buildGeni builds cmd/geni into a temporary directory.
@@ -77,6 +78,9 @@ func (w *geniWalk) run(args ...string) geniRun {
 	cmd := exec.Command(w.bin, append([]string{"-c", w.omniConfig}, args...)...)
 	cmd.Dir = w.dir
 	cmd.Env = append(os.Environ(), "HOME="+w.dir)
+	if w.path != "" {
+		cmd.Env = append(cmd.Env, "PATH="+w.path+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -298,9 +302,8 @@ func TestGeniWalkthrough(t *testing.T) {
 	if !strings.Contains(r.stderr, "waiting for walk at geniam: 1 ready") {
 		t.Errorf("wait printed no progress line:\n%s", r.stderr)
 	}
-	w.fails(6, []string{"-a", "geniam", "ssh", "walk"}, "node worker at geniam has no SSH login in its manifest")
 	w.fails(6, []string{"-a", "geniam", "data", "walk"}, "no geniam:sliver_data link")
-	w.fails(6, []string{"-a", "geniam", "logs", "walk", "worker"}, "no geniam:sliver_log link")
+	w.loginAndLogs("walk", "worker")
 	w.fails(2, []string{"-a", "geniam", "ssh", "walk", "nosuch"}, `no node "nosuch" in the manifest (nodes: worker)`)
 
 	// Errors carry the geni_code label and the aggregate's log id, for people and for scripts.
@@ -415,10 +418,7 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 			t.Errorf("%s's /data tar holds %v, want the demo's hello.txt", node, names)
 		}
 	}
-	// Login and the start command's output are not in this aggregate's
-	// manifests yet: geni says so.
-	w.fails(6, []string{"-a", "geniam", "ssh", "demo", "server"}, "has no SSH login in its manifest")
-	w.fails(6, []string{"-a", "geniam", "logs", "demo"}, "no geniam:sliver_log link")
+	w.loginAndLogs("demo", "server")
 	w.ok([]string{"-a", "geniam", "delete", "demo"}, "Deleted slivers")
 	w.fails(6, []string{"-a", "geniam", "data", "demo"}, "has no slivers at geniam (deleted or expired?)")
 }
@@ -441,5 +441,44 @@ func tarNames(t *testing.T, file string) []string {
 			t.Fatalf("%s: %v", file, err)
 		}
 		names = append(names, h.Name)
+	}
+}
+
+// loginAndLogs checks geni ssh and geni logs on a node: geni follows the
+// manifest's <login> and sliver_log link when the aggregate gives them, and
+// says so when it does not (exit 6). The ssh on PATH is a stand-in that
+// prints what geni ran it with.
+func (w *geniWalk) loginAndLogs(slice, node string) {
+	t := w.t
+	t.Helper()
+	fake := t.TempDir()
+	if err := os.WriteFile(filepath.Join(fake, "ssh"), []byte("#!/bin/sh\necho \"ssh $*\"\nexit 7\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w.path = fake
+	defer func() { w.path = "" }()
+	switch r := w.run("-a", "geniam", "ssh", slice, node, "--", "true"); r.code {
+	case 6:
+		if !strings.Contains(r.stderr, "node "+node+" at geniam has no SSH login in its manifest") {
+			t.Errorf("ssh without a login: %s", r.stderr)
+		}
+	case 7:
+		if !regexp.MustCompile(`ssh (-p \d+ )?(-i \S+ )?\S+@\S+ -- true`).MatchString(r.stdout) {
+			t.Errorf("ssh ran as %q", r.stdout)
+		}
+	default:
+		t.Errorf("geni ssh: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	switch r := w.run("-a", "geniam", "logs", slice, node); r.code {
+	case 6:
+		if !strings.Contains(r.stderr, "no geniam:sliver_log link") {
+			t.Errorf("logs without a link: %s", r.stderr)
+		}
+	case 0:
+		if !strings.Contains(r.stdout, "==> "+node) {
+			t.Errorf("logs: %s", r.stdout)
+		}
+	default:
+		t.Errorf("geni logs: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
