@@ -49,9 +49,9 @@ type User struct {
 // Aggregate is an aggregate as omni names it: a nickname or a URL, with its
 // URN when the nickname table gives one.
 type Aggregate struct {
-	Nick string
-	URN  string
-	URL  string
+	Nick string `json:"nickname,omitempty"`
+	URN  string `json:"urn,omitempty"`
+	URL  string `json:"url"`
 }
 
 // supportedFrameworks are the framework types geni can talk to. omni's

@@ -335,6 +335,7 @@ func TestGeniWalkthrough(t *testing.T) {
 	w.ok([]string{"-a", "geniam", "status", "walk"}, "(no slivers)")
 	w.fails(1, []string{"-a", "geniam", "-u", "urn:publicid:IDN+geniam.localhost+sliver+00000000", "status", "walk"}, "SEARCHFAILED (geni_code 12)", "geni: log id ")
 
+	w.ok([]string{"listaggregates"}, "NICKNAME", "geniam", devenv.AMURN, w.s.amURL)
 	// Shutdown on a second slice; without -a the clearinghouse's aggregates are used, as omni does.
 	w.ok([]string{"createslice", "halt"})
 	w.ok([]string{"allocate", "halt", request}, "Allocated 1 slivers")

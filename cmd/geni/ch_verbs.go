@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/geniam/geniam/am/geniclient"
@@ -14,6 +15,7 @@ func init() {
 	verbs["createslice"] = verb{"SLICE", 1, 1, "create a slice at the clearinghouse", createSlice, false}
 	verbs["getslicecred"] = verb{"SLICE", 1, 1, "a slice's credential (-o: <slice>-cred.json)", getSliceCred, false}
 	verbs["renewslice"] = verb{"SLICE TIME", 2, 2, "extend a slice at the clearinghouse", renewSlice, false}
+	verbs["listaggregates"] = verb{"", 0, 0, "the aggregates the clearinghouse knows (what AM calls use without -a)", listAggregates, false}
 }
 
 // credSummary prints a credential for people, or the credential as omni
@@ -144,4 +146,22 @@ func renewSlice(s *session, args []string) error {
 	}
 	fmt.Fprintf(s.out, "Slice %s now expires at %s\n", urn, exp.Format(time.RFC3339))
 	return nil
+}
+
+func listAggregates(s *session, _ []string) error {
+	s.o.aggregates = nil
+	aggs, err := s.aggregates()
+	if err != nil {
+		return err
+	}
+	if s.o.json {
+		printJSONLine(s.out, map[string]any{"command": "listaggregates", "aggregates": aggs})
+		return nil
+	}
+	tw := tabwriter.NewWriter(s.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NICKNAME\tURN\tURL")
+	for _, a := range aggs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", dash(a.Nick), dash(a.URN), a.URL)
+	}
+	return tw.Flush()
 }
