@@ -17,7 +17,7 @@ import (
 // aggregate (-a, or those the clearinghouse lists).
 func init() {
 	verbs["getversion"] = verb{"", 0, 0, "the aggregate's version and capabilities", getVersion, true}
-	verbs["listresources"] = verb{"", 0, 0, "the advertisement (-o: rspec-<server>.xml)", listResources, true}
+	verbs["listresources"] = verb{"", 0, 1, "the advertisement (-o: rspec-<server>.xml)", listResources, true}
 	verbs["describe"] = verb{"SLICE", 1, 1, "the manifest of a slice", describe, true}
 	verbs["allocate"] = verb{"SLICE RSPEC", 2, 2, "reserve what a request RSpec asks for", allocate, true}
 	verbs["provision"] = verb{"SLICE", 1, 1, "provision allocated slivers, installing omni_config users' SSH keys", provision, true}
@@ -101,7 +101,10 @@ func rspecFile(rspec, slice string, a geniclient.Aggregate) []byte {
 	return []byte(rspec + "\n")
 }
 
-func listResources(s *session, _ []string) error {
+func listResources(s *session, args []string) error {
+	if len(args) > 0 { // omni -V3 says the same
+		return usagef("in AM API v3 a slice's resources are listed by describe: geni describe %s", args[0])
+	}
 	a, err := s.am()
 	if err != nil {
 		return err

@@ -442,6 +442,7 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"getversion", "extra"}, "usage: geni [options] getversion"},
+		{[]string{"-a", "gcfam", "listresources", "labslice"}, "listed by describe: geni describe labslice"},
 		{[]string{"-V2", "getversion"}, "geni speaks AM API v3"},
 		{[]string{"--nosuchflag", "getversion"}, "unknown flag"},
 		{[]string{"-a", "gcfam", "allocate", "labslice", "/nonexistent.xml"}, "request RSpec"},
