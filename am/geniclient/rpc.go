@@ -135,6 +135,15 @@ func (e *GENIError) Error() string {
 	return s
 }
 
+// Retryable says whether a call that failed with err may succeed when made
+// again as it is: there was no answer, or the aggregate said BUSY or
+// SERVERBUSY.
+func Retryable(err error) bool {
+	var ge *GENIError
+	var te *TransportError
+	return errors.As(err, &te) || errors.As(err, &ge) && (am.Code(ge.Code) == am.Busy || am.Code(ge.Code) == am.ServerBusy)
+}
+
 // CodeLabel names a geni_code.
 func CodeLabel(code int) string {
 	if c := am.Code(code); c.Known() {

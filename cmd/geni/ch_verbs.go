@@ -110,7 +110,7 @@ func createSlice(s *session, args []string) error {
 }
 
 func getSliceCred(s *session, args []string) error {
-	urn, c, err := s.slice(args[0])
+	_, c, err := s.slice(args[0])
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,6 @@ func getSliceCred(s *session, args []string) error {
 	if err != nil {
 		return err
 	}
-	_ = urn
 	s.credSummary("slice", c, file)
 	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -45,6 +46,13 @@ func waitReady(s *session, args []string) error {
 		urn, r, err := s.sliceCall(args[0], "", "", func(a *geniclient.AM, _ string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
 			return a.Status(s.ctx, urns, c)
 		})
+		if err != nil && geniclient.Retryable(err) && time.Now().Add(s.o.interval).Before(deadline) {
+			fmt.Fprintf(s.log, "\ngeni: %v; trying again\n", err)
+			if err := sleep(s.ctx, s.o.interval); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			if tty {
 				fmt.Fprintln(s.log)
@@ -75,6 +83,12 @@ func waitReady(s *session, args []string) error {
 			fmt.Fprintf(s.log, "waiting for %s at %s: %s (%s)\n", geniclient.SliceName(urn), s.agg.Name(), line, elapsed)
 		}
 		last = line
+		if n := counts["allocated (not provisioned)"]; n > 0 {
+			if tty {
+				fmt.Fprintln(s.log)
+			}
+			return fmt.Errorf("%d slivers are only allocated and will not get ready: provision them first (%s)", n, s.cmd("provision "+args[0]))
+		}
 		done := len(slivers) > 0 && (failed > 0 || ready == len(slivers))
 		if done || time.Now().After(deadline) {
 			if tty {
@@ -97,11 +111,18 @@ func waitReady(s *session, args []string) error {
 			}
 			return nil
 		}
-		select {
-		case <-s.ctx.Done():
-			return s.ctx.Err()
-		case <-time.After(s.o.interval):
+		if err := sleep(s.ctx, s.o.interval); err != nil {
+			return err
 		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
 	}
 }
 

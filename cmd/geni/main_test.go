@@ -82,6 +82,7 @@ type gcfAM struct {
 	options  map[string][]string // method → option names sent
 	status   []string            // operational states Status returns, in turn
 	manifest string              // Describe's geni_rspec ("" = the sample's)
+	busy     int                 // answer this many Status calls with BUSY first
 	calls    int
 }
 
@@ -126,10 +127,18 @@ func (f *gcfAM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ans["value"].(map[string]any)["geni_rspec"] = f.manifest
 		}
 	case "Status":
+		if f.busy > 0 {
+			f.busy--
+			_ = xmlrpc.EncodeResponse(w, map[string]any{"code": map[string]any{"geni_code": int64(14)}, "output": "busy, try again", "value": 0})
+			return
+		}
 		ans = sample(f.t, "status-return.json")
 		if len(f.status) > 0 {
 			sliver := ans["value"].(map[string]any)["geni_slivers"].([]any)[0].(map[string]any)
 			sliver["geni_operational_status"] = f.status[0]
+			if f.status[0] == "geni_pending_allocation" {
+				sliver["geni_allocation_status"] = "geni_allocated"
+			}
 			if f.status[0] == "geni_failed" {
 				sliver["geni_error"] = "the image would not start"
 			}
@@ -350,6 +359,11 @@ func TestWaitEndings(t *testing.T) {
 			t.Errorf("no progress line with %q:\n%s", s, r.stderr)
 		}
 	}
+	l.am.status, l.am.busy = []string{"geni_ready"}, 2
+	r = l.geni("", "-a", "gcfam", "wait", "labslice", "--interval", "10ms")
+	l.want(r, 0, "BUSY (geni_code 14): busy, try again; trying again", "1 ready")
+	l.am.status = []string{"geni_pending_allocation"}
+	l.want(l.geni("", "-a", "gcfam", "wait", "labslice", "--interval", "10ms"), exitRefused, "1 slivers are only allocated", "provision labslice")
 	l.am.status = []string{"geni_configuring", "geni_failed"}
 	l.want(l.geni("", "-a", "gcfam", "wait", "labslice", "--interval", "10ms"), exitFailed, "1 of 1 slivers failed", "the image would not start")
 	l.am.status = []string{"geni_configuring"}
