@@ -235,6 +235,12 @@ func TestGeniWalkthrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameShape(t, "getversion", omniVersion["value"], gv, "geni_am_type", "geni_am_code")
+	// omni's own -o file of getversion (Python pprint text): the same members.
+	for _, m := range regexp.MustCompile(`(?m)^[{ ]   '(geni_\w+)':`).FindAllStringSubmatch(string(omniSample(t, "getversion-omni-o-output.txt")), -1) {
+		if _, ok := gv.(map[string]any)[m[1]]; !ok && m[1] != "geni_am_code" && m[1] != "geni_am_type" {
+			t.Errorf("getversion file lacks %s, which omni's -o file has", m[1])
+		}
+	}
 
 	w.ok([]string{"-V3", "-a", "geniam", "-o", "listresources"}, "geniam advertises 3 nodes", "NODE", "AVAILABLE")
 	ad := string(w.file("rspec-" + server + ".xml"))
@@ -273,6 +279,17 @@ func TestGeniWalkthrough(t *testing.T) {
 	}
 	alloc := jsonFile(t, "allocate", w.file("walk-allocate-"+server+".json"))
 	sameShape(t, "allocate", sampleValue(t, "allocate-return.json"), alloc, "geni_start_time", "geni_end_time", "geni_error")
+	// omni's own -o file of allocate: the same members, the same sliver members.
+	omniAlloc := string(omniSample(t, "allocate-omni-o-output.txt"))
+	for _, m := range regexp.MustCompile(`(?m)^ +"(geni_\w+)":`).FindAllStringSubmatch(omniAlloc, -1) {
+		switch m[1] {
+		case "geni_start_time", "geni_end_time", "geni_error": // gcf's extras
+		default:
+			if !strings.Contains(string(w.file("walk-allocate-"+server+".json")), `"`+m[1]+`":`) {
+				t.Errorf("allocate file lacks %s, which omni's -o file has", m[1])
+			}
+		}
+	}
 
 	w.ok([]string{"-V3", "-a", "geniam", "-o", "provision", "walk"}, "Provisioned 1 slivers", "(SSH keys of 1 users sent)", "provisioned",
 		"Next: wait until they are ready")
