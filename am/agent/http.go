@@ -443,14 +443,11 @@ func (h *Handler) streamTar(w http.ResponseWriter, r *http.Request, id, prefix s
 	h.log.Info("agent: data emitted", "sliver", id, "files", files)
 }
 
-// logs: GET /v2/slivers/{id}/logs/{stdout|stderr} streams the whole
-// stream as text. Errors after the first byte abort the connection.
+// logs: GET /v2/slivers/{id}/logs/{stdout|stderr|all} streams the whole
+// stream (all: both, in the order written) as text; Service.Logs checks the
+// name. Errors after the first byte abort the connection.
 func (h *Handler) logs(w http.ResponseWriter, r *http.Request) {
 	id, stream := r.PathValue("id"), r.PathValue("stream")
-	if stream != "stdout" && stream != "stderr" {
-		writeErr(w, r, h.log, am.Errorf(am.BadArgs, "logs: stream must be stdout or stderr"))
-		return
-	}
 	lw := &firstWrite{w: w, contentType: "text/plain; charset=utf-8"}
 	if err := h.svc.Logs(r.Context(), id, stream, lw); err != nil {
 		if !lw.started {

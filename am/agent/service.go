@@ -1025,11 +1025,11 @@ func (s *Service) removeImageIfUnused(imageID string) {
 	}
 }
 
-// Logs copies the whole stdout or stderr (stream "stdout" or "stderr") of
-// the sliver's container to w.
+// Logs copies the whole stdout or stderr (stream "stdout" or "stderr"), or
+// both in the order they were written ("all"), of the sliver's container to w.
 func (s *Service) Logs(ctx context.Context, id, stream string, w io.Writer) error {
-	if stream != "stdout" && stream != "stderr" {
-		return am.Errorf(am.BadArgs, "logs: stream must be stdout or stderr, not %q", truncate(stream, 20))
+	if stream != "stdout" && stream != "stderr" && stream != "all" {
+		return am.Errorf(am.BadArgs, "logs: stream must be stdout, stderr or all, not %q", truncate(stream, 20))
 	}
 	sl, err := s.lookup(id)
 	if err != nil {
@@ -1041,8 +1041,11 @@ func (s *Service) Logs(ctx context.Context, id, stream string, w io.Writer) erro
 		return am.Errorf(am.SearchFailed, "logs: sliver %s has no container", id)
 	}
 	o, e := w, io.Discard
-	if stream == "stderr" {
+	switch stream {
+	case "stderr":
 		o, e = io.Discard, w
+	case "all":
+		e = w
 	}
 	if err := s.rt.StreamLogs(ctx, cid, o, e); err != nil {
 		if errors.Is(err, ErrNotFound) {

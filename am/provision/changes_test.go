@@ -71,29 +71,29 @@ func TestExitShowsWithinASecond(t *testing.T) {
 	desc, err := agg.Describe(e.ctx, call, []string{slice})
 	must(t, err)
 	if !strings.Contains(desc.RSpec, "<geniam:sliver_output>") || !strings.Contains(desc.RSpec, `exit_code="137"`) ||
-		!strings.Contains(desc.RSpec, "/logs.tar") {
+		!strings.Contains(desc.RSpec, ".log") {
 		t.Errorf("Describe's manifest lacks the output, exit code or log URL:\n%s", desc.RSpec)
 	}
 
 	// The whole output downloads like /data, live and, after Delete, from
 	// the archive.
 	name := provision.AgentID(sts[0].URN)
-	code, body, src := e.download(name+"/logs", cred)
+	code, logs, src := e.downloadLog(name, cred)
 	if code != http.StatusOK || src != "live node1" {
-		t.Fatalf("logs download: HTTP %d from %q: %.300s", code, src, body)
+		t.Fatalf("logs download: HTTP %d from %q: %.300s", code, src, logs)
 	}
-	logs := untar(t, body)
-	if n := strings.Count(logs["stdout.log"], "geni-demo-container: sliver "); n != 3 {
-		t.Errorf("stdout.log has %d starts of the program, want 3 (one per run): %.500q", n, logs["stdout.log"])
+	if n := strings.Count(string(logs), "geni-demo-container: sliver "); n != 3 {
+		t.Errorf("the output has %d starts of the program, want 3 (one per run): %.500q", n, logs)
 	}
 	_, _, otherCred := e.slice("other")
-	if code, _, _ := e.download(name+"/logs", otherCred); code != http.StatusForbidden {
+	if code, _, _ := e.downloadLog(name, otherCred); code != http.StatusForbidden {
 		t.Errorf("another slice's credential got the logs: HTTP %d", code)
 	}
 	_, err = agg.Delete(e.ctx, call, []string{slice})
 	must(t, err)
+	var body []byte
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		code, body, src = e.download(name+"/logs", cred)
+		code, body, src = e.downloadLog(name, cred)
 		if code == http.StatusOK && strings.HasPrefix(src, "archive ") {
 			break
 		}
@@ -101,8 +101,8 @@ func TestExitShowsWithinASecond(t *testing.T) {
 			t.Fatalf("after Delete the logs never came from the archive: HTTP %d from %q", code, src)
 		}
 	}
-	if got := untar(t, body); got["stdout.log"] != logs["stdout.log"] {
-		t.Errorf("the archived stdout.log differs from the live one:\n%q\n%q", got["stdout.log"], logs["stdout.log"])
+	if string(body) != string(logs) {
+		t.Errorf("the archived output differs from the live one:\n%q\n%q", body, logs)
 	}
 
 	// After the end: an empty slice by default (as the AM API tests want),
@@ -121,7 +121,7 @@ func TestExitShowsWithinASecond(t *testing.T) {
 	}
 	ended := res.Slivers[0]
 	if ended.Allocation != am.Unallocated || !strings.Contains(ended.Error, "deleted at") || ended.ExitCode == nil || *ended.ExitCode != 137 ||
-		!strings.HasSuffix(ended.DataURL, name+".tar") || !strings.HasSuffix(ended.LogURL, name+"/logs.tar") {
+		!strings.HasSuffix(ended.DataURL, name+".tar") || !strings.HasSuffix(ended.LogURL, name+".log") {
 		t.Errorf("the ended sliver: %+v", ended)
 	}
 	dres, err := agg.Describe(e.ctx, ecall, []string{slice})

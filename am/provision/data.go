@@ -21,8 +21,8 @@ import (
 // listener (same TLS configuration as the AM API), and the request body must
 // be a slice credential (the signed XML, as omni saves it) granting the
 // caller getsliceresources on the sliver's slice: POST /data/<name>.tar.
-// Errors are JSON {"error": ..., "code": ...}. POST /data/<name>/logs.tar
-// gives the start command's whole output the same way (logs.go).
+// Errors are JSON {"error": ..., "code": ...}. POST /data/<name>.log gives
+// the start command's whole output the same way (logs.go).
 func (p *Provisioner) DataHandler(auth am.Authorizer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := p.serveData(w, r, auth); err != nil {
@@ -40,7 +40,7 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	name, logs := logsName(rest)
 	if !logs {
 		if !ok || !strings.HasSuffix(rest, ".tar") {
-			return &am.Err{Code: am.SearchFailed, Msg: "not found: use /data/<sliver name>.tar (or /data/<sliver name>/logs.tar for the output)"}
+			return &am.Err{Code: am.SearchFailed, Msg: "not found: use /data/<sliver name>.tar (or /data/<sliver name>.log for the output)"}
 		}
 		name = strings.TrimSuffix(rest, ".tar")
 	}

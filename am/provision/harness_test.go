@@ -416,7 +416,18 @@ func (e *env) startDataServer(p *provision.Provisioner) {
 // the body and the source header.
 func (e *env) download(name string, cred []byte) (int, []byte, string) {
 	e.t.Helper()
-	resp, err := e.dataCli.Post(e.dataSrv.URL+"/data/"+name+".tar", "application/xml", bytes.NewReader(cred))
+	return e.post("/data/"+name+".tar", cred)
+}
+
+// downloadLog POSTs the credential to /data/<name>.log (the output).
+func (e *env) downloadLog(name string, cred []byte) (int, []byte, string) {
+	e.t.Helper()
+	return e.post("/data/"+name+".log", cred)
+}
+
+func (e *env) post(path string, cred []byte) (int, []byte, string) {
+	e.t.Helper()
+	resp, err := e.dataCli.Post(e.dataSrv.URL+path, "application/xml", bytes.NewReader(cred))
 	must(e.t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
