@@ -68,13 +68,19 @@ func (p *Provisioner) fetchLogs(ctx context.Context, c *agent.Client, id, dst st
 }
 
 // archiveLogs keeps the output next to the /data archive; a sliver that
-// never had a container has none.
+// never had a container has none. Only a transient failure holds the job
+// up (it is retried): the output must never keep /data from being archived
+// or a sliver from being torn down (an older agent without logs/all).
 func (p *Provisioner) archiveLogs(ctx context.Context, c *agent.Client, sliverURN, id string) error {
 	_, err := p.fetchLogs(ctx, c, id, p.LogsArchivePath(sliverURN))
-	if am.CodeOf(err) == am.SearchFailed {
+	switch {
+	case err == nil, am.CodeOf(err) == am.SearchFailed:
 		return nil
+	case transient(err):
+		return err
 	}
-	return err
+	p.log.Warn("provisioner: the output could not be archived; /data still is", "sliver", sliverURN, "err", err)
+	return nil
 }
 
 // serveLogs answers an authorized POST /data/<name>.log: live from the
