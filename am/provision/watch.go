@@ -113,34 +113,47 @@ func (p *Provisioner) watchAgent(ctx context.Context, n store.AgentNode, key str
 }
 
 // checkSlivers brings the named slivers of a node in line with what their
-// agent reports, as the health poll does, reading only their statuses. A
+// agent reports, as the health poll does, reading only their statuses, and
+// only of slivers without a job under way (the job reports itself). A
 // sliver the agent no longer knows is left to the next full check, which
 // tells a lost sliver from a deleted one.
 func (p *Provisioner) checkSlivers(ctx context.Context, n store.AgentNode, c *agent.Client, ids []string) {
+	slivers, err := p.st.NodeSlivers(ctx, n.Name)
+	if err != nil {
+		return
+	}
 	pendingBefore, err := p.st.PendingJobSlivers(ctx, n.Name)
 	if err != nil {
 		return
 	}
-	byID := map[string]agent.Status{}
+	byID := make(map[string]am.Sliver, len(slivers))
+	for _, s := range slivers {
+		if !pendingBefore[s.URN] {
+			byID[AgentID(s.URN)] = s
+		}
+	}
+	reports := map[string]agent.Status{}
 	for _, id := range ids {
+		if _, ok := byID[id]; !ok {
+			continue
+		}
 		actx, cancel := context.WithTimeout(ctx, p.cfg.AgentTimeout)
 		st, err := c.Status(actx, id)
 		cancel()
 		if err == nil {
-			byID[id] = st
+			reports[id] = st
 		}
 	}
-	slivers, err := p.st.NodeSlivers(ctx, n.Name)
-	if err != nil {
+	if len(reports) == 0 {
 		return
 	}
 	pending, err := p.st.PendingJobSlivers(ctx, n.Name)
 	if err != nil {
 		return
 	}
-	for _, s := range slivers {
-		st, ok := byID[AgentID(s.URN)]
-		if !ok || pending[s.URN] || pendingBefore[s.URN] {
+	for id, st := range reports {
+		s := byID[id]
+		if pending[s.URN] {
 			continue
 		}
 		if u := agentUpdate(s, st, n); u != nil {
