@@ -45,11 +45,13 @@ type served struct {
 	dbURL  string
 	amURL  string
 	opsURL string
-	pki    *devenv.PKI
-	client *http.Client
-	chain  []*x509.Certificate
-	logBuf *syncWriter
-	pool   *pgxpool.Pool
+	// consoleURL is the web console's https://host:port, when console.listen is set.
+	consoleURL string
+	pki        *devenv.PKI
+	client     *http.Client
+	chain      []*x509.Certificate
+	logBuf     *syncWriter
+	pool       *pgxpool.Pool
 }
 
 func serveForTest(t *testing.T) *served {
@@ -65,6 +67,12 @@ func serveForTest(t *testing.T) *served {
 // one: let only one of them seed the demo inventory).
 func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	t.Helper()
+	return serveConfigured(t, pki, dbURL, seed, nil)
+}
+
+// serveConfigured is serveOn with a last say on the configuration.
+func serveConfigured(t *testing.T, pki *devenv.PKI, dbURL string, seed bool, tweak func(*config.Config)) *served {
+	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +84,11 @@ func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	cfg.TLS.Cert, cfg.TLS.Key = pki.File("am")
 	cfg.TLS.TrustedRoots = pki.TrustedRoots
 	cfg.Log.Format = "json"
+	if tweak != nil {
+		tweak(cfg)
+	}
 	log := slog.New(slog.NewJSONHandler(s.logBuf, nil))
-	hooks := &serveHooks{}
+	hooks := &serveHooks{consoleReady: func(a net.Addr) { s.consoleURL = "https://" + a.String() }}
 	if seed {
 		hooks.afterMigrate = func(ctx context.Context, db *pgx.Conn) error {
 			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
