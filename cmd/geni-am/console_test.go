@@ -1,22 +1,29 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
+	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/store/pgtest"
+	"github.com/jackc/pgx/v5"
 )
 
 const consoleToken = "operator-token-for-tests-0123"
@@ -31,11 +38,25 @@ type consoleWorld struct {
 	bob, carol    *devpki.Identity
 }
 
-func newConsoleWorld(t *testing.T) *consoleWorld {
+// With agents, node1 has a node agent on the Docker engine (node2 and node3
+// point at addresses where none answers: unreachable) and the sliver runs
+// the demo image once, bound to node1, exiting with code 3.
+func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	t.Helper()
 	pki, err := devenv.EnsurePKI(filepath.Join(t.TempDir(), "pki"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	rspec, err := os.ReadFile("../../docs/examples/request-one-container.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agentURL string
+	if agents {
+		var ok bool
+		if rspec, agentURL, ok = consoleAgent(t, pki); !ok {
+			return nil
+		}
 	}
 	carol, err := pki.CH.IssueUser("carol", "carol@"+devenv.Authority)
 	if err != nil {
@@ -45,11 +66,29 @@ func newConsoleWorld(t *testing.T) *consoleWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := serveConfigured(t, pki, pgtest.NewDatabase(t), true, func(c *config.Config) {
+	s := serveConfigured(t, pki, pgtest.NewDatabase(t), true, func(c *config.Config, h *serveHooks) {
 		c.Console.Listen = "127.0.0.1:0"
 		c.Console.Token = consoleToken
 		c.Console.Operators = urnOf(carol)
 		c.Console.Poll = 200 * time.Millisecond
+		if agentURL == "" {
+			return
+		}
+		c.Agents.Cert, c.Agents.Key = pki.File("am-agent-client")
+		c.Agents.CA, _ = pki.File("agents-ca")
+		c.VarDir = t.TempDir()
+		c.Provisioning.HealthInterval = 500 * time.Millisecond
+		h.allowLocalImages = true
+		seed := h.afterMigrate
+		h.afterMigrate = func(ctx context.Context, db *pgx.Conn) error {
+			if err := seed(ctx, db); err != nil {
+				return err
+			}
+			// node2 and node3 keep make run's addresses, where no agent of
+			// this PKI answers.
+			_, err := db.Exec(ctx, "UPDATE nodes SET agent_url = $1 WHERE name = 'node1'", agentURL)
+			return err
+		}
 	})
 	w := &consoleWorld{served: s, bob: bob, carol: carol}
 	slice, sliceCred, err := pki.CH.CreateSlice(s.chain, "console", time.Now().Add(24*time.Hour))
@@ -57,10 +96,6 @@ func newConsoleWorld(t *testing.T) *consoleWorld {
 		t.Fatal(err)
 	}
 	w.slice, w.sliceCred = slice.URN, sliceCred
-	rspec, err := os.ReadFile("../../docs/examples/request-one-container.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	alloc := s.call("Allocate", slice.URN, creds(sliceCred), string(rspec), map[string]any{})
 	if opsGeniCode(alloc) != 0 {
 		t.Fatalf("Allocate: %v", alloc["output"])
@@ -69,6 +104,57 @@ func newConsoleWorld(t *testing.T) *consoleWorld {
 	// A failed call for the audit search: Status of a sliver that is not there.
 	s.call("Status", []any{"urn:publicid:IDN+geniam.localhost+sliver+00000000"}, creds(sliceCred), map[string]any{})
 	return w
+}
+
+// consoleAgent builds the demo image and serves a node agent for node1 on a
+// free loopback port until the test ends; it returns a request RSpec of one
+// run-once container bound to node1 and the agent's URL. Without Docker it
+// skips (or fails under GENIAM_REQUIRE_DOCKER=1) and returns ok false.
+func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL string, ok bool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	if why := provision.DockerAvailable(ctx); why != "" {
+		cancel()
+		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1): %s", why)
+		}
+		t.Skipf("no Docker engine: %s", why)
+		return nil, "", false
+	}
+	images := t.TempDir()
+	tar := filepath.Join(images, "demo.tar")
+	sum, err := provision.BuildDemoImage(ctx, tar, fmt.Sprintf("geniam.test/console/demo:%d", os.Getpid()))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	instance := fmt.Sprintf("geniam-consoletest-%d", os.Getpid())
+	caFile, _ := pki.File("agents-ca")
+	addr, err := startDevAgent(ctx, t.TempDir(), images, caFile, pki, "node1", "127.0.0.1", "0", instance,
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		removeLabelled(instance)
+	})
+	return []byte(fmt.Sprintf(`<rspec xmlns="http://www.geni.net/resources/rspec/3"
+       xmlns:geniam="http://geniam.github.io/rspec/ext/geniam/1" type="request">
+  <node client_id="once" component_manager_id="%s" component_id="urn:publicid:IDN+%s+node+node1">
+    <sliver_type name="container"><disk_image name="%s" geniam:sha256="%s"/></sliver_type>
+    <services><execute shell="exec" command="/demo -once -exit 3"/></services>
+  </node>
+</rspec>`, devenv.AMURN, devenv.Authority, tar, sum)), "https://" + addr.String(), true
+}
+
+// removeLabelled removes the containers an agent instance left behind.
+func removeLabelled(instance string) {
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+agent.LabelInstance+"="+instance).Output()
+	for _, id := range strings.Fields(string(out)) {
+		_ = exec.Command("docker", "rm", "-f", id).Run()
+	}
 }
 
 func urnOf(id *devpki.Identity) string {
@@ -118,7 +204,7 @@ func get(t *testing.T, c *http.Client, u string, status int) string {
 // certificate or the token; an experimenter their own slices only; an
 // operator (certificate or token) everything.
 func TestConsoleAccess(t *testing.T) {
-	w := newConsoleWorld(t)
+	w := newConsoleWorld(t, false)
 	u := w.consoleURL
 	name := shortName(w.sliver)
 

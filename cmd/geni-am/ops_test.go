@@ -71,7 +71,7 @@ func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 }
 
 // serveConfigured is serveOn with a last say on the configuration.
-func serveConfigured(t *testing.T, pki *devenv.PKI, dbURL string, seed bool, tweak func(*config.Config)) *served {
+func serveConfigured(t *testing.T, pki *devenv.PKI, dbURL string, seed bool, tweak func(*config.Config, *serveHooks)) *served {
 	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
@@ -84,15 +84,15 @@ func serveConfigured(t *testing.T, pki *devenv.PKI, dbURL string, seed bool, twe
 	cfg.TLS.Cert, cfg.TLS.Key = pki.File("am")
 	cfg.TLS.TrustedRoots = pki.TrustedRoots
 	cfg.Log.Format = "json"
-	if tweak != nil {
-		tweak(cfg)
-	}
 	log := slog.New(slog.NewJSONHandler(s.logBuf, nil))
 	hooks := &serveHooks{consoleReady: func(a net.Addr) { s.consoleURL = "https://" + a.String() }}
 	if seed {
 		hooks.afterMigrate = func(ctx context.Context, db *pgx.Conn) error {
 			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
 		}
+	}
+	if tweak != nil {
+		tweak(cfg, hooks)
 	}
 	// The operations port is picked free and then bound by serve: another
 	// process may take it in between, so try again with another one.
