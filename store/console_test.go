@@ -1,0 +1,86 @@
+package store_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/store"
+)
+
+// TestConsoleReads covers what the web console reads: an experimenter's
+// slices, slivers narrowed to them, audit rows by node and by sliver, usage
+// over time from sliver_history, and the change mark.
+func TestConsoleReads(t *testing.T) {
+	e := newEnv(t)
+	e.addNode("n1", 4)
+	e.addNode("n2", 4)
+	const bob = "urn:publicid:IDN+ch.test+user+bob"
+	sa, sb := sliceURN("ofalice"), sliceURN("ofbob")
+	before, err := e.store.ChangeMark(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, err := e.agg.Allocate(e.ctx, e.call(alice, am.Options{}), sa, request(container("a", "n1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := e.agg.Allocate(e.ctx, e.call(bob, am.Options{}), sb, request(container("b", "n2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := e.store.ChangeMark(e.ctx)
+	if err != nil || after == before {
+		t.Fatalf("change mark did not move: %q -> %q (%v)", before, after, err)
+	}
+
+	mine, err := e.store.SlicesOfUser(e.ctx, alice)
+	if err != nil || len(mine) != 1 || mine[0] != sa {
+		t.Fatalf("alice's slices %v %v", mine, err)
+	}
+	none, err := e.store.SlicesOfUser(e.ctx, "urn:publicid:IDN+ch.test+user+nobody")
+	if err != nil || none == nil || len(none) != 0 {
+		t.Fatalf("nobody's slices %#v %v", none, err)
+	}
+	for _, c := range []struct {
+		slices []string
+		want   int
+	}{{nil, 2}, {mine, 1}, {none, 0}} {
+		got, err := e.store.AdminSlivers(e.ctx, store.SliverFilter{Slices: c.slices})
+		if err != nil || len(got) != c.want {
+			t.Errorf("slivers of %v: %d, want %d (%v)", c.slices, len(got), c.want, err)
+		}
+	}
+
+	r1 := &am.AuditRecord{At: time.Now(), LogID: "l1", Method: "Allocate", Caller: alice}
+	r1.NoteSlice(sa)
+	r1.NoteSlivers(ra.Slivers[0].URN)
+	r2 := &am.AuditRecord{At: time.Now(), LogID: "l2", Method: "Allocate", Caller: bob}
+	r2.NoteSlice(sb)
+	r2.NoteSlivers(rb.Slivers[0].URN)
+	if err := store.WriteAudit(e.ctx, e.pool, r1, r2); err != nil {
+		t.Fatal(err)
+	}
+	byNode, err := e.store.Audit(e.ctx, store.AuditFilter{Node: "n2"})
+	if err != nil || len(byNode) != 1 || byNode[0].LogID != "l2" {
+		t.Errorf("audit by node n2: %+v %v", byNode, err)
+	}
+	bySliver, err := e.store.Audit(e.ctx, store.AuditFilter{Sliver: ra.Slivers[0].URN})
+	if err != nil || len(bySliver) != 1 || bySliver[0].LogID != "l1" {
+		t.Errorf("audit by sliver: %+v %v", bySliver, err)
+	}
+
+	if _, err := e.agg.Delete(e.ctx, e.call(bob, am.Options{}), []string{sb}); err != nil {
+		t.Fatal(err)
+	}
+	pts, err := e.store.Usage(e.ctx, time.Now().Add(-time.Minute), time.Second)
+	if err != nil || len(pts) < 60 {
+		t.Fatalf("usage: %d points, %v", len(pts), err)
+	}
+	if first, last := pts[0], pts[len(pts)-1]; first.Slivers != 0 || last.Slivers != 1 || last.Nodes != 1 {
+		t.Errorf("usage from %+v to %+v, want 0 then 1 sliver on 1 node", first, last)
+	}
+	if _, err := e.store.Usage(e.ctx, time.Now().Add(-24*time.Hour), time.Second); err == nil {
+		t.Error("86,400 usage points were not refused")
+	}
+}
