@@ -136,6 +136,8 @@ type view struct {
 	Query  url.Values
 	Data   any
 	Error  string
+	// TokenLogin: the login page offers the operator token's form.
+	TokenLogin bool
 }
 
 // page wraps a page's data function with the viewer check and rendering.
@@ -147,7 +149,7 @@ func (c *Console) page(name string, data func(r *http.Request, v *viewer) (strin
 			return
 		}
 		if v == nil {
-			c.render(w, http.StatusUnauthorized, "login", view{Title: "Sign in", Page: "login", Query: r.URL.Query()})
+			c.render(w, http.StatusUnauthorized, "login", view{Title: "Sign in", Page: "login", TokenLogin: c.cfg.Token != ""})
 			return
 		}
 		if operatorOnly && !v.Operator {
@@ -222,14 +224,14 @@ func (c *Console) errorText(r *http.Request, err error) (int, string) {
 }
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
-	c.render(w, http.StatusOK, "login", view{Title: "Sign in", Page: "login", Viewer: c.viewerOf(r), Query: r.URL.Query()})
+	c.render(w, http.StatusOK, "login", view{Title: "Sign in", Page: "login", Viewer: c.viewerOf(r), TokenLogin: c.cfg.Token != ""})
 }
 
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	if !c.tokenOK(r.PostFormValue("token")) {
 		time.Sleep(500 * time.Millisecond) // a guesser gets two tries a second per connection
-		c.render(w, http.StatusForbidden, "login", view{Title: "Sign in", Page: "login", Error: "wrong token"})
+		c.render(w, http.StatusForbidden, "login", view{Title: "Sign in", Page: "login", Error: "wrong token", TokenLogin: c.cfg.Token != ""})
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: c.sessionValue(), Path: "/", HttpOnly: true, Secure: true,
