@@ -240,7 +240,11 @@ func TestEventsTellOfChanges(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go x.c.Run(ctx)
-	srv := httptest.NewServer(x.c)
+	srv := httptest.NewUnstartedServer(x.c)
+	// The stream outlives the listener's ReadTimeout (cmd/geni-am sets 30 s;
+	// net/http clears the deadline once a body-less request is read).
+	srv.Config.ReadTimeout = 200 * time.Millisecond
+	srv.Start()
 	defer srv.Close()
 	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/events", nil)
 	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: x.c.sessionValue()})
@@ -264,7 +268,10 @@ func TestEventsTellOfChanges(t *testing.T) {
 	}()
 	next := func(within time.Duration) bool {
 		select {
-		case <-events:
+		case _, open := <-events:
+			if !open {
+				t.Fatal("the event stream ended")
+			}
 			return true
 		case <-time.After(within):
 			return false
@@ -277,6 +284,7 @@ func TestEventsTellOfChanges(t *testing.T) {
 	if next(300 * time.Millisecond) {
 		t.Error("a change event while nothing changed")
 	}
+	time.Sleep(300 * time.Millisecond)
 	x.src.mark.Add(1)
 	if !next(5 * time.Second) {
 		t.Fatal("no change event after a change")

@@ -115,9 +115,6 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.hub.unsubscribe(ch)
-	// The listener's ReadTimeout would end the stream (and cancel its
-	// context) after 30 s: this request has no body to wait for.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
