@@ -71,29 +71,73 @@ type UsagePoint struct {
 // Usage samples live slivers and nodes in use every step from since to now,
 // from sliver_history (a sliver lives from its first row to its
 // geni_unallocated row). At most 500 points.
+//
+// It reads only the slivers that lived in the window: those live now and
+// those with a history row since then. Rows are appended in time order, so
+// the window's rows are found by walking the primary key back from the end
+// (no index on at is needed); the counting is done here.
 func (s *Store) Usage(ctx context.Context, since time.Time, step time.Duration) ([]UsagePoint, error) {
 	now := time.Now()
 	if step <= 0 || now.Sub(since)/step > 500 {
 		return nil, fmt.Errorf("usage: %v steps of %v is too many points", now.Sub(since), step)
 	}
-	rows, err := s.pool.Query(ctx, `WITH life AS (
-			SELECT sliver_urn, min(node_name) AS node, min(at) AS born,
-				max(at) FILTER (WHERE allocation_state = 'geni_unallocated') AS died
-			FROM sliver_history GROUP BY sliver_urn),
-		t AS (SELECT generate_series($1::timestamptz, $2::timestamptz, make_interval(secs => $3)) AS at)
-		SELECT t.at, count(l.sliver_urn)::int, count(DISTINCT l.node)::int
-		FROM t LEFT JOIN life l ON l.born <= t.at AND (l.died IS NULL OR l.died > t.at)
-		GROUP BY t.at ORDER BY t.at`, since, now, step.Seconds())
+	rows, err := s.pool.Query(ctx, `WITH cut AS (
+			SELECT coalesce((SELECT id FROM sliver_history WHERE at < $1 ORDER BY id DESC LIMIT 1), 0) AS id),
+		lived AS (SELECT sliver_urn FROM sliver_history WHERE id > (SELECT id FROM cut)
+			UNION SELECT urn FROM slivers)
+		SELECT min(h.node_name), min(h.at), max(h.at) FILTER (WHERE h.allocation_state = 'geni_unallocated')
+		FROM lived l JOIN sliver_history h ON h.sliver_urn = l.sliver_urn
+		GROUP BY l.sliver_urn`, since)
 	if err != nil {
 		return nil, cleanError("usage", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (UsagePoint, error) {
-		var p UsagePoint
-		err := r.Scan(&p.At, &p.Slivers, &p.Nodes)
-		p.At = p.At.UTC()
-		return p, err
+	n := int(now.Sub(since)/step) + 1 // samples at since + k*step, k < n
+	index := func(t time.Time) int { // the first sample at or after t
+		k := int((t.Sub(since) + step - 1) / step)
+		return max(0, min(k, n))
+	}
+	slivers := make([]int, n+1) // +1 at birth, -1 at death, summed below
+	nodes := map[string][]int{}
+	var node string
+	var born time.Time
+	var died *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&node, &born, &died}, func() error {
+		from, to := index(born), n
+		if died != nil {
+			to = index(*died)
+		}
+		if from >= to {
+			return nil
+		}
+		slivers[from]++
+		slivers[to]--
+		d := nodes[node]
+		if d == nil {
+			d = make([]int, n+1)
+			nodes[node] = d
+		}
+		d[from]++
+		d[to]--
+		return nil
 	})
-	return out, cleanError("usage", err)
+	if err != nil {
+		return nil, cleanError("usage", err)
+	}
+	out := make([]UsagePoint, n)
+	live := 0
+	for k := range out {
+		live += slivers[k]
+		out[k] = UsagePoint{At: since.Add(time.Duration(k) * step).UTC(), Slivers: live}
+	}
+	for _, d := range nodes {
+		held := 0
+		for k := range out {
+			if held += d[k]; held > 0 {
+				out[k].Nodes++
+			}
+		}
+	}
+	return out, nil
 }
 
 // ChangeMark is a value that moves whenever something the console shows

@@ -1,11 +1,13 @@
 package store_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/pgtest"
 )
 
 // TestConsoleReads covers what the web console reads: an experimenter's
@@ -83,4 +85,41 @@ func TestConsoleReads(t *testing.T) {
 	if _, err := e.store.Usage(e.ctx, time.Now().Add(-24*time.Hour), time.Second); err == nil {
 		t.Error("86,400 usage points were not refused")
 	}
+}
+
+// BenchmarkConsoleUsage: the console's usage chart (24 h in 15-minute steps)
+// and its change mark over a sliver_history of 100,000 slivers' lives
+// (200,000 rows) spread over a week.
+func BenchmarkConsoleUsage(b *testing.B) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, pgtest.NewDatabase(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Pool().Exec(ctx, `INSERT INTO sliver_history (at, sliver_urn, slice_urn, node_name, event, actor, allocation_state, operational_state)
+		SELECT * FROM (
+			SELECT now() - (i * interval '6 seconds') + (d * interval '2 hours') AS at, 'urn:s' || i, 'urn:slice' || (i % 1000), 'node' || (i % 100),
+				CASE WHEN d = 0 THEN 'Allocate' ELSE 'Delete' END, 'urn:u', CASE WHEN d = 0 THEN 'geni_allocated' ELSE 'geni_unallocated' END, ''
+			FROM generate_series(1, 100000) AS i, generate_series(0, 1) AS d) x
+		WHERE at < now() ORDER BY at`); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := st.Pool().Exec(ctx, "ANALYZE sliver_history"); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("usage-24h", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := st.Usage(ctx, time.Now().Add(-24*time.Hour), 15*time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("change-mark", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := st.ChangeMark(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

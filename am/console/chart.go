@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"fmt"
 	"html"
 	"net/http"
@@ -19,8 +20,7 @@ func (c *Console) usageSVG(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, forbidden.Msg, http.StatusForbidden)
 		return
 	}
-	span := ranges[rangeOf(r)]
-	pts, err := c.cfg.Source.Usage(r.Context(), time.Now().Add(-span[0]), span[1])
+	pts, err := c.usage(r.Context(), rangeOf(r))
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -28,6 +28,39 @@ func (c *Console) usageSVG(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "image/svg+xml")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write([]byte(usageChart(pts, rangeOf(r))))
+}
+
+// usedChart is the last usage read for one range.
+type usedChart struct {
+	mark string // the store's change mark when it was read
+	at   time.Time
+	pts  []store.UsagePoint
+}
+
+// usage reads the points of a range, or reuses the last reading while the
+// store's change mark has not moved and the window has not slid by a step:
+// every open overview asks for the chart after each change, and the query
+// reads all of sliver_history.
+func (c *Console) usage(ctx context.Context, rng string) ([]store.UsagePoint, error) {
+	span := ranges[rng]
+	mark, err := c.cfg.Source.ChangeMark(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.chartMu.Lock()
+	last, ok := c.charts[rng]
+	c.chartMu.Unlock()
+	if ok && last.mark == mark && time.Since(last.at) < span[1] {
+		return last.pts, nil
+	}
+	pts, err := c.cfg.Source.Usage(ctx, time.Now().Add(-span[0]), span[1])
+	if err != nil {
+		return nil, err
+	}
+	c.chartMu.Lock()
+	c.charts[rng] = usedChart{mark: mark, at: time.Now(), pts: pts}
+	c.chartMu.Unlock()
+	return pts, nil
 }
 
 // usageChart draws two step lines on one axis.

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -61,6 +62,9 @@ type Console struct {
 	pages map[string]*template.Template
 	mux   *http.ServeMux
 	hub   *hub
+
+	chartMu sync.Mutex
+	charts  map[string]usedChart // by range
 }
 
 //go:embed templates/*.html
@@ -80,7 +84,8 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, hub: newHub(cfg.Source, cfg.Poll, cfg.Log)}
+	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, hub: newHub(cfg.Source, cfg.Poll, cfg.Log),
+		charts: map[string]usedChart{}}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, err

@@ -186,6 +186,7 @@ func (w *consoleWorld) browser(t *testing.T, id *devpki.Identity) *http.Client {
 	return &http.Client{Timeout: 20 * time.Second, Jar: jar, Transport: &http.Transport{TLSClientConfig: cfg}}
 }
 
+// get fetches u with c and checks the status.
 func get(t *testing.T, c *http.Client, u string, status int) string {
 	t.Helper()
 	resp, err := c.Get(u)

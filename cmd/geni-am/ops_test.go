@@ -405,14 +405,5 @@ func TestEveryCallIsAudited(t *testing.T) {
 
 func httpGet(t *testing.T, url string, status int) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status {
-		t.Fatalf("GET %s: %s %s", url, resp.Status, body)
-	}
-	return string(body)
+	return get(t, http.DefaultClient, url, status)
 }
