@@ -92,7 +92,7 @@ func (s *Store) Usage(ctx context.Context, since time.Time, step time.Duration) 
 		return nil, cleanError("usage", err)
 	}
 	n := int(now.Sub(since)/step) + 1 // samples at since + k*step, k < n
-	index := func(t time.Time) int { // the first sample at or after t
+	index := func(t time.Time) int {  // the first sample at or after t
 		k := int((t.Sub(since) + step - 1) / step)
 		return max(0, min(k, n))
 	}
