@@ -123,7 +123,8 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
 	}
 	images := t.TempDir()
 	tar := filepath.Join(images, "demo.tar")
-	sum, err := provision.BuildDemoImage(ctx, tar, fmt.Sprintf("geniam.test/console/demo:%d", os.Getpid()))
+	tag := fmt.Sprintf("geniam.test/console/demo:%d", os.Getpid())
+	sum, err := provision.BuildDemoImage(ctx, tar, tag)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -139,6 +140,7 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
 	t.Cleanup(func() {
 		cancel()
 		removeLabelled(instance)
+		_ = exec.Command("docker", "rmi", "-f", tag).Run() // the agent loaded it from the tar under this tag
 	})
 	return []byte(fmt.Sprintf(`<rspec xmlns="http://www.geni.net/resources/rspec/3"
        xmlns:geniam="http://geniam.github.io/rspec/ext/geniam/1" type="request">
