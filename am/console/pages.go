@@ -19,7 +19,7 @@ import (
 type overviewData struct {
 	Nodes, NodesOK, SlotsUsed, SlotsTotal, Unreachable int
 	Slivers                                            []am.Sliver
-	JobsQueued, JobsFailed                             int
+	JobsQueued, JobsFailed                             int // counted up to jobsCounted
 	Range                                              string
 }
 
@@ -60,7 +60,7 @@ func (c *Console) overview(r *http.Request, v *viewer) (string, any, error) {
 		}
 	}
 	for _, st := range []string{"queued", "failed"} {
-		_, rows, err := c.cfg.Source.Jobs(ctx, store.JobFilter{State: st, Limit: 1000})
+		_, rows, err := c.cfg.Source.Jobs(ctx, store.JobFilter{State: st, Limit: jobsCounted})
 		if err != nil && !store.IsNoJobs(err) {
 			return "", nil, err
 		}
@@ -72,6 +72,9 @@ func (c *Console) overview(r *http.Request, v *viewer) (string, any, error) {
 	}
 	return "Overview", d, nil
 }
+
+// jobsCounted bounds the overview's job counts (shown as "1000+").
+const jobsCounted = 1000
 
 type nodeView struct {
 	store.NodeRow
@@ -229,6 +232,12 @@ var funcs = template.FuncMap{
 			return ""
 		}
 		return fmt.Sprint(*p)
+	},
+	"count": func(n int) string {
+		if n >= jobsCounted {
+			return fmt.Sprintf("%d+", jobsCounted)
+		}
+		return fmt.Sprint(n)
 	},
 	"pct": func(a, b int) int {
 		if b <= 0 {
