@@ -7,6 +7,8 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -210,6 +212,44 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if s := text("#sliver"); !strings.Contains(s, "exit code") || !strings.Contains(s, "once") {
 		t.Errorf("sliver page: %q", s)
+	}
+
+	// alice's view in the browser. Headless Chromium holds no GENI
+	// certificate, so a local proxy presents hers to the console, as her
+	// browser would: her slice, her sliver, no operator pages.
+	aliceTransport := w.browser(t, w.pki.User).Transport
+	target, _ := url.Parse(w.consoleURL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = aliceTransport
+	asAlice := httptest.NewServer(rp)
+	defer asAlice.Close()
+	// The operator signs out first: cookies are per host, not per port, so
+	// the proxy's pages would otherwise carry the operator's session.
+	if err := chromedp.Run(ctx,
+		chromedp.Click(`form[action="/logout"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible(`input[name=token]`, chromedp.ByQuery),
+	); err != nil {
+		t.Fatalf("sign out: %v", err)
+	}
+	actx, cancelTab := chromedp.NewContext(ctx)
+	defer cancelTab()
+	if err := chromedp.Run(actx,
+		chromedp.Navigate(asAlice.URL+"/"),
+		chromedp.WaitVisible(row, chromedp.ByQuery),
+		chromedp.WaitVisible("#live.on", chromedp.ByQuery),
+		shot("experimenter.png"),
+	); err != nil {
+		t.Fatalf("alice's overview: %v", err)
+	}
+	var header, page string
+	if err := chromedp.Run(actx, chromedp.Text("header", &header, chromedp.ByQuery), chromedp.Text("main", &page, chromedp.ByQuery)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(header, "experimenter · alice") || strings.Contains(header, "Nodes") || strings.Contains(header, "Jobs") {
+		t.Errorf("alice's header: %q", header)
+	}
+	if !strings.Contains(page, "console") || strings.Contains(page, "nodes taking slivers") {
+		t.Errorf("alice's overview: %q", page)
 	}
 
 	// alice downloads /data through the console with her certificate and
