@@ -226,6 +226,21 @@ func TestConsoleAccess(t *testing.T) {
 	}
 	resp.Body.Close()
 
+	// A certificate the trusted roots do not vouch for is refused in the
+	// handshake, as on the AM listener.
+	foreign, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+elsewhere+authority+sa", KeyBits: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallory, err := foreign.Issue(devpki.Options{URN: "urn:publicid:IDN+elsewhere+user+mallory", KeyBits: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := w.browser(t, mallory).Get(u + "/"); err == nil {
+		resp.Body.Close()
+		t.Errorf("an untrusted certificate got %s", resp.Status)
+	}
+
 	// alice (experimenter): her sliver, her calls, no operator pages.
 	alice := w.browser(t, w.pki.User)
 	body := get(t, alice, u+"/", http.StatusOK)
