@@ -166,6 +166,7 @@ type SliverFilter struct {
 	// Slices, when not nil, keeps only slivers of these slices (the
 	// console's experimenter view: an empty list matches nothing).
 	Slices []string
+	Limit  int // at most this many, oldest first; 0: all
 }
 
 // AdminSlivers lists live slivers matching f, oldest first.
@@ -173,8 +174,16 @@ func (s *Store) AdminSlivers(ctx context.Context, f SliverFilter) ([]am.Sliver, 
 	out, err := collectSlivers(s.pool.Query(ctx, "SELECT "+sliverColumns+` FROM slivers v JOIN nodes n ON n.name = v.node_name
 		WHERE ($1 = '' OR v.node_name = $1) AND ($2 = '' OR v.slice_urn = $2) AND ($3 = '' OR v.created_by = $3)
 		  AND ($4 = '' OR v.urn = $4) AND ($5::text[] IS NULL OR v.slice_urn = ANY($5))
-		ORDER BY v.created_at, v.urn`, f.Node, f.Slice, f.User, f.URN, f.Slices))
+		ORDER BY v.created_at, v.urn LIMIT $6`, f.Node, f.Slice, f.User, f.URN, f.Slices, limitOrAll(f.Limit)))
 	return out, cleanError("list slivers", err)
+}
+
+// limitOrAll is a LIMIT argument: NULL (no limit) for 0.
+func limitOrAll(n int) any {
+	if n <= 0 {
+		return nil
+	}
+	return n
 }
 
 // HistoryRow is one row of sliver_history.

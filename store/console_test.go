@@ -46,9 +46,10 @@ func TestConsoleReads(t *testing.T) {
 	}
 	for _, c := range []struct {
 		slices []string
+		limit  int
 		want   int
-	}{{nil, 2}, {mine, 1}, {none, 0}} {
-		got, err := e.store.AdminSlivers(e.ctx, store.SliverFilter{Slices: c.slices})
+	}{{nil, 0, 2}, {mine, 0, 1}, {none, 0, 0}, {nil, 1, 1}} {
+		got, err := e.store.AdminSlivers(e.ctx, store.SliverFilter{Slices: c.slices, Limit: c.limit})
 		if err != nil || len(got) != c.want {
 			t.Errorf("slivers of %v: %d, want %d (%v)", c.slices, len(got), c.want, err)
 		}

@@ -59,6 +59,9 @@ func (f *fakeSource) AdminSlivers(ctx context.Context, flt store.SliverFilter) (
 		}
 		out = append(out, s)
 	}
+	if flt.Limit > 0 && len(out) > flt.Limit {
+		out = out[:flt.Limit]
+	}
 	return out, f.fail
 }
 func (f *fakeSource) SliverHistory(ctx context.Context, urn string) ([]store.HistoryRow, error) {
@@ -203,6 +206,19 @@ func TestWhoSeesWhat(t *testing.T) {
 	x.c.ServeHTTP(rec, r)
 	if rec.Code != 401 {
 		t.Errorf("forged cookie: %d", rec.Code)
+	}
+}
+
+// TestTablesAreBounded: a table shows at most its bound and says there is
+// more.
+func TestTablesAreBounded(t *testing.T) {
+	x := newTester(t)
+	got, err := x.c.listSlivers(context.Background(), store.SliverFilter{}, 1)
+	if err != nil || len(got.Rows) != 1 || !got.More {
+		t.Fatalf("bounded to 1: %+v %v", got, err)
+	}
+	if got, _ := x.c.listSlivers(context.Background(), store.SliverFilter{}, 2); len(got.Rows) != 2 || got.More {
+		t.Fatalf("bounded to 2: %+v", got)
 	}
 }
 

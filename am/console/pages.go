@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -18,7 +19,7 @@ import (
 
 type overviewData struct {
 	Nodes, NodesOK, SlotsUsed, SlotsTotal, Unreachable int
-	Slivers                                            []am.Sliver
+	Slivers                                            slivers
 	JobsQueued, JobsFailed                             int // counted up to jobsCounted
 	Range                                              string
 }
@@ -31,7 +32,7 @@ func (c *Console) overview(r *http.Request, v *viewer) (string, any, error) {
 		f.Slices = v.Slices
 	}
 	var err error
-	if d.Slivers, err = c.cfg.Source.AdminSlivers(ctx, f); err != nil {
+	if d.Slivers, err = c.listSlivers(ctx, f, overviewSlivers); err != nil {
 		return "", nil, err
 	}
 	if !v.Operator {
@@ -100,13 +101,33 @@ func (c *Console) nodes(r *http.Request, v *viewer) (string, any, error) {
 	return "Nodes", out, nil
 }
 
+// slivers is a table's rows, cut at a bound: every open page renders its
+// tables again at each change, so none grows with the aggregate.
+type slivers struct {
+	Rows []am.Sliver
+	More bool // there are more than Rows
+}
+
+// overviewSlivers and pageSlivers bound the overview's and the slivers
+// page's tables.
+const overviewSlivers, pageSlivers = 50, 1000
+
+func (c *Console) listSlivers(ctx context.Context, f store.SliverFilter, max int) (slivers, error) {
+	f.Limit = max + 1
+	rows, err := c.cfg.Source.AdminSlivers(ctx, f)
+	if len(rows) > max {
+		return slivers{Rows: rows[:max], More: true}, err
+	}
+	return slivers{Rows: rows}, err
+}
+
 func (c *Console) slivers(r *http.Request, v *viewer) (string, any, error) {
 	q := r.URL.Query()
 	f := store.SliverFilter{Node: q.Get("node"), Slice: q.Get("slice"), User: q.Get("user")}
 	if !v.Operator {
 		f.Slices = v.Slices
 	}
-	out, err := c.cfg.Source.AdminSlivers(r.Context(), f)
+	out, err := c.listSlivers(r.Context(), f, pageSlivers)
 	return "Slivers", out, err
 }
 
