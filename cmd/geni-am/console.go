@@ -14,22 +14,18 @@ import (
 
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/console"
-	"github.com/geniam/geniam/am/provision"
-	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/store"
 )
 
 // serveConsole serves the web console (am/console) on console.listen until
 // ctx ends: HTTPS with the AM listener's TLS configuration, except that a
 // client certificate is optional (an operator may sign in with the token).
-// It returns the bound address.
-func serveConsole(ctx context.Context, cfg *config.Config, st *store.Store, prov *provision.Provisioner,
-	verifier *credentials.Verifier, apiTLS *tls.Config, log *slog.Logger) (net.Addr, error) {
+// data is the AM listener's /data handler, which the console's download
+// form goes through. It returns the bound address.
+func serveConsole(ctx context.Context, cfg *config.Config, st *store.Store, data http.Handler, apiTLS *tls.Config,
+	log *slog.Logger) (net.Addr, error) {
 	c := console.Config{Source: st, Operators: splitList(cfg.Console.Operators), Token: cfg.Console.Token,
-		Poll: cfg.Console.Poll, Log: log}
-	if prov != nil {
-		c.Data = prov.DataHandler(verifier)
-	}
+		Poll: cfg.Console.Poll, Data: data, Log: log}
 	con, err := console.New(c)
 	if err != nil {
 		return nil, err

@@ -58,12 +58,12 @@ func asProvisioner(p *provision.Provisioner) am.Provisioner {
 
 // withData mounts /data/ (sliver data downloads) next to the XML-RPC
 // handler on the same TLS listener.
-func withData(api http.Handler, p *provision.Provisioner, auth am.Authorizer) http.Handler {
-	if p == nil {
+func withData(api, data http.Handler) http.Handler {
+	if data == nil {
 		return api
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/data/", p.DataHandler(auth))
+	mux.Handle("/data/", data)
 	mux.Handle("/", api)
 	return mux
 }

@@ -184,7 +184,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log, Auditor: ops})
 	// The request timeout bounds AM API calls; /data downloads stream for as long as they need.
 	apiTLS := geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log)
-	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), prov, verifier), apiTLS)
+	// POST /data/<sliver>.tar, on the AM listener and behind the console's
+	// download form alike (nil without a provisioner).
+	var data http.Handler
+	if prov != nil {
+		data = prov.DataHandler(verifier)
+	}
+	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), data), apiTLS)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -211,7 +217,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		}
 	}
 	if cfg.Console.Listen != "" {
-		addr, err := serveConsole(ctx, cfg, st, prov, verifier, apiTLS, log) // console.go
+		addr, err := serveConsole(ctx, cfg, st, data, apiTLS, log) // console.go
 		if err != nil {
 			return err
 		}
