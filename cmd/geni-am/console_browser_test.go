@@ -64,6 +64,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe),
 		chromedp.Flag("ignore-certificate-errors", true), // the dev PKI's aggregate certificate
 		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 860),
+		// Nothing leaves the host: no name resolves, no updater or ping runs.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("no-pings", true),
+		chromedp.Flag("disable-domain-reliability", true),
 		chromedp.UserDataDir(t.TempDir()))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelAlloc()
