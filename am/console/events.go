@@ -60,6 +60,7 @@ func (h *hub) count() int {
 
 func (h *hub) run(ctx context.Context) {
 	var last string
+	failing := false // logged once per outage, not at every poll
 	t := time.NewTicker(h.poll)
 	defer t.Stop()
 	for {
@@ -79,8 +80,15 @@ func (h *hub) run(ctx context.Context) {
 		mark, err := h.src.ChangeMark(qctx)
 		cancel()
 		if err != nil {
-			h.log.Warn("console: change mark", "err", err)
+			if !failing {
+				h.log.Warn("console: cannot read the change mark; open pages stop updating until it can", "err", err)
+			}
+			failing = true
 			continue
+		}
+		if failing {
+			h.log.Info("console: change mark readable again")
+			failing = false
 		}
 		if mark == last {
 			continue
