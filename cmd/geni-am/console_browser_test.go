@@ -166,6 +166,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("node1: %q", s)
 	}
 
+	// The job queue: the provision job that ran the container, done.
+	if err := chromedp.Run(ctx, chromedp.Navigate(w.consoleURL+"/jobs"), chromedp.WaitVisible("#jobs", chromedp.ByQuery), shot("jobs.png")); err != nil {
+		t.Fatal(err)
+	}
+	if s := text("#jobs tbody"); !strings.Contains(s, "provision") || !strings.Contains(s, "done") || !strings.Contains(s, name) {
+		t.Errorf("jobs: %q", s)
+	}
+
 	// Audit search by slice, typed into the form.
 	if err := chromedp.Run(ctx,
 		chromedp.Navigate(w.consoleURL+"/audit"),
