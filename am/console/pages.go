@@ -235,19 +235,6 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05")
 	},
-	"whenp": func(t *time.Time) string {
-		if t == nil {
-			return ""
-		}
-		return t.UTC().Format("2006-01-02 15:04:05")
-	},
-	"ago": func(t time.Time) string {
-		d := time.Since(t).Round(time.Second)
-		if d < 0 {
-			return "in " + (-d).String()
-		}
-		return d.String() + " ago"
-	},
 	"exit": func(p *int) string {
 		if p == nil {
 			return ""
