@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"io"
@@ -289,27 +288,15 @@ func TestConsoleInBrowser(t *testing.T) {
 			continue
 		}
 		if c.status == http.StatusOK {
-			if names := tarNames(t, data); len(names) == 0 {
+			file := filepath.Join(t.TempDir(), "data.tar")
+			if err := os.WriteFile(file, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if names := tarNames(t, file); len(names) == 0 {
 				t.Errorf("%s's download holds no files", c.who)
 			} else {
 				t.Logf("%s downloaded %d bytes of /data: %v", c.who, len(data), names)
 			}
 		}
-	}
-}
-
-func tarNames(t *testing.T, data []byte) []string {
-	t.Helper()
-	var names []string
-	tr := tar.NewReader(bytes.NewReader(data))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return names
-		}
-		if err != nil {
-			t.Fatalf("not a tar: %v", err)
-		}
-		names = append(names, h.Name)
 	}
 }

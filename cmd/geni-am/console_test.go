@@ -66,28 +66,26 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := serveConfigured(t, pki, pgtest.NewDatabase(t), true, func(c *config.Config, h *serveHooks) {
-		c.Console.Listen = "127.0.0.1:0"
-		c.Console.Token = consoleToken
-		c.Console.Operators = urnOf(carol)
-		c.Console.Poll = 200 * time.Millisecond
-		if agentURL == "" {
-			return
-		}
-		c.Agents.Cert, c.Agents.Key = pki.File("am-agent-client")
-		c.Agents.CA, _ = pki.File("agents-ca")
-		c.VarDir = t.TempDir()
-		c.Provisioning.HealthInterval = 500 * time.Millisecond
-		h.allowLocalImages = true
-		seed := h.afterMigrate
-		h.afterMigrate = func(ctx context.Context, db *pgx.Conn) error {
-			if err := seed(ctx, db); err != nil {
+	hooks := &serveHooks{allowLocalImages: agentURL != "",
+		afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
+			if err := devenv.SeedInventory(ctx, db, devenv.Authority, 3); err != nil || agentURL == "" {
 				return err
 			}
 			// node2 and node3 keep make run's addresses, where no agent of
 			// this PKI answers.
 			_, err := db.Exec(ctx, "UPDATE nodes SET agent_url = $1 WHERE name = 'node1'", agentURL)
 			return err
+		}}
+	s := serveWith(t, pki, pgtest.NewDatabase(t), hooks, func(c *config.Config) {
+		c.Console.Listen = "127.0.0.1:0"
+		c.Console.Token = consoleToken
+		c.Console.Operators = urnOf(carol)
+		c.Console.Poll = 200 * time.Millisecond
+		if agentURL != "" {
+			c.Agents.Cert, c.Agents.Key = pki.File("am-agent-client")
+			c.Agents.CA, _ = pki.File("agents-ca")
+			c.VarDir = t.TempDir()
+			c.Provisioning.HealthInterval = 500 * time.Millisecond
 		}
 	})
 	w := &consoleWorld{served: s, bob: bob, carol: carol}

@@ -67,11 +67,18 @@ func serveForTest(t *testing.T) *served {
 // one: let only one of them seed the demo inventory).
 func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	t.Helper()
-	return serveConfigured(t, pki, dbURL, seed, nil)
+	hooks := &serveHooks{}
+	if seed {
+		hooks.afterMigrate = func(ctx context.Context, db *pgx.Conn) error {
+			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
+		}
+	}
+	return serveWith(t, pki, dbURL, hooks, nil)
 }
 
-// serveConfigured is serveOn with a last say on the configuration.
-func serveConfigured(t *testing.T, pki *devenv.PKI, dbURL string, seed bool, tweak func(*config.Config, *serveHooks)) *served {
+// serveWith serves an aggregate on the database at dbURL with hooks (their
+// ready is set here); tune (if any) changes the configuration.
+func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, tune func(*config.Config)) *served {
 	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
@@ -85,14 +92,10 @@ func serveConfigured(t *testing.T, pki *devenv.PKI, dbURL string, seed bool, twe
 	cfg.TLS.TrustedRoots = pki.TrustedRoots
 	cfg.Log.Format = "json"
 	log := slog.New(slog.NewJSONHandler(s.logBuf, nil))
-	hooks := &serveHooks{consoleReady: func(a net.Addr) { s.consoleURL = "https://" + a.String() }}
-	if seed {
-		hooks.afterMigrate = func(ctx context.Context, db *pgx.Conn) error {
-			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
-		}
-	}
-	if tweak != nil {
-		tweak(cfg, hooks)
+	// The console's address, when console.listen is set.
+	hooks.consoleReady = func(a net.Addr) { s.consoleURL = "https://" + a.String() }
+	if tune != nil {
+		tune(cfg)
 	}
 	// The operations port is picked free and then bound by serve: another
 	// process may take it in between, so try again with another one.
