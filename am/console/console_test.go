@@ -308,4 +308,22 @@ func TestEventsTellOfChanges(t *testing.T) {
 	if n := x.c.hub.count(); n != 1 {
 		t.Errorf("%d listeners", n)
 	}
+	// One viewer cannot hold every stream.
+	var held []chan string
+	for {
+		ch, ok := x.c.hub.subscribe("(operator token)")
+		if !ok {
+			break
+		}
+		held = append(held, ch)
+	}
+	if len(held) != maxPerViewer-1 {
+		t.Errorf("the token opened %d more streams, want %d", len(held), maxPerViewer-1)
+	}
+	if _, ok := x.c.hub.subscribe(aliceURN); !ok {
+		t.Error("alice was refused a stream because of another viewer's")
+	}
+	for _, ch := range held {
+		x.c.hub.unsubscribe(ch)
+	}
 }

@@ -14,8 +14,10 @@ import (
 // every listener when it moved. The event carries no data: each page fetches
 // itself again, through the same access checks as any page view.
 
-// maxListeners bounds the open /events streams (each holds a connection).
-const maxListeners = 200
+// maxListeners bounds the open /events streams (each holds a connection),
+// maxPerViewer those of one certificate or of the token, so that one viewer
+// cannot take them all.
+const maxListeners, maxPerViewer = 200, 16
 
 type hub struct {
 	src  Source
@@ -23,22 +25,24 @@ type hub struct {
 	log  *slog.Logger
 
 	mu        sync.Mutex
-	listeners map[chan string]bool
+	listeners map[chan string]string // to the viewer's key
+	perViewer map[string]int
 	wake      chan struct{}
 }
 
 func newHub(src Source, poll time.Duration, log *slog.Logger) *hub {
-	return &hub{src: src, poll: poll, log: log, listeners: map[chan string]bool{}, wake: make(chan struct{}, 1)}
+	return &hub{src: src, poll: poll, log: log, listeners: map[chan string]string{}, perViewer: map[string]int{}, wake: make(chan struct{}, 1)}
 }
 
-func (h *hub) subscribe() (chan string, bool) {
+func (h *hub) subscribe(viewer string) (chan string, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.listeners) >= maxListeners {
+	if len(h.listeners) >= maxListeners || h.perViewer[viewer] >= maxPerViewer {
 		return nil, false
 	}
 	ch := make(chan string, 1)
-	h.listeners[ch] = true
+	h.listeners[ch] = viewer
+	h.perViewer[viewer]++
 	select {
 	case h.wake <- struct{}{}:
 	default:
@@ -48,8 +52,12 @@ func (h *hub) subscribe() (chan string, bool) {
 
 func (h *hub) unsubscribe(ch chan string) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	v := h.listeners[ch]
 	delete(h.listeners, ch)
-	h.mu.Unlock()
+	if h.perViewer[v]--; h.perViewer[v] <= 0 {
+		delete(h.perViewer, v)
+	}
 }
 
 func (h *hub) count() int {
@@ -108,7 +116,8 @@ func (h *hub) run(ctx context.Context) {
 // events is GET /events: a server-sent event "change" whenever the store
 // changed, and a comment every 15 s so proxies keep the stream open.
 func (c *Console) events(w http.ResponseWriter, r *http.Request) {
-	if c.viewerOf(r) == nil {
+	v := c.viewerOf(r)
+	if v == nil {
 		http.Error(w, "sign in first", http.StatusUnauthorized)
 		return
 	}
@@ -117,9 +126,13 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
-	ch, ok := c.hub.subscribe()
+	key := v.User
+	if key == "" {
+		key = "(operator token)"
+	}
+	ch, ok := c.hub.subscribe(key)
 	if !ok {
-		http.Error(w, "too many open consoles; try again later", http.StatusServiceUnavailable)
+		http.Error(w, "too many open console pages; close some (pages still work, without live updates)", http.StatusServiceUnavailable)
 		return
 	}
 	defer c.hub.unsubscribe(ch)
