@@ -59,12 +59,12 @@ func asProvisioner(p *provision.Provisioner) am.Provisioner {
 
 // withData mounts /data/ (sliver data downloads) next to the XML-RPC
 // handler on the same TLS listener.
-func withData(api http.Handler, p *provision.Provisioner, auth am.Authorizer) http.Handler {
-	if p == nil {
+func withData(api, data http.Handler) http.Handler {
+	if data == nil {
 		return api
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/data/", p.DataHandler(auth))
+	mux.Handle("/data/", data)
 	mux.Handle("/", api)
 	return mux
 }
@@ -101,7 +101,7 @@ func startDevAgents(ctx context.Context, dir string, pki *devenv.PKI, cfg *confi
 		agentLog = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	for _, n := range devAgentNodes {
-		if err := startDevAgent(ctx, dir, images, caFile, pki, n.name, n.ip, agentLog); err != nil {
+		if _, err := startDevAgent(ctx, filepath.Join(dir, "agents", n.name), images, caFile, pki, n.name, n.ip, "1887", "geniam-dev-"+n.name, agentLog); err != nil {
 			lg.Warn("make run: node agent not started (its node will show as unreachable)", "node", n.name, "err", err)
 		}
 	}
@@ -124,54 +124,62 @@ func startDevAgents(ctx context.Context, dir string, pki *devenv.PKI, cfg *confi
 	return d
 }
 
-func startDevAgent(ctx context.Context, dir, images, caFile string, pki *devenv.PKI, name, ip string, lg *slog.Logger) error {
+// startDevAgent serves a node agent in this process on ip:port (port "0":
+// any) until ctx ends, with its containers labelled instance, and returns
+// its address.
+func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *devenv.PKI, name, ip, port, instance string, lg *slog.Logger) (net.Addr, error) {
 	if _, err := pki.AgentIdentity(name, net.ParseIP(ip)); err != nil {
-		return err
+		return nil, err
 	}
 	certFile, keyFile := pki.File("agent-" + name)
 	tlsConf, err := agent.ServerTLSConfig(certFile, keyFile, caFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// SSH logins into the containers on <ip>:2222 (the manifest's <login>);
-	// without the port the agent still runs, without logins.
+	// SSH logins into the containers on <ip>:2222 (any port when the agent's
+	// is "0"), the manifest's <login>; without the port the agent still
+	// runs, without logins.
 	rt := docker.NewRuntime("")
-	acfg := agent.Config{StateDir: filepath.Join(dir, "agents", name), Instance: "geniam-dev-" + name,
+	acfg := agent.Config{StateDir: stateDir, Instance: instance,
 		AllowFileImages: true, FileImageDirs: []string{images}, Logger: lg.With("agent", name)}
-	sshLn, err := net.Listen("tcp", net.JoinHostPort(ip, "2222"))
+	sshPort := "2222"
+	if port == "0" {
+		sshPort = "0"
+	}
+	sshLn, err := net.Listen("tcp", net.JoinHostPort(ip, sshPort))
 	if err != nil {
 		lg.Warn("make run: no SSH login on this node", "node", name, "err", err)
 	} else {
-		acfg.LoginHost, acfg.LoginPort = ip, 2222
+		acfg.LoginHost, acfg.LoginPort = ip, sshLn.Addr().(*net.TCPAddr).Port
 	}
 	svc, err := agent.New(acfg, rt)
 	if err != nil {
 		if sshLn != nil {
 			sshLn.Close()
 		}
-		return err
+		return nil, err
 	}
 	if sshLn != nil {
-		sshSrv, err := sshlogin.New(sshlogin.Config{HostKeyFile: filepath.Join(acfg.StateDir, "ssh_host_ed25519_key"), Logger: lg.With("agent", name)}, svc, rt)
+		sshSrv, err := sshlogin.New(sshlogin.Config{HostKeyFile: filepath.Join(stateDir, "ssh_host_ed25519_key"), Logger: lg.With("agent", name)}, svc, rt)
 		if err != nil {
 			sshLn.Close()
 			svc.Close()
-			return err
+			return nil, err
 		}
 		go func() { _ = sshSrv.Serve(sshLn) }()
 		go func() { <-ctx.Done(); _ = sshSrv.Close() }()
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "1887"))
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
 	if err != nil {
 		svc.Close()
-		return err
+		return nil, err
 	}
 	srv := &http.Server{Handler: agent.NewHandler(svc, agent.HandlerOptions{Logger: lg}), TLSConfig: tlsConf,
 		ErrorLog: log.New(os.Stderr, "agent "+name+": ", 0)}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	go func() { <-ctx.Done(); _ = srv.Close(); svc.Close() }()
 	lg.Info("make run: node agent serving", "node", name, "url", "https://"+ln.Addr().String())
-	return nil
+	return ln.Addr(), nil
 }
 
 // demoRequest is a request RSpec of two demo containers, one run-once.
