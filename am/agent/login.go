@@ -79,6 +79,11 @@ func (s *Service) LoginTarget(id string) (LoginTarget, error) {
 	if r.TimeLimitKilled {
 		return LoginTarget{}, am.Errorf(am.Expired, "sliver %s used up its time limit", id)
 	}
+	if r.StoppedByRequest {
+		// geni_stop, Shutdown or the idle policy: no new logins, and the
+		// server ends open ones; geni_start lets them in again.
+		return LoginTarget{}, am.Errorf(am.Refused, "sliver %s is stopped", id)
+	}
 	return LoginTarget{SliverID: id, SliceURN: r.SliceURN, SliverURN: r.SliverURN, ContainerID: r.ContainerID,
 		Users: append([]User(nil), r.Spec.Users...)}, nil
 }

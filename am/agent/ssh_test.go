@@ -92,6 +92,18 @@ func TestSSHLogin(t *testing.T) {
 		t.Fatalf("after geni_update_users bob's key: exit %d, %q", code, out)
 	}
 
+	// Stopped (geni_stop, Shutdown): refused; started again: let in.
+	_, err = l.client.Stop(ctx, id)
+	must(t, err)
+	if out, code := l.ssh(t, alice, id, "/prog"); code != 255 {
+		t.Fatalf("a stopped sliver let ssh in: exit %d, %q", code, out)
+	}
+	_, err = l.client.Start(ctx, id)
+	must(t, err)
+	if out, code := l.ssh(t, alice, id, "/prog", "-out", "back"); code != 0 || !strings.Contains(out, "back") {
+		t.Fatalf("after Start: exit %d, %q", code, out)
+	}
+
 	// A session open at Delete is cut.
 	long := sshtest.Command(alice, "127.0.0.1", l.port, id, "/prog", "-sleep", "5m")
 	must(t, long.Start())
