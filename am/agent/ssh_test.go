@@ -122,3 +122,37 @@ func TestSSHLogin(t *testing.T) {
 		t.Fatal("a session open at Delete was not ended")
 	}
 }
+
+// The exec a login uses: a TTY of the asked size, and a window change
+// reaching the process (sshlogin forwards window-change requests here).
+func TestExecTerminalSize(t *testing.T) {
+	needDocker(t)
+	a := startAgent(t, testConfig(t))
+	ctx := ctxT(t, 2*time.Minute)
+	a.fetched(t, "tty")
+	st, _, err := a.client.Run(ctx, "tty", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}})
+	must(t, err)
+	rt := docker.NewRuntime("")
+	run := func(resize bool) string {
+		var out strings.Builder
+		p, err := rt.Exec(ctx, st.Container.ID, agent.ExecSpec{Cmd: []string{"/prog", "-winsize", "1s"}, Tty: true, Rows: 30, Cols: 100}, &out, &out)
+		must(t, err)
+		defer p.Close()
+		if resize {
+			time.Sleep(200 * time.Millisecond)
+			must(t, p.Resize(ctx, 40, 120))
+		}
+		code, err := p.Wait(ctx)
+		must(t, err)
+		if code != 0 {
+			t.Fatalf("exit %d: %q", code, out.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	if got := run(false); got != "30 100" {
+		t.Errorf("terminal size %q, want the asked 30 100", got)
+	}
+	if got := run(true); got != "40 120" {
+		t.Errorf("terminal size after a resize %q, want 40 120", got)
+	}
+}

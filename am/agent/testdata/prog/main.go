@@ -1,6 +1,6 @@
 // Command prog is the program inside the agent tests' container image (built
 // FROM scratch as a static binary). What it does is chosen by flags, in this
-// order: -append, -write, -cat, -try-write, -out, -err, -sleep, then exit with -exit.
+// order: -append, -write, -cat, -try-write, -out, -err, -winsize, -sleep, then exit with -exit.
 package main
 
 import (
@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 type list []string
@@ -28,6 +29,7 @@ func main() {
 	flag.Var(&cats, "cat", "path: copy the file to stdout")
 	flag.Var(&appends, "append", "name: append a line to /data/name (counts runs)")
 	flag.Var(&tries, "try-write", "path: try to create the file; print the outcome on stdout")
+	winsize := flag.Duration("winsize", -1, "after this long, print the terminal size of stdin as \"rows cols\"")
 	flag.Parse()
 
 	for _, a := range appends {
@@ -66,6 +68,15 @@ func main() {
 	}
 	if *errs != "" {
 		fmt.Fprintln(os.Stderr, *errs)
+	}
+	if *winsize >= 0 {
+		time.Sleep(*winsize)
+		var ws struct{ Row, Col, X, Y uint16 }
+		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, 0, syscall.TIOCGWINSZ, uintptr(unsafe.Pointer(&ws))); e != 0 {
+			fmt.Println("no terminal:", e)
+		} else {
+			fmt.Println(ws.Row, ws.Col)
+		}
 	}
 	// As PID 1 the program gets no default signal handling: exit on TERM.
 	sig := make(chan os.Signal, 1)
