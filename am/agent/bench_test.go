@@ -55,30 +55,43 @@ func largeImage(b *testing.B) benchImage {
 		if bigErr = os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); bigErr != nil {
 			return
 		}
-		im := benchImage{name: "64MiB", tag: "geniam.test/agent/big:" + instance, tar: filepath.Join(imageDir, "big.docker.tar")}
-		if bigErr = run("docker", "build", "-q", "-t", im.tag, dir); bigErr != nil {
+		bigImage, bigErr = saveImage(dir, "64MiB", "big")
+		if bigErr != nil {
 			return
 		}
-		if bigErr = run("docker", "save", "-o", im.tar, im.tag); bigErr != nil {
-			return
-		}
-		out, _ := exec.Command("docker", "image", "inspect", "-f", "{{.Id}}", im.tag).Output()
-		im.id = strings.TrimSpace(string(out))
-		extraImages = append(extraImages, im.id)
-		if bigErr = run("docker", "rmi", im.tag); bigErr != nil {
-			return
-		}
-		f, _ := os.Open(im.tar)
-		h := sha256.New()
-		n, _ := io.Copy(h, f)
-		f.Close()
-		im.digest, im.mb = hex.EncodeToString(h.Sum(nil)), float64(n)/1e6
-		bigImage = im
 	})
 	if bigErr != nil {
 		b.Fatal(bigErr)
 	}
 	return bigImage
+}
+
+// saveImage builds the image in dir, saves it as <name>.docker.tar in the
+// image server's directory, removes it from the engine (a fetch loads it)
+// and returns it; the run's cleanup removes it if a test loaded it.
+func saveImage(dir, label, name string) (benchImage, error) {
+	im := benchImage{name: label, tag: "geniam.test/agent/" + name + ":" + instance, tar: filepath.Join(imageDir, name+".docker.tar")}
+	if err := run("docker", "build", "-q", "-t", im.tag, dir); err != nil {
+		return im, err
+	}
+	if err := run("docker", "save", "-o", im.tar, im.tag); err != nil {
+		return im, err
+	}
+	out, _ := exec.Command("docker", "image", "inspect", "-f", "{{.Id}}", im.tag).Output()
+	im.id = strings.TrimSpace(string(out))
+	extraImages = append(extraImages, im.id)
+	if err := run("docker", "rmi", im.tag); err != nil {
+		return im, err
+	}
+	f, err := os.Open(im.tar)
+	if err != nil {
+		return im, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, _ := io.Copy(h, f)
+	im.digest, im.mb = hex.EncodeToString(h.Sum(nil)), float64(n)/1e6
+	return im, nil
 }
 
 // BenchmarkFetchToRunning measures, through the agent's v2 API over mutual

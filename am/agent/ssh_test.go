@@ -2,7 +2,10 @@ package agent_test
 
 import (
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +157,90 @@ func TestExecTerminalSize(t *testing.T) {
 	}
 	if got := run(true); got != "40 120" {
 		t.Errorf("terminal size after a resize %q, want 40 120", got)
+	}
+}
+
+// sftpImage is the test program plus Debian's sftp-server and the
+// libraries it loads (ldd), FROM scratch: an image that "allows" scp/sftp.
+func sftpImage(t *testing.T) benchImage {
+	t.Helper()
+	const server = "/usr/lib/openssh/sftp-server"
+	if _, err := os.Stat(server); err != nil {
+		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("%s is required (openssh-sftp-server)", server)
+		}
+		t.Skipf("no %s (openssh-sftp-server)", server)
+	}
+	out, err := exec.Command("ldd", server).Output()
+	must(t, err)
+	files := []string{server}
+	for _, line := range strings.Split(string(out), "\n") {
+		for _, f := range strings.Fields(line) {
+			if strings.HasPrefix(f, "/") {
+				files = append(files, f)
+			}
+		}
+	}
+	dir := t.TempDir()
+	df := "FROM scratch\nCOPY prog /prog\n"
+	for i, f := range files {
+		real, err := filepath.EvalSymlinks(f)
+		must(t, err)
+		b, err := os.ReadFile(real)
+		must(t, err)
+		name := "f" + strconv.Itoa(i)
+		must(t, os.WriteFile(filepath.Join(dir, name), b, 0o755))
+		df += "COPY " + name + " " + f + "\n"
+	}
+	prog, err := os.ReadFile(filepath.Join(testTmp, "build", "prog"))
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "prog"), prog, 0o755))
+	// sftp-server looks its user up, as any image with a user database allows.
+	must(t, os.WriteFile(filepath.Join(dir, "passwd"), []byte("root:x:0:0:root:/data:/prog\n"), 0o644))
+	df += "COPY passwd /etc/passwd\n"
+	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df+"ENTRYPOINT [\"/prog\"]\n"), 0o644))
+	im, err := saveImage(dir, "sftp", "sftp-"+randHex(3))
+	must(t, err)
+	t.Cleanup(func() { os.Remove(im.tar) })
+	return im
+}
+
+// scp and sftp into a real container whose image has an sftp server.
+func TestSCPIntoContainer(t *testing.T) {
+	needDocker(t)
+	l := startSSHAgent(t)
+	im := sftpImage(t)
+	alice := sshtest.NewKey(t, "alice")
+	ctx := ctxT(t, 2*time.Minute)
+	const id = "scp1"
+	_, err := l.client.Fetch(ctx, id, agent.FetchRequest{URL: imageServer.URL + "/" + filepath.Base(im.tar), SHA256: im.digest})
+	must(t, err)
+	_, err = l.client.WaitFetched(ctx, id, 50*time.Millisecond)
+	must(t, err)
+	_, _, err = l.client.Run(ctx, id, agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"},
+		Users: []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+alice", Keys: []string{alice.Public}}}})
+	must(t, err)
+
+	src := filepath.Join(t.TempDir(), "up.txt")
+	must(t, os.WriteFile(src, []byte("copied in with scp\n"), 0o644))
+	scp := exec.Command("scp", "-F", "/dev/null", "-i", alice.File, "-P", strconv.Itoa(l.port), "-o", "IdentitiesOnly=yes",
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		src, id+"@127.0.0.1:/data/up.txt")
+	if out, err := scp.CombinedOutput(); err != nil {
+		t.Fatalf("scp into the container: %v %s", err, out)
+	}
+	if got := readTar(t, l.testAgent, id); got["up.txt"] != "copied in with scp\n" {
+		t.Fatalf("/data after scp: %v", got)
+	}
+	// And back out with sftp.
+	dst := filepath.Join(t.TempDir(), "back.txt")
+	sftp := exec.Command("sftp", "-F", "/dev/null", "-i", alice.File, "-P", strconv.Itoa(l.port), "-o", "IdentitiesOnly=yes",
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		id+"@127.0.0.1:/data/up.txt", dst)
+	if out, err := sftp.CombinedOutput(); err != nil {
+		t.Fatalf("sftp out of the container: %v %s", err, out)
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "copied in with scp\n" {
+		t.Fatalf("sftp brought back %q", b)
 	}
 }
