@@ -86,6 +86,12 @@ func (s *Service) checkIdle(ss StatsSource, sl *sliver) {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
+	// Only a running container can be idle: one whose command finished
+	// keeps its exit code, not an idle stop.
+	if cs, err := s.rt.Inspect(ctx, r.ContainerID); err != nil || !cs.Running {
+		sl.idle = idleTrack{}
+		return
+	}
 	st, err := ss.Stats(ctx, r.ContainerID)
 	if err != nil {
 		return // not running, or the engine is busy: look again next time

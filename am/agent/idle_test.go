@@ -40,3 +40,22 @@ func TestIdleStop(t *testing.T) {
 		t.Fatalf("Start after the idle stop: %s %q", st.State, st.Reason)
 	}
 }
+
+// A command that finished is not idle: it keeps its exit code.
+func TestIdleLeavesFinishedAlone(t *testing.T) {
+	needDocker(t)
+	cfg := testConfig(t)
+	cfg.IdleCheckInterval = 200 * time.Millisecond
+	a := startAgent(t, cfg)
+	ctx := ctxT(t, time.Minute)
+	a.fetched(t, "done")
+	_, _, err := a.client.Run(ctx, "done", agent.StartRequest{Command: []string{"/prog", "-exit", "5"}, IdleStopSeconds: 1})
+	must(t, err)
+	a.waitFor(t, "done", 10*time.Second, "exited", inState(agent.StateExited))
+	time.Sleep(2 * time.Second) // past the idle limit
+	st, err := a.client.Status(ctx, "done")
+	must(t, err)
+	if st.State != agent.StateExited || st.ExitCode == nil || *st.ExitCode != 5 {
+		t.Fatalf("a finished command after the idle limit: %s %q exit %v", st.State, st.Reason, st.ExitCode)
+	}
+}
