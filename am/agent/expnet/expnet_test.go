@@ -122,7 +122,7 @@ func contains(ss []string, s string) bool {
 func waitReach(t *testing.T, ctx context.Context, from *member, to *member, within time.Duration) {
 	t.Helper()
 	end := time.Now().Add(within)
-	for !expnettest.Reach(ctx, from.cid, to.addr()) {
+	for !expnettest.Reach(ctx, from.cid, to.cid, to.addr()) {
 		if time.Now().After(end) {
 			t.Fatalf("%s cannot reach %s (%s) after %v", from.id, to.id, to.addr(), within)
 		}
@@ -187,7 +187,7 @@ func TestLANAcrossHosts(t *testing.T) {
 	waitReach(t, ctx, s2[0], s2[1], 10*time.Second)
 	for _, x := range s1 {
 		for _, y := range s2 {
-			if expnettest.Reach(ctx, y.cid, x.addr()) || expnettest.Reach(ctx, x.cid, y.addr()) {
+			if expnettest.Reach(ctx, y.cid, x.cid, x.addr()) || expnettest.Reach(ctx, x.cid, y.cid, y.addr()) {
 				t.Errorf("slice 2's %s and slice 1's %s reach each other", y.id, x.id)
 			}
 		}
@@ -232,7 +232,7 @@ func TestLANAcrossHosts(t *testing.T) {
 	// network setup); a new agent on the same state puts it back.
 	a.svc.Close()
 	expnettest.IP(t, "-n", a.host.NS, "link", "del", "gbr"+fmt.Sprint(tag1))
-	if expnettest.Reach(ctx, s1[0].cid, s1[2].addr()) {
+	if expnettest.Reach(ctx, s1[0].cid, s1[2].cid, s1[2].addr()) {
 		t.Fatal("slice 1 still works without its bridge: the test does not test the restore")
 	}
 	a2 := startAgent(t, a.host, a.cfg.Instance, a.cfg.StateDir)

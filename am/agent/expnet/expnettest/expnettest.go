@@ -190,9 +190,11 @@ func Exec(ctx context.Context, container string, args ...string) (string, error)
 	return strings.TrimSpace(string(out)), err
 }
 
-// Reach reports whether from can reach addr (one UDP round trip).
-func Reach(ctx context.Context, from, addr string) bool {
-	out, _ := Exec(ctx, from, "-reach", addr, "-timeout", "500ms")
+// Reach reports whether container from reaches container to at addr: one
+// UDP round trip answered by to (a container's hostname is the first 12
+// characters of its id), not by another container with the same address.
+func Reach(ctx context.Context, from, to, addr string) bool {
+	out, _ := Exec(ctx, from, "-reach", addr, "-expect", to[:min(12, len(to))], "-timeout", "500ms")
 	return out == "ok"
 }
 

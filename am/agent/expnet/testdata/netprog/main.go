@@ -20,6 +20,7 @@ func main() {
 	ping := flag.String("ping", "", "host: UDP round trips; prints min/median/max ms and losses")
 	count := flag.Int("n", 10, "round trips of -ping")
 	reach := flag.String("reach", "", "host: one UDP round trip within -timeout; prints ok or unreachable")
+	expect := flag.String("expect", "", "with -reach: the answer must come from the container with this hostname")
 	tput := flag.String("tput", "", "host: send TCP for -secs; prints the rate the receiver counted, Mbit/s")
 	secs := flag.Float64("secs", 3, "seconds of -tput")
 	timeout := flag.Duration("timeout", time.Second, "wait per round trip")
@@ -29,8 +30,13 @@ func main() {
 		go tcpSink()
 		udpEcho()
 	case *reach != "":
-		if _, err := roundTrip(*reach, *timeout); err != nil {
+		_, from, err := roundTrip(*reach, *timeout)
+		if err != nil {
 			fmt.Println("unreachable", err)
+			return
+		}
+		if *expect != "" && from != *expect {
+			fmt.Println("answered by", from)
 			return
 		}
 		fmt.Println("ok")
@@ -38,7 +44,7 @@ func main() {
 		var rtts []float64
 		lost := 0
 		for i := 0; i < *count; i++ {
-			d, err := roundTrip(*ping, *timeout)
+			d, _, err := roundTrip(*ping, *timeout)
 			if err != nil {
 				lost++
 				continue
@@ -71,20 +77,23 @@ func udpEcho() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	host, _ := os.Hostname()
 	buf := make([]byte, 2048)
 	for {
 		n, a, err := c.ReadFrom(buf)
-		if err != nil {
+		if err != nil || n > 1024 {
 			continue
 		}
-		c.WriteTo(buf[:n], a)
+		c.WriteTo(append(buf[:n], host...), a) // the echo, then who answered
 	}
 }
 
-func roundTrip(host string, timeout time.Duration) (time.Duration, error) {
+// roundTrip sends one datagram to host's echo and returns the round-trip
+// time and the hostname of the container that answered.
+func roundTrip(host string, timeout time.Duration) (time.Duration, string, error) {
 	c, err := net.Dial("udp", net.JoinHostPort(host, "7000"))
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	defer c.Close()
 	msg := make([]byte, 64)
@@ -92,16 +101,16 @@ func roundTrip(host string, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	c.SetDeadline(start.Add(timeout))
 	if _, err := c.Write(msg); err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	buf := make([]byte, 128)
+	buf := make([]byte, 512)
 	for {
 		n, err := c.Read(buf)
 		if err != nil {
-			return 0, err
+			return 0, "", err
 		}
-		if n == len(msg) && string(buf[:8]) == string(msg[:8]) {
-			return time.Since(start), nil
+		if n >= len(msg) && string(buf[:8]) == string(msg[:8]) {
+			return time.Since(start), string(buf[len(msg):n]), nil
 		}
 	}
 }
