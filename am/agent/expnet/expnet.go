@@ -20,6 +20,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -48,6 +49,7 @@ type Config struct {
 // Network implements agent.ExperimentNetwork.
 type Network struct {
 	cfg  Config
+	ns   netns.NsHandle // the host namespace when Config.NetNS is set
 	host *netlink.Handle
 	vtep net.IP
 	mu   sync.Mutex // one change of the host's bridges at a time
@@ -66,16 +68,15 @@ func New(cfg Config) (*Network, error) {
 	if cfg.MTU < 576 || cfg.MTU > 9000 {
 		return nil, fmt.Errorf("expnet: mtu %d is not between 576 and 9000", cfg.MTU)
 	}
-	n := &Network{cfg: cfg}
+	n := &Network{cfg: cfg, ns: netns.None()}
 	var err error
 	if cfg.NetNS != "" {
-		ns, err := netns.GetFromPath(cfg.NetNS)
-		if err != nil {
+		if n.ns, err = netns.GetFromPath(cfg.NetNS); err != nil {
 			return nil, fmt.Errorf("expnet: network namespace %s: %w", cfg.NetNS, err)
 		}
-		defer ns.Close()
-		n.host, err = netlink.NewHandleAt(ns)
+		n.host, err = netlink.NewHandleAt(n.ns)
 		if err != nil {
+			n.ns.Close()
 			return nil, fmt.Errorf("expnet: netlink in %s: %w", cfg.NetNS, err)
 		}
 	} else if n.host, err = netlink.NewHandle(); err != nil {
@@ -99,7 +100,12 @@ func New(cfg Config) (*Network, error) {
 }
 
 // Close releases the netlink handle.
-func (n *Network) Close() { n.host.Close() }
+func (n *Network) Close() {
+	n.host.Close()
+	if n.ns.IsOpen() {
+		n.ns.Close()
+	}
+}
 
 // Device names: at most 15 bytes (IFNAMSIZ-1).
 func bridgeName(vni int) string { return "gbr" + strconv.Itoa(vni) }
@@ -235,6 +241,9 @@ func (n *Network) ensureBridge(l agent.LinkAttachment) (netlink.Link, error) {
 			return nil, fmt.Errorf("bridge %s: %w", name, err)
 		}
 	}
+	if err := n.bridgeWithoutNetfilter(br); err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", name, err)
+	}
 	if err := n.host.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("bringing up %s: %w", name, err)
 	}
@@ -364,6 +373,38 @@ func (n *Network) dropBridgeIfUnused(vni int) error {
 	}
 	if err := n.host.LinkDel(br); err != nil {
 		return fmt.Errorf("removing %s: %w", bridgeName(vni), err)
+	}
+	return nil
+}
+
+// bridgeWithoutNetfilter keeps a link bridge's frames out of iptables,
+// ip6tables and arptables. On a Docker host br_netfilter is loaded and the
+// FORWARD policy is DROP, which would silently drop every frame the bridge
+// forwards between containers; experiment links are layer 2 and no business
+// of the host's firewall. (The netlink library has no field for it, so the
+// attribute is sent as ip-link(8) does: bridge nf_call_iptables 0.)
+func (n *Network) bridgeWithoutNetfilter(br netlink.Link) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(br.Attrs().Index)
+	req.AddData(msg)
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	for _, a := range []int{nl.IFLA_BR_NF_CALL_IPTABLES, nl.IFLA_BR_NF_CALL_IP6TABLES, nl.IFLA_BR_NF_CALL_ARPTABLES} {
+		data.AddRtAttr(a, []byte{0})
+	}
+	req.AddData(info)
+	if n.ns.IsOpen() {
+		s, err := nl.GetNetlinkSocketAt(n.ns, netns.None(), unix.NETLINK_ROUTE)
+		if err != nil {
+			return fmt.Errorf("netlink socket: %w", err)
+		}
+		defer s.Close()
+		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}
+	}
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("turning off netfilter on the bridge: %w", err)
 	}
 	return nil
 }

@@ -163,6 +163,11 @@ func TestLANAcrossHosts(t *testing.T) {
 		}
 	}
 	t.Logf("three-node LAN across two hosts: start of the first container to every pair reachable: %v", time.Since(start).Round(time.Millisecond))
+	// The bridge keeps its frames out of the host's firewall (a Docker
+	// host's FORWARD policy is DROP).
+	if d := expnettest.IP(t, "-n", a.host.NS, "-d", "link", "show", fmt.Sprintf("gbr%d", tag1)); !strings.Contains(d, "nf_call_iptables 0") {
+		t.Errorf("bridge gbr%d has netfilter on:\n%s", tag1, d)
+	}
 
 	rtt, err := expnettest.Ping(ctx, s1[0].cid, s1[2].addr(), 20)
 	if err != nil {
