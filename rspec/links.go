@@ -200,7 +200,9 @@ func (r *RSpecs) manifestLinks(slivers []am.Sliver) []*element {
 		for _, f := range s.Interfaces {
 			l := byID[f.Link]
 			if l == nil {
-				l = &element{Space: am.RSpecNamespace, Local: "link", Attrs: []attr{{"", "client_id", f.Link}}}
+				// vlantag is required by the manifest schema (ProtoGENI's
+				// VLAN id); ours is the VXLAN id, said again as geniam:vni.
+				l = &element{Space: am.RSpecNamespace, Local: "link", Attrs: []attr{{"", "client_id", f.Link}, {"", "vlantag", strconv.Itoa(f.Tag)}}}
 				if f.Tag > 0 {
 					l.Attrs = append(l.Attrs, attr{am.GeniamNamespace, "vni", strconv.Itoa(f.Tag)})
 				}
