@@ -124,7 +124,14 @@ func (s *Service) attachLinks(ctx context.Context, sl *sliver) error {
 		if !cs.Running {
 			return nil // attached when it runs again (Start)
 		}
-		return s.cfg.Links.Attach(ctx, r.ID, cs.Pid, r.Spec.Links)
+		if err := s.cfg.Links.Attach(ctx, r.ID, cs.Pid, r.Spec.Links); err != nil {
+			return err
+		}
+		if r.LinksPid != cs.Pid {
+			r.LinksPid = cs.Pid
+			s.saveLogged(r)
+		}
+		return nil
 	}()
 	if err == nil {
 		return nil
@@ -136,6 +143,23 @@ func (s *Service) attachLinks(ctx context.Context, sl *sliver) error {
 	r.StartError = "links: " + err.Error()
 	s.saveLogged(r)
 	return linkErr(r.ID, err)
+}
+
+// relinkIfRestarted attaches the links again when the engine has restarted
+// a locked sliver's container (restart policy): the new process has a new,
+// empty network namespace. Seen at the next status poll. It reports
+// whether it failed, in which case the container has been killed.
+func (s *Service) relinkIfRestarted(ctx context.Context, sl *sliver, cs ContainerState) (killed bool) {
+	r := sl.rec
+	if s.cfg.Links == nil || !cs.Running || cs.Pid == 0 || r.Spec == nil || len(r.Spec.Links) == 0 || cs.Pid == r.LinksPid {
+		return false
+	}
+	s.log.Info("agent: container has a new process; attaching its links again", "sliver", r.ID, "pid", cs.Pid)
+	if err := s.attachLinks(ctx, sl); err != nil {
+		s.log.Warn("agent: re-attaching links", "sliver", r.ID, "err", err)
+		return true
+	}
+	return false
 }
 
 // detachLinks removes a locked sliver's link interfaces, and the bridges

@@ -753,6 +753,11 @@ func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
 	} else if err != nil {
 		return Status{}, engineErr("status", err)
 	}
+	if s.relinkIfRestarted(ctx, sl, cs) { // failed, and killed the container
+		if cs, err = s.rt.Inspect(ctx, r.ContainerID); err != nil {
+			return Status{}, engineErr("status", err)
+		}
+	}
 	cst.EngineStatus, cst.Error, cst.OOMKilled, cst.RestartCount = cs.Status, cs.Error, cs.OOMKilled, cs.RestartCount
 	cst.StartedAt, cst.FinishedAt = timePtr(cs.StartedAt), timePtr(cs.FinishedAt)
 	finished := cs.Status == "exited" || cs.Status == "dead"

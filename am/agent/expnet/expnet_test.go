@@ -233,6 +233,16 @@ func TestLANAcrossHosts(t *testing.T) {
 		}
 	}
 
+	// The engine restarts a container (restart policy, or by hand): its
+	// new process has an empty namespace; the next status attaches again.
+	if out, err := exec.Command("docker", "restart", "-t", "1", s1[2].cid).CombinedOutput(); err != nil {
+		t.Fatalf("docker restart: %v %s", err, out)
+	}
+	if st, err := b.svc.Status(ctx, s1[2].id); err != nil || st.State != agent.StateRunning {
+		t.Fatalf("status after an engine restart: %v %+v", err, st)
+	}
+	waitReach(t, ctx, s1[0], s1[2], 10*time.Second)
+
 	// Agent restart: host a lost slice 1's bridge (as after a reboot of the
 	// network setup); a new agent on the same state puts it back.
 	a.svc.Close()
