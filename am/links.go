@@ -198,6 +198,9 @@ func ValidIPv4(address, netmask string) (string, int, error) {
 	if ip == nil {
 		return "", 0, fmt.Errorf("address %q is not an IPv4 address", address)
 	}
+	if ip.IsLoopback() || ip.IsMulticast() || ip.IsUnspecified() || ip.Equal(net.IPv4bcast) {
+		return "", 0, fmt.Errorf("address %q is a loopback, multicast, broadcast or unspecified address, not one for an interface", address)
+	}
 	m := net.ParseIP(strings.TrimSpace(netmask)).To4()
 	if netmask == "" {
 		return ip.String(), 24, nil

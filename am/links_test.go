@@ -70,6 +70,9 @@ func TestLinkMACAndAddresses(t *testing.T) {
 		{"10.0.0.1", "255.0.255.0", "", 0, false},
 		{"fe80::1", "", "", 0, false},
 		{"10.0.0.1", "255.255.255.255", "", 0, false},
+		{"127.0.0.2", "", "", 0, false},
+		{"224.0.0.1", "", "", 0, false},
+		{"0.0.0.0", "", "", 0, false},
 	} {
 		ip, p, err := ValidIPv4(tc.addr, tc.mask)
 		if (err == nil) != tc.ok || ip != tc.ip || p != tc.prefix {

@@ -175,6 +175,9 @@ func (n *Network) attach(ch *netlink.Handle, cns netns.NsHandle, sliverID string
 		if err := n.host.LinkAdd(veth); err != nil {
 			return fmt.Errorf("creating veth %s: %w", hostName, err)
 		}
+		if err := n.noHostAddress(veth); err != nil {
+			return err
+		}
 		peer, err := n.host.LinkByName(peerName)
 		if err != nil {
 			return fmt.Errorf("finding veth peer %s: %w", peerName, err)
@@ -223,6 +226,17 @@ func (n *Network) attach(ch *netlink.Handle, cns netns.NsHandle, sliverID string
 	return shape(n.host, host, l, false)
 }
 
+// noHostAddress keeps the host's side of a link (bridge, VXLAN device, veth
+// end) without an IPv6 link-local address, which the kernel would otherwise
+// give it when it comes up: the host must not be reachable from a link.
+func (n *Network) noHostAddress(l netlink.Link) error {
+	err := n.host.LinkSetIP6AddrGenMode(l, nl.IN6_ADDR_GEN_MODE_NONE)
+	if err != nil && !errors.Is(err, unix.EAFNOSUPPORT) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("turning off IPv6 addresses on %s: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
 func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
 
 // ensureBridge makes the link's bridge and, when the link has other nodes,
@@ -239,6 +253,9 @@ func (n *Network) ensureBridge(l agent.LinkAttachment) (netlink.Link, error) {
 		}
 		if br, err = n.host.LinkByName(name); err != nil {
 			return nil, fmt.Errorf("bridge %s: %w", name, err)
+		}
+		if err := n.noHostAddress(br); err != nil {
+			return nil, err
 		}
 	}
 	if err := n.bridgeWithoutNetfilter(br); err != nil {
@@ -268,6 +285,9 @@ func (n *Network) ensureBridge(l agent.LinkAttachment) (netlink.Link, error) {
 		}
 		if vx, err = n.host.LinkByName(vname); err != nil {
 			return nil, fmt.Errorf("vxlan %s: %w", vname, err)
+		}
+		if err := n.noHostAddress(vx); err != nil {
+			return nil, err
 		}
 	}
 	if vx.Attrs().MasterIndex != br.Attrs().Index {

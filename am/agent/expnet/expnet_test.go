@@ -168,6 +168,10 @@ func TestLANAcrossHosts(t *testing.T) {
 	if d := expnettest.IP(t, "-n", a.host.NS, "-d", "link", "show", fmt.Sprintf("gbr%d", tag1)); !strings.Contains(d, "nf_call_iptables 0") {
 		t.Errorf("bridge gbr%d has netfilter on:\n%s", tag1, d)
 	}
+	// The host's side of the links has no address a container could reach.
+	if addrs := expnettest.IP(t, "-n", a.host.NS, "-o", "addr", "show"); strings.Contains(addrs, "gbr") || strings.Contains(addrs, "gvx") || strings.Contains(addrs, " gh") {
+		t.Errorf("link devices on host a have addresses:\n%s", addrs)
+	}
 
 	rtt, err := expnettest.Ping(ctx, s1[0].cid, s1[2].addr(), 20)
 	if err != nil {
