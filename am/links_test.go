@@ -9,7 +9,9 @@ func TestCheckLinks(t *testing.T) {
 	node := func(id string, ifs ...InterfaceRequest) SliverRequest {
 		return SliverRequest{ClientID: id, Interfaces: ifs}
 	}
-	ifc := func(id, ip string, prefix int) InterfaceRequest { return InterfaceRequest{ClientID: id, IP: ip, Prefix: prefix} }
+	ifc := func(id, ip string, prefix int) InterfaceRequest {
+		return InterfaceRequest{ClientID: id, IP: ip, Prefix: prefix}
+	}
 	reqs := []SliverRequest{
 		node("a", ifc("a:0", "", 0), ifc("a:1", "192.168.5.1", 24)),
 		node("b", ifc("b:0", "", 0), ifc("b:1", "192.168.5.2", 24)),
