@@ -69,12 +69,13 @@ func parseInterfaces(b []byte) []am.Interface {
 }
 
 // LinkPeers returns the experiment-network addresses (VTEPs) of the nodes,
-// other than node, that hold slivers of the slice on the link. A node
-// without an address is an error naming it: the link cannot reach it.
+// other than node, that hold slivers of the slice on the link. When the
+// link spans nodes, each of them (node too) must have an address: one
+// without is an error naming it.
 func (s *Store) LinkPeers(ctx context.Context, sliceURN, link, node string) ([]string, error) {
 	rows, err := s.pool.Query(ctx, `SELECT DISTINCT v.node_name, coalesce(host(n.vtep), '')
 		FROM slivers v JOIN nodes n ON n.name = v.node_name, jsonb_array_elements(v.interfaces) i
-		WHERE v.slice_urn = $1 AND i->>'link' = $2 AND v.node_name <> $3 ORDER BY 1`, sliceURN, link, node)
+		WHERE v.slice_urn = $1 AND i->>'link' = $2 ORDER BY 1`, sliceURN, link)
 	if err != nil {
 		return nil, cleanError("link peers", err)
 	}
@@ -83,12 +84,17 @@ func (s *Store) LinkPeers(ctx context.Context, sliceURN, link, node string) ([]s
 	if err != nil {
 		return nil, cleanError("link peers", err)
 	}
+	if len(ps) < 2 {
+		return nil, nil // within one node
+	}
 	var out []string
 	for _, p := range ps {
 		if p.Addr == "" {
-			return nil, am.Errorf(am.Error, "link %q spans nodes %s and %s, but node %s has no experiment network address (nodes.vtep); the operator must set it", link, node, p.Node, p.Node)
+			return nil, am.Errorf(am.Error, "link %q spans several nodes, but node %s has no experiment network address (nodes.vtep); the operator must set it", link, p.Node)
 		}
-		out = append(out, p.Addr)
+		if p.Node != node {
+			out = append(out, p.Addr)
+		}
 	}
 	return out, nil
 }

@@ -85,7 +85,12 @@ func TestLinkTags(t *testing.T) {
 		}
 	}
 
-	// Peers: the other nodes' experiment addresses, or why there is none.
+	// Peers: the other nodes' experiment addresses, or which node has none.
+	_, err = e.store.LinkPeers(e.ctx, sa, "lan0", "node2")
+	wantCode(t, err, am.Error, "node node1 has no experiment network address")
+	if err := e.store.SetNodeVTEP(e.ctx, "node1", "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
 	_, err = e.store.LinkPeers(e.ctx, sa, "lan0", "node1")
 	wantCode(t, err, am.Error, "node node2 has no experiment network address")
 	if err := e.store.SetNodeVTEP(e.ctx, "node2", "192.0.2.2"); err != nil {

@@ -239,3 +239,34 @@ func TestLinksEndToEnd(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestLinkSetupFailureFailsSlivers: a link that cannot be set up fails its
+// slivers with the reason, whether the aggregate finds it (a node without
+// an experiment network address) or the agent does (links not enabled).
+func TestLinkSetupFailureFailsSlivers(t *testing.T) {
+	needDocker(t)
+	e := newEnv(t, "127.0.0.2", "127.0.0.3")
+	p := e.provisioner("linkfail", nil)
+	e.runProvisioner(p)
+	agg := am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Provisioner: p, MaxLinks: 8}, e.st, e.verifier, e.rs, nil)
+	failedWith := func(says string) func(am.SliverStatus) bool {
+		return func(s am.SliverStatus) bool { return s.Operational == am.Failed && strings.Contains(s.Error, says) }
+	}
+
+	// Across nodes, node2 has no address on the experiment network.
+	must(t, e.st.SetNodeVTEP(e.ctx, "node1", "192.0.2.1"))
+	slice, call, _ := e.slice("novtep")
+	_, err := agg.Allocate(e.ctx, call, slice, lanRequest(imageServerURL()+"/demo.tar", imageDigest, "lan0", "", [2]string{"a", "node1"}, [2]string{"b", "node2"}))
+	must(t, err)
+	_, err = agg.Provision(e.ctx, call, []string{slice})
+	must(t, err)
+	e.waitStates(agg, call, slice, 60*time.Second, "failed naming node2", failedWith("node node2 has no experiment network address"))
+
+	// Within node1, whose agent has no experiment network configured.
+	slice, call, _ = e.slice("nolinks")
+	_, err = agg.Allocate(e.ctx, call, slice, lanRequest(imageServerURL()+"/demo.tar", imageDigest, "lan0", "", [2]string{"a", "node1"}, [2]string{"b", "node1"}))
+	must(t, err)
+	_, err = agg.Provision(e.ctx, call, []string{slice})
+	must(t, err)
+	e.waitStates(agg, call, slice, 60*time.Second, "failed: no experiment network", failedWith("no experiment network configured"))
+}
