@@ -94,6 +94,9 @@ type ExperimentNetwork interface {
 	// Detach removes the sliver's interfaces and every link bridge and
 	// tunnel no other container uses any more.
 	Detach(ctx context.Context, sliverID string, links []LinkAttachment) error
+	// Prune removes the link bridges and tunnels no container is on (left
+	// by slivers whose records were lost), and says how many.
+	Prune(ctx context.Context) (int, error)
 }
 
 // errNoExperimentNetwork refuses links on an agent configured without one.
@@ -179,6 +182,9 @@ func (s *Service) detachLinks(ctx context.Context, sl *sliver) error {
 // agent started (the devices survive an agent restart, but not a reboot or
 // a container restarted by the engine, which gets a new namespace).
 func (s *Service) restoreLinks(ctx context.Context) {
+	if s.cfg.Links == nil {
+		return
+	}
 	for _, sl := range s.all() {
 		sl.mu.Lock()
 		if sl.rec != nil {
@@ -187,5 +193,10 @@ func (s *Service) restoreLinks(ctx context.Context) {
 			}
 		}
 		sl.mu.Unlock()
+	}
+	if n, err := s.cfg.Links.Prune(ctx); err != nil {
+		s.log.Warn("agent: pruning unused link bridges", "err", err)
+	} else if n > 0 {
+		s.log.Info("agent: removed unused link bridges", "count", n)
 	}
 }

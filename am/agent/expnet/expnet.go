@@ -363,38 +363,63 @@ func (n *Network) Detach(ctx context.Context, sliverID string, links []agent.Lin
 				continue
 			}
 		}
-		if err := n.dropBridgeIfUnused(l.Tag); err != nil {
+		if _, err := n.dropBridgeIfUnused(l.Tag); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// Prune implements agent.ExperimentNetwork.
+func (n *Network) Prune(ctx context.Context) (int, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	all, err := n.host.LinkList()
+	if err != nil {
+		return 0, fmt.Errorf("listing links: %w", err)
+	}
+	pruned := 0
+	var errs []error
+	for _, l := range all {
+		vni, err := strconv.Atoi(strings.TrimPrefix(l.Attrs().Name, "gbr"))
+		if l.Type() != "bridge" || !strings.HasPrefix(l.Attrs().Name, "gbr") || err != nil || bridgeName(vni) != l.Attrs().Name {
+			continue
+		}
+		gone, err := n.dropBridgeIfUnused(vni)
+		if err != nil {
+			errs = append(errs, err)
+		} else if gone {
+			pruned++
+		}
+	}
+	return pruned, errors.Join(errs...)
+}
+
 // dropBridgeIfUnused removes a link's bridge and VXLAN device once no
-// container port is left on the bridge.
-func (n *Network) dropBridgeIfUnused(vni int) error {
+// container port is left on the bridge, and says whether it did.
+func (n *Network) dropBridgeIfUnused(vni int) (bool, error) {
 	br, err := n.host.LinkByName(bridgeName(vni))
 	if err != nil {
-		return nil // gone already
+		return false, nil // gone already
 	}
 	all, err := n.host.LinkList()
 	if err != nil {
-		return fmt.Errorf("listing links: %w", err)
+		return false, fmt.Errorf("listing links: %w", err)
 	}
 	for _, l := range all {
 		if l.Attrs().MasterIndex == br.Attrs().Index && l.Attrs().Name != vxlanName(vni) {
-			return nil // another container is still on the link
+			return false, nil // another container is still on the link
 		}
 	}
 	if vx, err := n.host.LinkByName(vxlanName(vni)); err == nil {
 		if err := n.host.LinkDel(vx); err != nil {
-			return fmt.Errorf("removing %s: %w", vxlanName(vni), err)
+			return false, fmt.Errorf("removing %s: %w", vxlanName(vni), err)
 		}
 	}
 	if err := n.host.LinkDel(br); err != nil {
-		return fmt.Errorf("removing %s: %w", bridgeName(vni), err)
+		return false, fmt.Errorf("removing %s: %w", bridgeName(vni), err)
 	}
-	return nil
+	return true, nil
 }
 
 // bridgeWithoutNetfilter keeps a link bridge's frames out of iptables,
