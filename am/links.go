@@ -24,9 +24,9 @@ const MaxLinkTag = 1<<24 - 1
 // delayed by LatencyMs and dropped with LossPercent; what it receives is
 // limited to CapacityKbps.
 type Shaping struct {
-	CapacityKbps int64
-	LatencyMs    int
-	LossPercent  float64
+	CapacityKbps int64   `json:"capacity_kbps,omitempty"`
+	LatencyMs    int     `json:"latency_ms,omitempty"`
+	LossPercent  float64 `json:"loss_percent,omitempty"`
 }
 
 // IsZero reports whether the link is unshaped.
@@ -58,7 +58,7 @@ type Interface struct {
 	IP       string  `json:"ip,omitempty"`
 	Prefix   int     `json:"prefix,omitempty"`
 	Tag      int     `json:"tag"` // the link's VNI, set by the store
-	Shaping  Shaping `json:"shaping"`
+	Shaping  Shaping `json:"shaping,omitzero"`
 }
 
 // CIDR is the interface's address/prefix, "" when it has no address.
