@@ -83,6 +83,8 @@ type StartRequest struct {
 	// IdleWarnSeconds before (idle.go).
 	IdleStopSeconds int64 `json:"idle_stop_seconds,omitempty"`
 	IdleWarnSeconds int64 `json:"idle_warn_seconds,omitempty"`
+	// Links are the container's interfaces on experiment links (see links.go).
+	Links []LinkAttachment `json:"links,omitempty"`
 }
 
 // Limits on request fields, so a request cannot make the agent write without bound.
@@ -146,6 +148,9 @@ func (s *StartRequest) Validate() error {
 		return bad("idle_warn_seconds must be between 0 and idle_stop_seconds")
 	}
 	if err := validInstalls(s.Install); err != nil {
+		return err
+	}
+	if err := validLinks(s.Links); err != nil {
 		return err
 	}
 	return validUsers(s.Users)

@@ -49,6 +49,8 @@ type Config struct {
 	// IdleCheckInterval is how often running containers under an idle
 	// policy are measured (idle.go); default 1 min.
 	IdleCheckInterval time.Duration
+	// Links puts containers on experiment links; nil refuses requests with links.
+	Links ExperimentNetwork
 
 	LogTailLines int // lines of stdout/stderr in a status; default 50
 	LogTailBytes int // bytes of each; default 8 KiB
@@ -182,6 +184,7 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 		s.armTimeLimit(sl)
 		sl.mu.Unlock()
 	}
+	s.restoreLinks(rctx)
 	if es, ok := rt.(EventSource); ok {
 		s.wg.Add(1)
 		go s.watchEngine(es)
@@ -515,6 +518,9 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 	if !slices.Contains(s.cfg.AllowedNetworks, network) {
 		return Status{}, false, am.Errorf(am.Forbidden, "start: network %q is not allowed on this agent (allowed: %s)", truncate(network, 60), strings.Join(s.cfg.AllowedNetworks, ", "))
 	}
+	if len(req.Links) > 0 && s.cfg.Links == nil {
+		return Status{}, false, errNoExperimentNetwork()
+	}
 	sl, err := s.lookup(id)
 	if err != nil {
 		return Status{}, false, err
@@ -583,6 +589,9 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 		r.StartError = err.Error()
 		s.saveLogged(r)
 		return Status{}, false, am.Wrap(am.Error, err, "start: the container of %s did not start: %s", id, err)
+	}
+	if err := s.attachLinks(ctx, sl); err != nil {
+		return Status{}, false, err
 	}
 	if req.TimeLimitSeconds > 0 {
 		r.Deadline = time.Now().UTC().Add(time.Duration(req.TimeLimitSeconds) * time.Second)
@@ -786,6 +795,11 @@ func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
 	} else if err != nil {
 		return Status{}, engineErr("status", err)
 	}
+	if s.relinkIfRestarted(ctx, sl, cs) { // failed, and killed the container
+		if cs, err = s.rt.Inspect(ctx, r.ContainerID); err != nil {
+			return Status{}, engineErr("status", err)
+		}
+	}
 	cst.EngineStatus, cst.Error, cst.OOMKilled, cst.RestartCount = cs.Status, cs.Error, cs.OOMKilled, cs.RestartCount
 	cst.StartedAt, cst.FinishedAt = timePtr(cs.StartedAt), timePtr(cs.FinishedAt)
 	finished := cs.Status == "exited" || cs.Status == "dead"
@@ -903,6 +917,9 @@ func (s *Service) Start(ctx context.Context, id string) (Status, error) {
 		s.saveLogged(r)
 		return Status{}, am.Wrap(am.Error, err, "start: the container of %s did not start: %s", id, err)
 	}
+	if err := s.attachLinks(ctx, sl); err != nil {
+		return Status{}, err
+	}
 	s.armTimeLimit(sl)
 	return s.status(ctx, sl)
 }
@@ -943,6 +960,9 @@ func (s *Service) kill(ctx context.Context, sl *sliver) error {
 			return engineErr("kill", err)
 		}
 		s.log.Info("agent: container removed", "sliver", sl.id, "container", cid)
+	}
+	if err := s.detachLinks(ctx, sl); err != nil {
+		return err
 	}
 	if r := sl.rec; r != nil && (r.ContainerID != "" || r.StartError != "" || r.Spec != nil) {
 		r.ContainerID, r.StartError, r.Spec = "", "", nil
