@@ -90,37 +90,3 @@ func overlay(nodes, newer []am.Node) []am.Node {
 	}
 	return out
 }
-
-// afterPlacement returns the states of the nodes the slivers were placed on
-// once they hold them: nodes must show the placed-on nodes as they were
-// under lock, before the placement.
-func afterPlacement(nodes []am.Node, placed []am.Sliver) []am.Node {
-	byName := make(map[string]*am.Node, len(placed))
-	for _, p := range placed {
-		byName[p.NodeName] = nil
-	}
-	for i := range nodes {
-		if _, ok := byName[nodes[i].Name]; ok {
-			n := nodes[i] // a copy: nodes may be the shared recent list
-			byName[n.Name] = &n
-		}
-	}
-	for _, p := range placed {
-		n := byName[p.NodeName]
-		if n == nil {
-			continue
-		}
-		if p.SliverType == am.SliverTypeExclusive {
-			n.Used, n.Exclusive = n.Capacity, true
-		} else {
-			n.Used++
-		}
-	}
-	out := make([]am.Node, 0, len(byName))
-	for _, n := range byName {
-		if n != nil {
-			out = append(out, *n)
-		}
-	}
-	return out
-}

@@ -1,0 +1,127 @@
+-- geniam schema: Allocate in one round trip.
+--
+-- geniam_allocate is the whole write of an Allocate as one server-side
+-- function, called as one statement (its own transaction): the aggregate
+-- plans in Go on its recent node list, then this function records the slice,
+-- refuses a shut-down slice, locks the nodes the plan places on (SKIP LOCKED:
+-- it never waits for another allocation's nodes, except those named in
+-- p_bound and p_wait, which it waits for first, in name order), checks that
+-- the plan still holds on each of them as they are now, and inserts the
+-- slivers and their slots. History rows come from the triggers of 0001.
+--
+-- When the plan no longer holds it changes nothing and raises SQLSTATE GN001
+-- with a JSON DETAIL {"busy": [names it could not lock], "changed": [names
+-- locked but now without room for what the plan puts there]}: the aggregate
+-- learns those nodes' state, plans again and calls again. A shut-down slice
+-- (and p_operator false) raises GN002, a client_id the slice already has GN003
+-- (DETAIL: the client_id). node_slots' primary key and the
+-- triggers of 0001 still refuse a double booking whatever this function does.
+--
+-- p_slivers is a JSON array of the planned slivers: {urn, node, type,
+-- client_id, image_url, image_sha256, execute_list, install_list, users, node_xml,
+-- operational_state, expires_at, requested_end_at}. The result is the state
+-- of each node placed on after the insert (slots used, held exclusively), for
+-- the aggregate's node list.
+CREATE FUNCTION geniam_allocate(
+    p_actor text,
+    p_slice text,
+    p_credential_expires timestamptz,
+    p_operator boolean,
+    p_bound text[],
+    p_wait text[],
+    p_slivers jsonb,
+    p_created_at timestamptz
+) RETURNS TABLE (node_name text, used integer, held_exclusively boolean)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    shut    boolean;
+    need    text[];
+    got     text[];
+    busy    text[];
+    changed text[];
+    s       record;
+    cap     integer;
+    free    integer;
+    used_id text;
+BEGIN
+    PERFORM set_config('geniam.event', 'Allocate', true), set_config('geniam.actor', p_actor, true);
+    -- Upserting locks the slice row: allocations in one slice are serial, and
+    -- a concurrent Shutdown is either before us (seen here) or after.
+    INSERT INTO slices AS sl (urn, credential_expires_at) VALUES (p_slice, p_credential_expires)
+        ON CONFLICT (urn) DO UPDATE SET credential_expires_at = coalesce(EXCLUDED.credential_expires_at, sl.credential_expires_at)
+        RETURNING sl.shut_down INTO shut;
+    IF shut AND NOT p_operator THEN
+        RAISE EXCEPTION 'slice % has been shut down', p_slice USING ERRCODE = 'GN002';
+    END IF;
+    -- The only lock this function waits for, and the first it takes on nodes.
+    IF cardinality(p_bound) > 0 OR cardinality(p_wait) > 0 THEN
+        PERFORM 1 FROM nodes n WHERE NOT n.retired AND (n.component_urn = ANY(p_bound) OR n.name = ANY(p_wait))
+            ORDER BY n.name FOR UPDATE OF n;
+    END IF;
+    -- The slice row is locked: no concurrent allocation adds a client_id to it.
+    SELECT x->>'client_id' INTO used_id FROM jsonb_array_elements(p_slivers) x
+        WHERE EXISTS (SELECT 1 FROM slivers v WHERE v.slice_urn = p_slice AND v.client_id = x->>'client_id') LIMIT 1;
+    IF used_id IS NOT NULL THEN
+        RAISE EXCEPTION 'slice % already has a sliver with client_id %', p_slice, used_id
+            USING ERRCODE = 'GN003', DETAIL = used_id;
+    END IF;
+    need := ARRAY(SELECT DISTINCT x->>'node' FROM jsonb_array_elements(p_slivers) x);
+    -- Rows this transaction already holds are not skipped.
+    got := ARRAY(SELECT n.name FROM nodes n WHERE NOT n.retired AND n.name = ANY(need)
+        ORDER BY n.name FOR UPDATE OF n SKIP LOCKED);
+    busy := ARRAY(SELECT u FROM unnest(need) u WHERE u <> ALL(got) ORDER BY u);
+    -- The plan holds on a locked node when the node takes new slivers of the
+    -- planned types, is not held exclusively, and has the slots: all of them
+    -- free for an exclusive sliver, enough for the planned containers.
+    changed := ARRAY(
+        SELECT n.name
+        FROM nodes n
+        JOIN (SELECT x->>'node' AS node,
+                     count(*) FILTER (WHERE x->>'type' = 'exclusive') AS exclusives,
+                     count(*) FILTER (WHERE x->>'type' <> 'exclusive') AS containers,
+                     array_agg(DISTINCT x->>'type') AS types
+              FROM jsonb_array_elements(p_slivers) x GROUP BY 1) p ON p.node = n.name
+        CROSS JOIN LATERAL (SELECT count(*) AS used FROM node_slots t WHERE t.node_name = n.name) u
+        WHERE n.name = ANY(got) AND NOT (
+            n.available AND NOT n.drained AND p.types <@ n.sliver_types
+            AND NOT EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive')
+            AND CASE WHEN p.exclusives > 0 THEN p.exclusives = 1 AND p.containers = 0 AND u.used = 0
+                     ELSE u.used + p.containers <= n.capacity END)
+        ORDER BY n.name);
+    IF cardinality(busy) > 0 OR cardinality(changed) > 0 THEN
+        RAISE EXCEPTION 'the placement no longer holds on nodes %', array_cat(busy, changed)
+            USING ERRCODE = 'GN001', DETAIL = json_build_object('busy', busy, 'changed', changed)::text;
+    END IF;
+    FOR s IN SELECT * FROM jsonb_to_recordset(p_slivers) AS x(urn text, node text, type text, client_id text,
+            image_url text, image_sha256 text, execute_list jsonb, install_list jsonb, users jsonb, node_xml text,
+            operational_state text, expires_at timestamptz, requested_end_at timestamptz)
+    LOOP
+        INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, image_url, image_sha256,
+                execute, install, users, node_xml, allocation_state, operational_state, expires_at, requested_end_at,
+                created_by, created_at)
+        VALUES (s.urn, p_slice, s.node, s.type, s.client_id, s.image_url, s.image_sha256,
+                s.execute_list, s.install_list, s.users, s.node_xml, 'geni_allocated', s.operational_state, s.expires_at,
+                s.requested_end_at, p_actor, p_created_at);
+        SELECT n.capacity INTO cap FROM nodes n WHERE n.name = s.node;
+        IF s.type = 'exclusive' THEN
+            INSERT INTO node_slots (node_name, slot_no, sliver_urn) SELECT s.node, g, s.urn FROM generate_series(0, cap - 1) g;
+        ELSE
+            SELECT g INTO free FROM generate_series(0, cap - 1) g
+                WHERE NOT EXISTS (SELECT 1 FROM node_slots t WHERE t.node_name = s.node AND t.slot_no = g)
+                ORDER BY g LIMIT 1;
+            IF free IS NULL THEN -- the check above makes this unreachable
+                RAISE EXCEPTION 'node % has no free slot for %', s.node, s.client_id USING ERRCODE = 'GN001',
+                    DETAIL = json_build_object('busy', ARRAY[]::text[], 'changed', ARRAY[s.node])::text;
+            END IF;
+            INSERT INTO node_slots (node_name, slot_no, sliver_urn) VALUES (s.node, free, s.urn);
+        END IF;
+    END LOOP;
+    RETURN QUERY
+        SELECT n.name,
+               (SELECT count(*) FROM node_slots t WHERE t.node_name = n.name)::integer,
+               EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive')
+        FROM nodes n WHERE n.name = ANY(need) ORDER BY n.name;
+END $$;
+COMMENT ON FUNCTION geniam_allocate(text, text, timestamptz, boolean, text[], text[], jsonb, timestamptz) IS
+    'The write of one Allocate in one statement (see migrations/0009_allocate_function.sql and store/slivers.go).';
