@@ -70,8 +70,8 @@ func itoa(n int) string {
 
 // Allocate and Delete are as few round trips to PostgreSQL as their
 // semantics allow: Allocate's write is one statement (geniam_allocate) on the
-// recent node list, Delete reads the slice and its slivers and changes them
-// in two pipelined batches. Counted once the connection's statement cache is
+// recent node list; Delete is the aggregate's check of the slice (shut down?)
+// and one statement (geniam_delete). Counted once the connection's statement cache is
 // warm, as it is in a running aggregate.
 func TestRoundTripsOfAllocateAndDelete(t *testing.T) {
 	ctx := context.Background()
@@ -115,9 +115,54 @@ func TestRoundTripsOfAllocateAndDelete(t *testing.T) {
 		if allocate != 1 {
 			t.Errorf("Allocate of 2 slivers: %d round trips, want 1: %q", allocate, allocWhat)
 		}
-		if del > 4 {
-			t.Errorf("Delete of a slice of 2 slivers: %d round trips, want at most 4: %q", del, delWhat)
+		if del > 2 {
+			t.Errorf("Delete of a slice of 2 slivers: %d round trips, want 2: %q", del, delWhat)
 		}
 		t.Logf("Allocate %d round trips %q; Delete %d %q", allocate, allocWhat, del, delWhat)
+	}
+}
+
+// geniam_delete deletes nothing when one named sliver is not a live sliver
+// of the slice, refuses a shut-down slice to all but an operator, and returns
+// the deleted slivers in the order asked.
+func TestStoreDelete(t *testing.T) {
+	e := newEnv(t)
+	e.addNode("node1", 4)
+	slice := sliceURN("del")
+	res := e.allocate(slice, container("a", ""), container("b", ""), container("c", ""))
+	a, b, c := res.Slivers[0].URN, res.Slivers[1].URN, res.Slivers[2].URN
+	other := e.allocate(sliceURN("other"), container("x", "")).Slivers[0].URN
+
+	_, err := e.store.Delete(e.ctx, am.DeleteTx{Actor: alice, SliceURN: slice, URNs: []string{a, other}})
+	wantCode(t, err, am.SearchFailed, other)
+	if n := e.count("SELECT count(*) FROM slivers"); n != 4 {
+		t.Fatalf("%d slivers after a refused Delete, want 4", n)
+	}
+	got, err := e.store.Delete(e.ctx, am.DeleteTx{Actor: alice, SliceURN: slice, URNs: []string{c, a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].URN != c || got[1].URN != a || got[0].ComponentID != nodeURN("node1") {
+		t.Errorf("Delete returned %+v, want c then a on node1", got)
+	}
+	if n := e.count("SELECT count(*) FROM sliver_history WHERE event = 'Delete' AND actor = $1 AND allocation_state = 'geni_unallocated'", alice); n != 2 {
+		t.Errorf("%d Delete history rows by alice, want 2", n)
+	}
+	if n := e.count("SELECT count(*) FROM node_slots"); n != 2 {
+		t.Errorf("%d slots held, want 2 (b and x)", n)
+	}
+
+	if err := e.store.Shutdown(e.ctx, slice, alice, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.store.Delete(e.ctx, am.DeleteTx{Actor: alice, SliceURN: slice})
+	wantCode(t, err, am.Forbidden, "shut down")
+	got, err = e.store.Delete(e.ctx, am.DeleteTx{Actor: operator, Operator: true, SliceURN: slice})
+	if err != nil || len(got) != 1 || got[0].URN != b {
+		t.Errorf("operator's Delete of the shut-down slice: %v %+v, want b", err, got)
+	}
+	got, err = e.store.Delete(e.ctx, am.DeleteTx{Actor: alice, SliceURN: sliceURN("never-seen")})
+	if err != nil || len(got) != 0 {
+		t.Errorf("Delete of an unknown slice: %v %+v, want nothing", err, got)
 	}
 }

@@ -152,7 +152,7 @@ func (s *Store) Slivers(ctx context.Context, sliceURN string, urns []string) ([]
 //
 // Placement is optimistic and the write is one statement. Plan runs here, in
 // Go, on the process's recent node list (see nodeView) or on a list read now;
-// then geniam_allocate (migrations/0009_allocate_function.sql) makes the
+// then geniam_allocate (migrations/0009_allocate_delete_functions.sql) makes the
 // whole write in one round trip: it records the slice, locks the nodes the
 // plan places on without waiting (SKIP LOCKED), checks under those locks that
 // the plan still holds on each of them (room, availability, no exclusive
@@ -342,6 +342,7 @@ const (
 	codePlanOutdated = "GN001"
 	codeShutDown     = "GN002"
 	codeClientIDUsed = "GN003"
+	codeNoSuchSliver = "GN004"
 )
 
 // plannedSliver is one element of geniam_allocate's p_slivers.
@@ -576,6 +577,45 @@ func queueSliverUpdate(b *pgx.Batch, cur, next am.Sliver) {
 			resource_status = $6, users = $7
 		WHERE urn = $1`,
 		cur.URN, string(next.Allocation), string(next.Operational), next.Expires, next.Error, next.ResourceMsg, usersJSON(next.Users))
+}
+
+// Delete: see am.Store. One statement, geniam_delete
+// (migrations/0009_allocate_delete_functions.sql).
+func (s *Store) Delete(ctx context.Context, d am.DeleteTx) ([]am.Sliver, error) {
+	var out []am.Sliver
+	err := s.retry(ctx, func() error {
+		var err error
+		out, err = collectSlivers(s.pool.Query(ctx, "SELECT * FROM geniam_delete($1, $2, $3, $4)",
+			d.Actor, d.SliceURN, d.URNs, d.Operator))
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			switch pe.Code {
+			case codeShutDown:
+				return am.Errorf(am.Forbidden, "slice %s has been shut down by Shutdown; only an operator can restore it", d.SliceURN)
+			case codeNoSuchSliver:
+				return &am.Err{Code: am.SearchFailed, URN: pe.Detail, Msg: "no sliver " + pe.Detail + " at this aggregate (deleted or expired)"}
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, cleanError("Delete", err)
+	}
+	if d.URNs == nil {
+		sort.Slice(out, func(i, j int) bool {
+			if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+				return out[i].CreatedAt.Before(out[j].CreatedAt)
+			}
+			return out[i].URN < out[j].URN
+		})
+	} else {
+		at := make(map[string]int, len(d.URNs))
+		for i, u := range d.URNs {
+			at[u] = i
+		}
+		sort.Slice(out, func(i, j int) bool { return at[out[i].URN] < at[out[j].URN] })
+	}
+	return out, nil
 }
 
 // Expire deletes due slivers, skipping rows other reapers or callers hold.
