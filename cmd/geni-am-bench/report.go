@@ -76,6 +76,11 @@ func writeTable(w io.Writer, r *report) error {
 				fmt.Fprintf(&b, "  allocate with %d clients: %.1f calls/s = %.1f%% of pgbench tps\n",
 					res.Clients, res.CallsPerSec, 100*res.CallsPerSec/p.TPS)
 			}
+			// A pair is two small write transactions: its ceiling is tps/2.
+			if res.Scenario == rowAllocateDelete && res.Skipped == "" && p.TPS > 0 {
+				fmt.Fprintf(&b, "  allocate+delete with %d clients: %.1f pairs/s (p99 %.2f ms) = %.1f%% of pgbench tps/2 (%.1f)\n",
+					res.Clients, res.CallsPerSec, res.P99ms, 200*res.CallsPerSec/p.TPS, p.TPS/2)
+			}
 		}
 	}
 	for _, n := range r.Notes {
