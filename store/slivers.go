@@ -173,7 +173,15 @@ func (s *Store) Slivers(ctx context.Context, sliceURN string, urns []string) ([]
 // double booking (a clash on node_slots is retried).
 func (s *Store) Allocate(ctx context.Context, a am.AllocateTx) ([]am.Sliver, error) {
 	attempts := max(s.Attempts, 1)
-	nodes := s.view.recent(s.viewMaxAge(), time.Now())
+	nodes, stale := s.view.recent(s.viewMaxAge(), time.Now())
+	if stale && s.view.startRefresh() {
+		go func() {
+			defer s.view.refreshed()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, _ = s.readView(ctx) // on failure the next Allocate tries again
+		}()
+	}
 	readHere := nodes == nil // nodes will have been read during this call
 	if readHere {
 		var err error

@@ -23,6 +23,7 @@ type report struct {
 	Settings map[string]any `json:"settings"`
 	Results  []result       `json:"results"`
 	PgBench  *pgbenchResult `json:"pgbench,omitempty"`
+	Baseline *report        `json:"-"` // --baseline: an earlier run to compare p99s with
 	Notes    []string       `json:"notes,omitempty"`
 }
 
@@ -80,6 +81,16 @@ func writeTable(w io.Writer, r *report) error {
 			if res.Scenario == rowAllocateDelete && res.Skipped == "" && p.TPS > 0 {
 				fmt.Fprintf(&b, "  allocate+delete with %d clients: %.1f pairs/s (p99 %.2f ms) = %.1f%% of pgbench tps/2 (%.1f)\n",
 					res.Clients, res.CallsPerSec, res.P99ms, 200*res.CallsPerSec/p.TPS, p.TPS/2)
+			}
+		}
+	}
+	if r.Baseline != nil {
+		for _, res := range r.Results {
+			for _, old := range r.Baseline.Results {
+				if old.Scenario == res.Scenario && old.Clients == res.Clients && res.Skipped == "" && old.Skipped == "" && old.P99ms > 0 {
+					fmt.Fprintf(&b, "  %s with %d clients: p99 %.2f ms = %.2fx the baseline's %.2f ms\n",
+						res.Scenario, res.Clients, res.P99ms, res.P99ms/old.P99ms, old.P99ms)
+				}
 			}
 		}
 	}
@@ -263,4 +274,17 @@ func esc(s string) string {
 	var b bytes.Buffer
 	_ = xml.EscapeText(&b, []byte(s))
 	return b.String()
+}
+
+// readBaseline reads a --json file written by an earlier run.
+func readBaseline(name string) (*report, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("--baseline: %w", err)
+	}
+	var r report
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("--baseline %s: %w", name, err)
+	}
+	return &r, nil
 }
