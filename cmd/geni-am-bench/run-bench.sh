@@ -64,14 +64,14 @@ fi
 stop_aggregate
 
 echo "== 10,000 nodes with 50,000 live slivers (pgbench -N alongside; p99s against the 1,000-node run)"
-start_aggregate "$VAR10K" "$AM10K" "$CH10K" 10000
-# 5 slivers on each of 10,000 agentless nodes, in 500 slices, expiring in a
+start_aggregate "$VAR10K" "$AM10K" "$CH10K" 10003 # the 3 demo nodes and 10,000 bench nodes
+# 5 slivers on each of the 10,000 bench nodes, in 500 slices, expiring in a
 # week (the reaper leaves them alone); skipped when an earlier run seeded them.
-psql -X -q "$db" <<'SQL'
+psql -X -q -o /dev/null -v ON_ERROR_STOP=1 "$db" <<'SQL'
 BEGIN;
 SELECT set_config('geniam.event', 'bench-seed', true);
 INSERT INTO slices (urn) SELECT 'urn:publicid:IDN+bench+slice+seed' || s FROM generate_series(0, 499) s ON CONFLICT DO NOTHING;
-WITH n AS (SELECT name, row_number() OVER (ORDER BY name) - 1 AS k FROM nodes WHERE agent_url = '' AND NOT retired ORDER BY name LIMIT 10000)
+WITH n AS (SELECT name, row_number() OVER (ORDER BY name) - 1 AS k FROM nodes WHERE hardware_type = 'bench-host' AND NOT retired ORDER BY name LIMIT 10000)
 INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, allocation_state, operational_state, expires_at, created_by)
 SELECT 'urn:publicid:IDN+bench+sliver+seed' || (n.k * 5 + j), 'urn:publicid:IDN+bench+slice+seed' || ((n.k * 5 + j) % 500), n.name,
        'container', 'seed' || (n.k * 5 + j), 'geni_allocated', 'geni_pending_allocation', now() + interval '7 days', 'urn:publicid:IDN+bench+user+seed'
