@@ -260,22 +260,15 @@ func skipped(rows []string, clients int, why string) []result {
 // Status polls and the time from the start of Provision to all ready.
 func (b *bench) provision(ctx context.Context) []result {
 	rows := []string{scProvision, rowProvisionStatus, rowProvisionReady}
-	if len(b.creds.Slices) == 0 {
-		return skipped(rows, 1, "no slice credential (give --slice-cred or --ch)")
+	request, s, creds, c, skip := b.oneSlice(b.cfg.ProvisionSlivers)
+	if skip != "" {
+		return skipped(rows, 1, skip)
 	}
-	request, err := replicateNodes(b.request, b.cfg.ProvisionSlivers)
-	if err != nil {
-		return skipped(rows, 1, err.Error())
-	}
-	s := b.creds.Slices[0]
-	creds := credArg(s.Cred)
-	c := newRPCClient(b.cfg.URL, b.tls, true, b.cfg.Timeout, nil)
 	defer c.close()
 	prov, status, ready := newRecorder(), newRecorder(), newRecorder()
 	bg := newBudget(ctx, b.cfg.ProvisionCycles, b.cfg.Duration)
 	bg.begin()
 	start := time.Now()
-	skip := ""
 	for cycle := 0; skip == "" && (cycle == 0 || bg.take()); cycle++ {
 		if cycle == 0 {
 			bg.left.Add(-1) // the first cycle always runs
@@ -453,16 +446,10 @@ func describeStates(states map[string]string) string {
 // the slice. Rows: the Describe calls and the Status calls.
 func (b *bench) describeStatus(ctx context.Context) []result {
 	rows := []string{rowDescribe, rowStatus}
-	if len(b.creds.Slices) == 0 {
-		return skipped(rows, 1, "no slice credential (give --slice-cred or --ch)")
+	request, s, creds, c, skip := b.oneSlice(b.cfg.DescribeSlivers)
+	if skip != "" {
+		return skipped(rows, 1, skip)
 	}
-	request, err := replicateNodes(b.request, b.cfg.DescribeSlivers)
-	if err != nil {
-		return skipped(rows, 1, err.Error())
-	}
-	s := b.creds.Slices[0]
-	creds := credArg(s.Cred)
-	c := newRPCClient(b.cfg.URL, b.tls, true, b.cfg.Timeout, nil)
 	defer c.close()
 	_, _ = c.callAM(ctx, "Delete", []string{s.URN}, creds, map[string]any{}) // what an interrupted run left
 	if _, err := c.callAM(ctx, "Allocate", s.URN, creds, request, map[string]any{}); err != nil {
@@ -508,4 +495,20 @@ func checkSlivers(method string, v any, n int) error {
 		return &callError{Method: method, Kind: kindBadValue, Msg: fmt.Sprintf("%d slivers, want %d", len(states), n)}
 	}
 	return nil
+}
+
+// oneSlice is the set-up of a one-client scenario on the first slice: the
+// request with its nodes copied up to n, the slice, its credential argument
+// and a keep-alive client (the caller closes it); or why the scenario is
+// skipped.
+func (b *bench) oneSlice(n int) (string, sliceCred, []map[string]any, *rpcClient, string) {
+	if len(b.creds.Slices) == 0 {
+		return "", sliceCred{}, nil, nil, "no slice credential (give --slice-cred or --ch)"
+	}
+	request, err := replicateNodes(b.request, n)
+	if err != nil {
+		return "", sliceCred{}, nil, nil, err.Error()
+	}
+	s := b.creds.Slices[0]
+	return request, s, credArg(s.Cred), newRPCClient(b.cfg.URL, b.tls, true, b.cfg.Timeout, nil), ""
 }
