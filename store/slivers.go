@@ -102,10 +102,15 @@ func scanSliver(row pgx.Row) (am.Sliver, error) {
 	var execute, install, users, interfaces, run []byte
 	var alloc, op string
 	var endWanted *time.Time
-	err := row.Scan(&s.URN, &s.SliceURN, &s.ClientID, &s.NodeName, &s.ComponentID, &s.SliverType,
+	dest := []any{&s.URN, &s.SliceURN, &s.ClientID, &s.NodeName, &s.ComponentID, &s.SliverType,
 		&s.Image.URL, &s.Image.SHA256, &s.ImageID, &execute, &install, &users, &s.NodeXML,
-		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted, &interfaces,
-		&s.LoginHost, &s.LoginPort, &s.LoginUser, &s.StdoutTail, &s.StderrTail, &run)
+		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted, &interfaces}
+	// geniam_delete (0009) returns the columns up to interfaces; every
+	// query with sliverColumns has those of 0007 too.
+	if fd, ok := row.(interface{ FieldDescriptions() []pgconn.FieldDescription }); !ok || len(fd.FieldDescriptions()) > len(dest) {
+		dest = append(dest, &s.LoginHost, &s.LoginPort, &s.LoginUser, &s.StdoutTail, &s.StderrTail, &run)
+	}
+	err := row.Scan(dest...)
 	if err != nil {
 		return s, err
 	}
