@@ -107,7 +107,9 @@ func scanSliver(row pgx.Row) (am.Sliver, error) {
 		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted, &interfaces}
 	// geniam_delete (0009) returns the columns up to interfaces; every
 	// query with sliverColumns has those of 0007 too.
-	if fd, ok := row.(interface{ FieldDescriptions() []pgconn.FieldDescription }); !ok || len(fd.FieldDescriptions()) > len(dest) {
+	if fd, ok := row.(interface {
+		FieldDescriptions() []pgconn.FieldDescription
+	}); !ok || len(fd.FieldDescriptions()) > len(dest) {
 		dest = append(dest, &s.LoginHost, &s.LoginPort, &s.LoginUser, &s.StdoutTail, &s.StderrTail, &run)
 	}
 	err := row.Scan(dest...)
