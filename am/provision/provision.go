@@ -59,6 +59,14 @@ type Config struct {
 	AgentTimeout   time.Duration // one health poll; default 10 s
 	WarnInterval   time.Duration // expiry warning and pruning sweep period; default 1 min
 	JobRetention   time.Duration // finished jobs are kept this long; default 7 days
+	// StrayGrace is how long a container of this aggregate that the
+	// database never knew is only reported; past it, it is archived and
+	// removed. 0 (the default) only ever reports.
+	StrayGrace time.Duration
+	// Instance is this aggregate's instance name, put on every container it
+	// starts; the agents list only this instance's containers to it. ""
+	// reads it from the database (settings aggregate_instance).
+	Instance string
 
 	Owner string       // worker name prefix in jobs.lease_owner; default host:pid/random
 	Log   *slog.Logger // default slog.Default()
@@ -164,6 +172,8 @@ func (p *Provisioner) wake() {
 // out (the graceful and the SIGKILL path are the same, and both are tested).
 func (p *Provisioner) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); p.holdProcessLock(ctx) }()
 	for i := 0; i < p.cfg.Workers; i++ {
 		wg.Add(1)
 		go func(n int) {
@@ -176,6 +186,32 @@ func (p *Provisioner) Run(ctx context.Context) {
 	go func() { defer wg.Done(); p.housekeeping(ctx) }()
 	p.log.Info("provisioner running", "workers", p.cfg.Workers, "owner", p.cfg.Owner, "archive", p.cfg.ArchiveDir)
 	wg.Wait()
+}
+
+// holdProcessLock registers this process and holds its database lock until
+// ctx ends, so that when it dies another process takes its jobs over at
+// once rather than when their leases run out (store.LockProcess). Without
+// the lock (PostgreSQL unreachable at start) the leases still work.
+func (p *Provisioner) holdProcessLock(ctx context.Context) {
+	for ctx.Err() == nil {
+		l, err := p.st.LockProcess(ctx, p.cfg.Owner)
+		if err == nil {
+			l.Hold(ctx, time.Second, func(err error) {
+				if p.metrics != nil {
+					p.metrics.takeover.Inc()
+				}
+				p.log.Warn("provisioner: lost the process lock (database connection); taking it again: other processes may take over this one's jobs meanwhile", "err", err)
+			})
+			return
+		}
+		if ctx.Err() == nil {
+			p.log.Warn("provisioner: cannot take the process lock; jobs of this process are taken over only when their leases run out", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // worker claims and runs jobs until ctx ends.

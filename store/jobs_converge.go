@@ -1,0 +1,186 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// What the reconciliation reads and writes (migration 0005): the teardown of
+// deleted slivers whose containers an agent still runs, and containers the
+// database never knew.
+
+// AgentContainer is one sliver an agent lists, as the reconciliation needs it.
+type AgentContainer struct {
+	AgentID   string
+	SliverURN string // from the container's label; "" when it had none
+	SliceURN  string
+	State     string
+	// JobURN is the sliver URN a teardown job of this container carries
+	// (its agent id must be AgentID): SliverURN when that maps to AgentID.
+	JobURN string
+}
+
+// Convergence is what one reconciliation of a node decided.
+type Convergence struct {
+	Teardowns []string // sliver URNs whose teardown was enqueued again
+	Strays    []string // agent ids of containers the database never knew
+	Removals  []string // strays past their grace whose removal was enqueued
+}
+
+// Converge brings a node's agent back to what the database says, for the
+// containers the agent lists that are not live slivers and have no
+// unfinished job (the caller leaves those out). A sliver the database
+// deleted or let expire, however long ago and whatever became of its
+// earlier teardown (failed after its attempts, or done while the agent
+// restored an old state), gets a new teardown job: archive /data, then
+// remove. A container the database never knew is recorded in
+// stray_containers; when grace > 0 and it has been seen for longer, its
+// removal (archive, then remove) is enqueued. Everything runs in one
+// transaction that checks again that no live sliver has the URN, so a
+// container of a live sliver is never torn down.
+func (s *Store) Converge(ctx context.Context, node string, found []AgentContainer, grace time.Duration) (Convergence, error) {
+	var out Convergence
+	err := s.inTx(ctx, "reconcile", "reconcile", "provisioner", func(tx pgx.Tx) error {
+		out = Convergence{}
+		seen := make([]string, 0, len(found))
+		for _, c := range found {
+			seen = append(seen, c.AgentID)
+			if c.SliverURN != "" {
+				queued, err := requeueTeardown(ctx, tx, node, c.SliverURN)
+				if err != nil {
+					return err
+				}
+				if queued {
+					out.Teardowns = append(out.Teardowns, c.SliverURN)
+					continue
+				}
+				var live bool
+				if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM slivers WHERE urn = $1)", c.SliverURN).Scan(&live); err != nil {
+					return err
+				}
+				if live {
+					continue // on another node in our books, or just provisioned: not a stranger
+				}
+			}
+			out.Strays = append(out.Strays, c.AgentID)
+			removal, err := noteStray(ctx, tx, node, c, grace)
+			if err != nil {
+				return err
+			}
+			if removal {
+				out.Removals = append(out.Removals, c.AgentID)
+			}
+		}
+		_, err := tx.Exec(ctx, "DELETE FROM stray_containers WHERE node_name = $1 AND NOT (agent_id = ANY($2))", node, seen)
+		return err
+	})
+	return out, err
+}
+
+// requeueTeardown enqueues a teardown of sliverURN on node when the
+// database says the sliver was deleted or expired (its history ends in
+// geni_unallocated, or it had a delete job) and it is not live again.
+func requeueTeardown(ctx context.Context, tx pgx.Tx, node, sliverURN string) (bool, error) {
+	var sliceURN, event string
+	err := tx.QueryRow(ctx, `SELECT slice_urn, event FROM sliver_history
+		WHERE sliver_urn = $1 AND allocation_state = 'geni_unallocated' ORDER BY id DESC LIMIT 1`, sliverURN).Scan(&sliceURN, &event)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, err
+	}
+	var args JobArgs
+	var raw []byte
+	jerr := tx.QueryRow(ctx, `SELECT slice_urn, args FROM jobs WHERE sliver_urn = $1 AND kind = 'delete' ORDER BY id DESC LIMIT 1`,
+		sliverURN).Scan(&sliceURN, &raw)
+	if jerr != nil && !errors.Is(jerr, pgx.ErrNoRows) {
+		return false, jerr
+	}
+	if errors.Is(err, pgx.ErrNoRows) && errors.Is(jerr, pgx.ErrNoRows) {
+		return false, nil // never deleted in our books
+	}
+	_ = json.Unmarshal(raw, &args)
+	if event == "expire" {
+		args.Expired = true
+	}
+	args.Event = "reconcile"
+	b, _ := json.Marshal(args)
+	tag, err := tx.Exec(ctx, `INSERT INTO jobs (kind, sliver_urn, slice_urn, node_name, args, created_by)
+		SELECT 'delete', $1, $2, $3, $4, 'reconciliation'
+		WHERE NOT EXISTS (SELECT 1 FROM slivers WHERE urn = $1)
+		  AND NOT EXISTS (SELECT 1 FROM jobs WHERE sliver_urn = $1 AND state IN ('queued', 'running'))`,
+		sliverURN, sliceURN, node, string(b))
+	return tag.RowsAffected() > 0, err
+}
+
+// noteStray records a stranger and, past its grace, enqueues its removal
+// once. It returns true when it enqueued the removal.
+func noteStray(ctx context.Context, tx pgx.Tx, node string, c AgentContainer, grace time.Duration) (bool, error) {
+	var firstSeen time.Time
+	var removal *int64
+	err := tx.QueryRow(ctx, `INSERT INTO stray_containers (node_name, agent_id, sliver_urn, slice_urn, state)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (node_name, agent_id) DO UPDATE SET last_seen = now(), state = EXCLUDED.state,
+			sliver_urn = EXCLUDED.sliver_urn, slice_urn = EXCLUDED.slice_urn
+		RETURNING first_seen, removal_job`, node, c.AgentID, c.SliverURN, c.SliceURN, c.State).Scan(&firstSeen, &removal)
+	if err != nil || grace <= 0 {
+		return false, err
+	}
+	if removal != nil {
+		var pending bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND state IN ('queued', 'running'))", *removal).Scan(&pending); err != nil {
+			return false, err
+		}
+		if pending {
+			return false, nil
+		}
+	}
+	var due bool
+	if err := tx.QueryRow(ctx, "SELECT $1 < now() - $2 * interval '1 millisecond'", firstSeen, grace.Milliseconds()).Scan(&due); err != nil || !due {
+		return false, err
+	}
+	args, _ := json.Marshal(JobArgs{Event: "stray"})
+	var id int64
+	err = tx.QueryRow(ctx, `INSERT INTO jobs (kind, sliver_urn, slice_urn, node_name, args, created_by)
+		VALUES ('delete', $1, $2, $3, $4, 'reconciliation') RETURNING id`, c.JobURN, c.SliceURN, node, string(args)).Scan(&id)
+	if err != nil {
+		return false, err
+	}
+	_, err = tx.Exec(ctx, "UPDATE stray_containers SET removal_job = $3 WHERE node_name = $1 AND agent_id = $2", node, c.AgentID, id)
+	return err == nil, err
+}
+
+// RetryNodeJobsNow makes the node's jobs waiting out a backoff due now: its
+// agent answers again, and whatever failed while it was gone should not
+// wait minutes more. It returns how many jobs it moved.
+func (s *Store) RetryNodeJobsNow(ctx context.Context, node string) (int, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE jobs SET next_run_at = clock_timestamp()
+		WHERE node_name = $1 AND state = 'queued' AND attempts > 0 AND next_run_at > clock_timestamp()`, node)
+	if err != nil {
+		return 0, cleanError("retry jobs", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// StrayContainer is a row of stray_containers.
+type StrayContainer struct {
+	NodeName, AgentID, SliverURN, SliceURN, State string
+	FirstSeen, LastSeen                           time.Time
+}
+
+// StrayContainers lists what the health polls found on the agents that the
+// database never knew.
+func (s *Store) StrayContainers(ctx context.Context) ([]StrayContainer, error) {
+	rows, err := s.pool.Query(ctx, `SELECT node_name, agent_id, sliver_urn, slice_urn, state, first_seen, last_seen
+		FROM stray_containers ORDER BY node_name, agent_id`)
+	if err != nil {
+		return nil, cleanError("read strays", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (StrayContainer, error) {
+		var c StrayContainer
+		return c, r.Scan(&c.NodeName, &c.AgentID, &c.SliverURN, &c.SliceURN, &c.State, &c.FirstSeen, &c.LastSeen)
+	})
+	return out, cleanError("read strays", err)
+}
