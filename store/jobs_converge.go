@@ -13,6 +13,11 @@ import (
 // deleted slivers whose containers an agent still runs, and containers the
 // database never knew.
 
+// SettingAggregateInstance is the settings key of this aggregate's instance
+// name (migration 0005): the label that keeps its containers apart from
+// another aggregate's on a shared agent or engine.
+const SettingAggregateInstance = "aggregate_instance"
+
 // AgentContainer is one sliver an agent lists, as the reconciliation needs it.
 type AgentContainer struct {
 	AgentID   string

@@ -186,6 +186,14 @@ func (c *Client) List(ctx context.Context) ([]Status, error) {
 	return sts, err
 }
 
+// ListOf returns the slivers of one aggregate instance (and those started
+// without one); an agent too old to filter is filtered here.
+func (c *Client) ListOf(ctx context.Context, aggregate string) ([]Status, error) {
+	var sts []Status
+	_, err := c.call(ctx, "list", http.MethodGet, "/v2/slivers?aggregate="+url.QueryEscape(aggregate), nil, &sts)
+	return OfAggregate(sts, aggregate), err
+}
+
 // Stop stops the sliver's container (geni_stop).
 func (c *Client) Stop(ctx context.Context, id string) (Status, error) {
 	return c.post(ctx, "stop", id, "/stop")

@@ -290,7 +290,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, r, h.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sts)
+	writeJSON(w, http.StatusOK, OfAggregate(sts, r.URL.Query().Get("aggregate")))
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {

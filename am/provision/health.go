@@ -77,7 +77,13 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 		return
 	}
 	lctx, cancel := context.WithTimeout(ctx, p.cfg.AgentTimeout)
-	list, err := p.client(n.AgentURL).List(lctx)
+	instance, err := p.instance(ctx)
+	if err != nil {
+		cancel()
+		p.log.Warn("provisioner: health: reading the aggregate instance", "err", err)
+		return
+	}
+	list, err := p.client(n.AgentURL).ListOf(lctx, instance)
 	cancel()
 	if ctx.Err() != nil {
 		return

@@ -106,9 +106,12 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 	if s.Image.URL == "" {
 		return "", am.Errorf(am.BadArgs, "sliver %s has no image to run", s.URN)
 	}
-	req := agent.FetchRequest{URL: s.Image.URL, SHA256: s.Image.SHA256}
+	instance, err := p.instance(ctx)
+	if err != nil {
+		return "", err
+	}
+	req := agent.FetchRequest{URL: s.Image.URL, SHA256: s.Image.SHA256, Aggregate: instance}
 	var st agent.Status
-	var err error
 	for {
 		st, err = c.FetchWait(ctx, id, req, p.cfg.FetchWait)
 		if err != nil {
@@ -129,6 +132,7 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 		}
 	}
 	start, err := startRequest(s, manifest)
+	start.Aggregate = instance
 	if err != nil {
 		return "", err
 	}

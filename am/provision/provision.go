@@ -136,6 +136,8 @@ type Provisioner struct {
 
 	metrics *provisionMetrics // nil unless RegisterMetrics
 
+	instanceMu sync.Mutex // guards cfg.Instance, read from the database once
+
 	// Counters for the report and metrics.
 	JobsDone, JobsFailed, JobsRetried atomic.Int64
 }
@@ -212,6 +214,25 @@ func (p *Provisioner) holdProcessLock(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// instance is this aggregate's instance name (Config.Instance, or the
+// database's, read once).
+func (p *Provisioner) instance(ctx context.Context) (string, error) {
+	p.instanceMu.Lock()
+	defer p.instanceMu.Unlock()
+	if p.cfg.Instance != "" {
+		return p.cfg.Instance, nil
+	}
+	v, err := p.st.Setting(ctx, store.SettingAggregateInstance)
+	if err != nil {
+		return "", am.Wrap(am.Busy, err, "cannot read the aggregate instance")
+	}
+	if v == "" {
+		return "", am.Errorf(am.ServerError, "the database has no aggregate_instance setting (migration 0005)")
+	}
+	p.cfg.Instance = v
+	return v, nil
 }
 
 // worker claims and runs jobs until ctx ends.
