@@ -145,12 +145,12 @@ func TestStraysAndOtherAggregates(t *testing.T) {
 
 		// A stray of A's instance: fetched and run straight on the agent.
 		stray := fmt.Sprintf("stray%d", round)
+		seen := time.Now() // the health poll may see it from its fetch on
 		_, err = cli.FetchWait(e.ctx, stray, agent.FetchRequest{URL: imageServerURL() + "/demo.tar", SHA256: imageDigest, Aggregate: instA}, 30*time.Second)
 		must(t, err)
 		_, _, err = cli.Run(e.ctx, stray, agent.StartRequest{SliceURN: "urn:publicid:IDN+elsewhere+slice+s", SliverURN: "urn:publicid:IDN+elsewhere+sliver+" + stray,
 			Aggregate: instA, Command: []string{"/demo", "-every", "1s"}})
 		must(t, err)
-		seen := time.Now()
 
 		for _, inst := range []string{instA, instB} {
 			sts, err := cli.ListOf(e.ctx, inst)
