@@ -140,6 +140,11 @@ func itoa(i int) string {
 // it only ever lifts its own reason, never an operator's.
 const unreachablePrefix = "agent unreachable since "
 
+// UnheardStatusPrefix starts the geni_resource_status of a sliver that was
+// geni_ready when its agent stopped answering (it is geni_notready until
+// the agent is heard again).
+const UnheardStatusPrefix = "unknown: node agent unreachable since "
+
 // unreachableSliverPrefix starts the geni_error of slivers on such a node.
 const unreachableSliverPrefix = "node agent unreachable since "
 
@@ -167,8 +172,17 @@ func (s *Store) MarkAgentUnreachable(ctx context.Context, node string, since tim
 			node, unreachablePrefix+stamp); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE slivers SET error = $2 WHERE node_name = $1 AND allocation_state = 'geni_provisioned'
-			AND (error = '' OR error LIKE 'node agent unreachable since %') AND error <> $2`, node, unreachableSliverPrefix+stamp+": "+clip(why, 200))
+		if _, err = tx.Exec(ctx, `UPDATE slivers SET error = $2 WHERE node_name = $1 AND allocation_state = 'geni_provisioned'
+			AND (error = '' OR error LIKE 'node agent unreachable since %') AND error <> $2`, node, unreachableSliverPrefix+stamp+": "+clip(why, 200)); err != nil {
+			return err
+		}
+		// Nobody has seen these containers run since: they are not
+		// reported geni_ready. geni_notready is the v3 state every client
+		// knows for "not usable now"; the resource status says why and what
+		// was last seen. The first good poll puts back what the agent says.
+		_, err = tx.Exec(ctx, `UPDATE slivers SET operational_state = 'geni_notready',
+			resource_status = $2 || ' (last seen: ' || left(resource_status, 200) || ')'
+			WHERE node_name = $1 AND allocation_state = 'geni_provisioned' AND operational_state = 'geni_ready'`, node, UnheardStatusPrefix+stamp)
 		return err
 	})
 	return changed, err
