@@ -174,8 +174,16 @@ func (p *Provisioner) wake() {
 // out (the graceful and the SIGKILL path are the same, and both are tested).
 func (p *Provisioner) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	// The lock is taken before the first job is claimed, so that no job of
+	// this process is ever leased without it.
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	lock, err := p.st.LockProcess(lctx, p.cfg.Owner)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		p.log.Warn("provisioner: cannot take the process lock yet; jobs of this process are taken over only when their leases run out until it has it", "err", err)
+	}
 	wg.Add(1)
-	go func() { defer wg.Done(); p.holdProcessLock(ctx) }()
+	go func() { defer wg.Done(); p.holdProcessLock(ctx, lock) }()
 	for i := 0; i < p.cfg.Workers; i++ {
 		wg.Add(1)
 		go func(n int) {
@@ -194,9 +202,12 @@ func (p *Provisioner) Run(ctx context.Context) {
 // ctx ends, so that when it dies another process takes its jobs over at
 // once rather than when their leases run out (store.LockProcess). Without
 // the lock (PostgreSQL unreachable at start) the leases still work.
-func (p *Provisioner) holdProcessLock(ctx context.Context) {
+func (p *Provisioner) holdProcessLock(ctx context.Context, l *store.ProcessLock) {
 	for ctx.Err() == nil {
-		l, err := p.st.LockProcess(ctx, p.cfg.Owner)
+		var err error
+		if l == nil {
+			l, err = p.st.LockProcess(ctx, p.cfg.Owner)
+		}
 		if err == nil {
 			l.Hold(ctx, time.Second, func(err error) {
 				if p.metrics != nil {
@@ -205,9 +216,6 @@ func (p *Provisioner) holdProcessLock(ctx context.Context) {
 				p.log.Warn("provisioner: lost the process lock (database connection); taking it again: other processes may take over this one's jobs meanwhile", "err", err)
 			})
 			return
-		}
-		if ctx.Err() == nil {
-			p.log.Warn("provisioner: cannot take the process lock; jobs of this process are taken over only when their leases run out", "err", err)
 		}
 		select {
 		case <-ctx.Done():
