@@ -71,6 +71,7 @@ func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	}
 	s := &served{t: t, dbURL: dbURL, pki: pki, logBuf: &syncWriter{w: &bytes.Buffer{}}}
 	cfg.DB.URL = s.dbURL
+	cfg.VarDir = t.TempDir() // the audit spool, never the source tree
 	cfg.Listen = "127.0.0.1:0"
 	cfg.AMURN = devenv.AMURN
 	cfg.TLS.Cert, cfg.TLS.Key = pki.File("am")
