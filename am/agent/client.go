@@ -106,6 +106,14 @@ func (c *Client) Ping(ctx context.Context) error {
 	return err
 }
 
+// Disk returns the space of the agent's state filesystem (zero from an
+// agent too old to say).
+func (c *Client) Disk(ctx context.Context) (Disk, error) {
+	var d Disk
+	_, err := c.call(ctx, "ping", http.MethodGet, "/v2/ping", nil, &d)
+	return d, err
+}
+
 // Fetch asks the agent to download and load the sliver's image. It returns
 // at once (the agent answers 202) with state "fetching", or "fetched" if
 // the same image was already loaded. Use WaitFetched or poll Status.

@@ -281,7 +281,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (h *Handler) ping(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "instance": h.svc.cfg.Instance, "caller": CallerOf(r.Context()).ID})
+	out := map[string]any{"ok": true, "instance": h.svc.cfg.Instance, "caller": CallerOf(r.Context()).ID}
+	if d, err := diskOf(h.svc.cfg.StateDir); err == nil {
+		out["disk_free_bytes"], out["disk_total_bytes"] = d.FreeBytes, d.TotalBytes
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {

@@ -121,6 +121,7 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 	} else if wasDown {
 		p.log.Info("provisioner: node agent reachable again: node available", "node", n.Name, "agent", n.AgentURL)
 	}
+	p.checkDisk(ctx, n)
 	if wasDown || wasFailing {
 		// Jobs that failed while the agent was gone wait out backoffs of
 		// up to BackoffMax: run them now that it answers.
@@ -308,5 +309,26 @@ func (p *Provisioner) Housekeep(ctx context.Context) {
 	} else if n > 0 {
 		p.log.Warn("provisioner: slivers left configuring without a job were requeued", "count", n)
 		p.wake()
+	}
+}
+
+// checkDisk records the space of the agent's state filesystem; at or below
+// DiskPressure free, the node takes no new slivers and its slivers say why
+// (store.RecordDisk), until space is back.
+func (p *Provisioner) checkDisk(ctx context.Context, n store.AgentNode) {
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.AgentTimeout)
+	d, err := p.client(n.AgentURL).Disk(dctx)
+	cancel()
+	if err != nil || d.TotalBytes <= 0 {
+		return // the list answered; an agent too old to say is no pressure
+	}
+	pressure := float64(d.FreeBytes) <= p.cfg.DiskPressure*float64(d.TotalBytes)
+	changed, err := p.st.RecordDisk(ctx, n.Name, d.FreeBytes, d.TotalBytes, pressure)
+	if err != nil {
+		p.log.Warn("provisioner: health: recording disk space", "node", n.Name, "err", err)
+	} else if changed && pressure {
+		p.log.Warn("provisioner: disk pressure on a node: it takes no new slivers", "node", n.Name, "free_bytes", d.FreeBytes, "total_bytes", d.TotalBytes)
+	} else if changed {
+		p.log.Info("provisioner: disk pressure on a node is over", "node", n.Name, "free_bytes", d.FreeBytes, "total_bytes", d.TotalBytes)
 	}
 }

@@ -272,6 +272,13 @@ func (p *Provisioner) teardown(ctx context.Context, j *store.Job, c *agent.Clien
 	} else if err != nil {
 		return "", err
 	}
+	// /data is safe in the archive: empty it first. On a node whose disk
+	// it filled, that is what gives the agent room to record the rest of
+	// the teardown (an agent that keeps its records elsewhere does not
+	// need it; it costs one request).
+	if err := c.DeleteData(ctx, id); err != nil && am.CodeOf(err) != am.SearchFailed {
+		return "", err
+	}
 	if err := c.Delete(ctx, id); err != nil {
 		return "", err
 	}

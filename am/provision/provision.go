@@ -59,6 +59,10 @@ type Config struct {
 	AgentTimeout   time.Duration // one health poll; default 10 s
 	WarnInterval   time.Duration // expiry warning and pruning sweep period; default 1 min
 	JobRetention   time.Duration // finished jobs are kept this long; default 7 days
+	// DiskPressure is the fraction of an agent's state filesystem that,
+	// when no more than it is free, is disk pressure: the node takes no
+	// new slivers and its slivers' geni_error says so. Default 0.05.
+	DiskPressure float64
 	// StrayGrace is how long a container of this aggregate that the
 	// database never knew is only reported; past it, it is archived and
 	// removed. 0 (the default) only ever reports.
@@ -102,6 +106,9 @@ func (c *Config) defaults() error {
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 10
+	}
+	if c.DiskPressure <= 0 {
+		c.DiskPressure = 0.05
 	}
 	if c.DownAfter <= 0 {
 		c.DownAfter = 2
