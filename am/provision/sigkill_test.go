@@ -183,6 +183,16 @@ func TestSIGKILLWithLivePeer(t *testing.T) {
 		e.waitStates(agg, call, slice, 90*time.Second, "every sliver ready after the SIGKILL", opIs(am.Ready))
 		_, err = agg.Delete(e.ctx, call, []string{slice})
 		must(t, err)
+		// The next round provisions the same image: let this round's
+		// teardown (which removes the image once unused) finish first.
+		for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			var pending int
+			must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state IN ('queued','running')").Scan(&pending))
+			if pending == 0 || time.Now().After(end) {
+				break
+			}
+		}
+		t.Logf("round %d: the killed process held %d jobs; taken over after %s", round, held, took[len(took)-1].Round(time.Millisecond))
 	}
 	var pending, failed int
 	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
