@@ -98,6 +98,7 @@ type Provisioning struct {
 	DownAfter        int           `mapstructure:"down_after" doc:"failed polls in a row before a node is made unavailable" default:"2"`
 	ArchiveDir       string        `mapstructure:"archive_dir" doc:"where /data archives are kept; empty: var_dir/archive" default:""`
 	ArchiveRetention time.Duration `mapstructure:"archive_retention" doc:"how long /data archives of deleted or expired slivers stay downloadable" default:"168h"`
+	DiskPressure     float64       `mapstructure:"disk_pressure" doc:"fraction of a node agent's state filesystem that, when no more than it is free, is disk pressure: the node takes no new slivers and its slivers' geni_error says so" default:"0.05"`
 	StrayGrace       time.Duration `mapstructure:"stray_grace" doc:"how long a container of this aggregate that the database never knew is only reported (log, stray_containers); past it, its /data is archived and it is removed. 0: only ever reported" default:"0s"`
 }
 

@@ -110,6 +110,9 @@ func (c *Config) defaults() error {
 	if c.DiskPressure <= 0 {
 		c.DiskPressure = 0.05
 	}
+	if c.DiskPressure >= 1 {
+		return fmt.Errorf("provision: provisioning.disk_pressure is a fraction of the disk, below 1: %g", c.DiskPressure)
+	}
 	if c.DownAfter <= 0 {
 		c.DownAfter = 2
 	}
