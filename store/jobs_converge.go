@@ -54,17 +54,23 @@ func (s *Store) Converge(ctx context.Context, node string, found []AgentContaine
 		seen := make([]string, 0, len(found))
 		for _, c := range found {
 			seen = append(seen, c.AgentID)
-			if c.SliverURN != "" {
-				queued, err := requeueTeardown(ctx, tx, node, c.SliverURN)
+			// A record the agent made at fetch time has no URN yet: the
+			// job URN (ours, from the agent id) names the sliver then.
+			urn := c.SliverURN
+			if urn == "" {
+				urn = c.JobURN
+			}
+			if urn != "" {
+				queued, err := requeueTeardown(ctx, tx, node, urn)
 				if err != nil {
 					return err
 				}
 				if queued {
-					out.Teardowns = append(out.Teardowns, c.SliverURN)
+					out.Teardowns = append(out.Teardowns, urn)
 					continue
 				}
 				var live bool
-				if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM slivers WHERE urn = $1)", c.SliverURN).Scan(&live); err != nil {
+				if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM slivers WHERE urn = $1)", urn).Scan(&live); err != nil {
 					return err
 				}
 				if live {

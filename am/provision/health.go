@@ -196,12 +196,12 @@ func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []a
 	// removed after StrayGrace). A teardown under way is left to its job.
 	var found []store.AgentContainer
 	for id, st := range byID {
-		if known[id] || (st.SliverURN != "" && (pending[st.SliverURN] || pendingBefore[st.SliverURN])) {
-			continue
-		}
 		jobURN := st.SliverURN
 		if jobURN == "" || AgentID(jobURN) != id {
 			jobURN = "urn:publicid:IDN+" + p.cfg.Authority + "+sliver+" + id
+		}
+		if known[id] || pending[jobURN] || pendingBefore[jobURN] {
+			continue
 		}
 		found = append(found, store.AgentContainer{AgentID: id, SliverURN: st.SliverURN, SliceURN: st.SliceURN, State: string(st.State), JobURN: jobURN})
 	}
