@@ -199,7 +199,7 @@ func TestAgentSoak(t *testing.T) {
 			case <-time.After(down):
 			}
 			a.start(t, bin)
-			if k%3 == 1 { // fill node3's disk through a live sliver's /data
+			if k%3 == 0 { // fill node3's disk through a live sliver's /data
 				var id string
 				_ = e.st.Pool().QueryRow(e.ctx, "SELECT urn FROM slivers WHERE node_name = 'node3' AND operational_state = 'geni_ready' LIMIT 1").Scan(&id)
 				if id != "" {
