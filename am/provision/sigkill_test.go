@@ -20,17 +20,9 @@ import (
 // on the same database finishes them. Every sliver ends ready, nothing is
 // stuck, and there is one container per sliver.
 func TestSIGKILLedAggregate(t *testing.T) {
-	needDocker(t)
-	if testing.Short() {
-		t.Skip("skipping: builds and runs geni-am")
-	}
-	e := newEnv(t, "127.0.0.2", "127.0.0.3")
-	dir := t.TempDir()
-	start := e.serveCommand(t, dir, "GENIAM_PROVISIONING_LEASE=3s")
-
 	// Allocate and Provision in this process (its provisioner never runs:
 	// the jobs wait in the queue for the subprocess).
-	agg := e.aggregate(e.provisioner("idle", nil))
+	e, dir, start, agg := serveFixture(t, "3s")
 	slice, call, _ := e.slice("sigkill")
 	var nodes [][2]string
 	for i := 0; i < 8; i++ {
@@ -72,6 +64,19 @@ func TestSIGKILLedAggregate(t *testing.T) {
 			t.Errorf("%s's engine has %d containers, want 4 (one per sliver)", a.name, n)
 		}
 	}
+}
+
+// serveFixture is the world of the geni-am serve tests: two agents, the
+// start function of serveCommand (files in dir) with the given job lease,
+// and an aggregate in this process whose provisioner never runs.
+func serveFixture(t *testing.T, lease string) (*env, string, func(name string) *exec.Cmd, *am.Aggregate) {
+	needDocker(t)
+	if testing.Short() {
+		t.Skip("skipping: builds and runs geni-am")
+	}
+	e := newEnv(t, "127.0.0.2", "127.0.0.3")
+	dir := t.TempDir()
+	return e, dir, e.serveCommand(t, dir, "GENIAM_PROVISIONING_LEASE="+lease), e.aggregate(e.provisioner("idle", nil))
 }
 
 // serveCommand builds geni-am and returns a function that starts
@@ -122,14 +127,7 @@ func (e *env) serveCommand(t *testing.T, dir string, extra ...string) func(name 
 // advisory lock is gone), far sooner than the leases. Each round ends with
 // every sliver ready and one container per sliver.
 func TestSIGKILLWithLivePeer(t *testing.T) {
-	needDocker(t)
-	if testing.Short() {
-		t.Skip("skipping: builds and runs geni-am")
-	}
-	e := newEnv(t, "127.0.0.2", "127.0.0.3")
-	dir := t.TempDir()
-	start := e.serveCommand(t, dir, "GENIAM_PROVISIONING_LEASE=30s")
-	agg := e.aggregate(e.provisioner("idle", nil))
+	e, _, start, agg := serveFixture(t, "30s")
 	start("peer")
 	var took []time.Duration
 	for round := 0; round < faultRepeats(t); round++ {
