@@ -178,6 +178,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	}
 	reaper := agg.NewReaper(cfg.Lifecycle.ReaperInterval)
 	reaper.Store = reaperStore{reaper.Store, ops}
+	reaper.Log = log
 	go reaper.Run(ctx)
 
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log, Auditor: ops})
