@@ -175,6 +175,46 @@ func (s *Store) RetryNodeJobsNow(ctx context.Context, node string) (int, error) 
 	return int(tag.RowsAffected()), nil
 }
 
+// GaveUpPrefix starts jobs.last_error of a job that ran out of attempts
+// on transient failures (the agent unreachable), as opposed to a refusal.
+const GaveUpPrefix = "gave up after "
+
+// RetryGaveUp is for a node whose agent answers again: every sliver left
+// geni_failed because its latest job (provision, start or restart) ran out
+// of attempts while the agent was away is queued again (the same kind of
+// job) and shows geni_configuring, so it converges without the
+// experimenter acting; only jobs that ended at least olderThan ago count
+// (the agent answers polls but may still fail jobs: one more round of
+// attempts per olderThan at most). It returns how many slivers it queued.
+func (s *Store) RetryGaveUp(ctx context.Context, node string, olderThan time.Duration) (int, error) {
+	var n int64
+	err := s.inTx(ctx, "retry jobs", "reconcile", "provisioner", func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `INSERT INTO jobs (kind, sliver_urn, slice_urn, node_name, args, created_by)
+			SELECT j.kind, j.sliver_urn, j.slice_urn, j.node_name, '{"event":"reconcile"}', 'reconciliation'
+			FROM jobs j JOIN slivers v ON v.urn = j.sliver_urn
+			WHERE j.node_name = $1 AND j.state = 'failed' AND j.kind IN ('provision', 'start', 'restart')
+			  AND starts_with(j.last_error, $2) AND v.allocation_state = 'geni_provisioned' AND v.operational_state = 'geni_failed'
+			  AND j.id = (SELECT max(k.id) FROM jobs k WHERE k.sliver_urn = j.sliver_urn)
+			  AND j.finished_at <= clock_timestamp() - $3 * interval '1 millisecond'
+			RETURNING sliver_urn`, node, GaveUpPrefix, olderThan.Milliseconds())
+		if err != nil {
+			return err
+		}
+		urns, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		n = int64(len(urns))
+		if n == 0 {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `UPDATE slivers SET operational_state = 'geni_configuring', error = '',
+			resource_status = 'the node agent answers again: provisioning again' WHERE urn = ANY($1)`, urns)
+		return err
+	})
+	return int(n), err
+}
+
 // StrayContainer is a row of stray_containers.
 type StrayContainer struct {
 	NodeName, AgentID, SliverURN, SliceURN, State string

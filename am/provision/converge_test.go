@@ -213,3 +213,31 @@ func instanceOf(t *testing.T, st *store.Store) string {
 	}
 	return v
 }
+
+// TestGaveUpIsNotTheEnd: a Provision whose agent stays away through every
+// attempt leaves the sliver geni_failed ("gave up after ... retried when the
+// node agent answers again"); when the agent is back the sliver is
+// provisioned again without anyone acting.
+func TestGaveUpIsNotTheEnd(t *testing.T) {
+	needDocker(t)
+	e := newEnv(t, "127.0.0.2")
+	p := e.provisioner("gaveup", func(c *provision.Config) {
+		c.MaxAttempts, c.BackoffBase, c.BackoffMax = 2, 100*time.Millisecond, 200*time.Millisecond
+	})
+	e.runProvisioner(p)
+	agg := e.aggregate(p)
+	slice, call, _ := e.slice("gaveup")
+	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"g", "node1"}))
+	must(t, err)
+	e.agents[0].stop()
+	_, err = agg.Provision(e.ctx, call, []string{slice})
+	must(t, err)
+	sts := e.waitStates(agg, call, slice, 30*time.Second, "geni_failed after every attempt", opIs(am.Failed))
+	if !strings.Contains(sts[0].Error, "gave up after 2 attempts") || !strings.Contains(sts[0].Error, "retried when the node agent answers again") {
+		t.Errorf("geni_error %q does not say it gave up for now", sts[0].Error)
+	}
+	e.agents[0].start(t)
+	back := time.Now()
+	e.waitStates(agg, call, slice, 60*time.Second, "geni_ready once the agent is back", opIs(am.Ready))
+	t.Logf("agent back → the sliver that gave up is ready after %s", time.Since(back).Round(10*time.Millisecond))
+}

@@ -14,6 +14,7 @@ import (
 // nodeHealth is what this process has seen of one agent.
 type nodeHealth struct {
 	failures  int
+	answered  bool      // a poll of this process has succeeded
 	downSince time.Time // first failure of the current run of failures
 	unknown   map[string]bool
 }
@@ -107,8 +108,10 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 		return
 	}
 	p.healthMu.Lock()
-	wasFailing := h.failures > 0
-	h.failures = 0
+	// This process's first good poll counts as a return too: the agent
+	// may have come back while no process was polling it.
+	wasFailing := h.failures > 0 || !h.answered
+	h.failures, h.answered = 0, true
 	p.healthMu.Unlock()
 	unknown, err := p.reconcile(ctx, n, list, pendingBefore)
 	if err != nil {
@@ -122,6 +125,18 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 		p.log.Info("provisioner: node agent reachable again: node available", "node", n.Name, "agent", n.AgentURL)
 	}
 	p.checkDisk(ctx, n)
+	// Jobs that ran out of attempts while the agent was away run again:
+	// at once when it has just come back, else once per BackoffMax.
+	again := p.cfg.BackoffMax
+	if wasDown || wasFailing {
+		again = 0
+	}
+	if count, err := p.st.RetryGaveUp(ctx, n.Name, again); err != nil {
+		p.log.Warn("provisioner: health: retrying jobs that gave up", "node", n.Name, "err", err)
+	} else if count > 0 {
+		p.log.Info("provisioner: slivers whose jobs ran out of attempts are provisioned again", "node", n.Name, "slivers", count)
+		p.wake()
+	}
 	if wasDown || wasFailing {
 		// Jobs that failed while the agent was gone wait out backoffs of
 		// up to BackoffMax: run them now that it answers.

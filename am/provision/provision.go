@@ -342,8 +342,15 @@ func (p *Provisioner) runJob(ctx context.Context, j *store.Job) {
 		p.JobsFailed.Add(1)
 		p.observe(j.Kind, "failed", time.Since(start).Seconds())
 		log.Warn("provisioner: job failed", "err", err)
+		msg := errText(err)
+		if transient(err) {
+			// Out of attempts, not refused: the reconciliation runs it
+			// again when the agent answers (store.RetryGaveUp).
+			msg = store.GaveUpPrefix + fmt.Sprintf("%d attempts: %s", j.Attempts, msg)
+			err = am.Wrap(am.CodeOf(err), err, "%s; retried when the node agent answers again", msg)
+		}
 		p.failed(bg, j, err)
-		p.endJob(bg, j, p.st.FailJob(bg, j, errText(err)))
+		p.endJob(bg, j, p.st.FailJob(bg, j, msg))
 	}
 }
 
