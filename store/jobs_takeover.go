@@ -32,8 +32,10 @@ func processAlive(p string) string {
 
 // deadOwnerClause is true for a running job j whose lease owner is a
 // registered process of this database that no longer holds its lock.
-var deadOwnerClause = `EXISTS (SELECT 1 FROM aggregate_processes p
-	WHERE starts_with(j.lease_owner, p.owner || ':') AND NOT ` + processAlive("p") + `)`
+// The subquery is not correlated, so PostgreSQL reads pg_locks once per
+// claim, not once per running job.
+var deadOwnerClause = `regexp_replace(j.lease_owner, ':[0-9]+$', '') IN (SELECT p.owner FROM aggregate_processes p
+	WHERE NOT ` + processAlive("p") + `)`
 
 // ProcessLock is a process's life in the database: while it is held,
 // other processes leave its jobs to it until their leases run out.
