@@ -37,6 +37,11 @@ CREATE TABLE stray_containers (
 );
 COMMENT ON TABLE stray_containers IS 'Containers of this aggregate''s instance that the database never knew, as the health poll last saw them; removed (after an archive of /data) once older than provisioning.stray_grace, never when it is 0.';
 
+-- Jobs that ran out of attempts on an unreachable agent (last_error starts
+-- 'gave up after '): the health poll of each node looks for them to run
+-- them again (store.RetryGaveUp).
+CREATE INDEX jobs_gave_up ON jobs (node_name) WHERE state = 'failed' AND last_error LIKE 'gave up after %';
+
 -- Disk pressure of each node's state filesystem, as its agent last said.
 ALTER TABLE agent_health ADD COLUMN disk_free_bytes bigint;
 ALTER TABLE agent_health ADD COLUMN disk_total_bytes bigint;

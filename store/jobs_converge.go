@@ -49,6 +49,10 @@ type Convergence struct {
 // container of a live sliver is never torn down.
 func (s *Store) Converge(ctx context.Context, node string, found []AgentContainer, grace time.Duration) (Convergence, error) {
 	var out Convergence
+	if len(found) == 0 { // the common case, every poll of every node: one statement
+		_, err := s.pool.Exec(ctx, "DELETE FROM stray_containers WHERE node_name = $1", node)
+		return out, cleanError("reconcile", err)
+	}
 	err := s.inTx(ctx, "reconcile", "reconcile", "provisioner", func(tx pgx.Tx) error {
 		out = Convergence{}
 		seen := make([]string, 0, len(found))
@@ -179,6 +183,10 @@ func (s *Store) RetryNodeJobsNow(ctx context.Context, node string) (int, error) 
 // on transient failures (the agent unreachable), as opposed to a refusal.
 const GaveUpPrefix = "gave up after "
 
+// gaveUp is the predicate of the partial index jobs_gave_up (migration
+// 0005), written the same way so the planner uses it.
+const gaveUp = `state = 'failed' AND last_error LIKE 'gave up after %'`
+
 // RetryGaveUp is for a node whose agent answers again: every sliver left
 // geni_failed because its latest job (provision, start or restart) ran out
 // of attempts while the agent was away is queued again (the same kind of
@@ -187,16 +195,22 @@ const GaveUpPrefix = "gave up after "
 // (the agent answers polls but may still fail jobs: one more round of
 // attempts per olderThan at most). It returns how many slivers it queued.
 func (s *Store) RetryGaveUp(ctx context.Context, node string, olderThan time.Duration) (int, error) {
+	var any bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM jobs WHERE node_name = $1 AND `+gaveUp+`
+		AND kind IN ('provision', 'start', 'restart'))`, node).Scan(&any)
+	if err != nil || !any { // the common case, every poll of every node: one read
+		return 0, cleanError("retry jobs", err)
+	}
 	var n int64
-	err := s.inTx(ctx, "retry jobs", "reconcile", "provisioner", func(tx pgx.Tx) error {
+	err = s.inTx(ctx, "retry jobs", "reconcile", "provisioner", func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `INSERT INTO jobs (kind, sliver_urn, slice_urn, node_name, args, created_by)
 			SELECT j.kind, j.sliver_urn, j.slice_urn, j.node_name, '{"event":"reconcile"}', 'reconciliation'
 			FROM jobs j JOIN slivers v ON v.urn = j.sliver_urn
-			WHERE j.node_name = $1 AND j.state = 'failed' AND j.kind IN ('provision', 'start', 'restart')
-			  AND starts_with(j.last_error, $2) AND v.allocation_state = 'geni_provisioned' AND v.operational_state = 'geni_failed'
+			WHERE j.node_name = $1 AND j.`+gaveUp+` AND j.kind IN ('provision', 'start', 'restart')
+			  AND v.allocation_state = 'geni_provisioned' AND v.operational_state = 'geni_failed'
 			  AND j.id = (SELECT max(k.id) FROM jobs k WHERE k.sliver_urn = j.sliver_urn)
-			  AND j.finished_at <= clock_timestamp() - $3 * interval '1 millisecond'
-			RETURNING sliver_urn`, node, GaveUpPrefix, olderThan.Milliseconds())
+			  AND j.finished_at <= clock_timestamp() - $2 * interval '1 millisecond'
+			RETURNING sliver_urn`, node, olderThan.Milliseconds())
 		if err != nil {
 			return err
 		}
