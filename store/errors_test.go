@@ -120,12 +120,24 @@ func TestUnreachableIsBusy(t *testing.T) {
 	proxy, purl := pgtest.NewProxy(t, url)
 	st := New(newPool(t, purl))
 	calls := map[string]func() error{
-		"Inventory":   func() error { _, err := st.Inventory(ctx); return err },
-		"Slivers":     func() error { _, err := st.Slivers(ctx, "urn:publicid:IDN+x+slice+s", nil); return err },
-		"Expire":      func() error { _, err := st.Expire(ctx, time.Now(), 10); return err },
-		"ClaimJob":    func() error { _, err := st.ClaimJob(ctx, "w", time.Second); return err },
-		"Shutdown":    func() error { return st.Shutdown(ctx, "urn:publicid:IDN+x+slice+s", "a", time.Now()) },
-		"SliverByURN": func() error { _, err := st.SliverByURN(ctx, "urn:publicid:IDN+x+sliver+s"); return err },
+		"Inventory":        func() error { _, err := st.Inventory(ctx); return err },
+		"Slivers":          func() error { _, err := st.Slivers(ctx, "urn:publicid:IDN+x+slice+s", nil); return err },
+		"Expire":           func() error { _, err := st.Expire(ctx, time.Now(), 10); return err },
+		"ClaimJob":         func() error { _, err := st.ClaimJob(ctx, "w", time.Second); return err },
+		"Shutdown":         func() error { return st.Shutdown(ctx, "urn:publicid:IDN+x+slice+s", "a", time.Now()) },
+		"SliverByURN":      func() error { _, err := st.SliverByURN(ctx, "urn:publicid:IDN+x+sliver+s"); return err },
+		"InventoryVersion": func() error { _, err := st.InventoryVersion(ctx); return err },
+		"Slice":            func() error { _, err := st.Slice(ctx, "urn:publicid:IDN+x+slice+s"); return err },
+		"SliverSlices":     func() error { _, err := st.SliverSlices(ctx, []string{"urn:publicid:IDN+x+sliver+s"}); return err },
+		"Allocate": func() error {
+			_, err := st.Allocate(ctx, am.AllocateTx{SliceURN: "urn:publicid:IDN+x+slice+s", Actor: "a"})
+			return err
+		},
+		"Change": func() error {
+			_, err := st.Change(ctx, am.ChangeTx{SliceURN: "urn:publicid:IDN+x+slice+s", Actor: "a"})
+			return err
+		},
+		"LiveSlivers": func() error { _, _, err := st.LiveSlivers(ctx, "u", "p"); return err },
 	}
 	for name, call := range calls { // warm the pool: open connections are cut below
 		if err := call(); err != nil && am.CodeOf(err) == am.ServerError {
@@ -135,7 +147,11 @@ func TestUnreachableIsBusy(t *testing.T) {
 	proxy.Cut()
 	for round := 0; round < 3; round++ {
 		for name, call := range calls {
+			began := time.Now()
 			err := call()
+			if d := time.Since(began); d > time.Second {
+				t.Errorf("%s took %s to answer during the outage", name, d)
+			}
 			if am.CodeOf(err) != am.Busy || !strings.Contains(am.MessageOf(err), UnreachableMsg) {
 				t.Errorf("%s during the outage: %v (%s), want BUSY %q", name, err, am.CodeOf(err), UnreachableMsg)
 			}
