@@ -199,21 +199,43 @@ func TestAgentSoak(t *testing.T) {
 			case <-time.After(down):
 			}
 			a.start(t, bin)
-			if k%3 == 0 { // fill node3's disk through a live sliver's /data
-				var id string
-				_ = e.st.Pool().QueryRow(e.ctx, "SELECT urn FROM slivers WHERE node_name = 'node3' AND operational_state = 'geni_ready' LIMIT 1").Scan(&id)
-				if id != "" {
-					if f, err := os.Create(filepath.Join(agents[2].stateDir, "slivers", provision.AgentID(id), "data", "fill")); err == nil {
-						buf := make([]byte, 1<<20)
-						for j := 0; j < 256; j++ { // at most 256 MiB: the tmpfs is 64 MiB
-							if _, err := f.Write(buf); err != nil {
-								break
-							}
-						}
-						f.Close()
-						count("disk fills")
+		}
+	}()
+	wg.Add(1)
+	go func() { // fill node3's disk through a provisioned sliver's /data, every 10-20 s
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(10000+rand.IntN(10000)) * time.Millisecond):
+			}
+			rows, err := e.st.Pool().Query(e.ctx, "SELECT urn FROM slivers WHERE node_name = 'node3' AND allocation_state = 'geni_provisioned'")
+			if err != nil {
+				continue
+			}
+			var urns []string
+			for rows.Next() {
+				var u string
+				if rows.Scan(&u) == nil {
+					urns = append(urns, u)
+				}
+			}
+			rows.Close()
+			for _, u := range urns {
+				f, err := os.Create(filepath.Join(agents[2].stateDir, "slivers", provision.AgentID(u), "data", "fill"))
+				if err != nil {
+					continue // no container yet
+				}
+				buf := make([]byte, 1<<20)
+				for j := 0; j < 256; j++ { // at most 256 MiB: the tmpfs is 64 MiB
+					if _, err := f.Write(buf); err != nil {
+						break
 					}
 				}
+				f.Close()
+				count("disk fills")
+				break
 			}
 		}
 	}()
