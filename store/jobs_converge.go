@@ -27,6 +27,10 @@ type AgentContainer struct {
 	// JobURN is the sliver URN a teardown job of this container carries
 	// (its agent id must be AgentID): SliverURN when that maps to AgentID.
 	JobURN string
+	// Ours: it carries this aggregate's instance. A stray without one (an
+	// older aggregate's, or started through the v1 API) is only reported,
+	// never removed: another aggregate on the agent may own it.
+	Ours bool
 }
 
 // Convergence is what one reconciliation of a node decided.
@@ -140,7 +144,7 @@ func noteStray(ctx context.Context, tx pgx.Tx, node string, c AgentContainer, gr
 		ON CONFLICT (node_name, agent_id) DO UPDATE SET last_seen = now(), state = EXCLUDED.state,
 			sliver_urn = EXCLUDED.sliver_urn, slice_urn = EXCLUDED.slice_urn
 		RETURNING first_seen, removal_job`, node, c.AgentID, c.SliverURN, c.SliceURN, c.State).Scan(&firstSeen, &removal)
-	if err != nil || grace <= 0 {
+	if err != nil || grace <= 0 || !c.Ours {
 		return false, err
 	}
 	if removal != nil {

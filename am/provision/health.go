@@ -113,7 +113,7 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 	wasFailing := h.failures > 0 || !h.answered
 	h.failures, h.answered = 0, true
 	p.healthMu.Unlock()
-	unknown, err := p.reconcile(ctx, n, list, pendingBefore)
+	unknown, err := p.reconcile(ctx, n, list, pendingBefore, instance)
 	if err != nil {
 		p.log.Warn("provisioner: health: reconciling", "node", n.Name, "err", err)
 		return
@@ -160,7 +160,7 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 // default 0 never removes one: the database may have been restored from an
 // old backup). Containers of other aggregates are not in the list at all
 // (the agent filters by our instance label).
-func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []agent.Status, pendingBefore map[string]bool) ([]string, error) {
+func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []agent.Status, pendingBefore map[string]bool, instance string) ([]string, error) {
 	slivers, err := p.st.NodeSlivers(ctx, n.Name)
 	if err != nil {
 		return nil, err
@@ -218,7 +218,8 @@ func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []a
 		if known[id] || pending[jobURN] || pendingBefore[jobURN] {
 			continue
 		}
-		found = append(found, store.AgentContainer{AgentID: id, SliverURN: st.SliverURN, SliceURN: st.SliceURN, State: string(st.State), JobURN: jobURN})
+		found = append(found, store.AgentContainer{AgentID: id, SliverURN: st.SliverURN, SliceURN: st.SliceURN, State: string(st.State),
+			JobURN: jobURN, Ours: st.Aggregate != "" && st.Aggregate == instance})
 	}
 	sort.Slice(found, func(i, j int) bool { return found[i].AgentID < found[j].AgentID })
 	conv, err := p.st.Converge(ctx, n.Name, found, p.cfg.StrayGrace)
@@ -244,7 +245,9 @@ func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []a
 	for _, id := range fresh {
 		st := byID[id]
 		how := "left alone (provisioning.stray_grace is 0)"
-		if p.cfg.StrayGrace > 0 {
+		if st.Aggregate == "" {
+			how = "left alone (it carries no aggregate instance: another aggregate may own it)"
+		} else if p.cfg.StrayGrace > 0 {
 			how = "removed, after an archive of /data, once seen for " + p.cfg.StrayGrace.String()
 		}
 		p.log.Warn("provisioner: the agent runs a sliver of this aggregate the database does not know; "+how,
