@@ -191,17 +191,19 @@ const GaveUpPrefix = "gave up after "
 // 0005), written the same way so the planner uses it.
 const gaveUp = `state = 'failed' AND last_error LIKE 'gave up after %'`
 
-// RetryGaveUp is for a node whose agent answers again: every sliver left
-// geni_failed because its latest job (provision, start or restart) ran out
-// of attempts while the agent was away is queued again (the same kind of
-// job) and shows geni_configuring, so it converges without the
-// experimenter acting; only jobs that ended at least olderThan ago count
+// RetryGaveUp is for a node whose agent answers again: every sliver whose
+// latest job ran out of attempts while the agent was away is queued again
+// (the same kind of job), so it converges without the experimenter acting:
+// a provision, start or restart that left it geni_failed (it shows
+// geni_configuring again), a geni_stop (geni_stopping: the intent is not
+// dropped when a poll finds the container still running) or a
+// geni_update_users; only jobs that ended at least olderThan ago count
 // (the agent answers polls but may still fail jobs: one more round of
 // attempts per olderThan at most). It returns how many slivers it queued.
 func (s *Store) RetryGaveUp(ctx context.Context, node string, olderThan time.Duration) (int, error) {
 	var any bool
 	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM jobs WHERE node_name = $1 AND `+gaveUp+`
-		AND kind IN ('provision', 'start', 'restart'))`, node).Scan(&any)
+		AND kind IN ('provision', 'start', 'restart', 'stop', 'update_users'))`, node).Scan(&any)
 	if err != nil || !any { // the common case, every poll of every node: one read
 		return 0, cleanError("retry jobs", err)
 	}
@@ -210,25 +212,39 @@ func (s *Store) RetryGaveUp(ctx context.Context, node string, olderThan time.Dur
 		rows, err := tx.Query(ctx, `INSERT INTO jobs (kind, sliver_urn, slice_urn, node_name, args, created_by)
 			SELECT j.kind, j.sliver_urn, j.slice_urn, j.node_name, '{"event":"reconcile"}', 'reconciliation'
 			FROM jobs j JOIN slivers v ON v.urn = j.sliver_urn
-			WHERE j.node_name = $1 AND j.`+gaveUp+` AND j.kind IN ('provision', 'start', 'restart')
-			  AND v.allocation_state = 'geni_provisioned' AND v.operational_state = 'geni_failed'
+			WHERE j.node_name = $1 AND j.`+gaveUp+` AND v.allocation_state = 'geni_provisioned'
+			  AND (j.kind IN ('stop', 'update_users') OR (j.kind IN ('provision', 'start', 'restart') AND v.operational_state = 'geni_failed'))
 			  AND j.id = (SELECT max(k.id) FROM jobs k WHERE k.sliver_urn = j.sliver_urn)
 			  AND j.finished_at <= clock_timestamp() - $2 * interval '1 millisecond'
-			RETURNING sliver_urn`, node, olderThan.Milliseconds())
+			RETURNING sliver_urn, kind`, node, olderThan.Milliseconds())
 		if err != nil {
 			return err
 		}
-		urns, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		type again struct{ urn, kind string }
+		list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (again, error) {
+			var a again
+			return a, r.Scan(&a.urn, &a.kind)
+		})
 		if err != nil {
 			return err
 		}
-		n = int64(len(urns))
-		if n == 0 {
-			return nil
+		n = int64(len(list))
+		for _, a := range list {
+			// What Status shows until the job reports: the experimenter's
+			// intent is carried out, not dropped.
+			op, msg := "geni_configuring", "the node agent answers again: provisioning again"
+			switch a.kind {
+			case "stop":
+				op, msg = "geni_stopping", "the node agent answers again: stopping again"
+			case "update_users":
+				op, msg = "", "the node agent answers again: updating the users again"
+			}
+			if _, err := tx.Exec(ctx, `UPDATE slivers SET operational_state = coalesce(nullif($2, ''), operational_state), error = '',
+				resource_status = $3 WHERE urn = $1`, a.urn, op, msg); err != nil {
+				return err
+			}
 		}
-		_, err = tx.Exec(ctx, `UPDATE slivers SET operational_state = 'geni_configuring', error = '',
-			resource_status = 'the node agent answers again: provisioning again' WHERE urn = ANY($1)`, urns)
-		return err
+		return nil
 	})
 	return int(n), err
 }

@@ -240,4 +240,19 @@ func TestGaveUpIsNotTheEnd(t *testing.T) {
 	back := time.Now()
 	e.waitStates(agg, call, slice, 60*time.Second, "geni_ready once the agent is back", opIs(am.Ready))
 	t.Logf("agent back → the sliver that gave up is ready after %s", time.Since(back).Round(10*time.Millisecond))
+
+	// A geni_stop that gave up is carried out when the agent is back, not
+	// dropped by the poll that finds the container still running.
+	e.agents[0].stop()
+	_, err = agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionStop)
+	must(t, err)
+	var gaveUp int
+	for end := time.Now().Add(30 * time.Second); gaveUp == 0; time.Sleep(50 * time.Millisecond) {
+		must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE kind = 'stop' AND state = 'failed' AND last_error LIKE 'gave up after %'").Scan(&gaveUp))
+		if time.Now().After(end) {
+			t.Fatal("the stop never gave up while the agent was down")
+		}
+	}
+	e.agents[0].start(t)
+	e.waitStates(agg, call, slice, 60*time.Second, "geni_notready once the agent is back", opIs(am.NotReady))
 }

@@ -343,9 +343,10 @@ func (p *Provisioner) runJob(ctx context.Context, j *store.Job) {
 		p.observe(j.Kind, "failed", time.Since(start).Seconds())
 		log.Warn("provisioner: job failed", "err", err)
 		msg := errText(err)
-		if transient(err) {
+		if transient(err) && j.Kind != store.JobFetchData {
 			// Out of attempts, not refused: the reconciliation runs it
-			// again when the agent answers (store.RetryGaveUp).
+			// again when the agent answers (store.RetryGaveUp; a teardown
+			// through store.Converge).
 			msg = store.GaveUpPrefix + fmt.Sprintf("%d attempts: %s", j.Attempts, msg)
 			err = am.Wrap(am.CodeOf(err), err, "%s; retried when the node agent answers again", msg)
 		}
