@@ -130,11 +130,13 @@ func TestUnreachableIsBusy(t *testing.T) {
 		"Slice":            func() error { _, err := st.Slice(ctx, "urn:publicid:IDN+x+slice+s"); return err },
 		"SliverSlices":     func() error { _, err := st.SliverSlices(ctx, []string{"urn:publicid:IDN+x+sliver+s"}); return err },
 		"Allocate": func() error {
-			_, err := st.Allocate(ctx, am.AllocateTx{SliceURN: "urn:publicid:IDN+x+slice+s", Actor: "a"})
+			_, err := st.Allocate(ctx, am.AllocateTx{SliceURN: "urn:publicid:IDN+x+slice+s", Actor: "a",
+				Plan: func([]am.Node) ([]am.Sliver, error) { return nil, am.Errorf(am.TooBig, "nothing fits") }})
 			return err
 		},
 		"Change": func() error {
-			_, err := st.Change(ctx, am.ChangeTx{SliceURN: "urn:publicid:IDN+x+slice+s", Actor: "a"})
+			_, err := st.Change(ctx, am.ChangeTx{SliceURN: "urn:publicid:IDN+x+slice+s", Actor: "a",
+				Apply: func(*am.Sliver) error { return nil }})
 			return err
 		},
 		"LiveSlivers": func() error { _, _, err := st.LiveSlivers(ctx, "u", "p"); return err },

@@ -23,15 +23,7 @@ func TestSIGKILLedAggregate(t *testing.T) {
 	// Allocate and Provision in this process (its provisioner never runs:
 	// the jobs wait in the queue for the subprocess).
 	e, dir, start, agg := serveFixture(t, "3s")
-	slice, call, _ := e.slice("sigkill")
-	var nodes [][2]string
-	for i := 0; i < 8; i++ {
-		nodes = append(nodes, [2]string{fmt.Sprintf("k%d", i), fmt.Sprintf("node%d", i%2+1)})
-	}
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", nodes...))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
+	slice, call := e.provisionEight(agg, "sigkill")
 
 	first := start("first")
 	held := 0
@@ -64,6 +56,22 @@ func TestSIGKILLedAggregate(t *testing.T) {
 			t.Errorf("%s's engine has %d containers, want 4 (one per sliver)", a.name, n)
 		}
 	}
+}
+
+// provisionEight allocates and provisions a slice of 8 slivers over node1
+// and node2 (the jobs wait in the queue for a geni-am serve).
+func (e *env) provisionEight(agg *am.Aggregate, name string) (string, am.Call) {
+	e.t.Helper()
+	slice, call, _ := e.slice(name)
+	var nodes [][2]string
+	for i := 0; i < 8; i++ {
+		nodes = append(nodes, [2]string{fmt.Sprintf("k%d", i), fmt.Sprintf("node%d", i%2+1)})
+	}
+	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", nodes...))
+	must(e.t, err)
+	_, err = agg.Provision(e.ctx, call, []string{slice})
+	must(e.t, err)
+	return slice, call
 }
 
 // serveFixture is the world of the geni-am serve tests: two agents, the
@@ -144,15 +152,7 @@ func TestSIGKILLWithLivePeer(t *testing.T) {
 				t.Fatalf("round %d: the victim never registered", round)
 			}
 		}
-		slice, call, _ := e.slice(fmt.Sprintf("peer%d", round))
-		var nodes [][2]string
-		for i := 0; i < 8; i++ {
-			nodes = append(nodes, [2]string{fmt.Sprintf("k%d", i), fmt.Sprintf("node%d", i%2+1)})
-		}
-		_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", nodes...))
-		must(t, err)
-		_, err = agg.Provision(e.ctx, call, []string{slice})
-		must(t, err)
+		slice, call := e.provisionEight(agg, fmt.Sprintf("peer%d", round))
 		held := 0
 		for end := time.Now().Add(60 * time.Second); held == 0; time.Sleep(5 * time.Millisecond) {
 			must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_owner LIKE $1", pidOwner).Scan(&held))
@@ -179,7 +179,7 @@ func TestSIGKILLWithLivePeer(t *testing.T) {
 			t.Errorf("round %d: the killed process's %d jobs were taken over after %s, want within 5 s", round, held, d)
 		}
 		e.waitStates(agg, call, slice, 90*time.Second, "every sliver ready after the SIGKILL", opIs(am.Ready))
-		_, err = agg.Delete(e.ctx, call, []string{slice})
+		_, err := agg.Delete(e.ctx, call, []string{slice})
 		must(t, err)
 		// The next round provisions the same image: let this round's
 		// teardown (which removes the image once unused) finish first.
