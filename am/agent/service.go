@@ -31,7 +31,11 @@ type Config struct {
 	AllowFileImages bool     // accept local paths as image URLs (tests, pre-staged images)
 	FileImageDirs   []string // if set, local paths must be inside one of these
 	HTTPClient      *http.Client
-	MaxImageBytes   int64         // default 20 GiB
+	MaxImageBytes   int64 // default 20 GiB
+	// MaxArchiveBytes caps one /data archive (tar bytes, holes of sparse
+	// files not counted); entries beyond it are left out and the archive
+	// ends with a note saying so. 0 = no limit.
+	MaxArchiveBytes int64
 	FetchTimeout    time.Duration // whole download+load; default 30 min
 
 	StopGrace   time.Duration // SIGTERM to SIGKILL on stop; default 10 s
@@ -1027,7 +1031,11 @@ func (s *Service) EmitData(ctx context.Context, id string, w io.Writer, prefix s
 			return 0, am.Wrap(am.ServerError, err, "emit data: could not create the data directory of %s", id)
 		}
 	}
-	return writeTar(ctx, w, dir, prefix)
+	ts, err := writeTar(ctx, w, dir, prefix, tarLimits{MaxBytes: s.cfg.MaxArchiveBytes})
+	if ts.SkippedFiles > 0 {
+		s.log.Warn("agent: /data archive cut at its limit", "sliver", id, "left_out", ts.SkippedFiles, "bytes", ts.Bytes, "limit", s.cfg.MaxArchiveBytes)
+	}
+	return ts.Files, err
 }
 
 // DeleteData empties the sliver's /data directory (the directory itself
