@@ -142,7 +142,9 @@ func startDevAgent(ctx context.Context, dir, images, caFile string, pki *devenv.
 		svc.Close()
 		return err
 	}
-	srv := &http.Server{Handler: agent.NewHandler(svc, agent.HandlerOptions{Logger: lg}), TLSConfig: tlsConf,
+	// Only the aggregate's own certificate may call a dev agent: the other
+	// agents' certificates come from the same CA.
+	srv := &http.Server{Handler: agent.NewHandler(svc, agent.HandlerOptions{AllowedClients: []string{devenv.AMURN}, Logger: lg}), TLSConfig: tlsConf,
 		ErrorLog: log.New(os.Stderr, "agent "+name+": ", 0)}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	go func() { <-ctx.Done(); _ = srv.Close(); svc.Close() }()

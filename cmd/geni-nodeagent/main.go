@@ -34,12 +34,13 @@ import (
 
 // Config is the agent's configuration file (JSON).
 type Config struct {
-	Listen         string   `json:"listen"`          // mutual-TLS listener, default ":1887"
-	Cert           string   `json:"cert"`            // the agent's certificate chain (PEM)
-	Key            string   `json:"key"`             // its private key (PEM)
-	ClientCA       string   `json:"client_ca"`       // CA(s) whose clients may call (the aggregate's)
-	AllowedClients []string `json:"allowed_clients"` // optional: only these client URNs/CNs
-	V1PlainListen  string   `json:"v1_plain_listen"` // optional plain-HTTP v1 listener, "host:port"
+	Listen         string   `json:"listen"`           // mutual-TLS listener, default ":1887"
+	Cert           string   `json:"cert"`             // the agent's certificate chain (PEM)
+	Key            string   `json:"key"`              // its private key (PEM)
+	ClientCA       string   `json:"client_ca"`        // CA(s) whose clients may call (the aggregate's)
+	AllowedClients []string `json:"allowed_clients"`  // only these client URNs/CNs (the aggregate's); required
+	AllowAnyClient bool     `json:"allow_any_client"` // serve every client of client_ca (an empty allowed_clients)
+	V1PlainListen  string   `json:"v1_plain_listen"`  // optional plain-HTTP v1 listener, "host:port"
 
 	StateDir     string `json:"state_dir"`     // default /var/local/geni-nodeagent
 	DockerSocket string `json:"docker_socket"` // default /var/run/docker.sock
@@ -92,6 +93,7 @@ func defaultConfig() Config {
 		StateDir:        "/var/local/geni-nodeagent",
 		DockerSocket:    docker.DefaultSocket,
 		Instance:        "default",
+		AllowedClients:  []string{},
 		DefaultNetwork:  "none",
 		AllowedNetworks: []string{"none"},
 		FetchTimeout:    Duration(30 * time.Minute),
@@ -121,6 +123,13 @@ func loadConfig(path string) (Config, error) {
 func (c Config) check() error {
 	if c.Cert == "" || c.Key == "" || c.ClientCA == "" {
 		return errors.New("cert, key and client_ca are required: the agent only serves mutual TLS")
+	}
+	if len(c.AllowedClients) == 0 && !c.AllowAnyClient {
+		return errors.New("allowed_clients is empty: list the aggregate's certificate URN (e.g. urn:publicid:IDN+example.org+authority+am), " +
+			"or set allow_any_client to let every certificate of client_ca in, including other agents'")
+	}
+	if len(c.AllowedClients) > 0 && c.AllowAnyClient {
+		return errors.New("allowed_clients and allow_any_client contradict each other: set one")
 	}
 	if c.V1PlainListen != "" {
 		host, _, err := net.SplitHostPort(c.V1PlainListen)
@@ -170,7 +179,11 @@ func main() {
 	example := flag.Bool("example-config", false, "print a configuration with every key at its default and exit")
 	flag.Parse()
 	if *example {
-		b, _ := json.MarshalIndent(defaultConfig(), "", "  ")
+		ex := defaultConfig()
+		// Not a default (the agent refuses to start without it): the form
+		// of the one key every operator must set.
+		ex.AllowedClients = []string{"urn:publicid:IDN+example.org+authority+am"}
+		b, _ := json.MarshalIndent(ex, "", "  ")
 		fmt.Println(string(b))
 		return
 	}
