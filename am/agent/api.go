@@ -229,6 +229,8 @@ type ContainerStatus struct {
 	Deadline        *time.Time `json:"deadline,omitempty"` // when the time limit kills it
 	StartedAt       *time.Time `json:"started_at,omitempty"`
 	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+	// Limits are what the container was given (see limits.go).
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // ErrorBody is every error answer of the agent.

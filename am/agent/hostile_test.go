@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"os"
 	"path/filepath"
@@ -149,4 +151,112 @@ func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// lastLine returns the last line of s that starts with prefix.
+func lastLine(s, prefix string) string {
+	out := ""
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = l
+		}
+	}
+	return out
+}
+
+// TestHostileResources (issue 13, item 5): a fork bomb stops at the pids
+// limit, a memory hog is killed at the memory limit, and the status reports
+// both the limits and why the container died.
+func TestHostileResources(t *testing.T) {
+	needDocker(t)
+	cfg := testConfig(t)
+	cfg.PidsLimit = 64
+	cfg.MemoryBytes = 64 << 20
+	a := startAgent(t, cfg)
+	ctx := ctxT(t, 2*time.Minute)
+
+	a.runHostile(t, "forkbomb", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-hostile", "forkbomb"}})
+	st := a.waitFor(t, "forkbomb", 60*time.Second, "the fork bomb to stop", func(st agent.Status) bool {
+		return strings.Contains(st.StdoutTail, "processes started")
+	})
+	line := lastLine(st.StdoutTail, "processes started: ")
+	n, _ := strconv.Atoi(strings.TrimPrefix(line, "processes started: "))
+	if n == 0 || n >= 64 || !strings.Contains(st.StdoutTail, "fork refused") {
+		t.Fatalf("fork bomb: %q", st.StdoutTail)
+	}
+	if l := st.Container.Limits; l == nil || l.Pids != 64 {
+		t.Fatalf("status limits %+v", st.Container.Limits)
+	}
+	t.Logf("fork bomb against pids limit 64: %d processes started (each a Go program with several threads), then %q", n, lastLine(st.StdoutTail, "fork refused"))
+	must(t, a.client.Delete(ctx, "forkbomb"))
+
+	a.runHostile(t, "memhog", agent.StartRequest{Command: []string{"/prog", "-hostile", "mem", "1024"}})
+	st = a.waitFor(t, "memhog", 60*time.Second, "the memory hog to end", func(st agent.Status) bool {
+		return st.State == agent.StateFailed || st.State == agent.StateExited
+	})
+	if st.State != agent.StateFailed || !st.Container.OOMKilled || !strings.Contains(st.Reason, "out of memory") {
+		t.Fatalf("memory hog: %s %q, stdout %q", st.State, st.Reason, st.StdoutTail)
+	}
+	if l := st.Container.Limits; l == nil || l.MemoryBytes != 64<<20 {
+		t.Fatalf("status limits %+v", st.Container.Limits)
+	}
+	t.Logf("memory hog asking for 1024 MiB against a 64 MiB limit: %q, then %s (%s)", lastLine(st.StdoutTail, "touched"), st.State, st.Reason)
+	must(t, a.client.Delete(ctx, "memhog"))
+}
+
+// TestHostilePrivileges (issue 13, items 5 and 8): device nodes and raw
+// sockets are refused (MKNOD and NET_RAW dropped), the optional read-only
+// root filesystem holds, and an image with a VOLUME is refused by name.
+func TestHostilePrivileges(t *testing.T) {
+	needDocker(t)
+	cfg := testConfig(t)
+	cfg.ReadOnlyRootfs = true
+	a := startAgent(t, cfg)
+	ctx := ctxT(t, 2*time.Minute)
+	a.runHostile(t, "priv", agent.StartRequest{Command: []string{"/prog", "-hostile", "privileged"}})
+	st := a.waitFor(t, "priv", 30*time.Second, "exited", inState(agent.StateExited))
+	for _, want := range []string{"mknod /data/mem: refused", "raw socket: refused", "write /prog: refused", "chown /data: ALLOWED"} {
+		if !strings.Contains(st.StdoutTail, want) {
+			t.Errorf("want %q in:\n%s", want, st.StdoutTail)
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(a.svc.DataDir("priv"), "mem")); err == nil {
+		t.Fatalf("a device node was created under /data: %v", fi.Mode())
+	}
+	t.Logf("in the container:\n%s", st.StdoutTail)
+	must(t, a.client.Delete(ctx, "priv"))
+
+	// An image that declares a VOLUME.
+	tarPath, digest := buildExtraImage(t, "FROM scratch\nCOPY prog /prog\nVOLUME /var/lib/hidden\nENTRYPOINT [\"/prog\"]\n")
+	_, err := a.client.Fetch(ctx, "volume", agent.FetchRequest{URL: imageServer.URL + "/" + filepath.Base(tarPath), SHA256: digest})
+	must(t, err)
+	_, err = a.client.WaitFetched(ctx, "volume", 50*time.Millisecond)
+	must(t, err)
+	_, _, err = a.client.Run(ctx, "volume", agent.StartRequest{})
+	if err == nil || !strings.Contains(err.Error(), "VOLUME /var/lib/hidden") {
+		t.Fatalf("an image with a VOLUME: %v", err)
+	}
+	t.Logf("an image with a VOLUME: %v", err)
+	must(t, a.client.Delete(ctx, "volume"))
+}
+
+// buildExtraImage builds an image from the test program with dockerfile,
+// saves it next to the test image (served by imageServer) and removes it
+// from the engine. It returns the tar and its sha256.
+func buildExtraImage(t *testing.T, dockerfile string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	prog, err := os.ReadFile(filepath.Join(testTmp, "build", "prog"))
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "prog"), prog, 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644))
+	tag := "geniam.test/agent/extra:" + instance + "-" + randHex(3)
+	must(t, run("docker", "build", "-q", "-t", tag, dir))
+	tarPath := filepath.Join(imageDir, strings.NewReplacer("/", "-", ":", "-").Replace(tag)+".tar")
+	must(t, run("docker", "save", "-o", tarPath, tag))
+	must(t, run("docker", "rmi", tag))
+	b, err := os.ReadFile(tarPath)
+	must(t, err)
+	sum := sha256.Sum256(b)
+	return tarPath, hex.EncodeToString(sum[:])
 }

@@ -38,11 +38,20 @@ type Config struct {
 	MaxArchiveBytes int64
 	FetchTimeout    time.Duration // whole download+load; default 30 min
 
-	StopGrace   time.Duration // SIGTERM to SIGKILL on stop; default 10 s
-	MemoryBytes int64         // per-container memory limit (and cap on requests); 0 = none
-	NanoCPUs    int64         // per-container CPU limit in 1e-9 CPUs (and cap); 0 = none
-	PidsLimit   int64         // per-container process limit; 0 = none
-	Devices     []string      // host devices passed to every container (e.g. /dev/bus/usb)
+	StopGrace time.Duration // SIGTERM to SIGKILL on stop; default 10 s
+	// Per-container limits (limits.go). 0 is the safe default
+	// (DefaultMemoryBytes, DefaultNanoCPUs, DefaultPidsLimit), a negative
+	// value is no limit. Memory and CPUs also cap what a request asks for.
+	MemoryBytes int64
+	NanoCPUs    int64 // in 1e-9 CPUs
+	PidsLimit   int64
+	// Capabilities the container keeps; all others are dropped. nil is
+	// DefaultCapabilities.
+	Capabilities []string
+	// ReadOnlyRootfs makes the image's filesystem read-only (a tmpfs is
+	// mounted at /tmp); /data stays writable.
+	ReadOnlyRootfs bool
+	Devices        []string // host devices passed to every container (e.g. /dev/bus/usb)
 
 	LogTailLines int // lines of stdout/stderr in a status; default 50
 	LogTailBytes int // bytes of each; default 8 KiB
@@ -85,6 +94,9 @@ func (c *Config) defaults() error {
 	}
 	if c.StopGrace == 0 {
 		c.StopGrace = 10 * time.Second
+	}
+	if err := c.limitDefaults(); err != nil {
+		return err
 	}
 	if c.LogTailLines == 0 {
 		c.LogTailLines = 50
@@ -575,8 +587,7 @@ func (s *Service) containerSpec(id, image, network string, req *StartRequest) Co
 			{Host: s.st.dataDir(id), Container: "/data"},
 			{Host: s.st.geniDir(id), Container: "/geni", ReadOnly: true},
 		},
-		PidsLimit: s.cfg.PidsLimit,
-		Devices:   s.cfg.Devices,
+		Devices: s.cfg.Devices,
 	}
 	spec.Labels[LabelSliceURN] = req.SliceURN
 	spec.Labels[LabelSliverURN] = req.SliverURN
@@ -596,21 +607,10 @@ func (s *Service) containerSpec(id, image, network string, req *StartRequest) Co
 	default:
 		spec.Restart = RestartPolicy{Name: "no"}
 	}
-	spec.MemoryBytes = capLimit(req.MemoryBytes, s.cfg.MemoryBytes)
-	spec.NanoCPUs = capLimit(int64(req.CPUs*1e9), s.cfg.NanoCPUs)
+	lim := s.limits(req)
+	spec.MemoryBytes, spec.NanoCPUs, spec.PidsLimit = lim.MemoryBytes, lim.NanoCPUs, lim.Pids
+	spec.Capabilities, spec.ReadOnlyRootfs = lim.Capabilities, lim.ReadOnlyRoot
 	return spec
-}
-
-// capLimit is the smaller positive of asked and max (0 means none).
-func capLimit(asked, max int64) int64 {
-	switch {
-	case asked <= 0:
-		return max
-	case max <= 0:
-		return asked
-	default:
-		return min(asked, max)
-	}
 }
 
 // writeIdentity writes the read-only files the container sees under /geni.
@@ -737,6 +737,8 @@ func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
 	cst := &ContainerStatus{ID: r.ContainerID, Network: r.Network, TimeLimitKilled: r.TimeLimitKilled, Deadline: timePtr(r.Deadline)}
 	if r.Spec != nil {
 		cst.Restart = r.Spec.Restart
+		lim := s.limits(r.Spec)
+		cst.Limits = &lim
 	}
 	st.Container = cst
 	cs, err := s.rt.Inspect(ctx, r.ContainerID)
