@@ -2,9 +2,13 @@ package agent_test
 
 import (
 	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -259,4 +263,123 @@ func buildExtraImage(t *testing.T, dockerfile string) (string, string) {
 	must(t, err)
 	sum := sha256.Sum256(b)
 	return tarPath, hex.EncodeToString(sum[:])
+}
+
+// failedFetch fetches url into id and waits for the fetch to fail; it
+// returns the failure as the experimenter sees it.
+func (a *testAgent) failedFetch(t *testing.T, id, url, digest string) string {
+	t.Helper()
+	ctx := ctxT(t, time.Minute)
+	_, err := a.client.Fetch(ctx, id, agent.FetchRequest{URL: url, SHA256: digest})
+	if err != nil {
+		return err.Error()
+	}
+	st := a.waitFor(t, id, 30*time.Second, "the fetch to end", func(st agent.Status) bool { return st.State != agent.StateFetching })
+	if st.State != agent.StateFailed {
+		t.Fatalf("fetch of %s: %s, want failed", url, st.State)
+	}
+	return st.Reason
+}
+
+// TestHostileImageFetch (issue 13, items 6 and 7): the agent does not fetch
+// from loopback or private addresses unless listed, follows no redirect to
+// another host, never echoes what an internal service answered, and stops a
+// decompression bomb while it streams into the engine.
+func TestHostileImageFetch(t *testing.T) {
+	needDocker(t)
+	const secret = "INTERNAL-SECRET-PAGE"
+	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/elsewhere":
+			http.Redirect(w, r, strings.Replace(imageServer.URL, "127.0.0.1", "localhost", 1)+"/image.docker.tar", http.StatusFound)
+		case "/error":
+			http.Error(w, secret, http.StatusInternalServerError)
+		default:
+			_, _ = io.WriteString(w, secret)
+		}
+	}))
+	defer internal.Close()
+	zeros := strings.Repeat("0", 64)
+
+	// Default policy: no listed hosts, so loopback is refused before any
+	// byte is sent.
+	cfg := testConfig(t)
+	cfg.ImageHosts = nil
+	a := startAgent(t, cfg)
+	got := a.failedFetch(t, "ssrf", internal.URL+"/latest/meta-data", zeros)
+	if !strings.Contains(got, "refused by policy") || strings.Contains(got, secret) || strings.Contains(got, "connection refused") {
+		t.Fatalf("loopback fetch: %q", got)
+	}
+	t.Logf("fetch from a loopback service: %q", got)
+
+	// Listed hosts: only those, and no redirect elsewhere; an internal
+	// answer is reduced to its status code; a wrong digest does not tell
+	// the hash of what answered.
+	cfg = testConfig(t)
+	cfg.ImageHosts = []string{"127.0.0.1"}
+	b := startAgent(t, cfg)
+	_, err := b.client.Fetch(ctxT(t, time.Minute), "other", agent.FetchRequest{URL: "http://192.0.2.1/x.tar", SHA256: zeros})
+	if err == nil || !strings.Contains(err.Error(), "refused by policy") {
+		t.Fatalf("unlisted host: %v", err)
+	}
+	for path, want := range map[string]string{"/elsewhere": "redirect to another host", "/error": "HTTP 500", "/page": "digest mismatch"} {
+		got := b.failedFetch(t, "internal"+strings.ReplaceAll(path, "/", "-"), internal.URL+path, zeros)
+		if !strings.Contains(got, want) || strings.Contains(got, secret) {
+			t.Fatalf("fetch %s: %q, want %q and no echo", path, got, want)
+		}
+		sum := sha256.Sum256([]byte(secret))
+		if strings.Contains(got, hex.EncodeToString(sum[:])) {
+			t.Fatalf("fetch %s echoes the page's digest: %q", path, got)
+		}
+		t.Logf("fetch %s: %q", path, got)
+	}
+
+	// A decompression bomb: a small image tar whose gzip layer expands to
+	// 256 MiB, against a 32 MiB unpacked limit.
+	cfg = testConfig(t)
+	cfg.MaxImageUnpackedBytes = 32 << 20
+	c := startAgent(t, cfg)
+	bomb, sum := writeBomb(t, 256<<20)
+	fi, err := os.Stat(bomb)
+	must(t, err)
+	got = c.failedFetch(t, "bomb", imageServer.URL+"/"+filepath.Base(bomb), sum)
+	if !strings.Contains(got, "expands to more than the limit of 33554432 bytes") {
+		t.Fatalf("bomb: %q", got)
+	}
+	t.Logf("an image tar of %d bytes that expands to 256 MiB, against a 32 MiB limit: %q", fi.Size(), got)
+}
+
+// writeBomb writes, next to the test image, a docker-save-shaped tar whose
+// one layer is a gzip-compressed tar holding a file of size zeros.
+func writeBomb(t *testing.T, size int64) (string, string) {
+	t.Helper()
+	var layer bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&layer, gzip.BestCompression)
+	must(t, err)
+	ltw := tar.NewWriter(zw)
+	must(t, ltw.WriteHeader(&tar.Header{Name: "zeros", Mode: 0o644, Size: size, Typeflag: tar.TypeReg}))
+	chunk := make([]byte, 1<<20)
+	for n := int64(0); n < size; n += int64(len(chunk)) {
+		_, err := ltw.Write(chunk)
+		must(t, err)
+	}
+	must(t, ltw.Close())
+	must(t, zw.Close())
+	path := filepath.Join(imageDir, "bomb-"+randHex(3)+".tar")
+	f, err := os.Create(path)
+	must(t, err)
+	h := sha256.New()
+	tw := tar.NewWriter(io.MultiWriter(f, h))
+	manifest := `[{"Config":"config.json","RepoTags":null,"Layers":["l/layer.tar"]}]`
+	for _, e := range []struct {
+		name string
+		body []byte
+	}{{"manifest.json", []byte(manifest)}, {"config.json", []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)}, {"l/layer.tar", layer.Bytes()}} {
+		must(t, tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg}))
+		_, err := tw.Write(e.body)
+		must(t, err)
+	}
+	must(t, tw.Close())
+	must(t, f.Close())
+	return path, hex.EncodeToString(h.Sum(nil))
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -30,8 +28,15 @@ type Config struct {
 
 	AllowFileImages bool     // accept local paths as image URLs (tests, pre-staged images)
 	FileImageDirs   []string // if set, local paths must be inside one of these
-	HTTPClient      *http.Client
-	MaxImageBytes   int64 // default 20 GiB
+	// ImageHosts, if not empty, are the only hosts images are fetched
+	// from; listed hosts may have private or loopback addresses. With none
+	// listed, any host with a public address (fetchpolicy.go).
+	ImageHosts    []string
+	MaxImageBytes int64 // default 20 GiB
+	// MaxImageUnpackedBytes caps what an image expands to in the engine
+	// (compressed tars and layers counted uncompressed, files at their
+	// full size); default 4 × MaxImageBytes.
+	MaxImageUnpackedBytes int64
 	// MaxArchiveBytes caps one /data archive (tar bytes, holes of sparse
 	// files not counted); entries beyond it are left out and the archive
 	// ends with a note saying so. 0 = no limit.
@@ -78,16 +83,11 @@ func (c *Config) defaults() error {
 	if len(c.AllowedNetworks) == 0 {
 		c.AllowedNetworks = []string{c.DefaultNetwork}
 	}
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   10 * time.Second,
-			ResponseHeaderTimeout: 30 * time.Second,
-		}}
-	}
 	if c.MaxImageBytes == 0 {
 		c.MaxImageBytes = 20 << 30
+	}
+	if c.MaxImageUnpackedBytes == 0 {
+		c.MaxImageUnpackedBytes = 4 * c.MaxImageBytes
 	}
 	if c.FetchTimeout == 0 {
 		c.FetchTimeout = 30 * time.Minute
@@ -114,13 +114,14 @@ func (c *Config) defaults() error {
 // sliver id and idempotent: repeating a request that already took effect
 // reports the current state instead of failing or doing the work twice.
 type Service struct {
-	cfg   Config
-	rt    Runtime
-	st    store
-	log   *slog.Logger
-	ctx   context.Context // lives as long as the service: fetches and timers
-	close context.CancelFunc
-	wg    sync.WaitGroup
+	cfg    Config
+	policy imagePolicy
+	rt     Runtime
+	st     store
+	log    *slog.Logger
+	ctx    context.Context // lives as long as the service: fetches and timers
+	close  context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu      sync.Mutex
 	slivers map[string]*sliver
@@ -155,7 +156,7 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 		return nil, fmt.Errorf("agent: state directory: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{cfg: cfg, rt: rt, st: st, log: cfg.Logger, ctx: ctx, close: cancel, slivers: map[string]*sliver{}, imageRefs: map[string]map[string]bool{}}
+	s := &Service{cfg: cfg, policy: newImagePolicy(cfg.ImageHosts, cfg.ContainerStore), rt: rt, st: st, log: cfg.Logger, ctx: ctx, close: cancel, slivers: map[string]*sliver{}, imageRefs: map[string]map[string]bool{}}
 	recs, errs := st.loadAll()
 	for _, err := range errs {
 		s.log.Warn("agent: skipping state file", "err", err)
@@ -428,9 +429,14 @@ func (s *Service) runFetch(ctx context.Context, cancel context.CancelFunc, sl *s
 			return "", fmt.Errorf("image is %d bytes, over the limit of %d", size, s.cfg.MaxImageBytes)
 		}
 		vr = newVerifyingReader(body, digest, s.cfg.MaxImageBytes)
-		id, err := s.rt.LoadImage(ctx, vr)
+		guard := newUnpackGuard(vr, s.cfg.MaxImageUnpackedBytes)
+		defer guard.Close()
+		id, err := s.rt.LoadImage(ctx, guard)
 		if _, verr := vr.result(); verr != nil {
 			return "", verr // the reader's own failure says more than the engine's
+		}
+		if gerr := guard.verdict(); gerr != nil {
+			return "", gerr
 		}
 		if err != nil {
 			return "", fmt.Errorf("loading image: %w", err)
@@ -460,7 +466,7 @@ func (s *Service) runFetch(ctx context.Context, cancel context.CancelFunc, sl *s
 	}
 	if err != nil {
 		img.State, img.Error = ImageFailed, err.Error()
-		s.log.Warn("agent: fetch failed", "sliver", sl.id, "url", img.URL, "err", err, "took", time.Since(t0))
+		s.log.Warn("agent: fetch failed", "sliver", sl.id, "url", img.URL, "err", err, "cause", errors.Unwrap(err), "took", time.Since(t0))
 	} else {
 		img.State, img.ID, img.Verified = ImageReady, imageID, digest != ""
 		s.setImageRef(sl.id, "", imageID)
