@@ -67,6 +67,7 @@ func (c *Config) limitDefaults() error {
 	if c.Capabilities == nil {
 		c.Capabilities = DefaultCapabilities
 	}
+	c.Capabilities = slices.Clone(c.Capabilities) // normalised below; never the caller's array
 	for i, cp := range c.Capabilities {
 		cp = strings.TrimPrefix(strings.ToUpper(cp), "CAP_")
 		if !slices.Contains(knownCapabilities, cp) {

@@ -49,18 +49,23 @@ type Config struct {
 	DefaultNetwork  string   `json:"default_network"`  // default "none"
 	AllowedNetworks []string `json:"allowed_networks"` // default [default_network]
 
-	ContainerStore  string   `json:"container_store"`   // v1 fetchContainer base URL
-	V1RequireDigest bool     `json:"v1_require_digest"` // refuse v1 fetches without ?sha256=
-	AllowFileImages bool     `json:"allow_file_images"` // accept local paths as image URLs
-	FileImageDirs   []string `json:"file_image_dirs"`   // ... only inside these directories
-	MaxImageBytes   int64    `json:"max_image_bytes"`   // default 20 GiB
-	FetchTimeout    Duration `json:"fetch_timeout"`     // default 30m
+	ContainerStore   string   `json:"container_store"`          // v1 fetchContainer base URL
+	V1RequireDigest  bool     `json:"v1_require_digest"`        // refuse v1 fetches without ?sha256=
+	AllowFileImages  bool     `json:"allow_file_images"`        // accept local paths as image URLs
+	FileImageDirs    []string `json:"file_image_dirs"`          // ... only inside these directories
+	ImageHosts       []string `json:"image_hosts"`              // only these image hosts (may be private); [] = any public host
+	MaxImageBytes    int64    `json:"max_image_bytes"`          // default 20 GiB
+	MaxImageUnpacked int64    `json:"max_image_unpacked_bytes"` // what the image expands to; default 4 × max_image_bytes
+	FetchTimeout     Duration `json:"fetch_timeout"`            // default 30m
+	MaxArchiveBytes  int64    `json:"max_archive_bytes"`        // one /data archive; default 10 GiB, negative = none
 
-	StopGrace   Duration `json:"stop_grace"`   // default 10s
-	MemoryBytes int64    `json:"memory_bytes"` // per-container limit, 0 = none
-	CPUs        float64  `json:"cpus"`         // per-container limit, 0 = none
-	PidsLimit   int64    `json:"pids_limit"`   // per-container limit, 0 = none
-	Devices     []string `json:"devices"`      // host devices for every container
+	StopGrace      Duration `json:"stop_grace"`       // default 10s
+	MemoryBytes    int64    `json:"memory_bytes"`     // per-container limit; default 1 GiB, negative = none
+	CPUs           float64  `json:"cpus"`             // per-container limit; default 1, negative = none
+	PidsLimit      int64    `json:"pids_limit"`       // per-container limit; default 512, negative = none
+	Capabilities   []string `json:"capabilities"`     // kept; all others dropped
+	ReadOnlyRootfs bool     `json:"read_only_rootfs"` // image filesystem read-only (tmpfs /tmp)
+	Devices        []string `json:"devices"`          // host devices for every container
 
 	LogLevel  string `json:"log_level"`  // debug, info (default), warn, error
 	LogFormat string `json:"log_format"` // json (default) or text
@@ -86,20 +91,28 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 
 func defaultConfig() Config {
 	return Config{
-		Listen:          ":1887",
-		Cert:            "/etc/geni-nodeagent/agent-cert.pem",
-		Key:             "/etc/geni-nodeagent/agent-key.pem",
-		ClientCA:        "/etc/geni-nodeagent/aggregate-ca.pem",
-		StateDir:        "/var/local/geni-nodeagent",
-		DockerSocket:    docker.DefaultSocket,
-		Instance:        "default",
-		AllowedClients:  []string{},
-		DefaultNetwork:  "none",
-		AllowedNetworks: []string{"none"},
-		FetchTimeout:    Duration(30 * time.Minute),
-		StopGrace:       Duration(10 * time.Second),
-		LogLevel:        "info",
-		LogFormat:       "json",
+		Listen:           ":1887",
+		Cert:             "/etc/geni-nodeagent/agent-cert.pem",
+		Key:              "/etc/geni-nodeagent/agent-key.pem",
+		ClientCA:         "/etc/geni-nodeagent/aggregate-ca.pem",
+		StateDir:         "/var/local/geni-nodeagent",
+		DockerSocket:     docker.DefaultSocket,
+		Instance:         "default",
+		AllowedClients:   []string{},
+		DefaultNetwork:   "none",
+		AllowedNetworks:  []string{"none"},
+		ImageHosts:       []string{},
+		MaxImageBytes:    20 << 30,
+		MaxImageUnpacked: 80 << 30,
+		MaxArchiveBytes:  10 << 30,
+		FetchTimeout:     Duration(30 * time.Minute),
+		StopGrace:        Duration(10 * time.Second),
+		MemoryBytes:      agent.DefaultMemoryBytes,
+		CPUs:             agent.DefaultNanoCPUs / 1e9,
+		PidsLimit:        agent.DefaultPidsLimit,
+		Capabilities:     agent.DefaultCapabilities,
+		LogLevel:         "info",
+		LogFormat:        "json",
 	}
 }
 
@@ -137,31 +150,44 @@ func (c Config) check() error {
 			return fmt.Errorf("v1_plain_listen %q must name the address to bind, e.g. 127.0.0.1:1888", c.V1PlainListen)
 		}
 	}
-	if c.CPUs < 0 || c.MemoryBytes < 0 || c.PidsLimit < 0 {
-		return errors.New("resource limits must not be negative")
+	if c.MaxImageBytes < 0 || c.MaxImageUnpacked < 0 {
+		return errors.New("max_image_bytes and max_image_unpacked_bytes must not be negative")
 	}
 	return nil
 }
 
 func (c Config) agentConfig(log *slog.Logger) agent.Config {
 	return agent.Config{
-		StateDir:        c.StateDir,
-		Instance:        c.Instance,
-		DefaultNetwork:  c.DefaultNetwork,
-		AllowedNetworks: c.AllowedNetworks,
-		AllowFileImages: c.AllowFileImages,
-		FileImageDirs:   c.FileImageDirs,
-		MaxImageBytes:   c.MaxImageBytes,
-		FetchTimeout:    time.Duration(c.FetchTimeout),
-		StopGrace:       time.Duration(c.StopGrace),
-		MemoryBytes:     c.MemoryBytes,
-		NanoCPUs:        int64(c.CPUs * 1e9),
-		PidsLimit:       c.PidsLimit,
-		Devices:         c.Devices,
-		ContainerStore:  c.ContainerStore,
-		V1RequireDigest: c.V1RequireDigest,
-		Logger:          log,
+		StateDir:              c.StateDir,
+		Instance:              c.Instance,
+		DefaultNetwork:        c.DefaultNetwork,
+		AllowedNetworks:       c.AllowedNetworks,
+		AllowFileImages:       c.AllowFileImages,
+		FileImageDirs:         c.FileImageDirs,
+		ImageHosts:            c.ImageHosts,
+		MaxImageBytes:         c.MaxImageBytes,
+		MaxImageUnpackedBytes: c.MaxImageUnpacked,
+		MaxArchiveBytes:       max(c.MaxArchiveBytes, 0),
+		Capabilities:          c.Capabilities,
+		ReadOnlyRootfs:        c.ReadOnlyRootfs,
+		FetchTimeout:          time.Duration(c.FetchTimeout),
+		StopGrace:             time.Duration(c.StopGrace),
+		MemoryBytes:           c.MemoryBytes,
+		NanoCPUs:              nanoCPUs(c.CPUs),
+		PidsLimit:             c.PidsLimit,
+		Devices:               c.Devices,
+		ContainerStore:        c.ContainerStore,
+		V1RequireDigest:       c.V1RequireDigest,
+		Logger:                log,
 	}
+}
+
+// nanoCPUs converts the cpus key: negative stays "no limit" for the agent.
+func nanoCPUs(cpus float64) int64 {
+	if cpus < 0 {
+		return -1
+	}
+	return int64(cpus * 1e9)
 }
 
 func newLogger(c Config) *slog.Logger {
