@@ -192,6 +192,7 @@ type Status struct {
 	StdoutTail string           `json:"stdout_tail,omitempty"`
 	StderrTail string           `json:"stderr_tail,omitempty"`
 	Adopted    bool             `json:"adopted,omitempty"` // found in the engine by label, no record on disk
+	Data       *DataUsage       `json:"data,omitempty"`    // when /data has a quota
 }
 
 // ImageStatus is the state of the sliver's image.

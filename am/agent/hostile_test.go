@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -382,4 +383,58 @@ func writeBomb(t *testing.T, size int64) (string, string) {
 	must(t, tw.Close())
 	must(t, f.Close())
 	return path, hex.EncodeToString(h.Sum(nil))
+}
+
+// needLoopMounts skips unless the agent can make and loop-mount /data
+// filesystems here (root, mkfs.ext4, mount, loop devices).
+func needLoopMounts(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: /data quotas need root (loop mounts)")
+	}
+	for _, cmd := range []string{"mkfs.ext4", "mount"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			t.Skipf("skipping: /data quotas need %s: %v", cmd, err)
+		}
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("skipping: no loop devices: %v", err)
+	}
+}
+
+// TestHostileDataQuota (issue 13, item 5): a container filling /data stops
+// at its quota, the status says "over quota", the host's filesystem is not
+// touched, and Delete still works and unmounts.
+func TestHostileDataQuota(t *testing.T) {
+	needDocker(t)
+	needLoopMounts(t)
+	cfg := testConfig(t)
+	cfg.DataQuotaBytes = 64 << 20
+	a := startAgent(t, cfg)
+	ctx := ctxT(t, 2*time.Minute)
+	const id = "filler"
+	a.runHostile(t, id, agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-hostile", "fill"}})
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", a.svc.DataDir(id)).Run() }) // if the test fails before Delete
+	st := a.waitFor(t, id, 60*time.Second, "/data to be full", func(st agent.Status) bool {
+		return strings.Contains(st.StdoutTail, "wrote ")
+	})
+	line := lastLine(st.StdoutTail, "wrote ")
+	if !strings.Contains(line, "no space left on device") {
+		t.Fatalf("filling /data: %q", line)
+	}
+	if st.Data == nil || !st.Data.OverQuota || !strings.Contains(st.Reason, "over quota") || st.Data.LimitBytes != 64<<20 {
+		t.Fatalf("status of a full /data: %+v, reason %q", st.Data, st.Reason)
+	}
+	if st.Container.Limits == nil || st.Container.Limits.DataBytes != 64<<20 {
+		t.Fatalf("limits %+v", st.Container.Limits)
+	}
+	t.Logf("filling /data against a 64 MiB quota: %q; status: %q", line, st.Reason)
+	dir := a.svc.DataDir(id)
+	must(t, a.client.Delete(ctx, id))
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), dir) {
+		t.Fatalf("/data of %s is still mounted after Delete", id)
+	}
+	if _, err := os.Stat(filepath.Dir(dir)); !os.IsNotExist(err) {
+		t.Fatalf("the sliver's directory survived Delete: %v", err)
+	}
 }

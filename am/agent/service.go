@@ -53,6 +53,11 @@ type Config struct {
 	// Capabilities the container keeps; all others are dropped. nil is
 	// DefaultCapabilities.
 	Capabilities []string
+	// DataQuotaBytes is the size of each sliver's /data, enforced by a
+	// filesystem of its own (dataquota.go; needs root, mkfs.ext4 and loop
+	// devices). 0: not enforced, /data is a directory on the host's
+	// filesystem.
+	DataQuotaBytes int64
 	// ReadOnlyRootfs makes the image's filesystem read-only (a tmpfs is
 	// mounted at /tmp); /data stays writable.
 	ReadOnlyRootfs bool
@@ -171,6 +176,13 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 		}
 		s.slivers[r.ID] = sl
 		s.setImageRef(r.ID, "", r.Image.ID)
+		if _, err := os.Stat(st.dataImage(r.ID)); err == nil {
+			// After a reboot: mount /data again before the engine's restart
+			// policy lets a container write beneath the mount point.
+			if err := s.ensureData(ctx, r.ID); err != nil {
+				s.log.Error("agent: mounting the /data of a sliver", "sliver", r.ID, "err", err)
+			}
+		}
 	}
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer rcancel()
@@ -532,8 +544,8 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 	if err := s.writeIdentity(id, req.SliceURN, req.SliverURN, req.Manifest, req.Users); err != nil {
 		return Status{}, false, am.Wrap(am.ServerError, err, "start: could not prepare the files of %s", id)
 	}
-	if err := os.MkdirAll(s.st.dataDir(id), 0o755); err != nil {
-		return Status{}, false, am.Wrap(am.ServerError, err, "start: could not create the data directory of %s", id)
+	if err := s.ensureData(ctx, id); err != nil {
+		return Status{}, false, am.Wrap(am.ServerError, err, "start: could not prepare the /data of %s", id)
 	}
 	spec := s.containerSpec(id, r.Image.ID, network, &req)
 	r.SliceURN, r.SliverURN = req.SliceURN, req.SliverURN
@@ -716,14 +728,21 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 }
 
 // status builds the Status of a locked sliver.
-func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
+func (s *Service) status(ctx context.Context, sl *sliver) (st Status, err error) {
 	r := sl.rec
-	st := Status{ID: r.ID, SliceURN: r.SliceURN, SliverURN: r.SliverURN, Adopted: r.Adopted,
+	st = Status{ID: r.ID, SliceURN: r.SliceURN, SliverURN: r.SliverURN, Adopted: r.Adopted,
 		Image: ImageStatus{URL: r.Image.URL, SHA256: r.Image.SHA256, Verified: r.Image.Verified, ID: r.Image.ID,
 			State: r.Image.State, Error: r.Image.Error, Bytes: r.Image.Bytes,
 			StartedAt: timePtr(r.Image.StartedAt), FinishedAt: timePtr(r.Image.FinishedAt)}}
 	if st.Image.State == "" {
 		st.Image.State = ImageNone
+	}
+	if st.Data = s.dataUsage(r.ID); st.Data != nil && st.Data.OverQuota {
+		defer func() {
+			if st.Reason == "" {
+				st.Reason = overQuotaNote(st.Data)
+			}
+		}()
 	}
 	if r.ContainerID == "" {
 		switch {
@@ -865,6 +884,9 @@ func (s *Service) Start(ctx context.Context, id string) (Status, error) {
 	r.StoppedByRequest, r.StartError = false, ""
 	if err := s.save(r); err != nil {
 		return Status{}, err
+	}
+	if err := s.ensureData(ctx, id); err != nil {
+		return Status{}, am.Wrap(am.ServerError, err, "start: could not prepare the /data of %s", id)
 	}
 	if err := s.rt.Start(ctx, r.ContainerID); err != nil {
 		r.StartError = err.Error()
@@ -1034,10 +1056,8 @@ func (s *Service) EmitData(ctx context.Context, id string, w io.Writer, prefix s
 	}
 	sl.mu.Unlock() // streaming may take long; the walk copes with concurrent change
 	dir := s.st.dataDir(id)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return 0, am.Wrap(am.ServerError, err, "emit data: could not create the data directory of %s", id)
-		}
+	if err := s.ensureData(ctx, id); err != nil {
+		return 0, am.Wrap(am.ServerError, err, "emit data: could not prepare the /data of %s", id)
 	}
 	ts, err := writeTar(ctx, w, dir, prefix, tarLimits{MaxBytes: s.cfg.MaxArchiveBytes})
 	if ts.SkippedFiles > 0 {
@@ -1101,11 +1121,16 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 		}
 	}
 	defer sl.mu.Unlock()
-	if err := s.kill(ctx, sl); err != nil {
+	// A record that cannot be written (a full disk) must not stop Delete:
+	// the record is about to go. Engine failures do stop it.
+	if err := s.kill(ctx, sl); err != nil && am.CodeOf(err) != am.ServerError {
 		return err
 	}
-	if err := s.removeImage(ctx, sl); err != nil {
+	if err := s.removeImage(ctx, sl); err != nil && am.CodeOf(err) != am.ServerError {
 		return err
+	}
+	if err := s.releaseData(id); err != nil {
+		return am.Wrap(am.ServerError, err, "delete: could not unmount the /data of %s", id)
 	}
 	if err := os.RemoveAll(s.st.sliverDir(id)); err != nil {
 		return am.Wrap(am.ServerError, err, "delete: could not remove the files of %s", id)

@@ -65,6 +65,7 @@ type Config struct {
 	PidsLimit      int64    `json:"pids_limit"`       // per-container limit; default 512, negative = none
 	Capabilities   []string `json:"capabilities"`     // kept; all others dropped
 	ReadOnlyRootfs bool     `json:"read_only_rootfs"` // image filesystem read-only (tmpfs /tmp)
+	DataQuotaBytes int64    `json:"data_quota_bytes"` // size of each /data filesystem; default 10 GiB, negative = not enforced
 	Devices        []string `json:"devices"`          // host devices for every container
 
 	LogLevel  string `json:"log_level"`  // debug, info (default), warn, error
