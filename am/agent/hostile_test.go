@@ -438,3 +438,58 @@ func TestHostileDataQuota(t *testing.T) {
 		t.Fatalf("the sliver's directory survived Delete: %v", err)
 	}
 }
+
+// TestHostileBodies (issue 13, item 8): an oversized body gets a 413 that
+// names the limit, not a reset connection: announced, chunked, and from
+// curl, which used to report "Connection reset by peer".
+func TestHostileBodies(t *testing.T) {
+	a := startAgent(t, testConfig(t))
+	p := a.pki
+	ctls, err := agent.ClientTLSConfig(p.clientCert, p.clientKey, p.caFile)
+	must(t, err)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: ctls}, Timeout: time.Minute}
+	t0 := time.Now()
+	defer hc.CloseIdleConnections()
+	check := func(name string, resp *http.Response, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "limit of 2097152 bytes") {
+			t.Fatalf("%s: %s %s", name, resp.Status, b)
+		}
+		t.Logf("%s (%s): %s %s", name, time.Since(t0).Round(time.Millisecond), resp.Status, strings.Join(strings.Fields(string(b)), " "))
+	}
+	url := a.srv.URL + "/v2/slivers/big/image"
+	// Announced length: refused before the body is read.
+	req, _ := http.NewRequest(http.MethodPut, url, io.LimitReader(zeroReader{}, 16<<20))
+	req.ContentLength = 16 << 20
+	resp, err := hc.Do(req)
+	check("Content-Length 16 MiB", resp, err)
+	// Chunked: refused when the reader passes the limit.
+	req, _ = http.NewRequest(http.MethodPut, url, io.MultiReader(strings.NewReader(`{"url":"`), io.LimitReader(zeroReader{}, 8<<20)))
+	resp, err = hc.Do(req)
+	check("chunked 8 MiB", resp, err)
+	if _, err := exec.LookPath("curl"); err == nil {
+		f := filepath.Join(t.TempDir(), "big")
+		must(t, os.WriteFile(f, make([]byte, 16<<20), 0o600))
+		out, err := exec.Command("curl", "-sS", "--cacert", p.caFile, "--cert", p.clientCert, "--key", p.clientKey,
+			"-X", "PUT", "--data-binary", "@"+f, "-w", "\nHTTP %{http_code}", url).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "HTTP 413") || !strings.Contains(string(out), "limit of 2097152 bytes") {
+			t.Fatalf("curl, 16 MiB: %v\n%s", err, out)
+		}
+		t.Logf("curl, 16 MiB: %s", strings.Join(strings.Fields(string(out)), " "))
+	}
+}
+
+// zeroReader is an endless JSON string body.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'x' // valid inside a JSON string: the limit, not the syntax, must stop it
+	}
+	return len(p), nil
+}

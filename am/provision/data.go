@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/geniapi"
 )
 
@@ -24,7 +25,16 @@ import (
 // Errors are JSON {"error": ..., "code": ...}.
 func (p *Provisioner) DataHandler(auth am.Authorizer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := r.Body
 		if err := p.serveData(w, r, auth); err != nil {
+			if am.CodeOf(err) == am.TooBig {
+				// Answer, then read what is still coming, so the client
+				// sees the 413 instead of a reset connection.
+				w.Header().Set("Connection", "close")
+				writeErr(w, err)
+				agent.DrainRefusedBody(w, body)
+				return
+			}
 			writeErr(w, err)
 		}
 	})
@@ -51,12 +61,15 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	if err != nil {
 		return err
 	}
+	if r.ContentLength > maxCredentialBytes {
+		return am.Errorf(am.TooBig, "the credential (request body of %d bytes) is larger than the limit of %d bytes", r.ContentLength, maxCredentialBytes)
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxCredentialBytes+1))
 	if err != nil {
 		return am.Wrap(am.BadArgs, err, "cannot read the request body")
 	}
 	if len(body) > maxCredentialBytes {
-		return am.Errorf(am.TooBig, "the credential is larger than %d bytes", maxCredentialBytes)
+		return am.Errorf(am.TooBig, "the credential is larger than the limit of %d bytes", maxCredentialBytes)
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return am.Errorf(am.MissingArgs, "POST your slice credential (the XML file) as the request body")
@@ -88,10 +101,11 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	authz, err := auth.Authorize(am.AuthRequest{Method: "GetData", Caller: caller, Credentials: []am.Credential{cred},
 		Target: slice, Privileges: []string{"getsliceresources"}, Now: time.Now()})
 	if err != nil {
-		return err
+		// The caller named a sliver: the slice may be another user's.
+		return am.HideURN(err, slice, "the slice of sliver "+name)
 	}
 	if authz == nil {
-		return am.Errorf(am.Forbidden, "the credential does not grant access to %s", slice)
+		return am.Errorf(am.Forbidden, "the credential does not grant access to sliver %s", name)
 	}
 	filename := name + ".tar"
 	if s != nil && s.Allocation == am.Provisioned {
