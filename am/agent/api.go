@@ -73,6 +73,7 @@ type StartRequest struct {
 	TimeLimitSeconds int64   `json:"time_limit_seconds,omitempty"`
 	MemoryBytes      int64   `json:"memory_bytes,omitempty"` // capped by the agent's limit
 	CPUs             float64 `json:"cpus,omitempty"`         // capped by the agent's limit
+	DataBytes        int64   `json:"data_bytes,omitempty"`   // size of /data, capped by the agent's data_quota_bytes
 	Manifest         string  `json:"manifest,omitempty"`     // manifest RSpec, shown in /geni/manifest.xml
 	Users            []User  `json:"users,omitempty"`        // become /geni/authorized_keys
 }
@@ -125,8 +126,8 @@ func (s *StartRequest) Validate() error {
 	if s.TimeLimitSeconds < 0 || s.TimeLimitSeconds > 366*24*3600 {
 		return bad("time_limit_seconds must be between 0 and a year")
 	}
-	if s.MemoryBytes < 0 || s.CPUs < 0 || s.CPUs > 1024 {
-		return bad("memory_bytes and cpus must not be negative")
+	if s.MemoryBytes < 0 || s.CPUs < 0 || s.CPUs > 1024 || s.DataBytes < 0 {
+		return bad("memory_bytes, cpus and data_bytes must not be negative")
 	}
 	if len(s.SliceURN) > maxURNBytes || len(s.SliverURN) > maxURNBytes || strings.ContainsAny(s.SliceURN+s.SliverURN, "\x00\n") {
 		return bad("slice_urn and sliver_urn must be single lines of at most %d bytes", maxURNBytes)

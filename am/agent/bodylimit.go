@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"compress/gzip"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -45,4 +47,30 @@ func DrainRefusedBody(w http.ResponseWriter, body io.Reader) {
 	_ = rc.Flush()
 	_ = rc.SetReadDeadline(time.Now().Add(refusedDrainTime))
 	_, _ = io.CopyN(io.Discard, body, refusedBodyDrain)
+}
+
+// compressedFor gzips the /data tar on the wire when the client accepts it
+// (the aggregate does, and keeps archives compressed): long runs of zeros
+// and text shrink many times over. gzip (compress/gzip at BestSpeed) because
+// every tool reads it and it needs no new dependency. finish flushes the
+// compressor.
+func compressedFor(r *http.Request, w http.ResponseWriter, out io.Writer) (io.Writer, func() error) {
+	if !AcceptsGzip(r) {
+		return out, func() error { return nil }
+	}
+	w.Header().Set("Content-Encoding", "gzip")
+	zw, _ := gzip.NewWriterLevel(out, gzip.BestSpeed)
+	return zw, zw.Close
+}
+
+// AcceptsGzip reports whether the request's Accept-Encoding lists gzip
+// (without q=0).
+func AcceptsGzip(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		enc, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(enc), "gzip") && strings.ReplaceAll(params, " ", "") != "q=0" {
+			return true
+		}
+	}
+	return false
 }

@@ -48,14 +48,28 @@ func isMountPoint(dir string) (bool, error) {
 	return d.Dev != p.Dev, nil
 }
 
-// ensureData makes the sliver's /data directory and, when a quota is set,
-// its filesystem (made once, mounted whenever it is not: after a reboot).
-func (s *Service) ensureData(ctx context.Context, id string) error {
+// dataQuota is the size of the /data filesystem of a sliver started with
+// req: what the aggregate asked for its sliver type, at most the node's
+// data_quota_bytes; 0 when the node enforces none.
+func (s *Service) dataQuota(req *StartRequest) int64 {
+	if s.cfg.DataQuotaBytes <= 0 {
+		return 0
+	}
+	if req == nil {
+		return s.cfg.DataQuotaBytes
+	}
+	return capLimit(req.DataBytes, s.cfg.DataQuotaBytes)
+}
+
+// ensureData makes the sliver's /data directory and, when quota is set,
+// its filesystem of that size (made once, mounted whenever it is not: after
+// a reboot).
+func (s *Service) ensureData(ctx context.Context, id string, quota int64) error {
 	dir := s.st.dataDir(id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if s.cfg.DataQuotaBytes <= 0 {
+	if quota <= 0 {
 		return nil
 	}
 	if mounted, err := isMountPoint(dir); err != nil || mounted {
@@ -63,7 +77,7 @@ func (s *Service) ensureData(ctx context.Context, id string) error {
 	}
 	img := s.st.dataImage(id)
 	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
-		if err := s.makeDataImage(ctx, img); err != nil {
+		if err := s.makeDataImage(ctx, img, quota); err != nil {
 			return err
 		}
 	} else if err != nil {
@@ -79,13 +93,13 @@ func (s *Service) ensureData(ctx context.Context, id string) error {
 	return nil
 }
 
-func (s *Service) makeDataImage(ctx context.Context, img string) error {
+func (s *Service) makeDataImage(ctx context.Context, img string, size int64) error {
 	tmp := img + ".new"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	err = f.Truncate(s.cfg.DataQuotaBytes)
+	err = f.Truncate(size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -124,8 +138,8 @@ func (s *Service) releaseData(id string) error {
 
 // dataUsage measures /data: its filesystem's use when it has one, else
 // nothing is reported (the walk would cost too much for a status).
-func (s *Service) dataUsage(id string) *DataUsage {
-	if s.cfg.DataQuotaBytes <= 0 {
+func (s *Service) dataUsage(id string, quota int64) *DataUsage {
+	if quota <= 0 {
 		return nil
 	}
 	dir := s.st.dataDir(id)
@@ -137,7 +151,7 @@ func (s *Service) dataUsage(id string) *DataUsage {
 		return nil
 	}
 	bs := int64(fs.Bsize)
-	u := &DataUsage{UsedBytes: int64(fs.Blocks-fs.Bfree) * bs, LimitBytes: s.cfg.DataQuotaBytes}
+	u := &DataUsage{UsedBytes: int64(fs.Blocks-fs.Bfree) * bs, LimitBytes: quota}
 	// Full: ext4 keeps up to 2% (at most 4096 clusters, 16 MiB) back for
 	// its own metadata, which no write can use; no inode left is full too.
 	keep := min(u.LimitBytes/50, 16<<20) + 64<<10

@@ -436,11 +436,17 @@ func (h *Handler) streamTar(w http.ResponseWriter, r *http.Request, id, prefix s
 		return
 	}
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+".tar"))
+	w.Header().Set("Vary", "Accept-Encoding")
 	tw := &firstWrite{w: w, contentType: "application/x-tar"}
-	files, err := h.svc.EmitData(r.Context(), id, tw, prefix)
+	out, finish := compressedFor(r, w, tw)
+	files, err := h.svc.EmitData(r.Context(), id, out, prefix)
+	if err == nil {
+		err = finish()
+	}
 	if err != nil {
 		if !tw.started {
 			w.Header().Del("Content-Disposition")
+			w.Header().Del("Content-Encoding")
 			writeErr(w, r, h.log, err)
 			return
 		}

@@ -85,7 +85,7 @@ func (s *Service) limits(req *StartRequest) Limits {
 		MemoryBytes:  capLimit(req.MemoryBytes, s.cfg.MemoryBytes),
 		NanoCPUs:     capLimit(int64(req.CPUs*1e9), s.cfg.NanoCPUs),
 		Pids:         s.cfg.PidsLimit,
-		DataBytes:    s.cfg.DataQuotaBytes,
+		DataBytes:    s.dataQuota(req),
 		ArchiveBytes: s.cfg.MaxArchiveBytes,
 		Capabilities: s.cfg.Capabilities,
 		ReadOnlyRoot: s.cfg.ReadOnlyRootfs,

@@ -179,7 +179,7 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 		if _, err := os.Stat(st.dataImage(r.ID)); err == nil {
 			// After a reboot: mount /data again before the engine's restart
 			// policy lets a container write beneath the mount point.
-			if err := s.ensureData(ctx, r.ID); err != nil {
+			if err := s.ensureData(ctx, r.ID, s.dataQuota(r.Spec)); err != nil {
 				s.log.Error("agent: mounting the /data of a sliver", "sliver", r.ID, "err", err)
 			}
 		}
@@ -544,7 +544,7 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 	if err := s.writeIdentity(id, req.SliceURN, req.SliverURN, req.Manifest, req.Users); err != nil {
 		return Status{}, false, am.Wrap(am.ServerError, err, "start: could not prepare the files of %s", id)
 	}
-	if err := s.ensureData(ctx, id); err != nil {
+	if err := s.ensureData(ctx, id, s.dataQuota(&req)); err != nil {
 		return Status{}, false, am.Wrap(am.ServerError, err, "start: could not prepare the /data of %s", id)
 	}
 	spec := s.containerSpec(id, r.Image.ID, network, &req)
@@ -737,7 +737,7 @@ func (s *Service) status(ctx context.Context, sl *sliver) (st Status, err error)
 	if st.Image.State == "" {
 		st.Image.State = ImageNone
 	}
-	if st.Data = s.dataUsage(r.ID); st.Data != nil && st.Data.OverQuota {
+	if st.Data = s.dataUsage(r.ID, s.dataQuota(r.Spec)); st.Data != nil && st.Data.OverQuota {
 		defer func() {
 			if st.Reason == "" {
 				st.Reason = overQuotaNote(st.Data)
@@ -885,7 +885,7 @@ func (s *Service) Start(ctx context.Context, id string) (Status, error) {
 	if err := s.save(r); err != nil {
 		return Status{}, err
 	}
-	if err := s.ensureData(ctx, id); err != nil {
+	if err := s.ensureData(ctx, id, s.dataQuota(r.Spec)); err != nil {
 		return Status{}, am.Wrap(am.ServerError, err, "start: could not prepare the /data of %s", id)
 	}
 	if err := s.rt.Start(ctx, r.ContainerID); err != nil {
@@ -1054,9 +1054,14 @@ func (s *Service) EmitData(ctx context.Context, id string, w io.Writer, prefix s
 	if err != nil {
 		return 0, err
 	}
+	spec := sl.rec.Spec
 	sl.mu.Unlock() // streaming may take long; the walk copes with concurrent change
 	dir := s.st.dataDir(id)
-	if err := s.ensureData(ctx, id); err != nil {
+	quota := s.dataQuota(spec)
+	if _, err := os.Stat(s.st.dataImage(id)); spec == nil && err != nil {
+		quota = 0 // never started: a plain (empty) directory, no filesystem yet
+	}
+	if err := s.ensureData(ctx, id, quota); err != nil {
 		return 0, am.Wrap(am.ServerError, err, "emit data: could not prepare the /data of %s", id)
 	}
 	ts, err := writeTar(ctx, w, dir, prefix, tarLimits{MaxBytes: s.cfg.MaxArchiveBytes})

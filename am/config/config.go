@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/geniam/geniam/am"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
@@ -35,6 +36,7 @@ type Config struct {
 	Cache        Cache        `mapstructure:"cache"`
 	Agents       Agents       `mapstructure:"agents"`
 	Provisioning Provisioning `mapstructure:"provisioning"`
+	SliverLimits SliverLimits `mapstructure:"sliver_limits"`
 	Log          Log          `mapstructure:"log"`
 	Operations   Operations   `mapstructure:"operations"`
 }
@@ -98,6 +100,25 @@ type Provisioning struct {
 	DownAfter        int           `mapstructure:"down_after" doc:"failed polls in a row before a node is made unavailable" default:"2"`
 	ArchiveDir       string        `mapstructure:"archive_dir" doc:"where /data archives are kept; empty: var_dir/archive" default:""`
 	ArchiveRetention time.Duration `mapstructure:"archive_retention" doc:"how long /data archives of deleted or expired slivers stay downloadable" default:"168h"`
+}
+
+// SliverLimits are the resources of one sliver per sliver type (advertised,
+// in the manifest, sent to the agent, which caps them by its own limits).
+type SliverLimits struct {
+	ContainerMemory int64   `mapstructure:"container_memory_bytes" doc:"memory (swap included) of a container sliver; 0: the node agent's memory_bytes" default:"1073741824"`
+	ContainerCPUs   float64 `mapstructure:"container_cpus" doc:"CPUs of a container sliver; 0: the node agent's cpus" default:"1"`
+	ContainerData   int64   `mapstructure:"container_data_bytes" doc:"size of a container sliver's /data (enforced where the agent has data_quota_bytes); 0: the agent's" default:"10737418240"`
+	ExclusiveMemory int64   `mapstructure:"exclusive_memory_bytes" doc:"memory of an exclusive sliver; 0: the node agent's memory_bytes" default:"0"`
+	ExclusiveCPUs   float64 `mapstructure:"exclusive_cpus" doc:"CPUs of an exclusive sliver; 0: the node agent's cpus" default:"0"`
+	ExclusiveData   int64   `mapstructure:"exclusive_data_bytes" doc:"size of an exclusive sliver's /data; 0: the agent's data_quota_bytes" default:"0"`
+}
+
+// ByType returns the limits per sliver type.
+func (l SliverLimits) ByType() map[string]am.SliverLimits {
+	return map[string]am.SliverLimits{
+		am.SliverTypeContainer: {MemoryBytes: l.ContainerMemory, CPUs: l.ContainerCPUs, DataBytes: l.ContainerData},
+		am.SliverTypeExclusive: {MemoryBytes: l.ExclusiveMemory, CPUs: l.ExclusiveCPUs, DataBytes: l.ExclusiveData},
+	}
 }
 
 // Log is logging.
@@ -180,6 +201,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxBody < 1024 {
 		return fmt.Errorf("config: limits.max_body %d is too small", c.Limits.MaxBody)
+	}
+	for t, l := range c.SliverLimits.ByType() {
+		if l.MemoryBytes < 0 || l.CPUs < 0 || l.DataBytes < 0 {
+			return fmt.Errorf("config: sliver_limits for %s slivers must not be negative", t)
+		}
 	}
 	return nil
 }

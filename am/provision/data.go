@@ -1,12 +1,14 @@
 package provision
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -126,6 +128,11 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+filename+`"`)
 	w.Header().Set("X-Geniam-Data-Source", "archive "+arch.CreatedAt.UTC().Format(time.RFC3339))
+	if strings.HasSuffix(arch.Path, ".gz") {
+		serveGzipped(w, r, f)
+		p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", authz.User)
+		return nil
+	}
 	http.ServeContent(w, r, filename, arch.CreatedAt, f)
 	p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", authz.User)
 	return nil
@@ -152,6 +159,31 @@ func (p *Provisioner) streamLive(ctx context.Context, w http.ResponseWriter, s *
 		panic(http.ErrAbortHandler) // abort the response so the client cannot mistake it for complete
 	}
 	return nil
+}
+
+// serveGzipped sends a gzipped archive as the tar it holds: as it is, with
+// Content-Encoding: gzip, to a client that accepts gzip (curl --compressed,
+// browsers, Go), else uncompressed on the fly. A broken file aborts the
+// response rather than end it short.
+func serveGzipped(w http.ResponseWriter, r *http.Request, f *os.File) {
+	w.Header().Set("Vary", "Accept-Encoding")
+	if agent.AcceptsGzip(r) {
+		w.Header().Set("Content-Encoding", "gzip")
+		if fi, err := f.Stat(); err == nil {
+			w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+		}
+		if _, err := io.Copy(w, f); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
+	zr, err := gzip.NewReader(f)
+	if err == nil {
+		_, err = io.Copy(w, zr)
+	}
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func agentIDOK(name string) error {

@@ -129,6 +129,12 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 		}
 	}
 	start, err := startRequest(s, manifest)
+	if err == nil {
+		// The operator's limits for the sliver type; the agent caps them
+		// by the node's own.
+		l := p.cfg.SliverLimits[s.SliverType]
+		start.MemoryBytes, start.CPUs, start.DataBytes = l.MemoryBytes, l.CPUs, l.DataBytes
+	}
 	if err != nil {
 		return "", err
 	}
@@ -278,16 +284,18 @@ func (p *Provisioner) teardown(ctx context.Context, j *store.Job, c *agent.Clien
 	return how + ", " + archived, nil
 }
 
-// ArchivePath is where the archive of a sliver is kept.
+// ArchivePath is where the archive of a sliver is kept: its /data tar,
+// gzipped as the agent sent it (archives of older versions, plain .tar, are
+// still served).
 func (p *Provisioner) ArchivePath(sliverURN string) string {
-	return filepath.Join(p.cfg.ArchiveDir, AgentID(sliverURN)+".tar")
+	return filepath.Join(p.cfg.ArchiveDir, AgentID(sliverURN)+".tar.gz")
 }
 
 // archive copies the sliver's /data from the agent into the archive
 // directory (through a temporary file, renamed when complete, so a broken
 // transfer never leaves a short archive that looks whole) and records it.
 func (p *Provisioner) archive(ctx context.Context, j *store.Job, c *agent.Client, id string, final bool) (int64, error) {
-	rc, err := c.Data(ctx, id)
+	rc, err := c.DataGzip(ctx, id)
 	if err != nil {
 		return 0, err
 	}

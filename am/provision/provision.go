@@ -44,6 +44,10 @@ type Config struct {
 	PublicURL string      // the aggregate's URL; data URLs are <PublicURL>data/<sliver name>.tar
 	Authority string      // authority of our sliver URNs (for /data/<name>.tar lookups)
 
+	// SliverLimits per sliver type go into every start request (zero: the
+	// node's own limits).
+	SliverLimits map[string]am.SliverLimits
+
 	ArchiveDir       string        // where /data archives are kept; required
 	ArchiveRetention time.Duration // how long archives stay; default 7 days
 
