@@ -132,8 +132,18 @@ func startDevAgent(ctx context.Context, dir, images, caFile string, pki *devenv.
 	if err != nil {
 		return err
 	}
+	// The demo image is a local file in images/ (allowed explicitly); no
+	// image host is listed, so URLs must be public. /data has a quota when
+	// this process can loop-mount (root): otherwise a warning says it has not.
+	var quota int64
+	if os.Geteuid() == 0 {
+		quota = 1 << 30
+	} else {
+		lg.Warn("make run: not root, so the dev agents cannot enforce /data quotas (loop mounts)", "node", name)
+	}
 	svc, err := agent.New(agent.Config{StateDir: filepath.Join(dir, "agents", name), Instance: "geniam-dev-" + name,
-		AllowFileImages: true, FileImageDirs: []string{images}, Logger: lg.With("agent", name)}, docker.NewRuntime(""))
+		AllowFileImages: true, FileImageDirs: []string{images}, DataQuotaBytes: quota, MaxArchiveBytes: 1 << 30,
+		Logger: lg.With("agent", name)}, docker.NewRuntime(""))
 	if err != nil {
 		return err
 	}
