@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -69,8 +70,12 @@ func (s *Service) ensureData(ctx context.Context, id string, quota int64) error 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	uid, gid, err := s.dataOwner()
+	if err != nil {
+		return err
+	}
 	if quota <= 0 {
-		return nil
+		return os.Lchown(dir, uid, gid)
 	}
 	if mounted, err := isMountPoint(dir); err != nil || mounted {
 		return err
@@ -93,6 +98,20 @@ func (s *Service) ensureData(ctx context.Context, id string, quota int64) error 
 	return nil
 }
 
+// dataOwner parses DataOwner ("uid:gid"; "" is root).
+func (s *Service) dataOwner() (uid, gid int, err error) {
+	if s.cfg.DataOwner == "" {
+		return 0, 0, nil
+	}
+	u, g, ok := strings.Cut(s.cfg.DataOwner, ":")
+	uid, err1 := strconv.Atoi(u)
+	gid, err2 := strconv.Atoi(g)
+	if !ok || err1 != nil || err2 != nil || uid < 0 || gid < 0 {
+		return 0, 0, fmt.Errorf("data_owner %q is not uid:gid", s.cfg.DataOwner)
+	}
+	return uid, gid, nil
+}
+
 func (s *Service) makeDataImage(ctx context.Context, img string, size int64) error {
 	tmp := img + ".new"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
@@ -110,8 +129,13 @@ func (s *Service) makeDataImage(ctx context.Context, img string, size int64) err
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	// -m 0: no blocks reserved for root (the container's root would get
-	// them); root_owner: /data belongs to root, as a plain directory would.
-	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard", tmp).CombinedOutput()
+	// them); root_owner: /data belongs to the container's root (DataOwner).
+	uid, gid, err := s.dataOwner()
+	if err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-E",
+		fmt.Sprintf("root_owner=%d:%d,nodiscard", uid, gid), tmp).CombinedOutput()
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("making the /data filesystem (mkfs.ext4): %v: %s", err, truncate(string(out), 300))

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -410,6 +411,7 @@ func TestHostileDataQuota(t *testing.T) {
 	needLoopMounts(t)
 	cfg := testConfig(t)
 	cfg.DataQuotaBytes = 64 << 20
+	cfg.DataOwner = "100000:100000" // the root of a user-namespace-remapped engine
 	a := startAgent(t, cfg)
 	ctx := ctxT(t, 2*time.Minute)
 	const id = "filler"
@@ -430,6 +432,11 @@ func TestHostileDataQuota(t *testing.T) {
 	}
 	t.Logf("filling /data against a 64 MiB quota: %q; status: %q", line, st.Reason)
 	dir := a.svc.DataDir(id)
+	var fst syscall.Stat_t
+	must(t, syscall.Stat(dir, &fst))
+	if fst.Uid != 100000 || fst.Gid != 100000 {
+		t.Fatalf("/data belongs to %d:%d, want data_owner 100000:100000", fst.Uid, fst.Gid)
+	}
 	must(t, a.client.Delete(ctx, id))
 	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), dir) {
 		t.Fatalf("/data of %s is still mounted after Delete", id)

@@ -64,6 +64,11 @@ func (c *Config) limitDefaults() error {
 	def(&c.MemoryBytes, DefaultMemoryBytes)
 	def(&c.NanoCPUs, DefaultNanoCPUs)
 	def(&c.PidsLimit, DefaultPidsLimit)
+	if c.DataOwner != "" {
+		if _, _, err := (&Service{cfg: *c}).dataOwner(); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+	}
 	if c.Capabilities == nil {
 		c.Capabilities = DefaultCapabilities
 	}

@@ -58,6 +58,11 @@ type Config struct {
 	// devices). 0: not enforced, /data is a directory on the host's
 	// filesystem.
 	DataQuotaBytes int64
+	// DataOwner is the host uid and gid that own each /data ("" or
+	// "0:0": root). With the engine's user-namespace remapping, set it to
+	// the remapped root (e.g. "100000:100000") so root in the container
+	// can write /data.
+	DataOwner string
 	// ReadOnlyRootfs makes the image's filesystem read-only (a tmpfs is
 	// mounted at /tmp); /data stays writable.
 	ReadOnlyRootfs bool

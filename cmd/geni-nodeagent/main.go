@@ -66,6 +66,7 @@ type Config struct {
 	Capabilities   []string `json:"capabilities"`     // kept; all others dropped
 	ReadOnlyRootfs bool     `json:"read_only_rootfs"` // image filesystem read-only (tmpfs /tmp)
 	DataQuotaBytes int64    `json:"data_quota_bytes"` // size of each /data filesystem; default 10 GiB, negative = not enforced
+	DataOwner      string   `json:"data_owner"`       // uid:gid owning /data; the remapped root with userns-remap
 	Devices        []string `json:"devices"`          // host devices for every container
 
 	LogLevel  string `json:"log_level"`  // debug, info (default), warn, error
@@ -106,6 +107,7 @@ func defaultConfig() Config {
 		MaxImageBytes:    20 << 30,
 		MaxImageUnpacked: 80 << 30,
 		MaxArchiveBytes:  10 << 30,
+		DataQuotaBytes:   10 << 30,
 		FetchTimeout:     Duration(30 * time.Minute),
 		StopGrace:        Duration(10 * time.Second),
 		MemoryBytes:      agent.DefaultMemoryBytes,
@@ -171,6 +173,8 @@ func (c Config) agentConfig(log *slog.Logger) agent.Config {
 		MaxArchiveBytes:       max(c.MaxArchiveBytes, 0),
 		Capabilities:          c.Capabilities,
 		ReadOnlyRootfs:        c.ReadOnlyRootfs,
+		DataQuotaBytes:        max(c.DataQuotaBytes, 0),
+		DataOwner:             c.DataOwner,
 		FetchTimeout:          time.Duration(c.FetchTimeout),
 		StopGrace:             time.Duration(c.StopGrace),
 		MemoryBytes:           c.MemoryBytes,

@@ -31,6 +31,16 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil || time.Duration(cfg.FetchTimeout) != 5*time.Minute || cfg.Listen != ":1887" || cfg.DefaultNetwork != "none" {
 		t.Fatalf("%+v %v", cfg, err)
 	}
+	// The safe defaults reach the agent; negative values mean "none".
+	ac := cfg.agentConfig(nil)
+	if ac.MemoryBytes != agent.DefaultMemoryBytes || ac.NanoCPUs != agent.DefaultNanoCPUs || ac.PidsLimit != agent.DefaultPidsLimit ||
+		ac.DataQuotaBytes != 10<<30 || ac.MaxArchiveBytes != 10<<30 || ac.MaxImageUnpackedBytes != 80<<30 || len(ac.Capabilities) == 0 {
+		t.Fatalf("defaults not passed on: %+v", ac)
+	}
+	cfg.MemoryBytes, cfg.CPUs, cfg.DataQuotaBytes = -1, -1, -1
+	if ac := cfg.agentConfig(nil); ac.MemoryBytes != -1 || ac.NanoCPUs != -1 || ac.DataQuotaBytes != 0 {
+		t.Fatalf("negative limits: %+v", ac)
+	}
 	for _, bad := range []string{
 		`{"cert":"c","key":"k","client_ca":"ca","allow_any_client":true,"listne":":1"}`,             // misspelt key
 		`{"cert":"c","key":"k","client_ca":"ca","allow_any_client":true,"v1_plain_listen":":1888"}`, // no bind address
