@@ -94,8 +94,9 @@ type tarWalk struct {
 }
 
 // fits reports whether an entry of dataBytes more would stay within
-// MaxBytes (with room for its headers and the closing note).
-func (t *tarWalk) fits(dataBytes int64, why string) bool {
+// MaxBytes (with room for its headers and the closing note); an entry that
+// does not is counted as left out.
+func (t *tarWalk) fits(dataBytes int64) bool {
 	if t.lim.MaxBytes <= 0 {
 		return true
 	}
@@ -104,7 +105,6 @@ func (t *tarWalk) fits(dataBytes int64, why string) bool {
 		return true
 	}
 	t.st.SkippedFiles++
-	t.cut = why
 	return false
 }
 
@@ -159,7 +159,7 @@ func (t *tarWalk) entry(dfd int, name, rel string, depth int) error {
 		} else if err != nil {
 			return fmt.Errorf("opening directory %q: %w", rel, err)
 		}
-		if !t.fits(0, "") {
+		if !t.fits(0) {
 			unix.Close(sub)
 			return nil
 		}
@@ -176,7 +176,7 @@ func (t *tarWalk) entry(dfd int, name, rel string, depth int) error {
 		} else if err != nil {
 			return fmt.Errorf("reading link %q: %w", rel, err)
 		}
-		if !t.fits(int64(len(target)), "") {
+		if !t.fits(int64(len(target))) {
 			return nil
 		}
 		h.Typeflag, h.Linkname = tar.TypeSymlink, target
@@ -226,7 +226,7 @@ func (t *tarWalk) regular(dfd int, name string, h *tar.Header) error {
 	if sparse {
 		return t.sparse(f, h, segs)
 	}
-	if !t.fits(h.Size, "") {
+	if !t.fits(h.Size) {
 		return nil
 	}
 	if err := t.header(h); err != nil {
@@ -242,19 +242,7 @@ func (t *tarWalk) regular(dfd int, name string, h *tar.Header) error {
 // copyRange copies n bytes of f from off into the current entry, padding
 // with zeros if the file shrank meanwhile.
 func (t *tarWalk) copyRange(f *os.File, off, n int64) error {
-	got, err := io.CopyBuffer(t.tw, io.NewSectionReader(f, off, n), t.buf)
-	if err != nil {
-		return fmt.Errorf("archiving %s: %w", f.Name(), err)
-	}
-	for got < n {
-		clear(t.buf)
-		k := min(int64(len(t.buf)), n-got)
-		if _, err := t.tw.Write(t.buf[:k]); err != nil {
-			return err
-		}
-		got += k
-	}
-	return nil
+	return copyRaw(t.tw, f, off, n, t.buf)
 }
 
 // note ends an archive that was cut with a file that says so, so nobody
@@ -341,7 +329,7 @@ func (t *tarWalk) sparse(f *os.File, h *tar.Header, segs []segment) error {
 		smap = append(smap, make([]byte, 512-pad)...)
 	}
 	encoded := int64(len(smap)) + data
-	if !t.fits(encoded, "") {
+	if !t.fits(encoded) {
 		return nil
 	}
 	// archive/tar writes no sparse entries (golang.org/issue/22735), so the
@@ -443,7 +431,8 @@ func ustarHeader(name string, typ byte, mode, uid, gid, size, mtime int64) []byt
 	return b
 }
 
-// copyRaw copies n bytes of f from off to w, zero-padding a short read.
+// copyRaw copies n bytes of f from off to w, zero-padding a short read (the
+// file shrank while it was read) so the entry keeps the size in its header.
 func copyRaw(w io.Writer, f *os.File, off, n int64, buf []byte) error {
 	got, err := io.CopyBuffer(w, io.NewSectionReader(f, off, n), buf)
 	if err != nil {
