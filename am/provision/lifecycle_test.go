@@ -221,6 +221,7 @@ func TestDataHandlerRefusals(t *testing.T) {
 		{"/data/0123456789abcdef.tar", nil, http.StatusBadRequest},        // no credential
 		{"/data/0123456789abcdef", cred, http.StatusNotFound},             // not .tar
 		{"/data/x.tar", bytes.Repeat([]byte("x"), 2<<20), http.StatusRequestEntityTooLarge},
+		{"/data/x.tar", bytes.Repeat([]byte("x"), 32<<20), http.StatusRequestEntityTooLarge}, // answered, not reset
 	}
 	for _, c := range cases {
 		resp, err := e.dataCli.Post(e.dataSrv.URL+c.path, "application/xml", bytes.NewReader(c.body))
@@ -230,14 +231,17 @@ func TestDataHandlerRefusals(t *testing.T) {
 		if resp.StatusCode != c.want || !strings.Contains(string(body), `"error"`) {
 			t.Errorf("POST %s: HTTP %d %s, want %d with a JSON error", c.path, resp.StatusCode, body, c.want)
 		}
+		if c.want == http.StatusRequestEntityTooLarge && !strings.Contains(string(body), "limit of 1048576 bytes") {
+			t.Errorf("POST %s of %d bytes: %s does not name the limit", c.path, len(c.body), body)
+		}
 	}
 	// An archive of a deleted sliver is only for its slice's members.
 	arch := filepath.Join(e.archive, "feedfacefeedface.tar")
 	must(t, os.WriteFile(arch, []byte("not really a tar"), 0o600))
 	must(t, e.st.PutArchive(e.ctx, store.Archive{SliverURN: "urn:publicid:IDN+geniam.test+sliver+feedfacefeedface",
 		SliceURN: "urn:publicid:IDN+geniam.test+slice+elsewhere", NodeName: "n", Path: arch, Bytes: 16, Final: true, ExpiresAt: time.Now().Add(time.Hour)}))
-	if code, body, _ := e.download("feedfacefeedface", cred); code != http.StatusForbidden {
-		t.Errorf("another slice's archive: HTTP %d %s", code, body)
+	if code, body, _ := e.download("feedfacefeedface", cred); code != http.StatusForbidden || strings.Contains(string(body), "elsewhere") {
+		t.Errorf("another slice's archive: HTTP %d %s (the refusal must not name that slice)", code, body)
 	}
 	// No client certificate: the TLS handshake itself refuses.
 	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: e.dataCli.Transport.(*http.Transport).TLSClientConfig.Clone()}}
