@@ -220,6 +220,10 @@ func sliverUpdate(st agent.Status, node string) store.SliverUpdate {
 	default:
 		op, res = am.Configuring, string(st.State)
 	}
+	if d := st.Data; d != nil && d.OverQuota && op != am.Failed {
+		// Honest about a full /data: the container runs, its writes fail.
+		res += fmt.Sprintf("; /data over quota (%d of %d bytes used)", d.UsedBytes, d.LimitBytes)
+	}
 	exit := st.ExitCode
 	u := store.SliverUpdate{Operational: op, Error: &errMsg, ResourceMsg: &res, ExitCode: &exit}
 	if st.Image.ID != "" {
