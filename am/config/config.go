@@ -99,6 +99,7 @@ type Provisioning struct {
 	HealthInterval   time.Duration `mapstructure:"health_interval" doc:"how often every agent is polled (health, sliver states, reconciliation)" default:"15s"`
 	DownAfter        int           `mapstructure:"down_after" doc:"failed polls in a row before a node is made unavailable" default:"2"`
 	ArchiveDir       string        `mapstructure:"archive_dir" doc:"where /data archives are kept; empty: var_dir/archive" default:""`
+	ArchiveMaxBytes  int64         `mapstructure:"archive_max_bytes" doc:"largest /data archive kept (gzipped bytes) from one sliver; a node sending more (agents cap their own tars with max_archive_bytes) is cut off" default:"10737418240"`
 	ArchiveRetention time.Duration `mapstructure:"archive_retention" doc:"how long /data archives of deleted or expired slivers stay downloadable" default:"168h"`
 }
 

@@ -273,9 +273,14 @@ func clip(s string, n int) string {
 func (p *Provisioner) teardown(ctx context.Context, j *store.Job, c *agent.Client, id string) (string, error) {
 	n, err := p.archive(ctx, j, c, id, true)
 	archived := fmt.Sprintf("archived %d bytes", n)
-	if am.CodeOf(err) == am.SearchFailed {
+	switch {
+	case am.CodeOf(err) == am.SearchFailed:
 		archived = "nothing on the node to archive"
-	} else if err != nil {
+	case am.CodeOf(err) == am.TooBig:
+		// Too large to keep must not keep the sliver alive on its node.
+		archived = am.MessageOf(err)
+		p.log.Warn("provisioner: /data not archived", "sliver", j.SliverURN, "err", err)
+	case err != nil:
 		return "", err
 	}
 	if err := c.Delete(ctx, id); err != nil {
@@ -310,7 +315,12 @@ func (p *Provisioner) archive(ctx context.Context, j *store.Job, c *agent.Client
 		return 0, am.Wrap(am.ServerError, err, "archive: cannot write in %s", p.cfg.ArchiveDir)
 	}
 	defer os.Remove(tmp.Name())
-	n, err := io.Copy(tmp, rc)
+	// The agent caps its tar; this caps what a compromised node could send.
+	n, err := io.Copy(tmp, io.LimitReader(rc, p.cfg.ArchiveMaxBytes+1))
+	if err == nil && n > p.cfg.ArchiveMaxBytes {
+		tmp.Close()
+		return 0, am.Errorf(am.TooBig, "archive: the /data of %s is larger than archive_max_bytes (%d bytes gzipped): not kept", id, p.cfg.ArchiveMaxBytes)
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}

@@ -253,3 +253,43 @@ func TestDataHandlerRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestArchiveTooLargeStillDeletes: a /data over archive_max_bytes is not
+// kept, and Delete still removes the sliver from its node.
+func TestArchiveTooLargeStillDeletes(t *testing.T) {
+	needDocker(t)
+	e := newEnv(t, "127.0.0.2")
+	p := e.provisioner("toolarge", func(c *provision.Config) { c.ArchiveMaxBytes = 64 })
+	e.runProvisioner(p)
+	agg := e.aggregate(p)
+	slice, call, _ := e.slice("toolarge")
+	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -once -exit 0", [2]string{"job", "node1"}))
+	must(t, err)
+	_, err = agg.Provision(e.ctx, call, []string{slice})
+	must(t, err)
+	sts := e.waitStates(agg, call, slice, 60*time.Second, "the run-once command finished", func(s am.SliverStatus) bool {
+		return s.Operational == am.Ready && strings.HasPrefix(s.ResourceMsg, "finished")
+	})
+	urn := sts[0].URN
+	_, err = agg.Delete(e.ctx, call, []string{slice})
+	must(t, err)
+	var result string
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		err := e.st.Pool().QueryRow(e.ctx, "SELECT result FROM jobs WHERE kind = 'delete' AND sliver_urn = $1 AND state = 'done'", urn).Scan(&result)
+		if err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the delete job never finished: %v", err)
+		}
+	}
+	if !strings.Contains(result, "archive_max_bytes") {
+		t.Errorf("delete job result %q", result)
+	}
+	if _, err := os.Stat(p.ArchivePath(urn)); !os.IsNotExist(err) {
+		t.Errorf("an archive over the limit was kept: %v", err)
+	}
+	if n := len(engineContainers(t, e.agents[0].instance)); n != 0 {
+		t.Errorf("%d containers left on the node", n)
+	}
+}

@@ -50,6 +50,7 @@ type Config struct {
 
 	ArchiveDir       string        // where /data archives are kept; required
 	ArchiveRetention time.Duration // how long archives stay; default 7 days
+	ArchiveMaxBytes  int64         // largest archive kept (gzipped); default 10 GiB
 
 	Workers        int           // concurrent jobs in this process; default 8
 	Lease          time.Duration // job lease, renewed every Lease/3; default 30 s
@@ -95,6 +96,9 @@ func (c *Config) defaults() error {
 	def(&c.JobRetention, 7*24*time.Hour)
 	if c.Workers <= 0 {
 		c.Workers = 8
+	}
+	if c.ArchiveMaxBytes <= 0 {
+		c.ArchiveMaxBytes = 10 << 30
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 10

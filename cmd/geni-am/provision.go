@@ -43,7 +43,7 @@ func newProvisioner(cfg *config.Config, st *store.Store, rs am.RSpecs, log *slog
 		archive = filepath.Join(cfg.VarDir, "archive")
 	}
 	return provision.New(provision.Config{Store: st, RSpecs: rs, AgentTLS: tlsConf, PublicURL: cfg.PublicURL(),
-		Authority: cfg.Authority(), SliverLimits: cfg.SliverLimits.ByType(), ArchiveDir: archive, ArchiveRetention: pc.ArchiveRetention, Workers: pc.Workers,
+		Authority: cfg.Authority(), SliverLimits: cfg.SliverLimits.ByType(), ArchiveDir: archive, ArchiveRetention: pc.ArchiveRetention, ArchiveMaxBytes: pc.ArchiveMaxBytes, Workers: pc.Workers,
 		Lease: pc.Lease, MaxAttempts: pc.MaxAttempts, BackoffMax: pc.BackoffMax, HealthInterval: pc.HealthInterval,
 		DownAfter: pc.DownAfter, Log: log})
 }
