@@ -134,7 +134,9 @@ func (s *Service) makeDataImage(ctx context.Context, img string, size int64) err
 	if err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-E",
+	// -J size=4: a 4 MiB journal, so an empty 10 GiB /data costs 8 MiB of
+	// the node's disk instead of 69 MiB.
+	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-J", "size=4", "-E",
 		fmt.Sprintf("root_owner=%d:%d,nodiscard", uid, gid), tmp).CombinedOutput()
 	if err != nil {
 		os.Remove(tmp)
