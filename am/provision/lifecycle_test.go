@@ -157,17 +157,7 @@ func TestExpiryArchives(t *testing.T) {
 			t.Fatal("the expired sliver's container is still there")
 		}
 	}
-	// The job is marked done just after the teardown it did: poll for it.
-	var result string
-	for end := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		err := e.st.Pool().QueryRow(e.ctx, "SELECT result FROM jobs WHERE kind = 'delete' AND sliver_urn = $1 AND state = 'done'", urn).Scan(&result)
-		if err == nil {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("the expired sliver's delete job never finished: %v", err)
-		}
-	}
+	result := e.deleteJobResult(urn, 15*time.Second)
 	if !strings.HasPrefix(result, "expired, archived") {
 		t.Errorf("delete job result %q", result)
 	}
@@ -273,16 +263,7 @@ func TestArchiveTooLargeStillDeletes(t *testing.T) {
 	urn := sts[0].URN
 	_, err = agg.Delete(e.ctx, call, []string{slice})
 	must(t, err)
-	var result string
-	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		err := e.st.Pool().QueryRow(e.ctx, "SELECT result FROM jobs WHERE kind = 'delete' AND sliver_urn = $1 AND state = 'done'", urn).Scan(&result)
-		if err == nil {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("the delete job never finished: %v", err)
-		}
-	}
+	result := e.deleteJobResult(urn, 30*time.Second)
 	if !strings.Contains(result, "archive_max_bytes") {
 		t.Errorf("delete job result %q", result)
 	}
@@ -291,5 +272,21 @@ func TestArchiveTooLargeStillDeletes(t *testing.T) {
 	}
 	if n := len(engineContainers(t, e.agents[0].instance)); n != 0 {
 		t.Errorf("%d containers left on the node", n)
+	}
+}
+
+// deleteJobResult waits for the sliver's delete job to be done and returns
+// its result. The job is marked done just after the teardown it did: poll.
+func (e *env) deleteJobResult(urn string, d time.Duration) string {
+	e.t.Helper()
+	var result string
+	for end := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+		err := e.st.Pool().QueryRow(e.ctx, "SELECT result FROM jobs WHERE kind = 'delete' AND sliver_urn = $1 AND state = 'done'", urn).Scan(&result)
+		if err == nil {
+			return result
+		}
+		if time.Now().After(end) {
+			e.t.Fatalf("the delete job of %s never finished: %v", urn, err)
+		}
 	}
 }
