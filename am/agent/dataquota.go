@@ -34,6 +34,20 @@ type DataUsage struct {
 	OverQuota bool `json:"over_quota,omitempty"`
 }
 
+// DataQuotaUsable says why this host cannot enforce /data quotas, or ""
+// when it can: the agent must be root and find mkfs.ext4 and mount.
+func DataQuotaUsable() string {
+	if os.Geteuid() != 0 {
+		return "/data quotas need the agent to run as root (loop mounts)"
+	}
+	for _, cmd := range []string{"mkfs.ext4", "mount"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return "/data quotas need " + cmd + " (Debian packages e2fsprogs and mount)"
+		}
+	}
+	return ""
+}
+
 func (s store) dataImage(id string) string { return filepath.Join(s.sliverDir(id), "data.ext4") }
 
 // isMountPoint reports whether dir is mounted on (its device differs from

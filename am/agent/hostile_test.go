@@ -390,13 +390,8 @@ func writeBomb(t *testing.T, size int64) (string, string) {
 // filesystems here (root, mkfs.ext4, mount, loop devices).
 func needLoopMounts(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: /data quotas need root (loop mounts)")
-	}
-	for _, cmd := range []string{"mkfs.ext4", "mount"} {
-		if _, err := exec.LookPath(cmd); err != nil {
-			t.Skipf("skipping: /data quotas need %s: %v", cmd, err)
-		}
+	if why := agent.DataQuotaUsable(); why != "" {
+		t.Skip("skipping: " + why)
 	}
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("skipping: no loop devices: %v", err)

@@ -64,6 +64,11 @@ func (c *Config) limitDefaults() error {
 	def(&c.MemoryBytes, DefaultMemoryBytes)
 	def(&c.NanoCPUs, DefaultNanoCPUs)
 	def(&c.PidsLimit, DefaultPidsLimit)
+	if c.DataQuotaBytes > 0 {
+		if why := DataQuotaUsable(); why != "" {
+			return fmt.Errorf("agent: data_quota_bytes is set but %s; set it negative to run without", why)
+		}
+	}
 	if c.DataOwner != "" {
 		if _, _, err := (&Service{cfg: *c}).dataOwner(); err != nil {
 			return fmt.Errorf("agent: %w", err)

@@ -136,10 +136,10 @@ func startDevAgent(ctx context.Context, dir, images, caFile string, pki *devenv.
 	// image host is listed, so URLs must be public. /data has a quota when
 	// this process can loop-mount (root): otherwise a warning says it has not.
 	var quota int64
-	if os.Geteuid() == 0 {
+	if why := agent.DataQuotaUsable(); why == "" {
 		quota = 1 << 30
 	} else {
-		lg.Warn("make run: not root, so the dev agents cannot enforce /data quotas (loop mounts)", "node", name)
+		lg.Warn("make run: the dev agents do not enforce /data quotas", "node", name, "why", why)
 	}
 	svc, err := agent.New(agent.Config{StateDir: filepath.Join(dir, "agents", name), Instance: "geniam-dev-" + name,
 		AllowFileImages: true, FileImageDirs: []string{images}, DataQuotaBytes: quota, MaxArchiveBytes: 1 << 30,
