@@ -743,9 +743,10 @@ func (s *Service) status(ctx context.Context, sl *sliver) (st Status, err error)
 		st.Image.State = ImageNone
 	}
 	if st.Data = s.dataUsage(r.ID, s.dataQuota(r.Spec)); st.Data != nil && st.Data.OverQuota {
-		defer func() {
-			if st.Reason == "" {
-				st.Reason = overQuotaNote(st.Data)
+		usage := st.Data
+		defer func() { // whatever else the status says, unless it failed
+			if err == nil && st.Reason == "" {
+				st.Reason = overQuotaNote(usage)
 			}
 		}()
 	}
