@@ -96,6 +96,16 @@ func (s *Service) ensureData(ctx context.Context, id string, quota int64) error 
 	}
 	img := s.st.dataImage(id)
 	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
+		if d, err := os.Open(dir); err == nil {
+			names, _ := d.Readdirnames(1)
+			d.Close()
+			if len(names) > 0 {
+				// A /data from before quotas were enabled: mounting over it
+				// would hide its files from exports and lose them at Delete.
+				s.log.Warn("agent: /data of this sliver predates the quota and stays unbounded", "sliver", id)
+				return nil
+			}
+		}
 		if err := s.makeDataImage(ctx, img, quota); err != nil {
 			return err
 		}

@@ -351,3 +351,33 @@ func TestWriteTarSparse(t *testing.T) {
 		t.Fatalf("capped archive holds %v", names)
 	}
 }
+
+// TestEnsureDataKeepsOldData: a /data that already holds files (a sliver
+// from before quotas were enabled) is not mounted over.
+func TestEnsureDataKeepsOldData(t *testing.T) {
+	if why := DataQuotaUsable(); why != "" {
+		t.Skip(why)
+	}
+	cfg := Config{StateDir: t.TempDir(), DataQuotaBytes: 16 << 20}
+	if err := cfg.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	s := &Service{cfg: cfg, st: store{root: cfg.StateDir}, log: cfg.Logger}
+	dir := s.st.dataDir("old")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "result.csv"), []byte("1,2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ensureData(context.Background(), "old", cfg.DataQuotaBytes); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := isMountPoint(dir); m {
+		_ = s.releaseData("old")
+		t.Fatal("a /data holding files was mounted over")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "result.csv")); err != nil {
+		t.Fatal(err)
+	}
+}
