@@ -149,9 +149,11 @@ type User struct {
 // ListResources and reported in the manifest. The node's agent caps them by
 // its own limits. Zero means "the node's limit".
 type SliverLimits struct {
-	MemoryBytes int64
-	CPUs        float64
-	DataBytes   int64 // size of /data
+	MemoryBytes  int64
+	CPUs         float64
+	Pids         int64 // processes and threads
+	DataBytes    int64 // size of /data
+	ArchiveBytes int64 // largest /data archive (tar bytes, holes not counted)
 }
 
 // IsZero reports whether no limit is set.

@@ -13,9 +13,9 @@ import (
 func TestSliverLimits(t *testing.T) {
 	v := newValidator(t)
 	r := newTestRSpecs(t, func(c *Config) {
-		c.SliverLimits = map[string]am.SliverLimits{am.SliverTypeContainer: {MemoryBytes: 1 << 30, CPUs: 1.5, DataBytes: 10 << 30}}
+		c.SliverLimits = map[string]am.SliverLimits{am.SliverTypeContainer: {MemoryBytes: 1 << 30, CPUs: 1.5, Pids: 512, DataBytes: 10 << 30, ArchiveBytes: 1 << 30}}
 	})
-	const want = `<geniam:sliver_limits memory_bytes="1073741824" cpus="1.5" data_bytes="10737418240"/>`
+	const want = `<geniam:sliver_limits memory_bytes="1073741824" cpus="1.5" pids="512" data_bytes="10737418240" archive_bytes="1073741824"/>`
 	ad, err := r.Advertisement(testNodes(), false, testNow)
 	if err != nil {
 		t.Fatal(err)

@@ -197,8 +197,14 @@ func limitsElement(l am.SliverLimits) *element {
 	if l.CPUs > 0 {
 		el.Attrs = append(el.Attrs, attr{"", "cpus", strconv.FormatFloat(l.CPUs, 'f', -1, 64)})
 	}
+	if l.Pids > 0 {
+		el.Attrs = append(el.Attrs, attr{"", "pids", strconv.FormatInt(l.Pids, 10)})
+	}
 	if l.DataBytes > 0 {
 		el.Attrs = append(el.Attrs, attr{"", "data_bytes", strconv.FormatInt(l.DataBytes, 10)})
+	}
+	if l.ArchiveBytes > 0 {
+		el.Attrs = append(el.Attrs, attr{"", "archive_bytes", strconv.FormatInt(l.ArchiveBytes, 10)})
 	}
 	return el
 }

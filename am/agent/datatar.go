@@ -250,7 +250,7 @@ func (t *tarWalk) copyRange(f *os.File, off, n int64) error {
 func (t *tarWalk) note() error {
 	why := t.cut
 	if why == "" {
-		why = fmt.Sprintf("the archive would be larger than the limit of %d bytes (archive_max_bytes)", t.lim.MaxBytes)
+		why = fmt.Sprintf("the archive would be larger than this sliver's archive limit of %d bytes", t.lim.MaxBytes)
 	}
 	msg := fmt.Sprintf("This archive of /data is INCOMPLETE: %d entries were left out because %s.\n", t.st.SkippedFiles, why)
 	if err := t.header(&tar.Header{Typeflag: tar.TypeReg, Name: t.prefix + IncompleteNote, Mode: 0o444, Size: int64(len(msg)), ModTime: time.Now()}); err != nil {

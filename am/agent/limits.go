@@ -94,9 +94,9 @@ func (s *Service) limits(req *StartRequest) Limits {
 	return Limits{
 		MemoryBytes:  capLimit(req.MemoryBytes, s.cfg.MemoryBytes),
 		NanoCPUs:     capLimit(int64(req.CPUs*1e9), s.cfg.NanoCPUs),
-		Pids:         s.cfg.PidsLimit,
+		Pids:         capLimit(req.Pids, s.cfg.PidsLimit),
 		DataBytes:    s.dataQuota(req),
-		ArchiveBytes: s.cfg.MaxArchiveBytes,
+		ArchiveBytes: capLimit(req.ArchiveBytes, s.cfg.MaxArchiveBytes),
 		Capabilities: s.cfg.Capabilities,
 		ReadOnlyRoot: s.cfg.ReadOnlyRootfs,
 	}

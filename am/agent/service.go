@@ -1070,9 +1070,13 @@ func (s *Service) EmitData(ctx context.Context, id string, w io.Writer, prefix s
 	if err := s.ensureData(ctx, id, quota); err != nil {
 		return 0, am.Wrap(am.ServerError, err, "emit data: could not prepare the /data of %s", id)
 	}
-	ts, err := writeTar(ctx, w, dir, prefix, tarLimits{MaxBytes: s.cfg.MaxArchiveBytes})
+	maxBytes := s.cfg.MaxArchiveBytes
+	if spec != nil {
+		maxBytes = capLimit(spec.ArchiveBytes, maxBytes)
+	}
+	ts, err := writeTar(ctx, w, dir, prefix, tarLimits{MaxBytes: maxBytes})
 	if ts.SkippedFiles > 0 {
-		s.log.Warn("agent: /data archive cut at its limit", "sliver", id, "left_out", ts.SkippedFiles, "bytes", ts.Bytes, "limit", s.cfg.MaxArchiveBytes)
+		s.log.Warn("agent: /data archive cut at its limit", "sliver", id, "left_out", ts.SkippedFiles, "bytes", ts.Bytes, "limit", maxBytes)
 	}
 	return ts.Files, err
 }

@@ -109,16 +109,20 @@ type SliverLimits struct {
 	ContainerMemory int64   `mapstructure:"container_memory_bytes" doc:"memory (swap included) of a container sliver; 0: the node agent's memory_bytes" default:"1073741824"`
 	ContainerCPUs   float64 `mapstructure:"container_cpus" doc:"CPUs of a container sliver; 0: the node agent's cpus" default:"1"`
 	ContainerData   int64   `mapstructure:"container_data_bytes" doc:"size of a container sliver's /data (enforced where the agent has data_quota_bytes); 0: the agent's" default:"10737418240"`
+	ContainerPids   int64   `mapstructure:"container_pids" doc:"processes and threads of a container sliver; 0: the node agent's pids_limit" default:"512"`
+	ContainerArch   int64   `mapstructure:"container_archive_bytes" doc:"largest /data archive of a container sliver (tar bytes; what does not fit is left out, with a note); 0: the agent's max_archive_bytes" default:"10737418240"`
 	ExclusiveMemory int64   `mapstructure:"exclusive_memory_bytes" doc:"memory of an exclusive sliver; 0: the node agent's memory_bytes" default:"0"`
 	ExclusiveCPUs   float64 `mapstructure:"exclusive_cpus" doc:"CPUs of an exclusive sliver; 0: the node agent's cpus" default:"0"`
 	ExclusiveData   int64   `mapstructure:"exclusive_data_bytes" doc:"size of an exclusive sliver's /data; 0: the agent's data_quota_bytes" default:"0"`
+	ExclusivePids   int64   `mapstructure:"exclusive_pids" doc:"processes and threads of an exclusive sliver; 0: the node agent's pids_limit" default:"0"`
+	ExclusiveArch   int64   `mapstructure:"exclusive_archive_bytes" doc:"largest /data archive of an exclusive sliver; 0: the agent's max_archive_bytes" default:"0"`
 }
 
 // ByType returns the limits per sliver type.
 func (l SliverLimits) ByType() map[string]am.SliverLimits {
 	return map[string]am.SliverLimits{
-		am.SliverTypeContainer: {MemoryBytes: l.ContainerMemory, CPUs: l.ContainerCPUs, DataBytes: l.ContainerData},
-		am.SliverTypeExclusive: {MemoryBytes: l.ExclusiveMemory, CPUs: l.ExclusiveCPUs, DataBytes: l.ExclusiveData},
+		am.SliverTypeContainer: {MemoryBytes: l.ContainerMemory, CPUs: l.ContainerCPUs, Pids: l.ContainerPids, DataBytes: l.ContainerData, ArchiveBytes: l.ContainerArch},
+		am.SliverTypeExclusive: {MemoryBytes: l.ExclusiveMemory, CPUs: l.ExclusiveCPUs, Pids: l.ExclusivePids, DataBytes: l.ExclusiveData, ArchiveBytes: l.ExclusiveArch},
 	}
 }
 
@@ -204,7 +208,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: limits.max_body %d is too small", c.Limits.MaxBody)
 	}
 	for t, l := range c.SliverLimits.ByType() {
-		if l.MemoryBytes < 0 || l.CPUs < 0 || l.DataBytes < 0 {
+		if l.MemoryBytes < 0 || l.CPUs < 0 || l.Pids < 0 || l.DataBytes < 0 || l.ArchiveBytes < 0 {
 			return fmt.Errorf("config: sliver_limits for %s slivers must not be negative", t)
 		}
 	}

@@ -134,6 +134,7 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 		// by the node's own.
 		l := p.cfg.SliverLimits[s.SliverType]
 		start.MemoryBytes, start.CPUs, start.DataBytes = l.MemoryBytes, l.CPUs, l.DataBytes
+		start.Pids, start.ArchiveBytes = l.Pids, l.ArchiveBytes
 	}
 	if err != nil {
 		return "", err
