@@ -119,6 +119,9 @@ func (s *Service) ensureData(ctx context.Context, id string, quota int64) error 
 	if out, err := exec.CommandContext(ctx, "mount", "-t", "ext4", "-o", "loop,nosuid,nodev", img, dir).CombinedOutput(); err != nil {
 		return fmt.Errorf("mounting the /data filesystem: %v: %s", err, truncate(string(out), 300))
 	}
+	// mkfs's lost+found is not the experimenter's data: without it /data
+	// starts empty, as a plain directory would (only e2fsck makes it again).
+	_ = os.Remove(filepath.Join(dir, "lost+found"))
 	return nil
 }
 

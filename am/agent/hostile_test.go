@@ -428,6 +428,9 @@ func TestHostileDataQuota(t *testing.T) {
 	}
 	t.Logf("filling /data against a 64 MiB quota: %q; status: %q", line, st.Reason)
 	dir := a.svc.DataDir(id)
+	if _, err := os.Lstat(filepath.Join(dir, "lost+found")); !os.IsNotExist(err) {
+		t.Errorf("mkfs's lost+found is in the experimenter's /data: %v", err)
+	}
 	var fst syscall.Stat_t
 	must(t, syscall.Stat(dir, &fst))
 	if fst.Uid != 100000 || fst.Gid != 100000 {

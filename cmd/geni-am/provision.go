@@ -136,16 +136,12 @@ func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *de
 		return nil, err
 	}
 	// The demo image is a local file in images/ (allowed explicitly); no
-	// image host is listed, so URLs must be public. /data has a quota when
-	// this process can loop-mount (root): otherwise a warning says it has not.
-	var quota int64
-	if why := agent.DataQuotaUsable(); why == "" {
-		quota = 1 << 30
-	} else {
-		lg.Warn("make run: the dev agents do not enforce /data quotas", "node", name, "why", why)
-	}
+	// image host is listed, so URLs must be public. /data has no quota here:
+	// loop mounts need root and outlive the process, which a development
+	// aggregate (and the tests that start these agents) should not leave
+	// behind; geni-nodeagent enforces it (data_quota_bytes).
 	svc, err := agent.New(agent.Config{StateDir: stateDir, Instance: instance,
-		AllowFileImages: true, FileImageDirs: []string{images}, DataQuotaBytes: quota, MaxArchiveBytes: 1 << 30,
+		AllowFileImages: true, FileImageDirs: []string{images}, MaxArchiveBytes: 1 << 30,
 		Logger: lg.With("agent", name)}, docker.NewRuntime(""))
 	if err != nil {
 		return nil, err
