@@ -23,6 +23,8 @@ type AggregateConfig struct {
 	ProvisionedLifetime time.Duration // expiry given at Provision; default 7 days
 	MaxLease            time.Duration // Renew cap of a provisioned sliver; default 30 days
 	Placement           PlacementPolicy
+	// MaxLinks is how many links one request may hold; 0 refuses links.
+	MaxLinks int
 
 	// AdCacheTTL is how long ListResources may serve an advertisement that
 	// misses other processes' sliver changes (see adCache); 0 means
@@ -425,6 +427,11 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		reqs[i] = r
 	}
 
+	ifaces, err := checkLinks(reqs, req.Links, a.cfg.MaxLinks)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+
 	plan := func(nodes []Node) ([]Sliver, error) {
 		placed, err := PlaceShuffled(a.cfg.Placement, nodes, reqs, mrand.IntN)
 		if err != nil {
@@ -436,6 +443,10 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 				SliverType: r.SliverType, Exclusive: r.SliverType == SliverTypeExclusive, Image: r.Image,
 				Execute: r.Execute, Install: r.Install, NodeXML: r.NodeXML, Allocation: Allocated,
 				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: authz.User, CreatedAt: now}
+			for _, f := range ifaces[i] {
+				f.MAC = LinkMAC(out[i].URN, f.ClientID)
+				out[i].Interfaces = append(out[i].Interfaces, f)
+			}
 		}
 		return out, nil
 	}
@@ -768,38 +779,32 @@ func mergeUsers(have, update []User) []User {
 // ---- Delete, Shutdown ----
 
 // Delete removes slivers in any state; their slots are free when it returns.
+// The store deletes them in one statement (no Apply: a live sliver can
+// always be deleted), so geni_best_effort changes nothing here.
 func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]SliverStatus, error) {
 	const op = "Delete"
 	sc, err := a.begin(ctx, c, op, urns, privDelete)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
-	targets, err := a.targets(ctx, sc, nil)
+	done, err := a.store.Delete(ctx, DeleteTx{Actor: sc.authz.User, Operator: sc.operator, SliceURN: sc.slice, URNs: sc.slivers})
 	if err != nil {
 		return nil, opErr(op, err)
 	}
-	if len(targets) == 0 {
-		return []SliverStatus{}, nil
+	AuditFrom(ctx).noteSliversOf(done)
+	statuses := make([]SliverStatus, 0, len(done))
+	for i := range done {
+		done[i].Allocation = Unallocated
+		st := StatusOf(done[i])
+		st.Error = ""
+		st.Operational = ""
+		statuses = append(statuses, st)
 	}
-	apply := func(s *Sliver) error {
-		s.Allocation = Unallocated
-		return nil
-	}
-	results, err := a.store.Change(ctx, ChangeTx{Event: op, Actor: sc.authz.User, Operator: sc.operator,
-		SliceURN: sc.slice, URNs: urnsOf(targets), BestEffort: c.Options.BestEffort, Apply: apply})
-	if err != nil {
-		return nil, opErr(op, err)
-	}
-	done, statuses := split(results)
 	if len(done) > 0 {
 		a.ads.changed()
-	}
-	for i := range statuses {
-		statuses[i].Allocation = Unallocated
-		statuses[i].Operational = ""
-	}
-	if p := a.cfg.Provisioner; p != nil && len(done) > 0 {
-		p.Deleted(ctx, done)
+		if p := a.cfg.Provisioner; p != nil {
+			p.Deleted(ctx, done)
+		}
 	}
 	return statuses, nil
 }

@@ -16,7 +16,12 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -106,13 +111,8 @@ func retryable(err error) bool {
 // history trigger), retrying lost races, and turns what escapes into an
 // *am.Err without database text in its message.
 func (s *Store) inTx(ctx context.Context, op, event, actor string, fn func(tx pgx.Tx) error) error {
-	attempts := s.Attempts
-	if attempts < 1 {
-		attempts = 1
-	}
-	var err error
-	for attempt := 1; attempt <= attempts; attempt++ {
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.retry(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if event != "" || actor != "" {
 				if _, err := tx.Exec(ctx, "SELECT set_config('geniam.event', $1, true), set_config('geniam.actor', $2, true)", event, actor); err != nil {
 					return err
@@ -120,18 +120,34 @@ func (s *Store) inTx(ctx context.Context, op, event, actor string, fn func(tx pg
 			}
 			return fn(tx)
 		})
-		if err == nil || !retryable(err) {
+	})
+	if errors.Is(err, errGaveUp) {
+		return am.Wrap(am.Busy, ctx.Err(), "%s: gave up waiting for the database", op)
+	}
+	return cleanError(op, err)
+}
+
+// errGaveUp: the context ended while retry waited to run fn again.
+var errGaveUp = errors.New("gave up waiting for the database")
+
+// retry runs fn (one transaction) up to Attempts times while it loses races
+// (retryable), and returns its last error as it is, or errGaveUp.
+func (s *Store) retry(ctx context.Context, fn func() error) error {
+	attempts := max(s.Attempts, 1)
+	var err error
+	for attempt := 1; attempt <= attempts; attempt++ {
+		if err = fn(); err == nil || !retryable(err) || attempt == attempts {
 			break
 		}
 		// Back off a little, with jitter, so the racers do not meet again.
 		d := time.Duration(attempt*attempt)*5*time.Millisecond + time.Duration(rand.Int64N(int64(10*time.Millisecond)))
 		select {
 		case <-ctx.Done():
-			return am.Wrap(am.Busy, ctx.Err(), "%s: gave up waiting for the database", op)
+			return fmt.Errorf("%w: %w", errGaveUp, ctx.Err())
 		case <-time.After(d):
 		}
 	}
-	return cleanError(op, err)
+	return err
 }
 
 // cleanError keeps *am.Err as it is and hides everything else behind a
@@ -147,10 +163,50 @@ func cleanError(op string, err error) error {
 	if retryable(err) {
 		return am.Wrap(am.Busy, err, "%s: the aggregate is busy with concurrent changes; try again", op)
 	}
+	if Unreachable(err) {
+		return am.Wrap(am.Busy, err, "%s: %s", op, UnreachableMsg)
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return am.Wrap(am.Busy, err, "%s: the request ran out of time; try again", op)
 	}
 	return am.Wrap(am.ServerError, err, "%s: internal database error", op)
+}
+
+// UnreachableMsg is what a caller reads while PostgreSQL cannot be reached:
+// the call changed nothing, so a retry is safe.
+const UnreachableMsg = "the database is unreachable; retry"
+
+// Unreachable reports whether err says PostgreSQL could not be reached or
+// went away under the call (connection refused or reset, the server shutting
+// down or starting up), as opposed to an error in what was asked. A
+// transaction cut off this way was never committed (PostgreSQL commits only
+// what it acknowledged), so the caller may simply try again.
+func Unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	if c, _ := pgCode(err); strings.HasPrefix(c, "08") || c == "57P01" || c == "57P02" || c == "57P03" {
+		return true // connection exception, admin/crash shutdown, cannot connect now
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false // the call's own time ran out (context errors are net.Errors too)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	for _, e := range []error{io.EOF, io.ErrUnexpectedEOF, net.ErrClosed, syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EPIPE} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	// pgx says "conn closed" for a connection that died earlier in the
+	// same call, without a typed cause.
+	return strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "failed to connect")
 }
 
 // ---- inventory ----

@@ -33,6 +33,10 @@ const (
 	LabelSliver    = "org.geniam.sliver"
 	LabelSliverURN = "org.geniam.sliver-urn"
 	LabelSliceURN  = "org.geniam.slice-urn"
+	// LabelAggregate names the aggregate (its instance) a container was
+	// started for: two aggregates sharing an agent or an engine list only
+	// their own (GET /v2/slivers?aggregate=NAME).
+	LabelAggregate = "org.geniam.aggregate-instance"
 )
 
 // ContainerPrefix starts the engine name of every sliver container
@@ -139,6 +143,7 @@ type ContainerState struct {
 	Status       string // created, running, restarting, paused, exited, dead, removing
 	Running      bool
 	ExitCode     int
+	Pid          int    // the container's init on the host, 0 when it is not running
 	Error        string // why the engine could not run it, if it could not
 	OOMKilled    bool
 	StartedAt    time.Time

@@ -15,6 +15,8 @@ import (
 type FetchRequest struct {
 	URL    string `json:"url"`    // http(s) URL, or a local path when the agent allows files
 	SHA256 string `json:"sha256"` // lowercase hex digest of the tar; required on v2
+	// Aggregate is the instance of the aggregate asking (see LabelAggregate).
+	Aggregate string `json:"aggregate,omitempty"`
 }
 
 var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -57,6 +59,7 @@ const (
 type StartRequest struct {
 	SliceURN  string `json:"slice_urn"`
 	SliverURN string `json:"sliver_urn"`
+	Aggregate string `json:"aggregate,omitempty"` // the instance of the aggregate asking (LabelAggregate)
 	// Command, if given, replaces the image's entrypoint and command (argv).
 	Command []string `json:"command,omitempty"`
 	// Shell is a command string the experimenter wrote; it runs as
@@ -78,6 +81,8 @@ type StartRequest struct {
 	ArchiveBytes     int64   `json:"archive_bytes,omitempty"` // largest /data archive, capped by max_archive_bytes
 	Manifest         string  `json:"manifest,omitempty"`      // manifest RSpec, shown in /geni/manifest.xml
 	Users            []User  `json:"users,omitempty"`         // become /geni/authorized_keys
+	// Links are the container's interfaces on experiment links (see links.go).
+	Links []LinkAttachment `json:"links,omitempty"`
 }
 
 // Limits on request fields, so a request cannot make the agent write without bound.
@@ -137,6 +142,9 @@ func (s *StartRequest) Validate() error {
 	if len(s.Manifest) > maxManifest {
 		return bad("manifest is larger than %d bytes", maxManifest)
 	}
+	if err := validLinks(s.Links); err != nil {
+		return err
+	}
 	return validUsers(s.Users)
 }
 
@@ -187,6 +195,7 @@ type Status struct {
 	ID         string           `json:"id"`
 	SliceURN   string           `json:"slice_urn,omitempty"`
 	SliverURN  string           `json:"sliver_urn,omitempty"`
+	Aggregate  string           `json:"aggregate,omitempty"` // the aggregate instance it was started for
 	State      State            `json:"state"`
 	Reason     string           `json:"reason,omitempty"` // why it failed
 	ExitCode   *int             `json:"exit_code,omitempty"`

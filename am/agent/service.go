@@ -68,6 +68,9 @@ type Config struct {
 	ReadOnlyRootfs bool
 	Devices        []string // host devices passed to every container (e.g. /dev/bus/usb)
 
+	// Links puts containers on experiment links; nil refuses requests with links.
+	Links ExperimentNetwork
+
 	LogTailLines int // lines of stdout/stderr in a status; default 50
 	LogTailBytes int // bytes of each; default 8 KiB
 
@@ -199,6 +202,7 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 		s.armTimeLimit(sl)
 		sl.mu.Unlock()
 	}
+	s.restoreLinks(rctx)
 	return s, nil
 }
 
@@ -241,7 +245,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		switch {
 		case sl.rec == nil:
 			now := time.Now().UTC()
-			sl.rec = &record{ID: id, SliceURN: c.Labels[LabelSliceURN], SliverURN: c.Labels[LabelSliverURN],
+			sl.rec = &record{ID: id, SliceURN: c.Labels[LabelSliceURN], SliverURN: c.Labels[LabelSliverURN], Aggregate: c.Labels[LabelAggregate],
 				Image: imageRecord{State: ImageNone}, ContainerID: c.ID, Adopted: true, Created: now}
 			s.log.Info("agent: adopted a container found by label", "sliver", id, "container", c.ID)
 			s.saveLogged(sl.rec)
@@ -414,6 +418,7 @@ func (s *Service) Fetch(ctx context.Context, id string, req FetchRequest, opt Fe
 	}
 	old := sl.rec.Image
 	sl.rec.Image = imageRecord{URL: req.URL, SHA256: req.SHA256, State: ImageFetching, StartedAt: now}
+	setAggregate(sl.rec, req.Aggregate)
 	if err := s.save(sl.rec); err != nil {
 		sl.rec.Image = old
 		return Status{}, false, err
@@ -527,6 +532,9 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 	if !slices.Contains(s.cfg.AllowedNetworks, network) {
 		return Status{}, false, am.Errorf(am.Forbidden, "start: network %q is not allowed on this agent (allowed: %s)", truncate(network, 60), strings.Join(s.cfg.AllowedNetworks, ", "))
 	}
+	if len(req.Links) > 0 && s.cfg.Links == nil {
+		return Status{}, false, errNoExperimentNetwork()
+	}
 	sl, err := s.lookup(id)
 	if err != nil {
 		return Status{}, false, err
@@ -554,6 +562,7 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 	}
 	spec := s.containerSpec(id, r.Image.ID, network, &req)
 	r.SliceURN, r.SliverURN = req.SliceURN, req.SliverURN
+	setAggregate(r, req.Aggregate)
 	reqCopy := req
 	r.Spec, r.Network, r.StartError = &reqCopy, network, ""
 	r.StoppedByRequest, r.TimeLimitKilled, r.Deadline, r.Adopted = false, false, time.Time{}, false
@@ -581,6 +590,9 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 		r.StartError = err.Error()
 		s.saveLogged(r)
 		return Status{}, false, am.Wrap(am.Error, err, "start: the container of %s did not start: %s", id, err)
+	}
+	if err := s.attachLinks(ctx, sl); err != nil {
+		return Status{}, false, err
 	}
 	if req.TimeLimitSeconds > 0 {
 		r.Deadline = time.Now().UTC().Add(time.Duration(req.TimeLimitSeconds) * time.Second)
@@ -614,6 +626,9 @@ func (s *Service) containerSpec(id, image, network string, req *StartRequest) Co
 	}
 	spec.Labels[LabelSliceURN] = req.SliceURN
 	spec.Labels[LabelSliverURN] = req.SliverURN
+	if req.Aggregate != "" {
+		spec.Labels[LabelAggregate] = req.Aggregate
+	}
 	switch {
 	case len(req.Command) > 0:
 		spec.Entrypoint, spec.Cmd = req.Command[:1], req.Command[1:]
@@ -735,7 +750,7 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 // status builds the Status of a locked sliver.
 func (s *Service) status(ctx context.Context, sl *sliver) (st Status, err error) {
 	r := sl.rec
-	st = Status{ID: r.ID, SliceURN: r.SliceURN, SliverURN: r.SliverURN, Adopted: r.Adopted,
+	st = Status{ID: r.ID, SliceURN: r.SliceURN, SliverURN: r.SliverURN, Aggregate: r.Aggregate, Adopted: r.Adopted,
 		Image: ImageStatus{URL: r.Image.URL, SHA256: r.Image.SHA256, Verified: r.Image.Verified, ID: r.Image.ID,
 			State: r.Image.State, Error: r.Image.Error, Bytes: r.Image.Bytes,
 			StartedAt: timePtr(r.Image.StartedAt), FinishedAt: timePtr(r.Image.FinishedAt)}}
@@ -779,6 +794,11 @@ func (s *Service) status(ctx context.Context, sl *sliver) (st Status, err error)
 		return st, nil
 	} else if err != nil {
 		return Status{}, engineErr("status", err)
+	}
+	if s.relinkIfRestarted(ctx, sl, cs) { // failed, and killed the container
+		if cs, err = s.rt.Inspect(ctx, r.ContainerID); err != nil {
+			return Status{}, engineErr("status", err)
+		}
 	}
 	cst.EngineStatus, cst.Error, cst.OOMKilled, cst.RestartCount = cs.Status, cs.Error, cs.OOMKilled, cs.RestartCount
 	cst.StartedAt, cst.FinishedAt = timePtr(cs.StartedAt), timePtr(cs.FinishedAt)
@@ -899,6 +919,9 @@ func (s *Service) Start(ctx context.Context, id string) (Status, error) {
 		s.saveLogged(r)
 		return Status{}, am.Wrap(am.Error, err, "start: the container of %s did not start: %s", id, err)
 	}
+	if err := s.attachLinks(ctx, sl); err != nil {
+		return Status{}, err
+	}
 	s.armTimeLimit(sl)
 	return s.status(ctx, sl)
 }
@@ -939,6 +962,9 @@ func (s *Service) kill(ctx context.Context, sl *sliver) error {
 			return engineErr("kill", err)
 		}
 		s.log.Info("agent: container removed", "sliver", sl.id, "container", cid)
+	}
+	if err := s.detachLinks(ctx, sl); err != nil {
+		return err
 	}
 	if r := sl.rec; r != nil && (r.ContainerID != "" || r.StartError != "" || r.Spec != nil) {
 		r.ContainerID, r.StartError, r.Spec = "", "", nil
@@ -1156,4 +1182,28 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	}
 	s.log.Info("agent: sliver deleted", "sliver", id)
 	return nil
+}
+
+// setAggregate records which aggregate instance a sliver belongs to; a
+// request without one (v1, an older aggregate) leaves it as it was.
+func setAggregate(r *record, aggregate string) {
+	if aggregate != "" {
+		r.Aggregate = aggregate
+	}
+}
+
+// OfAggregate keeps the statuses an aggregate instance may see: its own
+// and those started without an instance (by an older aggregate or the v1
+// API), never another aggregate's.
+func OfAggregate(sts []Status, aggregate string) []Status {
+	if aggregate == "" {
+		return sts
+	}
+	out := sts[:0:0]
+	for _, st := range sts {
+		if st.Aggregate == "" || st.Aggregate == aggregate {
+			out = append(out, st)
+		}
+	}
+	return out
 }

@@ -18,6 +18,7 @@ type record struct {
 	ID        string `json:"id"`
 	SliceURN  string `json:"slice_urn,omitempty"`
 	SliverURN string `json:"sliver_urn,omitempty"`
+	Aggregate string `json:"aggregate,omitempty"` // LabelAggregate
 
 	Image imageRecord `json:"image"`
 
@@ -29,6 +30,9 @@ type record struct {
 	Deadline         time.Time     `json:"deadline,omitzero"`
 	TimeLimitKilled  bool          `json:"time_limit_killed,omitempty"`
 	Adopted          bool          `json:"adopted,omitempty"`
+	// LinksPid is the container process whose namespace has the links;
+	// another pid (the engine restarted the container) means attach again.
+	LinksPid int `json:"links_pid,omitempty"`
 
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`

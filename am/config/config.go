@@ -61,6 +61,7 @@ type Limits struct {
 	MaxBody        int64         `mapstructure:"max_body" doc:"largest XML-RPC request body in bytes" default:"4194304"`
 	RequestTimeout time.Duration `mapstructure:"request_timeout" doc:"longest time one call may run" default:"60s"`
 	MaxNodes       int           `mapstructure:"max_nodes" doc:"most nodes one request RSpec may hold" default:"1000"`
+	MaxLinks       int           `mapstructure:"max_links" doc:"most links (LANs) one request RSpec may hold, advertised; 0: links are refused (UNSUPPORTED). Links across nodes need each node's experiment address (geni-am admin nodes vtep) and agents with network.* set" default:"64"`
 }
 
 // Lifecycle sets sliver lifetimes and the reaper.
@@ -80,7 +81,7 @@ type Placement struct {
 // reads cheap on a big inventory; Allocate still decides on current data.
 type Cache struct {
 	Advertisement time.Duration `mapstructure:"advertisement" doc:"how long ListResources may serve an advertisement that misses sliver changes made by other aggregate processes on the same database (this process's changes and node edits show at the next call); 0: 1s, negative: no cache" default:"1s"`
-	Nodes         time.Duration `mapstructure:"nodes" doc:"how old the node list an unbound Allocate plans on may be (it re-reads the nodes it picks under lock and refuses only on a fresh list); 0: 1s, negative: read it in every Allocate" default:"1s"`
+	Nodes         time.Duration `mapstructure:"nodes" doc:"how old the node list an unbound Allocate plans on may be (the nodes it picks are checked under lock, and it refuses only on a fresh list); past it the list is read again in the background while Allocates plan on the old one, up to 5 times as old; 0: 1s, negative: read it in every Allocate" default:"1s"`
 }
 
 // Agents is how the aggregate reaches node agents.
@@ -102,6 +103,8 @@ type Provisioning struct {
 	ArchiveDir       string        `mapstructure:"archive_dir" doc:"where /data archives are kept; empty: var_dir/archive" default:""`
 	ArchiveMaxBytes  int64         `mapstructure:"archive_max_bytes" doc:"largest /data archive kept (gzipped bytes) from one sliver; a node sending more (agents cap their own tars with max_archive_bytes) is cut off" default:"10737418240"`
 	ArchiveRetention time.Duration `mapstructure:"archive_retention" doc:"how long /data archives of deleted or expired slivers stay downloadable" default:"168h"`
+	DiskPressure     float64       `mapstructure:"disk_pressure" doc:"fraction of a node agent's state filesystem that, when no more than it is free, is disk pressure: the node takes no new slivers and its slivers' geni_error says so" default:"0.05"`
+	StrayGrace       time.Duration `mapstructure:"stray_grace" doc:"how long a container of this aggregate that the database never knew is only reported (log, stray_containers); past it, its /data is archived and it is removed. 0: only ever reported" default:"0s"`
 }
 
 // SliverLimits are the resources of one sliver per sliver type (advertised,
@@ -145,6 +148,8 @@ type Operations struct {
 	UserLimits           string `mapstructure:"user_limits" doc:"per-user overrides of max_slivers_per_user: urn=N, comma-separated" default:""`
 	ProjectLimits        string `mapstructure:"project_limits" doc:"per-project overrides of max_slivers_per_project: authority:project=N, comma-separated" default:""`
 	AuditQueue           int    `mapstructure:"audit_queue" doc:"audit records waiting for the database at most; beyond, records are logged and counted (geniam_audit_dropped_total) instead" default:"10000"`
+	AuditSpoolDir        string `mapstructure:"audit_spool_dir" doc:"where audit records wait on disk while the database is unreachable (replayed when it is back); empty: var_dir/audit-spool" default:""`
+	AuditSpoolMax        int64  `mapstructure:"audit_spool_max" doc:"bytes the audit spool may hold; beyond, records are logged and counted (geniam_audit_failed_total) instead. 0: no spool" default:"268435456"`
 }
 
 // Console is the web console (am/console, docs/operator.md).
@@ -196,6 +201,9 @@ func Load(file string, flags *pflag.FlagSet) (*Config, error) {
 func (c *Config) Validate() error {
 	if !strings.HasPrefix(c.AMURN, "urn:publicid:IDN+") || !strings.HasSuffix(c.AMURN, "+authority+am") {
 		return fmt.Errorf("config: am_urn %q must look like urn:publicid:IDN+<authority>+authority+am", c.AMURN)
+	}
+	if c.Limits.MaxLinks < 0 || c.Limits.MaxLinks > 65000 {
+		return fmt.Errorf("config: limits.max_links %d: want 0 to 65000", c.Limits.MaxLinks)
 	}
 	switch c.Placement.Policy {
 	case "spread", "pack":

@@ -159,7 +159,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		return err
 	}
 
-	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes, AllowLocalImages: hooks != nil && hooks.allowLocalImages,
+	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes, MaxLinks: cfg.Limits.MaxLinks, AllowLocalImages: hooks != nil && hooks.allowLocalImages,
 		SliverLimits: cfg.SliverLimits.ByType()})
 	if err != nil {
 		return err
@@ -172,14 +172,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		URN: cfg.AMURN, URL: cfg.PublicURL(),
 		AllocationHold: cfg.Lifecycle.AllocationHold, ProvisionedLifetime: cfg.Lifecycle.ProvisionDefault,
 		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy), Ops: opsPolicy,
+		MaxLinks:    cfg.Limits.MaxLinks,
 		Provisioner: asProvisioner(prov),
 		AdCacheTTL:  cfg.Cache.Advertisement,
 	}, st, verifier, rs, hooks.aggregateClock())
 	if prov != nil {
+		prov.RegisterMetrics(ops.Registry) // jobs by outcome, reconciliation, process lock
 		go prov.Run(ctx)
 	}
 	reaper := agg.NewReaper(cfg.Lifecycle.ReaperInterval)
 	reaper.Store = reaperStore{reaper.Store, ops}
+	reaper.Log = log
 	go reaper.Run(ctx)
 
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log, Auditor: ops})
