@@ -160,7 +160,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	}
 
 	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes, MaxLinks: cfg.Limits.MaxLinks, AllowLocalImages: hooks != nil && hooks.allowLocalImages,
-		IdleStop: cfg.Provisioning.IdleStop, IdleWarn: cfg.Provisioning.IdleWarn})
+		SliverLimits: cfg.SliverLimits.ByType(), IdleStop: cfg.Provisioning.IdleStop, IdleWarn: cfg.Provisioning.IdleWarn})
 	if err != nil {
 		return err
 	}

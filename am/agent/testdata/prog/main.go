@@ -14,6 +14,8 @@ import (
 	"unsafe"
 )
 
+var sleepFlag = flag.String("sleep", "", `how long to run: a duration, or "forever" (until signalled)`)
+
 type list []string
 
 func (l *list) String() string     { return strings.Join(*l, ",") }
@@ -23,7 +25,7 @@ func main() {
 	var writes, cats, appends, tries list
 	out := flag.String("out", "", "line to print on stdout")
 	errs := flag.String("err", "", "line to print on stderr")
-	sleep := flag.String("sleep", "", `how long to run: a duration, or "forever" (until signalled)`)
+	sleep := sleepFlag
 	code := flag.Int("exit", 0, "exit code")
 	flag.Var(&writes, "write", "name=content: write /data/name")
 	flag.Var(&cats, "cat", "path: copy the file to stdout")
@@ -31,6 +33,9 @@ func main() {
 	flag.Var(&tries, "try-write", "path: try to create the file; print the outcome on stdout")
 	winsize := flag.Duration("winsize", -1, "after this long, print the terminal size of stdin as \"rows cols\"")
 	flag.Parse()
+	if *hostile != "" {
+		runHostile(*hostile, flag.Args())
+	}
 
 	for _, a := range appends {
 		f, err := os.OpenFile("/data/"+a, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
