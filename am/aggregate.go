@@ -441,6 +441,9 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 				out[i].Interfaces = append(out[i].Interfaces, f)
 			}
 		}
+		if err := checkLinkSupport(req.Links, out, nodes); err != nil {
+			return nil, err
+		}
 		return out, nil
 	}
 	slivers, err := a.store.Allocate(ctx, AllocateTx{SliceURN: sliceURN, SliceExpires: authz.Expires, Actor: authz.User,

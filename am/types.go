@@ -107,6 +107,9 @@ type Node struct {
 	Location     *Location
 	Used         int  // container slots taken by live slivers
 	Exclusive    bool // an exclusive sliver holds the whole node
+	// Links is what the node's agent last reported it can do for links;
+	// nil until its first health poll (then no links are offered on it).
+	Links *LinkSupport
 }
 
 // Free returns how many more container slivers the node can take now.

@@ -399,7 +399,8 @@ func refreshView(nodes []am.Node, need []string, fresh []am.Node, busy map[strin
 // samePlacementState reports whether Plan would treat a and b alike.
 func samePlacementState(a, b am.Node) bool {
 	return a.ComponentID == b.ComponentID && a.Capacity == b.Capacity && a.Used == b.Used &&
-		a.Exclusive == b.Exclusive && a.Available == b.Available && slices.Equal(a.SliverTypes, b.SliverTypes)
+		a.Exclusive == b.Exclusive && a.Available == b.Available && slices.Equal(a.SliverTypes, b.SliverTypes) &&
+		(a.Links == nil) == (b.Links == nil) && (a.Links == nil || *a.Links == *b.Links)
 }
 
 // nonNil: a nil slice is NULL to PostgreSQL, and x = ANY(NULL) is NULL.

@@ -162,7 +162,7 @@ func cleanError(op string, err error) error {
 const nodeColumns = `n.name, n.component_urn, n.agent_url, n.hardware_type, n.sliver_types, n.capacity,
 	n.available AND NOT n.drained,
 	CASE WHEN n.drained THEN 'drained by the operator' ELSE n.unavailable_reason END,
-	n.country, n.latitude, n.longitude`
+	n.country, n.latitude, n.longitude, n.link_support`
 
 const usagePerRow = `(SELECT count(*) FROM node_slots s WHERE s.node_name = n.name),
 	EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive')`
@@ -178,7 +178,7 @@ func scanNode(row pgx.Row) (am.Node, error) {
 	var lat, lon *float64
 	var used int64
 	if err := row.Scan(&n.Name, &n.ComponentID, &n.AgentURL, &n.HardwareType, &n.SliverTypes, &n.Capacity,
-		&n.Available, &n.Reason, &country, &lat, &lon, &used, &n.Exclusive); err != nil {
+		&n.Available, &n.Reason, &country, &lat, &lon, &n.Links, &used, &n.Exclusive); err != nil {
 		return n, err
 	}
 	if n.Available {

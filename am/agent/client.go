@@ -106,6 +106,15 @@ func (c *Client) Ping(ctx context.Context) error {
 	return err
 }
 
+// PingInfo pings the agent and returns what it says of itself, among it
+// what its kernel supports for links (the aggregate's health poll records
+// it per node). An agent older than that field reports no links.
+func (c *Client) PingInfo(ctx context.Context) (PingResult, error) {
+	var p PingResult
+	_, err := c.call(ctx, "ping", http.MethodGet, "/v2/ping", nil, &p)
+	return p, err
+}
+
 // Fetch asks the agent to download and load the sliver's image. It returns
 // at once (the agent answers 202) with state "fetching", or "fetched" if
 // the same image was already loaded. Use WaitFetched or poll Status.

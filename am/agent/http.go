@@ -281,7 +281,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (h *Handler) ping(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "instance": h.svc.cfg.Instance, "caller": CallerOf(r.Context()).ID})
+	writeJSON(w, http.StatusOK, PingResult{OK: true, Instance: h.svc.cfg.Instance, Caller: CallerOf(r.Context()).ID, Links: h.svc.LinkSupport()})
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
