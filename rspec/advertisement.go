@@ -87,7 +87,7 @@ func (r *RSpecs) Advertisement(nodes []am.Node, availableOnly bool, now time.Tim
 	writeAttr(&b, "generated_by", r.cfg.GeneratedBy)
 	b.WriteString(">\n")
 	r.writeOpState(&b)
-	r.writeAdLinks(&b)
+	r.writeAdLinks(&b, nodes)
 
 	for i := range nodes {
 		n := &nodes[i]
@@ -158,6 +158,7 @@ func (r *RSpecs) writeAdNode(b *strings.Builder, n *am.Node, sliverTypes map[str
 		writeAttr(b, "exclusive_in_use", "true")
 	}
 	b.WriteString("/>\n")
+	r.writeAdNodeLinks(b, n)
 	if !n.Available && n.Reason != "" {
 		b.WriteString("    <geniam:node_status")
 		writeAttr(b, "reason", n.Reason)

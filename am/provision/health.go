@@ -16,6 +16,7 @@ type nodeHealth struct {
 	failures  int
 	downSince time.Time // first failure of the current run of failures
 	unknown   map[string]bool
+	links     *am.LinkSupport // what the agent last reported for links, as recorded in nodes.link_support
 }
 
 // healthLoop polls every agent each HealthInterval.
@@ -108,12 +109,45 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 		p.log.Warn("provisioner: health: reconciling", "node", n.Name, "err", err)
 		return
 	}
+	p.recordLinkSupport(ctx, n, h)
 	wasDown, err := p.st.MarkAgentReachable(ctx, n.Name, unknown)
 	if err != nil {
 		p.log.Warn("provisioner: health: recording a reachable agent", "node", n.Name, "err", err)
 	} else if wasDown {
 		p.log.Info("provisioner: node agent reachable again: node available", "node", n.Name, "agent", n.AgentURL)
 	}
+}
+
+// recordLinkSupport asks the agent what its kernel supports for links and
+// records it on the node when it differs from what this process last
+// recorded (the first poll after the aggregate starts writes it once), so
+// the advertisement and Allocate follow an agent restarted on a kernel that
+// gained or lost, say, netem.
+func (p *Provisioner) recordLinkSupport(ctx context.Context, n store.AgentNode, h *nodeHealth) {
+	lctx, cancel := context.WithTimeout(ctx, p.cfg.AgentTimeout)
+	info, err := p.client(n.AgentURL).PingInfo(lctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("provisioner: health: asking the agent what it supports for links", "node", n.Name, "err", err)
+		}
+		return
+	}
+	p.healthMu.Lock()
+	same := h.links != nil && *h.links == info.Links
+	p.healthMu.Unlock()
+	if same {
+		return
+	}
+	if err := p.st.SetLinkSupport(ctx, n.Name, info.Links); err != nil {
+		p.log.Warn("provisioner: health: recording the node's link support", "node", n.Name, "err", err)
+		return
+	}
+	p.healthMu.Lock()
+	h.links = &info.Links
+	p.healthMu.Unlock()
+	p.log.Info("provisioner: node agent reports link support", "node", n.Name, "links", info.Links.Enabled,
+		"shaping", info.Links.Shaping(), "transport", info.Links.Transports())
 }
 
 // reconcile compares the agent's list with the aggregate's slivers on the
