@@ -2,6 +2,7 @@ package expnet
 
 import (
 	"testing"
+	"time"
 
 	"github.com/geniam/geniam/am/agent/expnet/expnettest"
 )
@@ -13,11 +14,12 @@ func TestProbe(t *testing.T) {
 	if why := expnettest.Why(); why != "" {
 		t.Skip("skipping: " + why)
 	}
+	start := time.Now()
 	ls, missing, err := Probe(true, 4789)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("support %+v; missing %q", ls, missing)
+	t.Logf("probe took %v: support %+v; missing %q", time.Since(start).Round(time.Millisecond), ls, missing)
 	if !ls.Enabled || !ls.Capacity {
 		t.Errorf("bridge, veth and tbf, which the link tests use, not found: %+v %q", ls, missing)
 	}
