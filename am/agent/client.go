@@ -106,13 +106,22 @@ func (c *Client) Ping(ctx context.Context) error {
 	return err
 }
 
-// PingInfo pings the agent and returns what it says of itself, among it
-// what its kernel supports for links (the aggregate's health poll records
-// it per node). An agent older than that field reports no links.
+// PingInfo pings the agent and returns what it says of itself: among it
+// what its kernel supports for links and its disk space (the aggregate's
+// health poll records both per node). An agent older than those fields
+// reports no links and zero space.
 func (c *Client) PingInfo(ctx context.Context) (PingResult, error) {
 	var p PingResult
 	_, err := c.call(ctx, "ping", http.MethodGet, "/v2/ping", nil, &p)
 	return p, err
+}
+
+// Disk returns the space of the agent's state filesystem (zero from an
+// agent too old to say).
+func (c *Client) Disk(ctx context.Context) (Disk, error) {
+	var d Disk
+	_, err := c.call(ctx, "ping", http.MethodGet, "/v2/ping", nil, &d)
+	return d, err
 }
 
 // Fetch asks the agent to download and load the sliver's image. It returns
@@ -193,6 +202,14 @@ func (c *Client) List(ctx context.Context) ([]Status, error) {
 	var sts []Status
 	_, err := c.call(ctx, "list", http.MethodGet, "/v2/slivers", nil, &sts)
 	return sts, err
+}
+
+// ListOf returns the slivers of one aggregate instance (and those started
+// without one); an agent too old to filter is filtered here.
+func (c *Client) ListOf(ctx context.Context, aggregate string) ([]Status, error) {
+	var sts []Status
+	_, err := c.call(ctx, "list", http.MethodGet, "/v2/slivers?aggregate="+url.QueryEscape(aggregate), nil, &sts)
+	return OfAggregate(sts, aggregate), err
 }
 
 // Stop stops the sliver's container (geni_stop).

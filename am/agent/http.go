@@ -281,7 +281,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (h *Handler) ping(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, PingResult{OK: true, Instance: h.svc.cfg.Instance, Caller: CallerOf(r.Context()).ID, Links: h.svc.LinkSupport()})
+	out := PingResult{OK: true, Instance: h.svc.cfg.Instance, Caller: CallerOf(r.Context()).ID, Links: h.svc.LinkSupport()}
+	if d, err := diskOf(h.svc.cfg.StateDir); err == nil {
+		out.Disk = d
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
@@ -290,7 +294,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, r, h.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sts)
+	writeJSON(w, http.StatusOK, OfAggregate(sts, r.URL.Query().Get("aggregate")))
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
