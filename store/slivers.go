@@ -65,16 +65,31 @@ func usersJSON(xs []am.User) []byte {
 const sliverColumns = `v.urn, v.slice_urn, v.client_id, v.node_name, n.component_urn, v.sliver_type,
 	v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
 	v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
-	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at`
+	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.starts_at`
 
-func scanSliver(row pgx.Row) (am.Sliver, error) {
+func scanSliver(row pgx.Row) (am.Sliver, error) { return scanSliverNext(row, false) }
+
+// nextBookingColumn is the start of the next booking of any slot a sliver
+// holds, after its window (NULL: none): how far Renew and Provision may move
+// the sliver's end.
+const nextBookingColumn = `(SELECT min(lower(o.during)) FROM node_slots m
+	JOIN node_slots o ON o.node_name = m.node_name AND o.slot_no = m.slot_no AND o.sliver_urn <> m.sliver_urn
+	WHERE m.sliver_urn = v.urn AND NOT lower_inf(o.during) AND (lower_inf(m.during) OR lower(o.during) > lower(m.during)))`
+
+// scanSliverNext reads sliverColumns and, withNextBooking, nextBookingColumn.
+func scanSliverNext(row pgx.Row, withNextBooking bool) (am.Sliver, error) {
 	var s am.Sliver
 	var execute, install, users []byte
 	var alloc, op string
-	var endWanted *time.Time
-	err := row.Scan(&s.URN, &s.SliceURN, &s.ClientID, &s.NodeName, &s.ComponentID, &s.SliverType,
+	var endWanted, starts *time.Time
+	dest := []any{&s.URN, &s.SliceURN, &s.ClientID, &s.NodeName, &s.ComponentID, &s.SliverType,
 		&s.Image.URL, &s.Image.SHA256, &s.ImageID, &execute, &install, &users, &s.NodeXML,
-		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted)
+		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted, &starts}
+	var next *time.Time
+	if withNextBooking {
+		dest = append(dest, &next)
+	}
+	err := row.Scan(dest...)
 	if err != nil {
 		return s, err
 	}
@@ -100,6 +115,12 @@ func scanSliver(row pgx.Row) (am.Sliver, error) {
 	s.Expires = s.Expires.UTC()
 	if endWanted != nil {
 		s.EndWanted = endWanted.UTC()
+	}
+	if starts != nil {
+		s.Starts = starts.UTC()
+	}
+	if next != nil {
+		s.NextBooking = next.UTC()
 	}
 	s.CreatedAt = s.CreatedAt.UTC()
 	return s, nil
@@ -307,7 +328,10 @@ const busyReason = "busy with another allocation; try again"
 // samePlacementState reports whether Plan would treat a and b alike.
 func samePlacementState(a, b am.Node) bool {
 	return a.ComponentID == b.ComponentID && a.Capacity == b.Capacity && a.Used == b.Used &&
-		a.Exclusive == b.Exclusive && a.Available == b.Available && slices.Equal(a.SliverTypes, b.SliverTypes)
+		a.Exclusive == b.Exclusive && a.Available == b.Available && slices.Equal(a.SliverTypes, b.SliverTypes) &&
+		a.BusyUntil.Equal(b.BusyUntil) && slices.EqualFunc(a.Bookings, b.Bookings, func(x, y am.Booking) bool {
+		return x.SliverURN == y.SliverURN && x.Start.Equal(y.Start) && x.End.Equal(y.End)
+	})
 }
 
 // nonNil: a nil slice is NULL to PostgreSQL, and x = ANY(NULL) is NULL.
@@ -351,6 +375,7 @@ const (
 	codeShutDown     = "GN002"
 	codeClientIDUsed = "GN003"
 	codeNoSuchSliver = "GN004"
+	codeBookingLimit = "GN005"
 )
 
 // plannedSliver is one element of geniam_allocate's p_slivers.
@@ -406,12 +431,22 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 	if !a.SliceExpires.IsZero() {
 		credExp = &a.SliceExpires
 	}
+	var starts *time.Time
+	if !a.Starts.IsZero() {
+		t := a.Starts.Truncate(time.Microsecond)
+		starts = &t
+	}
+	var bookLimit *time.Duration
+	if a.BookLimit > 0 {
+		bookLimit = &a.BookLimit
+	}
 	var after []am.Node
 	var conflict *placeConflict
 	err = s.retry(ctx, func() error {
 		after, conflict = nil, nil
-		rows, err := s.pool.Query(ctx, "SELECT node_name, used, held_exclusively FROM geniam_allocate($1, $2, $3, $4, $5, $6, $7, $8)",
-			a.Actor, a.SliceURN, credExp, a.Operator, nonNil(a.Bound), nonNil(waitFor), doc, a.Now)
+		rows, err := s.pool.Query(ctx, "SELECT node_name, used, held_exclusively FROM geniam_allocate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+			a.Actor, a.SliceURN, credExp, a.Operator, nonNil(a.Bound), nonNil(waitFor), doc, a.Now,
+			starts, bookLimit, am.ProjectOf(a.SliceURN))
 		if err != nil {
 			return err
 		}
@@ -425,6 +460,17 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 			}
 			if n, ok := onNode[name]; ok {
 				n.Used, n.Exclusive = used, excl
+				if starts != nil {
+					// The new bookings, for the next plans on this copy.
+					n.Bookings = slices.Clone(n.Bookings)
+					for _, p := range planned {
+						if p.NodeName == name {
+							n.Bookings = append(n.Bookings, am.Booking{Start: *starts, End: p.Expires.Truncate(time.Microsecond),
+								SliverURN: p.URN, SliceURN: a.SliceURN, User: a.Actor})
+						}
+					}
+					sort.Slice(n.Bookings, func(i, j int) bool { return n.Bookings[i].Start.Before(n.Bookings[j].Start) })
+				}
 				after = append(after, n)
 			}
 		}
@@ -443,6 +489,14 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 			return nil
 		case codeShutDown:
 			return am.Errorf(am.Forbidden, "slice %s has been shut down; only an operator can restore it", a.SliceURN)
+		case codeBookingLimit:
+			var over struct {
+				Node   string  `json:"node"`
+				Booked float64 `json:"booked"`
+			}
+			_ = json.Unmarshal([]byte(pe.Detail), &over)
+			return am.Errorf(am.Refused, "node %s: you (or your project) have booked %s of it already; with this window that is more than the limit of %s per node",
+				over.Node, time.Duration(over.Booked*float64(time.Second)).Round(time.Second), a.BookLimit)
 		case codeClientIDUsed:
 			return am.Errorf(am.AlreadyExists, "slice %s already has a sliver with client_id %q here", a.SliceURN, pe.Detail)
 		}
@@ -461,6 +515,7 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 		p.Allocation = am.Allocated
 		p.CreatedBy = a.Actor
 		p.CreatedAt = a.Now
+		p.Starts = a.Starts
 		p.Exclusive = p.SliverType == am.SliverTypeExclusive
 		out = append(out, p)
 	}
@@ -509,7 +564,7 @@ func (s *Store) change(ctx context.Context, c am.ChangeTx) (out []am.ChangeResul
 	read.Queue("BEGIN")
 	read.Queue("SELECT set_config('geniam.event', $1, true), set_config('geniam.actor', $2, true)", c.Event, c.Actor)
 	read.Queue("SELECT shut_down FROM slices WHERE urn = $1 FOR SHARE", c.SliceURN)
-	read.Queue("SELECT "+sliverColumns+
+	read.Queue("SELECT "+sliverColumns+", "+nextBookingColumn+
 		" FROM slivers v JOIN nodes n ON n.name = v.node_name WHERE v.slice_urn = $1 AND v.urn = ANY($2) ORDER BY v.urn FOR UPDATE OF v",
 		c.SliceURN, c.URNs)
 	br := conn.SendBatch(ctx, read)
@@ -530,7 +585,11 @@ func (s *Store) change(ctx context.Context, c am.ChangeTx) (out []am.ChangeResul
 		if err != nil {
 			return err
 		}
-		found, err = collectSlivers(br.Query())
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		found, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (am.Sliver, error) { return scanSliverNext(r, true) })
 		return err
 	}()
 	if err != nil {
@@ -575,6 +634,10 @@ func (s *Store) change(ctx context.Context, c am.ChangeTx) (out []am.ChangeResul
 	}
 	write.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, write).Close(); err != nil {
+		if code, constraint := pgCode(err); code == codeExclusionViolated && constraint == "node_slots_no_overlap" {
+			// A booking was made on the node after Apply read the slivers.
+			return nil, am.Wrap(am.Unavailable, err, "%s: the node of a sliver was booked meanwhile from the end asked for; try again", c.Event)
+		}
 		return nil, err
 	}
 	return out, nil
