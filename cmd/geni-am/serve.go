@@ -172,6 +172,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy), Ops: opsPolicy,
 		Provisioner: asProvisioner(prov),
 		AdCacheTTL:  cfg.Cache.Advertisement,
+		MaxBooking:  cfg.Reservations.MaxLength, MaxBookAhead: cfg.Reservations.MaxAhead,
+		MaxBookedPerNode: cfg.Reservations.MaxPerNode,
 	}, st, verifier, rs, hooks.aggregateClock())
 	if prov != nil {
 		go prov.Run(ctx)
