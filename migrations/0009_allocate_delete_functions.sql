@@ -35,15 +35,19 @@ CREATE FUNCTION geniam_allocate(
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    shut    boolean;
-    need    text[];
-    got     text[];
-    busy    text[];
-    changed text[];
-    s       record;
-    cap     integer;
-    free    integer;
-    used_id text;
+    shut      boolean;
+    busy      text[] := '{}';
+    changed   text[] := '{}';
+    p         record;
+    s         record;
+    n         record;
+    n_used    integer;
+    n_held    boolean;
+    placed    text[] := '{}';
+    used_now  integer[] := '{}';
+    held_now  boolean[] := '{}';
+    free      integer;
+    used_id   text;
 BEGIN
     PERFORM set_config('geniam.event', 'Allocate', true), set_config('geniam.actor', p_actor, true);
     -- Upserting locks the slice row: allocations in one slice are serial, and
@@ -56,8 +60,8 @@ BEGIN
     END IF;
     -- The only lock this function waits for, and the first it takes on nodes.
     IF cardinality(p_bound) > 0 OR cardinality(p_wait) > 0 THEN
-        PERFORM 1 FROM nodes n WHERE NOT n.retired AND (n.component_urn = ANY(p_bound) OR n.name = ANY(p_wait))
-            ORDER BY n.name FOR UPDATE OF n;
+        PERFORM 1 FROM nodes w WHERE NOT w.retired AND (w.component_urn = ANY(p_bound) OR w.name = ANY(p_wait))
+            ORDER BY w.name FOR UPDATE OF w;
     END IF;
     -- The slice row is locked: no concurrent allocation adds a client_id to it.
     SELECT x->>'client_id' INTO used_id FROM jsonb_array_elements(p_slivers) x
@@ -66,29 +70,36 @@ BEGIN
         RAISE EXCEPTION 'slice % already has a sliver with client_id %', p_slice, used_id
             USING ERRCODE = 'GN003', DETAIL = used_id;
     END IF;
-    need := ARRAY(SELECT DISTINCT x->>'node' FROM jsonb_array_elements(p_slivers) x);
-    -- Rows this transaction already holds are not skipped.
-    got := ARRAY(SELECT n.name FROM nodes n WHERE NOT n.retired AND n.name = ANY(need)
-        ORDER BY n.name FOR UPDATE OF n SKIP LOCKED);
-    busy := ARRAY(SELECT u FROM unnest(need) u WHERE u <> ALL(got) ORDER BY u);
-    -- The plan holds on a locked node when the node takes new slivers of the
-    -- planned types, is not held exclusively, and has the slots: all of them
-    -- free for an exclusive sliver, enough for the planned containers.
-    changed := ARRAY(
-        SELECT n.name
-        FROM nodes n
-        JOIN (SELECT x->>'node' AS node,
-                     count(*) FILTER (WHERE x->>'type' = 'exclusive') AS exclusives,
-                     count(*) FILTER (WHERE x->>'type' <> 'exclusive') AS containers,
-                     array_agg(DISTINCT x->>'type') AS types
-              FROM jsonb_array_elements(p_slivers) x GROUP BY 1) p ON p.node = n.name
-        CROSS JOIN LATERAL (SELECT count(*) AS used FROM node_slots t WHERE t.node_name = n.name) u
-        WHERE n.name = ANY(got) AND NOT (
-            n.available AND NOT n.drained AND p.types <@ n.sliver_types
-            AND NOT EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive')
-            AND CASE WHEN p.exclusives > 0 THEN p.exclusives = 1 AND p.containers = 0 AND u.used = 0
-                     ELSE u.used + p.containers <= n.capacity END)
-        ORDER BY n.name);
+    -- Lock each node the plan uses without waiting (rows this transaction
+    -- already holds are not skipped) and check that the plan still holds on
+    -- it: the node takes new slivers of the planned types, is not held
+    -- exclusively, and has the slots (all of them free for an exclusive
+    -- sliver, enough for the planned containers). One small indexed lookup
+    -- per node: cheaper than a set-based query over a plan of a few nodes.
+    FOR p IN SELECT x->>'node' AS node,
+                    count(*) FILTER (WHERE x->>'type' = 'exclusive') AS exclusives,
+                    count(*) FILTER (WHERE x->>'type' <> 'exclusive') AS containers,
+                    array_agg(DISTINCT x->>'type') AS types
+             FROM jsonb_array_elements(p_slivers) x GROUP BY 1 ORDER BY 1
+    LOOP
+        SELECT c.capacity, c.available AND NOT c.drained AS takes, c.sliver_types INTO n
+            FROM nodes c WHERE c.name = p.node AND NOT c.retired FOR UPDATE OF c SKIP LOCKED;
+        IF NOT FOUND THEN
+            busy := busy || p.node;
+            CONTINUE;
+        END IF;
+        SELECT count(*) INTO n_used FROM node_slots t WHERE t.node_name = p.node;
+        n_held := EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = p.node AND v.sliver_type = 'exclusive');
+        IF NOT (n.takes AND p.types <@ n.sliver_types AND NOT n_held
+                AND CASE WHEN p.exclusives > 0 THEN p.exclusives = 1 AND p.containers = 0 AND n_used = 0
+                         ELSE n_used + p.containers <= n.capacity END) THEN
+            changed := changed || p.node;
+            CONTINUE;
+        END IF;
+        placed := placed || p.node;
+        used_now := used_now || CASE WHEN p.exclusives > 0 THEN n.capacity ELSE (n_used + p.containers)::integer END;
+        held_now := held_now || (p.exclusives > 0);
+    END LOOP;
     IF cardinality(busy) > 0 OR cardinality(changed) > 0 THEN
         RAISE EXCEPTION 'the placement no longer holds on nodes %', array_cat(busy, changed)
             USING ERRCODE = 'GN001', DETAIL = json_build_object('busy', busy, 'changed', changed)::text;
@@ -103,11 +114,11 @@ BEGIN
         VALUES (s.urn, p_slice, s.node, s.type, s.client_id, s.image_url, s.image_sha256,
                 s.execute_list, s.install_list, s.users, s.node_xml, 'geni_allocated', s.operational_state, s.expires_at,
                 s.requested_end_at, p_actor, p_created_at);
-        SELECT n.capacity INTO cap FROM nodes n WHERE n.name = s.node;
         IF s.type = 'exclusive' THEN
-            INSERT INTO node_slots (node_name, slot_no, sliver_urn) SELECT s.node, g, s.urn FROM generate_series(0, cap - 1) g;
+            INSERT INTO node_slots (node_name, slot_no, sliver_urn)
+                SELECT s.node, g, s.urn FROM generate_series(0, (SELECT c.capacity FROM nodes c WHERE c.name = s.node) - 1) g;
         ELSE
-            SELECT g INTO free FROM generate_series(0, cap - 1) g
+            SELECT g INTO free FROM generate_series(0, (SELECT c.capacity FROM nodes c WHERE c.name = s.node) - 1) g
                 WHERE NOT EXISTS (SELECT 1 FROM node_slots t WHERE t.node_name = s.node AND t.slot_no = g)
                 ORDER BY g LIMIT 1;
             IF free IS NULL THEN -- the check above makes this unreachable
@@ -117,11 +128,7 @@ BEGIN
             INSERT INTO node_slots (node_name, slot_no, sliver_urn) VALUES (s.node, free, s.urn);
         END IF;
     END LOOP;
-    RETURN QUERY
-        SELECT n.name,
-               (SELECT count(*) FROM node_slots t WHERE t.node_name = n.name)::integer,
-               EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive')
-        FROM nodes n WHERE n.name = ANY(need) ORDER BY n.name;
+    RETURN QUERY SELECT * FROM unnest(placed, used_now, held_now);
 END $$;
 COMMENT ON FUNCTION geniam_allocate(text, text, timestamptz, boolean, text[], text[], jsonb, timestamptz) IS
     'The write of one Allocate in one statement (see migrations/0009_allocate_delete_functions.sql and store/slivers.go).';
@@ -158,13 +165,25 @@ BEGIN
             RAISE EXCEPTION 'no sliver % in slice %', missing, p_slice USING ERRCODE = 'GN004', DETAIL = missing;
         END IF;
     END IF;
-    RETURN QUERY
-        DELETE FROM slivers v USING nodes n
-        WHERE n.name = v.node_name AND v.slice_urn = p_slice AND (p_urns IS NULL OR v.urn = ANY(p_urns))
-        RETURNING v.urn, v.slice_urn, v.client_id, v.node_name, n.component_urn, v.sliver_type,
-            v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
-            v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
-            v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at;
+    -- Two plain statements rather than one with "p_urns IS NULL OR": each
+    -- keeps an index scan in the plan cached for the session.
+    IF p_urns IS NULL THEN
+        RETURN QUERY
+            DELETE FROM slivers v WHERE v.slice_urn = p_slice
+            RETURNING v.urn, v.slice_urn, v.client_id, v.node_name,
+                (SELECT n.component_urn FROM nodes n WHERE n.name = v.node_name), v.sliver_type,
+                v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
+                v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
+                v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at;
+    ELSE
+        RETURN QUERY
+            DELETE FROM slivers v WHERE v.urn = ANY(p_urns) AND v.slice_urn = p_slice
+            RETURNING v.urn, v.slice_urn, v.client_id, v.node_name,
+                (SELECT n.component_urn FROM nodes n WHERE n.name = v.node_name), v.sliver_type,
+                v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
+                v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
+                v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at;
+    END IF;
 END $$;
 COMMENT ON FUNCTION geniam_delete(text, text, text[], boolean) IS
     'One Delete in one statement (see migrations/0009_allocate_delete_functions.sql and store/slivers.go).';

@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,7 +38,7 @@ func BenchmarkAllocateDeleteLargeInventory(b *testing.B) {
 	}
 }
 
-func benchAllocateDelete(b *testing.B, nodes, capacity, clients int) {
+func benchAllocateDelete(b *testing.B, nodes, capacity, clients int) []time.Duration {
 	ctx := context.Background()
 	st, err := store.Open(ctx, pgtest.NewDatabase(b))
 	if err != nil {
@@ -50,6 +52,8 @@ func benchAllocateDelete(b *testing.B, nodes, capacity, clients int) {
 	agg := am.NewAggregate(am.AggregateConfig{URN: amURN}, st, &allowAll{now: time.Now}, fakeRSpecs{}, time.Now)
 	b.ResetTimer()
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var lat []time.Duration
 	per := (b.N + clients - 1) / clients
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
@@ -57,7 +61,10 @@ func benchAllocateDelete(b *testing.B, nodes, capacity, clients int) {
 			defer wg.Done()
 			slice := sliceURN(fmt.Sprint("bench", c))
 			call := am.Call{Caller: &am.Caller{URN: alice}}
+			mine := make([]time.Duration, 0, per)
+			defer func() { mu.Lock(); lat = append(lat, mine...); mu.Unlock() }()
 			for i := 0; i < per; i++ {
+				t := time.Now()
 				if _, err := agg.Allocate(ctx, call, slice, request(container(fmt.Sprint("n", i), ""))); err != nil {
 					b.Error(err)
 					return
@@ -66,10 +73,59 @@ func benchAllocateDelete(b *testing.B, nodes, capacity, clients int) {
 					b.Error(err)
 					return
 				}
+				mine = append(mine, time.Since(t))
 			}
 		}()
 	}
 	wg.Wait()
+	return lat
+}
+
+// BenchmarkAllocateDeleteCeiling is issue 21's figure without TLS and
+// XML-RPC: Allocate+Delete pairs through am.Aggregate by 8 clients on the
+// 1,000-node inventory, then pgbench -N -c 8 -j 2 -T 5 on the same server
+// (when pgbench is installed). Reported: pairs/s, their p99, pgbench's tps
+// and the pairs as a share of tps/2 (a pair is two write transactions).
+func BenchmarkAllocateDeleteCeiling(b *testing.B) {
+	start := time.Now()
+	lat := benchAllocateDelete(b, 1000, 8, 8)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	pairs := float64(len(lat)) / elapsed.Seconds()
+	reportPercentiles(b, lat)
+	b.ReportMetric(pairs, "pairs/s")
+	tps, err := pgbenchTPS(pgtest.NewDatabase(b), 5)
+	if err != nil {
+		b.Logf("no ceiling: %v", err)
+		return
+	}
+	b.ReportMetric(tps, "pgbench-tps")
+	b.ReportMetric(100*pairs/(tps/2), "%-of-tps/2")
+}
+
+// pgbenchTPS runs pgbench -i, then pgbench -N -c 8 -j 2 -T seconds on the
+// database at url and returns its tps.
+func pgbenchTPS(url string, seconds int) (float64, error) {
+	bin, err := exec.LookPath("pgbench")
+	if err != nil {
+		if bin, err = exec.LookPath("/usr/lib/postgresql/15/bin/pgbench"); err != nil {
+			return 0, err
+		}
+	}
+	if out, err := exec.Command(bin, "-i", "-q", url).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("pgbench -i: %v %s", err, out)
+	}
+	out, err := exec.Command(bin, "-N", "-c", "8", "-j", "2", "-T", fmt.Sprint(seconds), url).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("pgbench -N: %v %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		var tps float64
+		if _, err := fmt.Sscanf(line, "tps = %g", &tps); err == nil {
+			return tps, nil
+		}
+	}
+	return 0, fmt.Errorf("pgbench -N: no tps line in %s", out)
 }
 
 // BenchmarkScale is the inventory of issue 21 beside make bench's: 1,000

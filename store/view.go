@@ -18,8 +18,9 @@ const DefaultViewMaxAge = time.Second
 // more than the rest of an Allocate; a copy up to ViewMaxAge old is as good a
 // guide, because Allocate's statement locks and checks every node it places
 // on before it trusts what the copy said about it, and Allocate refuses a
-// request (TOOBIG) only on a list read during the call. What Allocate learns,
-// and what its own allocations take, is written back.
+// request (TOOBIG) only on a list read during the call. What Allocate learns
+// is written back, and so is what its own allocations take while the list is
+// short enough to copy cheaply (patchLimit).
 //
 // Past ViewMaxAge the copy is read again in the background, once (not by
 // every Allocate of that moment: on 10,000 nodes that read set Allocate's

@@ -80,7 +80,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the AM API is XML-RPC: POST a methodCall", http.StatusMethodNotAllowed)
 		return
 	}
-	logID := newLogID()
+	logID := NewLogID()
 	started := time.Now()
 	body := http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
 	call, err := xmlrpc.DecodeCall(body, h.opts.Limits)
@@ -202,8 +202,8 @@ func (h *Handler) writeFault(w http.ResponseWriter, code int, msg string) {
 	_ = xmlrpc.EncodeFault(w, code, msg)
 }
 
-// newLogID returns a short random id that ties a reply to its log lines.
-func newLogID() string {
+// NewLogID returns a short random id that ties a reply (or a console page) to its log lines.
+func NewLogID() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)

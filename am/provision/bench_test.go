@@ -78,14 +78,7 @@ func benchProvision(b *testing.B, n int) {
 		start = time.Now()
 		_, err = agg.Delete(e.ctx, call, []string{slice})
 		must(t, err)
-		for {
-			var pending int
-			must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state IN ('queued','running')").Scan(&pending))
-			if pending == 0 {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitJobs(t, e)
 		readyTotal += ready
 		deletedTotal += time.Since(start)
 	}

@@ -216,6 +216,13 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (*repor
 		Settings: map[string]any{"scenarios": cfg.Scenarios, "clients": cfg.Clients, "provision_slivers": cfg.ProvisionSlivers, "describe_slivers": cfg.DescribeSlivers,
 			"provision_cycles": cfg.ProvisionCycles, "ready_timeout": cfg.ReadyTimeout.String(), "poll": cfg.PollInterval.String(),
 			"credentials": credentialSource(cfg), "server_verified": cfg.TLS.CAFile != ""}}
+	var pgbenchBefore *pgbenchResult
+	if cfg.PgBenchURL != "" {
+		b.logf("pgbench on a scratch database, before the scenarios (%d s)", cfg.PgBenchSeconds)
+		if pgbenchBefore, err = runPgBench(ctx, cfg.PgBenchBin, cfg.PgBenchURL, cfg.PgBenchSeconds); err != nil {
+			rep.Notes = append(rep.Notes, "pgbench before the scenarios failed: "+err.Error())
+		}
+	}
 	for _, sc := range cfg.Scenarios {
 		if ctx.Err() != nil {
 			break
@@ -252,9 +259,11 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (*repor
 		}
 	}
 	if cfg.PgBenchURL != "" && ctx.Err() == nil {
-		b.logf("pgbench on a scratch database (%d s)", cfg.PgBenchSeconds)
+		b.logf("pgbench on a scratch database, after the scenarios (%d s)", cfg.PgBenchSeconds)
 		if rep.PgBench, err = runPgBench(ctx, cfg.PgBenchBin, cfg.PgBenchURL, cfg.PgBenchSeconds); err != nil {
 			rep.Notes = append(rep.Notes, "pgbench failed: "+err.Error())
+		} else if pgbenchBefore != nil {
+			rep.PgBench.TPSBefore = pgbenchBefore.TPS
 		}
 	}
 	if cfg.BaselineFile != "" {

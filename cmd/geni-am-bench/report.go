@@ -70,17 +70,23 @@ func writeTable(w io.Writer, r *report) error {
 	}
 	if r.PgBench != nil {
 		p := r.PgBench
-		fmt.Fprintf(&b, "pgbench -N -c %d -j %d -T %d: %.1f tps (the database's ceiling for small write transactions)\n",
-			p.Clients, p.Threads, p.Seconds, p.TPS)
+		if p.TPSBefore > 0 {
+			fmt.Fprintf(&b, "pgbench -N -c %d -j %d -T %d: %.1f tps before the scenarios, %.1f after; their mean %.1f tps is the database's ceiling for small write transactions\n",
+				p.Clients, p.Threads, p.Seconds, p.TPSBefore, p.TPS, p.ceiling())
+		} else {
+			fmt.Fprintf(&b, "pgbench -N -c %d -j %d -T %d: %.1f tps (the database's ceiling for small write transactions)\n",
+				p.Clients, p.Threads, p.Seconds, p.TPS)
+		}
+		tps := p.ceiling()
 		for _, res := range r.Results {
-			if res.Scenario == rowAllocate && res.Skipped == "" && p.TPS > 0 {
+			if res.Scenario == rowAllocate && res.Skipped == "" && tps > 0 {
 				fmt.Fprintf(&b, "  allocate with %d clients: %.1f calls/s = %.1f%% of pgbench tps\n",
-					res.Clients, res.CallsPerSec, 100*res.CallsPerSec/p.TPS)
+					res.Clients, res.CallsPerSec, 100*res.CallsPerSec/tps)
 			}
 			// A pair is two small write transactions: its ceiling is tps/2.
-			if res.Scenario == rowAllocateDelete && res.Skipped == "" && p.TPS > 0 {
+			if res.Scenario == rowAllocateDelete && res.Skipped == "" && tps > 0 {
 				fmt.Fprintf(&b, "  allocate+delete with %d clients: %.1f pairs/s (p99 %.2f ms) = %.1f%% of pgbench tps/2 (%.1f)\n",
-					res.Clients, res.CallsPerSec, res.P99ms, 200*res.CallsPerSec/p.TPS, p.TPS/2)
+					res.Clients, res.CallsPerSec, res.P99ms, 200*res.CallsPerSec/tps, tps/2)
 			}
 		}
 	}

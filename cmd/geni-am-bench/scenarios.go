@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"github.com/geniam/geniam/am/geniclient"
 	"io"
 	"strings"
 	"sync"
@@ -125,7 +126,7 @@ func (b *bench) getVersion(ctx context.Context, keepAlive bool) []result {
 			v, err := c.callAM(ctx, "GetVersion", map[string]any{})
 			if err == nil {
 				if _, ok := v.(map[string]any); !ok {
-					err = &callError{Method: "GetVersion", Kind: kindBadValue, Msg: "value is " + typeName(v)}
+					err = &callError{Method: "GetVersion", Kind: kindBadValue, Msg: "value is " + geniclient.TypeName(v)}
 				}
 			}
 			rec.add(time.Since(t), err)
@@ -169,7 +170,7 @@ func checkAdvertisement(v any, compressed bool) error {
 	bad := func(msg string) error { return &callError{Method: "ListResources", Kind: kindBadValue, Msg: msg} }
 	s, ok := v.(string)
 	if !ok {
-		return bad("value is " + typeName(v))
+		return bad("value is " + geniclient.TypeName(v))
 	}
 	if compressed {
 		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
@@ -260,22 +261,15 @@ func skipped(rows []string, clients int, why string) []result {
 // Status polls and the time from the start of Provision to all ready.
 func (b *bench) provision(ctx context.Context) []result {
 	rows := []string{scProvision, rowProvisionStatus, rowProvisionReady}
-	if len(b.creds.Slices) == 0 {
-		return skipped(rows, 1, "no slice credential (give --slice-cred or --ch)")
+	request, s, creds, c, skip := b.oneSlice(b.cfg.ProvisionSlivers)
+	if skip != "" {
+		return skipped(rows, 1, skip)
 	}
-	request, err := replicateNodes(b.request, b.cfg.ProvisionSlivers)
-	if err != nil {
-		return skipped(rows, 1, err.Error())
-	}
-	s := b.creds.Slices[0]
-	creds := credArg(s.Cred)
-	c := newRPCClient(b.cfg.URL, b.tls, true, b.cfg.Timeout, nil)
 	defer c.close()
 	prov, status, ready := newRecorder(), newRecorder(), newRecorder()
 	bg := newBudget(ctx, b.cfg.ProvisionCycles, b.cfg.Duration)
 	bg.begin()
 	start := time.Now()
-	skip := ""
 	for cycle := 0; skip == "" && (cycle == 0 || bg.take()); cycle++ {
 		if cycle == 0 {
 			bg.left.Add(-1) // the first cycle always runs
@@ -372,7 +366,7 @@ func sliverStates(method string, v any) (map[string]string, error) {
 	bad := func(msg string) error { return &callError{Method: method, Kind: kindBadValue, Msg: msg} }
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, bad("value is " + typeName(v))
+		return nil, bad("value is " + geniclient.TypeName(v))
 	}
 	list, ok := m["geni_slivers"].([]any)
 	if !ok {
@@ -382,7 +376,7 @@ func sliverStates(method string, v any) (map[string]string, error) {
 	for i, x := range list {
 		s, ok := x.(map[string]any)
 		if !ok {
-			return nil, bad(fmt.Sprintf("geni_slivers[%d] is %s", i, typeName(x)))
+			return nil, bad(fmt.Sprintf("geni_slivers[%d] is %s", i, geniclient.TypeName(x)))
 		}
 		urn, _ := s["geni_sliver_urn"].(string)
 		if urn == "" {
@@ -453,16 +447,10 @@ func describeStates(states map[string]string) string {
 // the slice. Rows: the Describe calls and the Status calls.
 func (b *bench) describeStatus(ctx context.Context) []result {
 	rows := []string{rowDescribe, rowStatus}
-	if len(b.creds.Slices) == 0 {
-		return skipped(rows, 1, "no slice credential (give --slice-cred or --ch)")
+	request, s, creds, c, skip := b.oneSlice(b.cfg.DescribeSlivers)
+	if skip != "" {
+		return skipped(rows, 1, skip)
 	}
-	request, err := replicateNodes(b.request, b.cfg.DescribeSlivers)
-	if err != nil {
-		return skipped(rows, 1, err.Error())
-	}
-	s := b.creds.Slices[0]
-	creds := credArg(s.Cred)
-	c := newRPCClient(b.cfg.URL, b.tls, true, b.cfg.Timeout, nil)
 	defer c.close()
 	_, _ = c.callAM(ctx, "Delete", []string{s.URN}, creds, map[string]any{}) // what an interrupted run left
 	if _, err := c.callAM(ctx, "Allocate", s.URN, creds, request, map[string]any{}); err != nil {
@@ -508,4 +496,20 @@ func checkSlivers(method string, v any, n int) error {
 		return &callError{Method: method, Kind: kindBadValue, Msg: fmt.Sprintf("%d slivers, want %d", len(states), n)}
 	}
 	return nil
+}
+
+// oneSlice is the set-up of a one-client scenario on the first slice: the
+// request with its nodes copied up to n, the slice, its credential argument
+// and a keep-alive client (the caller closes it); or why the scenario is
+// skipped.
+func (b *bench) oneSlice(n int) (string, sliceCred, []map[string]any, *rpcClient, string) {
+	if len(b.creds.Slices) == 0 {
+		return "", sliceCred{}, nil, nil, "no slice credential (give --slice-cred or --ch)"
+	}
+	request, err := replicateNodes(b.request, n)
+	if err != nil {
+		return "", sliceCred{}, nil, nil, err.Error()
+	}
+	s := b.creds.Slices[0]
+	return request, s, credArg(s.Cred), newRPCClient(b.cfg.URL, b.tls, true, b.cfg.Timeout, nil), ""
 }

@@ -83,6 +83,7 @@ func runDev(args []string) error {
 	}
 	cfg.VarDir = dir
 	devOpsListen(cfg, fs.Changed("operations.listen") || os.Getenv("GENIAM_OPERATIONS_LISTEN") != "" || *file != "", log) // ops.go
+	devConsole(cfg, fs.Changed("console.listen") || os.Getenv("GENIAM_CONSOLE_LISTEN") != "" || *file != "", log)         // console.go
 	chURL := "https://" + *chListen + "/"
 	omniConfig := filepath.Join(dir, "dev", "omni_config")
 	if err := devenv.WriteOmniConfig(omniConfig, pki, cfg.PublicURL(), chURL); err != nil {
@@ -96,11 +97,13 @@ func runDev(args []string) error {
 		return err
 	}
 	userCert, userKey := pki.File("alice")
+	var consoleAddr string
 	hooks := &serveHooks{
 		allowLocalImages: true,
 		afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
 			return devenv.SeedInventory(ctx, db, devenv.Authority, *inventory)
 		},
+		consoleReady: func(addr net.Addr) { consoleAddr = addr.String() },
 		ready: func(addr net.Addr) {
 			fmt.Printf(`
 geniam is serving the AM API v3 at %s
@@ -110,16 +113,20 @@ geniam is serving the AM API v3 at %s
                      cert %s
                      key  %s
   configuration      %s (what this run uses; edit it and run: ./bin/geni-am serve --config %s)
-  omni               %s
+  omni_config        %s (for geni and omni)
 
-Check it:
-  omni -c %s -V3 -a geniam getversion
-  omni -c %s -V3 -a geniam listresources
+Check it with geni (bin/geni; elsewhere: go install github.com/geniam/geniam/cmd/geni@latest):
+  geni -c %s -a geniam getversion
+  geni -c %s -a geniam listresources
 `, cfg.PublicURL(), cfg.AMURN, chURL, devenv.UserURN, userCert, userKey,
 				filepath.Join(dir, "geniam.yaml"), filepath.Join(dir, "geniam.yaml"), omniConfig,
 				omniConfig, omniConfig)
-			printDemo(demo, omniConfig, userCert, userKey)
-			fmt.Println("\nStop with Ctrl-C. omni is not installed here? docs/omni.md says how to get it.")
+			if cfg.Console.Listen != "" {
+				fmt.Printf("\nWeb console: https://%s/ (operator token %s; the dev certificate is not trusted by browsers: accept it)\n",
+					consoleAddr, cfg.Console.Token)
+			}
+			printDemo(demo, omniConfig)
+			fmt.Println("\nStop with Ctrl-C. omni works with the same omni_config (omni -c ... -V3 ...; docs/omni.md).")
 		},
 	}
 	return serve(ctx, cfg, log, hooks)

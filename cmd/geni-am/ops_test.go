@@ -45,11 +45,13 @@ type served struct {
 	dbURL  string
 	amURL  string
 	opsURL string
-	pki    *devenv.PKI
-	client *http.Client
-	chain  []*x509.Certificate
-	logBuf *syncWriter
-	pool   *pgxpool.Pool
+	// consoleURL is the web console's https://host:port, when console.listen is set.
+	consoleURL string
+	pki        *devenv.PKI
+	client     *http.Client
+	chain      []*x509.Certificate
+	logBuf     *syncWriter
+	pool       *pgxpool.Pool
 }
 
 func serveForTest(t *testing.T) *served {
@@ -65,6 +67,19 @@ func serveForTest(t *testing.T) *served {
 // one: let only one of them seed the demo inventory).
 func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	t.Helper()
+	hooks := &serveHooks{}
+	if seed {
+		hooks.afterMigrate = func(ctx context.Context, db *pgx.Conn) error {
+			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
+		}
+	}
+	return serveWith(t, pki, dbURL, hooks, nil)
+}
+
+// serveWith serves an aggregate on the database at dbURL with hooks (their
+// ready is set here); tune (if any) changes the configuration.
+func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, tune func(*config.Config)) *served {
+	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -77,11 +92,10 @@ func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	cfg.TLS.TrustedRoots = pki.TrustedRoots
 	cfg.Log.Format = "json"
 	log := slog.New(slog.NewJSONHandler(s.logBuf, nil))
-	hooks := &serveHooks{}
-	if seed {
-		hooks.afterMigrate = func(ctx context.Context, db *pgx.Conn) error {
-			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
-		}
+	// The console's address, when console.listen is set.
+	hooks.consoleReady = func(a net.Addr) { s.consoleURL = "https://" + a.String() }
+	if tune != nil {
+		tune(cfg)
 	}
 	// The operations port is picked free and then bound by serve: another
 	// process may take it in between, so try again with another one.
@@ -394,14 +408,5 @@ func TestEveryCallIsAudited(t *testing.T) {
 
 func httpGet(t *testing.T, url string, status int) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status {
-		t.Fatalf("GET %s: %s %s", url, resp.Status, body)
-	}
-	return string(body)
+	return get(t, http.DefaultClient, url, status)
 }
