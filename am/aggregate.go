@@ -693,6 +693,11 @@ func (a *Aggregate) PerformOperationalAction(ctx context.Context, c Call, urns [
 		if !s.Expires.After(now) {
 			return &Err{Code: Expired, URN: s.URN, Msg: fmt.Sprintf("sliver %s expired at %s", s.URN, rfc3339(s.Expires))}
 		}
+		if s.Starts.After(now) {
+			// Nothing runs on the node before the booking starts.
+			return &Err{Code: Unavailable, URN: s.URN, Msg: fmt.Sprintf("sliver %s is a booking that starts at %s: %s is possible from then on",
+				s.URN, rfc3339(s.Starts), action)}
+		}
 		return transition(s)
 	}
 	results, err := a.store.Change(ctx, ChangeTx{Event: action, Actor: sc.authz.User, Operator: sc.operator,

@@ -213,6 +213,16 @@ func TestReservationAndImmediateAllocations(t *testing.T) {
 	}
 	_, err = e.agg.Renew(e.ctx, e.call(alice, geni3), []string{urn}, later.Add(time.Minute))
 	wantCode(t, err, am.OutOfRange, "next booking")
+	// The booking itself, provisioned early: no operational action before its start.
+	booking, err := e.store.Slivers(e.ctx, sliceURN("later"), nil)
+	if err != nil || len(booking) != 1 {
+		t.Fatal(booking, err)
+	}
+	if _, err := e.agg.Provision(e.ctx, e.call(alice, geni3), []string{booking[0].URN}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.agg.PerformOperationalAction(e.ctx, e.call(alice, geni3), []string{booking[0].URN}, am.ActionStart)
+	wantCode(t, err, am.Unavailable, "starts at "+later.Format(time.RFC3339))
 	// A booking overlapping the provisioned sliver is refused too.
 	_, err = e.agg.Allocate(e.ctx, e.call(bob, reserve(later.Add(-time.Hour), later)), sliceURN("bob"), request(exclusive("a", "x2")))
 	wantCode(t, err, am.Unavailable, "in use until")
