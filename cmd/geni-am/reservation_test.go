@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -92,4 +95,39 @@ func TestReservationOverTheWire(t *testing.T) {
 	if err := s.pool.QueryRow(t.Context(), "SELECT next_run_at FROM jobs WHERE kind = 'provision'").Scan(&next); err != nil || !next.Equal(start) {
 		t.Errorf("the provision job waits until %v (%v), want %v", next, err, start)
 	}
+}
+
+// The geni client books node3 with --start-time/--end-time; the booking is
+// in the JSON it prints and the calendar of `geni-am admin nodes calendar`.
+func TestGeniBooksANode(t *testing.T) {
+	w := newGeniWalk(t)
+	request, err := filepath.Abs("../../docs/examples/request-book-node.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().UTC().Truncate(time.Hour).Add(50 * time.Hour)
+	end := start.Add(2 * time.Hour)
+	w.ok([]string{"-V3", "-a", "geniam", "createslice", "field"})
+	r := w.ok([]string{"-V3", "-a", "geniam", "--json", "--start-time", start.Format(time.RFC3339), "--end-time", end.Format(time.RFC3339),
+		"allocate", "field", request}, `"geni_start_time":"`+start.Format(time.RFC3339)+`"`, `"geni_expires":"`+end.Format(time.RFC3339)+`"`)
+	t.Logf("geni allocate --start-time: %s", r.stdout)
+	var out bytes.Buffer
+	if err := runAdmin(context.Background(), []string{"--db.url", w.s.dbURL, "nodes", "calendar", "node3"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), start.Format(time.RFC3339)+"  "+end.Format(time.RFC3339)+"  reservation") {
+		t.Errorf("nodes calendar node3:\n%s", out.String())
+	}
+	refused := w.fails(1, []string{"-V3", "-a", "geniam", "--start-time", start.Add(time.Hour).Format(time.RFC3339), "--end-time", end.Add(time.Hour).Format(time.RFC3339),
+		"allocate", "field", request}, "UNAVAILABLE")
+	t.Logf("geni allocate, an overlapping window: %s", refused.stderr)
+	w.ok([]string{"-V3", "-a", "geniam", "createslice", "later"})
+	r = w.ok([]string{"-V3", "-a", "geniam", "--start-time", end.Format(time.RFC3339), "--end-time", end.Add(time.Hour).Format(time.RFC3339),
+		"allocate", "later", request}, "booked from "+end.Format(time.RFC3339), "Booked from")
+	t.Logf("geni allocate, the window after:\n%s", r.stdout)
+	out.Reset()
+	if err := runAdmin(context.Background(), []string{"--db.url", w.s.dbURL, "nodes", "calendar", "node3"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("nodes calendar node3:\n%s", out.String())
 }
