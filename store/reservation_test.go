@@ -302,3 +302,27 @@ func TestReservationLimitInSQL(t *testing.T) {
 	_, err := e.store.Allocate(context.Background(), tx)
 	wantCode(t, err, am.Refused, "node x1", "booked 1h0m0s")
 }
+
+// The reaper's next wake-up: the earliest expiry outside shut-down slices.
+func TestNextExpiry(t *testing.T) {
+	e := newEnv(t)
+	e.addNode("x1", 1, "exclusive")
+	if next, err := e.store.NextExpiry(e.ctx); err != nil || !next.IsZero() {
+		t.Fatalf("no slivers: %v %v", next, err)
+	}
+	now := e.clock.Now()
+	for i, off := range []time.Duration{3 * time.Hour, 5 * time.Hour} {
+		start := now.Add(off)
+		if _, err := e.agg.Allocate(e.ctx, e.call(alice, reserve(start, start.Add(time.Hour))), sliceURN(fmt.Sprint("n", i)),
+			request(exclusive("a", "x1"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if next, err := e.store.NextExpiry(e.ctx); err != nil || !next.Equal(now.Add(4*time.Hour)) {
+		t.Errorf("next expiry %v %v, want %v", next, err, now.Add(4*time.Hour))
+	}
+	e.sql("UPDATE slices SET shut_down = true WHERE urn = $1", sliceURN("n0"))
+	if next, err := e.store.NextExpiry(e.ctx); err != nil || !next.Equal(now.Add(6*time.Hour)) {
+		t.Errorf("next expiry past a shut-down slice %v %v, want %v", next, err, now.Add(6*time.Hour))
+	}
+}

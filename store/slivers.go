@@ -699,6 +699,22 @@ func (s *Store) Delete(ctx context.Context, d am.DeleteTx) ([]am.Sliver, error) 
 	return out, nil
 }
 
+// NextExpiry returns when the next sliver Expire would delete expires (zero:
+// none): the first row of the expiry index outside shut-down slices.
+func (s *Store) NextExpiry(ctx context.Context) (time.Time, error) {
+	var t time.Time
+	err := s.pool.QueryRow(ctx, `SELECT v.expires_at FROM slivers v
+		WHERE NOT EXISTS (SELECT 1 FROM slices sl WHERE sl.urn = v.slice_urn AND sl.shut_down)
+		ORDER BY v.expires_at LIMIT 1`).Scan(&t)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, cleanError("next expiry", err)
+	}
+	return t.UTC(), nil
+}
+
 // Expire deletes due slivers, skipping rows other reapers or callers hold.
 func (s *Store) Expire(ctx context.Context, now time.Time, limit int) ([]am.Sliver, error) {
 	var out []am.Sliver

@@ -67,7 +67,7 @@ type Lifecycle struct {
 	AllocationHold   time.Duration `mapstructure:"allocation_hold" doc:"how long an Allocate holds resources before Provision" default:"10m"`
 	ProvisionDefault time.Duration `mapstructure:"provision_default" doc:"sliver lifetime granted by Provision (capped by the slice credential)" default:"168h"`
 	MaxLease         time.Duration `mapstructure:"max_lease" doc:"longest a sliver may be renewed to, from now" default:"720h"`
-	ReaperInterval   time.Duration `mapstructure:"reaper_interval" doc:"how often expired slivers are reaped" default:"10s"`
+	ReaperInterval   time.Duration `mapstructure:"reaper_interval" doc:"how often the reaper sweeps for expired slivers at the latest; it also wakes at the next expiry (at most once a second)" default:"10s"`
 }
 
 // Reservations are bookings of whole nodes for a future window (Allocate
