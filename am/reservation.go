@@ -65,7 +65,8 @@ func (c AggregateConfig) reservationWindow(now, start, end, credExpires time.Tim
 func forWindow(nodes []Node, start, end time.Time, reservation bool, user, project string, limit time.Duration) []Node {
 	out := nodes
 	copied := false
-	for i, n := range nodes {
+	for i := range nodes {
+		n := &nodes[i] // a Node is large, and an immediate allocation looks at every one
 		why := ""
 		for _, b := range n.Bookings {
 			if b.Overlaps(start, end) {
