@@ -23,6 +23,8 @@ type AggregateConfig struct {
 	ProvisionedLifetime time.Duration // expiry given at Provision; default 7 days
 	MaxLease            time.Duration // Renew cap of a provisioned sliver; default 30 days
 	Placement           PlacementPolicy
+	// MaxLinks is how many links one request may hold; 0 refuses links.
+	MaxLinks int
 
 	// Reservations (Allocate with geni_start_time, see reservation.go).
 	MaxBooking       time.Duration // longest window; default DefaultMaxBooking
@@ -440,6 +442,11 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		windowStart = starts
 	}
 	project := ProjectOf(sliceURN)
+	ifaces, err := checkLinks(reqs, req.Links, a.cfg.MaxLinks)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+
 	plan := func(nodes []Node) ([]Sliver, error) {
 		nodes = forWindow(nodes, windowStart, expires, !starts.IsZero(), authz.User, project, a.cfg.MaxBookedPerNode)
 		placed, err := PlaceShuffled(a.cfg.Placement, nodes, reqs, mrand.IntN)
@@ -453,6 +460,10 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 				Execute: r.Execute, Install: r.Install, NodeXML: r.NodeXML, Allocation: Allocated,
 				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: authz.User, CreatedAt: now,
 				Starts: starts}
+			for _, f := range ifaces[i] {
+				f.MAC = LinkMAC(out[i].URN, f.ClientID)
+				out[i].Interfaces = append(out[i].Interfaces, f)
+			}
 		}
 		return out, nil
 	}

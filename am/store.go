@@ -99,7 +99,8 @@ type AllocateTx struct {
 	Plan func(nodes []Node) ([]Sliver, error)
 }
 
-// ChangeTx is one state change of slivers (Provision, Renew, POA, Delete).
+// ChangeTx is one state change of slivers (Provision, Renew, POA; Delete has
+// its own, DeleteTx, which needs no Apply).
 type ChangeTx struct {
 	Event      string // recorded in sliver_history, e.g. "Provision" or "geni_start"
 	Actor      string

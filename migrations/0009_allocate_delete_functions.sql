@@ -19,7 +19,10 @@
 --
 -- p_slivers is a JSON array of the planned slivers: {urn, node, type,
 -- client_id, image_url, image_sha256, execute_list, install_list, users, node_xml,
--- operational_state, expires_at, requested_end_at}. The result is the state
+-- operational_state, expires_at, requested_end_at, interfaces}; p_link_tags
+-- the tags the aggregate drew for the request's links, {link client_id: tag}
+-- (a tag another link holds: GN005, draw again; a link the slice already
+-- has: GN006, DETAIL its client_id). The result is the state
 -- of each node placed on after the insert (slots used, held exclusively), for
 -- the aggregate's node list.
 CREATE FUNCTION geniam_allocate(
@@ -30,7 +33,8 @@ CREATE FUNCTION geniam_allocate(
     p_bound text[],
     p_wait text[],
     p_slivers jsonb,
-    p_created_at timestamptz
+    p_created_at timestamptz,
+    p_link_tags jsonb
 ) RETURNS TABLE (node_name text, used integer, held_exclusively boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -48,6 +52,7 @@ DECLARE
     held_now  boolean[] := '{}';
     free      integer;
     used_id   text;
+    got_tags  integer;
 BEGIN
     PERFORM set_config('geniam.event', 'Allocate', true), set_config('geniam.actor', p_actor, true);
     -- Upserting locks the slice row: allocations in one slice are serial, and
@@ -104,16 +109,32 @@ BEGIN
         RAISE EXCEPTION 'the placement no longer holds on nodes %', array_cat(busy, changed)
             USING ERRCODE = 'GN001', DETAIL = json_build_object('busy', busy, 'changed', changed)::text;
     END IF;
+    -- The links' tags (VNIs, drawn by the aggregate): one link per tag, one
+    -- tag per link of a slice (link_tags, migrations/0008_links.sql).
+    IF p_link_tags <> '{}'::jsonb THEN
+        SELECT t.link_client_id INTO used_id FROM link_tags t
+            WHERE t.slice_urn = p_slice AND t.link_client_id IN (SELECT jsonb_object_keys(p_link_tags)) LIMIT 1;
+        IF used_id IS NOT NULL THEN
+            RAISE EXCEPTION 'slice % already has a link %', p_slice, used_id USING ERRCODE = 'GN006', DETAIL = used_id;
+        END IF;
+        INSERT INTO link_tags (tag, slice_urn, link_client_id)
+            SELECT l.value::integer, p_slice, l.key FROM jsonb_each_text(p_link_tags) l
+            ON CONFLICT (tag) DO NOTHING;
+        GET DIAGNOSTICS got_tags = ROW_COUNT;
+        IF got_tags < (SELECT count(*) FROM jsonb_object_keys(p_link_tags)) THEN
+            RAISE EXCEPTION 'a link tag of this request is taken' USING ERRCODE = 'GN005';
+        END IF;
+    END IF;
     FOR s IN SELECT * FROM jsonb_to_recordset(p_slivers) AS x(urn text, node text, type text, client_id text,
             image_url text, image_sha256 text, execute_list jsonb, install_list jsonb, users jsonb, node_xml text,
-            operational_state text, expires_at timestamptz, requested_end_at timestamptz)
+            operational_state text, expires_at timestamptz, requested_end_at timestamptz, interfaces jsonb)
     LOOP
         INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, image_url, image_sha256,
                 execute, install, users, node_xml, allocation_state, operational_state, expires_at, requested_end_at,
-                created_by, created_at)
+                created_by, created_at, interfaces)
         VALUES (s.urn, p_slice, s.node, s.type, s.client_id, s.image_url, s.image_sha256,
                 s.execute_list, s.install_list, s.users, s.node_xml, 'geni_allocated', s.operational_state, s.expires_at,
-                s.requested_end_at, p_actor, p_created_at);
+                s.requested_end_at, p_actor, p_created_at, coalesce(s.interfaces, '[]'));
         IF s.type = 'exclusive' THEN
             INSERT INTO node_slots (node_name, slot_no, sliver_urn)
                 SELECT s.node, g, s.urn FROM generate_series(0, (SELECT c.capacity FROM nodes c WHERE c.name = s.node) - 1) g;
@@ -130,7 +151,7 @@ BEGIN
     END LOOP;
     RETURN QUERY SELECT * FROM unnest(placed, used_now, held_now);
 END $$;
-COMMENT ON FUNCTION geniam_allocate(text, text, timestamptz, boolean, text[], text[], jsonb, timestamptz) IS
+COMMENT ON FUNCTION geniam_allocate(text, text, timestamptz, boolean, text[], text[], jsonb, timestamptz, jsonb) IS
     'The write of one Allocate in one statement (see migrations/0009_allocate_delete_functions.sql and store/slivers.go).';
 
 -- geniam_delete is the whole of a Delete as one statement: it locks the slice
@@ -145,7 +166,8 @@ CREATE FUNCTION geniam_delete(p_actor text, p_slice text, p_urns text[], p_opera
 RETURNS TABLE (urn text, slice_urn text, client_id text, node_name text, component_urn text, sliver_type text,
     image_url text, image_sha256 text, image_id text, execute jsonb, install jsonb, users jsonb, node_xml text,
     allocation_state text, operational_state text, expires_at timestamptz, error text, resource_status text,
-    created_by text, created_at timestamptz, exit_code integer, log_url text, data_url text, requested_end_at timestamptz)
+    created_by text, created_at timestamptz, exit_code integer, log_url text, data_url text, requested_end_at timestamptz,
+    interfaces jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -174,7 +196,7 @@ BEGIN
                 (SELECT n.component_urn FROM nodes n WHERE n.name = v.node_name), v.sliver_type,
                 v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
                 v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
-                v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at;
+                v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.interfaces;
     ELSE
         RETURN QUERY
             DELETE FROM slivers v WHERE v.urn = ANY(p_urns) AND v.slice_urn = p_slice
@@ -182,7 +204,7 @@ BEGIN
                 (SELECT n.component_urn FROM nodes n WHERE n.name = v.node_name), v.sliver_type,
                 v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
                 v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
-                v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at;
+                v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.interfaces;
     END IF;
 END $$;
 COMMENT ON FUNCTION geniam_delete(text, text, text[], boolean) IS

@@ -119,14 +119,14 @@ COMMENT ON VIEW node_calendar IS 'Who has booked each node when: reservations an
 -- geniam_allocate as in 0009, with windows: p_starts is the start of a
 -- reservation (NULL: not one); each planned sliver holds its slots for
 -- [p_starts, expires_at). A node takes the plan when, besides 0009's
--- checks, no slot the plan needs has a row overlapping the window, and for an
--- immediate allocation no row of it has started (a started row is held until
--- the reaper deletes it). p_book_limit (NULL: none) caps, per node, how much
--- of the node's time the reservations of p_actor, or of the slices of project
--- p_project ('' none: the slice's authority has no project part), may hold
--- that have not ended: beyond it GN005 with DETAIL {"node", "booked"
--- (seconds booked already)}.
-DROP FUNCTION geniam_allocate(text, text, timestamptz, boolean, text[], text[], jsonb, timestamptz);
+-- checks, for a reservation no row of it overlaps the window, and for an
+-- immediate allocation no row ahead overlaps the window (a started row is
+-- held until the reaper deletes it, as before). p_book_limit (NULL: none)
+-- caps, per node, how much of the node's time the reservations of p_actor, or
+-- of the slices of project p_project ('' none: the slice's authority has no
+-- project part), may hold that have not ended: beyond it GN007 with DETAIL
+-- {"node", "booked" (seconds booked already)}.
+DROP FUNCTION geniam_allocate(text, text, timestamptz, boolean, text[], text[], jsonb, timestamptz, jsonb);
 CREATE FUNCTION geniam_allocate(
     p_actor text,
     p_slice text,
@@ -136,6 +136,7 @@ CREATE FUNCTION geniam_allocate(
     p_wait text[],
     p_slivers jsonb,
     p_created_at timestamptz,
+    p_link_tags jsonb,
     p_starts timestamptz,
     p_book_limit interval,
     p_project text
@@ -143,67 +144,108 @@ CREATE FUNCTION geniam_allocate(
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    shut    boolean;
-    need    text[];
-    got     text[];
-    busy    text[];
-    changed text[];
-    s       record;
-    cap     integer;
-    free    integer;
-    used_id text;
-    cur     timestamptz; -- now, after the locks: a row that has started by then is held
-    over    record;
+    shut      boolean;
+    busy      text[] := '{}';
+    changed   text[] := '{}';
+    p         record;
+    s         record;
+    n         record;
+    n_used    integer;
+    n_held    boolean;
+    placed    text[] := '{}';
+    used_now  integer[] := '{}';
+    held_now  boolean[] := '{}';
+    free      integer;
+    used_id   text;
+    got_tags  integer;
+    n_ahead   integer;
+    n_overlap integer;
+    cur       timestamptz;
+    over      record;
 BEGIN
     PERFORM set_config('geniam.event', 'Allocate', true), set_config('geniam.actor', p_actor, true);
+    -- Upserting locks the slice row: allocations in one slice are serial, and
+    -- a concurrent Shutdown is either before us (seen here) or after.
     INSERT INTO slices AS sl (urn, credential_expires_at) VALUES (p_slice, p_credential_expires)
         ON CONFLICT (urn) DO UPDATE SET credential_expires_at = coalesce(EXCLUDED.credential_expires_at, sl.credential_expires_at)
         RETURNING sl.shut_down INTO shut;
     IF shut AND NOT p_operator THEN
         RAISE EXCEPTION 'slice % has been shut down', p_slice USING ERRCODE = 'GN002';
     END IF;
+    -- The only lock this function waits for, and the first it takes on nodes.
     IF cardinality(p_bound) > 0 OR cardinality(p_wait) > 0 THEN
-        PERFORM 1 FROM nodes n WHERE NOT n.retired AND (n.component_urn = ANY(p_bound) OR n.name = ANY(p_wait))
-            ORDER BY n.name FOR UPDATE OF n;
+        PERFORM 1 FROM nodes w WHERE NOT w.retired AND (w.component_urn = ANY(p_bound) OR w.name = ANY(p_wait))
+            ORDER BY w.name FOR UPDATE OF w;
     END IF;
+    -- The slice row is locked: no concurrent allocation adds a client_id to it.
     SELECT x->>'client_id' INTO used_id FROM jsonb_array_elements(p_slivers) x
         WHERE EXISTS (SELECT 1 FROM slivers v WHERE v.slice_urn = p_slice AND v.client_id = x->>'client_id') LIMIT 1;
     IF used_id IS NOT NULL THEN
         RAISE EXCEPTION 'slice % already has a sliver with client_id %', p_slice, used_id
             USING ERRCODE = 'GN003', DETAIL = used_id;
     END IF;
-    need := ARRAY(SELECT DISTINCT x->>'node' FROM jsonb_array_elements(p_slivers) x);
-    got := ARRAY(SELECT n.name FROM nodes n WHERE NOT n.retired AND n.name = ANY(need)
-        ORDER BY n.name FOR UPDATE OF n SKIP LOCKED);
-    busy := ARRAY(SELECT u FROM unnest(need) u WHERE u <> ALL(got) ORDER BY u);
-    -- Reservations that have started by now (the database's clock, after
-    -- the locks) hold their slots like immediate slivers.
-    cur := clock_timestamp();
-    changed := ARRAY(
-        SELECT n.name
-        FROM nodes n
-        JOIN (SELECT x->>'node' AS node,
-                     count(*) FILTER (WHERE x->>'type' = 'exclusive') AS exclusives,
-                     count(*) FILTER (WHERE x->>'type' <> 'exclusive') AS containers,
-                     array_agg(DISTINCT x->>'type') AS types,
-                     tstzrange(p_starts, max((x->>'expires_at')::timestamptz)) AS win
-              FROM jsonb_array_elements(p_slivers) x GROUP BY 1) p ON p.node = n.name
-        CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE lower_inf(t.during) OR lower(t.during) <= cur) AS used,
-                                   count(*) FILTER (WHERE lower(t.during) > cur AND t.during && p.win) AS ahead,
-                                   count(*) FILTER (WHERE t.during && p.win) AS overlapping
-                            FROM node_slots t WHERE t.node_name = n.name) u
-        WHERE n.name = ANY(got) AND NOT (
-            n.available AND NOT n.drained AND p.types <@ n.sliver_types
-            AND NOT EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive'
-                            AND (v.starts_at IS NULL OR v.starts_at <= cur)
-                            AND (p_starts IS NULL OR v.expires_at > p_starts))
-            AND CASE WHEN p_starts IS NOT NULL THEN p.exclusives = 1 AND p.containers = 0 AND u.overlapping = 0
-                     WHEN p.exclusives > 0 THEN p.exclusives = 1 AND p.containers = 0 AND u.used = 0 AND u.ahead = 0
-                     ELSE u.used + p.containers <= n.capacity AND u.ahead = 0 END)
-        ORDER BY n.name);
+    -- Lock each node the plan uses without waiting (rows this transaction
+    -- already holds are not skipped) and check that the plan still holds on
+    -- it: the node takes new slivers of the planned types, is not held
+    -- exclusively, and has the slots (all of them free for an exclusive
+    -- sliver, enough for the planned containers). One small indexed lookup
+    -- per node: cheaper than a set-based query over a plan of a few nodes.
+    FOR p IN SELECT x->>'node' AS node,
+                    count(*) FILTER (WHERE x->>'type' = 'exclusive') AS exclusives,
+                    count(*) FILTER (WHERE x->>'type' <> 'exclusive') AS containers,
+                    array_agg(DISTINCT x->>'type') AS types,
+                    tstzrange(p_starts, max((x->>'expires_at')::timestamptz)) AS win
+             FROM jsonb_array_elements(p_slivers) x GROUP BY 1 ORDER BY 1
+    LOOP
+        SELECT c.capacity, c.available AND NOT c.drained AS takes, c.sliver_types INTO n
+            FROM nodes c WHERE c.name = p.node AND NOT c.retired FOR UPDATE OF c SKIP LOCKED;
+        IF NOT FOUND THEN
+            busy := busy || p.node;
+            CONTINUE;
+        END IF;
+        -- Windows (0010): a row that has started is held (until the reaper
+        -- deletes it); an immediate plan may not overlap a booking ahead, a
+        -- reservation may overlap nothing. Now is the database's clock,
+        -- after the lock.
+        cur := clock_timestamp();
+        SELECT count(*) FILTER (WHERE lower_inf(t.during) OR lower(t.during) <= cur),
+               count(*) FILTER (WHERE lower(t.during) > cur AND t.during && p.win),
+               count(*) FILTER (WHERE t.during && p.win)
+            INTO n_used, n_ahead, n_overlap FROM node_slots t WHERE t.node_name = p.node;
+        n_held := EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = p.node AND v.sliver_type = 'exclusive'
+                          AND (v.starts_at IS NULL OR v.starts_at <= cur));
+        IF NOT (n.takes AND p.types <@ n.sliver_types
+                AND CASE WHEN p_starts IS NOT NULL THEN p.exclusives = 1 AND p.containers = 0 AND n_overlap = 0
+                         WHEN n_held OR n_ahead > 0 THEN false
+                         WHEN p.exclusives > 0 THEN p.exclusives = 1 AND p.containers = 0 AND n_used = 0
+                         ELSE n_used + p.containers <= n.capacity END) THEN
+            changed := changed || p.node;
+            CONTINUE;
+        END IF;
+        placed := placed || p.node;
+        used_now := used_now || CASE WHEN p_starts IS NOT NULL THEN n_used
+                                     WHEN p.exclusives > 0 THEN n.capacity ELSE (n_used + p.containers)::integer END;
+        held_now := held_now || CASE WHEN p_starts IS NOT NULL THEN n_held ELSE p.exclusives > 0 END;
+    END LOOP;
     IF cardinality(busy) > 0 OR cardinality(changed) > 0 THEN
         RAISE EXCEPTION 'the placement no longer holds on nodes %', array_cat(busy, changed)
             USING ERRCODE = 'GN001', DETAIL = json_build_object('busy', busy, 'changed', changed)::text;
+    END IF;
+    -- The links' tags (VNIs, drawn by the aggregate): one link per tag, one
+    -- tag per link of a slice (link_tags, migrations/0008_links.sql).
+    IF p_link_tags <> '{}'::jsonb THEN
+        SELECT t.link_client_id INTO used_id FROM link_tags t
+            WHERE t.slice_urn = p_slice AND t.link_client_id IN (SELECT jsonb_object_keys(p_link_tags)) LIMIT 1;
+        IF used_id IS NOT NULL THEN
+            RAISE EXCEPTION 'slice % already has a link %', p_slice, used_id USING ERRCODE = 'GN006', DETAIL = used_id;
+        END IF;
+        INSERT INTO link_tags (tag, slice_urn, link_client_id)
+            SELECT l.value::integer, p_slice, l.key FROM jsonb_each_text(p_link_tags) l
+            ON CONFLICT (tag) DO NOTHING;
+        GET DIAGNOSTICS got_tags = ROW_COUNT;
+        IF got_tags < (SELECT count(*) FROM jsonb_object_keys(p_link_tags)) THEN
+            RAISE EXCEPTION 'a link tag of this request is taken' USING ERRCODE = 'GN005';
+        END IF;
     END IF;
     -- The nodes are locked: no concurrent reservation changes what is booked on them.
     IF p_starts IS NOT NULL AND p_book_limit IS NOT NULL THEN
@@ -216,25 +258,25 @@ BEGIN
         WHERE b.booked + ((x->>'expires_at')::timestamptz - p_starts) > p_book_limit
         LIMIT 1;
         IF FOUND THEN
-            RAISE EXCEPTION 'the booking limit per node is reached on node %', over.node USING ERRCODE = 'GN005',
+            RAISE EXCEPTION 'the booking limit per node is reached on node %', over.node USING ERRCODE = 'GN007',
                 DETAIL = json_build_object('node', over.node, 'booked', extract(epoch FROM over.booked))::text;
         END IF;
     END IF;
     FOR s IN SELECT * FROM jsonb_to_recordset(p_slivers) AS x(urn text, node text, type text, client_id text,
             image_url text, image_sha256 text, execute_list jsonb, install_list jsonb, users jsonb, node_xml text,
-            operational_state text, expires_at timestamptz, requested_end_at timestamptz)
+            operational_state text, expires_at timestamptz, requested_end_at timestamptz, interfaces jsonb)
     LOOP
         INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, image_url, image_sha256,
                 execute, install, users, node_xml, allocation_state, operational_state, expires_at, requested_end_at,
-                created_by, created_at, starts_at)
+                created_by, created_at, interfaces, starts_at)
         VALUES (s.urn, p_slice, s.node, s.type, s.client_id, s.image_url, s.image_sha256,
                 s.execute_list, s.install_list, s.users, s.node_xml, 'geni_allocated', s.operational_state, s.expires_at,
-                s.requested_end_at, p_actor, p_created_at, p_starts);
-        SELECT n.capacity INTO cap FROM nodes n WHERE n.name = s.node;
+                s.requested_end_at, p_actor, p_created_at, coalesce(s.interfaces, '[]'), p_starts);
         IF s.type = 'exclusive' THEN
-            INSERT INTO node_slots (node_name, slot_no, sliver_urn) SELECT s.node, g, s.urn FROM generate_series(0, cap - 1) g;
+            INSERT INTO node_slots (node_name, slot_no, sliver_urn)
+                SELECT s.node, g, s.urn FROM generate_series(0, (SELECT c.capacity FROM nodes c WHERE c.name = s.node) - 1) g;
         ELSE
-            SELECT g INTO free FROM generate_series(0, cap - 1) g
+            SELECT g INTO free FROM generate_series(0, (SELECT c.capacity FROM nodes c WHERE c.name = s.node) - 1) g
                 WHERE NOT EXISTS (SELECT 1 FROM node_slots t WHERE t.node_name = s.node AND t.slot_no = g
                                   AND (lower_inf(t.during) OR lower(t.during) <= cur OR t.during && tstzrange(p_starts, s.expires_at)))
                 ORDER BY g LIMIT 1;
@@ -245,16 +287,11 @@ BEGIN
             INSERT INTO node_slots (node_name, slot_no, sliver_urn) VALUES (s.node, free, s.urn);
         END IF;
     END LOOP;
-    RETURN QUERY
-        SELECT n.name,
-               (SELECT count(*) FROM node_slots t WHERE t.node_name = n.name
-                AND (lower_inf(t.during) OR lower(t.during) <= clock_timestamp()))::integer,
-               EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive'
-                       AND (v.starts_at IS NULL OR v.starts_at <= clock_timestamp()))
-        FROM nodes n WHERE n.name = ANY(need) ORDER BY n.name;
+    RETURN QUERY SELECT * FROM unnest(placed, used_now, held_now);
 END $$;
-COMMENT ON FUNCTION geniam_allocate(text, text, timestamptz, boolean, text[], text[], jsonb, timestamptz, timestamptz, interval, text) IS
+COMMENT ON FUNCTION geniam_allocate(text, text, timestamptz, boolean, text[], text[], jsonb, timestamptz, jsonb, timestamptz, interval, text) IS
     'The write of one Allocate in one statement, with reservation windows (see migrations/0010_reservations.sql and store/slivers.go).';
+
 
 -- geniam_delete as in 0009, returning starts_at too (store.sliverColumns).
 DROP FUNCTION geniam_delete(text, text, text[], boolean);
@@ -263,7 +300,7 @@ RETURNS TABLE (urn text, slice_urn text, client_id text, node_name text, compone
     image_url text, image_sha256 text, image_id text, execute jsonb, install jsonb, users jsonb, node_xml text,
     allocation_state text, operational_state text, expires_at timestamptz, error text, resource_status text,
     created_by text, created_at timestamptz, exit_code integer, log_url text, data_url text, requested_end_at timestamptz,
-    starts_at timestamptz)
+    interfaces jsonb, starts_at timestamptz)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -283,13 +320,25 @@ BEGIN
             RAISE EXCEPTION 'no sliver % in slice %', missing, p_slice USING ERRCODE = 'GN004', DETAIL = missing;
         END IF;
     END IF;
-    RETURN QUERY
-        DELETE FROM slivers v USING nodes n
-        WHERE n.name = v.node_name AND v.slice_urn = p_slice AND (p_urns IS NULL OR v.urn = ANY(p_urns))
-        RETURNING v.urn, v.slice_urn, v.client_id, v.node_name, n.component_urn, v.sliver_type,
-            v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
-            v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
-            v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.starts_at;
+    -- Two plain statements rather than one with "p_urns IS NULL OR": each
+    -- keeps an index scan in the plan cached for the session.
+    IF p_urns IS NULL THEN
+        RETURN QUERY
+            DELETE FROM slivers v WHERE v.slice_urn = p_slice
+            RETURNING v.urn, v.slice_urn, v.client_id, v.node_name,
+                (SELECT n.component_urn FROM nodes n WHERE n.name = v.node_name), v.sliver_type,
+                v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
+                v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
+                v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.interfaces, v.starts_at;
+    ELSE
+        RETURN QUERY
+            DELETE FROM slivers v WHERE v.urn = ANY(p_urns) AND v.slice_urn = p_slice
+            RETURNING v.urn, v.slice_urn, v.client_id, v.node_name,
+                (SELECT n.component_urn FROM nodes n WHERE n.name = v.node_name), v.sliver_type,
+                v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
+                v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
+                v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.interfaces, v.starts_at;
+    END IF;
 END $$;
 COMMENT ON FUNCTION geniam_delete(text, text, text[], boolean) IS
     'One Delete in one statement (see migrations/0009_allocate_delete_functions.sql and store/slivers.go).';

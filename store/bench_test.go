@@ -86,6 +86,8 @@ func benchAllocateDelete(b *testing.B, nodes, capacity, clients int) []time.Dura
 // 1,000-node inventory, then pgbench -N -c 8 -j 2 -T 5 on the same server
 // (when pgbench is installed). Reported: pairs/s, their p99, pgbench's tps
 // and the pairs as a share of tps/2 (a pair is two write transactions).
+// The default second holds only a few hundred pairs on a loaded machine: for a
+// figure, go test ./store/ -run XXX -bench Ceiling -benchtime 3000x.
 func BenchmarkAllocateDeleteCeiling(b *testing.B) {
 	start := time.Now()
 	lat := benchAllocateDelete(b, 1000, 8, 8)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -65,7 +66,7 @@ func usersJSON(xs []am.User) []byte {
 const sliverColumns = `v.urn, v.slice_urn, v.client_id, v.node_name, n.component_urn, v.sliver_type,
 	v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
 	v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
-	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.starts_at`
+	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.interfaces, v.starts_at`
 
 func scanSliver(row pgx.Row) (am.Sliver, error) { return scanSliverNext(row, false) }
 
@@ -79,12 +80,13 @@ const nextBookingColumn = `(SELECT min(lower(o.during)) FROM node_slots m
 // scanSliverNext reads sliverColumns and, withNextBooking, nextBookingColumn.
 func scanSliverNext(row pgx.Row, withNextBooking bool) (am.Sliver, error) {
 	var s am.Sliver
-	var execute, install, users []byte
+	var execute, install, users, interfaces []byte
 	var alloc, op string
 	var endWanted, starts *time.Time
 	dest := []any{&s.URN, &s.SliceURN, &s.ClientID, &s.NodeName, &s.ComponentID, &s.SliverType,
 		&s.Image.URL, &s.Image.SHA256, &s.ImageID, &execute, &install, &users, &s.NodeXML,
-		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted, &starts}
+		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted, &interfaces,
+		&starts}
 	var next *time.Time
 	if withNextBooking {
 		dest = append(dest, &next)
@@ -93,6 +95,7 @@ func scanSliverNext(row pgx.Row, withNextBooking bool) (am.Sliver, error) {
 	if err != nil {
 		return s, err
 	}
+	s.Interfaces = parseInterfaces(interfaces)
 	s.Allocation, s.Operational = am.AllocationState(alloc), am.OperationalState(op)
 	s.Exclusive = s.SliverType == am.SliverTypeExclusive
 	var xs []jsonExecute
@@ -385,7 +388,9 @@ const (
 	codeShutDown     = "GN002"
 	codeClientIDUsed = "GN003"
 	codeNoSuchSliver = "GN004"
-	codeBookingLimit = "GN005"
+	codeLinkTagTaken = "GN005"
+	codeLinkUsed     = "GN006"
+	codeBookingLimit = "GN007"
 )
 
 // plannedSliver is one element of geniam_allocate's p_slivers.
@@ -403,22 +408,13 @@ type plannedSliver struct {
 	OperationalState string          `json:"operational_state"`
 	ExpiresAt        time.Time       `json:"expires_at"`
 	RequestedEndAt   *time.Time      `json:"requested_end_at"`
+	Interfaces       json.RawMessage `json:"interfaces"`
 }
 
-// place runs geniam_allocate for planned (placed on nodes), retrying lost
-// races. It returns the new slivers and the placed-on nodes as they are now,
-// or the conflict that made the function write nothing.
-func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, planned []am.Sliver, waitFor []string) ([]am.Sliver, []am.Node, *placeConflict, error) {
-	onNode := make(map[string]am.Node, len(planned))
+// plannedJSON is geniam_allocate's p_slivers.
+func plannedJSON(planned []am.Sliver) ([]byte, error) {
 	args := make([]plannedSliver, 0, len(planned))
 	for _, p := range planned {
-		if _, ok := onNode[p.NodeName]; !ok {
-			i, found := slices.BinarySearchFunc(nodes, p.NodeName, byName)
-			if !found {
-				return nil, nil, nil, fmt.Errorf("placement chose node %q that was not offered", p.NodeName)
-			}
-			onNode[p.NodeName] = nodes[i]
-		}
 		typ := p.SliverType
 		if p.Exclusive {
 			typ = am.SliverTypeExclusive
@@ -431,11 +427,25 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 		args = append(args, plannedSliver{URN: p.URN, Node: p.NodeName, Type: typ, ClientID: p.ClientID,
 			ImageURL: p.Image.URL, ImageSHA256: p.Image.SHA256, Execute: executeJSON(p.Execute),
 			Install: installJSON(p.Install), Users: usersJSON(p.Users), NodeXML: p.NodeXML,
-			OperationalState: string(p.Operational), ExpiresAt: p.Expires.Truncate(time.Microsecond), RequestedEndAt: end})
+			OperationalState: string(p.Operational), ExpiresAt: p.Expires.Truncate(time.Microsecond), RequestedEndAt: end,
+			Interfaces: interfacesJSON(p.Interfaces)})
 	}
-	doc, err := json.Marshal(args)
-	if err != nil {
-		return nil, nil, nil, err
+	return json.Marshal(args)
+}
+
+// place runs geniam_allocate for planned (placed on nodes), retrying lost
+// races. It returns the new slivers and the placed-on nodes as they are now,
+// or the conflict that made the function write nothing.
+func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, planned []am.Sliver, waitFor []string) ([]am.Sliver, []am.Node, *placeConflict, error) {
+	onNode := make(map[string]am.Node, len(planned))
+	for _, p := range planned {
+		if _, ok := onNode[p.NodeName]; !ok {
+			i, found := slices.BinarySearchFunc(nodes, p.NodeName, byName)
+			if !found {
+				return nil, nil, nil, fmt.Errorf("placement chose node %q that was not offered", p.NodeName)
+			}
+			onNode[p.NodeName] = nodes[i]
+		}
 	}
 	var credExp *time.Time
 	if !a.SliceExpires.IsZero() {
@@ -450,71 +460,100 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 	if a.BookLimit > 0 {
 		bookLimit = &a.BookLimit
 	}
+	links := am.LinkTags(planned)
 	var after []am.Node
 	var conflict *placeConflict
-	err = s.retry(ctx, func() error {
-		after, conflict = nil, nil
-		rows, err := s.pool.Query(ctx, "SELECT node_name, used, held_exclusively FROM geniam_allocate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-			a.Actor, a.SliceURN, credExp, a.Operator, nonNil(a.Bound), nonNil(waitFor), doc, a.Now,
-			starts, bookLimit, am.ProjectOf(a.SliceURN))
-		if err != nil {
-			return err
+	var err error
+	for attempt := 0; ; attempt++ {
+		// Link tags (VNIs) are drawn at random from 16 million before the
+		// call; one another link holds makes the function write nothing
+		// (GN005) and new ones are drawn.
+		tags := make(map[string]int, len(links))
+		for _, l := range links {
+			tags[l] = minLinkTag + rand.IntN(am.MaxLinkTag-minLinkTag+1)
 		}
-		for rows.Next() {
-			var name string
-			var used int
-			var excl bool
-			if err := rows.Scan(&name, &used, &excl); err != nil {
-				rows.Close()
+		am.SetLinkTags(planned, tags)
+		doc, jerr := plannedJSON(planned)
+		if jerr != nil {
+			return nil, nil, nil, jerr
+		}
+		tagDoc, jerr := json.Marshal(tags)
+		if jerr != nil {
+			return nil, nil, nil, jerr
+		}
+		err = s.retry(ctx, func() error {
+			after, conflict = nil, nil
+			rows, err := s.pool.Query(ctx, "SELECT node_name, used, held_exclusively FROM geniam_allocate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+				a.Actor, a.SliceURN, credExp, a.Operator, nonNil(a.Bound), nonNil(waitFor), doc, a.Now, tagDoc,
+				starts, bookLimit, am.ProjectOf(a.SliceURN))
+			if err != nil {
 				return err
 			}
-			if n, ok := onNode[name]; ok {
-				n.Used, n.Exclusive = used, excl
-				if starts != nil {
-					// The new bookings, for the next plans on this copy.
-					n.Bookings = slices.Clone(n.Bookings)
-					for _, p := range planned {
-						if p.NodeName == name {
-							n.Bookings = append(n.Bookings, am.Booking{Start: *starts, End: p.Expires.Truncate(time.Microsecond),
-								SliverURN: p.URN, SliceURN: a.SliceURN, User: a.Actor})
-						}
-					}
-					sort.Slice(n.Bookings, func(i, j int) bool { return n.Bookings[i].Start.Before(n.Bookings[j].Start) })
+			for rows.Next() {
+				var name string
+				var used int
+				var excl bool
+				if err := rows.Scan(&name, &used, &excl); err != nil {
+					rows.Close()
+					return err
 				}
-				after = append(after, n)
+				if n, ok := onNode[name]; ok {
+					n.Used, n.Exclusive = used, excl
+					if starts != nil {
+						// The new bookings, for the next plans on this copy.
+						n.Bookings = slices.Clone(n.Bookings)
+						for _, p := range planned {
+							if p.NodeName == name {
+								n.Bookings = append(n.Bookings, am.Booking{Start: *starts, End: p.Expires.Truncate(time.Microsecond),
+									SliverURN: p.URN, SliceURN: a.SliceURN, User: a.Actor})
+							}
+						}
+						sort.Slice(n.Bookings, func(i, j int) bool { return n.Bookings[i].Start.Before(n.Bookings[j].Start) })
+					}
+					after = append(after, n)
+				}
 			}
-		}
-		rows.Close()
-		err = rows.Err()
-		var pe *pgconn.PgError
-		if !errors.As(err, &pe) {
+			rows.Close()
+			err = rows.Err()
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) {
+				return err
+			}
+			switch pe.Code {
+			case codePlanOutdated:
+				conflict = &placeConflict{}
+				if err := json.Unmarshal([]byte(pe.Detail), conflict); err != nil {
+					return fmt.Errorf("geniam_allocate: unreadable conflict %q: %w", pe.Detail, err)
+				}
+				return nil
+			case codeShutDown:
+				return am.Errorf(am.Forbidden, "slice %s has been shut down; only an operator can restore it", a.SliceURN)
+			case codeClientIDUsed:
+				return am.Errorf(am.AlreadyExists, "slice %s already has a sliver with client_id %q here", a.SliceURN, pe.Detail)
+			case codeLinkUsed:
+				return am.Errorf(am.AlreadyExists, "slice %s already has a link %q", a.SliceURN, pe.Detail)
+			case codeBookingLimit:
+				var over struct {
+					Node   string  `json:"node"`
+					Booked float64 `json:"booked"`
+				}
+				_ = json.Unmarshal([]byte(pe.Detail), &over)
+				return am.Errorf(am.Refused, "node %s: you (or your project) have booked %s of it already; with this window that is more than the limit of %s per node",
+					over.Node, time.Duration(over.Booked*float64(time.Second)).Round(time.Second), a.BookLimit)
+			}
+			if pe.Code == codeUniqueViolated && pe.ConstraintName == "slivers_slice_urn_client_id_key" {
+				return am.Errorf(am.AlreadyExists, "slice %s already has a sliver with a client_id of this request", a.SliceURN)
+			}
 			return err
-		}
-		switch pe.Code {
-		case codePlanOutdated:
-			conflict = &placeConflict{}
-			if err := json.Unmarshal([]byte(pe.Detail), conflict); err != nil {
-				return fmt.Errorf("geniam_allocate: unreadable conflict %q: %w", pe.Detail, err)
+		})
+		if c, _ := pgCode(err); c == codeLinkTagTaken {
+			if attempt < 50 {
+				continue
 			}
-			return nil
-		case codeShutDown:
-			return am.Errorf(am.Forbidden, "slice %s has been shut down; only an operator can restore it", a.SliceURN)
-		case codeBookingLimit:
-			var over struct {
-				Node   string  `json:"node"`
-				Booked float64 `json:"booked"`
-			}
-			_ = json.Unmarshal([]byte(pe.Detail), &over)
-			return am.Errorf(am.Refused, "node %s: you (or your project) have booked %s of it already; with this window that is more than the limit of %s per node",
-				over.Node, time.Duration(over.Booked*float64(time.Second)).Round(time.Second), a.BookLimit)
-		case codeClientIDUsed:
-			return am.Errorf(am.AlreadyExists, "slice %s already has a sliver with client_id %q here", a.SliceURN, pe.Detail)
+			return nil, nil, nil, am.Errorf(am.Unavailable, "no free link tag found for the links of this request; try again")
 		}
-		if pe.Code == codeUniqueViolated && pe.ConstraintName == "slivers_slice_urn_client_id_key" {
-			return am.Errorf(am.AlreadyExists, "slice %s already has a sliver with a client_id of this request", a.SliceURN)
-		}
-		return err
-	})
+		break
+	}
 	if err != nil || conflict != nil {
 		return nil, nil, conflict, err
 	}
