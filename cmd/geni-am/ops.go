@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -59,6 +60,9 @@ func newOps(cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, verifier *
 	reg.NewCounterFunc("geniam_audit_dropped_total", "audit records not written because the queue was full (each is in the log)", stats(func(s store.AuditStats) float64 { return float64(s.Dropped) }))
 	reg.NewCounterFunc("geniam_audit_failed_total", "audit records whose insert failed (each is in the log)", stats(func(s store.AuditStats) float64 { return float64(s.Failed) }))
 	reg.NewGaugeFunc("geniam_audit_queue_length", "audit records waiting for the database", stats(func(s store.AuditStats) float64 { return float64(s.Queued) }))
+	reg.NewCounterFunc("geniam_audit_spooled_total", "audit records kept on disk while the database was unreachable", stats(func(s store.AuditStats) float64 { return float64(s.Spooled) }))
+	reg.NewCounterFunc("geniam_audit_replayed_total", "spooled audit records written to the database once it was back", stats(func(s store.AuditStats) float64 { return float64(s.Replayed) }))
+	reg.NewGaugeFunc("geniam_audit_spool_bytes", "size of the on-disk audit spool", stats(func(s store.AuditStats) float64 { return float64(s.SpoolBytes) }))
 
 	if verifier != nil {
 		reg.NewCounterFunc("geniam_credential_cache_hits_total", "credentials answered from the verification cache", func() float64 { return float64(verifier.CacheStats().Hits) })
@@ -95,6 +99,17 @@ func newOps(cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, verifier *
 	reg.NewGaugeFunc("geniam_slots_free", "container slots free on nodes that take new slivers", o.dbValue("nodes",
 		"SELECT coalesce(sum(slots_free), 0) FROM node_usage WHERE takes_new_slivers"))
 	reg.NewGaugeFunc("geniam_slivers_live", "live slivers (allocated or provisioned)", o.dbValue("slivers", "SELECT count(*) FROM slivers"))
+	if max := cfg.Operations.AuditSpoolMax; max > 0 {
+		dir := cfg.Operations.AuditSpoolDir
+		if dir == "" {
+			dir = filepath.Join(cfg.VarDir, "audit-spool")
+		}
+		if err := o.audit.Spool(dir, max); err != nil {
+			// Not fatal: without the spool, records the database cannot
+			// take still go to the log, as they always did.
+			log.Error("audit: no on-disk spool", "err", err)
+		}
+	}
 	o.audit.Start()
 	return o
 }
