@@ -1,16 +1,19 @@
 package provision
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/geniapi"
 )
 
@@ -24,7 +27,16 @@ import (
 // Errors are JSON {"error": ..., "code": ...}.
 func (p *Provisioner) DataHandler(auth am.Authorizer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := r.Body
 		if err := p.serveData(w, r, auth); err != nil {
+			if am.CodeOf(err) == am.TooBig {
+				// Answer, then read what is still coming, so the client
+				// sees the 413 instead of a reset connection.
+				w.Header().Set("Connection", "close")
+				writeErr(w, err)
+				agent.DrainRefusedBody(w, body)
+				return
+			}
 			writeErr(w, err)
 		}
 	})
@@ -51,12 +63,15 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	if err != nil {
 		return err
 	}
+	if r.ContentLength > maxCredentialBytes {
+		return am.Errorf(am.TooBig, "the credential (request body of %d bytes) is larger than the limit of %d bytes", r.ContentLength, maxCredentialBytes)
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxCredentialBytes+1))
 	if err != nil {
 		return am.Wrap(am.BadArgs, err, "cannot read the request body")
 	}
 	if len(body) > maxCredentialBytes {
-		return am.Errorf(am.TooBig, "the credential is larger than %d bytes", maxCredentialBytes)
+		return am.Errorf(am.TooBig, "the credential is larger than the limit of %d bytes", maxCredentialBytes)
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return am.Errorf(am.MissingArgs, "POST your slice credential (the XML file) as the request body")
@@ -88,10 +103,11 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	authz, err := auth.Authorize(am.AuthRequest{Method: "GetData", Caller: caller, Credentials: []am.Credential{cred},
 		Target: slice, Privileges: []string{"getsliceresources"}, Now: time.Now()})
 	if err != nil {
-		return err
+		// The caller named a sliver: the slice may be another user's.
+		return am.HideURN(err, slice, "the slice of sliver "+name)
 	}
 	if authz == nil {
-		return am.Errorf(am.Forbidden, "the credential does not grant access to %s", slice)
+		return am.Errorf(am.Forbidden, "the credential does not grant access to sliver %s", name)
 	}
 	filename := name + ".tar"
 	if s != nil && s.Allocation == am.Provisioned {
@@ -112,6 +128,11 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+filename+`"`)
 	w.Header().Set("X-Geniam-Data-Source", "archive "+arch.CreatedAt.UTC().Format(time.RFC3339))
+	if strings.HasSuffix(arch.Path, ".gz") {
+		serveGzipped(w, r, f)
+		p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", authz.User)
+		return nil
+	}
 	http.ServeContent(w, r, filename, arch.CreatedAt, f)
 	p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", authz.User)
 	return nil
@@ -138,6 +159,31 @@ func (p *Provisioner) streamLive(ctx context.Context, w http.ResponseWriter, s *
 		panic(http.ErrAbortHandler) // abort the response so the client cannot mistake it for complete
 	}
 	return nil
+}
+
+// serveGzipped sends a gzipped archive as the tar it holds: as it is, with
+// Content-Encoding: gzip, to a client that accepts gzip (curl --compressed,
+// browsers, Go), else uncompressed on the fly. A broken file aborts the
+// response rather than end it short.
+func serveGzipped(w http.ResponseWriter, r *http.Request, f *os.File) {
+	w.Header().Set("Vary", "Accept-Encoding")
+	if agent.AcceptsGzip(r) {
+		w.Header().Set("Content-Encoding", "gzip")
+		if fi, err := f.Stat(); err == nil {
+			w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+		}
+		if _, err := io.Copy(w, f); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
+	zr, err := gzip.NewReader(f)
+	if err == nil {
+		_, err = io.Copy(w, zr)
+	}
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func agentIDOK(name string) error {
