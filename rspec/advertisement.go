@@ -164,6 +164,12 @@ func (r *RSpecs) writeAdNode(b *strings.Builder, n *am.Node, sliverTypes map[str
 		writeAttr(b, "reason", n.Reason)
 		b.WriteString("/>\n")
 	}
+	for _, k := range n.Bookings {
+		b.WriteString("    <geniam:booked")
+		writeAttr(b, "start", rfc3339(k.Start))
+		writeAttr(b, "end", rfc3339(k.End))
+		b.WriteString("/>\n")
+	}
 	b.WriteString("  </node>\n")
 }
 

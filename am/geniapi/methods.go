@@ -244,6 +244,9 @@ func sliverValue(s am.SliverStatus) map[string]any {
 	if s.ClientID != "" {
 		m["geni_client_id"] = s.ClientID // as ProtoGENI does
 	}
+	if !s.Starts.IsZero() {
+		m["geni_start_time"] = FormatTime(s.Starts) // a reservation: its window is [geni_start_time, geni_expires)
+	}
 	return m
 }
 
