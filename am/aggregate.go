@@ -26,6 +26,11 @@ type AggregateConfig struct {
 	// MaxLinks is how many links one request may hold; 0 refuses links.
 	MaxLinks int
 
+	// Reservations (Allocate with geni_start_time, see reservation.go).
+	MaxBooking       time.Duration // longest window; default DefaultMaxBooking
+	MaxBookAhead     time.Duration // latest start from now; default DefaultMaxBookAhead
+	MaxBookedPerNode time.Duration // per user and per project: reservations of one node not ended; 0: no limit
+
 	// AdCacheTTL is how long ListResources may serve an advertisement that
 	// misses other processes' sliver changes (see adCache); 0 means
 	// DefaultAdCacheTTL, negative: build one on every call.
@@ -404,6 +409,14 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 	if !expires.After(now) {
 		return nil, opErr(op, Errorf(Expired, "the slice credential expired at %s", rfc3339(authz.Expires)))
 	}
+	// A geni_start_time not in the future is now, as in gcf.
+	var starts time.Time
+	if st := c.Options.StartTime; st != nil && st.After(now) {
+		if starts, expires, err = a.cfg.reservationWindow(now, *st, endWanted, authz.Expires); err != nil {
+			return nil, opErr(op, err)
+		}
+		endWanted = expires
+	}
 
 	reqs := make([]SliverRequest, len(req.Slivers))
 	clientIDs := map[string]bool{}
@@ -426,6 +439,10 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		if r.ClientID == "" {
 			return nil, opErr(op, Errorf(BadArgs, "a request node has no client_id"))
 		}
+		if !starts.IsZero() && r.SliverType != SliverTypeExclusive {
+			return nil, opErr(op, Errorf(Unsupported, "node %q: geni_start_time books whole nodes; ask for sliver type %s (or exclusive=\"true\")",
+				r.ClientID, SliverTypeExclusive))
+		}
 		if clientIDs[r.ClientID] {
 			return nil, opErr(op, Errorf(BadArgs, "client_id %q appears twice in the request", r.ClientID))
 		}
@@ -438,12 +455,18 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		reqs[i] = r
 	}
 
+	windowStart := now
+	if !starts.IsZero() {
+		windowStart = starts
+	}
+	project := ProjectOf(sliceURN)
 	ifaces, err := checkLinks(reqs, req.Links, a.cfg.MaxLinks)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
 
 	plan := func(nodes []Node) ([]Sliver, error) {
+		nodes = forWindow(nodes, windowStart, expires, !starts.IsZero(), authz.User, project, a.cfg.MaxBookedPerNode)
 		placed, err := PlaceShuffled(a.cfg.Placement, nodes, reqs, mrand.IntN)
 		if err != nil {
 			return nil, err
@@ -453,16 +476,21 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 			out[i] = Sliver{URN: a.newSliverURN(), SliceURN: sliceURN, ClientID: r.ClientID, NodeName: placed[i],
 				SliverType: r.SliverType, Exclusive: r.SliverType == SliverTypeExclusive, Image: r.Image,
 				Execute: r.Execute, Install: r.Install, Run: r.Run, NodeXML: r.NodeXML, Allocation: Allocated,
-				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: authz.User, CreatedAt: now}
+				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: authz.User, CreatedAt: now,
+				Starts: starts}
 			for _, f := range ifaces[i] {
 				f.MAC = LinkMAC(out[i].URN, f.ClientID)
 				out[i].Interfaces = append(out[i].Interfaces, f)
 			}
 		}
+		if err := checkLinkSupport(req.Links, out, nodes); err != nil {
+			return nil, err
+		}
 		return out, nil
 	}
 	slivers, err := a.store.Allocate(ctx, AllocateTx{SliceURN: sliceURN, SliceExpires: authz.Expires, Actor: authz.User,
-		Operator: a.isOperator(authz), Now: now, Bound: bound, AllBound: allBound, Plan: plan})
+		Operator: a.isOperator(authz), Now: now, Bound: bound, AllBound: allBound, Plan: plan,
+		Starts: starts, BookLimit: a.cfg.MaxBookedPerNode})
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -535,8 +563,20 @@ func (a *Aggregate) Provision(ctx context.Context, c Call, urns []string) (*Allo
 		if end.IsZero() && s.EndWanted.After(now) {
 			end = s.EndWanted
 		}
-		s.Expires = a.cfg.provisionExpiry(now, sc.authz.Expires, end)
+		reserved := s.Starts.After(now)
+		if s.Starts.IsZero() {
+			// Never into the next booking of its node.
+			s.Expires = earliest(a.cfg.provisionExpiry(now, sc.authz.Expires, end), s.NextBooking)
+		} // a reservation keeps its window
 		s.Allocation, s.Operational = Provisioned, NotReady
+		if reserved {
+			// The provision job waits for the start (migrations/0010).
+			s.Error, s.ResourceMsg = "", "reserved: set up at "+rfc3339(s.Starts)
+			if c.Options.UsersSet {
+				s.Users = c.Options.Users
+			}
+			return nil
+		}
 		if a.cfg.Provisioner != nil {
 			// The provisioner's job (enqueued with this change) fetches
 			// and starts it; Status follows what the agent reports.
@@ -624,6 +664,12 @@ func (a *Aggregate) Renew(ctx context.Context, c Call, urns []string, expiration
 			return &Err{Code: Expired, URN: s.URN, Msg: fmt.Sprintf("sliver %s expired at %s", s.URN, rfc3339(s.Expires))}
 		}
 		limit, what := a.cfg.renewLimit(s.Allocation, now, sc.authz.Expires)
+		if !s.Starts.IsZero() {
+			limit, what = earliest(s.Starts.Add(a.cfg.MaxBooking), sc.authz.Expires), "the longest reservation from its start, or the slice credential"
+		}
+		if !s.NextBooking.IsZero() && s.NextBooking.Before(limit) {
+			limit, what = s.NextBooking, "the start of the next booking of its node"
+		}
 		want := expiration
 		if want.After(limit) {
 			if !c.Options.ExtendALAP {
@@ -678,6 +724,11 @@ func (a *Aggregate) PerformOperationalAction(ctx context.Context, c Call, urns [
 		}
 		if !s.Expires.After(now) {
 			return &Err{Code: Expired, URN: s.URN, Msg: fmt.Sprintf("sliver %s expired at %s", s.URN, rfc3339(s.Expires))}
+		}
+		if s.Starts.After(now) {
+			// Nothing runs on the node before the booking starts.
+			return &Err{Code: Unavailable, URN: s.URN, Msg: fmt.Sprintf("sliver %s is a booking that starts at %s: %s is possible from then on",
+				s.URN, rfc3339(s.Starts), action)}
 		}
 		return transition(s)
 	}

@@ -214,3 +214,88 @@ func ValidIPv4(address, netmask string) (string, int, error) {
 	}
 	return ip.String(), ones, nil
 }
+
+// LinkSupport is what a node's agent found its kernel can do for links,
+// probed at the agent's start and read by the aggregate's health poll.
+// The advertisement offers, and Allocate accepts, only what it says.
+type LinkSupport struct {
+	Enabled  bool `json:"enabled"`  // the agent puts containers on links (bridge, veth)
+	Capacity bool `json:"capacity"` // the tbf qdisc (CONFIG_NET_SCH_TBF): capacity
+	Netem    bool `json:"netem"`    // the netem qdisc (CONFIG_NET_SCH_NETEM): latency, packet_loss
+	VXLAN    bool `json:"vxlan"`    // VXLAN (CONFIG_VXLAN) and an experiment network: links across nodes
+	VLAN     bool `json:"vlan"`     // 802.1Q (CONFIG_VLAN_8021Q); reported only: links do not use it yet
+}
+
+// Shaping lists the link properties the node can apply, in the order the
+// advertisement gives them.
+func (s LinkSupport) Shaping() []string {
+	var out []string
+	if s.Enabled && s.Capacity {
+		out = append(out, "capacity")
+	}
+	if s.Enabled && s.Netem {
+		out = append(out, "latency", "packet_loss")
+	}
+	return out
+}
+
+// Transports lists how the node's links reach other nodes.
+func (s LinkSupport) Transports() []string {
+	if s.Enabled && s.VXLAN {
+		return []string{"vxlan"}
+	}
+	return nil
+}
+
+// checkLinkSupport refuses a placement that puts an interface of a link on
+// a node whose agent cannot realise it: links at all, the link's shaping,
+// or (for a link spanning nodes) VXLAN. Refused here, at Allocate, rather
+// than as a failed sliver at Provision.
+func checkLinkSupport(links []LinkRequest, slivers []Sliver, nodes []Node) error {
+	byName := make(map[string]*Node, len(nodes))
+	for i := range nodes {
+		byName[nodes[i].Name] = &nodes[i]
+	}
+	nodeOf := map[string]string{} // interface client_id -> node name
+	for _, s := range slivers {
+		for _, f := range s.Interfaces {
+			nodeOf[f.ClientID] = s.NodeName
+		}
+	}
+	for _, l := range links {
+		var names []string
+		seen := map[string]bool{}
+		for _, ref := range l.Interfaces {
+			if n := nodeOf[ref]; n != "" && !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
+		}
+		for _, name := range names {
+			n := byName[name]
+			if n == nil {
+				continue // not ours to judge; the store refuses unknown nodes
+			}
+			refuse := func(format string, args ...any) error {
+				return Errorf(Unsupported, "link %q: "+format, append([]any{l.ClientID}, args...)...)
+			}
+			if n.Links == nil {
+				return refuse("node %s's agent has not yet reported what its kernel supports for links (it does at the next health poll); try again shortly", name)
+			}
+			ls := *n.Links
+			switch {
+			case !ls.Enabled:
+				return refuse("node %s's agent does not offer links (links.enabled is off)", name)
+			case l.Shaping.CapacityKbps > 0 && !ls.Capacity:
+				return refuse("capacity needs the kernel's tbf qdisc (CONFIG_NET_SCH_TBF), which node %s's kernel lacks", name)
+			case l.Shaping.LatencyMs > 0 && !ls.Netem:
+				return refuse("latency needs the kernel's netem qdisc (CONFIG_NET_SCH_NETEM), which node %s's kernel lacks", name)
+			case l.Shaping.LossPercent > 0 && !ls.Netem:
+				return refuse("packet_loss needs the kernel's netem qdisc (CONFIG_NET_SCH_NETEM), which node %s's kernel lacks", name)
+			case len(names) > 1 && !ls.VXLAN:
+				return refuse("it spans nodes %s, which needs VXLAN (CONFIG_VXLAN and an experiment network), which node %s lacks", strings.Join(names, ", "), name)
+			}
+		}
+	}
+	return nil
+}

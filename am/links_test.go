@@ -82,3 +82,46 @@ func TestLinkMACAndAddresses(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckLinkSupport(t *testing.T) {
+	full := &LinkSupport{Enabled: true, Capacity: true, Netem: true, VXLAN: true}
+	noNetem := &LinkSupport{Enabled: true, Capacity: true, VXLAN: true}
+	local := &LinkSupport{Enabled: true, Capacity: true, Netem: true}
+	slivers := []Sliver{
+		{NodeName: "n1", Interfaces: []Interface{{ClientID: "a:0"}}},
+		{NodeName: "n1", Interfaces: []Interface{{ClientID: "b:0"}}},
+		{NodeName: "n2", Interfaces: []Interface{{ClientID: "c:0"}}},
+	}
+	link := func(sh Shaping, refs ...string) []LinkRequest {
+		return []LinkRequest{{ClientID: "lan0", Interfaces: refs, Shaping: sh}}
+	}
+	for _, tc := range []struct {
+		name   string
+		links  []LinkRequest
+		n1, n2 *LinkSupport
+		says   string // "" = accepted
+	}{
+		{"everything", link(Shaping{CapacityKbps: 10, LatencyMs: 5, LossPercent: 1}, "a:0", "c:0"), full, full, ""},
+		{"capacity without netem", link(Shaping{CapacityKbps: 10}, "a:0", "c:0"), noNetem, noNetem, ""},
+		{"latency without netem", link(Shaping{LatencyMs: 50}, "a:0", "c:0"), full, noNetem,
+			`link "lan0": latency needs the kernel's netem qdisc (CONFIG_NET_SCH_NETEM), which node n2's kernel lacks`},
+		{"loss without netem", link(Shaping{LossPercent: 1}, "a:0", "b:0"), noNetem, full, "packet_loss needs the kernel's netem qdisc"},
+		{"capacity without tbf", link(Shaping{CapacityKbps: 10}, "a:0", "b:0"), &LinkSupport{Enabled: true}, nil, "capacity needs the kernel's tbf qdisc (CONFIG_NET_SCH_TBF), which node n1's"},
+		{"within a node without vxlan", link(Shaping{}, "a:0", "b:0"), local, nil, ""},
+		{"across nodes without vxlan", link(Shaping{}, "a:0", "c:0"), full, local, "spans nodes n1, n2, which needs VXLAN"},
+		{"links off", link(Shaping{}, "a:0", "b:0"), &LinkSupport{}, nil, "node n1's agent does not offer links"},
+		{"not reported", link(Shaping{}, "a:0", "c:0"), full, nil, "node n2's agent has not yet reported"},
+	} {
+		nodes := []Node{{Name: "n1", Links: tc.n1}, {Name: "n2", Links: tc.n2}}
+		err := checkLinkSupport(tc.links, slivers, nodes)
+		if tc.says == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			continue
+		}
+		if CodeOf(err) != Unsupported || !strings.Contains(MessageOf(err), tc.says) {
+			t.Errorf("%s: got %v, want UNSUPPORTED saying %q", tc.name, err, tc.says)
+		}
+	}
+}

@@ -27,6 +27,12 @@ func (c AggregateConfig) withDefaults() AggregateConfig {
 	if c.MaxLease <= 0 {
 		c.MaxLease = DefaultMaxLease
 	}
+	if c.MaxBooking <= 0 {
+		c.MaxBooking = DefaultMaxBooking
+	}
+	if c.MaxBookAhead <= 0 {
+		c.MaxBookAhead = DefaultMaxBookAhead
+	}
 	if c.Placement == "" {
 		c.Placement = Spread
 	}

@@ -58,25 +58,45 @@ func (r *Reaper) Sweep(ctx context.Context) (int, error) {
 	}
 }
 
-// Run sweeps every Interval until ctx ends. Errors are logged, not fatal: the
-// next sweep tries again.
+// Run sweeps every Interval until ctx ends, and sooner when the Store can
+// say when the next sliver expires (NextExpirer): a booking's window ends
+// within a second or so, not up to an Interval late, so the next booking of
+// its node does not start beside it. Errors are logged, not fatal: the next
+// sweep tries again.
 func (r *Reaper) Run(ctx context.Context) {
 	interval := r.Interval
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	clock := r.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	floor := min(interval, time.Second) // at most one sweep a second for expiries
 	for {
 		if _, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
 			r.logger().Warn("reaper: sweep failed", "err", err)
 		}
+		wait := interval
+		if ne, ok := r.Store.(NextExpirer); ok {
+			if next, err := ne.NextExpiry(ctx); err == nil && !next.IsZero() {
+				wait = min(wait, max(next.Sub(clock()), floor))
+			}
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// NextExpirer is implemented by a Store that can say when the next sliver
+// the reaper would delete expires (zero: none).
+type NextExpirer interface {
+	NextExpiry(ctx context.Context) (time.Time, error)
 }
 
 func (r *Reaper) logger() *slog.Logger {

@@ -85,6 +85,13 @@ type AllocateTx struct {
 	// as unavailable ("busy"), so its refusals can name it.
 	Bound    []string
 	AllBound bool
+	// Starts is the start of a reservation (zero: now). Every planned sliver
+	// then holds its node for [Starts, its Expires), and BookLimit (0: none)
+	// caps what the reservations of Actor, or of the slices of the
+	// project of SliceURN (ProjectOf), may hold of one node's time that has
+	// not ended (REFUSED beyond it).
+	Starts    time.Time
+	BookLimit time.Duration
 	// Plan turns the nodes (with usage) into the new slivers, each with
 	// NodeName set, or returns why the request does not fit (an *Err). It
 	// must not have side effects: the store calls it again when what it saw

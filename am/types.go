@@ -105,8 +105,29 @@ type Node struct {
 	Available    bool     // operator or health says it may take new slivers
 	Reason       string   // why it is unavailable, when it is not
 	Location     *Location
-	Used         int  // container slots taken by live slivers
-	Exclusive    bool // an exclusive sliver holds the whole node
+	Used         int  // slots held now by live slivers (a reservation that has not started holds none)
+	Exclusive    bool // an exclusive sliver holds the whole node now
+	// BusyUntil is the latest end of the slivers holding slots now (zero:
+	// none); they keep them until the reaper deletes them.
+	BusyUntil time.Time
+	// Links is what the node's agent last reported it can do for links;
+	// nil until its first health poll (then no links are offered on it).
+	Links *LinkSupport
+	// Bookings are the reservations of the node that have not ended, by start.
+	Bookings []Booking
+}
+
+// Booking is one reservation of a node: an exclusive sliver's window.
+type Booking struct {
+	Start, End time.Time
+	SliverURN  string
+	SliceURN   string
+	User       string // who booked it
+}
+
+// Overlaps reports whether the booking overlaps [start, end).
+func (b Booking) Overlaps(start, end time.Time) bool {
+	return b.Start.Before(end) && start.Before(b.End)
 }
 
 // Free returns how many more container slivers the node can take now.
@@ -216,9 +237,16 @@ type Sliver struct {
 	Operational OperationalState
 	Expires     time.Time
 	EndWanted   time.Time // geni_end_time asked at Allocate (zero: none); Provision honours it within policy
-	Error       string    // geni_error
-	ResourceMsg string    // geni_resource_status
-	CreatedBy   string    // user URN that allocated it
+	// Starts is the start of a reservation (geni_start_time at Allocate);
+	// zero: the sliver started when it was allocated. A reservation holds
+	// its node for [Starts, Expires).
+	Starts time.Time
+	// NextBooking is when the next booking of the sliver's slots after its
+	// window starts (zero: none, or not read): its expiry may not pass it.
+	NextBooking time.Time
+	Error       string // geni_error
+	ResourceMsg string // geni_resource_status
+	CreatedBy   string // user URN that allocated it
 	CreatedAt   time.Time
 	Users       []User
 	ExitCode    *int        // the start command's exit code, when it has finished
@@ -249,6 +277,7 @@ type SliverStatus struct {
 	ErrorSet    bool   // include geni_error even when empty (Status requires it)
 	ResourceMsg string // geni_resource_status, omitted when empty
 	ClientID    string
+	Starts      time.Time // start of a reservation (geni_start_time), zero otherwise
 	// Our extension (geniam_*): the start command's exit code and the last
 	// lines of its output, bounded by the node agent.
 	ExitCode   *int
@@ -261,6 +290,6 @@ type SliverStatus struct {
 // StatusOf builds the v3 status struct of a sliver.
 func StatusOf(s Sliver) SliverStatus {
 	return SliverStatus{URN: s.URN, Allocation: s.Allocation, Operational: s.Operational,
-		Expires: s.Expires, Error: s.Error, ResourceMsg: s.ResourceMsg, ClientID: s.ClientID,
+		Expires: s.Expires, Error: s.Error, ResourceMsg: s.ResourceMsg, ClientID: s.ClientID, Starts: s.Starts,
 		ExitCode: s.ExitCode, StdoutTail: s.StdoutTail, StderrTail: s.StderrTail, DataURL: s.DataURL, LogURL: s.LogURL}
 }

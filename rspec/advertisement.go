@@ -87,7 +87,7 @@ func (r *RSpecs) Advertisement(nodes []am.Node, availableOnly bool, now time.Tim
 	writeAttr(&b, "generated_by", r.cfg.GeneratedBy)
 	b.WriteString(">\n")
 	r.writeOpState(&b)
-	r.writeAdLinks(&b)
+	r.writeAdLinks(&b, nodes)
 
 	for i := range nodes {
 		n := &nodes[i]
@@ -165,9 +165,16 @@ func (r *RSpecs) writeAdNode(b *strings.Builder, n *am.Node, sliverTypes map[str
 		b.WriteString(`    <geniam:idle_policy stop_after="` + strconv.Itoa(int(r.cfg.IdleStop.Seconds())) +
 			`" warn_before="` + strconv.Itoa(int(r.cfg.IdleWarn.Seconds())) + `"/>` + "\n")
 	}
+	r.writeAdNodeLinks(b, n)
 	if !n.Available && n.Reason != "" {
 		b.WriteString("    <geniam:node_status")
 		writeAttr(b, "reason", n.Reason)
+		b.WriteString("/>\n")
+	}
+	for _, k := range n.Bookings {
+		b.WriteString("    <geniam:booked")
+		writeAttr(b, "start", rfc3339(k.Start))
+		writeAttr(b, "end", rfc3339(k.End))
 		b.WriteString("/>\n")
 	}
 	b.WriteString("  </node>\n")

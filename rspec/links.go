@@ -249,15 +249,50 @@ func (r *RSpecs) manifestLinks(slivers []am.Sliver) []*element {
 	return out
 }
 
-// writeAdLinks says in the advertisement what links a request may ask for.
-func (r *RSpecs) writeAdLinks(b *strings.Builder) {
+// writeAdLinks says in the advertisement what links a request may ask for:
+// the link types, shaping and transports at least one of the nodes' agents
+// reported (each node's own are in its geniam:node_links). Without a node
+// that offers links, nothing is said.
+func (r *RSpecs) writeAdLinks(b *strings.Builder, nodes []am.Node) {
 	if r.cfg.MaxLinks <= 0 {
+		return
+	}
+	var some am.LinkSupport
+	for _, n := range nodes {
+		if n.Links != nil && n.Links.Enabled {
+			some.Enabled = true
+			some.Capacity = some.Capacity || n.Links.Capacity
+			some.Netem = some.Netem || n.Links.Netem
+			some.VXLAN = some.VXLAN || n.Links.VXLAN
+		}
+	}
+	if !some.Enabled {
 		return
 	}
 	b.WriteString("  <geniam:links")
 	writeAttr(b, "link_types", am.LinkTypeLAN)
-	writeAttr(b, "shaping", "capacity latency packet_loss")
+	writeListAttr(b, "shaping", some.Shaping())
 	writeAttr(b, "max_per_request", strconv.Itoa(r.cfg.MaxLinks))
-	writeAttr(b, "transport", "vxlan")
+	writeListAttr(b, "transport", some.Transports())
 	b.WriteString("/>\n")
+}
+
+// writeAdNodeLinks says what links the node's agent reported it can
+// realise: nothing when it offers none or has not reported yet.
+func (r *RSpecs) writeAdNodeLinks(b *strings.Builder, n *am.Node) {
+	if r.cfg.MaxLinks <= 0 || n.Links == nil || !n.Links.Enabled {
+		return
+	}
+	b.WriteString("    <geniam:node_links")
+	writeAttr(b, "link_types", am.LinkTypeLAN)
+	writeListAttr(b, "shaping", n.Links.Shaping())
+	writeListAttr(b, "transport", n.Links.Transports())
+	b.WriteString("/>\n")
+}
+
+// writeListAttr writes a space-separated list attribute, none when empty.
+func writeListAttr(b *strings.Builder, name string, values []string) {
+	if len(values) > 0 {
+		writeAttr(b, name, strings.Join(values, " "))
+	}
 }

@@ -92,13 +92,66 @@ func TestManifestLinks(t *testing.T) {
 }
 
 func TestAdvertisementLinks(t *testing.T) {
-	without, err := newTestRSpecs(t, nil).Advertisement(nil, false, time.Now())
-	if err != nil || strings.Contains(without, "geniam:links") {
+	// What the agents reported: one node without netem (this project's
+	// test machine), one with everything, one that has not reported, one
+	// with links off.
+	nodes := []am.Node{
+		{Name: "nonetem", SliverTypes: []string{am.SliverTypeContainer}, Capacity: 2, Available: true,
+			Links: &am.LinkSupport{Enabled: true, Capacity: true, VXLAN: true}},
+		{Name: "full", SliverTypes: []string{am.SliverTypeContainer}, Capacity: 2, Available: true,
+			Links: &am.LinkSupport{Enabled: true, Capacity: true, Netem: true, VXLAN: true, VLAN: true}},
+		{Name: "silent", SliverTypes: []string{am.SliverTypeContainer}, Capacity: 2, Available: true},
+		{Name: "off", SliverTypes: []string{am.SliverTypeContainer}, Capacity: 2, Available: true, Links: &am.LinkSupport{Capacity: true, Netem: true}},
+	}
+	without, err := newTestRSpecs(t, nil).Advertisement(nodes, false, time.Now())
+	if err != nil || strings.Contains(without, "geniam:links") || strings.Contains(without, "geniam:node_links") {
 		t.Errorf("links advertised while off: %v\n%s", err, without)
 	}
-	ad, err := newTestRSpecs(t, func(c *Config) { c.MaxLinks = 64 }).Advertisement(nil, false, time.Now())
-	if err != nil || !strings.Contains(ad, `<geniam:links link_types="lan" shaping="capacity latency packet_loss" max_per_request="64" transport="vxlan"/>`) {
-		t.Errorf("ad: %v\n%s", err, ad)
+	r := newTestRSpecs(t, func(c *Config) { c.MaxLinks = 64 })
+	cases := []struct {
+		name  string
+		nodes []am.Node
+		want  []string // in this order
+		not   []string
+	}{
+		{"no netem", nodes[:1], []string{
+			`<geniam:links link_types="lan" shaping="capacity" max_per_request="64" transport="vxlan"/>`,
+			`component_name="nonetem"`, `<geniam:node_links link_types="lan" shaping="capacity" transport="vxlan"/>`,
+		}, []string{"latency", "packet_loss"}},
+		{"mixed", nodes, []string{
+			`<geniam:links link_types="lan" shaping="capacity latency packet_loss" max_per_request="64" transport="vxlan"/>`,
+			`component_name="nonetem"`, `<geniam:node_links link_types="lan" shaping="capacity" transport="vxlan"/>`,
+			`component_name="full"`, `<geniam:node_links link_types="lan" shaping="capacity latency packet_loss" transport="vxlan"/>`,
+			`component_name="silent"`, `component_name="off"`,
+		}, nil},
+		{"none reported", nodes[2:], nil, []string{"geniam:links", "geniam:node_links"}},
+		{"within a node, unshaped", []am.Node{{Name: "n", SliverTypes: []string{am.SliverTypeContainer}, Capacity: 1, Available: true,
+			Links: &am.LinkSupport{Enabled: true}}}, []string{
+			`<geniam:links link_types="lan" max_per_request="64"/>`, `<geniam:node_links link_types="lan"/>`,
+		}, nil},
 	}
-	newValidator(t).validate(t, "ad", ad)
+	for _, tc := range cases {
+		ad, err := r.Advertisement(tc.nodes, false, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest := ad
+		for _, w := range tc.want {
+			i := strings.Index(rest, w)
+			if i < 0 {
+				t.Errorf("%s: ad lacks (in order) %s:\n%s", tc.name, w, ad)
+				break
+			}
+			rest = rest[i+len(w):]
+		}
+		for _, w := range tc.not {
+			if strings.Contains(ad, w) {
+				t.Errorf("%s: ad has %s:\n%s", tc.name, w, ad)
+			}
+		}
+		if tc.name == "mixed" && strings.Count(ad, "geniam:node_links") != 2 {
+			t.Errorf("mixed: node_links on the nodes that did not report links or have them off:\n%s", ad)
+		}
+		newValidator(t).validate(t, "ad", ad)
+	}
 }

@@ -171,6 +171,9 @@ func (r *RSpecs) manifestNode(s *am.Sliver) (*element, map[string]string, error)
 	if s.Operational != "" {
 		state.Attrs = append(state.Attrs, attr{"", "operational", string(s.Operational)})
 	}
+	if !s.Starts.IsZero() {
+		state.Attrs = append(state.Attrs, attr{"", "starts", rfc3339(s.Starts)})
+	}
 	if !s.Expires.IsZero() {
 		state.Attrs = append(state.Attrs, attr{"", "expires", rfc3339(s.Expires)})
 	}

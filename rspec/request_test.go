@@ -42,6 +42,7 @@ func TestParseRequestExamples(t *testing.T) {
 		"request-one-container.xml":              {"worker:container:false"},
 		"request-three-containers-two-nodes.xml": {"server:container:false", "client1:container:false", "client2:container:false"},
 		"request-exclusive-node.xml":             {"bench:exclusive:true"},
+		"request-book-node.xml":                  {"field:exclusive:true"},
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {

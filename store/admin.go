@@ -50,7 +50,8 @@ func (s *Store) Node(ctx context.Context, name string) (*NodeRow, error) {
 func (s *Store) nodes(ctx context.Context, where string, args ...any) ([]NodeRow, error) {
 	rows, err := s.pool.Query(ctx, `SELECT n.name,
 			CASE WHEN n.retired THEN 'retired' WHEN n.drained THEN 'drained' WHEN NOT n.available THEN 'unavailable' ELSE 'ok' END,
-			(SELECT count(*) FROM node_slots s WHERE s.node_name = n.name)::int, n.capacity, n.sliver_types,
+			(SELECT count(*) FROM node_slots s WHERE s.node_name = n.name AND (lower_inf(s.during) OR lower(s.during) <= now()))::int,
+			n.capacity, n.sliver_types,
 			n.hardware_type, n.agent_url, n.component_urn, n.unavailable_reason, n.updated_at
 		FROM nodes n WHERE `+where+` ORDER BY n.name`, args...)
 	if err != nil {
@@ -64,6 +65,41 @@ func (s *Store) nodes(ctx context.Context, where string, args ...any) ([]NodeRow
 		return n, err
 	})
 	return out, cleanError("list nodes", err)
+}
+
+// CalendarRow is one booking of a node (the node_calendar view): a
+// reservation, or an exclusive sliver that holds the node from its
+// allocation.
+type CalendarRow struct {
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end"`
+	Kind        string    `json:"kind"` // reservation or exclusive
+	Slice       string    `json:"slice"`
+	User        string    `json:"user"`
+	Allocation  string    `json:"allocation"`
+	Operational string    `json:"operational"`
+	Sliver      string    `json:"sliver"`
+}
+
+// Calendar lists the bookings of a node that have not been reaped, by start
+// (SEARCHFAILED for an unknown node).
+func (s *Store) Calendar(ctx context.Context, node string) ([]CalendarRow, error) {
+	if _, err := s.Node(ctx, node); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT starts_at, ends_at, CASE WHEN reservation THEN 'reservation' ELSE 'exclusive' END,
+			slice_urn, created_by, allocation_state, operational_state, sliver_urn
+		FROM node_calendar WHERE node_name = $1 ORDER BY starts_at, sliver_urn`, node)
+	if err != nil {
+		return nil, cleanError("node calendar", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CalendarRow, error) {
+		var c CalendarRow
+		err := r.Scan(&c.Start, &c.End, &c.Kind, &c.Slice, &c.User, &c.Allocation, &c.Operational, &c.Sliver)
+		c.Start, c.End = c.Start.UTC(), c.End.UTC()
+		return c, err
+	})
+	return out, cleanError("node calendar", err)
 }
 
 // NewNode is what `admin nodes add` inserts.
@@ -223,6 +259,10 @@ func (s *Store) SliverHistory(ctx context.Context, urn string) ([]HistoryRow, er
 func (s *Store) SetSliverExpiry(ctx context.Context, urn string, expires time.Time, event, actor string) error {
 	return s.inTx(ctx, event, event, actor, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, "UPDATE slivers SET expires_at = $2 WHERE urn = $1", urn, expires)
+		if code, constraint := pgCode(err); code == codeExclusionViolated && constraint == "node_slots_no_overlap" {
+			return am.Wrap(am.Unavailable, err, "sliver %s cannot run until %s: its node is booked before then (admin nodes calendar)",
+				urn, expires.UTC().Format(time.RFC3339))
+		}
 		if err != nil {
 			return err
 		}

@@ -27,7 +27,7 @@ func TestCleanErrorHidesTheDatabase(t *testing.T) {
 	}{
 		{pg(codeDeadlock, ""), am.Busy},
 		{pg(codeSerialization, ""), am.Busy},
-		{pg(codeUniqueViolated, "node_slots_pkey"), am.Busy},
+		{pg(codeExclusionViolated, "node_slots_no_overlap"), am.Busy},
 		{pg(codeUniqueViolated, "other_key"), am.ServerError},
 		{pg("42P01", ""), am.ServerError},
 		{context.DeadlineExceeded, am.Busy},

@@ -29,7 +29,8 @@ func (s *Store) SliverByURN(ctx context.Context, urn string) (*am.Sliver, error)
 // NodeSlivers returns the live provisioned slivers of a node.
 func (s *Store) NodeSlivers(ctx context.Context, node string) ([]am.Sliver, error) {
 	out, err := collectSlivers(s.pool.Query(ctx, "SELECT "+sliverColumns+` FROM slivers v JOIN nodes n ON n.name = v.node_name
-		WHERE v.node_name = $1 AND v.allocation_state = 'geni_provisioned' ORDER BY v.urn`, node))
+		WHERE v.node_name = $1 AND v.allocation_state = 'geni_provisioned' AND (v.starts_at IS NULL OR v.starts_at <= now())
+		ORDER BY v.urn`, node)) // a reservation before its start has nothing on the node yet
 	if err != nil {
 		return nil, cleanError("read slivers", err)
 	}

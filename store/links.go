@@ -80,3 +80,18 @@ func (s *Store) SetNodeVTEP(ctx context.Context, node, addr string) error {
 	}
 	return nil
 }
+
+// SetLinkSupport records what a node's agent reported it can do for links
+// (nodes.link_support). Every write to nodes moves the inventory version and
+// so re-renders the advertisement: call it when the report changes, not on
+// every poll.
+func (s *Store) SetLinkSupport(ctx context.Context, node string, ls am.LinkSupport) error {
+	tag, err := s.pool.Exec(ctx, "UPDATE nodes SET link_support = $2 WHERE name = $1", node, ls)
+	if err != nil {
+		return cleanError("set link support", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return am.Errorf(am.SearchFailed, "no node %q", node)
+	}
+	return nil
+}

@@ -41,6 +41,27 @@ func TestLinkTags(t *testing.T) {
 	e.addNode("node2", 4)
 	c := e.call(alice, am.Options{})
 	sa, sb := sliceURN("a"), sliceURN("b")
+	// Until their agents have said what they support, no links on them.
+	_, err := e.agg.Allocate(e.ctx, c, sa, lanRequest("lan0", container("x", "node1"), container("z", "node2")))
+	wantCode(t, err, am.Unsupported, "has not yet reported what its kernel supports for links")
+	for _, n := range []string{"node1", "node2"} {
+		if err := e.store.SetLinkSupport(e.ctx, n, am.LinkSupport{Enabled: true, Capacity: true, VXLAN: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.store.SetLinkSupport(e.ctx, "nosuch", am.LinkSupport{}); am.CodeOf(err) != am.SearchFailed {
+		t.Errorf("link support of an unknown node: %v", err)
+	}
+	// Read back from nodes.link_support by Allocate's placement: latency
+	// needs netem, which these nodes did not report.
+	shaped := am.Request{}
+	if err := json.Unmarshal([]byte(lanRequest("lan0", container("x", "node1"), container("z", "node2"))), &shaped); err != nil {
+		t.Fatal(err)
+	}
+	shaped.Links[0].Shaping = am.Shaping{LatencyMs: 50}
+	b, _ := json.Marshal(shaped)
+	_, err = e.agg.Allocate(e.ctx, c, sa, string(b))
+	wantCode(t, err, am.Unsupported, `link "lan0": latency needs the kernel's netem qdisc (CONFIG_NET_SCH_NETEM), which node node1's kernel lacks`)
 	resA, err := e.agg.Allocate(e.ctx, c, sa, lanRequest("lan0", container("x", "node1"), container("y", "node1"), container("z", "node2")))
 	if err != nil {
 		t.Fatal(err)

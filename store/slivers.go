@@ -94,23 +94,42 @@ func usersJSON(xs []am.User) []byte {
 const sliverColumns = `v.urn, v.slice_urn, v.client_id, v.node_name, n.component_urn, v.sliver_type,
 	v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
 	v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
-	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.interfaces,
+	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.interfaces, v.starts_at,
 	v.login_host, v.login_port, v.login_user, v.stdout_tail, v.stderr_tail, v.run`
 
-func scanSliver(row pgx.Row) (am.Sliver, error) {
+func scanSliver(row pgx.Row) (am.Sliver, error) { return scanSliverNext(row, false) }
+
+// nextBookingColumn is the start of the next booking of any slot a sliver
+// holds, after its window (NULL: none): how far Renew and Provision may move
+// the sliver's end.
+const nextBookingColumn = `(SELECT min(lower(o.during)) FROM node_slots m
+	JOIN node_slots o ON o.node_name = m.node_name AND o.slot_no = m.slot_no AND o.sliver_urn <> m.sliver_urn
+	WHERE m.sliver_urn = v.urn AND NOT lower_inf(o.during) AND (lower_inf(m.during) OR lower(o.during) > lower(m.during)))`
+
+// scanSliverNext reads sliverColumns and, withNextBooking, nextBookingColumn.
+func scanSliverNext(row pgx.Row, withNextBooking bool) (am.Sliver, error) {
 	var s am.Sliver
 	var execute, install, users, interfaces, run []byte
 	var alloc, op string
-	var endWanted *time.Time
+	var endWanted, starts *time.Time
 	dest := []any{&s.URN, &s.SliceURN, &s.ClientID, &s.NodeName, &s.ComponentID, &s.SliverType,
 		&s.Image.URL, &s.Image.SHA256, &s.ImageID, &execute, &install, &users, &s.NodeXML,
-		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted, &interfaces}
-	// geniam_delete (0009) returns the columns up to interfaces; every
-	// query with sliverColumns has those of 0007 too.
+		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted, &interfaces,
+		&starts}
+	// geniam_delete returns the columns up to starts_at; every query with
+	// sliverColumns has those of migration 0007 after them too.
+	base := len(dest)
+	if withNextBooking {
+		base++
+	}
 	if fd, ok := row.(interface {
 		FieldDescriptions() []pgconn.FieldDescription
-	}); !ok || len(fd.FieldDescriptions()) > len(dest) {
+	}); !ok || len(fd.FieldDescriptions()) > base {
 		dest = append(dest, &s.LoginHost, &s.LoginPort, &s.LoginUser, &s.StdoutTail, &s.StderrTail, &run)
+	}
+	var next *time.Time
+	if withNextBooking {
+		dest = append(dest, &next)
 	}
 	err := row.Scan(dest...)
 	if err != nil {
@@ -145,6 +164,12 @@ func scanSliver(row pgx.Row) (am.Sliver, error) {
 	s.Expires = s.Expires.UTC()
 	if endWanted != nil {
 		s.EndWanted = endWanted.UTC()
+	}
+	if starts != nil {
+		s.Starts = starts.UTC()
+	}
+	if next != nil {
+		s.NextBooking = next.UTC()
 	}
 	s.CreatedAt = s.CreatedAt.UTC()
 	return s, nil
@@ -362,7 +387,11 @@ const busyReason = "busy with another allocation; try again"
 // samePlacementState reports whether Plan would treat a and b alike.
 func samePlacementState(a, b am.Node) bool {
 	return a.ComponentID == b.ComponentID && a.Capacity == b.Capacity && a.Used == b.Used &&
-		a.Exclusive == b.Exclusive && a.Available == b.Available && slices.Equal(a.SliverTypes, b.SliverTypes)
+		a.Exclusive == b.Exclusive && a.Available == b.Available && slices.Equal(a.SliverTypes, b.SliverTypes) &&
+		(a.Links == nil) == (b.Links == nil) && (a.Links == nil || *a.Links == *b.Links) &&
+		a.BusyUntil.Equal(b.BusyUntil) && slices.EqualFunc(a.Bookings, b.Bookings, func(x, y am.Booking) bool {
+		return x.SliverURN == y.SliverURN && x.Start.Equal(y.Start) && x.End.Equal(y.End)
+	})
 }
 
 // nonNil: a nil slice is NULL to PostgreSQL, and x = ANY(NULL) is NULL.
@@ -408,6 +437,7 @@ const (
 	codeNoSuchSliver = "GN004"
 	codeLinkTagTaken = "GN005"
 	codeLinkUsed     = "GN006"
+	codeBookingLimit = "GN007"
 )
 
 // plannedSliver is one element of geniam_allocate's p_slivers.
@@ -468,6 +498,15 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 	if !a.SliceExpires.IsZero() {
 		credExp = &a.SliceExpires
 	}
+	var starts *time.Time
+	if !a.Starts.IsZero() {
+		t := a.Starts.Truncate(time.Microsecond)
+		starts = &t
+	}
+	var bookLimit *time.Duration
+	if a.BookLimit > 0 {
+		bookLimit = &a.BookLimit
+	}
 	links := am.LinkTags(planned)
 	runs, err := runsJSON(planned)
 	if err != nil {
@@ -494,8 +533,9 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 		}
 		call := func(q querier) error {
 			after, conflict = nil, nil
-			rows, err := q.Query(ctx, "SELECT node_name, used, held_exclusively FROM geniam_allocate($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-				a.Actor, a.SliceURN, credExp, a.Operator, nonNil(a.Bound), nonNil(waitFor), doc, a.Now, tagDoc)
+			rows, err := q.Query(ctx, "SELECT node_name, used, held_exclusively FROM geniam_allocate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+				a.Actor, a.SliceURN, credExp, a.Operator, nonNil(a.Bound), nonNil(waitFor), doc, a.Now, tagDoc,
+				starts, bookLimit, am.ProjectOf(a.SliceURN))
 			if err != nil {
 				return err
 			}
@@ -509,6 +549,17 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 				}
 				if n, ok := onNode[name]; ok {
 					n.Used, n.Exclusive = used, excl
+					if starts != nil {
+						// The new bookings, for the next plans on this copy.
+						n.Bookings = slices.Clone(n.Bookings)
+						for _, p := range planned {
+							if p.NodeName == name {
+								n.Bookings = append(n.Bookings, am.Booking{Start: *starts, End: p.Expires.Truncate(time.Microsecond),
+									SliverURN: p.URN, SliceURN: a.SliceURN, User: a.Actor})
+							}
+						}
+						sort.Slice(n.Bookings, func(i, j int) bool { return n.Bookings[i].Start.Before(n.Bookings[j].Start) })
+					}
 					after = append(after, n)
 				}
 			}
@@ -531,6 +582,14 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 				return am.Errorf(am.AlreadyExists, "slice %s already has a sliver with client_id %q here", a.SliceURN, pe.Detail)
 			case codeLinkUsed:
 				return am.Errorf(am.AlreadyExists, "slice %s already has a link %q", a.SliceURN, pe.Detail)
+			case codeBookingLimit:
+				var over struct {
+					Node   string  `json:"node"`
+					Booked float64 `json:"booked"`
+				}
+				_ = json.Unmarshal([]byte(pe.Detail), &over)
+				return am.Errorf(am.Refused, "node %s: you (or your project) have booked %s of it already; with this window that is more than the limit of %s per node",
+					over.Node, time.Duration(over.Booked*float64(time.Second)).Round(time.Second), a.BookLimit)
 			}
 			if pe.Code == codeUniqueViolated && pe.ConstraintName == "slivers_slice_urn_client_id_key" {
 				return am.Errorf(am.AlreadyExists, "slice %s already has a sliver with a client_id of this request", a.SliceURN)
@@ -541,7 +600,7 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 			if runs == nil {
 				return call(s.pool)
 			}
-			// geniam_allocate (0009) predates slivers.run: the run modes
+			// geniam_allocate predates slivers.run (0007): the run modes
 			// are written in the same transaction, right after it.
 			tx, err := s.pool.Begin(ctx)
 			if err != nil {
@@ -575,6 +634,7 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 		p.Allocation = am.Allocated
 		p.CreatedBy = a.Actor
 		p.CreatedAt = a.Now
+		p.Starts = a.Starts
 		p.Exclusive = p.SliverType == am.SliverTypeExclusive
 		out = append(out, p)
 	}
@@ -623,7 +683,7 @@ func (s *Store) change(ctx context.Context, c am.ChangeTx) (out []am.ChangeResul
 	read.Queue("BEGIN")
 	read.Queue("SELECT set_config('geniam.event', $1, true), set_config('geniam.actor', $2, true)", c.Event, c.Actor)
 	read.Queue("SELECT shut_down FROM slices WHERE urn = $1 FOR SHARE", c.SliceURN)
-	read.Queue("SELECT "+sliverColumns+
+	read.Queue("SELECT "+sliverColumns+", "+nextBookingColumn+
 		" FROM slivers v JOIN nodes n ON n.name = v.node_name WHERE v.slice_urn = $1 AND v.urn = ANY($2) ORDER BY v.urn FOR UPDATE OF v",
 		c.SliceURN, c.URNs)
 	br := conn.SendBatch(ctx, read)
@@ -644,7 +704,11 @@ func (s *Store) change(ctx context.Context, c am.ChangeTx) (out []am.ChangeResul
 		if err != nil {
 			return err
 		}
-		found, err = collectSlivers(br.Query())
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		found, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (am.Sliver, error) { return scanSliverNext(r, true) })
 		return err
 	}()
 	if err != nil {
@@ -689,6 +753,10 @@ func (s *Store) change(ctx context.Context, c am.ChangeTx) (out []am.ChangeResul
 	}
 	write.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, write).Close(); err != nil {
+		if code, constraint := pgCode(err); code == codeExclusionViolated && constraint == "node_slots_no_overlap" {
+			// A booking was made on the node after Apply read the slivers.
+			return nil, am.Wrap(am.Unavailable, err, "%s: the node of a sliver was booked meanwhile from the end asked for; try again", c.Event)
+		}
 		return nil, err
 	}
 	return out, nil
@@ -738,6 +806,22 @@ func (s *Store) Delete(ctx context.Context, d am.DeleteTx) ([]am.Sliver, error) 
 		sort.Slice(out, func(i, j int) bool { return at[out[i].URN] < at[out[j].URN] })
 	}
 	return out, nil
+}
+
+// NextExpiry returns when the next sliver Expire would delete expires (zero:
+// none): the first row of the expiry index outside shut-down slices.
+func (s *Store) NextExpiry(ctx context.Context) (time.Time, error) {
+	var t time.Time
+	err := s.pool.QueryRow(ctx, `SELECT v.expires_at FROM slivers v
+		WHERE NOT EXISTS (SELECT 1 FROM slices sl WHERE sl.urn = v.slice_urn AND sl.shut_down)
+		ORDER BY v.expires_at LIMIT 1`).Scan(&t)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, cleanError("next expiry", err)
+	}
+	return t.UTC(), nil
 }
 
 // Expire deletes due slivers, skipping rows other reapers or callers hold.

@@ -74,10 +74,11 @@ func (s *Store) Close() { s.pool.Close() }
 
 // PostgreSQL error codes this package reacts to.
 const (
-	codeSerialization  = "40001"
-	codeDeadlock       = "40P01"
-	codeUniqueViolated = "23505"
-	codeLockNotAvail   = "55P03"
+	codeSerialization     = "40001"
+	codeDeadlock          = "40P01"
+	codeUniqueViolated    = "23505"
+	codeExclusionViolated = "23P01"
+	codeLockNotAvail      = "55P03"
 )
 
 func pgCode(err error) (string, string) {
@@ -94,15 +95,16 @@ func isUniqueViolation(err error) bool {
 }
 
 // retryable: the transaction lost a race and may succeed if run again. A
-// unique violation on node_slots means two transactions took the same slot:
+// violation of node_slots_no_overlap means two transactions took the same slot
+// for overlapping windows:
 // the loser is rolled back and placed again.
 func retryable(err error) bool {
 	c, constraint := pgCode(err)
 	switch c {
 	case codeSerialization, codeDeadlock, codeLockNotAvail:
 		return true
-	case codeUniqueViolated:
-		return constraint == "node_slots_pkey"
+	case codeExclusionViolated:
+		return constraint == "node_slots_no_overlap"
 	}
 	return false
 }
@@ -218,24 +220,48 @@ func Unreachable(err error) bool {
 const nodeColumns = `n.name, n.component_urn, n.agent_url, n.hardware_type, n.sliver_types, n.capacity,
 	n.available AND NOT n.drained,
 	CASE WHEN n.drained THEN 'drained by the operator' ELSE n.unavailable_reason END,
-	n.country, n.latitude, n.longitude`
+	n.country, n.latitude, n.longitude, n.link_support`
 
-const usagePerRow = `(SELECT count(*) FROM node_slots s WHERE s.node_name = n.name),
-	EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive')`
+const usagePerRow = `(SELECT count(*) FROM node_slots s WHERE s.node_name = n.name AND (lower_inf(s.during) OR lower(s.during) <= now())),
+	EXISTS (SELECT 1 FROM slivers v WHERE v.node_name = n.name AND v.sliver_type = 'exclusive' AND (v.starts_at IS NULL OR v.starts_at <= now())),
+	(SELECT max(upper(s.during)) FROM node_slots s WHERE s.node_name = n.name AND (lower_inf(s.during) OR lower(s.during) <= now())),
+	b.starts, b.ends, b.urns, b.slices, b.users
+	FROM nodes n LEFT JOIN LATERAL (` + bookingsOf + ` AND v.node_name = n.name GROUP BY v.node_name) b ON true`
 
-const usageJoined = `coalesce(u.used, 0), x.node_name IS NOT NULL
+const usageJoined = `coalesce(u.used, 0), x.node_name IS NOT NULL, u.busy_until, b.starts, b.ends, b.urns, b.slices, b.users
 	FROM nodes n
-	LEFT JOIN (SELECT node_name, count(*) AS used FROM node_slots GROUP BY node_name) u ON u.node_name = n.name
-	LEFT JOIN (SELECT DISTINCT node_name FROM slivers WHERE sliver_type = 'exclusive') x ON x.node_name = n.name`
+	LEFT JOIN (SELECT node_name, count(*) AS used, max(upper(during)) AS busy_until FROM node_slots
+		WHERE lower_inf(during) OR lower(during) <= now() GROUP BY node_name) u ON u.node_name = n.name
+	LEFT JOIN (SELECT DISTINCT node_name FROM slivers WHERE sliver_type = 'exclusive' AND (starts_at IS NULL OR starts_at <= now())) x
+		ON x.node_name = n.name
+	LEFT JOIN (` + bookingsOf + ` GROUP BY v.node_name) b ON b.node_name = n.name`
+
+// bookingsOf reads the reservations that have not ended (slivers_reservations
+// index), as arrays in order of start; the caller adds a GROUP BY node.
+const bookingsOf = `SELECT v.node_name, array_agg(v.starts_at ORDER BY v.starts_at, v.urn) AS starts,
+		array_agg(v.expires_at ORDER BY v.starts_at, v.urn) AS ends, array_agg(v.urn ORDER BY v.starts_at, v.urn) AS urns,
+		array_agg(v.slice_urn ORDER BY v.starts_at, v.urn) AS slices, array_agg(v.created_by ORDER BY v.starts_at, v.urn) AS users
+	FROM slivers v WHERE v.starts_at IS NOT NULL AND v.expires_at > now()`
 
 func scanNode(row pgx.Row) (am.Node, error) {
 	var n am.Node
 	var country string
 	var lat, lon *float64
 	var used int64
+	var busyUntil *time.Time
+	var starts, ends []time.Time
+	var urns, slices, users []string
 	if err := row.Scan(&n.Name, &n.ComponentID, &n.AgentURL, &n.HardwareType, &n.SliverTypes, &n.Capacity,
-		&n.Available, &n.Reason, &country, &lat, &lon, &used, &n.Exclusive); err != nil {
+		&n.Available, &n.Reason, &country, &lat, &lon, &n.Links, &used, &n.Exclusive, &busyUntil,
+		&starts, &ends, &urns, &slices, &users); err != nil {
 		return n, err
+	}
+	if busyUntil != nil {
+		n.BusyUntil = busyUntil.UTC()
+	}
+	for i := range starts {
+		n.Bookings = append(n.Bookings, am.Booking{Start: starts[i].UTC(), End: ends[i].UTC(),
+			SliverURN: urns[i], SliceURN: slices[i], User: users[i]})
 	}
 	if n.Available {
 		n.Reason = ""
@@ -266,7 +292,7 @@ func collectNodes(rows pgx.Rows, err error) ([]am.Node, error) {
 
 // queryNodes reads the nodes matching where, in name order.
 func queryNodes(ctx context.Context, q querier, where string, args ...any) ([]am.Node, error) {
-	return collectNodes(q.Query(ctx, "SELECT "+nodeColumns+", "+usagePerRow+" FROM nodes n WHERE "+where+" ORDER BY n.name", args...))
+	return collectNodes(q.Query(ctx, "SELECT "+nodeColumns+", "+usagePerRow+" WHERE "+where+" ORDER BY n.name", args...))
 }
 
 // queryAllNodes reads every node that is not retired, in byte order of

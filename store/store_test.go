@@ -28,7 +28,7 @@ func TestSchemaForbidsDoubleBooking(t *testing.T) {
 	cases := []struct {
 		name, sql, says string
 	}{
-		{"slot already held", "INSERT INTO node_slots VALUES ('node1', 0, '" + manual + "')", "node_slots_pkey"},
+		{"slot already held", "INSERT INTO node_slots VALUES ('node1', 0, '" + manual + "')", "node_slots_no_overlap"},
 		{"slot beyond capacity", "INSERT INTO node_slots VALUES ('node1', 2, '" + manual + "')", "does not exist on node node1"},
 		{"slot on another node than the sliver's", "INSERT INTO node_slots VALUES ('node2', 0, '" + manual + "')", "violates foreign key"},
 		{"capacity below a used slot", "UPDATE nodes SET capacity = 1 WHERE name = 'node1'", "drain it"},

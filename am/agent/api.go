@@ -204,6 +204,15 @@ const (
 	StateFailed     State = "failed"     // fetch or start failed, killed at its time limit, OOM, lost; see reason
 )
 
+// PingResult is the answer to GET /v2/ping.
+type PingResult struct {
+	OK       bool           `json:"ok"`
+	Instance string         `json:"instance"`
+	Caller   string         `json:"caller"`
+	Links    am.LinkSupport `json:"links"` // what this node's kernel supports for links, probed at the agent's start
+	Disk                    // the space of the state directory's filesystem (zero: unknown)
+}
+
 // Status is everything the agent knows about one sliver.
 type Status struct {
 	ID         string           `json:"id"`

@@ -117,6 +117,16 @@ func (c *Client) Ping(ctx context.Context) error {
 	return err
 }
 
+// PingInfo pings the agent and returns what it says of itself: among it
+// what its kernel supports for links and its disk space (the aggregate's
+// health poll records both per node). An agent older than those fields
+// reports no links and zero space.
+func (c *Client) PingInfo(ctx context.Context) (PingResult, error) {
+	var p PingResult
+	_, err := c.call(ctx, "ping", http.MethodGet, "/v2/ping", nil, &p)
+	return p, err
+}
+
 // Disk returns the space of the agent's state filesystem (zero from an
 // agent too old to say).
 func (c *Client) Disk(ctx context.Context) (Disk, error) {

@@ -291,9 +291,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (h *Handler) ping(w http.ResponseWriter, r *http.Request) {
-	out := map[string]any{"ok": true, "instance": h.svc.cfg.Instance, "caller": CallerOf(r.Context()).ID}
+	out := PingResult{OK: true, Instance: h.svc.cfg.Instance, Caller: CallerOf(r.Context()).ID, Links: h.svc.LinkSupport()}
 	if d, err := diskOf(h.svc.cfg.StateDir); err == nil {
-		out["disk_free_bytes"], out["disk_total_bytes"] = d.FreeBytes, d.TotalBytes
+		out.Disk = d
 	}
 	writeJSON(w, http.StatusOK, out)
 }

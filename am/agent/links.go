@@ -97,6 +97,18 @@ type ExperimentNetwork interface {
 	// Prune removes the link bridges and tunnels no container is on (left
 	// by slivers whose records were lost), and says how many.
 	Prune(ctx context.Context) (int, error)
+	// Support says what the node's kernel was found to support for links
+	// (probed once, when the network was opened).
+	Support() am.LinkSupport
+}
+
+// LinkSupport is what this agent offers for links, reported in its ping:
+// nothing when it has no experiment network.
+func (s *Service) LinkSupport() am.LinkSupport {
+	if s.cfg.Links == nil {
+		return am.LinkSupport{}
+	}
+	return s.cfg.Links.Support()
 }
 
 // errNoExperimentNetwork refuses links on an agent configured without one.

@@ -32,6 +32,7 @@ type Config struct {
 	DB           DB           `mapstructure:"db"`
 	Limits       Limits       `mapstructure:"limits"`
 	Lifecycle    Lifecycle    `mapstructure:"lifecycle"`
+	Reservations Reservations `mapstructure:"reservations"`
 	Placement    Placement    `mapstructure:"placement"`
 	Cache        Cache        `mapstructure:"cache"`
 	Agents       Agents       `mapstructure:"agents"`
@@ -69,7 +70,15 @@ type Lifecycle struct {
 	AllocationHold   time.Duration `mapstructure:"allocation_hold" doc:"how long an Allocate holds resources before Provision" default:"10m"`
 	ProvisionDefault time.Duration `mapstructure:"provision_default" doc:"sliver lifetime granted by Provision (capped by the slice credential)" default:"168h"`
 	MaxLease         time.Duration `mapstructure:"max_lease" doc:"longest a sliver may be renewed to, from now" default:"720h"`
-	ReaperInterval   time.Duration `mapstructure:"reaper_interval" doc:"how often expired slivers are reaped" default:"10s"`
+	ReaperInterval   time.Duration `mapstructure:"reaper_interval" doc:"how often the reaper sweeps for expired slivers at the latest; it also wakes at the next expiry (at most once a second)" default:"10s"`
+}
+
+// Reservations are bookings of whole nodes for a future window (Allocate
+// with geni_start_time; docs/operator.md, Reservations).
+type Reservations struct {
+	MaxLength  time.Duration `mapstructure:"max_length" doc:"longest window one reservation may book" default:"24h"`
+	MaxAhead   time.Duration `mapstructure:"max_ahead" doc:"how far from now a reservation may start" default:"720h"`
+	MaxPerNode time.Duration `mapstructure:"max_per_node" doc:"how much of one node's time the reservations of one user, and those of one project's slices, may hold at once (counting those not ended); 0: no limit" default:"0s"`
 }
 
 // Placement chooses nodes for unbound slivers.
@@ -219,6 +228,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Lifecycle.AllocationHold <= 0 || c.Lifecycle.ProvisionDefault <= 0 || c.Lifecycle.MaxLease <= 0 {
 		return fmt.Errorf("config: lifecycle durations must be positive")
+	}
+	if c.Reservations.MaxLength <= 0 || c.Reservations.MaxAhead <= 0 || c.Reservations.MaxPerNode < 0 {
+		return fmt.Errorf("config: reservations.max_length and max_ahead must be positive, max_per_node not negative")
 	}
 	if c.Cache.Advertisement > time.Minute || c.Cache.Nodes > time.Minute {
 		return fmt.Errorf("config: cache durations above a minute would hide other processes' changes for too long")

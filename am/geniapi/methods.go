@@ -261,6 +261,9 @@ func sliverValue(s am.SliverStatus) map[string]any {
 	if s.LogURL != "" {
 		m["geniam_log_url"] = s.LogURL
 	}
+	if !s.Starts.IsZero() {
+		m["geni_start_time"] = FormatTime(s.Starts) // a reservation: its window is [geni_start_time, geni_expires)
+	}
 	return m
 }
 

@@ -97,7 +97,16 @@ func (a *AM) Describe(ctx context.Context, urns []string, c []Credential) (*Resu
 
 // Allocate asks for the resources of rspec in slice.
 func (a *AM) Allocate(ctx context.Context, slice string, c []Credential, rspec string, end time.Time) (*Result, error) {
+	return a.AllocateWindow(ctx, slice, c, rspec, time.Time{}, end)
+}
+
+// AllocateWindow is Allocate with geni_start_time (zero: none): at geniam a
+// start in the future books the request's nodes for [start, end).
+func (a *AM) AllocateWindow(ctx context.Context, slice string, c []Credential, rspec string, start, end time.Time) (*Result, error) {
 	o := a.options(nil)
+	if !start.IsZero() {
+		o["geni_start_time"] = start.UTC().Format(time.RFC3339)
+	}
 	if !end.IsZero() {
 		o["geni_end_time"] = end.UTC().Format(time.RFC3339)
 	}
@@ -191,6 +200,7 @@ type Sliver struct {
 	Expires     string
 	Error       string
 	Resource    string // geni_resource_status
+	Start       string // geni_start_time: a booking's window is [Start, Expires) (geniam)
 }
 
 // Slivers reads geni_slivers from a value: a struct holding it (Allocate,
@@ -219,7 +229,8 @@ func Slivers(v any) []Sliver {
 			}
 		}
 		out = append(out, Sliver{URN: s("geni_sliver_urn"), ClientID: s("geni_client_id"), Allocation: s("geni_allocation_status"),
-			Operational: s("geni_operational_status"), Expires: s("geni_expires"), Error: s("geni_error"), Resource: s("geni_resource_status")})
+			Operational: s("geni_operational_status"), Expires: s("geni_expires"), Error: s("geni_error"), Resource: s("geni_resource_status"),
+			Start: s("geni_start_time")})
 	}
 	return out
 }

@@ -18,6 +18,7 @@ type nodeHealth struct {
 	answered  bool      // a poll of this process has succeeded
 	downSince time.Time // first failure of the current run of failures
 	unknown   map[string]bool
+	links     *am.LinkSupport // what the agent last reported for links, as recorded in nodes.link_support
 }
 
 // healthLoop polls every agent each HealthInterval, and keeps a watcher on
@@ -123,13 +124,25 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 		p.log.Warn("provisioner: health: reconciling", "node", n.Name, "err", err)
 		return
 	}
+	// One ping says what the node supports for links and its disk space.
+	pctx, cancel := context.WithTimeout(ctx, p.cfg.AgentTimeout)
+	info, pingErr := p.client(n.AgentURL).PingInfo(pctx)
+	cancel()
+	if pingErr != nil && ctx.Err() == nil {
+		p.log.Warn("provisioner: health: ping (link support, disk space)", "node", n.Name, "err", pingErr)
+	}
+	if pingErr == nil {
+		p.recordLinkSupport(ctx, n, h, info.Links)
+	}
 	wasDown, err := p.st.MarkAgentReachable(ctx, n.Name, unknown)
 	if err != nil {
 		p.log.Warn("provisioner: health: recording a reachable agent", "node", n.Name, "err", err)
 	} else if wasDown {
 		p.log.Info("provisioner: node agent reachable again: node available", "node", n.Name, "agent", n.AgentURL)
 	}
-	p.checkDisk(ctx, n)
+	if pingErr == nil {
+		p.checkDisk(ctx, n, info.Disk)
+	}
 	// Jobs that ran out of attempts while the agent was away run again:
 	// at once when it has just come back, else once per BackoffMax.
 	again := p.cfg.BackoffMax
@@ -152,6 +165,29 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 			p.wake()
 		}
 	}
+}
+
+// recordLinkSupport records what the agent's ping said its kernel supports
+// for links on the node when it differs from what this process last
+// recorded (the first poll after the aggregate starts writes it once), so
+// the advertisement and Allocate follow an agent restarted on a kernel that
+// gained or lost, say, netem.
+func (p *Provisioner) recordLinkSupport(ctx context.Context, n store.AgentNode, h *nodeHealth, ls am.LinkSupport) {
+	p.healthMu.Lock()
+	same := h.links != nil && *h.links == ls
+	p.healthMu.Unlock()
+	if same {
+		return
+	}
+	if err := p.st.SetLinkSupport(ctx, n.Name, ls); err != nil {
+		p.log.Warn("provisioner: health: recording the node's link support", "node", n.Name, "err", err)
+		return
+	}
+	p.healthMu.Lock()
+	h.links = &ls
+	p.healthMu.Unlock()
+	p.log.Info("provisioner: node agent reports link support", "node", n.Name, "links", ls.Enabled,
+		"shaping", ls.Shaping(), "transport", ls.Transports())
 }
 
 // reconcile compares the agent's list with the aggregate's slivers on the
@@ -358,11 +394,8 @@ func (p *Provisioner) Housekeep(ctx context.Context) {
 // checkDisk records the space of the agent's state filesystem; at or below
 // DiskPressure free, the node takes no new slivers and its slivers say why
 // (store.RecordDisk), until space is back.
-func (p *Provisioner) checkDisk(ctx context.Context, n store.AgentNode) {
-	dctx, cancel := context.WithTimeout(ctx, p.cfg.AgentTimeout)
-	d, err := p.client(n.AgentURL).Disk(dctx)
-	cancel()
-	if err != nil || d.TotalBytes <= 0 {
+func (p *Provisioner) checkDisk(ctx context.Context, n store.AgentNode, d agent.Disk) {
+	if d.TotalBytes <= 0 {
 		return // the list answered; an agent too old to say is no pressure
 	}
 	pressure := float64(d.FreeBytes) <= p.cfg.DiskPressure*float64(d.TotalBytes)

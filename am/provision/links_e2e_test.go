@@ -17,6 +17,7 @@ import (
 	"github.com/geniam/geniam/am/agent/expnet"
 	"github.com/geniam/geniam/am/agent/expnet/expnettest"
 	"github.com/geniam/geniam/am/provision"
+	"github.com/geniam/geniam/rspec"
 )
 
 // lanRequest is a request of netprog containers: nodes maps client_id to
@@ -144,11 +145,15 @@ func TestLinksEndToEnd(t *testing.T) {
 
 	p := e.provisioner("links", nil)
 	e.runProvisioner(p)
-	agg := am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Provisioner: p, MaxLinks: 8}, e.st, e.verifier, e.rs, nil)
+	rs, err := rspec.New(rspec.Config{AMURN: amURN, MaxLinks: 8})
+	must(t, err)
+	agg := am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Provisioner: p, MaxLinks: 8}, e.st, e.verifier, rs, nil)
+	netem := expnettest.HasNetem()
+	checkLinkOffer(t, e, p, agg, netem)
 
 	// Slice 1: a three-node LAN, two containers on node1, one on node2.
 	slice1, call1, _ := e.slice("lan1")
-	_, err := agg.Allocate(e.ctx, call1, slice1, lanRequest(imageURL, im.SHA256, "lan0", "", [2]string{"a", "node1"}, [2]string{"b", "node1"}, [2]string{"c", "node2"}))
+	_, err = agg.Allocate(e.ctx, call1, slice1, lanRequest(imageURL, im.SHA256, "lan0", "", [2]string{"a", "node1"}, [2]string{"b", "node1"}, [2]string{"c", "node2"}))
 	must(t, err)
 	start := time.Now()
 	_, err = agg.Provision(e.ctx, call1, []string{slice1})
@@ -169,7 +174,6 @@ func TestLinksEndToEnd(t *testing.T) {
 
 	// Slice 2: a shaped two-node LAN in the same (aggregate-assigned) subnet.
 	property := `capacity="10000"`
-	netem := expnettest.HasNetem()
 	if netem {
 		property += ` latency="50"`
 	}
@@ -240,33 +244,99 @@ func TestLinksEndToEnd(t *testing.T) {
 	}
 }
 
-// TestLinkSetupFailureFailsSlivers: a link that cannot be set up fails its
-// slivers with the reason, whether the aggregate finds it (a node without
-// an experiment network address) or the agent does (links not enabled).
+// checkLinkOffer: once the health poll has read what the real agents
+// probed, the advertisement offers latency and packet_loss only where the
+// kernel has netem, and without netem Allocate refuses a link with latency,
+// naming the property, the node and the kernel option, and holds nothing.
+func checkLinkOffer(t *testing.T, e *env, p *provision.Provisioner, agg *am.Aggregate, netem bool) {
+	t.Helper()
+	p.CheckAgents(e.ctx)
+	_, call, _ := e.slice("offer")
+	ad, err := agg.ListResources(e.ctx, call)
+	must(t, err)
+	shaping := `shaping="capacity"`
+	if netem {
+		shaping = `shaping="capacity latency packet_loss"`
+	}
+	for _, want := range []string{`<geniam:links link_types="lan" ` + shaping + ` max_per_request="8" transport="vxlan"/>`,
+		`<geniam:node_links link_types="lan" ` + shaping + ` transport="vxlan"/>`} {
+		if !strings.Contains(ad, want) {
+			t.Errorf("the advertisement lacks %s:\n%s", want, ad)
+		}
+	}
+	if strings.Count(ad, "<geniam:node_links") != 2 {
+		t.Errorf("want node_links on both nodes:\n%s", ad)
+	}
+	if netem {
+		return // the shaped LAN below measures latency for real
+	}
+	if strings.Contains(ad, "latency") || strings.Contains(ad, "packet_loss") {
+		t.Errorf("this kernel has no netem, but the advertisement offers latency or packet_loss:\n%s", ad)
+	}
+	slice, call, _ := e.slice("latency")
+	_, err = agg.Allocate(e.ctx, call, slice, lanRequest(imageServerURL()+"/demo.tar", imageDigest, "lan0", `latency="50"`, [2]string{"x", "node1"}, [2]string{"y", "node2"}))
+	if am.CodeOf(err) != am.Unsupported || !strings.Contains(am.MessageOf(err), `link "lan0": latency needs the kernel's netem qdisc (CONFIG_NET_SCH_NETEM), which node node1's kernel lacks`) {
+		t.Errorf("Allocate with latency on a kernel without netem: %v", err)
+	}
+	var held int
+	must(t, e.st.Pool().QueryRow(e.ctx, "SELECT (SELECT count(*) FROM slivers WHERE slice_urn = $1) + (SELECT count(*) FROM link_tags WHERE slice_urn = $1)", slice).Scan(&held))
+	if held != 0 {
+		t.Errorf("the refused Allocate left %d slivers or tags", held)
+	}
+}
+
+// waitLinkSupport waits until the health poll has recorded what every
+// node's agent supports for links.
+func waitLinkSupport(t *testing.T, e *env) {
+	t.Helper()
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var missing int
+		must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM nodes WHERE link_support IS NULL").Scan(&missing))
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("after 20 s, %d nodes have no link support recorded", missing)
+		}
+	}
+}
+
+// TestLinkSetupFailureFailsSlivers: a link that cannot be set up is refused
+// at Allocate when the agent said it cannot (links not enabled), and fails
+// its slivers with the reason when the aggregate finds out only at Provision
+// (a node without an experiment network address).
 func TestLinkSetupFailureFailsSlivers(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2", "127.0.0.3")
-	p := e.provisioner("linkfail", nil)
+	// One health poll only (at the start), so that nothing rewrites the
+	// link support this test sets below.
+	p := e.provisioner("linkfail", func(c *provision.Config) { c.HealthInterval = time.Hour })
 	e.runProvisioner(p)
 	agg := am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Provisioner: p, MaxLinks: 8}, e.st, e.verifier, e.rs, nil)
 	failedWith := func(says string) func(am.SliverStatus) bool {
 		return func(s am.SliverStatus) bool { return s.Operational == am.Failed && strings.Contains(s.Error, says) }
 	}
 
-	// Across nodes, node2 has no address on the experiment network.
+	// Within node1, whose agent has no experiment network configured: it
+	// says so in its ping, and Allocate refuses.
+	waitLinkSupport(t, e)
+	slice, call, _ := e.slice("nolinks")
+	_, err := agg.Allocate(e.ctx, call, slice, lanRequest(imageServerURL()+"/demo.tar", imageDigest, "lan0", "", [2]string{"a", "node1"}, [2]string{"b", "node1"}))
+	if am.CodeOf(err) != am.Unsupported || !strings.Contains(am.MessageOf(err), `link "lan0": node node1's agent does not offer links`) {
+		t.Errorf("Allocate of a link on a node whose agent has links off: %v", err)
+	}
+
+	// Across nodes, node2 has no address on the experiment network. The
+	// agents here have no links; record them as if they had reported VXLAN
+	// (the poll rewrites the column only when an agent's report changes).
+	for _, n := range []string{"node1", "node2"} {
+		must(t, e.st.SetLinkSupport(e.ctx, n, am.LinkSupport{Enabled: true, Capacity: true, VXLAN: true}))
+	}
 	must(t, e.st.SetNodeVTEP(e.ctx, "node1", "192.0.2.1"))
-	slice, call, _ := e.slice("novtep")
-	_, err := agg.Allocate(e.ctx, call, slice, lanRequest(imageServerURL()+"/demo.tar", imageDigest, "lan0", "", [2]string{"a", "node1"}, [2]string{"b", "node2"}))
+	slice, call, _ = e.slice("novtep")
+	_, err = agg.Allocate(e.ctx, call, slice, lanRequest(imageServerURL()+"/demo.tar", imageDigest, "lan0", "", [2]string{"a", "node1"}, [2]string{"b", "node2"}))
 	must(t, err)
 	_, err = agg.Provision(e.ctx, call, []string{slice})
 	must(t, err)
 	e.waitStates(agg, call, slice, 60*time.Second, "failed naming node2", failedWith("node node2 has no experiment network address"))
-
-	// Within node1, whose agent has no experiment network configured.
-	slice, call, _ = e.slice("nolinks")
-	_, err = agg.Allocate(e.ctx, call, slice, lanRequest(imageServerURL()+"/demo.tar", imageDigest, "lan0", "", [2]string{"a", "node1"}, [2]string{"b", "node1"}))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
-	e.waitStates(agg, call, slice, 60*time.Second, "failed: no experiment network", failedWith("no experiment network configured"))
 }

@@ -30,6 +30,7 @@ const adminUsage = `usage: geni-am admin [--config FILE] [--db.url URL] [--json]
 
   nodes list                                   every node: state, slots used/capacity
   nodes show NAME
+  nodes calendar NAME                          its bookings: reservations and exclusive slivers, by start
   nodes add NAME --agent URL [--capacity N] [--types container,exclusive] [--hardware TYPE]
   nodes drain NAME [--reason TEXT]             keep its slivers, take no new ones
   nodes undrain NAME                           take new slivers again (also un-retires)
@@ -157,6 +158,16 @@ func (f *adminFlags) run(ctx context.Context) error {
 		}
 		fmt.Fprintln(f.out)
 		return f.print(sliverRows(slivers), "urn", "slice", "client_id", "allocation", "operational", "expires", "created_by")
+	case "nodes calendar":
+		name, err := f.arg(2, "node name")
+		if err != nil {
+			return err
+		}
+		rows, err := f.st.Calendar(ctx, name)
+		if err != nil {
+			return err
+		}
+		return f.print(rows, "start", "end", "kind", "allocation", "operational", "user", "slice")
 	case "nodes add":
 		name, err := f.arg(2, "node name")
 		if err != nil {

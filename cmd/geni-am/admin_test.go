@@ -107,6 +107,23 @@ func seedDocDatabase(t *testing.T) (string, *pgxpool.Pool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Bob's reservation of node3 (Allocate with geni_start_time), a week ahead
+	// of whenever the test runs: it holds no slot now.
+	booked := time.Now().UTC().Truncate(time.Hour).Add(7 * 24 * time.Hour)
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		const urn = "urn:publicid:IDN+geniam.example.org+sliver+7d3e9f1a2b4c5d6e"
+		if _, err := tx.Exec(ctx, `INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, image_url, image_sha256,
+				allocation_state, operational_state, expires_at, starts_at, requested_end_at, created_by, created_at)
+			VALUES ($1, $2, 'node3', 'exclusive', 'field', $3, $4, 'geni_allocated', 'geni_pending_allocation', $5, $6, $5, $7, $8)`,
+			urn, docSlice2, img, sha, booked.Add(4*time.Hour), booked, docBob, at("2026-11-20T11:05:00Z")); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "INSERT INTO node_slots (node_name, slot_no, sliver_urn) VALUES ('node3', 0, $1), ('node3', 1, $1)", urn)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The audit trail of those slivers, as the aggregate writes it.
 	rec := func(at time.Time, id, method string, code am.Code, user, slice, out string, ms int, slivers ...string) *am.AuditRecord {
 		r := &am.AuditRecord{At: at, LogID: id, Method: method, Caller: user, Code: code, Output: out,
@@ -189,11 +206,17 @@ func TestAdminCommands(t *testing.T) {
 	if out := run("nodes", "show", "node4"); !strings.Contains(out, "retired") {
 		t.Errorf("node4:\n%s", out)
 	}
+	if out := run("nodes", "calendar", "node3"); !strings.Contains(out, "reservation") || !strings.Contains(out, docBob) {
+		t.Errorf("nodes calendar node3:\n%s", out)
+	}
+	if _, err := runAdminText(t, url, []string{"nodes", "calendar", "nope"}); am.CodeOf(err) != am.SearchFailed {
+		t.Errorf("calendar of an unknown node: %v", err)
+	}
 	if _, err := runAdminText(t, url, []string{"nodes", "drain", "nope"}); am.CodeOf(err) != am.SearchFailed {
 		t.Errorf("drain unknown node: %v", err)
 	}
 
-	if out := run("slivers", "list", "--user", docBob); strings.Count(out, "\n") != 2 || !strings.Contains(out, "probe") {
+	if out := run("slivers", "list", "--user", docBob); strings.Count(out, "\n") != 3 || !strings.Contains(out, "probe") || !strings.Contains(out, "field") {
 		t.Errorf("slivers --user bob:\n%s", out)
 	}
 	if out := run("slivers", "list", "--node", "node1", "--slice", docSlice1); strings.Count(out, "\n") != 2 || !strings.Contains(out, "worker") {

@@ -175,6 +175,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		MaxLinks:    cfg.Limits.MaxLinks,
 		Provisioner: asProvisioner(prov),
 		AdCacheTTL:  cfg.Cache.Advertisement,
+		MaxBooking:  cfg.Reservations.MaxLength, MaxBookAhead: cfg.Reservations.MaxAhead,
+		MaxBookedPerNode: cfg.Reservations.MaxPerNode,
 	}, st, verifier, rs, hooks.aggregateClock())
 	if prov != nil {
 		prov.RegisterMetrics(ops.Registry) // jobs by outcome, reconciliation, process lock

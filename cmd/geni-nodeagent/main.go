@@ -273,7 +273,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- []strin
 		}
 		defer n.Close()
 		acfg.Links = n
-		log.Info("geni-nodeagent: experiment links enabled", "interface", l.Interface, "address", l.Address, "netns", l.NetNS)
+		log.Info("geni-nodeagent: experiment links enabled", "interface", l.Interface, "address", l.Address, "netns", l.NetNS,
+			"shaping", n.Support().Shaping(), "transport", n.Support().Transports(), "vlan_8021q", n.Support().VLAN)
+		for _, m := range n.Missing() {
+			log.Warn("geni-nodeagent: links: this kernel lacks something; what needs it is not offered", "missing", m)
+		}
 	}
 	rt := docker.NewRuntime(cfg.DockerSocket)
 	var sshLn net.Listener

@@ -195,8 +195,14 @@ func allocate(s *session, args []string) error {
 	if err != nil {
 		return err
 	}
+	var start time.Time
+	if s.o.startTime != "" {
+		if start, err = parseTime(s.o.startTime); err != nil {
+			return err
+		}
+	}
 	urn, r, err := s.sliceCall(args[0], "allocate", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
-		return a.Allocate(s.ctx, slice, c, string(rspec), end)
+		return a.AllocateWindow(s.ctx, slice, c, string(rspec), start, end)
 	})
 	if err != nil {
 		return err
@@ -205,6 +211,11 @@ func allocate(s *session, args []string) error {
 	s.emit("allocate", r.Value, func(w io.Writer) {
 		fmt.Fprintf(w, "Allocated %d slivers in slice %s at %s:\n", len(slivers), urn, s.agg.Name())
 		sliverTable(w, slivers)
+		if !start.IsZero() {
+			fmt.Fprintf(w, "Booked from %s. Next: provision any time before the end (it is set up at the start): %s\n",
+				start.UTC().Format(time.RFC3339), s.cmd("provision "+args[0]))
+			return
+		}
 		fmt.Fprintf(w, "Next: provision before the hold expires: %s\n", s.cmd("provision "+args[0]))
 	})
 	return nil

@@ -47,6 +47,7 @@ type options struct {
 	output, bestEffort, alap, available   bool
 	userCredFile, sliceCredFile           string
 	speaksFor, endTime, caFile            string
+	startTime                             string
 	json                                  bool
 	timeout, interval, waitTimeout        time.Duration
 	dashArgs                              []string // after "--" (ssh's remote command)
@@ -80,6 +81,7 @@ func flags(o *options) *pflag.FlagSet {
 	fs.StringArrayVarP(&o.sliverURNs, "sliver-urn", "u", nil, "act on this sliver only, not the whole slice (repeatable)")
 	fs.BoolVar(&o.bestEffort, "best-effort", false, "geni_best_effort: act on the slivers that can be, not all or none")
 	fs.StringVar(&o.endTime, "end-time", "", "geni_end_time for allocate and provision")
+	fs.StringVar(&o.startTime, "start-time", "", "allocate: geni_start_time, book whole nodes from then until --end-time (an advance reservation)")
 	fs.BoolVar(&o.alap, "alap", false, "renew: as long as possible if not until the time asked (geni_extend_alap)")
 	fs.BoolVar(&o.available, "available", false, "listresources: only what is available now (geni_available)")
 	fs.BoolVar(&o.json, "json", false, "print JSON (one object per aggregate and line) instead of tables")

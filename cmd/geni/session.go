@@ -258,6 +258,9 @@ func sliverTable(w io.Writer, slivers []geniclient.Sliver) {
 		if note == "" {
 			note = v.Resource
 		}
+		if note == "" && v.Start != "" {
+			note = "booked from " + v.Start
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", dash(v.ClientID), strings.TrimPrefix(v.Allocation, "geni_"),
 			dash(strings.TrimPrefix(v.Operational, "geni_")), dash(v.Expires), v.URN, note)
 	}

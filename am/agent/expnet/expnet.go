@@ -24,6 +24,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 )
 
@@ -53,6 +54,10 @@ type Network struct {
 	host *netlink.Handle
 	vtep net.IP
 	mu   sync.Mutex // one change of the host's bridges at a time
+	// support is what Probe found when the network was opened, missing
+	// what it did not find and why.
+	support am.LinkSupport
+	missing []string
 }
 
 var _ agent.ExperimentNetwork = (*Network)(nil)
@@ -96,8 +101,20 @@ func New(cfg Config) (*Network, error) {
 			return nil, fmt.Errorf("expnet: experiment interface %s: %w", cfg.Interface, err)
 		}
 	}
+	if n.support, n.missing, err = Probe(n.vtep != nil, cfg.Port); err != nil {
+		n.Close()
+		return nil, err
+	}
 	return n, nil
 }
+
+// Support implements agent.ExperimentNetwork: what the kernel was found to
+// support when the network was opened.
+func (n *Network) Support() am.LinkSupport { return n.support }
+
+// Missing says what the kernel was found to lack for links, and why, for
+// the operator's log.
+func (n *Network) Missing() []string { return n.missing }
 
 // Close releases the netlink handle.
 func (n *Network) Close() {
