@@ -77,7 +77,9 @@ const (
 func NewAggregate(cfg AggregateConfig, store Store, auth Authorizer, rspecs RSpecs, clock func() time.Time) *Aggregate {
 	cfg = cfg.withDefaults()
 	if cfg.Authority == "" {
-		cfg.Authority, _, _, _ = SplitURN(cfg.URN)
+		if u, err := ParseURN(cfg.URN); err == nil {
+			cfg.Authority = u.Authority
+		}
 	}
 	if clock == nil {
 		clock = time.Now
@@ -89,23 +91,6 @@ func NewAggregate(cfg AggregateConfig, store Store, auth Authorizer, rspecs RSpe
 
 // Config returns the effective configuration (defaults filled in).
 func (a *Aggregate) Config() AggregateConfig { return a.cfg }
-
-// SplitURN splits urn:publicid:IDN+<authority>+<type>+<name>. ok is false
-// when urn does not have that shape.
-func SplitURN(urn string) (authority, typ, name string, ok bool) {
-	const prefix = "urn:publicid:IDN+"
-	if len(urn) > 1024 || !strings.HasPrefix(urn, prefix) {
-		return "", "", "", false
-	}
-	parts := strings.SplitN(urn[len(prefix):], "+", 3)
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-		return "", "", "", false
-	}
-	if strings.ContainsAny(urn, " \t\r\n") {
-		return "", "", "", false
-	}
-	return parts[0], parts[1], parts[2], true
-}
 
 // ---- GetVersion, ListResources ----
 
@@ -197,11 +182,12 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 	var sc scope
 	var sliverURNs []string
 	seen := map[string]bool{}
-	for _, u := range urns {
-		_, typ, _, ok := SplitURN(u)
-		if !ok {
-			return nil, Errorf(BadArgs, "%q is not a GENI URN (urn:publicid:IDN+authority+type+name)", clip(u))
+	for _, raw := range urns {
+		parsed, err := ParseURN(raw)
+		if err != nil {
+			return nil, Errorf(BadArgs, "%v", err)
 		}
+		u, typ := parsed.String(), parsed.Type
 		switch typ {
 		case "slice":
 			if len(urns) != 1 {
@@ -352,9 +338,11 @@ func (a *Aggregate) Status(ctx context.Context, c Call, urns []string) (*StatusR
 // slice is ALREADYEXISTS.
 func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec string) (*AllocateResult, error) {
 	const op = "Allocate"
-	if _, typ, _, ok := SplitURN(sliceURN); !ok || typ != "slice" {
-		return nil, opErr(op, Errorf(BadArgs, "%q is not a slice URN", clip(sliceURN)))
+	slice, err := URNOfType(sliceURN, "slice")
+	if err != nil {
+		return nil, opErr(op, Errorf(BadArgs, "slice_urn: %v", err))
 	}
+	sliceURN = slice.String()
 	authz, err := a.authorize(ctx, c, op, sliceURN, privCreate)
 	if err != nil {
 		return nil, opErr(op, err)
@@ -802,9 +790,11 @@ func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]Sliver
 // unknown here or already shut down also gets true.
 func (a *Aggregate) Shutdown(ctx context.Context, c Call, sliceURN string) error {
 	const op = "Shutdown"
-	if _, typ, _, ok := SplitURN(sliceURN); !ok || typ != "slice" {
-		return opErr(op, Errorf(BadArgs, "%q is not a slice URN", clip(sliceURN)))
+	slice, err := URNOfType(sliceURN, "slice")
+	if err != nil {
+		return opErr(op, Errorf(BadArgs, "slice_urn: %v", err))
 	}
+	sliceURN = slice.String()
 	authz, err := a.authorize(ctx, c, op, sliceURN, privShutdown)
 	if err != nil {
 		return opErr(op, err)

@@ -54,11 +54,11 @@ type SliverCounter interface {
 // ProjectOf returns the project of a slice URN: its authority when that has a
 // subauthority ("ch.geni.net:myproj"), else "" (no project limit applies).
 func ProjectOf(sliceURN string) string {
-	auth, _, _, ok := SplitURN(sliceURN)
-	if !ok || !strings.Contains(auth, ":") {
+	u, err := ParseURN(sliceURN)
+	if err != nil || !strings.Contains(u.Authority, ":") {
 		return ""
 	}
-	return auth
+	return u.Authority
 }
 
 // checkAccess applies Allow and Deny to an authorized call.
@@ -73,7 +73,8 @@ func (p *OpsPolicy) checkAccess(authz *Authorization) error {
 	var names []string
 	for _, s := range subjects {
 		names = append(names, s)
-		if auth, _, _, ok := SplitURN(s); ok {
+		if u, err := ParseURN(s); err == nil {
+			auth := u.Authority
 			names = append(names, auth)
 			if i := strings.IndexByte(auth, ':'); i > 0 {
 				names = append(names, auth[:i])

@@ -36,6 +36,6 @@ func sameNode(n am.Node, componentID string) bool {
 	if n.ComponentID != "" {
 		return strings.EqualFold(n.ComponentID, componentID)
 	}
-	_, typ, name, ok := splitURN(componentID)
-	return ok && strings.EqualFold(typ, "node") && name == n.Name
+	u, err := am.ParseURN(componentID)
+	return err == nil && u.Type == "node" && u.Name == n.Name
 }

@@ -160,7 +160,7 @@ func verifyClient(rawCerts [][]byte, roots *TrustRoots, legacy bool, log *slog.L
 		return fmt.Errorf("%w; legacy check: %v", err, lerr)
 	}
 	log.Warn("legacy path admitted a client certificate Go refuses (SHA-1 or MD5 signature)",
-		"subject", chain[0].Subject.String(), "urn", urnOf(chain[0]), "chain", describeChain(path), "go_error", err.Error())
+		"subject", chain[0].Subject.String(), "urn", credentials.URNOf(chain[0]), "chain", describeChain(path), "go_error", err.Error())
 	return nil
 }
 
@@ -172,17 +172,6 @@ func describeChain(path []*x509.Certificate) string {
 	return strings.Join(parts, " <- ")
 }
 
-// urnOf returns the urn:publicid:IDN+ URI of a certificate, or "". The URL's
-// String form keeps the text exactly (a "+" stays a "+").
-func urnOf(c *x509.Certificate) string {
-	for _, u := range c.URIs {
-		if s := u.String(); strings.HasPrefix(strings.ToLower(s), strings.ToLower(urnPrefix)) {
-			return s
-		}
-	}
-	return ""
-}
-
 // CallerFromTLS names the caller of a request from its verified TLS state:
 // the GENI URN in the leaf's subjectAltName, and its email. A missing client
 // certificate or URN is an *am.Err with code Forbidden.
@@ -191,11 +180,11 @@ func CallerFromTLS(cs *tls.ConnectionState) (*am.Caller, error) {
 		return nil, am.Errorf(am.Forbidden, "a client certificate is required")
 	}
 	leaf := cs.PeerCertificates[0]
-	urn := urnOf(leaf)
+	urn := credentials.URNOf(leaf)
 	if urn == "" {
 		return nil, am.Errorf(am.Forbidden, "the client certificate (%s) has no GENI URN (urn:publicid:IDN+...) in its subjectAltName", leaf.Subject.String())
 	}
-	if _, err := ParseURN(urn); err != nil {
+	if _, err := am.ParseURN(urn); err != nil {
 		return nil, am.Errorf(am.Forbidden, "the client certificate's URN is malformed: %v", err)
 	}
 	caller := &am.Caller{URN: urn, Cert: leaf, Chain: cs.PeerCertificates}

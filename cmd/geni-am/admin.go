@@ -271,9 +271,11 @@ func (f *adminFlags) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, typ, _, ok := am.SplitURN(urn); !ok || typ != "slice" {
-			return fmt.Errorf("admin slice shutdown: %q is not a slice URN", urn)
+		slice, err := am.URNOfType(urn, "slice")
+		if err != nil {
+			return fmt.Errorf("admin slice shutdown: %v", err)
 		}
+		urn = slice.String()
 		if err := f.st.Shutdown(ctx, urn, f.actor, time.Now()); err != nil {
 			return err
 		}
