@@ -34,8 +34,11 @@ type AggregateConfig struct {
 	// Provisioner, when set, is told of committed changes (see Provisioner).
 	Provisioner Provisioner
 	// Ops, when set, is the operator's policy: allow/deny lists, sliver
-	// limits, maintenance (see OpsPolicy).
+	// limits, maintenance (see OpsPolicy). The Gate applies it.
 	Ops *OpsPolicy
+	// Auditor receives the audit records of requests the Gate sees at entry
+	// points other than the AM API edge (Gate.Audit); the edge has its own.
+	Auditor Auditor
 }
 
 // Provisioner drives the nodes. The Aggregate calls it after each change has
@@ -55,7 +58,7 @@ type Provisioner interface {
 type Aggregate struct {
 	cfg    AggregateConfig
 	store  Store
-	auth   Authorizer
+	gate   *Gate
 	rspecs RSpecs
 	now    func() time.Time
 
@@ -84,10 +87,17 @@ func NewAggregate(cfg AggregateConfig, store Store, auth Authorizer, rspecs RSpe
 	if clock == nil {
 		clock = time.Now
 	}
-	a := &Aggregate{cfg: cfg, store: store, auth: auth, rspecs: rspecs, now: clock}
+	gate := NewGate(GateConfig{Authorizer: auth, Ops: cfg.Ops, Operators: cfg.Operators, Slices: store,
+		Auditor: cfg.Auditor, Now: clock})
+	a := &Aggregate{cfg: cfg, store: store, gate: gate, rspecs: rspecs, now: clock}
 	a.ads.ttl = cfg.AdCacheTTL
 	return a
 }
+
+// Gate returns the authorization gate of the aggregate, for the entry points
+// beside the AM API (/data, console, logs, SSH): the same credentials
+// checks, operator policy, shut-down rule and audit trail.
+func (a *Aggregate) Gate() *Gate { return a.gate }
 
 // Config returns the effective configuration (defaults filled in).
 func (a *Aggregate) Config() AggregateConfig { return a.cfg }
@@ -105,7 +115,7 @@ func (a *Aggregate) GetVersion(ctx context.Context, c Call) (*Version, error) {
 // adCache for when a cached one is served and how stale it may be.
 func (a *Aggregate) ListResources(ctx context.Context, c Call) (string, error) {
 	const op = "ListResources"
-	if _, err := a.authorize(ctx, c, op, ""); err != nil {
+	if _, err := a.authorize(ctx, c, Access{Method: op}); err != nil {
 		return "", opErr(op, err)
 	}
 	if err := checkRSpecVersion(c.Options); err != nil {
@@ -131,35 +141,11 @@ func checkRSpecVersion(o Options) error {
 
 // ---- authorization and URN resolution ----
 
-// authorize asks the trust layer, notes the answer in the call's audit
-// record and applies the operator's allow/deny lists.
-func (a *Aggregate) authorize(ctx context.Context, c Call, method, target string, privileges ...string) (*Authorization, error) {
-	AuditFrom(ctx).NoteSlice(target)
-	if a.auth == nil {
-		return nil, Errorf(Forbidden, "no trust configuration")
-	}
-	authz, err := a.auth.Authorize(AuthRequest{Method: method, Caller: c.Caller, Credentials: c.Credentials,
-		Target: target, Privileges: privileges, SpeakingFor: c.Options.SpeakingFor, Now: a.now()})
-	if err != nil {
-		return nil, err
-	}
-	if authz == nil {
-		return nil, Errorf(Forbidden, "credentials do not authorize %s", method)
-	}
-	AuditFrom(ctx).NoteAuthorization(authz)
-	if err := a.cfg.Ops.checkAccess(authz); err != nil {
-		return nil, err
-	}
-	return authz, nil
-}
-
-func (a *Aggregate) isOperator(authz *Authorization) bool {
-	for _, o := range a.cfg.Operators {
-		if o == authz.User {
-			return true
-		}
-	}
-	return false
+// authorize asks the Gate about an AM API call: the call's caller,
+// credentials and speaks-for with the method's target and privileges.
+func (a *Aggregate) authorize(ctx context.Context, c Call, acc Access) (*Grant, error) {
+	acc.Caller, acc.Credentials, acc.SpeakingFor = c.Caller, c.Credentials, c.Options.SpeakingFor
+	return a.gate.Check(ctx, acc)
 }
 
 // scope is what a call on urns acts on, once authorized.
@@ -222,20 +208,11 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 		sc.slivers = sliverURNs
 		AuditFrom(ctx).NoteSlivers(sliverURNs...)
 	}
-	authz, err := a.authorize(ctx, c, method, sc.slice, privileges...)
+	grant, err := a.authorize(ctx, c, Access{Method: method, Slice: sc.slice, Privileges: privileges})
 	if err != nil {
 		return nil, err
 	}
-	sc.authz, sc.operator = authz, a.isOperator(authz)
-	if !sc.operator {
-		sl, err := a.store.Slice(ctx, sc.slice)
-		if err != nil {
-			return nil, err
-		}
-		if sl != nil && sl.ShutDown {
-			return nil, shutDownErr(sc.slice)
-		}
-	}
+	sc.authz, sc.operator = grant.Authorization, grant.Operator
 	return &sc, nil
 }
 
@@ -343,7 +320,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		return nil, opErr(op, Errorf(BadArgs, "slice_urn: %v", err))
 	}
 	sliceURN = slice.String()
-	authz, err := a.authorize(ctx, c, op, sliceURN, privCreate)
+	grant, err := a.authorize(ctx, c, Access{Method: op, Slice: sliceURN, Privileges: []string{privCreate}, NewWork: true})
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -358,7 +335,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		return nil, opErr(op, Errorf(BadArgs, "the request RSpec has no nodes for this aggregate"))
 	}
 	now := a.now()
-	if err := a.cfg.Ops.checkAllocate(ctx, authz, sliceURN, len(req.Slivers), now); err != nil {
+	if err := a.gate.Limits(ctx, grant, sliceURN, len(req.Slivers)); err != nil {
 		return nil, opErr(op, err)
 	}
 	var endWanted time.Time
@@ -368,9 +345,9 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		}
 		endWanted = c.Options.EndTime.UTC()
 	}
-	expires := a.cfg.allocationExpiry(now, authz.Expires, endWanted)
+	expires := a.cfg.allocationExpiry(now, grant.Expires, endWanted)
 	if !expires.After(now) {
-		return nil, opErr(op, Errorf(Expired, "the slice credential expired at %s", rfc3339(authz.Expires)))
+		return nil, opErr(op, Errorf(Expired, "the slice credential expired at %s", rfc3339(grant.Expires)))
 	}
 
 	reqs := make([]SliverRequest, len(req.Slivers))
@@ -416,12 +393,12 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 			out[i] = Sliver{URN: a.newSliverURN(), SliceURN: sliceURN, ClientID: r.ClientID, NodeName: placed[i],
 				SliverType: r.SliverType, Exclusive: r.SliverType == SliverTypeExclusive, Image: r.Image,
 				Execute: r.Execute, Install: r.Install, NodeXML: r.NodeXML, Allocation: Allocated,
-				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: authz.User, CreatedAt: now}
+				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: grant.User, CreatedAt: now}
 		}
 		return out, nil
 	}
-	slivers, err := a.store.Allocate(ctx, AllocateTx{SliceURN: sliceURN, SliceExpires: authz.Expires, Actor: authz.User,
-		Operator: a.isOperator(authz), Now: now, Bound: bound, AllBound: allBound, Plan: plan})
+	slivers, err := a.store.Allocate(ctx, AllocateTx{SliceURN: sliceURN, SliceExpires: grant.Expires, Actor: grant.User,
+		Operator: grant.Operator, Now: now, Bound: bound, AllBound: allBound, Plan: plan})
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -795,11 +772,11 @@ func (a *Aggregate) Shutdown(ctx context.Context, c Call, sliceURN string) error
 		return opErr(op, Errorf(BadArgs, "slice_urn: %v", err))
 	}
 	sliceURN = slice.String()
-	authz, err := a.authorize(ctx, c, op, sliceURN, privShutdown)
+	grant, err := a.authorize(ctx, c, Access{Method: op, Slice: sliceURN, Privileges: []string{privShutdown}, ShutDownOK: true})
 	if err != nil {
 		return opErr(op, err)
 	}
-	if err := a.store.Shutdown(ctx, sliceURN, authz.User, a.now()); err != nil {
+	if err := a.store.Shutdown(ctx, sliceURN, grant.User, a.now()); err != nil {
 		return opErr(op, err)
 	}
 	if p := a.cfg.Provisioner; p != nil {

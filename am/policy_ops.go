@@ -147,17 +147,14 @@ func firstNonEmpty(xs ...string) string {
 	return ""
 }
 
-// checkAllocate applies maintenance and the sliver limits to an Allocate of
-// n new slivers by authz.User on sliceURN. The limits are checked before the
-// allocation's transaction: two concurrent Allocates of one user may both
-// pass and overshoot by one request (the limits are fair-use bounds, not
-// capacity; capacity is enforced by the database).
-func (p *OpsPolicy) checkAllocate(ctx context.Context, authz *Authorization, sliceURN string, n int, now time.Time) error {
+// checkLimits applies the sliver limits to an Allocate of n new slivers by
+// authz.User on sliceURN. The limits are checked before the allocation's
+// transaction: two concurrent Allocates of one user may both pass and
+// overshoot by one request (the limits are fair-use bounds, not capacity;
+// capacity is enforced by the database).
+func (p *OpsPolicy) checkLimits(ctx context.Context, authz *Authorization, sliceURN string, n int) error {
 	if p == nil {
 		return nil
-	}
-	if msg := p.maintenance(ctx, now); msg != "" {
-		return Errorf(Unavailable, "the aggregate is in maintenance and accepts no new allocations: %s", msg)
 	}
 	userMax := p.MaxSliversPerUser
 	if v, ok := p.UserLimits[authz.User]; ok {

@@ -21,20 +21,39 @@ import (
 // listener (same TLS configuration as the AM API), and the request body must
 // be a slice credential (the signed XML, as omni saves it) granting the
 // caller getsliceresources on the sliver's slice: POST /data/<name>.tar.
+// The gate decides (credentials, operator allow/deny, shut-down slice; a
+// download is not new work, so it stays open in maintenance) and every
+// request, served or refused, leaves an audit row (method GetData).
 // Errors are JSON {"error": ..., "code": ...}.
-func (p *Provisioner) DataHandler(auth am.Authorizer) http.Handler {
+func (p *Provisioner) DataHandler(gate *am.Gate) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := p.serveData(w, r, auth); err != nil {
+		caller, callerErr := geniapi.CallerFromTLS(r.TLS)
+		ctx, finish := gate.Audit(r.Context(), dataMethod, "", r.RemoteAddr, caller)
+		err := callerErr
+		if err == nil {
+			err = p.serveData(w, r.WithContext(ctx), gate, caller)
+		}
+		finish(err)
+		switch {
+		case errors.Is(err, errStreamBroken):
+			panic(http.ErrAbortHandler) // abort the response so the client cannot mistake it for complete
+		case err != nil:
 			writeErr(w, err)
 		}
 	})
 }
 
+// dataMethod names a /data download in the audit trail and in messages.
+const dataMethod = "GetData"
+
+// errStreamBroken: the live stream was cut after bytes went out.
+var errStreamBroken = &am.Err{Code: am.ServerError, Msg: "the /data stream from the node broke off"}
+
 // maxCredentialBytes bounds the request body (a credential with a long
 // delegation chain is a few tens of KiB).
 const maxCredentialBytes = 1 << 20
 
-func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.Authorizer) error {
+func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, gate *am.Gate, caller *am.Caller) error {
 	name, ok := strings.CutPrefix(r.URL.Path, "/data/")
 	if !ok || !strings.HasSuffix(name, ".tar") {
 		return &am.Err{Code: am.SearchFailed, Msg: "not found: use /data/<sliver name>.tar"}
@@ -45,10 +64,6 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 		return &am.Err{Code: am.BadArgs, Msg: "POST your slice credential (the XML file) as the request body, e.g. curl --cert ... --data-binary @slice-cred.xml"}
 	}
 	if err := agentIDOK(name); err != nil {
-		return err
-	}
-	caller, err := geniapi.CallerFromTLS(r.TLS)
-	if err != nil {
 		return err
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxCredentialBytes+1))
@@ -82,20 +97,15 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	if slice == "" {
 		slice = arch.SliceURN
 	}
-	if auth == nil {
-		return am.Errorf(am.Forbidden, "no trust configuration")
-	}
-	authz, err := auth.Authorize(am.AuthRequest{Method: "GetData", Caller: caller, Credentials: []am.Credential{cred},
-		Target: slice, Privileges: []string{"getsliceresources"}, Now: time.Now()})
+	am.AuditFrom(ctx).NoteSlivers(urn)
+	grant, err := gate.Check(ctx, am.Access{Method: dataMethod, Caller: caller, Credentials: []am.Credential{cred},
+		Slice: slice, Privileges: []string{"getsliceresources"}})
 	if err != nil {
 		return err
 	}
-	if authz == nil {
-		return am.Errorf(am.Forbidden, "the credential does not grant access to %s", slice)
-	}
 	filename := name + ".tar"
 	if s != nil && s.Allocation == am.Provisioned {
-		if err := p.streamLive(ctx, w, s, filename); err == nil || arch == nil {
+		if err := p.streamLive(ctx, w, s, filename); err == nil || arch == nil || errors.Is(err, errStreamBroken) {
 			return err
 		}
 		// The agent cannot give it now (unreachable, or nothing ran): the
@@ -113,7 +123,7 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	w.Header().Set("Content-Disposition", `attachment; filename="`+filename+`"`)
 	w.Header().Set("X-Geniam-Data-Source", "archive "+arch.CreatedAt.UTC().Format(time.RFC3339))
 	http.ServeContent(w, r, filename, arch.CreatedAt, f)
-	p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", authz.User)
+	p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", grant.User)
 	return nil
 }
 
@@ -135,7 +145,7 @@ func (p *Provisioner) streamLive(ctx context.Context, w http.ResponseWriter, s *
 	w.Header().Set("X-Geniam-Data-Source", "live "+s.NodeName)
 	if _, err := io.Copy(w, rc); err != nil {
 		p.log.Warn("provisioner: /data stream broken", "sliver", s.URN, "err", err)
-		panic(http.ErrAbortHandler) // abort the response so the client cannot mistake it for complete
+		return errStreamBroken
 	}
 	return nil
 }

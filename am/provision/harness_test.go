@@ -164,6 +164,9 @@ type env struct {
 	archive  string
 	dataSrv  *httptest.Server
 	dataCli  *http.Client
+	// dataGate is the gate /data asks; startDataServer makes one (the
+	// verifier and the store, no operator policy) when it is nil.
+	dataGate *am.Gate
 }
 
 func newEnv(t testing.TB, agentIPs ...string) *env {
@@ -378,7 +381,10 @@ func (e *env) startDataServer(p *provision.Provisioner) {
 	srvCert, err := tls.X509KeyPair(srvID.ChainPEM(), srvID.KeyPEM())
 	must(e.t, err)
 	mux := http.NewServeMux()
-	mux.Handle("/data/", p.DataHandler(e.verifier))
+	if e.dataGate == nil {
+		e.dataGate = am.NewGate(am.GateConfig{Authorizer: e.verifier, Slices: e.st})
+	}
+	mux.Handle("/data/", p.DataHandler(e.dataGate))
 	e.dataSrv = httptest.NewUnstartedServer(mux)
 	e.dataSrv.TLS = geniapi.ServerTLSConfig(srvCert, tr, false, testLogger())
 	e.dataSrv.Config.ErrorLog = log.New(io.Discard, "", 0)

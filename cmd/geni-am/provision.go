@@ -57,13 +57,13 @@ func asProvisioner(p *provision.Provisioner) am.Provisioner {
 }
 
 // withData mounts /data/ (sliver data downloads) next to the XML-RPC
-// handler on the same TLS listener.
-func withData(api http.Handler, p *provision.Provisioner, auth am.Authorizer) http.Handler {
+// handler on the same TLS listener, behind the aggregate's gate.
+func withData(api http.Handler, p *provision.Provisioner, gate *am.Gate) http.Handler {
 	if p == nil {
 		return api
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/data/", p.DataHandler(auth))
+	mux.Handle("/data/", p.DataHandler(gate))
 	mux.Handle("/", api)
 	return mux
 }

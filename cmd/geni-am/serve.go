@@ -172,6 +172,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy), Ops: opsPolicy,
 		Provisioner: asProvisioner(prov),
 		AdCacheTTL:  cfg.Cache.Advertisement,
+		Auditor:     ops, // the gate audits /data downloads with it
 	}, st, verifier, rs, hooks.aggregateClock())
 	if prov != nil {
 		go prov.Run(ctx)
@@ -182,7 +183,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log, Auditor: ops})
 	// The request timeout bounds AM API calls; /data downloads stream for as long as they need.
-	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), prov, verifier),
+	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), prov, agg.Gate()),
 		geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
