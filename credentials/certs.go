@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/credentials/pemcerts"
 )
 
 // Signer is a key that signs credentials, with its certificate and the chain
@@ -56,27 +57,14 @@ func parseGID(text string) ([]*x509.Certificate, error) {
 		}
 		return []*x509.Certificate{c}, nil
 	}
-	var out []*x509.Certificate
-	rest := []byte(text)
-	for {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate does not parse: %v", err)
-		}
-		out = append(out, c)
+	certs, bad := pemcerts.Parse([]byte(text))
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("certificate does not parse: %v", bad[0])
 	}
-	if len(out) == 0 {
+	if len(certs) == 0 {
 		return nil, errors.New("no certificate in PEM text")
 	}
-	return out, nil
+	return certs, nil
 }
 
 // gidText renders certificates as owner_gid/target_gid text (PEM, leaf first).

@@ -73,6 +73,21 @@ func (v *Verifier) SetRoots(roots *TrustRoots) {
 	clear(v.chains)
 }
 
+// ReloadRoots reads dir by the one rule (LoadTrustRoots) and, when that
+// succeeds, makes it the set of roots for the credential checks and for
+// the TLS edge, which reads them from here, in one step. On error the
+// current set stays in force; the error says why. problems are the files or
+// blocks that were skipped.
+func (v *Verifier) ReloadRoots(dir string, legacy bool) (problems []error, err error) {
+	roots, problems, err := LoadTrustRoots(dir)
+	if err != nil {
+		return problems, err
+	}
+	roots.Legacy = legacy
+	v.SetRoots(roots)
+	return problems, nil
+}
+
 // Roots returns the current trusted roots.
 func (v *Verifier) Roots() *TrustRoots {
 	v.mu.Lock()

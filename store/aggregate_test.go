@@ -359,7 +359,7 @@ func TestAllocateRefusals(t *testing.T) {
 		code  am.Code
 		says  []string
 	}{
-		{"not a slice URN", nodeURN("node1"), request(container("x", "")), am.Options{}, am.BadArgs, []string{"not a slice URN"}},
+		{"not a slice URN", nodeURN("node1"), request(container("x", "")), am.Options{}, am.BadArgs, []string{`has type "node", want slice`}},
 		{"malformed request", slice, "<rspec", am.Options{}, am.BadArgs, nil},
 		{"empty request", slice, "[]", am.Options{}, am.BadArgs, []string{"no nodes"}},
 		{"duplicate client_id", slice, request(container("x", ""), container("x", "")), am.Options{}, am.BadArgs, []string{`"x"`}},

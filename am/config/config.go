@@ -43,7 +43,7 @@ type Config struct {
 type TLS struct {
 	Cert         string `mapstructure:"cert" doc:"PEM certificate (chain) of the aggregate" default:""`
 	Key          string `mapstructure:"key" doc:"PEM private key of the aggregate" default:""`
-	TrustedRoots string `mapstructure:"trusted_roots" doc:"directory of PEM clearinghouse root certificates; every file is read" default:""`
+	TrustedRoots string `mapstructure:"trusted_roots" doc:"directory of clearinghouse root certificates, read recursively: *.pem *.crt *.cert *.cer *.der and c_rehash links, PEM or DER; one set for TLS and credentials, reloaded on SIGHUP" default:""`
 	LegacySHA1   bool   `mapstructure:"legacy_sha1" doc:"accept client certificates signed with SHA-1 (old GENI authorities) through our own chain walk; logged" default:"true"`
 }
 

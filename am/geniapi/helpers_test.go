@@ -23,6 +23,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/xmlrpc"
+	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -307,13 +308,21 @@ func requireOpenSSL(t testing.TB) {
 	}
 }
 
-// startServer serves h over mutual TLS on 127.0.0.1 and returns its URL.
-func startServer(t testing.TB, h http.Handler, p *testPKI, legacy bool, log *slog.Logger) (string, *TrustRoots) {
+// loadRoots reads a roots directory into a Verifier, the RootSource the
+// TLS edge reads in production.
+func loadRoots(t testing.TB, dir string) *credentials.Verifier {
 	t.Helper()
-	roots, err := LoadTrustRoots(p.rootsDir, log)
+	roots, _, err := credentials.LoadTrustRoots(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return credentials.NewVerifier(roots, credentials.Options{})
+}
+
+// startServer serves h over mutual TLS on 127.0.0.1 and returns its URL.
+func startServer(t testing.TB, h http.Handler, p *testPKI, legacy bool, log *slog.Logger) (string, *credentials.Verifier) {
+	t.Helper()
+	roots := loadRoots(t, p.rootsDir)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -374,7 +374,7 @@ func (e *env) startDataServer(p *provision.Provisioner) {
 	roots := filepath.Join(dir, "roots")
 	must(e.t, os.MkdirAll(roots, 0o755))
 	must(e.t, os.WriteFile(filepath.Join(roots, "ch.pem"), e.ch.CA.CertPEM(), 0o644))
-	tr, err := geniapi.LoadTrustRoots(roots, testLogger())
+	tr, _, err := credentials.LoadTrustRoots(roots)
 	must(e.t, err)
 	srvID, err := e.ch.CA.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.ParseIP("127.0.0.1")}, KeyBits: 2048})
 	must(e.t, err)

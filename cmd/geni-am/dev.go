@@ -16,6 +16,7 @@ import (
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/geniapi"
+	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devch"
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/pflag"
@@ -120,7 +121,7 @@ func startDevCH(ctx context.Context, addr string, pki *devenv.PKI, cfg *config.C
 	if err != nil {
 		return err
 	}
-	roots, err := geniapi.LoadTrustRoots(pki.TrustedRoots, log)
+	roots, _, err := credentials.LoadTrustRoots(pki.TrustedRoots)
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,27 @@ type opsSide struct {
 	latency *metrics.Histogram
 
 	reaperBatches, reaperExpired, reaperErrors *metrics.Counter
+
+	rootsReloads *metrics.Counter
+}
+
+// reloadRoots re-reads the trusted-roots directory into the Verifier, whose
+// set the TLS edge reads too, so both change at once or not at all. A failure
+// is loud: an error in the log, the failed counter, and the error returned;
+// the previous set stays in force.
+func (o *opsSide) reloadRoots(v *credentials.Verifier, dir string, legacy bool) error {
+	problems, err := v.ReloadRoots(dir, legacy)
+	for _, p := range problems {
+		o.log.Warn("trusted roots: skipped", "problem", p)
+	}
+	if err != nil {
+		o.rootsReloads.Inc("failed")
+		o.log.Error("trusted roots NOT reloaded; the previous set stays in force", "dir", dir, "err", err)
+		return err
+	}
+	o.rootsReloads.Inc("ok")
+	o.log.Info("trusted roots reloaded", "dir", dir, "count", len(v.Roots().Certs()), "skipped", len(problems))
+	return nil
 }
 
 // newOps registers the metrics and starts the audit writer.
@@ -60,7 +81,9 @@ func newOps(cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, verifier *
 	reg.NewCounterFunc("geniam_audit_failed_total", "audit records whose insert failed (each is in the log)", stats(func(s store.AuditStats) float64 { return float64(s.Failed) }))
 	reg.NewGaugeFunc("geniam_audit_queue_length", "audit records waiting for the database", stats(func(s store.AuditStats) float64 { return float64(s.Queued) }))
 
+	o.rootsReloads = reg.NewCounter("geniam_trusted_roots_reloads_total", "reloads of tls.trusted_roots (SIGHUP) by result: ok, failed (the old set stays in force; the log says why)", "result")
 	if verifier != nil {
+		reg.NewGaugeFunc("geniam_trusted_roots", "certificates in the trusted-roots set TLS and the credential checks use", func() float64 { return float64(len(verifier.Roots().Certs())) })
 		reg.NewCounterFunc("geniam_credential_cache_hits_total", "credentials answered from the verification cache", func() float64 { return float64(verifier.CacheStats().Hits) })
 		reg.NewCounterFunc("geniam_credential_cache_misses_total", "credentials verified from scratch", func() float64 { return float64(verifier.CacheStats().Misses) })
 		reg.NewGaugeFunc("geniam_credential_cache_entries", "credentials in the verification cache", func() float64 { return float64(verifier.CacheStats().Entries) })

@@ -111,19 +111,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	if err != nil {
 		return fmt.Errorf("aggregate certificate: %w", err)
 	}
-	tlsRoots, err := geniapi.LoadTrustRoots(cfg.TLS.TrustedRoots, log)
-	if err != nil {
-		return fmt.Errorf("trusted roots: %w", err)
-	}
-	credRoots, problems, err := credentials.LoadTrustRoots(cfg.TLS.TrustedRoots)
+	// One set of roots, loaded by one rule, for TLS and the credential
+	// checks: the TLS edge reads it from the verifier.
+	roots, problems, err := credentials.LoadTrustRoots(cfg.TLS.TrustedRoots)
 	if err != nil {
 		return fmt.Errorf("trusted roots: %w", err)
 	}
 	for _, p := range problems {
 		log.Warn("trusted roots: skipped", "problem", p)
 	}
-	credRoots.Legacy = cfg.TLS.LegacySHA1
-	verifier := credentials.NewVerifier(credRoots, credentials.Options{})
+	roots.Legacy = cfg.TLS.LegacySHA1
+	verifier := credentials.NewVerifier(roots, credentials.Options{})
 
 	poolCfg, err := pgxpool.ParseConfig(cfg.DB.URL)
 	if err != nil {
@@ -184,7 +182,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log, Auditor: ops})
 	// The request timeout bounds AM API calls; /data downloads stream for as long as they need.
 	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), prov, agg.Gate()),
-		geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log))
+		geniapi.ServerTLSConfig(cert, verifier, cfg.TLS.LegacySHA1, log))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -194,15 +192,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			if err := tlsRoots.Reload(); err != nil {
-				log.Error("reload trusted roots", "err", err)
-				continue
-			}
-			if r, problems, err := credentials.LoadTrustRoots(cfg.TLS.TrustedRoots); err == nil {
-				r.Legacy = cfg.TLS.LegacySHA1
-				verifier.SetRoots(r)
-				log.Info("trusted roots reloaded", "skipped", len(problems))
-			}
+			_ = ops.reloadRoots(verifier, cfg.TLS.TrustedRoots, cfg.TLS.LegacySHA1) // loud on failure
 		}
 	}()
 	if cfg.Operations.Listen != "" {
