@@ -582,9 +582,6 @@ func (a *Aggregate) Renew(ctx context.Context, c Call, urns []string, expiration
 
 // ---- PerformOperationalAction ----
 
-// SupportedActions are the PerformOperationalAction actions we implement.
-var SupportedActions = []string{ActionStart, ActionStop, ActionRestart, ActionUpdateUsers, ActionFetchData}
-
 // PerformOperationalAction records operational transitions on provisioned
 // slivers; a Provisioner carries them out on the nodes.
 func (a *Aggregate) PerformOperationalAction(ctx context.Context, c Call, urns []string, action string) ([]SliverStatus, error) {
