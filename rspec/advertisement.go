@@ -99,32 +99,16 @@ func (r *RSpecs) Advertisement(nodes []am.Node, availableOnly bool, now time.Tim
 	return b.String(), nil
 }
 
-// availableNow reports whether n can take a new sliver of a type it offers.
-func availableNow(n *am.Node) bool {
-	if !n.Available || n.Exclusive {
-		return false
-	}
-	if offers(n, am.SliverTypeContainer) && n.Free() > 0 {
-		return true
-	}
-	return offers(n, am.SliverTypeExclusive) && n.Used == 0
-}
-
-func offers(n *am.Node, sliverType string) bool {
-	for _, t := range n.SliverTypes {
-		if t == sliverType {
-			return true
-		}
-	}
-	return false
-}
+// availableNow reports whether n can take a new sliver of a type it offers
+// (am.Node.CanTake, the rule placement uses).
+func availableNow(n *am.Node) bool { return n.CanTake(false) || n.CanTake(true) }
 
 func (r *RSpecs) writeAdNode(b *strings.Builder, n *am.Node, sliverTypes map[string]string) {
 	b.WriteString("  <node")
 	writeAttr(b, "component_id", r.componentID(n))
 	writeAttr(b, "component_manager_id", r.cfg.AMURN)
 	writeAttr(b, "component_name", n.Name)
-	writeAttr(b, "exclusive", strconv.FormatBool(offers(n, am.SliverTypeExclusive)))
+	writeAttr(b, "exclusive", strconv.FormatBool(n.Offers(true)))
 	b.WriteString(">\n")
 	if n.HardwareType != "" {
 		b.WriteString("    <hardware_type")
