@@ -64,17 +64,6 @@ func (u URN) String() string {
 	return URNPrefix + u.Authority + "+" + u.Type + "+" + u.Name
 }
 
-// CanonicalURN parses s and returns its canonical text, so that two
-// spellings of one URN (URN:PUBLICID:IDN+a+SLICE+x and
-// urn:publicid:IDN+a+slice+x) compare equal as strings afterwards.
-func CanonicalURN(s string) (string, error) {
-	u, err := ParseURN(s)
-	if err != nil {
-		return "", err
-	}
-	return u.String(), nil
-}
-
 // URNOfType parses s and checks its type: the one check the aggregate, the
 // admin commands and the edge make before they look a slice up.
 func URNOfType(s, typ string) (URN, error) {

@@ -47,9 +47,9 @@ func TestParseURN(t *testing.T) {
 }
 
 func TestURNCanonical(t *testing.T) {
-	got, err := CanonicalURN("URN:PUBLICID:IDN+ch.geni.net:Proj+Slice+My+Slice")
-	if want := "urn:publicid:IDN+ch.geni.net:Proj+slice+My+Slice"; err != nil || got != want {
-		t.Fatalf("CanonicalURN = %q, %v; want %q", got, err, want)
+	u, err := ParseURN("URN:PUBLICID:IDN+ch.geni.net:Proj+Slice+My+Slice")
+	if want := "urn:publicid:IDN+ch.geni.net:Proj+slice+My+Slice"; err != nil || u.String() != want {
+		t.Fatalf("canonical text %q, %v; want %q", u.String(), err, want)
 	}
 	if _, err := URNOfType("urn:publicid:IDN+a+user+bob", "slice"); err == nil || !strings.Contains(err.Error(), `type "user"`) {
 		t.Fatalf("URNOfType accepted a user URN as a slice, or said so unclearly: %v", err)

@@ -33,11 +33,6 @@ func (s *Signer) hash() crypto.Hash {
 	return crypto.SHA256
 }
 
-// certs returns the signer's certificate followed by its chain.
-func (s *Signer) certs() []*x509.Certificate {
-	return append([]*x509.Certificate{s.Cert}, s.Chain...)
-}
-
 // parseGID parses the text of an owner_gid or target_gid: one or more PEM
 // certificates (leaf first), or a single certificate in bare base64 without
 // BEGIN/END lines, as ProtoGENI writes it.

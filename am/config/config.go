@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/geniam/geniam/am"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
@@ -159,14 +160,14 @@ func Load(file string, flags *pflag.FlagSet) (*Config, error) {
 
 // Validate checks values a typo would make dangerous.
 func (c *Config) Validate() error {
-	if !strings.HasPrefix(c.AMURN, "urn:publicid:IDN+") || !strings.HasSuffix(c.AMURN, "+authority+am") {
+	if u, err := am.ParseURN(c.AMURN); err != nil || u.Type != "authority" || u.Name != "am" {
 		return fmt.Errorf("config: am_urn %q must look like urn:publicid:IDN+<authority>+authority+am", c.AMURN)
 	}
-	switch c.Placement.Policy {
-	case "spread", "pack":
-	default:
-		return fmt.Errorf("config: placement.policy %q: want spread or pack", c.Placement.Policy)
+	policy, err := am.ParsePlacementPolicy(c.Placement.Policy)
+	if err != nil {
+		return fmt.Errorf("config: placement.policy: %v", err)
 	}
+	c.Placement.Policy = string(policy)
 	switch c.Log.Format {
 	case "text", "json":
 	default:
