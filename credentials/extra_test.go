@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"crypto"
+	"crypto/tls"
 	"encoding/base64"
 	"strings"
 	"testing"
@@ -132,7 +133,13 @@ func TestCallerOf(t *testing.T) {
 	if err != nil || c.URN != urn("user", "alice") || c.Email != "alice@geniam.test" || len(c.Chain) != 2 {
 		t.Fatalf("%+v %v", c, err)
 	}
-	if _, err := CallerOf(nil); err == nil {
-		t.Fatal("no chain accepted")
+	for _, cs := range []*tls.ConnectionState{nil, {}} {
+		if _, err := CallerFromTLS(cs); am.CodeOf(err) != am.Forbidden {
+			t.Errorf("no certificate (%v): %v", cs, err)
+		}
+	}
+	c, err = CallerFromTLS(&tls.ConnectionState{PeerCertificates: certs(p.alice)})
+	if err != nil || c.Cert != p.alice.Cert {
+		t.Errorf("CallerFromTLS: %+v %v", c, err)
 	}
 }

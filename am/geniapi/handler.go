@@ -20,6 +20,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/xmlrpc"
+	"github.com/geniam/geniam/credentials"
 )
 
 // DefaultMaxBodyBytes bounds a request body unless HandlerOptions says
@@ -141,7 +142,7 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, call *xmlrpc.Call,
 			resp = h.reply(call.Method, &c, nil, fmt.Errorf("panic: %v", p), logID, started)
 		}
 	}()
-	caller, err := CallerFromTLS(r.TLS)
+	caller, err := credentials.CallerFromTLS(r.TLS)
 	if err != nil {
 		return h.reply(call.Method, &c, nil, err, logID, started)
 	}

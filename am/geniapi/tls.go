@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/credentials"
 )
 
@@ -82,28 +81,6 @@ func describeChain(path []*x509.Certificate) string {
 		parts[i] = c.Subject.String() + " [" + c.SignatureAlgorithm.String() + "]"
 	}
 	return strings.Join(parts, " <- ")
-}
-
-// CallerFromTLS names the caller of a request from its verified TLS state:
-// the GENI URN in the leaf's subjectAltName, and its email. A missing client
-// certificate or URN is an *am.Err with code Forbidden.
-func CallerFromTLS(cs *tls.ConnectionState) (*am.Caller, error) {
-	if cs == nil || len(cs.PeerCertificates) == 0 {
-		return nil, am.Errorf(am.Forbidden, "a client certificate is required")
-	}
-	leaf := cs.PeerCertificates[0]
-	urn := credentials.URNOf(leaf)
-	if urn == "" {
-		return nil, am.Errorf(am.Forbidden, "the client certificate (%s) has no GENI URN (urn:publicid:IDN+...) in its subjectAltName", leaf.Subject.String())
-	}
-	if _, err := am.ParseURN(urn); err != nil {
-		return nil, am.Errorf(am.Forbidden, "the client certificate's URN is malformed: %v", err)
-	}
-	caller := &am.Caller{URN: urn, Cert: leaf, Chain: cs.PeerCertificates}
-	if len(leaf.EmailAddresses) > 0 {
-		caller.Email = leaf.EmailAddresses[0]
-	}
-	return caller, nil
 }
 
 // NewServer returns the HTTPS server of the AM endpoint, HTTP/1.1 with

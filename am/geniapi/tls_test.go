@@ -3,7 +3,6 @@ package geniapi
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"net/http"
 	"net/http/httptrace"
@@ -232,21 +231,6 @@ func TestTrustRoots(t *testing.T) {
 	}
 	if err := call(); err != nil || len(live.Roots().Certs()) != 2 {
 		t.Errorf("a failed reload changed the roots: %v, %d roots", err, len(live.Roots().Certs()))
-	}
-}
-
-func TestCallerFromTLS(t *testing.T) {
-	ca, _ := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+ex+authority+ca", KeyBits: 1024})
-	id, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+ex:a:b+user+alice", Email: "alice@ex.org", KeyBits: 1024})
-	c, err := CallerFromTLS(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{id.Cert, ca.Cert}})
-	if err != nil || c.URN != "urn:publicid:IDN+ex:a:b+user+alice" || c.Email != "alice@ex.org" || len(c.Chain) != 2 || c.Cert != id.Cert {
-		t.Errorf("got %+v, %v", c, err)
-	}
-	if _, err := CallerFromTLS(nil); am.CodeOf(err) != am.Forbidden {
-		t.Errorf("nil state: %v", err)
-	}
-	if _, err := CallerFromTLS(&tls.ConnectionState{}); am.CodeOf(err) != am.Forbidden {
-		t.Errorf("no certificate: %v", err)
 	}
 }
 

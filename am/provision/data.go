@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
-	"github.com/geniam/geniam/am/geniapi"
+	"github.com/geniam/geniam/credentials"
 )
 
 // DataHandler serves /data/<sliver name>.tar on the aggregate's HTTPS
@@ -27,7 +27,7 @@ import (
 // Errors are JSON {"error": ..., "code": ...}.
 func (p *Provisioner) DataHandler(gate *am.Gate) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		caller, callerErr := geniapi.CallerFromTLS(r.TLS)
+		caller, callerErr := credentials.CallerFromTLS(r.TLS)
 		ctx, finish := gate.Audit(r.Context(), dataMethod, "", r.RemoteAddr, caller)
 		err := callerErr
 		if err == nil {
