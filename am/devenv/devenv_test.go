@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/geniam/geniam/credentials/devpki"
-	"github.com/geniam/geniam/store"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -67,36 +66,5 @@ func TestDatabaseRestartable(t *testing.T) {
 	c2, url2, err := Database(ctx, filepath.Join(dir, "pg"))
 	if err != nil || url2 != url || c2.Port != c.Port {
 		t.Fatalf("second Database: %v %q vs %q", err, url2, url)
-	}
-}
-
-func TestSeedInventory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts PostgreSQL")
-	}
-	ctx := context.Background()
-	c, url, err := Database(ctx, filepath.Join(t.TempDir(), "pg"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
-	st, err := store.Open(ctx, url) // the real schema
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Pool().Close()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	for _, want := range []int{3, 3, 50} {
-		if err := SeedInventory(ctx, conn, Authority, want); err != nil {
-			t.Fatal(err)
-		}
-		var n int
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM nodes").Scan(&n); err != nil || n != want {
-			t.Fatalf("after seeding %d: %d nodes (%v)", want, n, err)
-		}
 	}
 }

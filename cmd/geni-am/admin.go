@@ -16,7 +16,6 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/store"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/pflag"
 )
 
@@ -96,12 +95,12 @@ func runAdmin(ctx context.Context, args []string, out io.Writer) error {
 	if cfg.DB.URL == "" {
 		return errors.New("db.url is not set (GENIAM_DB_URL, --db.url or the configuration file)")
 	}
-	pool, err := pgxpool.New(ctx, cfg.DB.URL)
+	st, err := store.Connect(ctx, cfg.DB.URL, 0)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	f.st, f.authority, f.actor = store.New(pool), cfg.Authority(), currentAdmin()
+	defer st.Close()
+	f.st, f.authority, f.actor = st, cfg.Authority(), currentAdmin()
 	return f.run(ctx)
 }
 

@@ -18,7 +18,7 @@ import (
 	"github.com/geniam/geniam/am/geniapi"
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devch"
-	"github.com/jackc/pgx/v5"
+	"github.com/geniam/geniam/store"
 	"github.com/spf13/pflag"
 )
 
@@ -86,8 +86,8 @@ func runDev(args []string) error {
 	userCert, userKey := pki.File("alice")
 	hooks := &serveHooks{
 		allowLocalImages: true,
-		afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
-			return devenv.SeedInventory(ctx, db, devenv.Authority, *inventory)
+		afterMigrate: func(ctx context.Context, st *store.Store) error {
+			return st.SeedDemoInventory(ctx, devenv.Authority, *inventory)
 		},
 		ready: func(addr net.Addr) {
 			fmt.Printf(`

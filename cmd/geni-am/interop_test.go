@@ -27,8 +27,8 @@ import (
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
-	"github.com/jackc/pgx/v5"
 )
 
 // capturesDir holds the captured requests and responses.
@@ -94,8 +94,8 @@ func serveAggregate(t *testing.T, s aggregateSetup) *servedAggregate {
 	addr := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	hooks := &serveHooks{
-		afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
-			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
+		afterMigrate: func(ctx context.Context, st *store.Store) error {
+			return st.SeedDemoInventory(ctx, devenv.Authority, 3)
 		},
 		ready: func(a net.Addr) { addr <- a },
 		clock: s.clock,

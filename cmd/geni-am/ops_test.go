@@ -22,8 +22,8 @@ import (
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/xmlrpc"
+	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -79,8 +79,8 @@ func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	log := slog.New(slog.NewJSONHandler(s.logBuf, nil))
 	hooks := &serveHooks{}
 	if seed {
-		hooks.afterMigrate = func(ctx context.Context, db *pgx.Conn) error {
-			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
+		hooks.afterMigrate = func(ctx context.Context, st *store.Store) error {
+			return st.SeedDemoInventory(ctx, devenv.Authority, 3)
 		}
 	}
 	// The operations port is picked free and then bound by serve: another

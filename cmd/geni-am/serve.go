@@ -20,8 +20,6 @@ import (
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/rspec"
 	"github.com/geniam/geniam/store"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/pflag"
 )
 
@@ -44,15 +42,15 @@ func init() {
 			return errors.New("db.url is not set (GENIAM_DB_URL or --db.url); make run migrates its own database")
 		}
 		ctx := context.Background()
-		pool, err := pgxpool.New(ctx, cfg.DB.URL)
+		st, err := store.Connect(ctx, cfg.DB.URL, 0)
 		if err != nil {
 			return err
 		}
-		defer pool.Close()
-		if err := store.Migrate(ctx, pool); err != nil {
+		defer st.Close()
+		if err := st.Migrate(ctx); err != nil {
 			return err
 		}
-		applied, err := store.AppliedMigrations(ctx, pool)
+		applied, err := st.AppliedMigrations(ctx)
 		if err != nil {
 			return err
 		}
@@ -84,10 +82,10 @@ func newLogger(c config.Log) *slog.Logger {
 
 // serveHooks lets the dev command add to a running aggregate.
 type serveHooks struct {
-	afterMigrate     func(ctx context.Context, db *pgx.Conn) error // e.g. seed the demo inventory
-	ready            func(addr net.Addr)                           // called once the listener is bound
-	clock            func() time.Time                              // the aggregate's clock; nil is time.Now (tests replay dated credentials)
-	allowLocalImages bool                                          // image locations may be file paths (make run's demo image)
+	afterMigrate     func(ctx context.Context, st *store.Store) error // e.g. seed the demo inventory
+	ready            func(addr net.Addr)                              // called once the listener is bound
+	clock            func() time.Time                                 // the aggregate's clock; nil is time.Now (tests replay dated credentials)
+	allowLocalImages bool                                             // image locations may be file paths (make run's demo image)
 }
 
 func (h *serveHooks) aggregateClock() func() time.Time {
@@ -123,33 +121,21 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	roots.Legacy = cfg.TLS.LegacySHA1
 	verifier := credentials.NewVerifier(roots, credentials.Options{})
 
-	poolCfg, err := pgxpool.ParseConfig(cfg.DB.URL)
+	st, err := store.Connect(ctx, cfg.DB.URL, cfg.DB.MaxConns)
 	if err != nil {
-		return fmt.Errorf("db.url: %w", err)
+		return err
 	}
-	poolCfg.MaxConns = int32(cfg.DB.MaxConns)
-	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	defer pool.Close()
-	if err := store.Migrate(ctx, pool); err != nil {
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
 	if hooks != nil && hooks.afterMigrate != nil {
-		conn, err := pool.Acquire(ctx)
-		if err != nil {
-			return err
-		}
-		err = hooks.afterMigrate(ctx, conn.Conn())
-		conn.Release()
-		if err != nil {
+		if err := hooks.afterMigrate(ctx, st); err != nil {
 			return err
 		}
 	}
-	st := store.New(pool)
 	st.ViewMaxAge = cfg.Cache.Nodes
-	ops := newOps(cfg, log, pool, verifier) // ops.go: metrics, audit trail, operator policy
+	ops := newOps(cfg, log, st, verifier) // ops.go: metrics, audit trail, operator policy
 	defer ops.close()
 	opsPolicy, err := ops.policy(cfg.Operations, st)
 	if err != nil {

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"io/fs"
 	"maps"
 	"regexp"
@@ -10,7 +11,10 @@ import (
 	"testing"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/migrations"
+	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/pgtest"
 )
 
 // latestSQL returns the text of the last migration that matches re (a later
@@ -99,4 +103,37 @@ func TestActionJobTable(t *testing.T) {
 	if !strings.Contains(strings.Join(am.SupportedActions, " "), am.ActionFetchData) {
 		t.Errorf("SupportedActions %v lacks %s", am.SupportedActions, am.ActionFetchData)
 	}
+}
+
+// TestSeedDemoInventory: make run's demo nodes, then bench nodes up to a
+// count; seeding again adds nothing.
+func TestSeedDemoInventory(t *testing.T) {
+	e := newEnv(t)
+	for _, want := range []int{3, 3, 50} {
+		if err := e.store.SeedDemoInventory(e.ctx, "geniam.test", want); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.count("SELECT count(*) FROM nodes"); n != want {
+			t.Fatalf("after seeding %d: %d nodes", want, n)
+		}
+	}
+}
+
+// TestLifecycleSuite runs the aggregate's lifecycle rules on PostgreSQL, the same
+// suite am/amtest runs on its in-memory store.
+func TestLifecycleSuite(t *testing.T) {
+	amtest.Lifecycle(t, func(t *testing.T, nodes []am.Node) am.Store {
+		st, err := store.Open(context.Background(), pgtest.NewDatabase(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		for _, n := range nodes {
+			if err := st.AddNode(context.Background(), store.NewNode{Name: n.Name, ComponentURN: n.ComponentID,
+				SliverTypes: n.SliverTypes, Capacity: n.Capacity}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return st
+	})
 }
