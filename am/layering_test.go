@@ -25,6 +25,7 @@ var outside = map[string][]string{
 	"pgx":   {"github.com/jackc/pgx/v5"},
 	"viper": {"github.com/spf13/viper", "github.com/spf13/pflag", "go.yaml.in/yaml/v3"},
 	"etree": {"github.com/beevik/etree"},
+	"pflag": {"github.com/spf13/pflag"},
 }
 
 // layerRule is one row of the table.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/geniclient"
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
 )
@@ -111,30 +112,9 @@ func clientTLSConfig(o tlsOptions) (*tls.Config, error) {
 		roots.AddCert(c)
 	}
 	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-		return verifyChain(raw, roots)
+		return geniclient.VerifyChain(raw, roots)
 	}
 	return cfg, nil
-}
-
-func verifyChain(raw [][]byte, roots *x509.CertPool) error {
-	if len(raw) == 0 {
-		return errors.New("server sent no certificate")
-	}
-	inter := x509.NewCertPool()
-	var leaf *x509.Certificate
-	for i, r := range raw {
-		c, err := x509.ParseCertificate(r)
-		if err != nil {
-			return fmt.Errorf("server certificate %d: %w", i, err)
-		}
-		if i == 0 {
-			leaf = c
-		} else {
-			inter.AddCert(c)
-		}
-	}
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	return err
 }
 
 // rpcClient calls one XML-RPC endpoint. Each benchmark client has its own,
@@ -207,7 +187,7 @@ func (c *rpcClient) callAM(ctx context.Context, method string, params ...any) (a
 func geniValue(method string, v any) (any, error) {
 	ret, ok := v.(map[string]any)
 	if !ok {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: fmt.Sprintf("the answer is %s, not a return struct", typeName(v))}
+		return nil, &callError{Method: method, Kind: kindMalformed, Msg: fmt.Sprintf("the answer is %s, not a return struct", geniclient.TypeName(v))}
 	}
 	code, ok := ret["code"].(map[string]any)
 	if !ok {
@@ -222,18 +202,4 @@ func geniValue(method string, v any) (any, error) {
 		return nil, &callError{Method: method, Kind: kindGENI, Code: int(n), Msg: out}
 	}
 	return ret["value"], nil
-}
-
-func typeName(v any) string {
-	switch v.(type) {
-	case nil:
-		return "nil"
-	case string:
-		return "a string"
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "a struct"
-	}
-	return fmt.Sprintf("a %T", v)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/geniam/geniam/am/geniclient"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -33,45 +33,16 @@ func credArg(xml string) []map[string]any {
 	return []map[string]any{{"geni_type": "geni_sfa", "geni_version": "3", "geni_value": xml}}
 }
 
-// maxCredentialBytes bounds a credential file (a delegated chain is a few tens of KiB).
-const maxCredentialBytes = 4 << 20
-
 // readCredentialFile reads a credential saved as raw signed XML, or as omni
 // saves it with -o: a JSON struct whose geni_value is the XML.
 func readCredentialFile(name string) (string, error) {
-	info, err := os.Stat(name)
-	if err != nil {
-		return "", err
-	}
-	if info.Size() > maxCredentialBytes {
-		return "", fmt.Errorf("%s: %d bytes is too large for a credential", name, info.Size())
-	}
-	b, err := os.ReadFile(name)
-	if err != nil {
-		return "", err
-	}
-	xml, err := parseCredential(b)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", name, err)
-	}
-	return xml, nil
+	c, err := geniclient.ReadCredentialFile(name)
+	return strings.TrimSpace(c.Value), err
 }
 
 func parseCredential(b []byte) (string, error) {
-	s := strings.TrimSpace(string(b))
-	if strings.HasPrefix(s, "{") {
-		var wrapped struct {
-			Value string `json:"geni_value"`
-		}
-		if err := json.Unmarshal([]byte(s), &wrapped); err != nil {
-			return "", fmt.Errorf("neither signed XML nor JSON: %w", err)
-		}
-		s = strings.TrimSpace(wrapped.Value)
-	}
-	if !strings.HasPrefix(s, "<") {
-		return "", errors.New("not a signed credential (want XML, or omni's JSON with geni_value)")
-	}
-	return s, nil
+	c, err := geniclient.ParseCredential(b)
+	return strings.TrimSpace(c.Value), err
 }
 
 var targetURNPattern = regexp.MustCompile(`<target_urn>\s*([^<\s]+)\s*</target_urn>`)
@@ -174,7 +145,7 @@ func credentialString(v any) (string, error) {
 	}
 	s, ok := v.(string)
 	if !ok {
-		return "", fmt.Errorf("answer is %s, not a credential string", typeName(v))
+		return "", fmt.Errorf("answer is %s, not a credential string", geniclient.TypeName(v))
 	}
 	return parseCredential([]byte(s))
 }

@@ -6,13 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/geniam/geniam/am/geniclient"
 )
 
 func TestCredentialFiles(t *testing.T) {
 	const sliceURN = "urn:publicid:IDN+geni:gpo:gcf+slice+labslice" // the JSON sample's target
 	dir := t.TempDir()
 	huge := filepath.Join(dir, "huge.xml")
-	if err := os.WriteFile(huge, make([]byte, maxCredentialBytes+1), 0o644); err != nil {
+	if err := os.WriteFile(huge, make([]byte, geniclient.MaxCredentialFile+1), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	notCred := filepath.Join(dir, "plain.txt")

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"github.com/geniam/geniam/am/geniclient"
 	"io"
 	"strings"
 	"sync"
@@ -122,7 +123,7 @@ func (b *bench) getVersion(ctx context.Context, keepAlive bool) []result {
 			v, err := c.callAM(ctx, "GetVersion", map[string]any{})
 			if err == nil {
 				if _, ok := v.(map[string]any); !ok {
-					err = &callError{Method: "GetVersion", Kind: kindBadValue, Msg: "value is " + typeName(v)}
+					err = &callError{Method: "GetVersion", Kind: kindBadValue, Msg: "value is " + geniclient.TypeName(v)}
 				}
 			}
 			rec.add(time.Since(t), err)
@@ -166,7 +167,7 @@ func checkAdvertisement(v any, compressed bool) error {
 	bad := func(msg string) error { return &callError{Method: "ListResources", Kind: kindBadValue, Msg: msg} }
 	s, ok := v.(string)
 	if !ok {
-		return bad("value is " + typeName(v))
+		return bad("value is " + geniclient.TypeName(v))
 	}
 	if compressed {
 		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
@@ -369,7 +370,7 @@ func sliverStates(method string, v any) (map[string]string, error) {
 	bad := func(msg string) error { return &callError{Method: method, Kind: kindBadValue, Msg: msg} }
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, bad("value is " + typeName(v))
+		return nil, bad("value is " + geniclient.TypeName(v))
 	}
 	list, ok := m["geni_slivers"].([]any)
 	if !ok {
@@ -379,7 +380,7 @@ func sliverStates(method string, v any) (map[string]string, error) {
 	for i, x := range list {
 		s, ok := x.(map[string]any)
 		if !ok {
-			return nil, bad(fmt.Sprintf("geni_slivers[%d] is %s", i, typeName(x)))
+			return nil, bad(fmt.Sprintf("geni_slivers[%d] is %s", i, geniclient.TypeName(x)))
 		}
 		urn, _ := s["geni_sliver_urn"].(string)
 		if urn == "" {

@@ -98,16 +98,16 @@ geniam is serving the AM API v3 at %s
                      cert %s
                      key  %s
   configuration      %s (what this run uses; edit it and run: ./bin/geni-am serve --config %s)
-  omni               %s
+  omni_config        %s (for geni and omni)
 
-Check it:
-  omni -c %s -V3 -a geniam getversion
-  omni -c %s -V3 -a geniam listresources
+Check it with geni (bin/geni; elsewhere: go install github.com/geniam/geniam/cmd/geni@latest):
+  geni -c %s -a geniam getversion
+  geni -c %s -a geniam listresources
 `, cfg.PublicURL(), cfg.AMURN, chURL, devenv.UserURN, userCert, userKey,
 				filepath.Join(dir, "geniam.yaml"), filepath.Join(dir, "geniam.yaml"), omniConfig,
 				omniConfig, omniConfig)
-			printDemo(demo, omniConfig, userCert, userKey)
-			fmt.Println("\nStop with Ctrl-C. omni is not installed here? docs/omni.md says how to get it.")
+			printDemo(demo, omniConfig)
+			fmt.Println("\nStop with Ctrl-C. omni works with the same omni_config (omni -c ... -V3 ...; docs/omni.md).")
 		},
 	}
 	return serve(ctx, cfg, log, hooks)

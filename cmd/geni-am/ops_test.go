@@ -65,6 +65,19 @@ func serveForTest(t *testing.T) *served {
 // one: let only one of them seed the demo inventory).
 func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	t.Helper()
+	hooks := &serveHooks{}
+	if seed {
+		hooks.afterMigrate = func(ctx context.Context, st *store.Store) error {
+			return st.SeedDemoInventory(ctx, devenv.Authority, 3)
+		}
+	}
+	return serveWith(t, pki, dbURL, hooks, nil)
+}
+
+// serveWith serves an aggregate on the database at dbURL with hooks (their
+// ready is set here); tune (if any) changes the configuration.
+func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, tune func(*config.Config)) *served {
+	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -77,11 +90,8 @@ func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	cfg.TLS.TrustedRoots = pki.TrustedRoots
 	cfg.Log.Format = "json"
 	log := slog.New(slog.NewJSONHandler(s.logBuf, nil))
-	hooks := &serveHooks{}
-	if seed {
-		hooks.afterMigrate = func(ctx context.Context, st *store.Store) error {
-			return st.SeedDemoInventory(ctx, devenv.Authority, 3)
-		}
+	if tune != nil {
+		tune(cfg)
 	}
 	// The operations port is picked free and then bound by serve: another
 	// process may take it in between, so try again with another one.

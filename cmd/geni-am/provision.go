@@ -175,8 +175,8 @@ func demoRequest(tar, sha string) string {
 `, tar, sha, devenv.AMURN)
 }
 
-// printDemo tells a make run user how to run the demo image.
-func printDemo(d *devAgents, omniConfig, userCert, userKey string) {
+// printDemo tells a make run user how to run the demo image with geni.
+func printDemo(d *devAgents, omniConfig string) {
 	if d == nil {
 		fmt.Print("\nNo Docker engine or no demo image (see the log above): provisioned slivers may stay geni_configuring (agents unreachable) and fail after the retries.\n")
 		return
@@ -184,12 +184,12 @@ func printDemo(d *devAgents, omniConfig, userCert, userKey string) {
 	fmt.Printf(`
 Node agents run in this process (127.0.0.2-4:1887, state in var/agents); the demo image is
   %s (sha256 %s)
-Run it (docs/provisioning.md):
-  omni -c %[3]s -V3 createslice demo
-  omni -c %[3]s -V3 -a geniam allocate demo %[4]s
-  omni -c %[3]s -V3 -a geniam provision demo
-  omni -c %[3]s -V3 -a geniam status demo      # geni_ready; "once" says: finished with exit code 3
-  omni -c %[3]s -V3 getslicecred demo -o       # writes demo-cred.json
-  curl -k --cert %[5]s --key %[6]s --data-binary @demo-cred.json <geniam:sliver_data url of the manifest> -o data.tar
-`, d.imageTar, d.imageSHA256, omniConfig, d.request, userCert, userKey)
+Run it (docs/experimenter.md):
+  geni -c %[3]s createslice demo
+  geni -c %[3]s -a geniam allocate demo %[4]s
+  geni -c %[3]s -a geniam provision demo
+  geni -c %[3]s -a geniam wait demo        # until ready; "once" then says: finished with exit code 3
+  geni -c %[3]s -a geniam data demo        # demo-server-data.tar, demo-once-data.tar
+  geni -c %[3]s -a geniam delete demo
+`, d.imageTar, d.imageSHA256, omniConfig, d.request)
 }
