@@ -424,7 +424,7 @@ func (a *Aggregate) allocateResult(op, sliceURN string, manifestOf []Sliver, sta
 func (a *Aggregate) newSliverURN() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	return "urn:publicid:IDN+" + a.cfg.Authority + "+sliver+" + hex.EncodeToString(b)
+	return URN{Authority: a.cfg.Authority, Type: "sliver", Name: hex.EncodeToString(b)}.String()
 }
 
 // ---- Provision ----

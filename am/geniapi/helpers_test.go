@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
@@ -174,34 +175,7 @@ func (f *fakeAM) Shutdown(ctx context.Context, c am.Call, slice string) error {
 }
 
 // logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Reset()
-}
-
-func (l *logBuffer) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer = amtest.LogBuffer
 
 func newLogger() (*slog.Logger, *logBuffer) {
 	buf := &logBuffer{}

@@ -78,7 +78,7 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, gate *am
 	}
 	cred := credentialOf(body)
 	ctx := r.Context()
-	urn := "urn:publicid:IDN+" + p.cfg.Authority + "+sliver+" + name
+	urn := am.URN{Authority: p.cfg.Authority, Type: "sliver", Name: name}.String()
 	s, err := p.st.SliverByURN(ctx, urn)
 	if err != nil {
 		return err

@@ -13,27 +13,13 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/store"
 )
 
 // syncBuffer is a log sink the housekeeping may write to concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = amtest.LogBuffer
 
 // TestExpiryWarningsAndPruning: a provisioned sliver gets its 24 h and 1 h
 // warnings once each (across two aggregate processes), a Renew earns new

@@ -15,10 +15,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/xmlrpc"
@@ -48,7 +48,7 @@ type served struct {
 	pki    *devenv.PKI
 	client *http.Client
 	chain  []*x509.Certificate
-	logBuf *syncWriter
+	logBuf *amtest.LogBuffer
 	pool   *pgxpool.Pool
 }
 
@@ -82,7 +82,7 @@ func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &served{t: t, dbURL: dbURL, pki: pki, logBuf: &syncWriter{w: &bytes.Buffer{}}}
+	s := &served{t: t, dbURL: dbURL, pki: pki, logBuf: &amtest.LogBuffer{}}
 	cfg.DB.URL = s.dbURL
 	cfg.Listen = "127.0.0.1:0"
 	cfg.AMURN = devenv.AMURN
@@ -142,24 +142,6 @@ func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, t
 	}
 	t.Cleanup(s.pool.Close)
 	return s
-}
-
-// syncWriter serialises writes to the log buffer.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.(*bytes.Buffer).String()
 }
 
 // call posts an XML-RPC call and returns the v3 struct (or a fault error).

@@ -131,7 +131,7 @@ func newCH(authority string) *Clearinghouse {
 }
 
 func (ch *Clearinghouse) urn(typ, name string) string {
-	return "urn:publicid:IDN+" + ch.Authority + "+" + typ + "+" + name
+	return am.URN{Authority: ch.Authority, Type: typ, Name: name}.String()
 }
 
 // Roots are the certificates an aggregate must trust to accept what this
