@@ -2,6 +2,8 @@ package am
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"time"
 )
 
@@ -150,9 +152,14 @@ func (g *Gate) IsOperator(user string) bool { return g != nil && g.operators[use
 // the AM API edge (which makes its own). Pass the returned context to Check;
 // call finish once with the request's outcome (nil for success): it fills in
 // the code, the caller-safe message and the duration and hands the record to
-// the Auditor.
+// the Auditor. An empty logID gets a fresh one (AuditFrom(ctx).LogID).
 func (g *Gate) Audit(ctx context.Context, method, logID, remoteAddr string, caller *Caller) (_ context.Context, finish func(error)) {
 	started := time.Now()
+	if logID == "" {
+		b := make([]byte, 6)
+		_, _ = rand.Read(b)
+		logID = hex.EncodeToString(b)
+	}
 	rec := &AuditRecord{At: started, LogID: logID, Method: method, RemoteAddr: remoteAddr}
 	if caller != nil {
 		rec.Caller = caller.URN

@@ -38,7 +38,9 @@ func (p *Provisioner) DataHandler(gate *am.Gate) http.Handler {
 		case errors.Is(err, errStreamBroken):
 			panic(http.ErrAbortHandler) // abort the response so the client cannot mistake it for complete
 		case err != nil:
-			writeErr(w, err)
+			logID := am.AuditFrom(ctx).LogID
+			p.log.Info("provisioner: /data request refused", "log_id", logID, "code", am.CodeOf(err).String(), "err", err)
+			writeErr(w, err, logID)
 		}
 	})
 }
@@ -171,7 +173,9 @@ func credentialOf(body []byte) am.Credential {
 	return am.Credential{Type: "geni_sfa", Version: "3", Value: string(body)}
 }
 
-func writeErr(w http.ResponseWriter, err error) {
+// writeErr answers with the error's status and caller-safe message, quoting
+// the log id of the request's audit row and log lines.
+func writeErr(w http.ResponseWriter, err error, logID string) {
 	code := am.CodeOf(err)
 	status := http.StatusInternalServerError
 	switch code {
@@ -190,7 +194,8 @@ func writeErr(w http.ResponseWriter, err error) {
 	if msg == "" || (code == am.ServerError && !errors.As(err, new(*am.Err))) {
 		msg = "internal error"
 	}
+	msg += " (log id " + logID + ")"
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": msg, "code": code.String(), "geni_code": int(code)})
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": msg, "code": code.String(), "geni_code": int(code), "log_id": logID})
 }

@@ -289,8 +289,9 @@ func TestDataThroughGate(t *testing.T) {
 	if code != http.StatusForbidden || !strings.Contains(string(body), "deny") {
 		t.Errorf("denied user: HTTP %d %s", code, body)
 	}
-	if rec := auditor.last(); rec.Code != am.Forbidden || !strings.Contains(rec.Output, "deny") {
-		t.Errorf("audit record of a refusal: code %v output %q", rec.Code, rec.Output)
+	if rec := auditor.last(); rec.Code != am.Forbidden || !strings.Contains(rec.Output, "deny") ||
+		rec.LogID == "" || !strings.Contains(string(body), "(log id "+rec.LogID+")") {
+		t.Errorf("audit record of a refusal: code %v output %q log id %q; the reply %s", rec.Code, rec.Output, rec.LogID, body)
 	}
 	ops.Deny = nil
 
