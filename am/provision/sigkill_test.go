@@ -48,7 +48,14 @@ func TestSIGKILLedAggregate(t *testing.T) {
 
 	start := func(name string) *exec.Cmd {
 		cmd := exec.Command(bin, "serve")
+		// The operations listener on a free port, not the default 9101,
+		// which other aggregates on this machine may hold.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		must(t, err)
+		opsAddr := ln.Addr().String()
+		ln.Close()
 		cmd.Env = append(os.Environ(), "GENIAM_DB_URL="+e.dbURL, "GENIAM_LISTEN=127.0.0.1:0", "GENIAM_AM_URN="+amURN,
+			"GENIAM_OPERATIONS_LISTEN="+opsAddr,
 			"GENIAM_VAR_DIR="+dir, "GENIAM_TLS_CERT="+certFile, "GENIAM_TLS_KEY="+keyFile, "GENIAM_TLS_TRUSTED_ROOTS="+roots,
 			"GENIAM_AGENTS_CERT="+agentCert, "GENIAM_AGENTS_KEY="+agentKey, "GENIAM_AGENTS_CA="+agentCA,
 			"GENIAM_PROVISIONING_LEASE=3s", "GENIAM_PROVISIONING_WORKERS=4", "GENIAM_PROVISIONING_HEALTH_INTERVAL=1s",
