@@ -98,6 +98,14 @@ type Grant struct {
 	Operator bool
 }
 
+// NewLogID returns a short random id that ties a reply, its log lines and
+// its audit row together (every entry point quotes it in its errors).
+func NewLogID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // Check decides acc. A refusal is an *Err: FORBIDDEN naming the failed check
 // (credentials, allow/deny, shut-down slice) or UNAVAILABLE (maintenance).
 func (g *Gate) Check(ctx context.Context, acc Access) (*Grant, error) {
@@ -156,9 +164,7 @@ func (g *Gate) IsOperator(user string) bool { return g != nil && g.operators[use
 func (g *Gate) Audit(ctx context.Context, method, logID, remoteAddr string, caller *Caller) (_ context.Context, finish func(error)) {
 	started := time.Now()
 	if logID == "" {
-		b := make([]byte, 6)
-		_, _ = rand.Read(b)
-		logID = hex.EncodeToString(b)
+		logID = NewLogID()
 	}
 	rec := &AuditRecord{At: started, LogID: logID, Method: method, RemoteAddr: remoteAddr}
 	if caller != nil {

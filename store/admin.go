@@ -163,15 +163,27 @@ type SliverFilter struct {
 	Slice string
 	User  string
 	URN   string
+	// Slices, when not nil, keeps only slivers of these slices (the
+	// console's experimenter view: an empty list matches nothing).
+	Slices []string
+	Limit  int // at most this many, oldest first; 0: all
 }
 
 // AdminSlivers lists live slivers matching f, oldest first.
 func (s *Store) AdminSlivers(ctx context.Context, f SliverFilter) ([]am.Sliver, error) {
 	out, err := collectSlivers(s.pool.Query(ctx, "SELECT "+sliverColumns+` FROM slivers v JOIN nodes n ON n.name = v.node_name
 		WHERE ($1 = '' OR v.node_name = $1) AND ($2 = '' OR v.slice_urn = $2) AND ($3 = '' OR v.created_by = $3)
-		  AND ($4 = '' OR v.urn = $4)
-		ORDER BY v.created_at, v.urn`, f.Node, f.Slice, f.User, f.URN))
+		  AND ($4 = '' OR v.urn = $4) AND ($5::text[] IS NULL OR v.slice_urn = ANY($5))
+		ORDER BY v.created_at, v.urn LIMIT $6`, f.Node, f.Slice, f.User, f.URN, f.Slices, limitOrAll(f.Limit)))
 	return out, cleanError("list slivers", err)
+}
+
+// limitOrAll is a LIMIT argument: NULL (no limit) for 0.
+func limitOrAll(n int) any {
+	if n <= 0 {
+		return nil
+	}
+	return n
 }
 
 // HistoryRow is one row of sliver_history.
@@ -241,11 +253,13 @@ type AuditRow struct {
 
 // AuditFilter narrows Audit; empty fields match everything.
 type AuditFilter struct {
-	Slice string
-	User  string // matches the user or the caller URN
-	LogID string
-	Since time.Time
-	Limit int // default 100
+	Slice  string
+	User   string // matches the user or the caller URN
+	LogID  string
+	Node   string // calls that named a sliver which was ever on this node
+	Sliver string // calls that named this sliver
+	Since  time.Time
+	Limit  int // default 100
 }
 
 // Audit returns audit rows matching f, oldest first (the newest Limit).
@@ -259,7 +273,9 @@ func (s *Store) Audit(ctx context.Context, f AuditFilter) ([]AuditRow, error) {
 		FROM audit_log
 		WHERE ($1 = '' OR slice_urn = $1) AND ($2 = '' OR user_urn = $2 OR caller_urn = $2)
 		  AND ($3 = '' OR log_id = $3) AND at >= $4
-		ORDER BY at DESC, id DESC LIMIT $5) x ORDER BY at, id`, f.Slice, f.User, f.LogID, f.Since, f.Limit)
+		  AND ($6 = '' OR sliver_urns && ARRAY(SELECT DISTINCT sliver_urn FROM sliver_history WHERE node_name = $6))
+		  AND ($7 = '' OR $7 = ANY(sliver_urns))
+		ORDER BY at DESC, id DESC LIMIT $5) x ORDER BY at, id`, f.Slice, f.User, f.LogID, f.Since, f.Limit, f.Node, f.Sliver)
 	if err != nil {
 		return nil, cleanError("audit", err)
 	}

@@ -38,6 +38,7 @@ type Config struct {
 	Provisioning Provisioning `mapstructure:"provisioning"`
 	Log          Log          `mapstructure:"log"`
 	Operations   Operations   `mapstructure:"operations"`
+	Console      Console      `mapstructure:"console"`
 }
 
 // TLS is the aggregate's identity and whom it trusts.
@@ -121,6 +122,14 @@ type Operations struct {
 	AuditQueue           int    `mapstructure:"audit_queue" doc:"audit records waiting for the database at most; beyond, records are logged and counted (geniam_audit_dropped_total) instead" default:"10000"`
 }
 
+// Console is the web console (am/console, docs/operator.md).
+type Console struct {
+	Listen    string        `mapstructure:"listen" doc:"address of the web console (HTTPS with the aggregate's certificate and trusted roots; a GENI client certificate is asked for, not required); keep it on loopback or a management network; empty disables it (make run serves it on 127.0.0.1:9102)" default:""`
+	Operators string        `mapstructure:"operators" doc:"user URNs (comma- or space-separated) whose client certificates open the operator view; anyone else with a trusted certificate sees their own slices" default:""`
+	Token     string        `mapstructure:"token" doc:"a secret (at least 16 characters) that opens the operator view from the console's login page, for browsers without an operator certificate; empty: certificates only" default:""`
+	Poll      time.Duration `mapstructure:"poll" doc:"how often the console looks for changes to push to open pages (one small query per interval while a page is open)" default:"1s"`
+}
+
 // Load reads the configuration. file may be ""; flags may be nil. Flags that
 // were set on the command line win over everything else.
 func Load(file string, flags *pflag.FlagSet) (*Config, error) {
@@ -178,6 +187,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.Advertisement > time.Minute || c.Cache.Nodes > time.Minute {
 		return fmt.Errorf("config: cache durations above a minute would hide other processes' changes for too long")
+	}
+	if c.Console.Token != "" && len(c.Console.Token) < 16 {
+		return fmt.Errorf("config: console.token must be at least 16 characters")
+	}
+	if c.Console.Poll < 100*time.Millisecond {
+		return fmt.Errorf("config: console.poll %v is below 100ms", c.Console.Poll)
 	}
 	if c.Limits.MaxBody < 1024 {
 		return fmt.Errorf("config: limits.max_body %d is too small", c.Limits.MaxBody)

@@ -63,6 +63,8 @@ func TestValidate(t *testing.T) {
 		{"GENIAM_PLACEMENT_POLICY", "random"},
 		{"GENIAM_LOG_FORMAT", "xml"},
 		{"GENIAM_LIMITS_MAX_BODY", "10"},
+		{"GENIAM_CONSOLE_TOKEN", "short"},
+		{"GENIAM_CONSOLE_POLL", "1ms"},
 	} {
 		t.Run(env[0], func(t *testing.T) {
 			t.Setenv(env[0], env[1])

@@ -9,8 +9,6 @@ package geniapi
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,7 +79,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the AM API is XML-RPC: POST a methodCall", http.StatusMethodNotAllowed)
 		return
 	}
-	logID := newLogID()
+	logID := am.NewLogID()
 	started := time.Now()
 	body := http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
 	call, err := xmlrpc.DecodeCall(body, h.opts.Limits)
@@ -203,9 +201,3 @@ func (h *Handler) writeFault(w http.ResponseWriter, code int, msg string) {
 	_ = xmlrpc.EncodeFault(w, code, msg)
 }
 
-// newLogID returns a short random id that ties a reply to its log lines.
-func newLogID() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}

@@ -71,6 +71,7 @@ func runDev(args []string) error {
 	}
 	cfg.VarDir = dir
 	devOpsListen(cfg, fs.Changed("operations.listen") || os.Getenv("GENIAM_OPERATIONS_LISTEN") != "" || *file != "", log) // ops.go
+	devConsole(cfg, fs.Changed("console.listen") || os.Getenv("GENIAM_CONSOLE_LISTEN") != "" || *file != "", log)         // console.go
 	chURL := "https://" + *chListen + "/"
 	omniConfig := filepath.Join(dir, "dev", "omni_config")
 	if err := devenv.WriteOmniConfig(omniConfig, pki, cfg.PublicURL(), chURL); err != nil {
@@ -84,11 +85,13 @@ func runDev(args []string) error {
 		return err
 	}
 	userCert, userKey := pki.File("alice")
+	var consoleAddr string
 	hooks := &serveHooks{
 		allowLocalImages: true,
 		afterMigrate: func(ctx context.Context, st *store.Store) error {
 			return st.SeedDemoInventory(ctx, devenv.Authority, *inventory)
 		},
+		consoleReady: func(addr net.Addr) { consoleAddr = addr.String() },
 		ready: func(addr net.Addr) {
 			fmt.Printf(`
 geniam is serving the AM API v3 at %s
@@ -106,6 +109,10 @@ Check it with geni (bin/geni; elsewhere: go install github.com/geniam/geniam/cmd
 `, cfg.PublicURL(), cfg.AMURN, chURL, devenv.UserURN, userCert, userKey,
 				filepath.Join(dir, "geniam.yaml"), filepath.Join(dir, "geniam.yaml"), omniConfig,
 				omniConfig, omniConfig)
+			if cfg.Console.Listen != "" {
+				fmt.Printf("\nWeb console: https://%s/ (operator token %s; the dev certificate is not trusted by browsers: accept it)\n",
+					consoleAddr, cfg.Console.Token)
+			}
 			printDemo(demo, omniConfig)
 			fmt.Println("\nStop with Ctrl-C. omni works with the same omni_config (omni -c ... -V3 ...; docs/omni.md).")
 		},

@@ -45,11 +45,13 @@ type served struct {
 	dbURL  string
 	amURL  string
 	opsURL string
-	pki    *devenv.PKI
-	client *http.Client
-	chain  []*x509.Certificate
-	logBuf *amtest.LogBuffer
-	pool   *pgxpool.Pool
+	// consoleURL is the web console's https://host:port, when console.listen is set.
+	consoleURL string
+	pki        *devenv.PKI
+	client     *http.Client
+	chain      []*x509.Certificate
+	logBuf     *amtest.LogBuffer
+	pool       *pgxpool.Pool
 }
 
 func serveForTest(t *testing.T) *served {
@@ -90,6 +92,8 @@ func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, t
 	cfg.TLS.TrustedRoots = pki.TrustedRoots
 	cfg.Log.Format = "json"
 	log := slog.New(slog.NewJSONHandler(s.logBuf, nil))
+	// The console's address, when console.listen is set.
+	hooks.consoleReady = func(a net.Addr) { s.consoleURL = "https://" + a.String() }
 	if tune != nil {
 		tune(cfg)
 	}
@@ -386,14 +390,5 @@ func TestEveryCallIsAudited(t *testing.T) {
 
 func httpGet(t *testing.T, url string, status int) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status {
-		t.Fatalf("GET %s: %s %s", url, resp.Status, body)
-	}
-	return string(body)
+	return get(t, http.DefaultClient, url, status)
 }

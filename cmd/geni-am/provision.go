@@ -57,13 +57,13 @@ func asProvisioner(p *provision.Provisioner) am.Provisioner {
 }
 
 // withData mounts /data/ (sliver data downloads) next to the XML-RPC
-// handler on the same TLS listener, behind the aggregate's gate.
-func withData(api http.Handler, p *provision.Provisioner, gate *am.Gate) http.Handler {
-	if p == nil {
+// handler on the same TLS listener.
+func withData(api, data http.Handler) http.Handler {
+	if data == nil {
 		return api
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/data/", p.DataHandler(gate))
+	mux.Handle("/data/", data)
 	mux.Handle("/", api)
 	return mux
 }
@@ -100,7 +100,7 @@ func startDevAgents(ctx context.Context, dir string, pki *devenv.PKI, cfg *confi
 		agentLog = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	for _, n := range devAgentNodes {
-		if err := startDevAgent(ctx, dir, images, caFile, pki, n.name, n.ip, agentLog); err != nil {
+		if _, err := startDevAgent(ctx, filepath.Join(dir, "agents", n.name), images, caFile, pki, n.name, n.ip, "1887", "geniam-dev-"+n.name, agentLog); err != nil {
 			lg.Warn("make run: node agent not started (its node will show as unreachable)", "node", n.name, "err", err)
 		}
 	}
@@ -123,31 +123,34 @@ func startDevAgents(ctx context.Context, dir string, pki *devenv.PKI, cfg *confi
 	return d
 }
 
-func startDevAgent(ctx context.Context, dir, images, caFile string, pki *devenv.PKI, name, ip string, lg *slog.Logger) error {
+// startDevAgent serves a node agent in this process on ip:port (port "0":
+// any) until ctx ends, with its containers labelled instance, and returns
+// its address.
+func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *devenv.PKI, name, ip, port, instance string, lg *slog.Logger) (net.Addr, error) {
 	if _, err := pki.AgentIdentity(name, net.ParseIP(ip)); err != nil {
-		return err
+		return nil, err
 	}
 	certFile, keyFile := pki.File("agent-" + name)
 	tlsConf, err := agent.ServerTLSConfig(certFile, keyFile, caFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	svc, err := agent.New(agent.Config{StateDir: filepath.Join(dir, "agents", name), Instance: "geniam-dev-" + name,
+	svc, err := agent.New(agent.Config{StateDir: stateDir, Instance: instance,
 		AllowFileImages: true, FileImageDirs: []string{images}, Logger: lg.With("agent", name)}, docker.NewRuntime(""))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "1887"))
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
 	if err != nil {
 		svc.Close()
-		return err
+		return nil, err
 	}
 	srv := &http.Server{Handler: agent.NewHandler(svc, agent.HandlerOptions{Logger: lg}), TLSConfig: tlsConf,
 		ErrorLog: log.New(os.Stderr, "agent "+name+": ", 0)}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	go func() { <-ctx.Done(); _ = srv.Close(); svc.Close() }()
 	lg.Info("make run: node agent serving", "node", name, "url", "https://"+ln.Addr().String())
-	return nil
+	return ln.Addr(), nil
 }
 
 // demoRequest is a request RSpec of two demo containers, one run-once.

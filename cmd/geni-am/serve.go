@@ -84,6 +84,7 @@ func newLogger(c config.Log) *slog.Logger {
 type serveHooks struct {
 	afterMigrate     func(ctx context.Context, st *store.Store) error // e.g. seed the demo inventory
 	ready            func(addr net.Addr)                              // called once the listener is bound
+	consoleReady     func(addr net.Addr)                              // called once the console's listener is bound
 	clock            func() time.Time                                 // the aggregate's clock; nil is time.Now (tests replay dated credentials)
 	allowLocalImages bool                                             // image locations may be file paths (make run's demo image)
 }
@@ -167,8 +168,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log, Auditor: ops})
 	// The request timeout bounds AM API calls; /data downloads stream for as long as they need.
-	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), prov, agg.Gate()),
-		geniapi.ServerTLSConfig(cert, verifier, cfg.TLS.LegacySHA1, log))
+	apiTLS := geniapi.ServerTLSConfig(cert, verifier, cfg.TLS.LegacySHA1, log)
+	// POST /data/<sliver>.tar, on the AM listener and behind the console's
+	// download form alike (nil without a provisioner).
+	var data http.Handler
+	if prov != nil {
+		data = prov.DataHandler(agg.Gate())
+	}
+	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), data), apiTLS)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -184,6 +191,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	if cfg.Operations.Listen != "" {
 		if _, err := ops.serveOps(ctx, cfg.Operations.Listen); err != nil {
 			return err
+		}
+	}
+	if cfg.Console.Listen != "" {
+		addr, err := serveConsole(ctx, cfg, st, data, apiTLS, log) // console.go
+		if err != nil {
+			return err
+		}
+		if hooks != nil && hooks.consoleReady != nil {
+			hooks.consoleReady(addr)
 		}
 	}
 	errc := make(chan error, 1)

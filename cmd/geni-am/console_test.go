@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/config"
+	"github.com/geniam/geniam/am/devenv"
+	"github.com/geniam/geniam/am/provision"
+	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/pgtest"
+)
+
+const consoleToken = "operator-token-for-tests-0123"
+
+// consoleWorld is an aggregate with the console on, one slice of alice's
+// with one allocated sliver, and a second experimenter (bob) and an
+// operator (carol) with certificates of the dev clearinghouse.
+type consoleWorld struct {
+	*served
+	slice, sliver string
+	sliceCred     []byte
+	bob, carol    *devpki.Identity
+}
+
+// With agents, node1 has a node agent on the Docker engine (node2 and node3
+// point at addresses where none answers: unreachable) and the sliver runs
+// the demo image once, bound to node1, exiting with code 3.
+func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
+	t.Helper()
+	pki, err := devenv.EnsurePKI(filepath.Join(t.TempDir(), "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rspec, err := os.ReadFile("../../docs/examples/request-one-container.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agentURL string
+	if agents {
+		var ok bool
+		if rspec, agentURL, ok = consoleAgent(t, pki); !ok {
+			return nil
+		}
+	}
+	carol, err := pki.CH.IssueUser("carol", "carol@"+devenv.Authority)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := pki.CH.IssueUser("bob", "bob@"+devenv.Authority)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks := &serveHooks{allowLocalImages: agentURL != "",
+		afterMigrate: func(ctx context.Context, st *store.Store) error {
+			if err := st.SeedDemoInventory(ctx, devenv.Authority, 3); err != nil || agentURL == "" {
+				return err
+			}
+			// node2 and node3 keep make run's addresses, where no agent of
+			// this PKI answers.
+			_, err := st.Pool().Exec(ctx, "UPDATE nodes SET agent_url = $1 WHERE name = 'node1'", agentURL)
+			return err
+		}}
+	s := serveWith(t, pki, pgtest.NewDatabase(t), hooks, func(c *config.Config) {
+		c.Console.Listen = "127.0.0.1:0"
+		c.Console.Token = consoleToken
+		c.Console.Operators = urnOf(carol)
+		c.Console.Poll = 200 * time.Millisecond
+		if agentURL != "" {
+			c.Agents.Cert, c.Agents.Key = pki.File("am-agent-client")
+			c.Agents.CA, _ = pki.File("agents-ca")
+			c.VarDir = t.TempDir()
+			c.Provisioning.HealthInterval = 500 * time.Millisecond
+		}
+	})
+	w := &consoleWorld{served: s, bob: bob, carol: carol}
+	slice, sliceCred, err := pki.CH.CreateSlice(s.chain, "console", time.Now().Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.slice, w.sliceCred = slice.URN, sliceCred
+	alloc := s.call("Allocate", slice.URN, creds(sliceCred), string(rspec), map[string]any{})
+	if opsGeniCode(alloc) != 0 {
+		t.Fatalf("Allocate: %v", alloc["output"])
+	}
+	w.sliver = alloc["value"].(map[string]any)["geni_slivers"].([]any)[0].(map[string]any)["geni_sliver_urn"].(string)
+	// A failed call for the audit search: Status of a sliver that is not there.
+	s.call("Status", []any{"urn:publicid:IDN+geniam.localhost+sliver+00000000"}, creds(sliceCred), map[string]any{})
+	return w
+}
+
+// consoleAgent builds the demo image and serves a node agent for node1 on a
+// free loopback port until the test ends; it returns a request RSpec of one
+// run-once container bound to node1 and the agent's URL. Without Docker it
+// skips (or fails under GENIAM_REQUIRE_DOCKER=1) and returns ok false.
+func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL string, ok bool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	if why := provision.DockerAvailable(ctx); why != "" {
+		cancel()
+		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1): %s", why)
+		}
+		t.Skipf("no Docker engine: %s", why)
+		return nil, "", false
+	}
+	images := t.TempDir()
+	tar := filepath.Join(images, "demo.tar")
+	tag := fmt.Sprintf("geniam.test/console/demo:%d", os.Getpid())
+	sum, err := provision.BuildDemoImage(ctx, tar, tag)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	instance := fmt.Sprintf("geniam-consoletest-%d", os.Getpid())
+	caFile, _ := pki.File("agents-ca")
+	addr, err := startDevAgent(ctx, t.TempDir(), images, caFile, pki, "node1", "127.0.0.1", "0", instance,
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		removeLabelled(instance)
+		_ = exec.Command("docker", "rmi", "-f", tag).Run() // the agent loaded it from the tar under this tag
+	})
+	return []byte(fmt.Sprintf(`<rspec xmlns="http://www.geni.net/resources/rspec/3"
+       xmlns:geniam="http://geniam.github.io/rspec/ext/geniam/1" type="request">
+  <node client_id="once" component_manager_id="%s" component_id="urn:publicid:IDN+%s+node+node1">
+    <sliver_type name="container"><disk_image name="%s" geniam:sha256="%s"/></sliver_type>
+    <services><execute shell="exec" command="/demo -once -exit 3"/></services>
+  </node>
+</rspec>`, devenv.AMURN, devenv.Authority, tar, sum)), "https://" + addr.String(), true
+}
+
+// removeLabelled removes the containers an agent instance left behind.
+func removeLabelled(instance string) {
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+agent.LabelInstance+"="+instance).Output()
+	for _, id := range strings.Fields(string(out)) {
+		_ = exec.Command("docker", "rm", "-f", id).Run()
+	}
+}
+
+func urnOf(id *devpki.Identity) string {
+	for _, u := range id.Cert.URIs {
+		if strings.HasPrefix(u.String(), "urn:publicid:IDN+") {
+			return u.String()
+		}
+	}
+	return ""
+}
+
+// browser is an HTTP client of the console: with the certificate of id (nil:
+// none) and a cookie jar.
+func (w *consoleWorld) browser(t *testing.T, id *devpki.Identity) *http.Client {
+	t.Helper()
+	roots := x509.NewCertPool()
+	for _, c := range w.pki.CH.Roots().Certs() {
+		roots.AddCert(c)
+	}
+	cfg := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	if id != nil {
+		cert := tls.Certificate{Certificate: [][]byte{id.Cert.Raw}, PrivateKey: id.Key, Leaf: id.Cert}
+		for _, c := range id.Chain {
+			cert.Certificate = append(cert.Certificate, c.Raw)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Timeout: 20 * time.Second, Jar: jar, Transport: &http.Transport{TLSClientConfig: cfg}}
+}
+
+// get fetches u with c and checks the status.
+func get(t *testing.T, c *http.Client, u string, status int) string {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status {
+		t.Fatalf("GET %s: %s, want %d:\n%s", u, resp.Status, status, body)
+	}
+	return string(body)
+}
+
+// TestConsoleAccess checks who sees what over real TLS: nobody without a
+// certificate or the token; an experimenter their own slices only; an
+// operator (certificate or token) everything.
+func TestConsoleAccess(t *testing.T) {
+	w := newConsoleWorld(t, false)
+	u := w.consoleURL
+	name := shortName(w.sliver)
+
+	// No certificate, no token: the login page, for every page and stream.
+	anon := w.browser(t, nil)
+	for _, p := range []string{"/", "/nodes", "/slivers", "/audit", "/sliver?urn=" + url.QueryEscape(w.sliver)} {
+		if body := get(t, anon, u+p, http.StatusUnauthorized); !strings.Contains(body, "Operator token") || strings.Contains(body, name) {
+			t.Errorf("anonymous %s:\n%s", p, body)
+		}
+	}
+	get(t, anon, u+"/events", http.StatusUnauthorized)
+	get(t, anon, u+"/usage.svg", http.StatusForbidden)
+	resp, err := anon.PostForm(u+"/login", url.Values{"token": {"wrong-token-wrong-token"}})
+	if err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("wrong token: %v %v", resp.Status, err)
+	}
+	resp.Body.Close()
+
+	// A certificate the trusted roots do not vouch for is refused in the
+	// handshake, as on the AM listener.
+	foreign, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+elsewhere+authority+sa", KeyBits: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallory, err := foreign.Issue(devpki.Options{URN: "urn:publicid:IDN+elsewhere+user+mallory", KeyBits: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := w.browser(t, mallory).Get(u + "/"); err == nil {
+		resp.Body.Close()
+		t.Errorf("an untrusted certificate got %s", resp.Status)
+	}
+
+	// alice (experimenter): her sliver, her calls, no operator pages.
+	alice := w.browser(t, w.pki.User)
+	body := get(t, alice, u+"/", http.StatusOK)
+	if !strings.Contains(body, name) || !strings.Contains(body, "geni_allocated") || !strings.Contains(body, "experimenter") {
+		t.Errorf("alice's overview lacks her sliver:\n%s", body)
+	}
+	get(t, alice, u+"/nodes", http.StatusForbidden)
+	get(t, alice, u+"/jobs", http.StatusForbidden)
+	get(t, alice, u+"/usage.svg", http.StatusForbidden)
+	if body := get(t, alice, u+"/sliver?urn="+url.QueryEscape(w.sliver), http.StatusOK); !strings.Contains(body, "no /data to download") || !strings.Contains(body, "geni_pending_allocation") {
+		t.Errorf("alice's sliver page:\n%s", body)
+	}
+	if body := get(t, alice, u+"/audit?user="+url.QueryEscape(urnOf(w.bob)), http.StatusOK); !strings.Contains(body, "Allocate") {
+		t.Errorf("alice's audit (her own calls whatever the filter):\n%s", body)
+	}
+
+	// bob: a trusted certificate, but none of alice's slices.
+	bob := w.browser(t, w.bob)
+	if body := get(t, bob, u+"/", http.StatusOK); strings.Contains(body, name) {
+		t.Errorf("bob sees alice's sliver:\n%s", body)
+	}
+	get(t, bob, u+"/sliver?urn="+url.QueryEscape(w.sliver), http.StatusNotFound)
+	if body := get(t, bob, u+"/slivers?slice="+url.QueryEscape(w.slice), http.StatusOK); strings.Contains(body, name) {
+		t.Errorf("bob lists alice's slice:\n%s", body)
+	}
+	if body := get(t, bob, u+"/audit?slice="+url.QueryEscape(w.slice), http.StatusOK); strings.Contains(body, "Allocate") {
+		t.Errorf("bob sees alice's audit rows:\n%s", body)
+	}
+
+	// carol (operator certificate) and the token: everything.
+	carol := w.browser(t, w.carol)
+	for _, c := range []*http.Client{carol, anon} {
+		if c == anon {
+			resp, err := anon.PostForm(u+"/login", url.Values{"token": {consoleToken}})
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("token sign-in: %v %v", resp.Status, err)
+			}
+			resp.Body.Close()
+		}
+		body := get(t, c, u+"/nodes", http.StatusOK)
+		for _, n := range []string{"node1", "node2", "node3"} {
+			if !strings.Contains(body, `id="node-`+n+`"`) {
+				t.Errorf("nodes page lacks %s:\n%s", n, body)
+			}
+		}
+		if body := get(t, c, u+"/slivers?node=", http.StatusOK); !strings.Contains(body, name) {
+			t.Errorf("operator's slivers lack %s", name)
+		}
+		get(t, c, u+"/jobs", http.StatusOK)
+		if svg := get(t, c, u+"/usage.svg?range=1h", http.StatusOK); !strings.Contains(svg, "slivers (1 now)") {
+			t.Errorf("usage chart:\n%s", svg)
+		}
+		if body := get(t, c, u+"/audit?node=&slice="+url.QueryEscape(w.slice), http.StatusOK); !strings.Contains(body, "SEARCHFAILED") && !strings.Contains(body, "Allocate") {
+			t.Errorf("operator's audit search:\n%s", body)
+		}
+	}
+	// Downloads need a GENI identity; without agents there is no /data.
+	resp, err = anon.Post(u+"/data?urn="+url.QueryEscape(w.sliver), "multipart/form-data; boundary=x", strings.NewReader("--x--\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Errorf("token-only download: %s", resp.Status)
+	}
+}
+
+// shortName is the last part of a URN.
+func shortName(urn string) string { return urn[strings.LastIndex(urn, "+")+1:] }
