@@ -200,4 +200,3 @@ func (h *Handler) writeFault(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
 	_ = xmlrpc.EncodeFault(w, code, msg)
 }
-
