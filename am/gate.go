@@ -13,7 +13,8 @@ import (
 // same checks apply everywhere, in one order:
 //
 //  1. the credentials grant Access.Privileges on Access.Slice
-//     (Authorizer, i.e. package credentials);
+//     (Authorizer, i.e. package credentials), or, for an IdentityOnly
+//     request, the entry point has named the caller;
 //  2. the operator's allow and deny lists (OpsPolicy.Allow, Deny);
 //  3. maintenance, for requests that start new work (Access.NewWork);
 //  4. a slice shut down by Shutdown is refused to everyone but an operator
@@ -89,6 +90,14 @@ type Access struct {
 	// ShutDownOK lets the request through on a shut-down slice (Shutdown
 	// itself, which answers true again).
 	ShutDownOK bool
+	// IdentityOnly marks a request that carries no credentials because the
+	// entry point has established who Caller is itself (a console viewer by
+	// the certificate the TLS layer verified; an SSH user by key): step 1
+	// then only requires Caller, whose URN is the user, and which slices that
+	// user may see stays the entry point's rule. The operator's allow/deny
+	// lists, maintenance, the shut-down rule and the audit row apply as to
+	// any request.
+	IdentityOnly bool
 }
 
 // Grant is the gate's yes.
@@ -111,16 +120,28 @@ func NewLogID() string {
 func (g *Gate) Check(ctx context.Context, acc Access) (*Grant, error) {
 	rec := AuditFrom(ctx)
 	rec.NoteSlice(acc.Slice)
-	if g == nil || g.auth == nil {
+	if g == nil {
 		return nil, Errorf(Forbidden, "no trust configuration")
 	}
-	authz, err := g.auth.Authorize(AuthRequest{Method: acc.Method, Caller: acc.Caller, Credentials: acc.Credentials,
-		Target: acc.Slice, Privileges: acc.Privileges, SpeakingFor: acc.SpeakingFor, Now: g.now()})
-	if err != nil {
-		return nil, err
-	}
-	if authz == nil {
-		return nil, Errorf(Forbidden, "credentials do not authorize %s", acc.Method)
+	var authz *Authorization
+	switch {
+	case acc.IdentityOnly:
+		if acc.Caller == nil || acc.Caller.URN == "" {
+			return nil, Errorf(Forbidden, "%s needs a client identity", acc.Method)
+		}
+		authz = &Authorization{User: acc.Caller.URN}
+	case g.auth == nil:
+		return nil, Errorf(Forbidden, "no trust configuration")
+	default:
+		var err error
+		authz, err = g.auth.Authorize(AuthRequest{Method: acc.Method, Caller: acc.Caller, Credentials: acc.Credentials,
+			Target: acc.Slice, Privileges: acc.Privileges, SpeakingFor: acc.SpeakingFor, Now: g.now()})
+		if err != nil {
+			return nil, err
+		}
+		if authz == nil {
+			return nil, Errorf(Forbidden, "credentials do not authorize %s", acc.Method)
+		}
 	}
 	rec.NoteAuthorization(authz)
 	if err := g.ops.checkAccess(authz); err != nil {
