@@ -23,6 +23,8 @@ type AggregateConfig struct {
 	ProvisionedLifetime time.Duration // expiry given at Provision; default 7 days
 	MaxLease            time.Duration // Renew cap of a provisioned sliver; default 30 days
 	Placement           PlacementPolicy
+	// MaxLinks is how many links one request may hold; 0 refuses links.
+	MaxLinks int
 
 	// AdCacheTTL is how long ListResources may serve an advertisement that
 	// misses other processes' sliver changes (see adCache); 0 means
@@ -383,6 +385,11 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		reqs[i] = r
 	}
 
+	ifaces, err := checkLinks(reqs, req.Links, a.cfg.MaxLinks)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+
 	plan := func(nodes []Node) ([]Sliver, error) {
 		placed, err := PlaceShuffled(a.cfg.Placement, nodes, reqs, mrand.IntN)
 		if err != nil {
@@ -394,6 +401,10 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 				SliverType: r.SliverType, Exclusive: r.SliverType == SliverTypeExclusive, Image: r.Image,
 				Execute: r.Execute, Install: r.Install, NodeXML: r.NodeXML, Allocation: Allocated,
 				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: grant.User, CreatedAt: now}
+			for _, f := range ifaces[i] {
+				f.MAC = LinkMAC(out[i].URN, f.ClientID)
+				out[i].Interfaces = append(out[i].Interfaces, f)
+			}
 		}
 		return out, nil
 	}

@@ -22,10 +22,13 @@ const module = "github.com/geniam/geniam"
 
 // outside names the modules a "depends on" cell may name by their short name.
 var outside = map[string][]string{
-	"pgx":   {"github.com/jackc/pgx/v5"},
-	"viper": {"github.com/spf13/viper", "github.com/spf13/pflag", "go.yaml.in/yaml/v3"},
-	"etree": {"github.com/beevik/etree"},
-	"pflag": {"github.com/spf13/pflag"},
+	"pgx":     {"github.com/jackc/pgx/v5"},
+	"viper":   {"github.com/spf13/viper", "github.com/spf13/pflag", "go.yaml.in/yaml/v3"},
+	"etree":   {"github.com/beevik/etree"},
+	"pflag":   {"github.com/spf13/pflag"},
+	"netlink": {"github.com/vishvananda/netlink"},
+	"netns":   {"github.com/vishvananda/netns"},
+	"x/sys":   {"golang.org/x/sys"},
 }
 
 // layerRule is one row of the table.

@@ -154,12 +154,14 @@ type SliverRequest struct {
 	Execute     []Execute
 	Install     []Install
 	NodeXML     string // the request's <node> element, echoed in the manifest
+	Interfaces  []InterfaceRequest
 }
 
 // Request is a parsed request RSpec.
 type Request struct {
 	Slivers []SliverRequest
-	Foreign []string // top-level elements for other aggregates or tools, echoed in the manifest
+	Links   []LinkRequest // links joining our nodes' interfaces (links.go)
+	Foreign []string      // top-level elements for other aggregates or tools, echoed in the manifest
 }
 
 // Sliver is one allocated or provisioned resource of a slice.
@@ -185,12 +187,13 @@ type Sliver struct {
 	CreatedBy   string    // user URN that allocated it
 	CreatedAt   time.Time
 	Users       []User
-	ExitCode    *int   // the start command's exit code, when it has finished
-	LogURL      string // where the start command's output can be read
-	DataURL     string // where /data can be downloaded
-	LoginHost   string // SSH host of the sliver once provisioned ("" = no login service yet)
-	LoginPort   int    // SSH port on LoginHost (0 means 22)
-	LoginUser   string // account the geni_users keys are installed for
+	ExitCode    *int        // the start command's exit code, when it has finished
+	LogURL      string      // where the start command's output can be read
+	DataURL     string      // where /data can be downloaded
+	LoginHost   string      // SSH host of the sliver once provisioned ("" = no login service yet)
+	LoginPort   int         // SSH port on LoginHost (0 means 22)
+	LoginUser   string      // account the geni_users keys are installed for
+	Interfaces  []Interface // the container's interfaces on links
 }
 
 // Slice is what the aggregate knows of a slice.

@@ -86,6 +86,7 @@ func (r *RSpecs) Advertisement(nodes []am.Node, availableOnly bool, now time.Tim
 	writeAttr(&b, "generated_by", r.cfg.GeneratedBy)
 	b.WriteString(">\n")
 	r.writeOpState(&b)
+	r.writeAdLinks(&b)
 
 	for i := range nodes {
 		n := &nodes[i]

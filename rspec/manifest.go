@@ -64,6 +64,11 @@ func (r *RSpecs) ManifestWith(sliceURN string, slivers []am.Sliver, foreign []st
 		writeElement(&b, node, newPrefixer(hints), manifestScope, am.RSpecNamespace, 1)
 		b.WriteByte('\n')
 	}
+	for _, l := range r.manifestLinks(slivers) {
+		b.WriteString("  ")
+		writeElement(&b, l, newPrefixer(nil), manifestScope, am.RSpecNamespace, 1)
+		b.WriteByte('\n')
+	}
 	for _, f := range foreign {
 		el, hints, err := parseElement(f, storedLimits)
 		if err != nil {
@@ -157,6 +162,7 @@ func (r *RSpecs) manifestNode(s *am.Sliver) (*element, map[string]string, error)
 		insertChild(node, host)
 	}
 
+	manifestInterfaces(node, s)
 	state := &element{Space: am.GeniamNamespace, Local: "sliver_state"}
 	state.Attrs = append(state.Attrs, attr{"", "allocation", string(s.Allocation)})
 	if s.Operational != "" {

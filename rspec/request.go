@@ -24,11 +24,12 @@ func (r *RSpecs) ParseRequest(doc string) (*am.Request, error) {
 		return nil, am.Errorf(am.BadArgs, "request RSpec is empty")
 	}
 	p := &requestParser{
-		r:          r,
-		rd:         newReader(doc, readLimits{maxDepth: r.cfg.MaxDepth, maxElements: r.cfg.MaxElementsPerNode}),
-		clientIDs:  map[string]bool{},
-		interfaces: map[string]bool{},
-		req:        &am.Request{},
+		r:             r,
+		rd:            newReader(doc, readLimits{maxDepth: r.cfg.MaxDepth, maxElements: r.cfg.MaxElementsPerNode}),
+		clientIDs:     map[string]bool{},
+		interfaces:    map[string]bool{},
+		ourInterfaces: map[string]bool{},
+		req:           &am.Request{},
 	}
 	if err := p.parse(); err != nil {
 		return nil, err
@@ -41,9 +42,13 @@ type requestParser struct {
 	rd         *reader
 	clientIDs  map[string]bool // node client_ids seen
 	interfaces map[string]bool // interface client_ids seen
-	nodes      int             // node elements seen, ours or not
-	others     int             // other top-level elements seen
-	req        *am.Request
+	// ourInterfaces are the interfaces of our nodes; links are resolved
+	// against them at the end (links.go).
+	ourInterfaces map[string]bool
+	links         []pendingLink
+	nodes         int // node elements seen, ours or not
+	others        int // other top-level elements seen
+	req           *am.Request
 }
 
 func (p *requestParser) parse() error {
@@ -62,6 +67,9 @@ func (p *requestParser) parse() error {
 		switch t := tok.(type) {
 		case xml.EndElement: // of <rspec>
 			if err := p.rest(); err != nil {
+				return err
+			}
+			if err := p.resolveLinks(); err != nil {
 				return err
 			}
 			if len(p.req.Slivers) == 0 {
@@ -188,8 +196,7 @@ func (p *requestParser) topLevel(start xml.StartElement) error {
 			p.req.Foreign = append(p.req.Foreign, p.serialize(el))
 			return nil
 		}
-		id, _ := el.attr("client_id")
-		return am.Errorf(am.Unsupported, "link %q: links and LANs are not supported by this aggregate", id)
+		return p.link(el)
 	case el.Space == am.RSpecNamespace:
 		return am.Errorf(am.BadArgs, "unexpected element <%s> in a request RSpec", el.Local)
 	default:
@@ -293,7 +300,12 @@ func (p *requestParser) node(el *element) error {
 				return am.Errorf(am.BadArgs, "interface client_id %q is used twice", id)
 			}
 			p.interfaces[id] = true
-			// Accepted and echoed; without links an interface carries nothing.
+			f, err := nodeInterface(clientID, id, c)
+			if err != nil {
+				return err
+			}
+			s.Interfaces = append(s.Interfaces, f)
+			p.ourInterfaces[id] = true
 		}
 	}
 

@@ -65,6 +65,7 @@ type Config struct {
 	MaxNodes            int               // most nodes in a request (TOOBIG beyond); default 10,000
 	MaxDepth            int               // deepest element nesting (BADARGS beyond); default 64
 	MaxElementsPerNode  int               // most elements inside one node (TOOBIG beyond); default 1,000
+	MaxLinks            int               // links a request may hold, advertised; 0: links are not offered
 }
 
 // RSpecs implements am.RSpecs.

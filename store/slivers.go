@@ -64,19 +64,20 @@ func usersJSON(xs []am.User) []byte {
 const sliverColumns = `v.urn, v.slice_urn, v.client_id, v.node_name, n.component_urn, v.sliver_type,
 	v.image_url, v.image_sha256, v.image_id, v.execute, v.install, v.users, v.node_xml,
 	v.allocation_state, v.operational_state, v.expires_at, v.error, v.resource_status,
-	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at`
+	v.created_by, v.created_at, v.exit_code, v.log_url, v.data_url, v.requested_end_at, v.interfaces`
 
 func scanSliver(row pgx.Row) (am.Sliver, error) {
 	var s am.Sliver
-	var execute, install, users []byte
+	var execute, install, users, interfaces []byte
 	var alloc, op string
 	var endWanted *time.Time
 	err := row.Scan(&s.URN, &s.SliceURN, &s.ClientID, &s.NodeName, &s.ComponentID, &s.SliverType,
 		&s.Image.URL, &s.Image.SHA256, &s.ImageID, &execute, &install, &users, &s.NodeXML,
-		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted)
+		&alloc, &op, &s.Expires, &s.Error, &s.ResourceMsg, &s.CreatedBy, &s.CreatedAt, &s.ExitCode, &s.LogURL, &s.DataURL, &endWanted, &interfaces)
 	if err != nil {
 		return s, err
 	}
+	s.Interfaces = parseInterfaces(interfaces)
 	s.Allocation, s.Operational = am.AllocationState(alloc), am.OperationalState(op)
 	s.Exclusive = s.SliverType == am.SliverTypeExclusive
 	var xs []jsonExecute
@@ -462,6 +463,9 @@ func insertSlivers(ctx context.Context, tx pgx.Tx, a am.AllocateTx, nodes []am.N
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	if err := allocateLinkTags(ctx, tx, a.SliceURN, planned); err != nil {
+		return nil, err
+	}
 	out := make([]am.Sliver, 0, len(planned))
 	for _, p := range planned {
 		c, ok := capacity[p.NodeName]
@@ -495,11 +499,11 @@ func insertSlivers(ctx context.Context, tx pgx.Tx, a am.AllocateTx, nodes []am.N
 			return nil, am.Errorf(am.TooBig, "node %s is full (%d slots)", p.NodeName, c)
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, image_url, image_sha256,
-				execute, install, users, node_xml, allocation_state, operational_state, expires_at, requested_end_at, created_by, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+				execute, install, users, node_xml, allocation_state, operational_state, expires_at, requested_end_at, created_by, created_at, interfaces)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 			p.URN, a.SliceURN, p.NodeName, p.SliverType, p.ClientID, p.Image.URL, p.Image.SHA256,
 			executeJSON(p.Execute), installJSON(p.Install), usersJSON(p.Users), p.NodeXML,
-			string(am.Allocated), string(p.Operational), p.Expires, nullTime(p.EndWanted), a.Actor, a.Now)
+			string(am.Allocated), string(p.Operational), p.Expires, nullTime(p.EndWanted), a.Actor, a.Now, interfacesJSON(p.Interfaces))
 		if err != nil {
 			if c, constraint := pgCode(err); c == codeUniqueViolated && constraint == "slivers_slice_urn_client_id_key" {
 				return nil, am.Errorf(am.AlreadyExists, "slice %s already has a sliver with client_id %q here", a.SliceURN, p.ClientID)

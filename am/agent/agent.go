@@ -133,6 +133,7 @@ type ContainerState struct {
 	Status       string // created, running, restarting, paused, exited, dead, removing
 	Running      bool
 	ExitCode     int
+	Pid          int    // the container's init on the host, 0 when it is not running
 	Error        string // why the engine could not run it, if it could not
 	OOMKilled    bool
 	StartedAt    time.Time

@@ -75,6 +75,8 @@ type StartRequest struct {
 	CPUs             float64 `json:"cpus,omitempty"`         // capped by the agent's limit
 	Manifest         string  `json:"manifest,omitempty"`     // manifest RSpec, shown in /geni/manifest.xml
 	Users            []User  `json:"users,omitempty"`        // become /geni/authorized_keys
+	// Links are the container's interfaces on experiment links (see links.go).
+	Links []LinkAttachment `json:"links,omitempty"`
 }
 
 // Limits on request fields, so a request cannot make the agent write without bound.
@@ -133,6 +135,9 @@ func (s *StartRequest) Validate() error {
 	}
 	if len(s.Manifest) > maxManifest {
 		return bad("manifest is larger than %d bytes", maxManifest)
+	}
+	if err := validLinks(s.Links); err != nil {
+		return err
 	}
 	return validUsers(s.Users)
 }

@@ -40,6 +40,9 @@ type Config struct {
 	PidsLimit   int64         // per-container process limit; 0 = none
 	Devices     []string      // host devices passed to every container (e.g. /dev/bus/usb)
 
+	// Links puts containers on experiment links; nil refuses requests with links.
+	Links ExperimentNetwork
+
 	LogTailLines int // lines of stdout/stderr in a status; default 50
 	LogTailBytes int // bytes of each; default 8 KiB
 
@@ -165,6 +168,7 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 		s.armTimeLimit(sl)
 		sl.mu.Unlock()
 	}
+	s.restoreLinks(rctx)
 	return s, nil
 }
 
@@ -488,6 +492,9 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 	if !slices.Contains(s.cfg.AllowedNetworks, network) {
 		return Status{}, false, am.Errorf(am.Forbidden, "start: network %q is not allowed on this agent (allowed: %s)", truncate(network, 60), strings.Join(s.cfg.AllowedNetworks, ", "))
 	}
+	if len(req.Links) > 0 && s.cfg.Links == nil {
+		return Status{}, false, errNoExperimentNetwork()
+	}
 	sl, err := s.lookup(id)
 	if err != nil {
 		return Status{}, false, err
@@ -542,6 +549,9 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 		r.StartError = err.Error()
 		s.saveLogged(r)
 		return Status{}, false, am.Wrap(am.Error, err, "start: the container of %s did not start: %s", id, err)
+	}
+	if err := s.attachLinks(ctx, sl); err != nil {
+		return Status{}, false, err
 	}
 	if req.TimeLimitSeconds > 0 {
 		r.Deadline = time.Now().UTC().Add(time.Duration(req.TimeLimitSeconds) * time.Second)
@@ -743,6 +753,11 @@ func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
 	} else if err != nil {
 		return Status{}, engineErr("status", err)
 	}
+	if s.relinkIfRestarted(ctx, sl, cs) { // failed, and killed the container
+		if cs, err = s.rt.Inspect(ctx, r.ContainerID); err != nil {
+			return Status{}, engineErr("status", err)
+		}
+	}
 	cst.EngineStatus, cst.Error, cst.OOMKilled, cst.RestartCount = cs.Status, cs.Error, cs.OOMKilled, cs.RestartCount
 	cst.StartedAt, cst.FinishedAt = timePtr(cs.StartedAt), timePtr(cs.FinishedAt)
 	finished := cs.Status == "exited" || cs.Status == "dead"
@@ -859,6 +874,9 @@ func (s *Service) Start(ctx context.Context, id string) (Status, error) {
 		s.saveLogged(r)
 		return Status{}, am.Wrap(am.Error, err, "start: the container of %s did not start: %s", id, err)
 	}
+	if err := s.attachLinks(ctx, sl); err != nil {
+		return Status{}, err
+	}
 	s.armTimeLimit(sl)
 	return s.status(ctx, sl)
 }
@@ -899,6 +917,9 @@ func (s *Service) kill(ctx context.Context, sl *sliver) error {
 			return engineErr("kill", err)
 		}
 		s.log.Info("agent: container removed", "sliver", sl.id, "container", cid)
+	}
+	if err := s.detachLinks(ctx, sl); err != nil {
+		return err
 	}
 	if r := sl.rec; r != nil && (r.ContainerID != "" || r.StartError != "" || r.Spec != nil) {
 		r.ContainerID, r.StartError, r.Spec = "", "", nil

@@ -29,6 +29,9 @@ type record struct {
 	Deadline         time.Time     `json:"deadline,omitzero"`
 	TimeLimitKilled  bool          `json:"time_limit_killed,omitempty"`
 	Adopted          bool          `json:"adopted,omitempty"`
+	// LinksPid is the container process whose namespace has the links;
+	// another pid (the engine restarted the container) means attach again.
+	LinksPid int `json:"links_pid,omitempty"`
 
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`

@@ -60,6 +60,7 @@ type Limits struct {
 	MaxBody        int64         `mapstructure:"max_body" doc:"largest XML-RPC request body in bytes" default:"4194304"`
 	RequestTimeout time.Duration `mapstructure:"request_timeout" doc:"longest time one call may run" default:"60s"`
 	MaxNodes       int           `mapstructure:"max_nodes" doc:"most nodes one request RSpec may hold" default:"1000"`
+	MaxLinks       int           `mapstructure:"max_links" doc:"most links (LANs) one request RSpec may hold, advertised; 0: links are refused (UNSUPPORTED). Links across nodes need each node's experiment address (geni-am admin nodes vtep) and agents with network.* set" default:"64"`
 }
 
 // Lifecycle sets sliver lifetimes and the reaper.
@@ -171,6 +172,9 @@ func Load(file string, flags *pflag.FlagSet) (*Config, error) {
 func (c *Config) Validate() error {
 	if u, err := am.ParseURN(c.AMURN); err != nil || u.Type != "authority" || u.Name != "am" {
 		return fmt.Errorf("config: am_urn %q must look like urn:publicid:IDN+<authority>+authority+am", c.AMURN)
+	}
+	if c.Limits.MaxLinks < 0 || c.Limits.MaxLinks > 65000 {
+		return fmt.Errorf("config: limits.max_links %d: want 0 to 65000", c.Limits.MaxLinks)
 	}
 	policy, err := am.ParsePlacementPolicy(c.Placement.Policy)
 	if err != nil {

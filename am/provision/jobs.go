@@ -132,6 +132,12 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 	if err != nil {
 		return "", err
 	}
+	if start.Links, err = p.linkAttachments(ctx, s); err != nil {
+		return "", err
+	}
+	if err := start.Validate(); err != nil {
+		return "", err
+	}
 	msg = "starting container"
 	if _, err := p.st.UpdateSliver(ctx, s.URN, "agent:provision", store.SliverUpdate{ResourceMsg: &msg, ImageID: &imageID}); err != nil {
 		return "", err

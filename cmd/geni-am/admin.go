@@ -33,6 +33,7 @@ const adminUsage = `usage: geni-am admin [--config FILE] [--db.url URL] [--json]
   nodes drain NAME [--reason TEXT]             keep its slivers, take no new ones
   nodes undrain NAME                           take new slivers again (also un-retires)
   nodes retire NAME                            gone from the advertisement; row kept for history
+  nodes vtep NAME ADDRESS|none                 its address on the experiment network (links across nodes)
   slices list | slices show URN
   slivers list [--node NAME] [--slice URN] [--user URN]
   slivers show URN                             the sliver and its history
@@ -169,6 +170,22 @@ func (f *adminFlags) run(ctx context.Context) error {
 			return err
 		}
 		return f.done("node %s added", name)
+	case "nodes vtep":
+		name, err := f.arg(2, "node name")
+		if err != nil {
+			return err
+		}
+		addr, err := f.arg(3, "experiment network address (or none)")
+		if err != nil {
+			return err
+		}
+		if addr == "none" {
+			addr = ""
+		}
+		if err := f.st.SetNodeVTEP(ctx, name, addr); err != nil {
+			return err
+		}
+		return f.done("node %s experiment address %s", name, firstOr(addr, "cleared"))
 	case "nodes drain", "nodes undrain", "nodes retire":
 		name, err := f.arg(2, "node name")
 		if err != nil {
@@ -501,4 +518,11 @@ func cellText(v reflect.Value) string {
 		return x
 	}
 	return fmt.Sprint(v.Interface())
+}
+
+func firstOr(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
 }

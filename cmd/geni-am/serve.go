@@ -143,7 +143,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		return err
 	}
 
-	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes, AllowLocalImages: hooks != nil && hooks.allowLocalImages})
+	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes, MaxLinks: cfg.Limits.MaxLinks, AllowLocalImages: hooks != nil && hooks.allowLocalImages})
 	if err != nil {
 		return err
 	}
@@ -155,6 +155,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		URN: cfg.AMURN, URL: cfg.PublicURL(),
 		AllocationHold: cfg.Lifecycle.AllocationHold, ProvisionedLifetime: cfg.Lifecycle.ProvisionDefault,
 		MaxLease: cfg.Lifecycle.MaxLease, Placement: am.PlacementPolicy(cfg.Placement.Policy), Ops: opsPolicy,
+		MaxLinks:    cfg.Limits.MaxLinks,
 		Provisioner: asProvisioner(prov),
 		AdCacheTTL:  cfg.Cache.Advertisement,
 		Auditor:     ops, // the gate audits /data downloads with it

@@ -30,6 +30,7 @@ import (
 
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/agent/expnet"
 )
 
 // Config is the agent's configuration file (JSON).
@@ -63,6 +64,18 @@ type Config struct {
 
 	LogLevel  string `json:"log_level"`  // debug, info (default), warn, error
 	LogFormat string `json:"log_format"` // json (default) or text
+
+	Links Links `json:"links"` // experiment links between containers
+}
+
+// Links configures the node's side of experiment links (package expnet).
+type Links struct {
+	Enabled   bool   `json:"enabled"`   // false: requests with links are refused (UNSUPPORTED)
+	Interface string `json:"interface"` // host interface on the experiment network; "" = links within this node only
+	Address   string `json:"address"`   // this node's address on it (VXLAN endpoint; the aggregate's nodes.vtep)
+	Port      int    `json:"port"`      // VXLAN UDP port, default 4789
+	MTU       int    `json:"mtu"`       // of container link interfaces, default 1450
+	NetNS     string `json:"netns"`     // network namespace (path) holding interface and bridges; "" = the agent's
 }
 
 // Duration is a time.Duration written as "30s" in JSON.
@@ -195,7 +208,18 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- []strin
 	if err != nil {
 		return err
 	}
-	svc, err := agent.New(cfg.agentConfig(log), docker.NewRuntime(cfg.DockerSocket))
+	acfg := cfg.agentConfig(log)
+	if cfg.Links.Enabled {
+		l := cfg.Links
+		n, err := expnet.New(expnet.Config{Interface: l.Interface, Address: l.Address, Port: l.Port, MTU: l.MTU, NetNS: l.NetNS})
+		if err != nil {
+			return err
+		}
+		defer n.Close()
+		acfg.Links = n
+		log.Info("geni-nodeagent: experiment links enabled", "interface", l.Interface, "address", l.Address, "netns", l.NetNS)
+	}
+	svc, err := agent.New(acfg, docker.NewRuntime(cfg.DockerSocket))
 	if err != nil {
 		return err
 	}

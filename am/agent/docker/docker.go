@@ -427,6 +427,7 @@ type ContainerJSON struct {
 		OOMKilled  bool   `json:"OOMKilled"`
 		Dead       bool   `json:"Dead"`
 		ExitCode   int    `json:"ExitCode"`
+		Pid        int    `json:"Pid"`
 		Error      string `json:"Error"`
 		StartedAt  string `json:"StartedAt"`
 		FinishedAt string `json:"FinishedAt"`
