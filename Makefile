@@ -64,9 +64,12 @@ RACE_PKGS ?= ./am ./am/xmlrpc ./am/metrics ./credentials/... ./rspec ./store
 race:
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
 
-# make bench: the Go benchmarks, then geni-am-bench over real TLS against an
-# aggregate of its own (var/bench: private PostgreSQL, dev PKI, a 1,000-node
-# inventory) with the PostgreSQL ceiling (pgbench -N) measured in the same run.
+# make bench: the Go benchmarks (BenchmarkScale: 10,000 nodes; BenchmarkTutorialBurst:
+# 40 clients x 5 containers against docker run), then geni-am-bench over real TLS
+# against an aggregate of its own (var/bench: private PostgreSQL, dev PKI, a
+# 1,000-node inventory, CPU profile in bench-cpu.pprof) and one of 10,000 nodes with
+# 50,000 live slivers (var/bench-10k), with the PostgreSQL ceiling (pgbench -N)
+# measured in the same run.
 BENCH_VAR ?= var/bench
 BENCH_AM  ?= 127.0.0.1:8021
 BENCH_CH  ?= 127.0.0.1:8020
@@ -91,4 +94,4 @@ soak:
 	  $(GO) test $(SOAK_FLAGS) -count=1 -v -run '^TestSoak$$' -timeout 60m ./cmd/geni-am/
 
 clean:
-	rm -rf bin bench.json bench.svg bench-go.txt bench-provision.json
+	rm -rf bin bench.json bench.svg bench-go.txt bench-provision.json bench-10k.json bench-cpu.pprof

@@ -734,38 +734,32 @@ func mergeUsers(have, update []User) []User {
 // ---- Delete, Shutdown ----
 
 // Delete removes slivers in any state; their slots are free when it returns.
+// The store deletes them in one statement (no Apply: a live sliver can
+// always be deleted), so geni_best_effort changes nothing here.
 func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]SliverStatus, error) {
 	const op = "Delete"
 	sc, err := a.begin(ctx, c, op, urns, privDelete)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
-	targets, err := a.targets(ctx, sc, nil)
+	done, err := a.store.Delete(ctx, DeleteTx{Actor: sc.authz.User, Operator: sc.operator, SliceURN: sc.slice, URNs: sc.slivers})
 	if err != nil {
 		return nil, opErr(op, err)
 	}
-	if len(targets) == 0 {
-		return []SliverStatus{}, nil
+	AuditFrom(ctx).noteSliversOf(done)
+	statuses := make([]SliverStatus, 0, len(done))
+	for i := range done {
+		done[i].Allocation = Unallocated
+		st := StatusOf(done[i])
+		st.Error = ""
+		st.Operational = ""
+		statuses = append(statuses, st)
 	}
-	apply := func(s *Sliver) error {
-		s.Allocation = Unallocated
-		return nil
-	}
-	results, err := a.store.Change(ctx, ChangeTx{Event: op, Actor: sc.authz.User, Operator: sc.operator,
-		SliceURN: sc.slice, URNs: urnsOf(targets), BestEffort: c.Options.BestEffort, Apply: apply})
-	if err != nil {
-		return nil, opErr(op, err)
-	}
-	done, statuses := split(results)
 	if len(done) > 0 {
 		a.ads.changed()
-	}
-	for i := range statuses {
-		statuses[i].Allocation = Unallocated
-		statuses[i].Operational = ""
-	}
-	if p := a.cfg.Provisioner; p != nil && len(done) > 0 {
-		p.Deleted(ctx, done)
+		if p := a.cfg.Provisioner; p != nil {
+			p.Deleted(ctx, done)
+		}
 	}
 	return statuses, nil
 }

@@ -43,6 +43,14 @@ type Store interface {
 	// while ChangeTx.Apply decides its new state. See ChangeTx.
 	Change(ctx context.Context, tx ChangeTx) ([]ChangeResult, error)
 
+	// Delete deletes slivers of one slice in one transaction and frees their
+	// slots: the named ones, or with DeleteTx.URNs nil every live sliver of
+	// the slice. A shut-down slice is refused (unless DeleteTx.Operator), and
+	// so is a named sliver that is not a live sliver of the slice
+	// (SEARCHFAILED, nothing deleted). It returns the deleted slivers as they
+	// were, in the order of URNs or, for the whole slice, in creation order.
+	Delete(ctx context.Context, tx DeleteTx) ([]Sliver, error)
+
 	// Shutdown marks the slice shut down (recording it when unknown) and stops
 	// its provisioned slivers without deleting them. Idempotent.
 	Shutdown(ctx context.Context, sliceURN, actor string, now time.Time) error
@@ -84,7 +92,8 @@ type AllocateTx struct {
 	Plan func(nodes []Node) ([]Sliver, error)
 }
 
-// ChangeTx is one state change of slivers (Provision, Renew, POA, Delete).
+// ChangeTx is one state change of slivers (Provision, Renew, POA; Delete has
+// its own, DeleteTx, which needs no Apply).
 type ChangeTx struct {
 	Event      string // recorded in sliver_history, e.g. "Provision" or "geni_start"
 	Actor      string
@@ -99,6 +108,14 @@ type ChangeTx struct {
 	// and is returned; with BestEffort a failing sliver keeps its state and
 	// its error is reported in its ChangeResult.
 	Apply func(s *Sliver) error
+}
+
+// DeleteTx is one Delete as the store runs it.
+type DeleteTx struct {
+	Actor    string // user URN, recorded in the history
+	Operator bool   // may delete in a shut-down slice
+	SliceURN string
+	URNs     []string // slivers of SliceURN; nil: all of its live slivers
 }
 
 // ChangeResult is the outcome of a change for one sliver: its state after

@@ -6,8 +6,9 @@ import "context"
 // nodes of four container slots and one node that can also be taken whole.
 // Their agents are expected on 127.0.0.2-4:1887 (see docs/nodeagent.md).
 // With atLeast > 3 it then adds nodes named bench0004... (no agent, 8 slots
-// each) until the inventory holds atLeast nodes: a large inventory for
-// `make bench`, which can allocate there but not provision.
+// each; bench10000 and on past 9,999) until the inventory holds atLeast
+// nodes: a large inventory for `make bench`, which can allocate there but not
+// provision.
 func (s *Store) SeedDemoInventory(ctx context.Context, authority string, atLeast int) error {
 	var n int
 	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM nodes").Scan(&n); err != nil {
@@ -28,7 +29,7 @@ INSERT INTO nodes (name, component_urn, agent_url, sliver_types, capacity, count
 	}
 	_, err := s.pool.Exec(ctx, `
 INSERT INTO nodes (name, component_urn, hardware_type, capacity)
-SELECT 'bench' || lpad(i::text, 4, '0'), 'urn:publicid:IDN+'||$1||'+node+bench' || lpad(i::text, 4, '0'), 'bench-host', 8
+SELECT 'bench' || lpad(i::text, greatest(4, length(i::text)), '0'), 'urn:publicid:IDN+'||$1||'+node+bench' || lpad(i::text, greatest(4, length(i::text)), '0'), 'bench-host', 8
 FROM generate_series($2::int, $3::int) AS i
 ON CONFLICT DO NOTHING`, authority, n+1, atLeast)
 	return err

@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"math/rand/v2"
 
 	"github.com/jackc/pgx/v5"
 
@@ -16,43 +14,11 @@ import (
 // with the last sliver of its link.
 
 // minLinkTag keeps VNIs above the 802.1Q range, so a tag never reads as a VLAN id.
+// Allocate (place in slivers.go) draws a link's tag at random from the 16
+// million above it, so one freed a moment ago (whose teardown may still be
+// under way on a node) is practically never handed out again at once, and
+// geniam_allocate takes it in link_tags or says it is taken.
 const minLinkTag = 4096
-
-// allocateLinkTags takes a free tag for every link of the planned slivers
-// and writes it into their interfaces. Tags are drawn at random from 16
-// million, so one freed a moment ago (whose teardown may still be under way
-// on a node) is practically never handed out again at once.
-func allocateLinkTags(ctx context.Context, tx pgx.Tx, sliceURN string, planned []am.Sliver) error {
-	links := am.LinkTags(planned)
-	if len(links) == 0 {
-		return nil
-	}
-	tags := make(map[string]int, len(links))
-	for _, l := range links {
-		for attempt := 0; ; attempt++ {
-			tag := minLinkTag + rand.IntN(am.MaxLinkTag-minLinkTag+1)
-			var got int
-			err := tx.QueryRow(ctx, `INSERT INTO link_tags (tag, slice_urn, link_client_id) VALUES ($1, $2, $3)
-				ON CONFLICT (tag) DO NOTHING RETURNING tag`, tag, sliceURN, l).Scan(&got)
-			if errors.Is(err, pgx.ErrNoRows) {
-				if attempt < 50 {
-					continue
-				}
-				return am.Errorf(am.Unavailable, "no free link tag found for link %q; try again", l)
-			}
-			if c, constraint := pgCode(err); c == codeUniqueViolated && constraint == "link_tags_slice_urn_link_client_id_key" {
-				return am.Errorf(am.AlreadyExists, "slice %s already has a link %q", sliceURN, l)
-			}
-			if err != nil {
-				return err
-			}
-			tags[l] = got
-			break
-		}
-	}
-	am.SetLinkTags(planned, tags)
-	return nil
-}
 
 func interfacesJSON(ifs []am.Interface) []byte {
 	if len(ifs) == 0 {

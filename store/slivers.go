@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // JSON shapes of the jsonb columns: lower-case keys an operator can read.
@@ -150,42 +152,102 @@ func (s *Store) Slivers(ctx context.Context, sliceURN string, urns []string) ([]
 
 // Allocate: see am.Store.
 //
-// Placement is optimistic. The candidate nodes and their usage are read from
-// a snapshot, without locks; Plan chooses nodes; then only the chosen nodes
-// are locked, without waiting (SKIP LOCKED), and their usage read again under
-// the lock. A chosen node that another allocation holds is marked busy and a
-// node whose usage moved is brought up to date, and Plan runs again on what
-// is now known; the plan stands once every node it uses is locked and was
-// planned on its locked state. So an allocation locks the nodes it places on
-// (plus, rarely, a node a re-plan gave up) and allocations on different nodes
-// neither wait for nor see each other.
+// Placement is optimistic and the write is one statement. Plan runs here, in
+// Go, on the process's recent node list (see nodeView) or on a list read now;
+// then geniam_allocate (migrations/0009_allocate_delete_functions.sql) makes the
+// whole write in one round trip: it records the slice, locks the nodes the
+// plan places on without waiting (SKIP LOCKED), checks under those locks that
+// the plan still holds on each of them (room, availability, no exclusive
+// holder), and inserts the slivers and their slots. When the plan no longer
+// holds it writes nothing and says which nodes another allocation holds
+// (busy) and which filled up or changed: the busy ones are shown to Plan as
+// unavailable, the changed ones are read again, and Plan runs again. So an
+// allocation locks only the nodes it places on, and allocations on different
+// nodes neither wait for nor see each other.
 //
-// The nodes a request names (bound) are locked first, waiting, in name
-// order. That is the only statement that waits for node locks, and it runs
-// before the transaction holds any other, so allocations cannot deadlock on
-// nodes. When a request fits only with nodes that were busy, the transaction
-// is rolled back and run again, this time waiting for those nodes in that
-// first statement; after Attempts runs the caller gets BUSY. Whatever this
-// logic gets wrong, node_slots' primary key and the capacity triggers still
-// refuse a double booking (a clash on node_slots is retried by inTx).
+// A request is refused (TOOBIG, UNAVAILABLE, ...) only by a Plan on a list
+// read during this call. When it fits only with nodes that were busy, the
+// next call waits for those nodes; that wait, together with the wait for the
+// nodes the request names (bound), is the first lock the statement takes on
+// nodes and runs in name order, so allocations cannot deadlock on nodes.
+// After Attempts such waits the caller gets BUSY. Whatever this logic gets
+// wrong, node_slots' primary key and the capacity triggers still refuse a
+// double booking (a clash on node_slots is retried).
 func (s *Store) Allocate(ctx context.Context, a am.AllocateTx) ([]am.Sliver, error) {
-	attempts := s.Attempts
-	if attempts < 1 {
-		attempts = 1
+	attempts := max(s.Attempts, 1)
+	nodes, stale := s.view.recent(s.viewMaxAge(), time.Now())
+	if stale && s.view.startRefresh() {
+		go func() {
+			defer s.view.refreshed()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, _ = s.readView(ctx) // on failure the next Allocate tries again
+		}()
 	}
-	var waitFor []string
-	for attempt := 1; ; attempt++ {
-		out, err := s.allocate(ctx, a, waitFor)
-		var busy *busyNodes
-		if !errors.As(err, &busy) || attempt >= attempts {
-			return out, err
+	readHere := nodes == nil // nodes will have been read during this call
+	if readHere {
+		var err error
+		if nodes, err = s.readView(ctx); err != nil {
+			return nil, cleanError("Allocate", err)
 		}
-		waitFor = busy.names
+	}
+	busy := map[string]bool{}
+	var waitFor []string
+	waits := 0
+	for round := 1; ; round++ {
+		planned, err := a.Plan(candidates(nodes, a.Bound, a.AllBound, busy))
+		if err != nil {
+			if !readHere {
+				// The copy may be out of date: refuse only on a fresh list.
+				if nodes, err = s.readView(ctx); err != nil {
+					return nil, cleanError("Allocate", err)
+				}
+				readHere = true
+				continue
+			}
+			if c := am.CodeOf(err); len(busy) > 0 && (c == am.TooBig || c == am.Unavailable) {
+				// It might fit once the busy nodes are free: wait for them.
+				if waits++; waits >= attempts {
+					return nil, errBusyNodes(busy)
+				}
+				waitFor = union(waitFor, keys(busy))
+				busy = map[string]bool{}
+				continue
+			}
+			return nil, err
+		}
+		out, after, conflict, err := s.place(ctx, a, nodes, planned, waitFor)
+		if err != nil {
+			return nil, cleanError("Allocate", err)
+		}
+		if conflict == nil {
+			if len(nodes) <= patchLimit {
+				s.view.patch(after)
+			}
+			return out, nil
+		}
+		for _, n := range conflict.Busy {
+			busy[n] = true
+		}
+		if round >= attempts*maxPlanRounds {
+			for _, n := range conflict.Changed {
+				busy[n] = true
+			}
+			return nil, errBusyNodes(busy)
+		}
+		if len(conflict.Changed) > 0 {
+			fresh, err := queryNodes(ctx, s.pool, "n.name = ANY($1)", conflict.Changed)
+			if err != nil {
+				return nil, cleanError("Allocate", err)
+			}
+			s.view.patch(fresh)
+			nodes = overlay(nodes, fresh)
+		}
 	}
 }
 
 // busyNodes is the cause of the BUSY error of an allocation that needs nodes
-// other allocations hold: the next attempt waits for them.
+// other allocations hold.
 type busyNodes struct{ names []string }
 
 func (b *busyNodes) Error() string { return "busy nodes: " + strings.Join(b.names, ", ") }
@@ -200,144 +262,23 @@ func errBusyNodes(busy map[string]bool) error {
 	return am.Wrap(am.Busy, &busyNodes{names: names}, "%s", msg)
 }
 
-// maxPlanRounds bounds how often one transaction re-plans after finding its
-// chosen nodes busy or changed, before it starts over waiting for them.
-const maxPlanRounds = 4
+// patchLimit: on a node list longer than this, an Allocate does not write
+// what it took into the recent copy. The copy is shared, so a patch copies it
+// whole: on 10,000 nodes 1.5 MB per Allocate, which with its garbage cost
+// more than the rest of the call. What it took shows at the next read
+// (cache.nodes); meanwhile a node that filled up is caught by
+// geniam_allocate's check, and that patch (rare) is still written.
+const patchLimit = 2000
 
-func (s *Store) allocate(ctx context.Context, a am.AllocateTx, waitFor []string) ([]am.Sliver, error) {
-	var out []am.Sliver
-	var placedOn []am.Node // the nodes placed on, as they will be after commit
-	err := s.inTx(ctx, "Allocate", "Allocate", a.Actor, func(tx pgx.Tx) error {
-		out, placedOn = nil, nil
-		place := func(nodes []am.Node, planned []am.Sliver) error {
-			var err error
-			if out, err = insertSlivers(ctx, tx, a, nodes, planned); err == nil {
-				placedOn = afterPlacement(nodes, planned)
-			}
-			return err
-		}
-		var shutDown bool
-		var credExp *time.Time
-		if !a.SliceExpires.IsZero() {
-			credExp = &a.SliceExpires
-		}
-		// Upserting locks the slice row: allocations in one slice are serial,
-		// and a concurrent Shutdown is either before us (seen here) or after.
-		err := tx.QueryRow(ctx, `INSERT INTO slices (urn, credential_expires_at) VALUES ($1, $2)
-			ON CONFLICT (urn) DO UPDATE SET credential_expires_at = coalesce(EXCLUDED.credential_expires_at, slices.credential_expires_at)
-			RETURNING shut_down`, a.SliceURN, credExp).Scan(&shutDown)
-		if err != nil {
-			return err
-		}
-		if shutDown && !a.Operator {
-			return am.Errorf(am.Forbidden, "slice %s has been shut down; only an operator can restore it", a.SliceURN)
-		}
-		// The only statement that waits for node locks, and the first to take
-		// any: bound nodes and those an earlier attempt found busy.
-		held := map[string]bool{}
-		if len(a.Bound) > 0 || len(waitFor) > 0 {
-			names, err := lockNodes(ctx, tx, "NOT retired AND (component_urn = ANY($1) OR name = ANY($2))", "", nonNil(a.Bound), nonNil(waitFor))
-			if err != nil {
-				return err
-			}
-			for _, n := range names {
-				held[n] = true
-			}
-		}
-		// What Plan sees: the locked nodes as they are now; the others as of
-		// this statement's snapshot, or from the recent copy (see nodeView).
-		var nodes []am.Node
-		readHere := true // nodes were read in this transaction
-		switch {
-		case a.AllBound:
-			nodes, err = queryNodes(ctx, tx, "n.name = ANY($1)", keys(held))
-		default:
-			if nodes = s.view.recent(s.viewMaxAge(), time.Now()); nodes != nil {
-				readHere = false
-				if len(held) > 0 {
-					var locked []am.Node
-					if locked, err = queryNodes(ctx, tx, "n.name = ANY($1)", keys(held)); err == nil {
-						nodes = overlay(nodes, locked)
-					}
-				}
-			} else {
-				nodes, err = s.readView(ctx, tx)
-			}
-		}
-		if err != nil {
-			return err
-		}
-		busy := map[string]bool{}
-		for round := 1; ; round++ {
-			planned, err := a.Plan(nodes)
-			if c := am.CodeOf(err); err != nil && (c == am.TooBig || c == am.Unavailable) {
-				if !readHere {
-					// The copy may be out of date: refuse only on a fresh
-					// list (which also shows the locked nodes as they are).
-					if nodes, err = s.readView(ctx, tx); err != nil {
-						return err
-					}
-					readHere = true
-					if len(busy) > 0 {
-						nodes = slices.Clone(nodes) // the new recent copy is shared
-						markBusy(nodes, busy)
-					}
-					continue
-				}
-				if len(busy) > 0 {
-					// It might fit once the busy nodes are free.
-					return errBusyNodes(busy)
-				}
-			}
-			if err != nil {
-				return err
-			}
-			var need []string
-			for _, p := range planned {
-				if !held[p.NodeName] && !slices.Contains(need, p.NodeName) {
-					need = append(need, p.NodeName)
-				}
-			}
-			if len(need) == 0 {
-				return place(nodes, planned)
-			}
-			if round > maxPlanRounds {
-				for _, n := range need {
-					busy[n] = true
-				}
-				return errBusyNodes(busy)
-			}
-			got, err := lockNodes(ctx, tx, "NOT retired AND name = ANY($1)", "SKIP LOCKED", need)
-			if err != nil {
-				return err
-			}
-			fresh, err := queryNodes(ctx, tx, "n.name = ANY($1)", got)
-			if err != nil {
-				return err
-			}
-			for _, n := range got {
-				held[n] = true
-			}
-			s.view.patch(fresh)
-			var changed bool
-			if nodes, changed = refreshView(nodes, need, fresh, busy); !changed {
-				// Every node the plan uses is ours and as Plan saw it.
-				return place(nodes, planned)
-			}
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.view.patch(placedOn)
-	return out, nil
-}
+// maxPlanRounds bounds how often one Allocate plans again, per attempt,
+// after finding its chosen nodes busy or changed.
+const maxPlanRounds = 4
 
 // readView reads every node that is not retired and keeps the list as the
 // process's recent copy.
-func (s *Store) readView(ctx context.Context, tx pgx.Tx) ([]am.Node, error) {
+func (s *Store) readView(ctx context.Context) ([]am.Node, error) {
 	at := time.Now()
-	nodes, err := queryAllNodes(ctx, tx)
+	nodes, err := queryAllNodes(ctx, s.pool)
 	if err != nil {
 		return nil, err
 	}
@@ -352,49 +293,28 @@ func (s *Store) viewMaxAge() time.Duration {
 	return s.ViewMaxAge
 }
 
-// markBusy shows the busy nodes to Plan as unavailable.
-func markBusy(nodes []am.Node, busy map[string]bool) {
-	for i := range nodes {
-		if busy[nodes[i].Name] {
-			nodes[i].Available = false
-			nodes[i].Reason = busyReason
-		}
+// candidates is what Plan sees: only the bound nodes when every request node
+// is bound, and the busy nodes as unavailable. nodes itself (possibly the
+// shared recent copy) is not changed.
+func candidates(nodes []am.Node, bound []string, allBound bool, busy map[string]bool) []am.Node {
+	if !allBound && len(busy) == 0 {
+		return nodes
 	}
+	out := make([]am.Node, 0, len(nodes))
+	for _, n := range nodes {
+		if allBound && !slices.Contains(bound, n.ComponentID) {
+			continue
+		}
+		if busy[n.Name] {
+			n.Available = false
+			n.Reason = busyReason
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 const busyReason = "busy with another allocation; try again"
-
-// refreshView puts what was read under lock (fresh) into the nodes Plan
-// sees, for the nodes the plan needed: a node that could not be locked is
-// marked busy (unavailable to Plan, and recorded in busy), a locked one takes
-// its current state. changed says whether Plan would now see anything new;
-// nodes itself is left as it is.
-func refreshView(nodes []am.Node, need []string, fresh []am.Node, busy map[string]bool) ([]am.Node, bool) {
-	now := make(map[string]am.Node, len(fresh))
-	for _, n := range fresh {
-		now[n.Name] = n
-	}
-	var newer []am.Node
-	for _, name := range need {
-		f, ok := now[name]
-		if !ok {
-			// Held by another allocation (or retired meanwhile).
-			busy[name] = true
-			continue
-		}
-		i := slices.IndexFunc(nodes, func(n am.Node) bool { return n.Name == name })
-		if i < 0 || !samePlacementState(nodes[i], f) {
-			newer = append(newer, f)
-		}
-	}
-	if len(newer) == 0 && len(fresh) == len(need) {
-		return nodes, false
-	}
-	// nodes may be the shared recent copy: change a copy.
-	out := overlay(nodes, newer)
-	markBusy(out, busy)
-	return out, true
-}
 
 // samePlacementState reports whether Plan would treat a and b alike.
 func samePlacementState(a, b am.Node) bool {
@@ -419,113 +339,180 @@ func keys(m map[string]bool) []string {
 	return out
 }
 
-// lockNodes locks the nodes matching where in name order, FOR UPDATE with
-// mode ("" waits, "SKIP LOCKED" does not), and returns their names.
-func lockNodes(ctx context.Context, tx pgx.Tx, where, mode string, args ...any) ([]string, error) {
-	rows, err := tx.Query(ctx, "SELECT name FROM nodes WHERE "+where+" ORDER BY name FOR UPDATE "+mode, args...)
-	if err != nil {
-		return nil, err
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
+	sort.Strings(out)
+	return out
 }
 
-func insertSlivers(ctx context.Context, tx pgx.Tx, a am.AllocateTx, nodes []am.Node, planned []am.Sliver) ([]am.Sliver, error) {
-	capacity := make(map[string]int, len(nodes))
-	urnOf := make(map[string]string, len(nodes))
-	for _, n := range nodes {
-		capacity[n.Name] = n.Capacity
-		urnOf[n.Name] = n.ComponentID
-	}
-	names := make([]string, 0, len(planned))
+// placeConflict is geniam_allocate's answer when the plan no longer holds
+// (SQLSTATE GN001): nothing was written.
+type placeConflict struct {
+	Busy    []string `json:"busy"`    // nodes another transaction holds (or retired)
+	Changed []string `json:"changed"` // locked, but without room for the plan now
+}
+
+// SQLSTATEs raised by geniam_allocate.
+const (
+	codePlanOutdated = "GN001"
+	codeShutDown     = "GN002"
+	codeClientIDUsed = "GN003"
+	codeNoSuchSliver = "GN004"
+	codeLinkTagTaken = "GN005"
+	codeLinkUsed     = "GN006"
+)
+
+// plannedSliver is one element of geniam_allocate's p_slivers.
+type plannedSliver struct {
+	URN              string          `json:"urn"`
+	Node             string          `json:"node"`
+	Type             string          `json:"type"`
+	ClientID         string          `json:"client_id"`
+	ImageURL         string          `json:"image_url"`
+	ImageSHA256      string          `json:"image_sha256"`
+	Execute          json.RawMessage `json:"execute_list"`
+	Install          json.RawMessage `json:"install_list"`
+	Users            json.RawMessage `json:"users"`
+	NodeXML          string          `json:"node_xml"`
+	OperationalState string          `json:"operational_state"`
+	ExpiresAt        time.Time       `json:"expires_at"`
+	RequestedEndAt   *time.Time      `json:"requested_end_at"`
+	Interfaces       json.RawMessage `json:"interfaces"`
+}
+
+// plannedJSON is geniam_allocate's p_slivers.
+func plannedJSON(planned []am.Sliver) ([]byte, error) {
+	args := make([]plannedSliver, 0, len(planned))
 	for _, p := range planned {
-		names = append(names, p.NodeName)
+		typ := p.SliverType
+		if p.Exclusive {
+			typ = am.SliverTypeExclusive
+		}
+		var end *time.Time
+		if !p.EndWanted.IsZero() {
+			t := p.EndWanted.Truncate(time.Microsecond)
+			end = &t
+		}
+		args = append(args, plannedSliver{URN: p.URN, Node: p.NodeName, Type: typ, ClientID: p.ClientID,
+			ImageURL: p.Image.URL, ImageSHA256: p.Image.SHA256, Execute: executeJSON(p.Execute),
+			Install: installJSON(p.Install), Users: usersJSON(p.Users), NodeXML: p.NodeXML,
+			OperationalState: string(p.Operational), ExpiresAt: p.Expires.Truncate(time.Microsecond), RequestedEndAt: end,
+			Interfaces: interfacesJSON(p.Interfaces)})
 	}
-	// Slots in use on the nodes we place on (their rows are locked, so no
-	// other allocation changes these; a Delete may only free some).
-	taken := map[string]map[int]bool{}
-	rows, err := tx.Query(ctx, "SELECT node_name, slot_no FROM node_slots WHERE node_name = ANY($1)", names)
-	if err != nil {
-		return nil, err
+	return json.Marshal(args)
+}
+
+// place runs geniam_allocate for planned (placed on nodes), retrying lost
+// races. It returns the new slivers and the placed-on nodes as they are now,
+// or the conflict that made the function write nothing.
+func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, planned []am.Sliver, waitFor []string) ([]am.Sliver, []am.Node, *placeConflict, error) {
+	onNode := make(map[string]am.Node, len(planned))
+	for _, p := range planned {
+		if _, ok := onNode[p.NodeName]; !ok {
+			i, found := slices.BinarySearchFunc(nodes, p.NodeName, byName)
+			if !found {
+				return nil, nil, nil, fmt.Errorf("placement chose node %q that was not offered", p.NodeName)
+			}
+			onNode[p.NodeName] = nodes[i]
+		}
 	}
-	for rows.Next() {
-		var n string
-		var slot int
-		if err := rows.Scan(&n, &slot); err != nil {
+	var credExp *time.Time
+	if !a.SliceExpires.IsZero() {
+		credExp = &a.SliceExpires
+	}
+	links := am.LinkTags(planned)
+	var after []am.Node
+	var conflict *placeConflict
+	var err error
+	for attempt := 0; ; attempt++ {
+		// Link tags (VNIs) are drawn at random from 16 million before the
+		// call; one another link holds makes the function write nothing
+		// (GN005) and new ones are drawn.
+		tags := make(map[string]int, len(links))
+		for _, l := range links {
+			tags[l] = minLinkTag + rand.IntN(am.MaxLinkTag-minLinkTag+1)
+		}
+		am.SetLinkTags(planned, tags)
+		doc, jerr := plannedJSON(planned)
+		if jerr != nil {
+			return nil, nil, nil, jerr
+		}
+		tagDoc, jerr := json.Marshal(tags)
+		if jerr != nil {
+			return nil, nil, nil, jerr
+		}
+		err = s.retry(ctx, func() error {
+			after, conflict = nil, nil
+			rows, err := s.pool.Query(ctx, "SELECT node_name, used, held_exclusively FROM geniam_allocate($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+				a.Actor, a.SliceURN, credExp, a.Operator, nonNil(a.Bound), nonNil(waitFor), doc, a.Now, tagDoc)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var name string
+				var used int
+				var excl bool
+				if err := rows.Scan(&name, &used, &excl); err != nil {
+					rows.Close()
+					return err
+				}
+				if n, ok := onNode[name]; ok {
+					n.Used, n.Exclusive = used, excl
+					after = append(after, n)
+				}
+			}
 			rows.Close()
-			return nil, err
+			err = rows.Err()
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) {
+				return err
+			}
+			switch pe.Code {
+			case codePlanOutdated:
+				conflict = &placeConflict{}
+				if err := json.Unmarshal([]byte(pe.Detail), conflict); err != nil {
+					return fmt.Errorf("geniam_allocate: unreadable conflict %q: %w", pe.Detail, err)
+				}
+				return nil
+			case codeShutDown:
+				return am.Errorf(am.Forbidden, "slice %s has been shut down; only an operator can restore it", a.SliceURN)
+			case codeClientIDUsed:
+				return am.Errorf(am.AlreadyExists, "slice %s already has a sliver with client_id %q here", a.SliceURN, pe.Detail)
+			case codeLinkUsed:
+				return am.Errorf(am.AlreadyExists, "slice %s already has a link %q", a.SliceURN, pe.Detail)
+			}
+			if pe.Code == codeUniqueViolated && pe.ConstraintName == "slivers_slice_urn_client_id_key" {
+				return am.Errorf(am.AlreadyExists, "slice %s already has a sliver with a client_id of this request", a.SliceURN)
+			}
+			return err
+		})
+		if c, _ := pgCode(err); c == codeLinkTagTaken {
+			if attempt < 50 {
+				continue
+			}
+			return nil, nil, nil, am.Errorf(am.Unavailable, "no free link tag found for the links of this request; try again")
 		}
-		if taken[n] == nil {
-			taken[n] = map[int]bool{}
-		}
-		taken[n][slot] = true
+		break
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if err := allocateLinkTags(ctx, tx, a.SliceURN, planned); err != nil {
-		return nil, err
+	if err != nil || conflict != nil {
+		return nil, nil, conflict, err
 	}
 	out := make([]am.Sliver, 0, len(planned))
 	for _, p := range planned {
-		c, ok := capacity[p.NodeName]
-		if !ok {
-			return nil, fmt.Errorf("placement chose node %q that was not offered", p.NodeName)
-		}
-		if taken[p.NodeName] == nil {
-			taken[p.NodeName] = map[int]bool{}
-		}
-		var slots []int
-		if p.Exclusive || p.SliverType == am.SliverTypeExclusive {
-			for i := 0; i < c; i++ {
-				slots = append(slots, i)
-			}
-		} else {
-			for i := 0; i < c; i++ {
-				if !taken[p.NodeName][i] {
-					slots = append(slots, i)
-					break
-				}
-			}
-		}
-		// Slots the placement believed free may be gone; node_slots' primary
-		// key would refuse them anyway, this just gives a clean message.
-		for _, sl := range slots {
-			if taken[p.NodeName][sl] {
-				return nil, am.Errorf(am.TooBig, "node %s has no free slot for %s", p.NodeName, p.ClientID)
-			}
-		}
-		if len(slots) == 0 {
-			return nil, am.Errorf(am.TooBig, "node %s is full (%d slots)", p.NodeName, c)
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO slivers (urn, slice_urn, node_name, sliver_type, client_id, image_url, image_sha256,
-				execute, install, users, node_xml, allocation_state, operational_state, expires_at, requested_end_at, created_by, created_at, interfaces)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
-			p.URN, a.SliceURN, p.NodeName, p.SliverType, p.ClientID, p.Image.URL, p.Image.SHA256,
-			executeJSON(p.Execute), installJSON(p.Install), usersJSON(p.Users), p.NodeXML,
-			string(am.Allocated), string(p.Operational), p.Expires, nullTime(p.EndWanted), a.Actor, a.Now, interfacesJSON(p.Interfaces))
-		if err != nil {
-			if c, constraint := pgCode(err); c == codeUniqueViolated && constraint == "slivers_slice_urn_client_id_key" {
-				return nil, am.Errorf(am.AlreadyExists, "slice %s already has a sliver with client_id %q here", a.SliceURN, p.ClientID)
-			}
-			return nil, err
-		}
-		if _, err := tx.Exec(ctx, "INSERT INTO node_slots (node_name, slot_no, sliver_urn) SELECT $1, unnest($2::int[]), $3",
-			p.NodeName, slots, p.URN); err != nil {
-			return nil, err
-		}
-		for _, sl := range slots {
-			taken[p.NodeName][sl] = true
-		}
 		p.SliceURN = a.SliceURN
-		p.ComponentID = urnOf[p.NodeName]
+		p.ComponentID = onNode[p.NodeName].ComponentID
 		p.Allocation = am.Allocated
 		p.CreatedBy = a.Actor
 		p.CreatedAt = a.Now
 		p.Exclusive = p.SliverType == am.SliverTypeExclusive
 		out = append(out, p)
 	}
-	return out, nil
+	return out, after, nil, nil
 }
 
 func nullTime(t time.Time) *time.Time {
@@ -536,72 +523,155 @@ func nullTime(t time.Time) *time.Time {
 }
 
 // Change: see am.Store.
+//
+// Two round trips: one batch opens the transaction, tags it for the history
+// trigger, locks the slice row shared and reads the slivers under lock; Apply
+// decides in Go; a second batch writes every change (one DELETE for all the
+// deleted slivers) and commits.
 func (s *Store) Change(ctx context.Context, c am.ChangeTx) ([]am.ChangeResult, error) {
 	var out []am.ChangeResult
-	err := s.inTx(ctx, c.Event, c.Event, c.Actor, func(tx pgx.Tx) error {
-		out = nil
-		var shutDown bool
-		err := tx.QueryRow(ctx, "SELECT shut_down FROM slices WHERE urn = $1 FOR SHARE", c.SliceURN).Scan(&shutDown)
+	err := s.retry(ctx, func() error {
+		var err error
+		out, err = s.change(ctx, c)
+		return err
+	})
+	if err != nil {
+		return nil, cleanError(c.Event, err)
+	}
+	return out, nil
+}
+
+func (s *Store) change(ctx context.Context, c am.ChangeTx) (out []am.ChangeResult, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	defer func() {
+		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
+			// A connection left in a transaction is closed by Release.
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	read := &pgx.Batch{}
+	read.Queue("BEGIN")
+	read.Queue("SELECT set_config('geniam.event', $1, true), set_config('geniam.actor', $2, true)", c.Event, c.Actor)
+	read.Queue("SELECT shut_down FROM slices WHERE urn = $1 FOR SHARE", c.SliceURN)
+	read.Queue("SELECT "+sliverColumns+
+		" FROM slivers v JOIN nodes n ON n.name = v.node_name WHERE v.slice_urn = $1 AND v.urn = ANY($2) ORDER BY v.urn FOR UPDATE OF v",
+		c.SliceURN, c.URNs)
+	br := conn.SendBatch(ctx, read)
+	var shutDown bool
+	var found []am.Sliver
+	err = func() error {
+		defer br.Close()
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		err := br.QueryRow().Scan(&shutDown)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return am.Errorf(am.SearchFailed, "unknown slice %s", c.SliceURN)
 		}
 		if err != nil {
 			return err
 		}
-		if shutDown && !c.Operator {
-			return am.Errorf(am.Forbidden, "slice %s has been shut down by Shutdown; only an operator can restore it", c.SliceURN)
-		}
-		found, err := collectSlivers(tx.Query(ctx, "SELECT "+sliverColumns+
-			" FROM slivers v JOIN nodes n ON n.name = v.node_name WHERE v.slice_urn = $1 AND v.urn = ANY($2) ORDER BY v.urn FOR UPDATE OF v",
-			c.SliceURN, c.URNs))
-		if err != nil {
-			return err
-		}
-		byURN := make(map[string]am.Sliver, len(found))
-		for _, f := range found {
-			byURN[f.URN] = f
-		}
-		for _, urn := range c.URNs {
-			cur, ok := byURN[urn]
-			if !ok {
-				e := am.Errorf(am.SearchFailed, "no sliver %s in slice %s here (deleted or expired?)", urn, c.SliceURN)
-				if !c.BestEffort {
-					return e
-				}
-				out = append(out, am.ChangeResult{Sliver: am.Sliver{URN: urn, SliceURN: c.SliceURN, Allocation: am.Unallocated}, Err: e})
-				continue
-			}
-			next := cur
-			if err := c.Apply(&next); err != nil {
-				if !c.BestEffort {
-					return err
-				}
-				out = append(out, am.ChangeResult{Sliver: cur, Err: err})
-				continue
-			}
-			if err := writeSliver(ctx, tx, cur, next); err != nil {
-				return err
-			}
-			out = append(out, am.ChangeResult{Sliver: next})
-		}
-		return nil
-	})
+		found, err = collectSlivers(br.Query())
+		return err
+	}()
 	if err != nil {
+		return nil, err
+	}
+	if shutDown && !c.Operator {
+		return nil, am.Errorf(am.Forbidden, "slice %s has been shut down by Shutdown; only an operator can restore it", c.SliceURN)
+	}
+	byURN := make(map[string]am.Sliver, len(found))
+	for _, f := range found {
+		byURN[f.URN] = f
+	}
+	write := &pgx.Batch{}
+	var deleted []string
+	for _, urn := range c.URNs {
+		cur, ok := byURN[urn]
+		if !ok {
+			e := am.Errorf(am.SearchFailed, "no sliver %s in slice %s here (deleted or expired?)", urn, c.SliceURN)
+			if !c.BestEffort {
+				return nil, e
+			}
+			out = append(out, am.ChangeResult{Sliver: am.Sliver{URN: urn, SliceURN: c.SliceURN, Allocation: am.Unallocated}, Err: e})
+			continue
+		}
+		next := cur
+		if err := c.Apply(&next); err != nil {
+			if !c.BestEffort {
+				return nil, err
+			}
+			out = append(out, am.ChangeResult{Sliver: cur, Err: err})
+			continue
+		}
+		if next.Allocation == am.Unallocated {
+			deleted = append(deleted, cur.URN)
+		} else {
+			queueSliverUpdate(write, cur, next)
+		}
+		out = append(out, am.ChangeResult{Sliver: next})
+	}
+	if len(deleted) > 0 {
+		write.Queue("DELETE FROM slivers WHERE urn = ANY($1)", deleted)
+	}
+	write.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, write).Close(); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func writeSliver(ctx context.Context, tx pgx.Tx, cur, next am.Sliver) error {
-	if next.Allocation == am.Unallocated {
-		_, err := tx.Exec(ctx, "DELETE FROM slivers WHERE urn = $1", cur.URN)
-		return err
-	}
-	_, err := tx.Exec(ctx, `UPDATE slivers SET allocation_state = $2, operational_state = $3, expires_at = $4, error = $5,
+func queueSliverUpdate(b *pgx.Batch, cur, next am.Sliver) {
+	b.Queue(`UPDATE slivers SET allocation_state = $2, operational_state = $3, expires_at = $4, error = $5,
 			resource_status = $6, users = $7
 		WHERE urn = $1`,
 		cur.URN, string(next.Allocation), string(next.Operational), next.Expires, next.Error, next.ResourceMsg, usersJSON(next.Users))
-	return err
+}
+
+// Delete: see am.Store. One statement, geniam_delete
+// (migrations/0009_allocate_delete_functions.sql).
+func (s *Store) Delete(ctx context.Context, d am.DeleteTx) ([]am.Sliver, error) {
+	var out []am.Sliver
+	err := s.retry(ctx, func() error {
+		var err error
+		out, err = collectSlivers(s.pool.Query(ctx, "SELECT * FROM geniam_delete($1, $2, $3, $4)",
+			d.Actor, d.SliceURN, d.URNs, d.Operator))
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			switch pe.Code {
+			case codeShutDown:
+				return am.Errorf(am.Forbidden, "slice %s has been shut down by Shutdown; only an operator can restore it", d.SliceURN)
+			case codeNoSuchSliver:
+				return &am.Err{Code: am.SearchFailed, URN: pe.Detail, Msg: "no sliver " + pe.Detail + " at this aggregate (deleted or expired)"}
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, cleanError("Delete", err)
+	}
+	if d.URNs == nil {
+		sort.Slice(out, func(i, j int) bool {
+			if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+				return out[i].CreatedAt.Before(out[j].CreatedAt)
+			}
+			return out[i].URN < out[j].URN
+		})
+	} else {
+		at := make(map[string]int, len(d.URNs))
+		for i, u := range d.URNs {
+			at[u] = i
+		}
+		sort.Slice(out, func(i, j int) bool { return at[out[i].URN] < at[out[j].URN] })
+	}
+	return out, nil
 }
 
 // Expire deletes due slivers, skipping rows other reapers or callers hold.

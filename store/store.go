@@ -16,6 +16,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -108,13 +109,8 @@ func retryable(err error) bool {
 // history trigger), retrying lost races, and turns what escapes into an
 // *am.Err without database text in its message.
 func (s *Store) inTx(ctx context.Context, op, event, actor string, fn func(tx pgx.Tx) error) error {
-	attempts := s.Attempts
-	if attempts < 1 {
-		attempts = 1
-	}
-	var err error
-	for attempt := 1; attempt <= attempts; attempt++ {
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.retry(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if event != "" || actor != "" {
 				if _, err := tx.Exec(ctx, "SELECT set_config('geniam.event', $1, true), set_config('geniam.actor', $2, true)", event, actor); err != nil {
 					return err
@@ -122,18 +118,34 @@ func (s *Store) inTx(ctx context.Context, op, event, actor string, fn func(tx pg
 			}
 			return fn(tx)
 		})
-		if err == nil || !retryable(err) {
+	})
+	if errors.Is(err, errGaveUp) {
+		return am.Wrap(am.Busy, ctx.Err(), "%s: gave up waiting for the database", op)
+	}
+	return cleanError(op, err)
+}
+
+// errGaveUp: the context ended while retry waited to run fn again.
+var errGaveUp = errors.New("gave up waiting for the database")
+
+// retry runs fn (one transaction) up to Attempts times while it loses races
+// (retryable), and returns its last error as it is, or errGaveUp.
+func (s *Store) retry(ctx context.Context, fn func() error) error {
+	attempts := max(s.Attempts, 1)
+	var err error
+	for attempt := 1; attempt <= attempts; attempt++ {
+		if err = fn(); err == nil || !retryable(err) || attempt == attempts {
 			break
 		}
 		// Back off a little, with jitter, so the racers do not meet again.
 		d := time.Duration(attempt*attempt)*5*time.Millisecond + time.Duration(rand.Int64N(int64(10*time.Millisecond)))
 		select {
 		case <-ctx.Done():
-			return am.Wrap(am.Busy, ctx.Err(), "%s: gave up waiting for the database", op)
+			return fmt.Errorf("%w: %w", errGaveUp, ctx.Err())
 		case <-time.After(d):
 		}
 	}
-	return cleanError(op, err)
+	return err
 }
 
 // cleanError keeps *am.Err as it is and hides everything else behind a

@@ -16,27 +16,63 @@ const DefaultViewMaxAge = time.Second
 // nodeView is the process's recent copy of every node that is not retired,
 // with usage, on which unbound allocations plan. Reading 1,000 nodes costs
 // more than the rest of an Allocate; a copy up to ViewMaxAge old is as good a
-// guide, because Allocate locks and re-reads every node it places on before
-// it trusts what the copy said about it, and it refuses a request (TOOBIG)
-// only on a list read in its own transaction. What Allocate learns under its
-// locks, and what its own allocations take, is written back.
+// guide, because Allocate's statement locks and checks every node it places
+// on before it trusts what the copy said about it, and Allocate refuses a
+// request (TOOBIG) only on a list read during the call. What Allocate learns
+// is written back, and so is what its own allocations take while the list is
+// short enough to copy cheaply (patchLimit).
+//
+// Past ViewMaxAge the copy is read again in the background, once (not by
+// every Allocate of that moment: on 10,000 nodes that read set Allocate's
+// p99), and Allocates plan on the older copy meanwhile, up to staleFactor
+// times ViewMaxAge; past that they wait for a fresh read.
 //
 // The slice is never changed in place: readers share it, writers replace it.
 type nodeView struct {
-	mu    sync.Mutex
-	nodes []am.Node
-	read  time.Time
+	mu         sync.Mutex
+	nodes      []am.Node
+	read       time.Time
+	refreshing bool // a background read is under way
 }
 
-// recent returns the list when it was read less than maxAge ago, else nil.
-// The caller must not modify it.
-func (v *nodeView) recent(maxAge time.Duration, now time.Time) []am.Node {
+// staleFactor: how many times ViewMaxAge old a copy Allocate plans on while
+// it is read again in the background.
+const staleFactor = 5
+
+// recent returns the list when it was read less than maxAge ago, or, with
+// stale true, less than staleFactor times maxAge ago; else nil. The caller
+// must not modify it.
+func (v *nodeView) recent(maxAge time.Duration, now time.Time) (nodes []am.Node, stale bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.nodes == nil || maxAge <= 0 || now.Sub(v.read) >= maxAge || now.Before(v.read) {
-		return nil
+	if v.nodes == nil || maxAge <= 0 || now.Before(v.read) {
+		return nil, false
 	}
-	return v.nodes
+	switch age := now.Sub(v.read); {
+	case age < maxAge:
+		return v.nodes, false
+	case age < staleFactor*maxAge:
+		return v.nodes, true
+	}
+	return nil, false
+}
+
+// startRefresh reports whether the caller is to read the list again in the
+// background (no other read is under way); it must call refreshed after.
+func (v *nodeView) startRefresh() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.refreshing {
+		return false
+	}
+	v.refreshing = true
+	return true
+}
+
+func (v *nodeView) refreshed() {
+	v.mu.Lock()
+	v.refreshing = false
+	v.mu.Unlock()
 }
 
 // set replaces the list with one read from the database at read.
@@ -86,40 +122,6 @@ func overlay(nodes, newer []am.Node) []am.Node {
 			out[i] = n
 		} else {
 			out = slices.Insert(out, i, n)
-		}
-	}
-	return out
-}
-
-// afterPlacement returns the states of the nodes the slivers were placed on
-// once they hold them: nodes must show the placed-on nodes as they were
-// under lock, before the placement.
-func afterPlacement(nodes []am.Node, placed []am.Sliver) []am.Node {
-	byName := make(map[string]*am.Node, len(placed))
-	for _, p := range placed {
-		byName[p.NodeName] = nil
-	}
-	for i := range nodes {
-		if _, ok := byName[nodes[i].Name]; ok {
-			n := nodes[i] // a copy: nodes may be the shared recent list
-			byName[n.Name] = &n
-		}
-	}
-	for _, p := range placed {
-		n := byName[p.NodeName]
-		if n == nil {
-			continue
-		}
-		if p.SliverType == am.SliverTypeExclusive {
-			n.Used, n.Exclusive = n.Capacity, true
-		} else {
-			n.Used++
-		}
-	}
-	out := make([]am.Node, 0, len(byName))
-	for _, n := range byName {
-		if n != nil {
-			out = append(out, *n)
 		}
 	}
 	return out

@@ -225,6 +225,39 @@ func (s *Store) Change(ctx context.Context, tx am.ChangeTx) ([]am.ChangeResult, 
 	return out, nil
 }
 
+// Delete deletes the named slivers of a slice (all of them with URNs nil);
+// an unknown one deletes nothing.
+func (s *Store) Delete(ctx context.Context, tx am.DeleteTx) ([]am.Sliver, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl := s.slices[tx.SliceURN]; sl != nil && sl.ShutDown && !tx.Operator {
+		return nil, am.Errorf(am.Forbidden, "slice %s has been shut down by Shutdown; only an operator can restore it", tx.SliceURN)
+	}
+	var out []am.Sliver
+	if tx.URNs == nil {
+		for _, v := range s.slivers {
+			if v.SliceURN == tx.SliceURN {
+				out = append(out, v)
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return s.order[out[i].URN] < s.order[out[j].URN] })
+	}
+	for _, urn := range tx.URNs {
+		v, ok := s.slivers[urn]
+		if !ok || v.SliceURN != tx.SliceURN {
+			return nil, &am.Err{Code: am.SearchFailed, URN: urn, Msg: "no sliver " + urn + " at this aggregate (deleted or expired)"}
+		}
+		out = append(out, v)
+	}
+	for _, v := range out {
+		delete(s.slivers, v.URN)
+	}
+	if len(out) > 0 {
+		s.version++
+	}
+	return out, nil
+}
+
 // Shutdown marks the slice shut down and stops its provisioned slivers.
 func (s *Store) Shutdown(ctx context.Context, sliceURN, actor string, now time.Time) error {
 	s.mu.Lock()

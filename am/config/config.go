@@ -80,7 +80,7 @@ type Placement struct {
 // reads cheap on a big inventory; Allocate still decides on current data.
 type Cache struct {
 	Advertisement time.Duration `mapstructure:"advertisement" doc:"how long ListResources may serve an advertisement that misses sliver changes made by other aggregate processes on the same database (this process's changes and node edits show at the next call); 0: 1s, negative: no cache" default:"1s"`
-	Nodes         time.Duration `mapstructure:"nodes" doc:"how old the node list an unbound Allocate plans on may be (it re-reads the nodes it picks under lock and refuses only on a fresh list); 0: 1s, negative: read it in every Allocate" default:"1s"`
+	Nodes         time.Duration `mapstructure:"nodes" doc:"how old the node list an unbound Allocate plans on may be (the nodes it picks are checked under lock, and it refuses only on a fresh list); past it the list is read again in the background while Allocates plan on the old one, up to 5 times as old; 0: 1s, negative: read it in every Allocate" default:"1s"`
 }
 
 // Agents is how the aggregate reaches node agents.

@@ -78,14 +78,7 @@ func benchProvision(b *testing.B, n int) {
 		start = time.Now()
 		_, err = agg.Delete(e.ctx, call, []string{slice})
 		must(t, err)
-		for {
-			var pending int
-			must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state IN ('queued','running')").Scan(&pending))
-			if pending == 0 {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitJobs(t, e)
 		readyTotal += ready
 		deletedTotal += time.Since(start)
 	}
@@ -93,4 +86,148 @@ func benchProvision(b *testing.B, n int) {
 	b.ReportMetric(float64(readyTotal.Milliseconds())/float64(b.N), "ms/provision-to-ready")
 	b.ReportMetric(float64(n*b.N)/readyTotal.Seconds(), "slivers-ready/s")
 	b.ReportMetric(float64(n*b.N)/deletedTotal.Seconds(), "slivers-deleted/s")
+}
+
+// BenchmarkTutorialBurst is a class of 40 students running the same
+// walkthrough at once: 40 clients each Allocate 5 containers and Provision
+// them on 4 agents; the clock runs from the first Allocate until all 200
+// slivers are geni_ready. Beside it, the same 200 containers started with
+// `docker run -d` on the same engine, 40 at a time, after one `docker load`
+// of the same tar: the floor. Reported: both times and their ratio.
+//
+//	go test ./am/provision/ -run XXX -bench TutorialBurst -benchtime 1x
+func BenchmarkTutorialBurst(b *testing.B) {
+	const clients, each, agents = 40, 5, 4
+	needDocker(b)
+	b.StopTimer()
+	e := newEnv(b, "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+	p := e.provisioner("burst", func(c *provision.Config) { c.Workers = 16 })
+	e.runProvisioner(p)
+	agg := e.aggregate(p)
+	var burstTotal, rawTotal time.Duration
+	for i := 0; i < b.N; i++ {
+		type student struct {
+			slice string
+			call  am.Call
+			req   string
+		}
+		students := make([]student, clients)
+		for c := range students {
+			var nodes [][2]string
+			for j := 0; j < each; j++ {
+				nodes = append(nodes, [2]string{fmt.Sprintf("c%d", j), fmt.Sprintf("node%d", (c*each+j)%agents+1)})
+			}
+			slice, call, _ := e.slice(fmt.Sprintf("burst%d-%d", i, c))
+			students[c] = student{slice, call, request("/demo -every 5s", nodes...)}
+		}
+		start := time.Now()
+		errs := make(chan error, clients)
+		for _, s := range students {
+			go func() { errs <- burstStudent(e, agg, s.call, s.slice, s.req) }()
+		}
+		for range students {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+		burst := time.Since(start)
+		for _, s := range students {
+			_, err := agg.Delete(e.ctx, s.call, []string{s.slice})
+			must(b, err)
+		}
+		waitJobs(b, e)
+
+		raw, err := rawDockerRun(fmt.Sprintf("geniam-burst-raw-%s-%d", run, i), clients*each, clients)
+		if err != nil {
+			b.Fatal(err)
+		}
+		burstTotal += burst
+		rawTotal += raw
+	}
+	b.ReportMetric(float64(burstTotal.Milliseconds())/float64(b.N), "ms/burst-to-ready")
+	b.ReportMetric(float64(rawTotal.Milliseconds())/float64(b.N), "ms/docker-run")
+	b.ReportMetric(burstTotal.Seconds()/rawTotal.Seconds(), "x-docker-run")
+}
+
+// burstStudent is one student: Allocate, Provision, then Status every
+// 100 ms until every sliver is geni_ready.
+func burstStudent(e *env, agg *am.Aggregate, call am.Call, slice, req string) error {
+	if _, err := agg.Allocate(e.ctx, call, slice, req); err != nil {
+		return fmt.Errorf("Allocate %s: %w", slice, err)
+	}
+	if _, err := agg.Provision(e.ctx, call, []string{slice}); err != nil {
+		return fmt.Errorf("Provision %s: %w", slice, err)
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for time.Now().Before(deadline) {
+		res, err := agg.Status(e.ctx, call, []string{slice})
+		if err != nil {
+			return fmt.Errorf("Status %s: %w", slice, err)
+		}
+		ready := len(res.Slivers) > 0
+		for _, s := range res.Slivers {
+			if s.Operational == am.Failed {
+				return fmt.Errorf("sliver %s failed: %s", s.URN, s.Error)
+			}
+			ready = ready && s.Operational == am.Ready
+		}
+		if ready {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("slice %s not geni_ready in 10 minutes", slice)
+}
+
+// waitJobs waits until the provisioner has no queued or running job.
+func waitJobs(tb testing.TB, e *env) {
+	for {
+		var pending int
+		must(tb, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state IN ('queued','running')").Scan(&pending))
+		if pending == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// rawDockerRun loads the demo tar once and starts n containers of it with
+// `docker run -d --network none`, parallel at a time, and returns how long
+// that took; then it removes them (untimed).
+func rawDockerRun(prefix string, n, parallel int) (time.Duration, error) {
+	start := time.Now()
+	out, err := exec.Command("docker", "load", "-q", "-i", imageTar).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("docker load: %v %s", err, out)
+	}
+	ref := strings.TrimSpace(string(out))
+	ref = ref[strings.LastIndex(ref, " ")+1:]
+	names := make(chan string, n)
+	for i := 0; i < n; i++ {
+		names <- fmt.Sprintf("%s-%d", prefix, i)
+	}
+	close(names)
+	errs := make(chan error, parallel)
+	for w := 0; w < parallel; w++ {
+		go func() {
+			var first error
+			for name := range names {
+				if out, err := exec.Command("docker", "run", "-d", "--name", name, "--network", "none", ref, "-every", "5s", "-data", "/").CombinedOutput(); err != nil && first == nil {
+					first = fmt.Errorf("docker run: %v %s", err, out)
+				}
+			}
+			errs <- first
+		}()
+	}
+	for w := 0; w < parallel; w++ {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
+	took := time.Since(start)
+	ids, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+prefix+"-").Output()
+	if f := strings.Fields(string(ids)); len(f) > 0 {
+		_ = exec.Command("docker", append([]string{"rm", "-f"}, f...)...).Run()
+	}
+	return took, err
 }

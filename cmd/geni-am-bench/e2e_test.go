@@ -107,7 +107,11 @@ func (f *fakeAM) ListResources(ctx context.Context, c am.Call) (string, error) {
 }
 
 func (f *fakeAM) Describe(ctx context.Context, c am.Call, urns []string) (*am.DescribeResult, error) {
-	return nil, am.Errorf(am.Unsupported, "not in the bench")
+	slice := f.sliceOf(urns)
+	f.check("Describe", c, slice)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &am.DescribeResult{RSpec: "<rspec/>", SliceURN: slice, Slivers: slivers(slice, f.allocated[slice], am.PendingAllocation, am.Allocated)}, nil
 }
 
 func (f *fakeAM) Allocate(ctx context.Context, c am.Call, slice, rspec string) (*am.AllocateResult, error) {
@@ -282,7 +286,7 @@ func (e *testEnv) config(url string) config {
 	return config{
 		URL: url, TLS: tlsOptions{CertFile: e.certFile, KeyFile: e.keyFile, CAFile: e.caFile},
 		Scenarios: allScenarios, Clients: []int{1, 8, 32}, Duration: 400 * time.Millisecond, Count: 40,
-		Timeout: 10 * time.Second, ProvisionSlivers: 3, ProvisionCycles: 2, ReadyTimeout: 5 * time.Second,
+		Timeout: 10 * time.Second, ProvisionSlivers: 3, DescribeSlivers: 5, ProvisionCycles: 2, ReadyTimeout: 5 * time.Second,
 		PollInterval: 5 * time.Millisecond, Start: true,
 	}
 }
@@ -321,7 +325,8 @@ func TestEndToEndWithClearinghouse(t *testing.T) {
 	rows := rowsByName(rep)
 	want := []string{"getversion/1", "getversion-newconn/1", "listresources/1", "listresources-compressed/1",
 		"allocate/1", "delete/1", "allocate+delete/1", "allocate/8", "delete/8", "allocate+delete/8",
-		"allocate/32", "delete/32", "allocate+delete/32", "provision/1", "provision-status/1", "provision-to-ready/1"}
+		"allocate/32", "delete/32", "allocate+delete/32", "provision/1", "provision-status/1", "provision-to-ready/1",
+		"describe/1", "status/1"}
 	if len(rep.Results) != len(want) {
 		t.Errorf("%d rows, want %d", len(rep.Results), len(want))
 	}
@@ -349,9 +354,14 @@ func TestEndToEndWithClearinghouse(t *testing.T) {
 	if r := rows["provision-to-ready/1"]; r.Calls != 2 {
 		t.Errorf("provision-to-ready: %d cycles, want 2 (--provision-cycles)", r.Calls)
 	}
-	// Each cycle: Provision, geni_start, then ready on the second Status.
-	if fake.calls["Provision"] != 2 || fake.calls["PerformOperationalAction"] != 2 || fake.calls["Status"] != 4 {
-		t.Errorf("provision calls %v, want 2 Provision, 2 PerformOperationalAction, 4 Status", fake.calls)
+	// Each cycle: Provision, geni_start, then ready on the second Status;
+	// then describe-status's Status calls.
+	wantStatus := 4 + rows["status/1"].Calls
+	if fake.calls["Provision"] != 2 || fake.calls["PerformOperationalAction"] != 2 || fake.calls["Status"] != wantStatus {
+		t.Errorf("provision calls %v, want 2 Provision, 2 PerformOperationalAction, %d Status", fake.calls, wantStatus)
+	}
+	if fake.calls["Describe"] != rows["describe/1"].Calls {
+		t.Errorf("%d Describe calls, describe row counts %d", fake.calls["Describe"], rows["describe/1"].Calls)
 	}
 	for _, hdr := range []string{"scenario", "clients", "calls", "calls/s", "p50 ms", "p95 ms", "p99 ms", "errors"} {
 		if !strings.Contains(strings.SplitN(stdout.String(), "\n", 2)[0], hdr) {

@@ -45,6 +45,7 @@ type config struct {
 	Timeout          time.Duration
 	RequestFile      string
 	ProvisionSlivers int
+	DescribeSlivers  int
 	ProvisionCycles  int
 	ReadyTimeout     time.Duration
 	PollInterval     time.Duration
@@ -54,6 +55,7 @@ type config struct {
 	PgBenchSeconds   int
 	JSONFile         string
 	SVGFile          string
+	BaselineFile     string
 }
 
 // listFlag is a flag that may be repeated and also takes comma-separated lists.
@@ -90,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "timeout of one call")
 	fs.StringVar(&cfg.RequestFile, "request", "", "request RSpec for Allocate (default: one container, as docs/examples)")
 	fs.IntVar(&cfg.ProvisionSlivers, "provision-slivers", 1, "slivers per Provision: the request's nodes are copied up to this many")
+	fs.IntVar(&cfg.DescribeSlivers, "describe-slivers", 100, "slivers of the slice that describe-status reads")
 	fs.IntVar(&cfg.ProvisionCycles, "provision-cycles", 3, "Allocate/Provision/ready/Delete cycles (at least one; also bounded by --duration)")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 2*time.Minute, "how long slivers may take to become geni_ready")
 	fs.DurationVar(&cfg.PollInterval, "poll", time.Second, "interval between Status polls while provisioning (the resolution of the time to ready)")
@@ -99,6 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.PgBenchSeconds, "pgbench-seconds", 10, "pgbench -T")
 	fs.StringVar(&cfg.JSONFile, "json", "", "write all results to this file as JSON")
 	fs.StringVar(&cfg.SVGFile, "svg", "", "write a bar chart (calls/s and p95 per scenario) to this SVG file")
+	fs.StringVar(&cfg.BaselineFile, "baseline", "", "--json file of an earlier run (e.g. a smaller inventory): print each row's p99 as a multiple of that run's")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -142,6 +146,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, errors.New("--timeout, --ready-timeout and --poll must be positive")
 	case cfg.ProvisionSlivers < 1 || cfg.ProvisionSlivers > maxSlivers:
 		return cfg, fmt.Errorf("--provision-slivers must be from 1 to %d", maxSlivers)
+	case cfg.DescribeSlivers < 1 || cfg.DescribeSlivers > maxSlivers:
+		return cfg, fmt.Errorf("--describe-slivers must be from 1 to %d", maxSlivers)
 	case cfg.ProvisionCycles < 1:
 		return cfg, errors.New("--provision-cycles must be at least 1")
 	case cfg.CH != "" && (len(cfg.SliceCreds) > 0 || cfg.UserCred != ""):
@@ -183,7 +189,8 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (*repor
 	for _, n := range cfg.Clients {
 		maxClients = max(maxClients, n)
 	}
-	needSlices := slices.Contains(cfg.Scenarios, scAllocateDelete) || slices.Contains(cfg.Scenarios, scProvision)
+	needSlices := slices.Contains(cfg.Scenarios, scAllocateDelete) || slices.Contains(cfg.Scenarios, scProvision) ||
+		slices.Contains(cfg.Scenarios, scDescribeStatus)
 	if cfg.CH != "" {
 		n := 0
 		if needSlices {
@@ -206,9 +213,16 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (*repor
 	}
 
 	rep := &report{AM: cfg.URL, Started: time.Now().UTC(), Duration: cfg.Duration.String(), Count: cfg.Count,
-		Settings: map[string]any{"scenarios": cfg.Scenarios, "clients": cfg.Clients, "provision_slivers": cfg.ProvisionSlivers,
+		Settings: map[string]any{"scenarios": cfg.Scenarios, "clients": cfg.Clients, "provision_slivers": cfg.ProvisionSlivers, "describe_slivers": cfg.DescribeSlivers,
 			"provision_cycles": cfg.ProvisionCycles, "ready_timeout": cfg.ReadyTimeout.String(), "poll": cfg.PollInterval.String(),
 			"credentials": credentialSource(cfg), "server_verified": cfg.TLS.CAFile != ""}}
+	var pgbenchBefore *pgbenchResult
+	if cfg.PgBenchURL != "" {
+		b.logf("pgbench on a scratch database, before the scenarios (%d s)", cfg.PgBenchSeconds)
+		if pgbenchBefore, err = runPgBench(ctx, cfg.PgBenchBin, cfg.PgBenchURL, cfg.PgBenchSeconds); err != nil {
+			rep.Notes = append(rep.Notes, "pgbench before the scenarios failed: "+err.Error())
+		}
+	}
 	for _, sc := range cfg.Scenarios {
 		if ctx.Err() != nil {
 			break
@@ -230,6 +244,8 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (*repor
 			}
 		case scProvision:
 			rep.Results = append(rep.Results, b.provision(ctx)...)
+		case scDescribeStatus:
+			rep.Results = append(rep.Results, b.describeStatus(ctx)...)
 		}
 	}
 	for _, res := range rep.Results {
@@ -243,9 +259,16 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (*repor
 		}
 	}
 	if cfg.PgBenchURL != "" && ctx.Err() == nil {
-		b.logf("pgbench on a scratch database (%d s)", cfg.PgBenchSeconds)
+		b.logf("pgbench on a scratch database, after the scenarios (%d s)", cfg.PgBenchSeconds)
 		if rep.PgBench, err = runPgBench(ctx, cfg.PgBenchBin, cfg.PgBenchURL, cfg.PgBenchSeconds); err != nil {
 			rep.Notes = append(rep.Notes, "pgbench failed: "+err.Error())
+		} else if pgbenchBefore != nil {
+			rep.PgBench.TPSBefore = pgbenchBefore.TPS
+		}
+	}
+	if cfg.BaselineFile != "" {
+		if rep.Baseline, err = readBaseline(cfg.BaselineFile); err != nil {
+			return rep, err
 		}
 	}
 	if err := writeTable(stdout, rep); err != nil {

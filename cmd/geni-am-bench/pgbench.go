@@ -27,6 +27,17 @@ type pgbenchResult struct {
 	Seconds int     `json:"seconds"`
 	TPS     float64 `json:"tps"`
 	Output  string  `json:"output"`
+	// TPSBefore is a run of the same before the scenarios (0: none). The
+	// machine's load may change while they run: the ceiling is then the mean.
+	TPSBefore float64 `json:"tps_before,omitempty"`
+}
+
+// ceiling is the tps the scenarios are compared with.
+func (p *pgbenchResult) ceiling() float64 {
+	if p.TPSBefore > 0 {
+		return (p.TPS + p.TPSBefore) / 2
+	}
+	return p.TPS
 }
 
 // runPgBench creates a scratch database next to the one dbURL names, runs

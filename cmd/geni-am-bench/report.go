@@ -23,6 +23,7 @@ type report struct {
 	Settings map[string]any `json:"settings"`
 	Results  []result       `json:"results"`
 	PgBench  *pgbenchResult `json:"pgbench,omitempty"`
+	Baseline *report        `json:"-"` // --baseline: an earlier run to compare p99s with
 	Notes    []string       `json:"notes,omitempty"`
 }
 
@@ -69,12 +70,33 @@ func writeTable(w io.Writer, r *report) error {
 	}
 	if r.PgBench != nil {
 		p := r.PgBench
-		fmt.Fprintf(&b, "pgbench -N -c %d -j %d -T %d: %.1f tps (the database's ceiling for small write transactions)\n",
-			p.Clients, p.Threads, p.Seconds, p.TPS)
+		if p.TPSBefore > 0 {
+			fmt.Fprintf(&b, "pgbench -N -c %d -j %d -T %d: %.1f tps before the scenarios, %.1f after; their mean %.1f tps is the database's ceiling for small write transactions\n",
+				p.Clients, p.Threads, p.Seconds, p.TPSBefore, p.TPS, p.ceiling())
+		} else {
+			fmt.Fprintf(&b, "pgbench -N -c %d -j %d -T %d: %.1f tps (the database's ceiling for small write transactions)\n",
+				p.Clients, p.Threads, p.Seconds, p.TPS)
+		}
+		tps := p.ceiling()
 		for _, res := range r.Results {
-			if res.Scenario == rowAllocate && res.Skipped == "" && p.TPS > 0 {
+			if res.Scenario == rowAllocate && res.Skipped == "" && tps > 0 {
 				fmt.Fprintf(&b, "  allocate with %d clients: %.1f calls/s = %.1f%% of pgbench tps\n",
-					res.Clients, res.CallsPerSec, 100*res.CallsPerSec/p.TPS)
+					res.Clients, res.CallsPerSec, 100*res.CallsPerSec/tps)
+			}
+			// A pair is two small write transactions: its ceiling is tps/2.
+			if res.Scenario == rowAllocateDelete && res.Skipped == "" && tps > 0 {
+				fmt.Fprintf(&b, "  allocate+delete with %d clients: %.1f pairs/s (p99 %.2f ms) = %.1f%% of pgbench tps/2 (%.1f)\n",
+					res.Clients, res.CallsPerSec, res.P99ms, 200*res.CallsPerSec/tps, tps/2)
+			}
+		}
+	}
+	if r.Baseline != nil {
+		for _, res := range r.Results {
+			for _, old := range r.Baseline.Results {
+				if old.Scenario == res.Scenario && old.Clients == res.Clients && res.Skipped == "" && old.Skipped == "" && old.P99ms > 0 {
+					fmt.Fprintf(&b, "  %s with %d clients: p99 %.2f ms = %.2fx the baseline's %.2f ms\n",
+						res.Scenario, res.Clients, res.P99ms, res.P99ms/old.P99ms, old.P99ms)
+				}
 			}
 		}
 	}
@@ -258,4 +280,17 @@ func esc(s string) string {
 	var b bytes.Buffer
 	_ = xml.EscapeText(&b, []byte(s))
 	return b.String()
+}
+
+// readBaseline reads a --json file written by an earlier run.
+func readBaseline(name string) (*report, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("--baseline: %w", err)
+	}
+	var r report
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("--baseline %s: %w", name, err)
+	}
+	return &r, nil
 }

@@ -20,6 +20,7 @@ func sampleReport() *report {
 				ErrorsBy: map[string]int{"Allocate BUSY(14)": 2}, Note: "asked for 32 <clients> & got 8"},
 			{Scenario: "provision", Clients: 1, Skipped: "slivers never left geni_notready"},
 			{Scenario: "odd <name> & \"quotes\"", Clients: 3, Calls: 1, CallsPerSec: math.NaN(), P95ms: 0},
+			{Scenario: "allocate+delete", Clients: 8, Calls: 50, CallsPerSec: 7.4, P50ms: 120, P95ms: 140, P99ms: 150},
 		},
 		PgBench: &pgbenchResult{Clients: 8, Threads: 2, Seconds: 10, TPS: 740},
 	}
@@ -138,9 +139,27 @@ func TestTable(t *testing.T) {
 		"skipped provision (clients 1): slivers never left geni_notready",
 		"740.0 tps",
 		"allocate with 8 clients: 7.4 calls/s = 1.0% of pgbench tps",
+		"allocate+delete with 8 clients: 7.4 pairs/s (p99 150.00 ms) = 2.0% of pgbench tps/2 (370.0)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// With pgbench run before and after the scenarios, they are compared with
+// the mean of the two.
+func TestPgBenchBeforeAndAfter(t *testing.T) {
+	r := &report{Results: []result{{Scenario: rowAllocateDelete, Clients: 8, Calls: 10, CallsPerSec: 300, P99ms: 20}},
+		PgBench: &pgbenchResult{Clients: 8, Threads: 2, Seconds: 10, TPS: 1000, TPSBefore: 2000}}
+	var b bytes.Buffer
+	if err := writeTable(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"2000.0 tps before the scenarios, 1000.0 after; their mean 1500.0 tps",
+		"allocate+delete with 8 clients: 300.0 pairs/s (p99 20.00 ms) = 40.0% of pgbench tps/2 (750.0)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
 	}
 }

@@ -23,6 +23,9 @@ const (
 	scListResourcesZ     = "listresources-compressed"
 	scAllocateDelete     = "allocate-delete"
 	scProvision          = "provision"
+	scDescribeStatus     = "describe-status"
+	rowDescribe          = "describe"
+	rowStatus            = "status"
 	rowAllocate          = "allocate"
 	rowDelete            = "delete"
 	rowAllocateDelete    = "allocate+delete"
@@ -34,7 +37,7 @@ const (
 	maxProvisionPollings = 100_000 // a bound on Status calls per cycle, whatever the timeout
 )
 
-var allScenarios = []string{scGetVersion, scGetVersionNewConn, scListResources, scListResourcesZ, scAllocateDelete, scProvision}
+var allScenarios = []string{scGetVersion, scGetVersionNewConn, scListResources, scListResourcesZ, scAllocateDelete, scProvision, scDescribeStatus}
 
 // bench runs the scenarios against one aggregate.
 type bench struct {
@@ -258,22 +261,15 @@ func skipped(rows []string, clients int, why string) []result {
 // Status polls and the time from the start of Provision to all ready.
 func (b *bench) provision(ctx context.Context) []result {
 	rows := []string{scProvision, rowProvisionStatus, rowProvisionReady}
-	if len(b.creds.Slices) == 0 {
-		return skipped(rows, 1, "no slice credential (give --slice-cred or --ch)")
+	request, s, creds, c, skip := b.oneSlice(b.cfg.ProvisionSlivers)
+	if skip != "" {
+		return skipped(rows, 1, skip)
 	}
-	request, err := replicateNodes(b.request, b.cfg.ProvisionSlivers)
-	if err != nil {
-		return skipped(rows, 1, err.Error())
-	}
-	s := b.creds.Slices[0]
-	creds := credArg(s.Cred)
-	c := newRPCClient(b.cfg.URL, b.tls, true, b.cfg.Timeout, nil)
 	defer c.close()
 	prov, status, ready := newRecorder(), newRecorder(), newRecorder()
 	bg := newBudget(ctx, b.cfg.ProvisionCycles, b.cfg.Duration)
 	bg.begin()
 	start := time.Now()
-	skip := ""
 	for cycle := 0; skip == "" && (cycle == 0 || bg.take()); cycle++ {
 		if cycle == 0 {
 			bg.left.Add(-1) // the first cycle always runs
@@ -444,4 +440,76 @@ func describeStates(states map[string]string) string {
 		parts = append(parts, fmt.Sprintf("%d %s", n, s))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// describeStatus allocates one slice of --describe-slivers slivers, then
+// calls Describe and Status on it in turn with one client; finally it deletes
+// the slice. Rows: the Describe calls and the Status calls.
+func (b *bench) describeStatus(ctx context.Context) []result {
+	rows := []string{rowDescribe, rowStatus}
+	request, s, creds, c, skip := b.oneSlice(b.cfg.DescribeSlivers)
+	if skip != "" {
+		return skipped(rows, 1, skip)
+	}
+	defer c.close()
+	_, _ = c.callAM(ctx, "Delete", []string{s.URN}, creds, map[string]any{}) // what an interrupted run left
+	if _, err := c.callAM(ctx, "Allocate", s.URN, creds, request, map[string]any{}); err != nil {
+		return skipped(rows, 1, "the aggregate cannot allocate the slice: "+err.Error())
+	}
+	defer func() {
+		_, _ = c.callAM(context.WithoutCancel(ctx), "Delete", []string{s.URN}, creds, map[string]any{})
+	}()
+	describe, status := newRecorder(), newRecorder()
+	bg := newBudget(ctx, b.cfg.Count, b.cfg.Duration)
+	bg.begin()
+	start := time.Now()
+	for bg.take() {
+		t := time.Now()
+		v, err := c.callAM(ctx, "Describe", []string{s.URN}, creds, map[string]any{"geni_rspec_version": rspecVersionOption})
+		if err == nil {
+			err = checkSlivers("Describe", v, b.cfg.DescribeSlivers)
+		}
+		describe.add(time.Since(t), err)
+		t = time.Now()
+		v, err = c.callAM(ctx, "Status", []string{s.URN}, creds, map[string]any{})
+		if err == nil {
+			err = checkSlivers("Status", v, b.cfg.DescribeSlivers)
+		}
+		status.add(time.Since(t), err)
+	}
+	elapsed := time.Since(start)
+	out := []result{describe.result(rowDescribe, 1, elapsed), status.result(rowStatus, 1, elapsed)}
+	for i := range out {
+		out[i].Handshakes = c.handshakes.Load()
+		out[i].Note = fmt.Sprintf("a slice of %d slivers", b.cfg.DescribeSlivers)
+	}
+	return out
+}
+
+// checkSlivers checks that a Describe or Status value lists n slivers.
+func checkSlivers(method string, v any, n int) error {
+	states, err := sliverStates(method, v)
+	if err != nil {
+		return err
+	}
+	if len(states) != n {
+		return &callError{Method: method, Kind: kindBadValue, Msg: fmt.Sprintf("%d slivers, want %d", len(states), n)}
+	}
+	return nil
+}
+
+// oneSlice is the set-up of a one-client scenario on the first slice: the
+// request with its nodes copied up to n, the slice, its credential argument
+// and a keep-alive client (the caller closes it); or why the scenario is
+// skipped.
+func (b *bench) oneSlice(n int) (string, sliceCred, []map[string]any, *rpcClient, string) {
+	if len(b.creds.Slices) == 0 {
+		return "", sliceCred{}, nil, nil, "no slice credential (give --slice-cred or --ch)"
+	}
+	request, err := replicateNodes(b.request, n)
+	if err != nil {
+		return "", sliceCred{}, nil, nil, err.Error()
+	}
+	s := b.creds.Slices[0]
+	return request, s, credArg(s.Cred), newRPCClient(b.cfg.URL, b.tls, true, b.cfg.Timeout, nil), ""
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/geniam/geniam/am/config"
@@ -31,9 +32,21 @@ func runDev(args []string) error {
 	chListen := fs.String("ch-listen", "127.0.0.1:8000", "address of the dev clearinghouse")
 	inventory := fs.Int("inventory", 3, "make the demo inventory at least this many nodes (extra ones, for benchmarks, have no agent)")
 	file := fs.String("config", "", "YAML configuration file (optional)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of the whole run to this file (make bench)")
 	config.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
