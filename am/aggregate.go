@@ -322,7 +322,8 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		return nil, opErr(op, Errorf(BadArgs, "slice_urn: %v", err))
 	}
 	sliceURN = slice.String()
-	grant, err := a.authorize(ctx, c, Access{Method: op, Slice: sliceURN, Privileges: []string{privCreate}, NewWork: true})
+	grant, err := a.authorize(ctx, c, Access{Method: op, Slice: sliceURN, Privileges: []string{privCreate}, NewWork: true,
+		ShutDownOK: true}) // the store's Allocate refuses a shut-down slice in its own transaction
 	if err != nil {
 		return nil, opErr(op, err)
 	}

@@ -87,8 +87,10 @@ type Access struct {
 	// refused while the aggregate is in maintenance. Reading what exists
 	// (Describe, Status, /data, logs) stays open in maintenance.
 	NewWork bool
-	// ShutDownOK lets the request through on a shut-down slice (Shutdown
-	// itself, which answers true again).
+	// ShutDownOK skips the gate's shut-down check: for Shutdown itself
+	// (which answers true again), and for Allocate, whose store transaction
+	// refuses a shut-down slice itself, race-free and without a round trip
+	// of its own (AllocateTx.Operator).
 	ShutDownOK bool
 	// IdentityOnly marks a request that carries no credentials because the
 	// entry point has established who Caller is itself (a console viewer by
