@@ -84,6 +84,10 @@ bench: build
 # processes on one private PostgreSQL, which is restarted while the
 # aggregates are SIGKILLed and restarted in turn; then the database must be
 # consistent. go test runs a one-minute short form of the same test.
+# Then the agent soak: slices on three geni-nodeagent processes that are
+# SIGKILLed and restarted (sometimes past the retry budget) while one's disk
+# fills; at the end the nodes must converge to the database (no container
+# left of a deleted or expired sliver, no stray, nothing pending).
 # SOAK_FLAGS=-race serves the aggregates with the race detector on.
 SOAK_DURATION ?= 6m
 SOAK_CLIENTS  ?= 24
@@ -92,6 +96,8 @@ SOAK_FLAGS    ?=
 soak:
 	GENIAM_SOAK=long GENIAM_SOAK_DURATION=$(SOAK_DURATION) GENIAM_SOAK_CLIENTS=$(SOAK_CLIENTS) \
 	  $(GO) test $(SOAK_FLAGS) -count=1 -v -run '^TestSoak$$' -timeout 60m ./cmd/geni-am/
+	GENIAM_SOAK=long GENIAM_SOAK_DURATION=$(SOAK_DURATION) \
+	  $(GO) test $(SOAK_FLAGS) -count=1 -v -run '^TestAgentSoak$$' -timeout 60m ./am/provision/
 
 clean:
 	rm -rf bin bench.json bench.svg bench-go.txt bench-provision.json bench-10k.json bench-cpu.pprof

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,10 @@ type AuditWriter struct {
 	queue chan *am.AuditRecord
 
 	written, dropped, failed atomic.Uint64
+	spooled, replayed        atomic.Uint64
+	spool                    *auditSpool // nil: no spool (failures go to the log only)
+	spoolBytes               atomic.Int64
+	spooling                 bool // since the last replay that emptied the spool (run's goroutine only)
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -33,8 +38,26 @@ type AuditWriter struct {
 type AuditStats struct {
 	Written uint64 // rows inserted
 	Dropped uint64 // records refused because the queue was full
-	Failed  uint64 // records whose insert failed
+	Failed  uint64 // records whose insert failed and that the spool could not take (each is in the log)
 	Queued  int    // records waiting now
+
+	Spooled    uint64 // records written to the on-disk spool while the database was away
+	Replayed   uint64 // spooled records inserted once it was back
+	SpoolBytes int64  // size of the spool now
+}
+
+// Spool makes the writer keep the records it cannot insert in dir (at most
+// maxBytes; beyond, they are logged and counted as failed, as without a
+// spool) and insert them when the database is back, including what a
+// previous process left there. Call before Start.
+func (w *AuditWriter) Spool(dir string, maxBytes int64) error {
+	sp, err := openAuditSpool(dir, maxBytes)
+	if err != nil {
+		return fmt.Errorf("audit spool %s: %w", dir, err)
+	}
+	w.spool = sp
+	w.spoolBytes.Store(sp.size)
+	return nil
 }
 
 // DefaultAuditQueue is the queue length when NewAuditWriter gets 0.
@@ -70,7 +93,8 @@ func (w *AuditWriter) Audit(rec *am.AuditRecord) {
 
 // Stats returns the counters.
 func (w *AuditWriter) Stats() AuditStats {
-	return AuditStats{Written: w.written.Load(), Dropped: w.dropped.Load(), Failed: w.failed.Load(), Queued: len(w.queue)}
+	return AuditStats{Written: w.written.Load(), Dropped: w.dropped.Load(), Failed: w.failed.Load(), Queued: len(w.queue),
+		Spooled: w.spooled.Load(), Replayed: w.replayed.Load(), SpoolBytes: w.spoolBytes.Load()}
 }
 
 // Start runs the writer in a goroutine.
@@ -90,8 +114,13 @@ func (w *AuditWriter) Close(timeout time.Duration) {
 func (w *AuditWriter) run() {
 	defer close(w.done)
 	batch := make([]*am.AuditRecord, 0, auditBatch)
+	replayTick := time.NewTicker(auditReplayInterval)
+	defer replayTick.Stop()
+	w.replay() // what a previous process left
 	for {
 		select {
+		case <-replayTick.C:
+			w.replay()
 		case rec := <-w.queue:
 			batch = append(batch[:0], rec)
 		more:
@@ -111,6 +140,10 @@ func (w *AuditWriter) run() {
 					batch = append(batch, <-w.queue)
 				}
 				if len(batch) == 0 {
+					w.replay()
+					if w.spool != nil {
+						w.spool.closeCurrent()
+					}
 					return
 				}
 				w.flush(batch)
@@ -119,7 +152,12 @@ func (w *AuditWriter) run() {
 	}
 }
 
-// flush writes one batch, retrying once; what still fails is logged.
+// auditReplayInterval is how often a writer with a non-empty spool tries
+// the database again.
+const auditReplayInterval = 2 * time.Second
+
+// flush writes one batch, retrying once; what still fails goes to the spool
+// if there is one and room in it, else to the log.
 func (w *AuditWriter) flush(batch []*am.AuditRecord) {
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
@@ -130,11 +168,55 @@ func (w *AuditWriter) flush(batch []*am.AuditRecord) {
 			w.written.Add(uint64(len(batch)))
 			return
 		}
+		if w.spool != nil && w.spool.size > 0 {
+			break // the database was away a moment ago: do not hold the queue up
+		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if w.spool != nil {
+		rows := make([]auditRow, len(batch))
+		for i, rec := range batch {
+			rows[i] = rowOf(rec)
+		}
+		n, serr := w.spool.add(rows)
+		w.spooled.Add(uint64(n))
+		w.spoolBytes.Store(w.spool.size)
+		if n > 0 && !w.spooling {
+			w.spooling = true
+			w.log.Warn("audit: the database cannot take audit rows; spooling them to disk until it is back", "dir", w.spool.dir, "err", err)
+		}
+		if serr != nil {
+			w.log.Warn("audit: spool", "dir", w.spool.dir, "err", serr)
+		}
+		if n == len(batch) {
+			return
+		}
+		batch = batch[n:]
 	}
 	w.failed.Add(uint64(len(batch)))
 	for _, rec := range batch {
 		w.log.Warn("audit record not written to the database", append(auditAttrs(rec), "err", err)...)
+	}
+}
+
+// replay inserts the spooled records if the database takes them.
+func (w *AuditWriter) replay() {
+	if w.spool == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := w.spool.replay(ctx, w.pool)
+	w.replayed.Add(uint64(n))
+	w.spoolBytes.Store(w.spool.size)
+	if n > 0 {
+		w.log.Info("audit: spooled records written to the database", "records", n, "left_bytes", w.spool.size)
+	}
+	if err == nil && w.spool.size == 0 {
+		w.spooling = false
+	}
+	if err != nil && !Unreachable(err) {
+		w.log.Warn("audit: replaying the spool", "err", err)
 	}
 }
 
@@ -154,26 +236,11 @@ const insertAudit = `INSERT INTO audit_log (at, log_id, method, remote_addr, cal
 
 // WriteAudit inserts records synchronously, in one round trip.
 func WriteAudit(ctx context.Context, pool *pgxpool.Pool, recs ...*am.AuditRecord) error {
-	var b pgx.Batch
-	for _, rec := range recs {
-		v := rec.View()
-		opts, err := json.Marshal(rec.Options)
-		if err != nil || rec.Options == nil {
-			opts = []byte("{}")
-		}
-		deployed, err := json.Marshal(v.Deployed)
-		if err != nil || v.Deployed == nil {
-			deployed = []byte("[]")
-		}
-		urns := v.SliverURNs
-		if urns == nil {
-			urns = []string{}
-		}
-		b.Queue(insertAudit, rec.At, rec.LogID, rec.Method, rec.RemoteAddr, rec.Caller, v.User, v.SpeaksFor, v.SliceURN,
-			urns, v.CredentialDigest, v.CredentialIssuer, string(opts), int(rec.Code), am.AuditCodeName(rec.Code),
-			rec.Output, float64(rec.Duration.Microseconds())/1000, string(deployed))
+	rows := make([]auditRow, len(recs))
+	for i, rec := range recs {
+		rows[i] = rowOf(rec)
 	}
-	return pool.SendBatch(ctx, &b).Close()
+	return writeRows(ctx, pool, insertAudit, rows)
 }
 
 // ---- settings and counters the policy reads ----

@@ -45,7 +45,8 @@ const (
 
 // ClaimJob leases the oldest due job to owner for lease, or returns nil when
 // there is none. A job is due when it is queued and its next_run_at has come,
-// or when it is running but its lease has run out (its holder died). A job
+// or when it is running but its lease has run out or its holder's process
+// lost its lock (it died: see LockProcess). A job
 // waits while an older job of the same sliver is unfinished, so a sliver's
 // jobs run in order.
 func (s *Store) ClaimJob(ctx context.Context, owner string, lease time.Duration) (*Job, error) {
@@ -58,7 +59,8 @@ func (s *Store) ClaimJob(ctx context.Context, owner string, lease time.Duration)
 				lease_until = clock_timestamp() + $2 * interval '1 millisecond', started_at = coalesce(started_at, clock_timestamp())
 			WHERE id = (
 				SELECT j.id FROM jobs j
-				WHERE ((j.state = 'queued' AND j.next_run_at <= clock_timestamp()) OR (j.state = 'running' AND j.lease_until < clock_timestamp()))
+				WHERE ((j.state = 'queued' AND j.next_run_at <= clock_timestamp())
+				    OR (j.state = 'running' AND (j.lease_until < clock_timestamp() OR `+deadOwnerClause+`)))
 				  AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.sliver_urn = j.sliver_urn AND e.id < j.id AND e.state IN ('queued', 'running'))
 				ORDER BY j.next_run_at, j.id
 				LIMIT 1 FOR UPDATE SKIP LOCKED)

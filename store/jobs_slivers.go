@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -140,6 +141,11 @@ func itoa(i int) string {
 // it only ever lifts its own reason, never an operator's.
 const unreachablePrefix = "agent unreachable since "
 
+// UnheardStatusPrefix starts the geni_resource_status of a sliver that was
+// geni_ready when its agent stopped answering (it is geni_notready until
+// the agent is heard again).
+const UnheardStatusPrefix = "unknown: node agent unreachable since "
+
 // unreachableSliverPrefix starts the geni_error of slivers on such a node.
 const unreachableSliverPrefix = "node agent unreachable since "
 
@@ -167,8 +173,17 @@ func (s *Store) MarkAgentUnreachable(ctx context.Context, node string, since tim
 			node, unreachablePrefix+stamp); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE slivers SET error = $2 WHERE node_name = $1 AND allocation_state = 'geni_provisioned'
-			AND (error = '' OR error LIKE 'node agent unreachable since %') AND error <> $2`, node, unreachableSliverPrefix+stamp+": "+clip(why, 200))
+		if _, err = tx.Exec(ctx, `UPDATE slivers SET error = $2 WHERE node_name = $1 AND allocation_state = 'geni_provisioned'
+			AND (error = '' OR error LIKE 'node agent unreachable since %') AND error <> $2`, node, unreachableSliverPrefix+stamp+": "+clip(why, 200)); err != nil {
+			return err
+		}
+		// Nobody has seen these containers run since: they are not
+		// reported geni_ready. geni_notready is the v3 state every client
+		// knows for "not usable now"; the resource status says why and what
+		// was last seen. The first good poll puts back what the agent says.
+		_, err = tx.Exec(ctx, `UPDATE slivers SET operational_state = 'geni_notready',
+			resource_status = $2 || ' (last seen: ' || left(resource_status, 200) || ')'
+			WHERE node_name = $1 AND allocation_state = 'geni_provisioned' AND operational_state = 'geni_ready'`, node, UnheardStatusPrefix+stamp)
 		return err
 	})
 	return changed, err
@@ -203,6 +218,63 @@ func (s *Store) MarkAgentReachable(ctx context.Context, node string, unknown []s
 		return err
 	})
 	return wasDown, err
+}
+
+// diskPressurePrefix starts the unavailable_reason and the slivers'
+// geni_error the provisioner writes for a node short of disk space.
+const diskPressurePrefix = "disk pressure on the node: "
+
+// RecordDisk records the space of a node agent's state filesystem. Under
+// pressure the node becomes unavailable (unless the operator or an
+// unreachable agent already made it so) with a reason saying how much is
+// free, which the advertisement shows, and its provisioned slivers without
+// another error say it in geni_error; without, the provisioner's own
+// pressure reason and errors are lifted. It returns true when the pressure
+// began or ended with this call.
+func (s *Store) RecordDisk(ctx context.Context, node string, free, total int64, pressure bool) (bool, error) {
+	var was bool
+	reason := fmt.Sprintf("%s%s free of %s", diskPressurePrefix, bytesText(free), bytesText(total))
+	err := s.inTx(ctx, "agent health", "disk-pressure", "provisioner", func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `UPDATE agent_health h SET disk_free_bytes = $2, disk_total_bytes = $3, disk_pressure = $4
+			FROM (SELECT disk_pressure FROM agent_health WHERE node_name = $1 FOR UPDATE) old
+			WHERE h.node_name = $1 RETURNING old.disk_pressure`, node, free, total, pressure).Scan(&was)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // no health row yet: the next poll records it
+		}
+		if err != nil {
+			return err
+		}
+		if pressure {
+			if _, err := tx.Exec(ctx, `UPDATE nodes SET available = false, unavailable_reason = $2
+				WHERE name = $1 AND (available OR unavailable_reason LIKE 'disk pressure on the node: %') AND unavailable_reason <> $2`, node, reason); err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `UPDATE slivers SET error = $2 WHERE node_name = $1 AND allocation_state = 'geni_provisioned'
+				AND (error = '' OR error LIKE 'node disk pressure: %') AND error <> $2`, node, "node disk pressure: "+strings.TrimPrefix(reason, diskPressurePrefix))
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE nodes SET available = true, unavailable_reason = ''
+			WHERE name = $1 AND NOT available AND unavailable_reason LIKE 'disk pressure on the node: %'`, node); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE slivers SET error = '' WHERE node_name = $1 AND error LIKE 'node disk pressure: %'`, node)
+		return err
+	})
+	return was != pressure, err
+}
+
+// bytesText is n in binary units, e.g. "1.5 GiB".
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func clip(s string, n int) string {

@@ -17,7 +17,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -161,10 +165,50 @@ func cleanError(op string, err error) error {
 	if retryable(err) {
 		return am.Wrap(am.Busy, err, "%s: the aggregate is busy with concurrent changes; try again", op)
 	}
+	if Unreachable(err) {
+		return am.Wrap(am.Busy, err, "%s: %s", op, UnreachableMsg)
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return am.Wrap(am.Busy, err, "%s: the request ran out of time; try again", op)
 	}
 	return am.Wrap(am.ServerError, err, "%s: internal database error", op)
+}
+
+// UnreachableMsg is what a caller reads while PostgreSQL cannot be reached:
+// the call changed nothing, so a retry is safe.
+const UnreachableMsg = "the database is unreachable; retry"
+
+// Unreachable reports whether err says PostgreSQL could not be reached or
+// went away under the call (connection refused or reset, the server shutting
+// down or starting up), as opposed to an error in what was asked. A
+// transaction cut off this way was never committed (PostgreSQL commits only
+// what it acknowledged), so the caller may simply try again.
+func Unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	if c, _ := pgCode(err); strings.HasPrefix(c, "08") || c == "57P01" || c == "57P02" || c == "57P03" {
+		return true // connection exception, admin/crash shutdown, cannot connect now
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false // the call's own time ran out (context errors are net.Errors too)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	for _, e := range []error{io.EOF, io.ErrUnexpectedEOF, net.ErrClosed, syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EPIPE} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	// pgx says "conn closed" for a connection that died earlier in the
+	// same call, without a typed cause.
+	return strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "failed to connect")
 }
 
 // ---- inventory ----

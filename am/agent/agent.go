@@ -33,6 +33,10 @@ const (
 	LabelSliver    = "org.geniam.sliver"
 	LabelSliverURN = "org.geniam.sliver-urn"
 	LabelSliceURN  = "org.geniam.slice-urn"
+	// LabelAggregate names the aggregate (its instance) a container was
+	// started for: two aggregates sharing an agent or an engine list only
+	// their own (GET /v2/slivers?aggregate=NAME).
+	LabelAggregate = "org.geniam.aggregate-instance"
 )
 
 // ContainerPrefix starts the engine name of every sliver container

@@ -15,6 +15,8 @@ import (
 type FetchRequest struct {
 	URL    string `json:"url"`    // http(s) URL, or a local path when the agent allows files
 	SHA256 string `json:"sha256"` // lowercase hex digest of the tar; required on v2
+	// Aggregate is the instance of the aggregate asking (see LabelAggregate).
+	Aggregate string `json:"aggregate,omitempty"`
 }
 
 var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -57,6 +59,7 @@ const (
 type StartRequest struct {
 	SliceURN  string `json:"slice_urn"`
 	SliverURN string `json:"sliver_urn"`
+	Aggregate string `json:"aggregate,omitempty"` // the instance of the aggregate asking (LabelAggregate)
 	// Command, if given, replaces the image's entrypoint and command (argv).
 	Command []string `json:"command,omitempty"`
 	// Shell is a command string the experimenter wrote; it runs as
@@ -189,6 +192,7 @@ type Status struct {
 	ID         string           `json:"id"`
 	SliceURN   string           `json:"slice_urn,omitempty"`
 	SliverURN  string           `json:"sliver_urn,omitempty"`
+	Aggregate  string           `json:"aggregate,omitempty"` // the aggregate instance it was started for
 	State      State            `json:"state"`
 	Reason     string           `json:"reason,omitempty"` // why it failed
 	ExitCode   *int             `json:"exit_code,omitempty"`

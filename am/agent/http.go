@@ -281,7 +281,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (h *Handler) ping(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "instance": h.svc.cfg.Instance, "caller": CallerOf(r.Context()).ID})
+	out := map[string]any{"ok": true, "instance": h.svc.cfg.Instance, "caller": CallerOf(r.Context()).ID}
+	if d, err := diskOf(h.svc.cfg.StateDir); err == nil {
+		out["disk_free_bytes"], out["disk_total_bytes"] = d.FreeBytes, d.TotalBytes
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
@@ -290,7 +294,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, r, h.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sts)
+	writeJSON(w, http.StatusOK, OfAggregate(sts, r.URL.Query().Get("aggregate")))
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {

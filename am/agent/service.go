@@ -211,7 +211,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		switch {
 		case sl.rec == nil:
 			now := time.Now().UTC()
-			sl.rec = &record{ID: id, SliceURN: c.Labels[LabelSliceURN], SliverURN: c.Labels[LabelSliverURN],
+			sl.rec = &record{ID: id, SliceURN: c.Labels[LabelSliceURN], SliverURN: c.Labels[LabelSliverURN], Aggregate: c.Labels[LabelAggregate],
 				Image: imageRecord{State: ImageNone}, ContainerID: c.ID, Adopted: true, Created: now}
 			s.log.Info("agent: adopted a container found by label", "sliver", id, "container", c.ID)
 			s.saveLogged(sl.rec)
@@ -384,6 +384,7 @@ func (s *Service) Fetch(ctx context.Context, id string, req FetchRequest, opt Fe
 	}
 	old := sl.rec.Image
 	sl.rec.Image = imageRecord{URL: req.URL, SHA256: req.SHA256, State: ImageFetching, StartedAt: now}
+	setAggregate(sl.rec, req.Aggregate)
 	if err := s.save(sl.rec); err != nil {
 		sl.rec.Image = old
 		return Status{}, false, err
@@ -522,6 +523,7 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 	}
 	spec := s.containerSpec(id, r.Image.ID, network, &req)
 	r.SliceURN, r.SliverURN = req.SliceURN, req.SliverURN
+	setAggregate(r, req.Aggregate)
 	reqCopy := req
 	r.Spec, r.Network, r.StartError = &reqCopy, network, ""
 	r.StoppedByRequest, r.TimeLimitKilled, r.Deadline, r.Adopted = false, false, time.Time{}, false
@@ -586,6 +588,9 @@ func (s *Service) containerSpec(id, image, network string, req *StartRequest) Co
 	}
 	spec.Labels[LabelSliceURN] = req.SliceURN
 	spec.Labels[LabelSliverURN] = req.SliverURN
+	if req.Aggregate != "" {
+		spec.Labels[LabelAggregate] = req.Aggregate
+	}
 	switch {
 	case len(req.Command) > 0:
 		spec.Entrypoint, spec.Cmd = req.Command[:1], req.Command[1:]
@@ -718,7 +723,7 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 // status builds the Status of a locked sliver.
 func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
 	r := sl.rec
-	st := Status{ID: r.ID, SliceURN: r.SliceURN, SliverURN: r.SliverURN, Adopted: r.Adopted,
+	st := Status{ID: r.ID, SliceURN: r.SliceURN, SliverURN: r.SliverURN, Aggregate: r.Aggregate, Adopted: r.Adopted,
 		Image: ImageStatus{URL: r.Image.URL, SHA256: r.Image.SHA256, Verified: r.Image.Verified, ID: r.Image.ID,
 			State: r.Image.State, Error: r.Image.Error, Bytes: r.Image.Bytes,
 			StartedAt: timePtr(r.Image.StartedAt), FinishedAt: timePtr(r.Image.FinishedAt)}}
@@ -1121,4 +1126,28 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	}
 	s.log.Info("agent: sliver deleted", "sliver", id)
 	return nil
+}
+
+// setAggregate records which aggregate instance a sliver belongs to; a
+// request without one (v1, an older aggregate) leaves it as it was.
+func setAggregate(r *record, aggregate string) {
+	if aggregate != "" {
+		r.Aggregate = aggregate
+	}
+}
+
+// OfAggregate keeps the statuses an aggregate instance may see: its own
+// and those started without an instance (by an older aggregate or the v1
+// API), never another aggregate's.
+func OfAggregate(sts []Status, aggregate string) []Status {
+	if aggregate == "" {
+		return sts
+	}
+	out := sts[:0:0]
+	for _, st := range sts {
+		if st.Aggregate == "" || st.Aggregate == aggregate {
+			out = append(out, st)
+		}
+	}
+	return out
 }

@@ -18,6 +18,7 @@ type record struct {
 	ID        string `json:"id"`
 	SliceURN  string `json:"slice_urn,omitempty"`
 	SliverURN string `json:"sliver_urn,omitempty"`
+	Aggregate string `json:"aggregate,omitempty"` // LabelAggregate
 
 	Image imageRecord `json:"image"`
 

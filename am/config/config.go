@@ -101,6 +101,8 @@ type Provisioning struct {
 	DownAfter        int           `mapstructure:"down_after" doc:"failed polls in a row before a node is made unavailable" default:"2"`
 	ArchiveDir       string        `mapstructure:"archive_dir" doc:"where /data archives are kept; empty: var_dir/archive" default:""`
 	ArchiveRetention time.Duration `mapstructure:"archive_retention" doc:"how long /data archives of deleted or expired slivers stay downloadable" default:"168h"`
+	DiskPressure     float64       `mapstructure:"disk_pressure" doc:"fraction of a node agent's state filesystem that, when no more than it is free, is disk pressure: the node takes no new slivers and its slivers' geni_error says so" default:"0.05"`
+	StrayGrace       time.Duration `mapstructure:"stray_grace" doc:"how long a container of this aggregate that the database never knew is only reported (log, stray_containers); past it, its /data is archived and it is removed. 0: only ever reported" default:"0s"`
 }
 
 // Log is logging.
@@ -121,6 +123,8 @@ type Operations struct {
 	UserLimits           string `mapstructure:"user_limits" doc:"per-user overrides of max_slivers_per_user: urn=N, comma-separated" default:""`
 	ProjectLimits        string `mapstructure:"project_limits" doc:"per-project overrides of max_slivers_per_project: authority:project=N, comma-separated" default:""`
 	AuditQueue           int    `mapstructure:"audit_queue" doc:"audit records waiting for the database at most; beyond, records are logged and counted (geniam_audit_dropped_total) instead" default:"10000"`
+	AuditSpoolDir        string `mapstructure:"audit_spool_dir" doc:"where audit records wait on disk while the database is unreachable (replayed when it is back); empty: var_dir/audit-spool" default:""`
+	AuditSpoolMax        int64  `mapstructure:"audit_spool_max" doc:"bytes the audit spool may hold; beyond, records are logged and counted (geniam_audit_failed_total) instead. 0: no spool" default:"268435456"`
 }
 
 // Console is the web console (am/console, docs/operator.md).

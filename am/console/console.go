@@ -219,6 +219,8 @@ func (c *Console) errorText(r *http.Request, err error) (int, string) {
 			return http.StatusNotFound, e.Msg
 		case am.BadArgs:
 			return http.StatusBadRequest, e.Msg
+		case am.Busy: // e.g. "the database is unreachable; retry"
+			return http.StatusServiceUnavailable, e.Msg
 		}
 		return http.StatusBadRequest, e.Msg
 	}

@@ -193,10 +193,11 @@ func TestAgentDownAndBack(t *testing.T) {
 			x = s
 		}
 	}
-	sts := e.waitStates(agg, call, x.URN, 10*time.Second, "the sliver says its agent is unreachable", func(s am.SliverStatus) bool {
-		return strings.HasPrefix(s.Error, "node agent unreachable since ")
+	sts := e.waitStates(agg, call, x.URN, 10*time.Second, "the sliver says its agent is unreachable, and is not geni_ready", func(s am.SliverStatus) bool {
+		return strings.HasPrefix(s.Error, "node agent unreachable since ") && s.Operational == am.NotReady &&
+			strings.HasPrefix(s.ResourceMsg, store.UnheardStatusPrefix) && strings.HasSuffix(s.ResourceMsg, "(last seen: running)")
 	})
-	t.Logf("sliver on node1: error %q", sts[0].Error)
+	t.Logf("sliver on node1: %s, error %q, resource status %q", sts[0].Operational, sts[0].Error, sts[0].ResourceMsg)
 
 	// While it is down, someone leaves a sliver on the node the aggregate
 	// does not know.

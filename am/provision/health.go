@@ -14,6 +14,7 @@ import (
 // nodeHealth is what this process has seen of one agent.
 type nodeHealth struct {
 	failures  int
+	answered  bool      // a poll of this process has succeeded
 	downSince time.Time // first failure of the current run of failures
 	unknown   map[string]bool
 }
@@ -77,7 +78,13 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 		return
 	}
 	lctx, cancel := context.WithTimeout(ctx, p.cfg.AgentTimeout)
-	list, err := p.client(n.AgentURL).List(lctx)
+	instance, err := p.instance(ctx)
+	if err != nil {
+		cancel()
+		p.log.Warn("provisioner: health: reading the aggregate instance", "err", err)
+		return
+	}
+	list, err := p.client(n.AgentURL).ListOf(lctx, instance)
 	cancel()
 	if ctx.Err() != nil {
 		return
@@ -101,9 +108,12 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 		return
 	}
 	p.healthMu.Lock()
-	h.failures = 0
+	// This process's first good poll counts as a return too: the agent
+	// may have come back while no process was polling it.
+	wasFailing := h.failures > 0 || !h.answered
+	h.failures, h.answered = 0, true
 	p.healthMu.Unlock()
-	unknown, err := p.reconcile(ctx, n, list, pendingBefore)
+	unknown, err := p.reconcile(ctx, n, list, pendingBefore, instance)
 	if err != nil {
 		p.log.Warn("provisioner: health: reconciling", "node", n.Name, "err", err)
 		return
@@ -114,16 +124,43 @@ func (p *Provisioner) checkAgent(ctx context.Context, n store.AgentNode) {
 	} else if wasDown {
 		p.log.Info("provisioner: node agent reachable again: node available", "node", n.Name, "agent", n.AgentURL)
 	}
+	p.checkDisk(ctx, n)
+	// Jobs that ran out of attempts while the agent was away run again:
+	// at once when it has just come back, else once per BackoffMax.
+	again := p.cfg.BackoffMax
+	if wasDown || wasFailing {
+		again = 0
+	}
+	if count, err := p.st.RetryGaveUp(ctx, n.Name, again); err != nil {
+		p.log.Warn("provisioner: health: retrying jobs that gave up", "node", n.Name, "err", err)
+	} else if count > 0 {
+		p.log.Info("provisioner: slivers whose jobs ran out of attempts are provisioned again", "node", n.Name, "slivers", count)
+		p.wake()
+	}
+	if wasDown || wasFailing {
+		// Jobs that failed while the agent was gone wait out backoffs of
+		// up to BackoffMax: run them now that it answers.
+		if moved, err := p.st.RetryNodeJobsNow(ctx, n.Name); err != nil {
+			p.log.Warn("provisioner: health: retrying the node's jobs", "node", n.Name, "err", err)
+		} else if moved > 0 {
+			p.log.Info("provisioner: node agent answers again: its jobs in backoff run now", "node", n.Name, "jobs", moved)
+			p.wake()
+		}
+	}
 }
 
 // reconcile compares the agent's list with the aggregate's slivers on the
 // node. Slivers with a job under way are left to the job; the others take
 // the state the agent reports (a container that finished, crashed or was
-// lost). Slivers the agent runs that the aggregate does not know are
-// reported to the operator (log, agent_health.unknown_containers), never
-// deleted: they may be an operator's, or the aggregate's database may have
-// been restored from an old backup.
-func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []agent.Status, pendingBefore map[string]bool) ([]string, error) {
+// lost). What the agent runs that is not a live sliver is converged
+// (store.Converge): a deleted or expired sliver is archived and torn down
+// again, whatever became of its earlier teardown; a container the database
+// never knew is a stray, reported (log, stray_containers,
+// agent_health.unknown_containers) and removed only after StrayGrace (the
+// default 0 never removes one: the database may have been restored from an
+// old backup). Containers of other aggregates are not in the list at all
+// (the agent filters by our instance label).
+func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []agent.Status, pendingBefore map[string]bool, instance string) ([]string, error) {
 	slivers, err := p.st.NodeSlivers(ctx, n.Name)
 	if err != nil {
 		return nil, err
@@ -168,32 +205,55 @@ func (p *Provisioner) reconcile(ctx context.Context, n store.AgentNode, list []a
 			return nil, err
 		}
 	}
-	// Deleted slivers whose teardown is still queued are not strangers.
-	var unknown []string
+	// What the agent runs that is not a live sliver: a deleted or expired
+	// sliver's container is torn down again, however its earlier teardown
+	// ended; a container the database never knew is a stray (reported,
+	// removed after StrayGrace). A teardown under way is left to its job.
+	var found []store.AgentContainer
+	for id, st := range byID {
+		jobURN := st.SliverURN
+		if jobURN == "" || AgentID(jobURN) != id {
+			jobURN = "urn:publicid:IDN+" + p.cfg.Authority + "+sliver+" + id
+		}
+		if known[id] || pending[jobURN] || pendingBefore[jobURN] {
+			continue
+		}
+		found = append(found, store.AgentContainer{AgentID: id, SliverURN: st.SliverURN, SliceURN: st.SliceURN, State: string(st.State),
+			JobURN: jobURN, Ours: st.Aggregate != "" && st.Aggregate == instance})
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].AgentID < found[j].AgentID })
+	conv, err := p.st.Converge(ctx, n.Name, found, p.cfg.StrayGrace)
+	if err != nil {
+		return nil, err
+	}
+	if len(conv.Teardowns)+len(conv.Removals) > 0 {
+		p.log.Warn("provisioner: reconciliation: teardowns enqueued for what the agent still runs", "node", n.Name,
+			"deleted_slivers", conv.Teardowns, "strays_past_grace", conv.Removals)
+		p.metricsConverged(len(conv.Teardowns), len(conv.Removals))
+		p.wake()
+	}
 	p.healthMu.Lock()
 	h := p.health[n.Name]
-	p.healthMu.Unlock()
-	for id, st := range byID {
-		if known[id] {
-			continue
-		}
-		if st.SliverURN != "" && pending[st.SliverURN] {
-			continue
-		}
-		unknown = append(unknown, id)
-		p.healthMu.Lock()
-		seen := h != nil && h.unknown[id]
-		if h != nil {
+	var fresh []string
+	for _, id := range conv.Strays {
+		if h != nil && !h.unknown[id] {
 			h.unknown[id] = true
-		}
-		p.healthMu.Unlock()
-		if !seen {
-			p.log.Warn("provisioner: the agent runs a sliver the aggregate does not know; left alone for the operator",
-				"node", n.Name, "agent_sliver", id, "sliver_urn", st.SliverURN, "slice_urn", st.SliceURN, "state", st.State)
+			fresh = append(fresh, id)
 		}
 	}
-	sort.Strings(unknown)
-	return unknown, nil
+	p.healthMu.Unlock()
+	for _, id := range fresh {
+		st := byID[id]
+		how := "left alone (provisioning.stray_grace is 0)"
+		if st.Aggregate == "" {
+			how = "left alone (it carries no aggregate instance: another aggregate may own it)"
+		} else if p.cfg.StrayGrace > 0 {
+			how = "removed, after an archive of /data, once seen for " + p.cfg.StrayGrace.String()
+		}
+		p.log.Warn("provisioner: the agent runs a sliver of this aggregate the database does not know; "+how,
+			"node", n.Name, "agent_sliver", id, "sliver_urn", st.SliverURN, "slice_urn", st.SliceURN, "state", st.State)
+	}
+	return conv.Strays, nil
 }
 
 // sameState: the update would change nothing a user sees.
@@ -259,10 +319,34 @@ func (p *Provisioner) Housekeep(ctx context.Context) {
 	} else if n > 0 {
 		p.log.Info("provisioner: old jobs pruned", "count", n)
 	}
+	if _, err := p.st.PruneProcesses(ctx, 24*time.Hour); err != nil && ctx.Err() == nil {
+		p.log.Warn("provisioner: pruning processes", "err", err)
+	}
 	if n, err := p.st.RequeueConfiguring(ctx, 2*p.cfg.Lease); err != nil && ctx.Err() == nil {
 		p.log.Warn("provisioner: requeue", "err", err)
 	} else if n > 0 {
 		p.log.Warn("provisioner: slivers left configuring without a job were requeued", "count", n)
 		p.wake()
+	}
+}
+
+// checkDisk records the space of the agent's state filesystem; at or below
+// DiskPressure free, the node takes no new slivers and its slivers say why
+// (store.RecordDisk), until space is back.
+func (p *Provisioner) checkDisk(ctx context.Context, n store.AgentNode) {
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.AgentTimeout)
+	d, err := p.client(n.AgentURL).Disk(dctx)
+	cancel()
+	if err != nil || d.TotalBytes <= 0 {
+		return // the list answered; an agent too old to say is no pressure
+	}
+	pressure := float64(d.FreeBytes) <= p.cfg.DiskPressure*float64(d.TotalBytes)
+	changed, err := p.st.RecordDisk(ctx, n.Name, d.FreeBytes, d.TotalBytes, pressure)
+	if err != nil {
+		p.log.Warn("provisioner: health: recording disk space", "node", n.Name, "err", err)
+	} else if changed && pressure {
+		p.log.Warn("provisioner: disk pressure on a node: it takes no new slivers", "node", n.Name, "free_bytes", d.FreeBytes, "total_bytes", d.TotalBytes)
+	} else if changed {
+		p.log.Info("provisioner: disk pressure on a node is over", "node", n.Name, "free_bytes", d.FreeBytes, "total_bytes", d.TotalBytes)
 	}
 }

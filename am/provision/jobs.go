@@ -106,9 +106,12 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 	if s.Image.URL == "" {
 		return "", am.Errorf(am.BadArgs, "sliver %s has no image to run", s.URN)
 	}
-	req := agent.FetchRequest{URL: s.Image.URL, SHA256: s.Image.SHA256}
+	instance, err := p.instance(ctx)
+	if err != nil {
+		return "", err
+	}
+	req := agent.FetchRequest{URL: s.Image.URL, SHA256: s.Image.SHA256, Aggregate: instance}
 	var st agent.Status
-	var err error
 	for {
 		st, err = c.FetchWait(ctx, id, req, p.cfg.FetchWait)
 		if err != nil {
@@ -129,6 +132,7 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 		}
 	}
 	start, err := startRequest(s, manifest)
+	start.Aggregate = instance
 	if err != nil {
 		return "", err
 	}
@@ -272,6 +276,13 @@ func (p *Provisioner) teardown(ctx context.Context, j *store.Job, c *agent.Clien
 	if am.CodeOf(err) == am.SearchFailed {
 		archived = "nothing on the node to archive"
 	} else if err != nil {
+		return "", err
+	}
+	// /data is safe in the archive: empty it first. On a node whose disk
+	// it filled, that is what gives the agent room to record the rest of
+	// the teardown (an agent that keeps its records elsewhere does not
+	// need it; it costs one request).
+	if err := c.DeleteData(ctx, id); err != nil && am.CodeOf(err) != am.SearchFailed {
 		return "", err
 	}
 	if err := c.Delete(ctx, id); err != nil {

@@ -59,6 +59,18 @@ type Config struct {
 	AgentTimeout   time.Duration // one health poll; default 10 s
 	WarnInterval   time.Duration // expiry warning and pruning sweep period; default 1 min
 	JobRetention   time.Duration // finished jobs are kept this long; default 7 days
+	// DiskPressure is the fraction of an agent's state filesystem that,
+	// when no more than it is free, is disk pressure: the node takes no
+	// new slivers and its slivers' geni_error says so. Default 0.05.
+	DiskPressure float64
+	// StrayGrace is how long a container of this aggregate that the
+	// database never knew is only reported; past it, it is archived and
+	// removed. 0 (the default) only ever reports.
+	StrayGrace time.Duration
+	// Instance is this aggregate's instance name, put on every container it
+	// starts; the agents list only this instance's containers to it. ""
+	// reads it from the database (settings aggregate_instance).
+	Instance string
 
 	Owner string       // worker name prefix in jobs.lease_owner; default host:pid/random
 	Log   *slog.Logger // default slog.Default()
@@ -95,6 +107,12 @@ func (c *Config) defaults() error {
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 10
 	}
+	if c.DiskPressure <= 0 {
+		c.DiskPressure = 0.05
+	}
+	if c.DiskPressure >= 1 {
+		return fmt.Errorf("provision: provisioning.disk_pressure is a fraction of the disk, below 1: %g", c.DiskPressure)
+	}
 	if c.DownAfter <= 0 {
 		c.DownAfter = 2
 	}
@@ -127,6 +145,8 @@ type Provisioner struct {
 	health   map[string]*nodeHealth // by node name
 
 	metrics *provisionMetrics // nil unless RegisterMetrics
+
+	instanceMu sync.Mutex // guards cfg.Instance, read from the database once
 
 	// Counters for the report and metrics.
 	JobsDone, JobsFailed, JobsRetried atomic.Int64
@@ -164,6 +184,16 @@ func (p *Provisioner) wake() {
 // out (the graceful and the SIGKILL path are the same, and both are tested).
 func (p *Provisioner) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	// The lock is taken before the first job is claimed, so that no job of
+	// this process is ever leased without it.
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	lock, err := p.st.LockProcess(lctx, p.cfg.Owner)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		p.log.Warn("provisioner: cannot take the process lock yet; jobs of this process are taken over only when their leases run out until it has it", "err", err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); p.holdProcessLock(ctx, lock) }()
 	for i := 0; i < p.cfg.Workers; i++ {
 		wg.Add(1)
 		go func(n int) {
@@ -176,6 +206,51 @@ func (p *Provisioner) Run(ctx context.Context) {
 	go func() { defer wg.Done(); p.housekeeping(ctx) }()
 	p.log.Info("provisioner running", "workers", p.cfg.Workers, "owner", p.cfg.Owner, "archive", p.cfg.ArchiveDir)
 	wg.Wait()
+}
+
+// holdProcessLock registers this process and holds its database lock until
+// ctx ends, so that when it dies another process takes its jobs over at
+// once rather than when their leases run out (store.LockProcess). Without
+// the lock (PostgreSQL unreachable at start) the leases still work.
+func (p *Provisioner) holdProcessLock(ctx context.Context, l *store.ProcessLock) {
+	for ctx.Err() == nil {
+		var err error
+		if l == nil {
+			l, err = p.st.LockProcess(ctx, p.cfg.Owner)
+		}
+		if err == nil {
+			l.Hold(ctx, time.Second, func(err error) {
+				if p.metrics != nil {
+					p.metrics.takeover.Inc()
+				}
+				p.log.Warn("provisioner: lost the process lock (database connection); taking it again: other processes may take over this one's jobs meanwhile", "err", err)
+			})
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// instance is this aggregate's instance name (Config.Instance, or the
+// database's, read once).
+func (p *Provisioner) instance(ctx context.Context) (string, error) {
+	p.instanceMu.Lock()
+	defer p.instanceMu.Unlock()
+	if p.cfg.Instance != "" {
+		return p.cfg.Instance, nil
+	}
+	v, err := p.st.Setting(ctx, store.SettingAggregateInstance)
+	if err != nil {
+		return "", am.Wrap(am.Busy, err, "cannot read the aggregate instance")
+	}
+	if v == "" {
+		return "", am.Errorf(am.ServerError, "the database has no aggregate_instance setting (migration 0005)")
+	}
+	p.cfg.Instance = v
+	return v, nil
 }
 
 // worker claims and runs jobs until ctx ends.
@@ -267,8 +342,16 @@ func (p *Provisioner) runJob(ctx context.Context, j *store.Job) {
 		p.JobsFailed.Add(1)
 		p.observe(j.Kind, "failed", time.Since(start).Seconds())
 		log.Warn("provisioner: job failed", "err", err)
+		msg := errText(err)
+		if transient(err) && j.Kind != store.JobFetchData {
+			// Out of attempts, not refused: the reconciliation runs it
+			// again when the agent answers (store.RetryGaveUp; a teardown
+			// through store.Converge).
+			msg = store.GaveUpPrefix + fmt.Sprintf("%d attempts: %s", j.Attempts, msg)
+			err = am.Wrap(am.CodeOf(err), err, "%s; retried when the node agent answers again", msg)
+		}
 		p.failed(bg, j, err)
-		p.endJob(bg, j, p.st.FailJob(bg, j, errText(err)))
+		p.endJob(bg, j, p.st.FailJob(bg, j, msg))
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -79,6 +80,9 @@ func newOps(cfg *config.Config, log *slog.Logger, st *store.Store, verifier *cre
 	reg.NewCounterFunc("geniam_audit_dropped_total", "audit records not written because the queue was full (each is in the log)", stats(func(s store.AuditStats) float64 { return float64(s.Dropped) }))
 	reg.NewCounterFunc("geniam_audit_failed_total", "audit records whose insert failed (each is in the log)", stats(func(s store.AuditStats) float64 { return float64(s.Failed) }))
 	reg.NewGaugeFunc("geniam_audit_queue_length", "audit records waiting for the database", stats(func(s store.AuditStats) float64 { return float64(s.Queued) }))
+	reg.NewCounterFunc("geniam_audit_spooled_total", "audit records kept on disk while the database was unreachable", stats(func(s store.AuditStats) float64 { return float64(s.Spooled) }))
+	reg.NewCounterFunc("geniam_audit_replayed_total", "spooled audit records written to the database once it was back", stats(func(s store.AuditStats) float64 { return float64(s.Replayed) }))
+	reg.NewGaugeFunc("geniam_audit_spool_bytes", "size of the on-disk audit spool", stats(func(s store.AuditStats) float64 { return float64(s.SpoolBytes) }))
 
 	o.rootsReloads = reg.NewCounter("geniam_trusted_roots_reloads_total", "reloads of tls.trusted_roots (SIGHUP) by result: ok, failed (the old set stays in force; the log says why)", "result")
 	if verifier != nil {
@@ -108,6 +112,17 @@ func newOps(cfg *config.Config, log *slog.Logger, st *store.Store, verifier *cre
 	// queue, the agents' health, the inventory.
 	for _, g := range store.Gauges {
 		reg.NewGaugeFunc(g.Name, g.Help, func() float64 { return st.ReadGauge(g) })
+	}
+	if max := cfg.Operations.AuditSpoolMax; max > 0 {
+		dir := cfg.Operations.AuditSpoolDir
+		if dir == "" {
+			dir = filepath.Join(cfg.VarDir, "audit-spool")
+		}
+		if err := o.audit.Spool(dir, max); err != nil {
+			// Not fatal: without the spool, records the database cannot
+			// take still go to the log, as they always did.
+			log.Error("audit: no on-disk spool", "err", err)
+		}
 	}
 	o.audit.Start()
 	return o

@@ -86,6 +86,7 @@ func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, t
 	}
 	s := &served{t: t, dbURL: dbURL, pki: pki, logBuf: &amtest.LogBuffer{}}
 	cfg.DB.URL = s.dbURL
+	cfg.VarDir = t.TempDir() // the audit spool, never the source tree
 	cfg.Listen = "127.0.0.1:0"
 	cfg.AMURN = devenv.AMURN
 	cfg.TLS.Cert, cfg.TLS.Key = pki.File("am")

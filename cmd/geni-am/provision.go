@@ -45,7 +45,7 @@ func newProvisioner(cfg *config.Config, st *store.Store, rs am.RSpecs, log *slog
 	return provision.New(provision.Config{Store: st, RSpecs: rs, AgentTLS: tlsConf, PublicURL: cfg.PublicURL(),
 		Authority: cfg.Authority(), ArchiveDir: archive, ArchiveRetention: pc.ArchiveRetention, Workers: pc.Workers,
 		Lease: pc.Lease, MaxAttempts: pc.MaxAttempts, BackoffMax: pc.BackoffMax, HealthInterval: pc.HealthInterval,
-		DownAfter: pc.DownAfter, Log: log})
+		DownAfter: pc.DownAfter, StrayGrace: pc.StrayGrace, DiskPressure: pc.DiskPressure, Log: log})
 }
 
 // asProvisioner keeps a nil *Provisioner from becoming a non-nil interface.

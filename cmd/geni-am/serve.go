@@ -161,10 +161,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		Auditor:     ops, // the gate audits /data downloads with it
 	}, st, verifier, rs, hooks.aggregateClock())
 	if prov != nil {
+		prov.RegisterMetrics(ops.Registry) // jobs by outcome, reconciliation, process lock
 		go prov.Run(ctx)
 	}
 	reaper := agg.NewReaper(cfg.Lifecycle.ReaperInterval)
 	reaper.Store = reaperStore{reaper.Store, ops}
+	reaper.Log = log
 	go reaper.Run(ctx)
 
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log, Auditor: ops})
