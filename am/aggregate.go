@@ -204,7 +204,9 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 			if sc.slice == "" {
 				sc.slice = s
 			} else if s != sc.slice {
-				return nil, Errorf(BadArgs, "slivers of more than one slice given (%s and %s)", sc.slice, s)
+				// Name the slivers the caller gave, never the slices: one of
+				// them may be another user's.
+				return nil, Errorf(BadArgs, "the slivers given belong to more than one slice (%s is not in the slice of %s)", u, sliverURNs[0])
 			}
 		}
 		sc.slivers = sliverURNs
@@ -212,6 +214,11 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 	}
 	grant, err := a.authorize(ctx, c, Access{Method: method, Slice: sc.slice, Privileges: privileges})
 	if err != nil {
+		if sc.slivers != nil {
+			// The caller named slivers, not the slice: the slice may be
+			// another user's, and a refusal must not tell its name.
+			return nil, HideURN(err, sc.slice, "the slice of the slivers given")
+		}
 		return nil, err
 	}
 	sc.authz, sc.operator = grant.Authorization, grant.Operator

@@ -3,6 +3,7 @@ package am
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Err is the application error every layer returns. It carries the geni_code the
@@ -64,4 +65,18 @@ func MessageOf(err error) string {
 		return e.Msg
 	}
 	return ""
+}
+
+// HideURN returns err with every mention of urn in its caller-visible
+// message replaced by what, for refusals about an object the caller did not
+// name (the slice of a sliver URN may be another user's). The URN stays in
+// the log's copy.
+func HideURN(err error, urn, what string) error {
+	var e *Err
+	if urn == "" || !errors.As(err, &e) || !strings.Contains(e.Msg, urn) {
+		return err
+	}
+	c := *e
+	c.Msg = strings.ReplaceAll(e.Msg, urn, what)
+	return &c
 }

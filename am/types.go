@@ -144,6 +144,21 @@ type User struct {
 	Keys []string
 }
 
+// SliverLimits are what one sliver of a type may use on its node, set by
+// the operator per sliver type (config sliver_limits), advertised in
+// ListResources and reported in the manifest. The node's agent caps them by
+// its own limits. Zero means "the node's limit".
+type SliverLimits struct {
+	MemoryBytes  int64
+	CPUs         float64
+	Pids         int64 // processes and threads
+	DataBytes    int64 // size of /data
+	ArchiveBytes int64 // largest /data archive (tar bytes, holes not counted)
+}
+
+// IsZero reports whether no limit is set.
+func (l SliverLimits) IsZero() bool { return l == SliverLimits{} }
+
 // SliverRequest is one node of a request RSpec, as the placement sees it.
 type SliverRequest struct {
 	ClientID    string // client_id, unique within the request

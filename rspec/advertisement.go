@@ -154,11 +154,19 @@ func (r *RSpecs) adSliverType(name string) string {
 	var b strings.Builder
 	b.WriteString("    <sliver_type")
 	writeAttr(&b, "name", name)
-	if len(r.cfg.Images) == 0 {
+	lim := r.cfg.SliverLimits[name]
+	if len(r.cfg.Images) == 0 && lim.IsZero() {
 		b.WriteString("/>\n")
 		return b.String()
 	}
 	b.WriteString(">\n")
+	if el := limitsElement(lim); el != nil {
+		b.WriteString("      <geniam:sliver_limits")
+		for _, a := range el.Attrs {
+			writeAttr(&b, a.Local, a.Value)
+		}
+		b.WriteString("/>\n")
+	}
 	for _, im := range r.cfg.Images {
 		b.WriteString("      <disk_image")
 		writeAttr(&b, "name", im.URL)

@@ -162,6 +162,9 @@ func (r *RSpecs) manifestNode(s *am.Sliver) (*element, map[string]string, error)
 		insertChild(node, host)
 	}
 
+	if el := limitsElement(r.cfg.SliverLimits[s.SliverType]); el != nil {
+		insertChild(node, el)
+	}
 	manifestInterfaces(node, s)
 	state := &element{Space: am.GeniamNamespace, Local: "sliver_state"}
 	state.Attrs = append(state.Attrs, attr{"", "allocation", string(s.Allocation)})
@@ -185,6 +188,31 @@ func (r *RSpecs) manifestNode(s *am.Sliver) (*element, map[string]string, error)
 		insertChild(node, &element{Space: am.GeniamNamespace, Local: "sliver_data", Attrs: []attr{{"", "url", s.DataURL}}})
 	}
 	return node, hints, nil
+}
+
+// limitsElement is geniam:sliver_limits with the limits that are set, or
+// nil when none is.
+func limitsElement(l am.SliverLimits) *element {
+	if l.IsZero() {
+		return nil
+	}
+	el := &element{Space: am.GeniamNamespace, Local: "sliver_limits"}
+	if l.MemoryBytes > 0 {
+		el.Attrs = append(el.Attrs, attr{"", "memory_bytes", strconv.FormatInt(l.MemoryBytes, 10)})
+	}
+	if l.CPUs > 0 {
+		el.Attrs = append(el.Attrs, attr{"", "cpus", strconv.FormatFloat(l.CPUs, 'f', -1, 64)})
+	}
+	if l.Pids > 0 {
+		el.Attrs = append(el.Attrs, attr{"", "pids", strconv.FormatInt(l.Pids, 10)})
+	}
+	if l.DataBytes > 0 {
+		el.Attrs = append(el.Attrs, attr{"", "data_bytes", strconv.FormatInt(l.DataBytes, 10)})
+	}
+	if l.ArchiveBytes > 0 {
+		el.Attrs = append(el.Attrs, attr{"", "archive_bytes", strconv.FormatInt(l.ArchiveBytes, 10)})
+	}
+	return el
 }
 
 // manifestServices fills services/login and the ssh-user extension. All

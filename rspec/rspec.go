@@ -59,13 +59,16 @@ type Config struct {
 	AllowUnpinnedImages bool              // accept a disk_image without a sha256 digest
 	AllowLocalImages    bool              // accept absolute paths and file: URLs as image locations (tests, development)
 	SliverTypeAliases   map[string]string // more request sliver_type names, e.g. "fake-vm": "container"
-	AdValidity          time.Duration     // how long an advertisement may be cached (its expires); default 10 min
-	GeneratedBy         string            // generated_by of our RSpecs; default "geniam <version>"
-	MaxBytes            int               // largest request accepted (TOOBIG beyond); default 4 MiB
-	MaxNodes            int               // most nodes in a request (TOOBIG beyond); default 10,000
-	MaxDepth            int               // deepest element nesting (BADARGS beyond); default 64
-	MaxElementsPerNode  int               // most elements inside one node (TOOBIG beyond); default 1,000
-	MaxLinks            int               // links a request may hold, advertised; 0: links are not offered
+	// SliverLimits per sliver type are advertised in each sliver_type and
+	// reported on each manifest node (geniam:sliver_limits).
+	SliverLimits       map[string]am.SliverLimits
+	AdValidity         time.Duration // how long an advertisement may be cached (its expires); default 10 min
+	GeneratedBy        string        // generated_by of our RSpecs; default "geniam <version>"
+	MaxBytes           int           // largest request accepted (TOOBIG beyond); default 4 MiB
+	MaxNodes           int           // most nodes in a request (TOOBIG beyond); default 10,000
+	MaxDepth           int           // deepest element nesting (BADARGS beyond); default 64
+	MaxElementsPerNode int           // most elements inside one node (TOOBIG beyond); default 1,000
+	MaxLinks           int           // links a request may hold, advertised; 0: links are not offered
 }
 
 // RSpecs implements am.RSpecs.

@@ -689,3 +689,37 @@ func TestProvisionerHook(t *testing.T) {
 		t.Errorf("provisioner heard %q, want %q", got, want)
 	}
 }
+
+// onlySlice authorizes its one slice and refuses every other target the way
+// the credential checks do, naming the target.
+type onlySlice struct{ slice string }
+
+func (o onlySlice) Authorize(req am.AuthRequest) (*am.Authorization, error) {
+	if req.Target != o.slice {
+		return nil, &am.Err{Code: am.Forbidden, Op: req.Method, URN: req.Target, Msg: "target is " + o.slice + ", not " + req.Target}
+	}
+	return &am.Authorization{User: req.Caller.URN, Expires: time.Now().Add(time.Hour)}, nil
+}
+
+// TestRefusalsHideOtherSlices (issue 13, item 8): a caller who names
+// another user's slivers is refused without learning the name of their
+// slice.
+func TestRefusalsHideOtherSlices(t *testing.T) {
+	e := newEnv(t)
+	e.addNode("node1", 4)
+	secret := sliceURN("alices-secret-project")
+	res := e.allocate(secret, container("a", ""))
+	mine := e.allocate(sliceURN("mallorys"), container("m", ""))
+	mallory := am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/"},
+		e.store, onlySlice{sliceURN("mallorys")}, fakeRSpecs{}, e.clock.Now)
+	_, err := mallory.Status(e.ctx, e.call("urn:publicid:IDN+geniam.test+user+mallory", geni3), []string{res.Slivers[0].URN})
+	wantCode(t, err, am.Forbidden, "the slice of the slivers given")
+	if strings.Contains(am.MessageOf(err), secret) {
+		t.Fatalf("the refusal names the other user's slice: %q", am.MessageOf(err))
+	}
+	_, err = mallory.Status(e.ctx, e.call("urn:publicid:IDN+geniam.test+user+mallory", geni3), []string{mine.Slivers[0].URN, res.Slivers[0].URN})
+	wantCode(t, err, am.BadArgs, "more than one slice")
+	if strings.Contains(am.MessageOf(err), secret) {
+		t.Fatalf("the refusal names the other user's slice: %q", am.MessageOf(err))
+	}
+}

@@ -98,6 +98,9 @@ type Runtime interface {
 var (
 	ErrNotFound = errors.New("no such container or image")
 	ErrInUse    = errors.New("image is in use")
+	// ErrRefused is the runtime refusing what a request or an image asks
+	// for (an image VOLUME); the message says what and why.
+	ErrRefused = errors.New("refused by the agent's policy")
 )
 
 // ContainerSpec is everything needed to create a sliver's container.
@@ -115,6 +118,9 @@ type ContainerSpec struct {
 	NanoCPUs    int64
 	PidsLimit   int64
 	Devices     []string // host device paths passed through unchanged
+	// Capabilities the container keeps; the runtime drops all others.
+	Capabilities   []string
+	ReadOnlyRootfs bool
 }
 
 // Mount is a host directory bound into the container.

@@ -74,10 +74,13 @@ type StartRequest struct {
 	// TimeLimitSeconds, if positive, is how long the container may run
 	// before the agent kills it.
 	TimeLimitSeconds int64   `json:"time_limit_seconds,omitempty"`
-	MemoryBytes      int64   `json:"memory_bytes,omitempty"` // capped by the agent's limit
-	CPUs             float64 `json:"cpus,omitempty"`         // capped by the agent's limit
-	Manifest         string  `json:"manifest,omitempty"`     // manifest RSpec, shown in /geni/manifest.xml
-	Users            []User  `json:"users,omitempty"`        // become /geni/authorized_keys
+	MemoryBytes      int64   `json:"memory_bytes,omitempty"`  // capped by the agent's limit
+	CPUs             float64 `json:"cpus,omitempty"`          // capped by the agent's limit
+	DataBytes        int64   `json:"data_bytes,omitempty"`    // size of /data, capped by the agent's data_quota_bytes
+	Pids             int64   `json:"pids,omitempty"`          // processes and threads, capped by the agent's pids_limit
+	ArchiveBytes     int64   `json:"archive_bytes,omitempty"` // largest /data archive, capped by max_archive_bytes
+	Manifest         string  `json:"manifest,omitempty"`      // manifest RSpec, shown in /geni/manifest.xml
+	Users            []User  `json:"users,omitempty"`         // become /geni/authorized_keys
 	// Links are the container's interfaces on experiment links (see links.go).
 	Links []LinkAttachment `json:"links,omitempty"`
 }
@@ -130,8 +133,8 @@ func (s *StartRequest) Validate() error {
 	if s.TimeLimitSeconds < 0 || s.TimeLimitSeconds > 366*24*3600 {
 		return bad("time_limit_seconds must be between 0 and a year")
 	}
-	if s.MemoryBytes < 0 || s.CPUs < 0 || s.CPUs > 1024 {
-		return bad("memory_bytes and cpus must not be negative")
+	if s.MemoryBytes < 0 || s.CPUs < 0 || s.CPUs > 1024 || s.DataBytes < 0 || s.Pids < 0 || s.ArchiveBytes < 0 {
+		return bad("memory_bytes, cpus, pids, data_bytes and archive_bytes must not be negative")
 	}
 	if len(s.SliceURN) > maxURNBytes || len(s.SliverURN) > maxURNBytes || strings.ContainsAny(s.SliceURN+s.SliverURN, "\x00\n") {
 		return bad("slice_urn and sliver_urn must be single lines of at most %d bytes", maxURNBytes)
@@ -201,6 +204,7 @@ type Status struct {
 	StdoutTail string           `json:"stdout_tail,omitempty"`
 	StderrTail string           `json:"stderr_tail,omitempty"`
 	Adopted    bool             `json:"adopted,omitempty"` // found in the engine by label, no record on disk
+	Data       *DataUsage       `json:"data,omitempty"`    // when /data has a quota
 }
 
 // ImageStatus is the state of the sliver's image.
@@ -238,6 +242,8 @@ type ContainerStatus struct {
 	Deadline        *time.Time `json:"deadline,omitempty"` // when the time limit kills it
 	StartedAt       *time.Time `json:"started_at,omitempty"`
 	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+	// Limits are what the container was given (see limits.go).
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // ErrorBody is every error answer of the agent.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -66,6 +67,10 @@ func (c *Client) call(ctx context.Context, op, method, path string, in, out any)
 
 // send returns the response when it is 2xx; otherwise the decoded error.
 func (c *Client) send(ctx context.Context, op, method, path string, in any) (*http.Response, error) {
+	return c.sendWith(ctx, op, method, path, in, nil)
+}
+
+func (c *Client) sendWith(ctx context.Context, op, method, path string, in any, hdr http.Header) (*http.Response, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -80,6 +85,9 @@ func (c *Client) send(ctx context.Context, op, method, path string, in any) (*ht
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -235,6 +243,35 @@ func (c *Client) Data(ctx context.Context, id string) (io.ReadCloser, error) {
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// DataGzip is Data compressed with gzip, as the agent sends it on the
+// wire: the aggregate keeps archives this way. An agent that does not
+// compress gets its tar compressed here.
+func (c *Client) DataGzip(ctx context.Context, id string) (io.ReadCloser, error) {
+	p, err := c.sliverPath(id, "/data")
+	if err != nil {
+		return nil, err
+	}
+	// Asking ourselves keeps net/http from decompressing it for us.
+	resp, err := c.sendWith(ctx, "emit data", http.MethodGet, p, nil, http.Header{"Accept-Encoding": {"gzip"}})
+	if err != nil {
+		return nil, err
+	}
+	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		return resp.Body, nil
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		zw := gzip.NewWriter(pw)
+		_, err := io.Copy(zw, resp.Body)
+		if err == nil {
+			err = zw.Close()
+		}
+		resp.Body.Close()
+		pw.CloseWithError(err)
+	}()
+	return pr, nil
 }
 
 // Logs returns the whole stdout or stderr ("stdout", "stderr") of the

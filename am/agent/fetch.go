@@ -20,6 +20,7 @@ import (
 // imageSource is where an image tar comes from, after the URL policy check.
 type imageSource struct {
 	url  string // http(s) URL, or "" for a file
+	host string // the URL's host
 	path string // local file, when files are allowed
 }
 
@@ -53,7 +54,10 @@ func (s *Service) checkImageURL(raw string) (imageSource, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return imageSource{}, am.Errorf(am.BadArgs, "fetch: image url %q must be http(s)", truncate(raw, 200))
 	}
-	return imageSource{url: u.String()}, nil
+	if err := s.policy.checkURL(u); err != nil {
+		return imageSource{}, am.Errorf(am.Forbidden, "fetch: %s", err)
+	}
+	return imageSource{url: u.String(), host: u.Hostname()}, nil
 }
 
 // open returns the tar stream and its announced size (-1 if unknown).
@@ -74,13 +78,15 @@ func (s *Service) open(ctx context.Context, src imageSource) (io.ReadCloser, int
 	if err != nil {
 		return nil, 0, err
 	}
-	resp, err := s.cfg.HTTPClient.Do(req)
+	resp, err := s.policy.client(src.host).Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("downloading image: %w", err)
+		return nil, 0, fetchError(ctx, src.host, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
-		return nil, 0, fmt.Errorf("downloading image: %s answered %s", src.url, resp.Status)
+		// The status code only: never the body or the reason phrase of
+		// whatever answered.
+		return nil, 0, fmt.Errorf("downloading image: %s answered HTTP %d", truncate(src.host, 100), resp.StatusCode)
 	}
 	return resp.Body, resp.ContentLength, nil
 }
@@ -154,7 +160,9 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 		if err == io.EOF {
 			got := hex.EncodeToString(v.h.Sum(nil))
 			if v.want != "" && got != v.want {
-				return v.fail(fmt.Errorf("image digest mismatch: got sha256 %s, want %s", got, v.want))
+				// Not the digest we got: it would tell the experimenter the
+				// hash of whatever answered.
+				return v.fail(fmt.Errorf("image digest mismatch: the tar's sha256 is not %s", v.want))
 			}
 			v.done = true
 		} else if err != nil {

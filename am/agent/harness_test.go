@@ -266,6 +266,7 @@ func testConfig(tb testing.TB) agent.Config {
 		StateDir:        tb.TempDir(),
 		Instance:        inst,
 		AllowFileImages: true,
+		ImageHosts:      []string{"127.0.0.1"}, // the loopback image server, listed explicitly
 		FetchTimeout:    2 * time.Minute,
 		StopGrace:       2 * time.Second,
 		PidsLimit:       64,

@@ -124,6 +124,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeErr(rec, r, h.log, am.Errorf(am.Forbidden, "client %s is not allowed on this agent", caller.ID))
 		return
 	}
+	if refuseLargeBody(rec, r, MaxRequestBody, func(err error) { writeErr(rec, r, h.log, err) }) {
+		return
+	}
 	if _, pattern := h.mux.Handler(r); pattern == "" {
 		// No route: let the mux decide between 404 and 405 (it sets Allow),
 		// then answer in JSON like every other error.
@@ -142,7 +145,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(rec, status, body)
 		return
 	}
+	body := r.Body
 	h.mux.ServeHTTP(rec, r)
+	if rec.status == http.StatusRequestEntityTooLarge {
+		DrainRefusedBody(rec, body) // a chunked body went over the limit
+	}
 }
 
 // statusProbe records what the mux would answer for an unrouted request.
@@ -262,15 +269,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// decodeBody reads a JSON body of at most 2 MiB, refusing unknown fields.
+// decodeBody reads a JSON body of at most MaxRequestBody, refusing unknown
+// fields.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	r.Body = http.MaxBytesReader(w, r.Body, 2<<20)
+	r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBody)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return am.Errorf(am.TooBig, "request body is larger than %d bytes", mbe.Limit)
+			w.Header().Set("Connection", "close")
+			return am.Errorf(am.TooBig, "request body is larger than the limit of %d bytes", mbe.Limit)
 		}
 		return am.Errorf(am.BadArgs, "request body is not valid JSON for this call: %s", truncate(err.Error(), 200))
 	}
@@ -431,11 +440,17 @@ func (h *Handler) streamTar(w http.ResponseWriter, r *http.Request, id, prefix s
 		return
 	}
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", id+".tar"))
+	w.Header().Set("Vary", "Accept-Encoding")
 	tw := &firstWrite{w: w, contentType: "application/x-tar"}
-	files, err := h.svc.EmitData(r.Context(), id, tw, prefix)
+	out, finish := compressedFor(r, w, tw)
+	files, err := h.svc.EmitData(r.Context(), id, out, prefix)
+	if err == nil {
+		err = finish()
+	}
 	if err != nil {
 		if !tw.started {
 			w.Header().Del("Content-Disposition")
+			w.Header().Del("Content-Encoding")
 			writeErr(w, r, h.log, err)
 			return
 		}

@@ -11,7 +11,9 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -81,10 +83,10 @@ func TestWriteTarHostileTree(t *testing.T) {
 	must(os.WriteFile(filepath.Join(root, long), []byte("long name"), 0o644))
 
 	var buf bytes.Buffer
-	files, err := writeTar(context.Background(), &buf, root, "pre/")
+	ts, err := writeTar(context.Background(), &buf, root, "pre/", tarLimits{})
 	must(err)
-	if files != 3 {
-		t.Fatalf("%d regular files, want 3", files)
+	if ts.Files != 3 {
+		t.Fatalf("%d regular files, want 3", ts.Files)
 	}
 	tr := tar.NewReader(&buf)
 	seen := map[string]string{}
@@ -122,7 +124,7 @@ func TestWriteTarHostileTree(t *testing.T) {
 	// A cancelled context stops the walk.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := writeTar(ctx, io.Discard, root, ""); !errors.Is(err, context.Canceled) {
+	if _, err := writeTar(ctx, io.Discard, root, "", tarLimits{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled: %v", err)
 	}
 	// clearDir empties without following links.
@@ -257,4 +259,125 @@ func FuzzStartRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWriteTarSparse: a 64 GiB file with 8 bytes of data is archived with its
+// holes left out, and both Go's reader and GNU tar get the file back.
+func TestWriteTarSparse(t *testing.T) {
+	root := t.TempDir()
+	const size = 64 << 30
+	f, err := os.Create(filepath.Join(root, "sparse.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("head")
+	_, _ = f.WriteAt([]byte("tail"), size-4)
+	f.Close()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(root, "small.txt"), []byte("small"), 0o644))
+	var buf bytes.Buffer
+	ts, err := writeTar(context.Background(), &buf, root, "", tarLimits{})
+	must(err)
+	if ts.SparseFiles != 1 || ts.Files != 2 {
+		t.Fatalf("stats %+v", ts)
+	}
+	t.Logf("a %d GiB sparse file archived in %d bytes", size>>30, buf.Len())
+	if buf.Len() > 64<<10 {
+		t.Fatalf("archive of %d bytes", buf.Len())
+	}
+	tr := tar.NewReader(bytes.NewReader(buf.Bytes()))
+	seen := map[string]int64{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		must(err)
+		seen[h.Name] = h.Size
+		if h.Name == "small.txt" {
+			b, _ := io.ReadAll(tr)
+			if string(b) != "small" {
+				t.Fatalf("small.txt: %q", b)
+			}
+		}
+	}
+	if seen["sparse.bin"] != size || seen["small.txt"] != 5 {
+		t.Fatalf("entries %v", seen)
+	}
+	if _, err := exec.LookPath("tar"); err == nil {
+		out := t.TempDir()
+		cmd := exec.Command("tar", "-x", "-C", out)
+		cmd.Stdin = bytes.NewReader(buf.Bytes())
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("GNU tar: %v\n%s", err, b)
+		}
+		g, err := os.Open(filepath.Join(out, "sparse.bin"))
+		must(err)
+		defer g.Close()
+		fi, err := g.Stat()
+		must(err)
+		head, tail := make([]byte, 4), make([]byte, 4)
+		_, _ = g.ReadAt(head, 0)
+		_, _ = g.ReadAt(tail, size-4)
+		if fi.Size() != size || string(head) != "head" || string(tail) != "tail" {
+			t.Fatalf("GNU tar extracted %d bytes, %q...%q", fi.Size(), head, tail)
+		}
+	}
+
+	// Capped: the big entry is left out and a note says so.
+	buf.Reset()
+	must(os.WriteFile(filepath.Join(root, "dense.bin"), bytes.Repeat([]byte{1}, 100<<10), 0o644))
+	ts, err = writeTar(context.Background(), &buf, root, "", tarLimits{MaxBytes: 64 << 10})
+	must(err)
+	if ts.SkippedFiles != 1 || int64(buf.Len()) > 64<<10 {
+		t.Fatalf("capped: %+v, %d bytes", ts, buf.Len())
+	}
+	tr = tar.NewReader(&buf)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		must(err)
+		names = append(names, h.Name)
+	}
+	if !slices.Contains(names, IncompleteNote) || slices.Contains(names, "dense.bin") {
+		t.Fatalf("capped archive holds %v", names)
+	}
+}
+
+// TestEnsureDataKeepsOldData: a /data that already holds files (a sliver
+// from before quotas were enabled) is not mounted over.
+func TestEnsureDataKeepsOldData(t *testing.T) {
+	if why := DataQuotaUsable(); why != "" {
+		t.Skip(why)
+	}
+	cfg := Config{StateDir: t.TempDir(), DataQuotaBytes: 16 << 20}
+	if err := cfg.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	s := &Service{cfg: cfg, st: store{root: cfg.StateDir}, log: cfg.Logger}
+	dir := s.st.dataDir("old")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "result.csv"), []byte("1,2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ensureData(context.Background(), "old", cfg.DataQuotaBytes); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := isMountPoint(dir); m {
+		_ = s.releaseData("old")
+		t.Fatal("a /data holding files was mounted over")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "result.csv")); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -30,15 +28,45 @@ type Config struct {
 
 	AllowFileImages bool     // accept local paths as image URLs (tests, pre-staged images)
 	FileImageDirs   []string // if set, local paths must be inside one of these
-	HTTPClient      *http.Client
-	MaxImageBytes   int64         // default 20 GiB
+	// ImageHosts, if not empty, are the only hosts images are fetched
+	// from; listed hosts may have private or loopback addresses. With none
+	// listed, any host with a public address (fetchpolicy.go).
+	ImageHosts    []string
+	MaxImageBytes int64 // default 20 GiB
+	// MaxImageUnpackedBytes caps what an image expands to in the engine
+	// (compressed tars and layers counted uncompressed, files at their
+	// full size); default 4 × MaxImageBytes.
+	MaxImageUnpackedBytes int64
+	// MaxArchiveBytes caps one /data archive (tar bytes, holes of sparse
+	// files not counted); entries beyond it are left out and the archive
+	// ends with a note saying so. 0 = no limit.
+	MaxArchiveBytes int64
 	FetchTimeout    time.Duration // whole download+load; default 30 min
 
-	StopGrace   time.Duration // SIGTERM to SIGKILL on stop; default 10 s
-	MemoryBytes int64         // per-container memory limit (and cap on requests); 0 = none
-	NanoCPUs    int64         // per-container CPU limit in 1e-9 CPUs (and cap); 0 = none
-	PidsLimit   int64         // per-container process limit; 0 = none
-	Devices     []string      // host devices passed to every container (e.g. /dev/bus/usb)
+	StopGrace time.Duration // SIGTERM to SIGKILL on stop; default 10 s
+	// Per-container limits (limits.go). 0 is the safe default
+	// (DefaultMemoryBytes, DefaultNanoCPUs, DefaultPidsLimit), a negative
+	// value is no limit. Memory and CPUs also cap what a request asks for.
+	MemoryBytes int64
+	NanoCPUs    int64 // in 1e-9 CPUs
+	PidsLimit   int64
+	// Capabilities the container keeps; all others are dropped. nil is
+	// DefaultCapabilities.
+	Capabilities []string
+	// DataQuotaBytes is the size of each sliver's /data, enforced by a
+	// filesystem of its own (dataquota.go; needs root, mkfs.ext4 and loop
+	// devices). 0: not enforced, /data is a directory on the host's
+	// filesystem.
+	DataQuotaBytes int64
+	// DataOwner is the host uid and gid that own each /data ("" or
+	// "0:0": root). With the engine's user-namespace remapping, set it to
+	// the remapped root (e.g. "100000:100000") so root in the container
+	// can write /data.
+	DataOwner string
+	// ReadOnlyRootfs makes the image's filesystem read-only (a tmpfs is
+	// mounted at /tmp); /data stays writable.
+	ReadOnlyRootfs bool
+	Devices        []string // host devices passed to every container (e.g. /dev/bus/usb)
 
 	// Links puts containers on experiment links; nil refuses requests with links.
 	Links ExperimentNetwork
@@ -68,22 +96,20 @@ func (c *Config) defaults() error {
 	if len(c.AllowedNetworks) == 0 {
 		c.AllowedNetworks = []string{c.DefaultNetwork}
 	}
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   10 * time.Second,
-			ResponseHeaderTimeout: 30 * time.Second,
-		}}
-	}
 	if c.MaxImageBytes == 0 {
 		c.MaxImageBytes = 20 << 30
+	}
+	if c.MaxImageUnpackedBytes == 0 {
+		c.MaxImageUnpackedBytes = 4 * c.MaxImageBytes
 	}
 	if c.FetchTimeout == 0 {
 		c.FetchTimeout = 30 * time.Minute
 	}
 	if c.StopGrace == 0 {
 		c.StopGrace = 10 * time.Second
+	}
+	if err := c.limitDefaults(); err != nil {
+		return err
 	}
 	if c.LogTailLines == 0 {
 		c.LogTailLines = 50
@@ -101,13 +127,14 @@ func (c *Config) defaults() error {
 // sliver id and idempotent: repeating a request that already took effect
 // reports the current state instead of failing or doing the work twice.
 type Service struct {
-	cfg   Config
-	rt    Runtime
-	st    store
-	log   *slog.Logger
-	ctx   context.Context // lives as long as the service: fetches and timers
-	close context.CancelFunc
-	wg    sync.WaitGroup
+	cfg    Config
+	policy imagePolicy
+	rt     Runtime
+	st     store
+	log    *slog.Logger
+	ctx    context.Context // lives as long as the service: fetches and timers
+	close  context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu      sync.Mutex
 	slivers map[string]*sliver
@@ -142,7 +169,7 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 		return nil, fmt.Errorf("agent: state directory: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{cfg: cfg, rt: rt, st: st, log: cfg.Logger, ctx: ctx, close: cancel, slivers: map[string]*sliver{}, imageRefs: map[string]map[string]bool{}}
+	s := &Service{cfg: cfg, policy: newImagePolicy(cfg.ImageHosts, cfg.ContainerStore), rt: rt, st: st, log: cfg.Logger, ctx: ctx, close: cancel, slivers: map[string]*sliver{}, imageRefs: map[string]map[string]bool{}}
 	recs, errs := st.loadAll()
 	for _, err := range errs {
 		s.log.Warn("agent: skipping state file", "err", err)
@@ -157,6 +184,13 @@ func New(cfg Config, rt Runtime) (*Service, error) {
 		}
 		s.slivers[r.ID] = sl
 		s.setImageRef(r.ID, "", r.Image.ID)
+		if _, err := os.Stat(st.dataImage(r.ID)); err == nil {
+			// After a reboot: mount /data again before the engine's restart
+			// policy lets a container write beneath the mount point.
+			if err := s.ensureData(ctx, r.ID, s.dataQuota(r.Spec)); err != nil {
+				s.log.Error("agent: mounting the /data of a sliver", "sliver", r.ID, "err", err)
+			}
+		}
 	}
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer rcancel()
@@ -417,9 +451,14 @@ func (s *Service) runFetch(ctx context.Context, cancel context.CancelFunc, sl *s
 			return "", fmt.Errorf("image is %d bytes, over the limit of %d", size, s.cfg.MaxImageBytes)
 		}
 		vr = newVerifyingReader(body, digest, s.cfg.MaxImageBytes)
-		id, err := s.rt.LoadImage(ctx, vr)
+		guard := newUnpackGuard(vr, s.cfg.MaxImageUnpackedBytes)
+		defer guard.Close()
+		id, err := s.rt.LoadImage(ctx, guard)
 		if _, verr := vr.result(); verr != nil {
 			return "", verr // the reader's own failure says more than the engine's
+		}
+		if gerr := guard.verdict(); gerr != nil {
+			return "", gerr
 		}
 		if err != nil {
 			return "", fmt.Errorf("loading image: %w", err)
@@ -449,7 +488,7 @@ func (s *Service) runFetch(ctx context.Context, cancel context.CancelFunc, sl *s
 	}
 	if err != nil {
 		img.State, img.Error = ImageFailed, err.Error()
-		s.log.Warn("agent: fetch failed", "sliver", sl.id, "url", img.URL, "err", err, "took", time.Since(t0))
+		s.log.Warn("agent: fetch failed", "sliver", sl.id, "url", img.URL, "err", err, "cause", errors.Unwrap(err), "took", time.Since(t0))
 	} else {
 		img.State, img.ID, img.Verified = ImageReady, imageID, digest != ""
 		s.setImageRef(sl.id, "", imageID)
@@ -518,8 +557,8 @@ func (s *Service) Run(ctx context.Context, id string, req StartRequest) (st Stat
 	if err := s.writeIdentity(id, req.SliceURN, req.SliverURN, req.Manifest, req.Users); err != nil {
 		return Status{}, false, am.Wrap(am.ServerError, err, "start: could not prepare the files of %s", id)
 	}
-	if err := os.MkdirAll(s.st.dataDir(id), 0o755); err != nil {
-		return Status{}, false, am.Wrap(am.ServerError, err, "start: could not create the data directory of %s", id)
+	if err := s.ensureData(ctx, id, s.dataQuota(&req)); err != nil {
+		return Status{}, false, am.Wrap(am.ServerError, err, "start: could not prepare the /data of %s", id)
 	}
 	spec := s.containerSpec(id, r.Image.ID, network, &req)
 	r.SliceURN, r.SliverURN = req.SliceURN, req.SliverURN
@@ -583,8 +622,7 @@ func (s *Service) containerSpec(id, image, network string, req *StartRequest) Co
 			{Host: s.st.dataDir(id), Container: "/data"},
 			{Host: s.st.geniDir(id), Container: "/geni", ReadOnly: true},
 		},
-		PidsLimit: s.cfg.PidsLimit,
-		Devices:   s.cfg.Devices,
+		Devices: s.cfg.Devices,
 	}
 	spec.Labels[LabelSliceURN] = req.SliceURN
 	spec.Labels[LabelSliverURN] = req.SliverURN
@@ -607,21 +645,10 @@ func (s *Service) containerSpec(id, image, network string, req *StartRequest) Co
 	default:
 		spec.Restart = RestartPolicy{Name: "no"}
 	}
-	spec.MemoryBytes = capLimit(req.MemoryBytes, s.cfg.MemoryBytes)
-	spec.NanoCPUs = capLimit(int64(req.CPUs*1e9), s.cfg.NanoCPUs)
+	lim := s.limits(req)
+	spec.MemoryBytes, spec.NanoCPUs, spec.PidsLimit = lim.MemoryBytes, lim.NanoCPUs, lim.Pids
+	spec.Capabilities, spec.ReadOnlyRootfs = lim.Capabilities, lim.ReadOnlyRoot
 	return spec
-}
-
-// capLimit is the smaller positive of asked and max (0 means none).
-func capLimit(asked, max int64) int64 {
-	switch {
-	case asked <= 0:
-		return max
-	case max <= 0:
-		return asked
-	default:
-		return min(asked, max)
-	}
 }
 
 // writeIdentity writes the read-only files the container sees under /geni.
@@ -721,14 +748,22 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 }
 
 // status builds the Status of a locked sliver.
-func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
+func (s *Service) status(ctx context.Context, sl *sliver) (st Status, err error) {
 	r := sl.rec
-	st := Status{ID: r.ID, SliceURN: r.SliceURN, SliverURN: r.SliverURN, Aggregate: r.Aggregate, Adopted: r.Adopted,
+	st = Status{ID: r.ID, SliceURN: r.SliceURN, SliverURN: r.SliverURN, Aggregate: r.Aggregate, Adopted: r.Adopted,
 		Image: ImageStatus{URL: r.Image.URL, SHA256: r.Image.SHA256, Verified: r.Image.Verified, ID: r.Image.ID,
 			State: r.Image.State, Error: r.Image.Error, Bytes: r.Image.Bytes,
 			StartedAt: timePtr(r.Image.StartedAt), FinishedAt: timePtr(r.Image.FinishedAt)}}
 	if st.Image.State == "" {
 		st.Image.State = ImageNone
+	}
+	if st.Data = s.dataUsage(r.ID, s.dataQuota(r.Spec)); st.Data != nil && st.Data.OverQuota {
+		usage := st.Data
+		defer func() { // whatever else the status says, unless it failed
+			if err == nil && st.Reason == "" {
+				st.Reason = overQuotaNote(usage)
+			}
+		}()
 	}
 	if r.ContainerID == "" {
 		switch {
@@ -748,6 +783,8 @@ func (s *Service) status(ctx context.Context, sl *sliver) (Status, error) {
 	cst := &ContainerStatus{ID: r.ContainerID, Network: r.Network, TimeLimitKilled: r.TimeLimitKilled, Deadline: timePtr(r.Deadline)}
 	if r.Spec != nil {
 		cst.Restart = r.Spec.Restart
+		lim := s.limits(r.Spec)
+		cst.Limits = &lim
 	}
 	st.Container = cst
 	cs, err := s.rt.Inspect(ctx, r.ContainerID)
@@ -873,6 +910,9 @@ func (s *Service) Start(ctx context.Context, id string) (Status, error) {
 	r.StoppedByRequest, r.StartError = false, ""
 	if err := s.save(r); err != nil {
 		return Status{}, err
+	}
+	if err := s.ensureData(ctx, id, s.dataQuota(r.Spec)); err != nil {
+		return Status{}, am.Wrap(am.ServerError, err, "start: could not prepare the /data of %s", id)
 	}
 	if err := s.rt.Start(ctx, r.ContainerID); err != nil {
 		r.StartError = err.Error()
@@ -1046,14 +1086,25 @@ func (s *Service) EmitData(ctx context.Context, id string, w io.Writer, prefix s
 	if err != nil {
 		return 0, err
 	}
+	spec := sl.rec.Spec
 	sl.mu.Unlock() // streaming may take long; the walk copes with concurrent change
 	dir := s.st.dataDir(id)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return 0, am.Wrap(am.ServerError, err, "emit data: could not create the data directory of %s", id)
-		}
+	quota := s.dataQuota(spec)
+	if _, err := os.Stat(s.st.dataImage(id)); spec == nil && err != nil {
+		quota = 0 // never started: a plain (empty) directory, no filesystem yet
 	}
-	return writeTar(ctx, w, dir, prefix)
+	if err := s.ensureData(ctx, id, quota); err != nil {
+		return 0, am.Wrap(am.ServerError, err, "emit data: could not prepare the /data of %s", id)
+	}
+	maxBytes := s.cfg.MaxArchiveBytes
+	if spec != nil {
+		maxBytes = capLimit(spec.ArchiveBytes, maxBytes)
+	}
+	ts, err := writeTar(ctx, w, dir, prefix, tarLimits{MaxBytes: maxBytes})
+	if ts.SkippedFiles > 0 {
+		s.log.Warn("agent: /data archive cut at its limit", "sliver", id, "left_out", ts.SkippedFiles, "bytes", ts.Bytes, "limit", maxBytes)
+	}
+	return ts.Files, err
 }
 
 // DeleteData empties the sliver's /data directory (the directory itself
@@ -1111,11 +1162,16 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 		}
 	}
 	defer sl.mu.Unlock()
-	if err := s.kill(ctx, sl); err != nil {
+	// A record that cannot be written (a full disk) must not stop Delete:
+	// the record is about to go. Engine failures do stop it.
+	if err := s.kill(ctx, sl); err != nil && am.CodeOf(err) != am.ServerError {
 		return err
 	}
-	if err := s.removeImage(ctx, sl); err != nil {
+	if err := s.removeImage(ctx, sl); err != nil && am.CodeOf(err) != am.ServerError {
 		return err
+	}
+	if err := s.releaseData(id); err != nil {
+		return am.Wrap(am.ServerError, err, "delete: could not unmount the /data of %s", id)
 	}
 	if err := os.RemoveAll(s.st.sliverDir(id)); err != nil {
 		return am.Wrap(am.ServerError, err, "delete: could not remove the files of %s", id)

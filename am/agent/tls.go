@@ -104,7 +104,25 @@ func verifyClientChain(raw [][]byte, roots *x509.CertPool) error {
 	if err != nil {
 		return fmt.Errorf("client certificate not issued by the aggregate CA: %w", err)
 	}
-	return nil
+	return clientRole(certs[0])
+}
+
+// clientRole refuses a certificate whose extended key usages exclude
+// client authentication: an agent's own certificate (serverAuth only) must
+// not open another agent even though the same CA issued both. A
+// certificate with no extended key usage Go knows (old GENI ones carry
+// none, or only private ones) may act as a client; which identities may is
+// then allowed_clients' business.
+func clientRole(c *x509.Certificate) error {
+	if len(c.ExtKeyUsage) == 0 {
+		return nil
+	}
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return nil
+		}
+	}
+	return fmt.Errorf("certificate of %s is not for client authentication (its extended key usage excludes clientAuth)", IdentityOf(c))
 }
 
 // ClientTLSConfig is the aggregate's side: its certificate and key (the

@@ -36,6 +36,7 @@ type Config struct {
 	Cache        Cache        `mapstructure:"cache"`
 	Agents       Agents       `mapstructure:"agents"`
 	Provisioning Provisioning `mapstructure:"provisioning"`
+	SliverLimits SliverLimits `mapstructure:"sliver_limits"`
 	Log          Log          `mapstructure:"log"`
 	Operations   Operations   `mapstructure:"operations"`
 	Console      Console      `mapstructure:"console"`
@@ -100,9 +101,33 @@ type Provisioning struct {
 	HealthInterval   time.Duration `mapstructure:"health_interval" doc:"how often every agent is polled (health, sliver states, reconciliation)" default:"15s"`
 	DownAfter        int           `mapstructure:"down_after" doc:"failed polls in a row before a node is made unavailable" default:"2"`
 	ArchiveDir       string        `mapstructure:"archive_dir" doc:"where /data archives are kept; empty: var_dir/archive" default:""`
+	ArchiveMaxBytes  int64         `mapstructure:"archive_max_bytes" doc:"largest /data archive kept (gzipped bytes) from one sliver; a node sending more (agents cap their own tars with max_archive_bytes) is cut off" default:"10737418240"`
 	ArchiveRetention time.Duration `mapstructure:"archive_retention" doc:"how long /data archives of deleted or expired slivers stay downloadable" default:"168h"`
 	DiskPressure     float64       `mapstructure:"disk_pressure" doc:"fraction of a node agent's state filesystem that, when no more than it is free, is disk pressure: the node takes no new slivers and its slivers' geni_error says so" default:"0.05"`
 	StrayGrace       time.Duration `mapstructure:"stray_grace" doc:"how long a container of this aggregate that the database never knew is only reported (log, stray_containers); past it, its /data is archived and it is removed. 0: only ever reported" default:"0s"`
+}
+
+// SliverLimits are the resources of one sliver per sliver type (advertised,
+// in the manifest, sent to the agent, which caps them by its own limits).
+type SliverLimits struct {
+	ContainerMemory int64   `mapstructure:"container_memory_bytes" doc:"memory (swap included) of a container sliver; 0: the node agent's memory_bytes" default:"1073741824"`
+	ContainerCPUs   float64 `mapstructure:"container_cpus" doc:"CPUs of a container sliver; 0: the node agent's cpus" default:"1"`
+	ContainerData   int64   `mapstructure:"container_data_bytes" doc:"size of a container sliver's /data (enforced where the agent has data_quota_bytes); 0: the agent's" default:"10737418240"`
+	ContainerPids   int64   `mapstructure:"container_pids" doc:"processes and threads of a container sliver; 0: the node agent's pids_limit" default:"512"`
+	ContainerArch   int64   `mapstructure:"container_archive_bytes" doc:"largest /data archive of a container sliver (tar bytes; what does not fit is left out, with a note); 0: the agent's max_archive_bytes" default:"10737418240"`
+	ExclusiveMemory int64   `mapstructure:"exclusive_memory_bytes" doc:"memory of an exclusive sliver; 0: the node agent's memory_bytes" default:"0"`
+	ExclusiveCPUs   float64 `mapstructure:"exclusive_cpus" doc:"CPUs of an exclusive sliver; 0: the node agent's cpus" default:"0"`
+	ExclusiveData   int64   `mapstructure:"exclusive_data_bytes" doc:"size of an exclusive sliver's /data; 0: the agent's data_quota_bytes" default:"0"`
+	ExclusivePids   int64   `mapstructure:"exclusive_pids" doc:"processes and threads of an exclusive sliver; 0: the node agent's pids_limit" default:"0"`
+	ExclusiveArch   int64   `mapstructure:"exclusive_archive_bytes" doc:"largest /data archive of an exclusive sliver; 0: the agent's max_archive_bytes" default:"0"`
+}
+
+// ByType returns the limits per sliver type.
+func (l SliverLimits) ByType() map[string]am.SliverLimits {
+	return map[string]am.SliverLimits{
+		am.SliverTypeContainer: {MemoryBytes: l.ContainerMemory, CPUs: l.ContainerCPUs, Pids: l.ContainerPids, DataBytes: l.ContainerData, ArchiveBytes: l.ContainerArch},
+		am.SliverTypeExclusive: {MemoryBytes: l.ExclusiveMemory, CPUs: l.ExclusiveCPUs, Pids: l.ExclusivePids, DataBytes: l.ExclusiveData, ArchiveBytes: l.ExclusiveArch},
+	}
 }
 
 // Log is logging.
@@ -204,6 +229,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxBody < 1024 {
 		return fmt.Errorf("config: limits.max_body %d is too small", c.Limits.MaxBody)
+	}
+	for t, l := range c.SliverLimits.ByType() {
+		if l.MemoryBytes < 0 || l.CPUs < 0 || l.Pids < 0 || l.DataBytes < 0 || l.ArchiveBytes < 0 {
+			return fmt.Errorf("config: sliver_limits for %s slivers must not be negative", t)
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/pem"
@@ -17,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -74,7 +76,8 @@ func EnsurePKI(dir string) (*PKI, error) {
 	if p.AgentCA, err = ensure(dir, "agents-ca", nil, devpki.Options{URN: AgentURN, CommonName: "geniam dev agent CA", IsCA: true, NotAfter: time.Now().AddDate(10, 0, 0)}); err != nil {
 		return nil, err
 	}
-	if p.AgentClient, err = ensure(dir, "am-agent-client", p.AgentCA, devpki.Options{URN: AMURN, CommonName: "geniam aggregate"}); err != nil {
+	if p.AgentClient, err = ensureRole(dir, "am-agent-client", p.AgentCA, devpki.Options{URN: AMURN, CommonName: "geniam aggregate",
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(p.TrustedRoots, 0o755); err != nil {
@@ -97,11 +100,22 @@ func EnsurePKI(dir string) (*PKI, error) {
 }
 
 // AgentIdentity returns (creating it if needed) the server certificate of the
-// dev node agent at ip.
+// dev node agent at ip. It is for serverAuth only: an agent's certificate
+// never opens another agent (their allowed_clients name the aggregate).
 func (p *PKI) AgentIdentity(name string, ip net.IP) (*devpki.Identity, error) {
-	return ensure(p.Dir, "agent-"+name, p.AgentCA, devpki.Options{
+	return ensureRole(p.Dir, "agent-"+name, p.AgentCA, devpki.Options{
 		URN: "urn:publicid:IDN+" + Authority + "+node+" + name, CommonName: name,
-		DNSNames: []string{"localhost"}, IPs: []net.IP{ip}})
+		DNSNames: []string{"localhost"}, IPs: []net.IP{ip}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+}
+
+// ensureRole is ensure for a certificate with a fixed role: one kept from an
+// older make run with other key usages is issued again.
+func ensureRole(dir, name string, issuer *devpki.Identity, o devpki.Options) (*devpki.Identity, error) {
+	cf, kf := filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem")
+	if id, err := devpki.Load(cf, kf); err == nil && !slices.Equal(id.Cert.ExtKeyUsage, o.ExtKeyUsage) {
+		_ = os.Remove(cf)
+	}
+	return ensure(dir, name, issuer, o)
 }
 
 func ensure(dir, name string, issuer *devpki.Identity, o devpki.Options) (*devpki.Identity, error) {
@@ -165,6 +179,10 @@ func Database(ctx context.Context, dir string) (*pgcluster.Cluster, string, erro
 		if err := c.Start(); err != nil {
 			return nil, "", err
 		}
+	}
+	// A cluster from an older make run trusted every local user on TCP.
+	if err := c.Secure(); err != nil {
+		return nil, "", fmt.Errorf("securing the dev PostgreSQL: %w", err)
 	}
 	if err := store.EnsureDatabase(ctx, c.URL("postgres"), "geniam"); err != nil {
 		return nil, "", err

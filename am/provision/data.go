@@ -1,16 +1,19 @@
 package provision
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/credentials"
 )
 
@@ -27,6 +30,7 @@ import (
 // Errors are JSON {"error": ..., "code": ...}.
 func (p *Provisioner) DataHandler(gate *am.Gate) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := r.Body
 		caller, callerErr := credentials.CallerFromTLS(r.TLS)
 		ctx, finish := gate.Audit(r.Context(), dataMethod, "", r.RemoteAddr, caller)
 		err := callerErr
@@ -40,6 +44,14 @@ func (p *Provisioner) DataHandler(gate *am.Gate) http.Handler {
 		case err != nil:
 			logID := am.AuditFrom(ctx).LogID
 			p.log.Info("provisioner: /data request refused", "log_id", logID, "code", am.CodeOf(err).String(), "err", err)
+			if am.CodeOf(err) == am.TooBig {
+				// Answer, then read what is still coming, so the client
+				// sees the 413 instead of a reset connection.
+				w.Header().Set("Connection", "close")
+				writeErr(w, err, logID)
+				agent.DrainRefusedBody(w, body)
+				return
+			}
 			writeErr(w, err, logID)
 		}
 	})
@@ -73,7 +85,7 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, gate *am
 		return am.Wrap(am.BadArgs, err, "cannot read the request body")
 	}
 	if len(body) > maxCredentialBytes {
-		return am.Errorf(am.TooBig, "the credential is larger than %d bytes", maxCredentialBytes)
+		return am.Errorf(am.TooBig, "the credential is larger than the limit of %d bytes", maxCredentialBytes)
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return am.Errorf(am.MissingArgs, "POST your slice credential (the XML file) as the request body")
@@ -103,7 +115,8 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, gate *am
 	grant, err := gate.Check(ctx, am.Access{Method: dataMethod, Caller: caller, Credentials: []am.Credential{cred},
 		Slice: slice, Privileges: []string{"getsliceresources"}})
 	if err != nil {
-		return err
+		// The caller named a sliver: the slice may be another user's.
+		return am.HideURN(err, slice, "the slice of sliver "+name)
 	}
 	filename := name + ".tar"
 	if s != nil && s.Allocation == am.Provisioned {
@@ -124,6 +137,11 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, gate *am
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+filename+`"`)
 	w.Header().Set("X-Geniam-Data-Source", "archive "+arch.CreatedAt.UTC().Format(time.RFC3339))
+	if strings.HasSuffix(arch.Path, ".gz") {
+		serveGzipped(w, r, f)
+		p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", grant.User)
+		return nil
+	}
 	http.ServeContent(w, r, filename, arch.CreatedAt, f)
 	p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", grant.User)
 	return nil
@@ -150,6 +168,31 @@ func (p *Provisioner) streamLive(ctx context.Context, w http.ResponseWriter, s *
 		return errStreamBroken
 	}
 	return nil
+}
+
+// serveGzipped sends a gzipped archive as the tar it holds: as it is, with
+// Content-Encoding: gzip, to a client that accepts gzip (curl --compressed,
+// browsers, Go), else uncompressed on the fly. A broken file aborts the
+// response rather than end it short.
+func serveGzipped(w http.ResponseWriter, r *http.Request, f *os.File) {
+	w.Header().Set("Vary", "Accept-Encoding")
+	if agent.AcceptsGzip(r) {
+		w.Header().Set("Content-Encoding", "gzip")
+		if fi, err := f.Stat(); err == nil {
+			w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+		}
+		if _, err := io.Copy(w, f); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
+	zr, err := gzip.NewReader(f)
+	if err == nil {
+		_, err = io.Copy(w, zr)
+	}
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func agentIDOK(name string) error {

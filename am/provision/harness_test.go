@@ -212,7 +212,7 @@ func newEnv(t testing.TB, agentIPs ...string) *env {
 		must(t, err)
 		inst := fmt.Sprintf("%s-%s-%s", run, strings.ReplaceAll(t.Name(), "/", "_"), name)
 		a := &testAgent{name: name, ip: ip, srvTLS: srvTLS, instance: inst, cfg: agent.Config{
-			StateDir: t.TempDir(), Instance: inst, AllowFileImages: true, FetchTimeout: 2 * time.Minute,
+			StateDir: t.TempDir(), Instance: inst, AllowFileImages: true, ImageHosts: []string{"127.0.0.1"}, FetchTimeout: 2 * time.Minute,
 			StopGrace: 2 * time.Second, PidsLimit: 64, Logger: testLogger()}}
 		if dockerSkip == "" {
 			t.Cleanup(func() { removeContainers(inst) })

@@ -50,6 +50,8 @@ func TestSliverUpdate(t *testing.T) {
 		{agent.Status{State: agent.StateStopped}, am.NotReady, "stopped", ""},
 		{agent.Status{State: agent.StateFailed, Reason: "fetch failed: sha256 mismatch"}, am.Failed, "failed", "agent on n1: fetch failed: sha256 mismatch"},
 		{agent.Status{State: agent.StateFetching}, am.Configuring, "fetching", ""},
+		{agent.Status{State: agent.StateRunning, Data: &agent.DataUsage{UsedBytes: 1000, LimitBytes: 1024, OverQuota: true}},
+			am.Ready, "running; /data over quota (1000 of 1024 bytes used)", ""},
 	}
 	for _, c := range cases {
 		u := sliverUpdate(c.st, "n1")

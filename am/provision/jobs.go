@@ -133,6 +133,13 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 	}
 	start, err := startRequest(s, manifest)
 	start.Aggregate = instance
+	if err == nil {
+		// The operator's limits for the sliver type; the agent caps them
+		// by the node's own.
+		l := p.cfg.SliverLimits[s.SliverType]
+		start.MemoryBytes, start.CPUs, start.DataBytes = l.MemoryBytes, l.CPUs, l.DataBytes
+		start.Pids, start.ArchiveBytes = l.Pids, l.ArchiveBytes
+	}
 	if err != nil {
 		return "", err
 	}
@@ -224,6 +231,10 @@ func sliverUpdate(st agent.Status, node string) store.SliverUpdate {
 	default:
 		op, res = am.Configuring, string(st.State)
 	}
+	if d := st.Data; d != nil && d.OverQuota && op != am.Failed {
+		// Honest about a full /data: the container runs, its writes fail.
+		res += fmt.Sprintf("; /data over quota (%d of %d bytes used)", d.UsedBytes, d.LimitBytes)
+	}
 	exit := st.ExitCode
 	u := store.SliverUpdate{Operational: op, Error: &errMsg, ResourceMsg: &res, ExitCode: &exit}
 	if st.Image.ID != "" {
@@ -273,9 +284,14 @@ func clip(s string, n int) string {
 func (p *Provisioner) teardown(ctx context.Context, j *store.Job, c *agent.Client, id string) (string, error) {
 	n, err := p.archive(ctx, j, c, id, true)
 	archived := fmt.Sprintf("archived %d bytes", n)
-	if am.CodeOf(err) == am.SearchFailed {
+	switch {
+	case am.CodeOf(err) == am.SearchFailed:
 		archived = "nothing on the node to archive"
-	} else if err != nil {
+	case am.CodeOf(err) == am.TooBig:
+		// Too large to keep must not keep the sliver alive on its node.
+		archived = am.MessageOf(err)
+		p.log.Warn("provisioner: /data not archived", "sliver", j.SliverURN, "err", err)
+	case err != nil:
 		return "", err
 	}
 	// /data is safe in the archive: empty it first. On a node whose disk
@@ -295,16 +311,18 @@ func (p *Provisioner) teardown(ctx context.Context, j *store.Job, c *agent.Clien
 	return how + ", " + archived, nil
 }
 
-// ArchivePath is where the archive of a sliver is kept.
+// ArchivePath is where the archive of a sliver is kept: its /data tar,
+// gzipped as the agent sent it (archives of older versions, plain .tar, are
+// still served).
 func (p *Provisioner) ArchivePath(sliverURN string) string {
-	return filepath.Join(p.cfg.ArchiveDir, AgentID(sliverURN)+".tar")
+	return filepath.Join(p.cfg.ArchiveDir, AgentID(sliverURN)+".tar.gz")
 }
 
 // archive copies the sliver's /data from the agent into the archive
 // directory (through a temporary file, renamed when complete, so a broken
 // transfer never leaves a short archive that looks whole) and records it.
 func (p *Provisioner) archive(ctx context.Context, j *store.Job, c *agent.Client, id string, final bool) (int64, error) {
-	rc, err := c.Data(ctx, id)
+	rc, err := c.DataGzip(ctx, id)
 	if err != nil {
 		return 0, err
 	}
@@ -315,7 +333,12 @@ func (p *Provisioner) archive(ctx context.Context, j *store.Job, c *agent.Client
 		return 0, am.Wrap(am.ServerError, err, "archive: cannot write in %s", p.cfg.ArchiveDir)
 	}
 	defer os.Remove(tmp.Name())
-	n, err := io.Copy(tmp, rc)
+	// The agent caps its tar; this caps what a compromised node could send.
+	n, err := io.Copy(tmp, io.LimitReader(rc, p.cfg.ArchiveMaxBytes+1))
+	if err == nil && n > p.cfg.ArchiveMaxBytes {
+		tmp.Close()
+		return 0, am.Errorf(am.TooBig, "archive: the /data of %s is larger than archive_max_bytes (%d bytes gzipped): not kept", id, p.cfg.ArchiveMaxBytes)
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}

@@ -143,17 +143,7 @@ func TestExpiryArchives(t *testing.T) {
 			t.Fatal("the expired sliver's container is still there")
 		}
 	}
-	// The job is marked done just after the teardown it did: poll for it.
-	var result string
-	for end := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		err := e.st.Pool().QueryRow(e.ctx, "SELECT result FROM jobs WHERE kind = 'delete' AND sliver_urn = $1 AND state = 'done'", urn).Scan(&result)
-		if err == nil {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("the expired sliver's delete job never finished: %v", err)
-		}
-	}
+	result := e.deleteJobResult(urn, 15*time.Second)
 	if !strings.HasPrefix(result, "expired, archived") {
 		t.Errorf("delete job result %q", result)
 	}
@@ -207,6 +197,7 @@ func TestDataHandlerRefusals(t *testing.T) {
 		{"/data/0123456789abcdef.tar", nil, http.StatusBadRequest},        // no credential
 		{"/data/0123456789abcdef", cred, http.StatusNotFound},             // not .tar
 		{"/data/x.tar", bytes.Repeat([]byte("x"), 2<<20), http.StatusRequestEntityTooLarge},
+		{"/data/x.tar", bytes.Repeat([]byte("x"), 32<<20), http.StatusRequestEntityTooLarge}, // answered, not reset
 	}
 	for _, c := range cases {
 		resp, err := e.dataCli.Post(e.dataSrv.URL+c.path, "application/xml", bytes.NewReader(c.body))
@@ -216,14 +207,17 @@ func TestDataHandlerRefusals(t *testing.T) {
 		if resp.StatusCode != c.want || !strings.Contains(string(body), `"error"`) {
 			t.Errorf("POST %s: HTTP %d %s, want %d with a JSON error", c.path, resp.StatusCode, body, c.want)
 		}
+		if c.want == http.StatusRequestEntityTooLarge && !strings.Contains(string(body), "limit of 1048576 bytes") {
+			t.Errorf("POST %s of %d bytes: %s does not name the limit", c.path, len(c.body), body)
+		}
 	}
 	// An archive of a deleted sliver is only for its slice's members.
 	arch := filepath.Join(e.archive, "feedfacefeedface.tar")
 	must(t, os.WriteFile(arch, []byte("not really a tar"), 0o600))
 	must(t, e.st.PutArchive(e.ctx, store.Archive{SliverURN: "urn:publicid:IDN+geniam.test+sliver+feedfacefeedface",
 		SliceURN: "urn:publicid:IDN+geniam.test+slice+elsewhere", NodeName: "n", Path: arch, Bytes: 16, Final: true, ExpiresAt: time.Now().Add(time.Hour)}))
-	if code, body, _ := e.download("feedfacefeedface", cred); code != http.StatusForbidden {
-		t.Errorf("another slice's archive: HTTP %d %s", code, body)
+	if code, body, _ := e.download("feedfacefeedface", cred); code != http.StatusForbidden || strings.Contains(string(body), "elsewhere") {
+		t.Errorf("another slice's archive: HTTP %d %s (the refusal must not name that slice)", code, body)
 	}
 	// No client certificate: the TLS handshake itself refuses.
 	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: e.dataCli.Transport.(*http.Transport).TLSClientConfig.Clone()}}
@@ -305,5 +299,52 @@ func TestDataThroughGate(t *testing.T) {
 	must(t, e.st.Shutdown(e.ctx, slice, "urn:publicid:IDN+test+user+op", time.Now()))
 	if code, body, _ := e.download("0badc0de0badc0de", cred); code != http.StatusForbidden || !strings.Contains(string(body), "shut down") {
 		t.Errorf("shut-down slice: HTTP %d %s", code, body)
+	}
+}
+
+// TestArchiveTooLargeStillDeletes: a /data over archive_max_bytes is not
+// kept, and Delete still removes the sliver from its node.
+func TestArchiveTooLargeStillDeletes(t *testing.T) {
+	needDocker(t)
+	e := newEnv(t, "127.0.0.2")
+	p := e.provisioner("toolarge", func(c *provision.Config) { c.ArchiveMaxBytes = 64 })
+	e.runProvisioner(p)
+	agg := e.aggregate(p)
+	slice, call, _ := e.slice("toolarge")
+	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -once -exit 0", [2]string{"job", "node1"}))
+	must(t, err)
+	_, err = agg.Provision(e.ctx, call, []string{slice})
+	must(t, err)
+	sts := e.waitStates(agg, call, slice, 60*time.Second, "the run-once command finished", func(s am.SliverStatus) bool {
+		return s.Operational == am.Ready && strings.HasPrefix(s.ResourceMsg, "finished")
+	})
+	urn := sts[0].URN
+	_, err = agg.Delete(e.ctx, call, []string{slice})
+	must(t, err)
+	result := e.deleteJobResult(urn, 30*time.Second)
+	if !strings.Contains(result, "archive_max_bytes") {
+		t.Errorf("delete job result %q", result)
+	}
+	if _, err := os.Stat(p.ArchivePath(urn)); !os.IsNotExist(err) {
+		t.Errorf("an archive over the limit was kept: %v", err)
+	}
+	if n := len(engineContainers(t, e.agents[0].instance)); n != 0 {
+		t.Errorf("%d containers left on the node", n)
+	}
+}
+
+// deleteJobResult waits for the sliver's delete job to be done and returns
+// its result. The job is marked done just after the teardown it did: poll.
+func (e *env) deleteJobResult(urn string, d time.Duration) string {
+	e.t.Helper()
+	var result string
+	for end := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+		err := e.st.Pool().QueryRow(e.ctx, "SELECT result FROM jobs WHERE kind = 'delete' AND sliver_urn = $1 AND state = 'done'", urn).Scan(&result)
+		if err == nil {
+			return result
+		}
+		if time.Now().After(end) {
+			e.t.Fatalf("the delete job of %s never finished: %v", urn, err)
+		}
 	}
 }

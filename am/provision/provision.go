@@ -44,8 +44,13 @@ type Config struct {
 	PublicURL string      // the aggregate's URL; data URLs are <PublicURL>data/<sliver name>.tar
 	Authority string      // authority of our sliver URNs (for /data/<name>.tar lookups)
 
+	// SliverLimits per sliver type go into every start request (zero: the
+	// node's own limits).
+	SliverLimits map[string]am.SliverLimits
+
 	ArchiveDir       string        // where /data archives are kept; required
 	ArchiveRetention time.Duration // how long archives stay; default 7 days
+	ArchiveMaxBytes  int64         // largest archive kept (gzipped); default 10 GiB
 
 	Workers        int           // concurrent jobs in this process; default 8
 	Lease          time.Duration // job lease, renewed every Lease/3; default 30 s
@@ -103,6 +108,9 @@ func (c *Config) defaults() error {
 	def(&c.JobRetention, 7*24*time.Hour)
 	if c.Workers <= 0 {
 		c.Workers = 8
+	}
+	if c.ArchiveMaxBytes <= 0 {
+		c.ArchiveMaxBytes = 10 << 30
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 10

@@ -43,7 +43,7 @@ func newProvisioner(cfg *config.Config, st *store.Store, rs am.RSpecs, log *slog
 		archive = filepath.Join(cfg.VarDir, "archive")
 	}
 	return provision.New(provision.Config{Store: st, RSpecs: rs, AgentTLS: tlsConf, PublicURL: cfg.PublicURL(),
-		Authority: cfg.Authority(), ArchiveDir: archive, ArchiveRetention: pc.ArchiveRetention, Workers: pc.Workers,
+		Authority: cfg.Authority(), SliverLimits: cfg.SliverLimits.ByType(), ArchiveDir: archive, ArchiveRetention: pc.ArchiveRetention, ArchiveMaxBytes: pc.ArchiveMaxBytes, Workers: pc.Workers,
 		Lease: pc.Lease, MaxAttempts: pc.MaxAttempts, BackoffMax: pc.BackoffMax, HealthInterval: pc.HealthInterval,
 		DownAfter: pc.DownAfter, StrayGrace: pc.StrayGrace, DiskPressure: pc.DiskPressure, Log: log})
 }
@@ -135,8 +135,14 @@ func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *de
 	if err != nil {
 		return nil, err
 	}
+	// The demo image is a local file in images/ (allowed explicitly); no
+	// image host is listed, so URLs must be public. /data has no quota here:
+	// loop mounts need root and outlive the process, which a development
+	// aggregate (and the tests that start these agents) should not leave
+	// behind; geni-nodeagent enforces it (data_quota_bytes).
 	svc, err := agent.New(agent.Config{StateDir: stateDir, Instance: instance,
-		AllowFileImages: true, FileImageDirs: []string{images}, Logger: lg.With("agent", name)}, docker.NewRuntime(""))
+		AllowFileImages: true, FileImageDirs: []string{images}, MaxArchiveBytes: 1 << 30,
+		Logger: lg.With("agent", name)}, docker.NewRuntime(""))
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +151,9 @@ func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *de
 		svc.Close()
 		return nil, err
 	}
-	srv := &http.Server{Handler: agent.NewHandler(svc, agent.HandlerOptions{Logger: lg}), TLSConfig: tlsConf,
+	// Only the aggregate's own certificate may call a dev agent: the other
+	// agents' certificates come from the same CA.
+	srv := &http.Server{Handler: agent.NewHandler(svc, agent.HandlerOptions{AllowedClients: []string{devenv.AMURN}, Logger: lg}), TLSConfig: tlsConf,
 		ErrorLog: log.New(os.Stderr, "agent "+name+": ", 0)}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	go func() { <-ctx.Done(); _ = srv.Close(); svc.Close() }()

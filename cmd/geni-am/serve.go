@@ -143,7 +143,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		return err
 	}
 
-	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes, MaxLinks: cfg.Limits.MaxLinks, AllowLocalImages: hooks != nil && hooks.allowLocalImages})
+	rs, err := rspec.New(rspec.Config{AMURN: cfg.AMURN, MaxNodes: cfg.Limits.MaxNodes, MaxLinks: cfg.Limits.MaxLinks, AllowLocalImages: hooks != nil && hooks.allowLocalImages,
+		SliverLimits: cfg.SliverLimits.ByType()})
 	if err != nil {
 		return err
 	}

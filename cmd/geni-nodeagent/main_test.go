@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/credentials/devpki"
 )
@@ -25,15 +27,27 @@ func TestLoadConfig(t *testing.T) {
 		}
 		return p
 	}
-	cfg, err := loadConfig(write(`{"cert":"c","key":"k","client_ca":"ca","fetch_timeout":"5m","v1_plain_listen":"127.0.0.1:1888"}`))
+	cfg, err := loadConfig(write(`{"cert":"c","key":"k","client_ca":"ca","allowed_clients":["urn:publicid:IDN+x+authority+am"],"fetch_timeout":"5m","v1_plain_listen":"127.0.0.1:1888"}`))
 	if err != nil || time.Duration(cfg.FetchTimeout) != 5*time.Minute || cfg.Listen != ":1887" || cfg.DefaultNetwork != "none" {
 		t.Fatalf("%+v %v", cfg, err)
 	}
+	// The safe defaults reach the agent; negative values mean "none".
+	ac := cfg.agentConfig(nil)
+	if ac.MemoryBytes != agent.DefaultMemoryBytes || ac.NanoCPUs != agent.DefaultNanoCPUs || ac.PidsLimit != agent.DefaultPidsLimit ||
+		ac.DataQuotaBytes != 10<<30 || ac.MaxArchiveBytes != 10<<30 || ac.MaxImageUnpackedBytes != 80<<30 || len(ac.Capabilities) == 0 {
+		t.Fatalf("defaults not passed on: %+v", ac)
+	}
+	cfg.MemoryBytes, cfg.CPUs, cfg.DataQuotaBytes = -1, -1, -1
+	if ac := cfg.agentConfig(nil); ac.MemoryBytes != -1 || ac.NanoCPUs != -1 || ac.DataQuotaBytes != 0 {
+		t.Fatalf("negative limits: %+v", ac)
+	}
 	for _, bad := range []string{
-		`{"cert":"c","key":"k","client_ca":"ca","listne":":1"}`,             // misspelt key
-		`{"cert":"c","key":"k","client_ca":"ca","v1_plain_listen":":1888"}`, // no bind address
-		`{"cert":"c","key":"k","client_ca":"ca","fetch_timeout":30}`,        // not a duration string
+		`{"cert":"c","key":"k","client_ca":"ca","allow_any_client":true,"listne":":1"}`,             // misspelt key
+		`{"cert":"c","key":"k","client_ca":"ca","allow_any_client":true,"v1_plain_listen":":1888"}`, // no bind address
+		`{"cert":"c","key":"k","client_ca":"ca","allow_any_client":true,"fetch_timeout":30}`,        // not a duration string
 		`{"client_ca":""}`,
+		`{"cert":"c","key":"k","client_ca":"ca"}`, // no allowed_clients
+		`{"cert":"c","key":"k","client_ca":"ca","allowed_clients":["a"],"allow_any_client":true}`,
 	} {
 		if _, err := loadConfig(write(bad)); err == nil {
 			t.Errorf("accepted %s", bad)
@@ -49,20 +63,29 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+n1", IPs: []net.IP{net.ParseIP("127.0.0.1")}})
-	cli, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+am"})
+	serverOnly := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	srv, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+n1", IPs: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: serverOnly})
+	cli, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+am", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	// Another node's agent certificate, and a client of the same CA that
+	// is not the aggregate.
+	other, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+n2", IPs: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: serverOnly})
+	stranger, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+user+mallory"})
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sc, sk, _ := srv.WriteFiles(dir, "agent")
 	cc, ck, _ := cli.WriteFiles(dir, "am")
+	oc, ok, _ := other.WriteFiles(dir, "agent2")
+	mc, mk, _ := stranger.WriteFiles(dir, "mallory")
 
 	cfg := defaultConfig()
 	cfg.Listen, cfg.V1PlainListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Cert, cfg.Key, cfg.ClientCA = sc, sk, caFile
 	cfg.StateDir = filepath.Join(dir, "state")
 	cfg.Instance = "cmd-test"
+	cfg.AllowedClients = []string{"urn:publicid:IDN+geniam.test+authority+am"}
+	cfg.DataQuotaBytes = -1 // no sliver runs here; the test must not need root
 	if err := cfg.check(); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +110,30 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.CloseIdleConnections()
+
+	// Another agent's certificate is refused in the handshake (its role is
+	// serverAuth only); a client of the same CA not in allowed_clients gets 403.
+	octls, err := agent.ClientTLSConfig(oc, ok, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc2 := agent.NewClient("https://"+addrs[0], octls)
+	if err := oc2.Ping(pctx); err == nil {
+		t.Fatal("another agent's certificate was let in")
+	} else {
+		t.Logf("another agent's certificate: %v", err)
+	}
+	oc2.CloseIdleConnections()
+	mtls, err := agent.ClientTLSConfig(mc, mk, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mcl := agent.NewClient("https://"+addrs[0], mtls)
+	if err := mcl.Ping(pctx); am.CodeOf(err) != am.Forbidden {
+		t.Fatalf("a client not in allowed_clients: %v", err)
+	}
+	mcl.CloseIdleConnections()
+
 	resp, err := http.Get("http://" + addrs[1] + "/v1/ping/")
 	if err != nil {
 		t.Fatal(err)

@@ -45,6 +45,11 @@ type Options struct {
 	KeyBits    int // default 2048
 	Key        *rsa.PrivateKey
 	Serial     *big.Int // default random positive
+	// ExtKeyUsage is the certificate's role. The default, serverAuth and
+	// clientAuth, suits GENI identities (an aggregate serves and calls);
+	// a node agent's certificate should be serverAuth only, so that a
+	// compromised node cannot use it to call other agents.
+	ExtKeyUsage []x509.ExtKeyUsage
 }
 
 // NewCA makes a self-signed authority certificate.
@@ -86,6 +91,9 @@ func issue(o Options, parent *Identity) (*Identity, error) {
 		serial, _ = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 		serial.Add(serial, big.NewInt(1))
 	}
+	if o.ExtKeyUsage == nil {
+		o.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	}
 	cn := o.CommonName
 	if cn == "" {
 		cn = lastPart(o.URN)
@@ -104,7 +112,7 @@ func issue(o Options, parent *Identity) (*Identity, error) {
 		BasicConstraintsValid: true,
 		IsCA:                  o.IsCA,
 		SubjectKeyId:          skid[:],
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:           o.ExtKeyUsage,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 	}
 	if o.Email != "" {

@@ -6,6 +6,8 @@
 package pgcluster
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -23,12 +25,23 @@ import (
 
 // Cluster is a PostgreSQL data directory served on a unix socket in SocketDir
 // and, when Port > 0, on 127.0.0.1:Port.
+//
+// Nothing trusts a local user on TCP: `make run` is started on shared lab
+// machines, where any user can reach 127.0.0.1, and the superuser can run
+// programs as postgres (COPY ... TO PROGRAM). TCP needs the superuser's
+// password (scram-sha-256), generated at Init and kept in PasswordFile
+// (0600, the owner's only). The unix socket trusts its callers, but it lives
+// in SocketDir, mode 0700, which only the cluster's owner (and root) can
+// enter.
 type Cluster struct {
 	Dir       string // data directory
-	SocketDir string // unix socket directory
+	SocketDir string // unix socket directory (0700)
 	Port      int    // TCP port on 127.0.0.1 (also the socket's number)
-	bin       string
-	cred      *syscall.Credential
+	// Password is the superuser's, read from PasswordFile.
+	Password     string
+	PasswordFile string
+	bin          string
+	cred         *syscall.Credential
 }
 
 // ErrNoPostgres says the PostgreSQL server binaries are not installed.
@@ -78,7 +91,11 @@ func New(dir string, port int) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	c := &Cluster{Dir: filepath.Join(abs, "data"), SocketDir: filepath.Join(abs, "sock"), Port: port, bin: bin}
+	c := &Cluster{Dir: filepath.Join(abs, "data"), SocketDir: filepath.Join(abs, "sock"), Port: port, bin: bin,
+		PasswordFile: filepath.Join(abs, "password")}
+	if b, err := os.ReadFile(c.PasswordFile); err == nil {
+		c.Password = strings.TrimSpace(string(b))
+	}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -106,7 +123,8 @@ func (c *Cluster) Initialized() bool {
 	return err == nil
 }
 
-// Init runs initdb (trust authentication on the local socket and loopback only).
+// Init runs initdb: a generated superuser password for TCP (scram-sha-256),
+// trust only on the unix socket in its private directory.
 func (c *Cluster) Init() error {
 	for _, d := range []string{filepath.Dir(c.Dir), c.Dir, c.SocketDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -119,9 +137,79 @@ func (c *Cluster) Init() error {
 	if err := c.reachable(filepath.Dir(c.Dir)); err != nil {
 		return err
 	}
-	out, err := c.run("initdb", "-D", c.Dir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+	if err := c.newPassword(); err != nil {
+		return err
+	}
+	// initdb reads the password from a file the postgres user can read;
+	// it is removed as soon as initdb is done.
+	pw := filepath.Join(filepath.Dir(c.Dir), ".initdb-pw")
+	if err := os.WriteFile(pw, []byte(c.Password+"\n"), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(pw)
+	if err := c.chown(pw); err != nil {
+		return err
+	}
+	out, err := c.run("initdb", "-D", c.Dir, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
+		"--pwfile="+pw, "-E", "UTF8", "--no-sync")
 	if err != nil {
 		return fmt.Errorf("initdb: %v: %s", err, out)
+	}
+	return nil
+}
+
+func (c *Cluster) newPassword() error {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	c.Password = hex.EncodeToString(b)
+	return os.WriteFile(c.PasswordFile, []byte(c.Password+"\n"), 0o600)
+}
+
+// Secure brings a cluster made by an older version (trust on TCP, no
+// password) to the present rules: it sets a generated password through the
+// unix socket, makes every host line of pg_hba.conf ask for scram-sha-256,
+// closes the socket directory to other users and reloads the server. A
+// cluster that already has its password file is left as it is. The server
+// must be running.
+func (c *Cluster) Secure() error {
+	if err := os.Chmod(c.SocketDir, 0o700); err != nil {
+		return err
+	}
+	if c.Password != "" {
+		return nil
+	}
+	if err := c.newPassword(); err != nil {
+		return err
+	}
+	cmd := exec.Command(c.psqlPath(), "-h", c.SocketDir, "-p", strconv.Itoa(c.Port), "-U", "postgres", "-d", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1")
+	cmd.Stdin = strings.NewReader("SET password_encryption = 'scram-sha-256';\nALTER ROLE postgres PASSWORD '" + c.Password + "';\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		_ = os.Remove(c.PasswordFile)
+		c.Password = ""
+		return fmt.Errorf("setting the superuser password: %v: %s", err, out)
+	}
+	hba := filepath.Join(c.Dir, "pg_hba.conf")
+	b, err := os.ReadFile(hba)
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		f := strings.Fields(l)
+		if len(f) >= 5 && (f[0] == "host" || f[0] == "hostssl" || f[0] == "hostnossl") && f[len(f)-1] == "trust" {
+			lines[i] = strings.Join(append(f[:len(f)-1], "scram-sha-256"), "\t")
+		}
+	}
+	if err := os.WriteFile(hba, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		return err
+	}
+	if err := c.chown(hba); err != nil {
+		return err
+	}
+	if out, err := c.run("pg_ctl", "-D", c.Dir, "reload"); err != nil {
+		return fmt.Errorf("pg_ctl reload: %v: %s", err, out)
 	}
 	return nil
 }
@@ -185,19 +273,23 @@ func (c *Cluster) Running() bool {
 
 // URL is a connection URL for database db over TCP on loopback.
 func (c *Cluster) URL(db string) string {
-	u := url.URL{Scheme: "postgres", User: url.User("postgres"), Host: "127.0.0.1:" + strconv.Itoa(c.Port), Path: "/" + db}
+	u := url.URL{Scheme: "postgres", User: url.UserPassword("postgres", c.Password), Host: "127.0.0.1:" + strconv.Itoa(c.Port), Path: "/" + db}
 	u.RawQuery = "sslmode=disable"
 	return u.String()
 }
 
 // Psql runs psql against database db with the given arguments.
 func (c *Cluster) Psql(db string, args ...string) ([]byte, error) {
+	cmd := exec.Command(c.psqlPath(), append([]string{c.URL(db), "-v", "ON_ERROR_STOP=1", "-X", "-q"}, args...)...)
+	return cmd.CombinedOutput()
+}
+
+func (c *Cluster) psqlPath() string {
 	psql := filepath.Join(c.bin, "psql")
 	if _, err := os.Stat(psql); err != nil {
 		psql = "psql"
 	}
-	cmd := exec.Command(psql, append([]string{c.URL(db), "-v", "ON_ERROR_STOP=1", "-X", "-q"}, args...)...)
-	return cmd.CombinedOutput()
+	return psql
 }
 
 func (c *Cluster) run(name string, args ...string) ([]byte, error) {

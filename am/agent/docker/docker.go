@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -302,6 +303,24 @@ func (c *Client) ImageID(ctx context.Context, ref string) (string, error) {
 	return img.ID, nil
 }
 
+// ImageVolumes returns the paths the image declares as VOLUME, sorted.
+func (c *Client) ImageVolumes(ctx context.Context, ref string) ([]string, error) {
+	var img struct {
+		Config struct {
+			Volumes map[string]struct{} `json:"Volumes"`
+		} `json:"Config"`
+	}
+	if _, err := c.doJSON(ctx, http.MethodGet, "/images/"+escapeRef(ref)+"/json", nil, nil, &img); err != nil {
+		return nil, err
+	}
+	var out []string
+	for v := range img.Config.Volumes {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 // escapeRef escapes an image reference for a URL path, keeping the "/" of
 // repository names (the engine routes /images/{name:.*}/json on them).
 func escapeRef(ref string) string {
@@ -333,16 +352,20 @@ type ContainerConfig struct {
 
 // HostConfig is the host side of a container.
 type HostConfig struct {
-	Binds         []string      `json:"Binds,omitempty"`
-	NetworkMode   string        `json:"NetworkMode,omitempty"`
-	RestartPolicy RestartPolicy `json:"RestartPolicy"`
-	Memory        int64         `json:"Memory,omitempty"`
-	NanoCPUs      int64         `json:"NanoCpus,omitempty"`
-	PidsLimit     *int64        `json:"PidsLimit,omitempty"`
-	Devices       []Device      `json:"Devices,omitempty"`
-	SecurityOpt   []string      `json:"SecurityOpt,omitempty"`
-	CapDrop       []string      `json:"CapDrop,omitempty"`
-	LogConfig     *LogConfig    `json:"LogConfig,omitempty"`
+	Binds          []string          `json:"Binds,omitempty"`
+	NetworkMode    string            `json:"NetworkMode,omitempty"`
+	RestartPolicy  RestartPolicy     `json:"RestartPolicy"`
+	Memory         int64             `json:"Memory,omitempty"`
+	MemorySwap     int64             `json:"MemorySwap,omitempty"`
+	NanoCPUs       int64             `json:"NanoCpus,omitempty"`
+	PidsLimit      *int64            `json:"PidsLimit,omitempty"`
+	Devices        []Device          `json:"Devices,omitempty"`
+	SecurityOpt    []string          `json:"SecurityOpt,omitempty"`
+	CapDrop        []string          `json:"CapDrop,omitempty"`
+	CapAdd         []string          `json:"CapAdd,omitempty"`
+	ReadonlyRootfs bool              `json:"ReadonlyRootfs,omitempty"`
+	Tmpfs          map[string]string `json:"Tmpfs,omitempty"`
+	LogConfig      *LogConfig        `json:"LogConfig,omitempty"`
 }
 
 // RestartPolicy is Docker's restart policy: "no", "always", "unless-stopped", "on-failure".

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/geniam/geniam/am/agent"
@@ -67,7 +68,29 @@ func (r Runtime) Create(ctx context.Context, s agent.ContainerSpec) (string, err
 			// no-new-privileges: setuid binaries in an experimenter's image
 			// cannot raise privileges inside the container.
 			SecurityOpt: []string{"no-new-privileges"},
+			// Every capability is dropped but the documented minimum the
+			// agent asks for (agent.DefaultCapabilities: no MKNOD, no
+			// NET_RAW).
+			CapDrop:        []string{"ALL"},
+			CapAdd:         s.Capabilities,
+			ReadonlyRootfs: s.ReadOnlyRootfs,
 		},
+	}
+	if s.MemoryBytes > 0 {
+		cfg.HostConfig.MemorySwap = s.MemoryBytes // no swap beyond the limit
+	}
+	if s.ReadOnlyRootfs {
+		cfg.HostConfig.Tmpfs = map[string]string{"/tmp": "rw,nosuid,nodev,size=64m"}
+	}
+	// An image's VOLUME would make the engine create a volume outside /data
+	// that is never archived and outlives the sliver: refuse it by name.
+	vols, err := r.ImageVolumes(ctx, s.Image)
+	if err != nil {
+		return "", translate(err)
+	}
+	if len(vols) > 0 {
+		return "", fmt.Errorf("%w: the image declares VOLUME %s; volumes live outside /data and are never archived, so this agent refuses them (rebuild the image without VOLUME and keep data in /data)",
+			agent.ErrRefused, strings.Join(vols, ", "))
 	}
 	if s.Network == "none" {
 		cfg.NetworkDisabled = true

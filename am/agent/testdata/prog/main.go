@@ -13,6 +13,8 @@ import (
 	"time"
 )
 
+var sleepFlag = flag.String("sleep", "", `how long to run: a duration, or "forever" (until signalled)`)
+
 type list []string
 
 func (l *list) String() string     { return strings.Join(*l, ",") }
@@ -22,13 +24,16 @@ func main() {
 	var writes, cats, appends, tries list
 	out := flag.String("out", "", "line to print on stdout")
 	errs := flag.String("err", "", "line to print on stderr")
-	sleep := flag.String("sleep", "", `how long to run: a duration, or "forever" (until signalled)`)
+	sleep := sleepFlag
 	code := flag.Int("exit", 0, "exit code")
 	flag.Var(&writes, "write", "name=content: write /data/name")
 	flag.Var(&cats, "cat", "path: copy the file to stdout")
 	flag.Var(&appends, "append", "name: append a line to /data/name (counts runs)")
 	flag.Var(&tries, "try-write", "path: try to create the file; print the outcome on stdout")
 	flag.Parse()
+	if *hostile != "" {
+		runHostile(*hostile, flag.Args())
+	}
 
 	for _, a := range appends {
 		f, err := os.OpenFile("/data/"+a, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
