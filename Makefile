@@ -3,6 +3,8 @@
 #   make test   every test, PostgreSQL and Docker included, plus a short fuzzing pass
 #   make bench  benchmarks (go test -bench)
 #   make fuzz   every fuzz target for FUZZTIME each
+#   make lint   staticcheck and unreachable-code detection (tools fetched from the Go module proxy)
+#   make race   the race detector over the packages with concurrent code and fast tests
 #   make soak   the load and fault soak, long form (SOAK_DURATION, SOAK_CLIENTS)
 
 GO        ?= go
@@ -10,7 +12,7 @@ FUZZTIME  ?= 60s
 SHORTFUZZ ?= 4s
 PKGS      := ./...
 
-.PHONY: all build run test vet unit fuzz-short fuzz bench soak clean
+.PHONY: all build run test vet unit fuzz-short fuzz lint race bench soak clean
 
 all: build
 
@@ -40,6 +42,27 @@ fuzz:
 	done
 
 test: vet unit fuzz-short
+
+# make lint: staticcheck, and deadcode -test, which names every function that
+# no main and no test reaches. The versions are pinned; go run fetches them
+# from the module proxy once and caches the build.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DEADCODE    ?= golang.org/x/tools/cmd/deadcode@v0.53.0
+
+lint:
+	$(GO) run $(STATICCHECK) $(PKGS)
+	@out="$$($(GO) run $(DEADCODE) -test $(PKGS))"; \
+	  if [ -n "$$out" ]; then echo "unreachable code (remove it, or use it):"; echo "$$out"; exit 1; fi
+
+# make race: the race detector on the packages whose concurrency it can see
+# quickly (the aggregate, the codec, credentials and its caches, the store's
+# concurrent transactions). The agent and provisioning suites run real
+# containers and take minutes without it; `go test -race ./...` covers them
+# when there is time.
+RACE_PKGS ?= ./am ./am/xmlrpc ./am/metrics ./credentials/... ./rspec ./store
+
+race:
+	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
 
 # make bench: the Go benchmarks (BenchmarkScale: 10,000 nodes; BenchmarkTutorialBurst:
 # 40 clients x 5 containers against docker run), then geni-am-bench over real TLS

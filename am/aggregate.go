@@ -41,8 +41,11 @@ type AggregateConfig struct {
 	// Provisioner, when set, is told of committed changes (see Provisioner).
 	Provisioner Provisioner
 	// Ops, when set, is the operator's policy: allow/deny lists, sliver
-	// limits, maintenance (see OpsPolicy).
+	// limits, maintenance (see OpsPolicy). The Gate applies it.
 	Ops *OpsPolicy
+	// Auditor receives the audit records of requests the Gate sees at entry
+	// points other than the AM API edge (Gate.Audit); the edge has its own.
+	Auditor Auditor
 }
 
 // Provisioner drives the nodes. The Aggregate calls it after each change has
@@ -62,7 +65,7 @@ type Provisioner interface {
 type Aggregate struct {
 	cfg    AggregateConfig
 	store  Store
-	auth   Authorizer
+	gate   *Gate
 	rspecs RSpecs
 	now    func() time.Time
 
@@ -84,35 +87,27 @@ const (
 func NewAggregate(cfg AggregateConfig, store Store, auth Authorizer, rspecs RSpecs, clock func() time.Time) *Aggregate {
 	cfg = cfg.withDefaults()
 	if cfg.Authority == "" {
-		cfg.Authority, _, _, _ = SplitURN(cfg.URN)
+		if u, err := ParseURN(cfg.URN); err == nil {
+			cfg.Authority = u.Authority
+		}
 	}
 	if clock == nil {
 		clock = time.Now
 	}
-	a := &Aggregate{cfg: cfg, store: store, auth: auth, rspecs: rspecs, now: clock}
+	gate := NewGate(GateConfig{Authorizer: auth, Ops: cfg.Ops, Operators: cfg.Operators, Slices: store,
+		Auditor: cfg.Auditor, Now: clock})
+	a := &Aggregate{cfg: cfg, store: store, gate: gate, rspecs: rspecs, now: clock}
 	a.ads.ttl = cfg.AdCacheTTL
 	return a
 }
 
+// Gate returns the authorization gate of the aggregate, for the entry points
+// beside the AM API (/data, console, logs, SSH): the same credentials
+// checks, operator policy, shut-down rule and audit trail.
+func (a *Aggregate) Gate() *Gate { return a.gate }
+
 // Config returns the effective configuration (defaults filled in).
 func (a *Aggregate) Config() AggregateConfig { return a.cfg }
-
-// SplitURN splits urn:publicid:IDN+<authority>+<type>+<name>. ok is false
-// when urn does not have that shape.
-func SplitURN(urn string) (authority, typ, name string, ok bool) {
-	const prefix = "urn:publicid:IDN+"
-	if len(urn) > 1024 || !strings.HasPrefix(urn, prefix) {
-		return "", "", "", false
-	}
-	parts := strings.SplitN(urn[len(prefix):], "+", 3)
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-		return "", "", "", false
-	}
-	if strings.ContainsAny(urn, " \t\r\n") {
-		return "", "", "", false
-	}
-	return parts[0], parts[1], parts[2], true
-}
 
 // ---- GetVersion, ListResources ----
 
@@ -127,7 +122,7 @@ func (a *Aggregate) GetVersion(ctx context.Context, c Call) (*Version, error) {
 // adCache for when a cached one is served and how stale it may be.
 func (a *Aggregate) ListResources(ctx context.Context, c Call) (string, error) {
 	const op = "ListResources"
-	if _, err := a.authorize(ctx, c, op, ""); err != nil {
+	if _, err := a.authorize(ctx, c, Access{Method: op}); err != nil {
 		return "", opErr(op, err)
 	}
 	if err := checkRSpecVersion(c.Options); err != nil {
@@ -153,35 +148,11 @@ func checkRSpecVersion(o Options) error {
 
 // ---- authorization and URN resolution ----
 
-// authorize asks the trust layer, notes the answer in the call's audit
-// record and applies the operator's allow/deny lists.
-func (a *Aggregate) authorize(ctx context.Context, c Call, method, target string, privileges ...string) (*Authorization, error) {
-	AuditFrom(ctx).NoteSlice(target)
-	if a.auth == nil {
-		return nil, Errorf(Forbidden, "no trust configuration")
-	}
-	authz, err := a.auth.Authorize(AuthRequest{Method: method, Caller: c.Caller, Credentials: c.Credentials,
-		Target: target, Privileges: privileges, SpeakingFor: c.Options.SpeakingFor, Now: a.now()})
-	if err != nil {
-		return nil, err
-	}
-	if authz == nil {
-		return nil, Errorf(Forbidden, "credentials do not authorize %s", method)
-	}
-	AuditFrom(ctx).NoteAuthorization(authz)
-	if err := a.cfg.Ops.checkAccess(authz); err != nil {
-		return nil, err
-	}
-	return authz, nil
-}
-
-func (a *Aggregate) isOperator(authz *Authorization) bool {
-	for _, o := range a.cfg.Operators {
-		if o == authz.User {
-			return true
-		}
-	}
-	return false
+// authorize asks the Gate about an AM API call: the call's caller,
+// credentials and speaks-for with the method's target and privileges.
+func (a *Aggregate) authorize(ctx context.Context, c Call, acc Access) (*Grant, error) {
+	acc.Caller, acc.Credentials, acc.SpeakingFor = c.Caller, c.Credentials, c.Options.SpeakingFor
+	return a.gate.Check(ctx, acc)
 }
 
 // scope is what a call on urns acts on, once authorized.
@@ -204,11 +175,12 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 	var sc scope
 	var sliverURNs []string
 	seen := map[string]bool{}
-	for _, u := range urns {
-		_, typ, _, ok := SplitURN(u)
-		if !ok {
-			return nil, Errorf(BadArgs, "%q is not a GENI URN (urn:publicid:IDN+authority+type+name)", clip(u))
+	for _, raw := range urns {
+		parsed, err := ParseURN(raw)
+		if err != nil {
+			return nil, Errorf(BadArgs, "%v", err)
 		}
+		u, typ := parsed.String(), parsed.Type
 		switch typ {
 		case "slice":
 			if len(urns) != 1 {
@@ -245,7 +217,7 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 		sc.slivers = sliverURNs
 		AuditFrom(ctx).NoteSlivers(sliverURNs...)
 	}
-	authz, err := a.authorize(ctx, c, method, sc.slice, privileges...)
+	grant, err := a.authorize(ctx, c, Access{Method: method, Slice: sc.slice, Privileges: privileges})
 	if err != nil {
 		if sc.slivers != nil {
 			// The caller named slivers, not the slice: the slice may be
@@ -254,16 +226,7 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 		}
 		return nil, err
 	}
-	sc.authz, sc.operator = authz, a.isOperator(authz)
-	if !sc.operator {
-		sl, err := a.store.Slice(ctx, sc.slice)
-		if err != nil {
-			return nil, err
-		}
-		if sl != nil && sl.ShutDown {
-			return nil, shutDownErr(sc.slice)
-		}
-	}
+	sc.authz, sc.operator = grant.Authorization, grant.Operator
 	return &sc, nil
 }
 
@@ -377,10 +340,13 @@ func (a *Aggregate) Status(ctx context.Context, c Call, urns []string) (*StatusR
 // slice is ALREADYEXISTS.
 func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec string) (*AllocateResult, error) {
 	const op = "Allocate"
-	if _, typ, _, ok := SplitURN(sliceURN); !ok || typ != "slice" {
-		return nil, opErr(op, Errorf(BadArgs, "%q is not a slice URN", clip(sliceURN)))
+	slice, err := URNOfType(sliceURN, "slice")
+	if err != nil {
+		return nil, opErr(op, Errorf(BadArgs, "slice_urn: %v", err))
 	}
-	authz, err := a.authorize(ctx, c, op, sliceURN, privCreate)
+	sliceURN = slice.String()
+	grant, err := a.authorize(ctx, c, Access{Method: op, Slice: sliceURN, Privileges: []string{privCreate}, NewWork: true,
+		ShutDownOK: true}) // the store's Allocate refuses a shut-down slice in its own transaction
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -395,7 +361,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		return nil, opErr(op, Errorf(BadArgs, "the request RSpec has no nodes for this aggregate"))
 	}
 	now := a.now()
-	if err := a.cfg.Ops.checkAllocate(ctx, authz, sliceURN, len(req.Slivers), now); err != nil {
+	if err := a.gate.Limits(ctx, grant, sliceURN, len(req.Slivers)); err != nil {
 		return nil, opErr(op, err)
 	}
 	var endWanted time.Time
@@ -405,14 +371,14 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		}
 		endWanted = c.Options.EndTime.UTC()
 	}
-	expires := a.cfg.allocationExpiry(now, authz.Expires, endWanted)
+	expires := a.cfg.allocationExpiry(now, grant.Expires, endWanted)
 	if !expires.After(now) {
-		return nil, opErr(op, Errorf(Expired, "the slice credential expired at %s", rfc3339(authz.Expires)))
+		return nil, opErr(op, Errorf(Expired, "the slice credential expired at %s", rfc3339(grant.Expires)))
 	}
 	// A geni_start_time not in the future is now, as in gcf.
 	var starts time.Time
 	if st := c.Options.StartTime; st != nil && st.After(now) {
-		if starts, expires, err = a.cfg.reservationWindow(now, *st, endWanted, authz.Expires); err != nil {
+		if starts, expires, err = a.cfg.reservationWindow(now, *st, endWanted, grant.Expires); err != nil {
 			return nil, opErr(op, err)
 		}
 		endWanted = expires
@@ -466,7 +432,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 	}
 
 	plan := func(nodes []Node) ([]Sliver, error) {
-		nodes = forWindow(nodes, windowStart, expires, !starts.IsZero(), authz.User, project, a.cfg.MaxBookedPerNode)
+		nodes = forWindow(nodes, windowStart, expires, !starts.IsZero(), grant.User, project, a.cfg.MaxBookedPerNode)
 		placed, err := PlaceShuffled(a.cfg.Placement, nodes, reqs, mrand.IntN)
 		if err != nil {
 			return nil, err
@@ -476,7 +442,7 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 			out[i] = Sliver{URN: a.newSliverURN(), SliceURN: sliceURN, ClientID: r.ClientID, NodeName: placed[i],
 				SliverType: r.SliverType, Exclusive: r.SliverType == SliverTypeExclusive, Image: r.Image,
 				Execute: r.Execute, Install: r.Install, Run: r.Run, NodeXML: r.NodeXML, Allocation: Allocated,
-				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: authz.User, CreatedAt: now,
+				Operational: PendingAllocation, Expires: expires, EndWanted: endWanted, CreatedBy: grant.User, CreatedAt: now,
 				Starts: starts}
 			for _, f := range ifaces[i] {
 				f.MAC = LinkMAC(out[i].URN, f.ClientID)
@@ -488,8 +454,8 @@ func (a *Aggregate) Allocate(ctx context.Context, c Call, sliceURN string, rspec
 		}
 		return out, nil
 	}
-	slivers, err := a.store.Allocate(ctx, AllocateTx{SliceURN: sliceURN, SliceExpires: authz.Expires, Actor: authz.User,
-		Operator: a.isOperator(authz), Now: now, Bound: bound, AllBound: allBound, Plan: plan,
+	slivers, err := a.store.Allocate(ctx, AllocateTx{SliceURN: sliceURN, SliceExpires: grant.Expires, Actor: grant.User,
+		Operator: grant.Operator, Now: now, Bound: bound, AllBound: allBound, Plan: plan,
 		Starts: starts, BookLimit: a.cfg.MaxBookedPerNode})
 	if err != nil {
 		return nil, opErr(op, err)
@@ -516,7 +482,7 @@ func (a *Aggregate) allocateResult(op, sliceURN string, manifestOf []Sliver, sta
 func (a *Aggregate) newSliverURN() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	return "urn:publicid:IDN+" + a.cfg.Authority + "+sliver+" + hex.EncodeToString(b)
+	return URN{Authority: a.cfg.Authority, Type: "sliver", Name: hex.EncodeToString(b)}.String()
 }
 
 // ---- Provision ----
@@ -691,9 +657,6 @@ func (a *Aggregate) Renew(ctx context.Context, c Call, urns []string, expiration
 }
 
 // ---- PerformOperationalAction ----
-
-// SupportedActions are the PerformOperationalAction actions we implement.
-var SupportedActions = []string{ActionStart, ActionStop, ActionRestart, ActionUpdateUsers, ActionFetchData}
 
 // PerformOperationalAction records operational transitions on provisioned
 // slivers; a Provisioner carries them out on the nodes.
@@ -901,14 +864,16 @@ func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]Sliver
 // unknown here or already shut down also gets true.
 func (a *Aggregate) Shutdown(ctx context.Context, c Call, sliceURN string) error {
 	const op = "Shutdown"
-	if _, typ, _, ok := SplitURN(sliceURN); !ok || typ != "slice" {
-		return opErr(op, Errorf(BadArgs, "%q is not a slice URN", clip(sliceURN)))
+	slice, err := URNOfType(sliceURN, "slice")
+	if err != nil {
+		return opErr(op, Errorf(BadArgs, "slice_urn: %v", err))
 	}
-	authz, err := a.authorize(ctx, c, op, sliceURN, privShutdown)
+	sliceURN = slice.String()
+	grant, err := a.authorize(ctx, c, Access{Method: op, Slice: sliceURN, Privileges: []string{privShutdown}, ShutDownOK: true})
 	if err != nil {
 		return opErr(op, err)
 	}
-	if err := a.store.Shutdown(ctx, sliceURN, authz.User, a.now()); err != nil {
+	if err := a.store.Shutdown(ctx, sliceURN, grant.User, a.now()); err != nil {
 		return opErr(op, err)
 	}
 	if p := a.cfg.Provisioner; p != nil {

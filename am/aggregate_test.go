@@ -6,49 +6,6 @@ import (
 	"time"
 )
 
-func TestSplitURN(t *testing.T) {
-	cases := []struct {
-		in              string
-		auth, typ, name string
-		ok              bool
-	}{
-		{"urn:publicid:IDN+geni:gpo:gcf+slice+s1", "geni:gpo:gcf", "slice", "s1", true},
-		{"urn:publicid:IDN+am.test+sliver+ab12", "am.test", "sliver", "ab12", true},
-		{"urn:publicid:IDN+a+node+n+with+plus", "a", "node", "n+with+plus", true},
-		{"urn:publicid:IDN+a+slice+", "", "", "", false},
-		{"urn:publicid:IDN++slice+x", "", "", "", false},
-		{"urn:publicid:IDN+a+slice", "", "", "", false},
-		{"http://x", "", "", "", false},
-		{"urn:publicid:IDN+a+slice+x y", "", "", "", false},
-		{"", "", "", "", false},
-	}
-	for _, c := range cases {
-		a, ty, n, ok := SplitURN(c.in)
-		if ok != c.ok || a != c.auth || ty != c.typ || n != c.name {
-			t.Errorf("SplitURN(%q) = %q %q %q %v", c.in, a, ty, n, ok)
-		}
-	}
-}
-
-func FuzzSplitURN(f *testing.F) {
-	for _, s := range []string{"urn:publicid:IDN+geni:gpo:gcf+slice+s1", "urn:publicid:IDN+a+sliver+x", "urn:publicid:IDN+++", "x"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		a, ty, n, ok := SplitURN(s)
-		if ok && "urn:publicid:IDN+"+a+"+"+ty+"+"+n != s {
-			t.Fatalf("SplitURN(%q) does not reassemble", s)
-		}
-	})
-}
-
-func TestEarliest(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	if got := earliest(t0.Add(time.Hour), time.Time{}, t0.Add(time.Minute)); !got.Equal(t0.Add(time.Minute)) {
-		t.Errorf("earliest = %v", got)
-	}
-}
-
 func TestMergeUsers(t *testing.T) {
 	have := []User{{URN: "a", Keys: []string{"k1"}}, {URN: "b", Keys: []string{"k2"}}}
 	got := mergeUsers(have, []User{{URN: "b", Keys: []string{"k3"}}, {URN: "c", Keys: nil}})
@@ -98,5 +55,12 @@ func TestActionTransitions(t *testing.T) {
 	}
 	if _, err := actionTransition(ActionUpdateUsers, Options{}); CodeOf(err) != BadArgs {
 		t.Errorf("update_users without geni_users: %v", err)
+	}
+}
+
+func TestEarliest(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got := earliest(t0.Add(time.Hour), time.Time{}, t0.Add(time.Minute)); !got.Equal(t0.Add(time.Minute)) {
+		t.Errorf("earliest = %v", got)
 	}
 }

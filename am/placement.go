@@ -95,13 +95,7 @@ func place(policy PlacementPolicy, nodes []Node, reqs []SliverRequest, intN func
 		return st.node.Capacity - st.used
 	}
 	usable := func(st *state, exclusive bool) bool {
-		if !st.node.Available || !offers(st.node, exclusive) {
-			return false
-		}
-		if exclusive {
-			return st.used == 0 && !st.exclusive
-		}
-		return free(st) > 0
+		return canTake(st.node, st.used, st.exclusive, exclusive)
 	}
 	take := func(st *state, exclusive bool) {
 		if exclusive {
@@ -228,6 +222,27 @@ func allUnavailable(nodes []Node) bool {
 		}
 	}
 	return len(nodes) > 0
+}
+
+// CanTake is the one "can this node take a sliver now" rule, for placement
+// and for the advertisement's available flag: the node is available, offers
+// the sliver type, is not held by an exclusive sliver, and has a free slot (a
+// container) or nothing on it at all (an exclusive sliver).
+func (n Node) CanTake(exclusive bool) bool { return canTake(&n, n.Used, n.Exclusive, exclusive) }
+
+// Offers reports whether the node offers exclusive (or container) slivers.
+func (n Node) Offers(exclusive bool) bool { return offers(&n, exclusive) }
+
+// canTake is CanTake with the slots used and the exclusive hold as a
+// placement in progress counts them.
+func canTake(n *Node, used int, heldWhole, exclusive bool) bool {
+	if !n.Available || heldWhole || !offers(n, exclusive) {
+		return false
+	}
+	if exclusive {
+		return used == 0
+	}
+	return n.Capacity-used > 0
 }
 
 func offers(n *Node, exclusive bool) bool {

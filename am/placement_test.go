@@ -147,3 +147,32 @@ func BenchmarkPlace1000(b *testing.B) {
 		}
 	}
 }
+
+// TestNodeCanTake: the one "can take a sliver" rule, which placement and the
+// advertisement's available flag share.
+func TestNodeCanTake(t *testing.T) {
+	both := []string{SliverTypeContainer, SliverTypeExclusive}
+	shared := Node{Name: "n1", SliverTypes: both, Capacity: 2, Available: true}
+	with := func(n Node, f func(*Node)) Node { f(&n); return n }
+	for _, tc := range []struct {
+		name      string
+		n         Node
+		exclusive bool
+		want      bool
+	}{
+		{"container on empty node", shared, false, true},
+		{"container on half-used node", with(shared, func(n *Node) { n.Used = 1 }), false, true},
+		{"container on full node", with(shared, func(n *Node) { n.Used = 2 }), false, false},
+		{"container on unavailable node", with(shared, func(n *Node) { n.Available = false }), false, false},
+		{"container on exclusively held node", with(shared, func(n *Node) { n.Exclusive = true }), false, false},
+		{"container on exclusive-only node", with(shared, func(n *Node) { n.SliverTypes = both[1:] }), false, false},
+		{"exclusive on empty node", shared, true, true},
+		{"exclusive on used node", with(shared, func(n *Node) { n.Used = 1 }), true, false},
+		{"exclusive on container-only node", with(shared, func(n *Node) { n.SliverTypes = both[:1] }), true, false},
+		{"exclusive on unavailable node", with(shared, func(n *Node) { n.Available = false }), true, false},
+	} {
+		if got := tc.n.CanTake(tc.exclusive); got != tc.want {
+			t.Errorf("%s: CanTake(%v) = %v, want %v", tc.name, tc.exclusive, got, tc.want)
+		}
+	}
+}

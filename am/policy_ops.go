@@ -54,11 +54,11 @@ type SliverCounter interface {
 // ProjectOf returns the project of a slice URN: its authority when that has a
 // subauthority ("ch.geni.net:myproj"), else "" (no project limit applies).
 func ProjectOf(sliceURN string) string {
-	auth, _, _, ok := SplitURN(sliceURN)
-	if !ok || !strings.Contains(auth, ":") {
+	u, err := ParseURN(sliceURN)
+	if err != nil || !strings.Contains(u.Authority, ":") {
 		return ""
 	}
-	return auth
+	return u.Authority
 }
 
 // checkAccess applies Allow and Deny to an authorized call.
@@ -73,7 +73,8 @@ func (p *OpsPolicy) checkAccess(authz *Authorization) error {
 	var names []string
 	for _, s := range subjects {
 		names = append(names, s)
-		if auth, _, _, ok := SplitURN(s); ok {
+		if u, err := ParseURN(s); err == nil {
+			auth := u.Authority
 			names = append(names, auth)
 			if i := strings.IndexByte(auth, ':'); i > 0 {
 				names = append(names, auth[:i])
@@ -146,17 +147,14 @@ func firstNonEmpty(xs ...string) string {
 	return ""
 }
 
-// checkAllocate applies maintenance and the sliver limits to an Allocate of
-// n new slivers by authz.User on sliceURN. The limits are checked before the
-// allocation's transaction: two concurrent Allocates of one user may both
-// pass and overshoot by one request (the limits are fair-use bounds, not
-// capacity; capacity is enforced by the database).
-func (p *OpsPolicy) checkAllocate(ctx context.Context, authz *Authorization, sliceURN string, n int, now time.Time) error {
+// checkLimits applies the sliver limits to an Allocate of n new slivers by
+// authz.User on sliceURN. The limits are checked before the allocation's
+// transaction: two concurrent Allocates of one user may both pass and
+// overshoot by one request (the limits are fair-use bounds, not capacity;
+// capacity is enforced by the database).
+func (p *OpsPolicy) checkLimits(ctx context.Context, authz *Authorization, sliceURN string, n int) error {
 	if p == nil {
 		return nil
-	}
-	if msg := p.maintenance(ctx, now); msg != "" {
-		return Errorf(Unavailable, "the aggregate is in maintenance and accepts no new allocations: %s", msg)
 	}
 	userMax := p.MaxSliversPerUser
 	if v, ok := p.UserLimits[authz.User]; ok {

@@ -360,48 +360,23 @@ func normalizeNewlines(s string) string {
 }
 
 // escapeText escapes character data as C14N requires.
-func escapeText(w *bytes.Buffer, s string) {
-	last := 0
-	for i := 0; i < len(s); i++ {
-		var esc string
-		switch s[i] {
-		case '&':
-			esc = "&amp;"
-		case '<':
-			esc = "&lt;"
-		case '>':
-			esc = "&gt;"
-		case '\r':
-			esc = "&#xD;"
-		default:
-			continue
-		}
-		w.WriteString(s[last:i])
-		w.WriteString(esc)
-		last = i + 1
-	}
-	w.WriteString(s[last:])
-}
+func escapeText(w *bytes.Buffer, s string) { escapeC14N(w, s, &textEscapes) }
 
 // escapeAttr escapes an attribute value as C14N requires.
-func escapeAttr(w *bytes.Buffer, s string) {
+func escapeAttr(w *bytes.Buffer, s string) { escapeC14N(w, s, &attrEscapes) }
+
+// The replacements C14N 1.0 makes in text and in attribute values (§2.3);
+// every other byte is written as it is.
+var (
+	textEscapes = [256]string{'&': "&amp;", '<': "&lt;", '>': "&gt;", '\r': "&#xD;"}
+	attrEscapes = [256]string{'&': "&amp;", '<': "&lt;", '"': "&quot;", '\t': "&#x9;", '\n': "&#xA;", '\r': "&#xD;"}
+)
+
+func escapeC14N(w *bytes.Buffer, s string, table *[256]string) {
 	last := 0
 	for i := 0; i < len(s); i++ {
-		var esc string
-		switch s[i] {
-		case '&':
-			esc = "&amp;"
-		case '<':
-			esc = "&lt;"
-		case '"':
-			esc = "&quot;"
-		case '\t':
-			esc = "&#x9;"
-		case '\n':
-			esc = "&#xA;"
-		case '\r':
-			esc = "&#xD;"
-		default:
+		esc := table[s[i]]
+		if esc == "" {
 			continue
 		}
 		w.WriteString(s[last:i])

@@ -10,6 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/credentials/pemcerts"
 )
 
 // Signer is a key that signs credentials, with its certificate and the chain
@@ -28,11 +31,6 @@ func (s *Signer) hash() crypto.Hash {
 		return crypto.SHA1
 	}
 	return crypto.SHA256
-}
-
-// certs returns the signer's certificate followed by its chain.
-func (s *Signer) certs() []*x509.Certificate {
-	return append([]*x509.Certificate{s.Cert}, s.Chain...)
 }
 
 // parseGID parses the text of an owner_gid or target_gid: one or more PEM
@@ -54,27 +52,14 @@ func parseGID(text string) ([]*x509.Certificate, error) {
 		}
 		return []*x509.Certificate{c}, nil
 	}
-	var out []*x509.Certificate
-	rest := []byte(text)
-	for {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate does not parse: %v", err)
-		}
-		out = append(out, c)
+	certs, bad := pemcerts.Parse([]byte(text))
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("certificate does not parse: %v", bad[0])
 	}
-	if len(out) == 0 {
+	if len(certs) == 0 {
 		return nil, errors.New("no certificate in PEM text")
 	}
-	return out, nil
+	return certs, nil
 }
 
 // gidText renders certificates as owner_gid/target_gid text (PEM, leaf first).
@@ -123,58 +108,21 @@ func KeyID(c *x509.Certificate) string {
 	return ""
 }
 
-// URN is a parsed urn:publicid:IDN+<authority>+<type>+<name>.
-type URN struct {
-	Authority, Type, Name string
-}
-
-// ParseURN splits a GENI URN. The name may contain '+'.
-func ParseURN(s string) (URN, error) {
-	if len(s) < 17 || !strings.EqualFold(s[:17], "urn:publicid:IDN+") {
-		return URN{}, fmt.Errorf("%q is not a urn:publicid:IDN+ URN", s)
-	}
-	parts := strings.SplitN(s[17:], "+", 3)
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-		return URN{}, fmt.Errorf("URN %q lacks an authority, type or name", s)
-	}
-	if strings.ContainsAny(s, " \t\r\n?/#|") {
-		return URN{}, fmt.Errorf("URN %q contains a forbidden character", s)
-	}
-	return URN{Authority: parts[0], Type: parts[1], Name: parts[2]}, nil
-}
-
-// authorityCovers reports whether authority a is an authority over the
-// namespace of authority sub: a's ':'-separated components are a prefix of
-// sub's, compared case-insensitively (credentials.md §1.2).
-func authorityCovers(a, sub string) bool {
-	ac := strings.Split(strings.ToLower(a), ":")
-	sc := strings.Split(strings.ToLower(sub), ":")
-	if len(ac) > len(sc) {
-		return false
-	}
-	for i := range ac {
-		if ac[i] != sc[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // authorityOver reports whether the certificate issuer is a GENI authority
 // (URN type authority) over the subject certificate's namespace.
 func authorityOver(issuer, subject *x509.Certificate) error {
-	iu, err := ParseURN(URNOf(issuer))
+	iu, err := am.ParseURN(URNOf(issuer))
 	if err != nil {
 		return fmt.Errorf("issuer %s has no GENI URN", certName(issuer))
 	}
 	if !strings.EqualFold(iu.Type, "authority") {
 		return fmt.Errorf("issuer %s is not an authority", certName(issuer))
 	}
-	su, err := ParseURN(URNOf(subject))
+	su, err := am.ParseURN(URNOf(subject))
 	if err != nil {
 		return fmt.Errorf("certificate %s has no GENI URN", certName(subject))
 	}
-	if !authorityCovers(iu.Authority, su.Authority) {
+	if !am.AuthorityCovers(iu.Authority, su.Authority) {
 		return fmt.Errorf("%s is not an authority over %s", certName(issuer), certName(subject))
 	}
 	return nil

@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"crypto"
+	"crypto/tls"
 	"encoding/base64"
 	"strings"
 	"testing"
@@ -82,29 +83,7 @@ func TestDelegateRefusesBadDelegations(t *testing.T) {
 	}
 }
 
-func TestParseURNAndAuthority(t *testing.T) {
-	u, err := ParseURN("urn:publicid:IDN+emulab.net:proj+slice+a+b")
-	if err != nil || u.Authority != "emulab.net:proj" || u.Type != "slice" || u.Name != "a+b" {
-		t.Fatalf("%+v %v", u, err)
-	}
-	for _, bad := range []string{"", "urn:publicid:IDN+a+b", "urn:x:IDN+a+b+c", "urn:publicid:IDN+a b+c+d"} {
-		if _, err := ParseURN(bad); err == nil {
-			t.Errorf("ParseURN(%q) accepted", bad)
-		}
-	}
-	for _, c := range []struct {
-		a, sub string
-		want   bool
-	}{
-		{"geni:gpo:gcf", "geni:gpo:gcf", true},
-		{"GENI:gpo", "geni:gpo:gcf", true},
-		{"geni:gpo:gcf", "geni:gpo", false},
-		{"emulab", "emulab.net", false},
-	} {
-		if got := authorityCovers(c.a, c.sub); got != c.want {
-			t.Errorf("authorityCovers(%q, %q) = %v", c.a, c.sub, got)
-		}
-	}
+func TestPrivilegesFor(t *testing.T) {
 	if got := PrivilegesFor("Delete"); len(got) != 1 || got[0] != "deleteslice" {
 		t.Errorf("PrivilegesFor(Delete) = %v", got)
 	}
@@ -154,7 +133,13 @@ func TestCallerOf(t *testing.T) {
 	if err != nil || c.URN != urn("user", "alice") || c.Email != "alice@geniam.test" || len(c.Chain) != 2 {
 		t.Fatalf("%+v %v", c, err)
 	}
-	if _, err := CallerOf(nil); err == nil {
-		t.Fatal("no chain accepted")
+	for _, cs := range []*tls.ConnectionState{nil, {}} {
+		if _, err := CallerFromTLS(cs); am.CodeOf(err) != am.Forbidden {
+			t.Errorf("no certificate (%v): %v", cs, err)
+		}
+	}
+	c, err = CallerFromTLS(&tls.ConnectionState{PeerCertificates: certs(p.alice)})
+	if err != nil || c.Cert != p.alice.Cert {
+		t.Errorf("CallerFromTLS: %+v %v", c, err)
 	}
 }

@@ -1,6 +1,10 @@
 package credentials
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/geniam/geniam/am"
+)
 
 // Privileges and the operations they allow, as gcf defines them
 // (credentials.md §6, gcf sfa/trust/rights.py). An AM method needs one or more
@@ -72,7 +76,7 @@ func defaultRights(targetType string) []string {
 
 // targetTypeOf is the type defaultRights expects for a target URN.
 func targetTypeOf(urn string) string {
-	u, err := ParseURN(urn)
+	u, err := am.ParseURN(urn)
 	if err != nil {
 		return ""
 	}

@@ -1,15 +1,18 @@
 package credentials
 
 import (
+	"bytes"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/geniam/geniam/credentials/pemcerts"
 )
 
 // TrustRoots are the certificates the aggregate trusts as roots, for both TLS
@@ -38,53 +41,133 @@ func NewTrustRoots(certs ...*x509.Certificate) *TrustRoots {
 	return t
 }
 
-// LoadTrustRoots reads every certificate of the *.pem, *.crt and *.cert files
-// in dir. Blocks that do not parse are reported in problems (CertPool would
-// skip them silently); it is an error when no certificate loads at all.
+// LoadTrustRoots reads the trusted-roots directory. It is the one loading
+// rule of geniam: the TLS edge and the credential checks use the set it
+// returns (through the Verifier), so a caller one layer admits is never
+// refused as untrusted by the other. The rule:
+//
+//   - the whole tree under dir, following symbolic links to files (a
+//     c_rehash directory is links named <hash>.0 to the certificate files);
+//     names starting with "." are passed over;
+//   - files named *.pem, *.crt, *.cert, *.cer, *.der, or <8 hex digits>.<n>
+//     (c_rehash); other files (README, keys, CRLs named *.r0) are passed over;
+//   - a file's CERTIFICATE PEM blocks; a file with no PEM block at all is
+//     read as one DER certificate (.cer and .der files often are);
+//   - a certificate found twice (a c_rehash link and its file) counts once.
+//
+// A file or block that cannot be read is reported in problems and skipped;
+// it is an error when the directory cannot be read or yields no certificate.
 func LoadTrustRoots(dir string) (roots *TrustRoots, problems []error, err error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, nil, err
-	}
-	var certs []*x509.Certificate
-	names := make([]string, 0, len(entries))
-	for _, e := range entries {
-		switch strings.ToLower(filepath.Ext(e.Name())) {
-		case ".pem", ".crt", ".cert":
-			if e.Type().IsRegular() || e.Type()&os.ModeSymlink != 0 {
-				names = append(names, e.Name())
-			}
-		}
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		path := filepath.Join(dir, name)
-		b, err := os.ReadFile(path)
+	var files []string
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
+			if path == dir {
+				return err
+			}
 			problems = append(problems, err)
-			continue
+			return nil
 		}
-		for n := 1; ; n++ {
-			var blk *pem.Block
-			blk, b = pem.Decode(b)
-			if blk == nil {
-				break
+		if path != dir && strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() {
+				return filepath.SkipDir
 			}
-			if blk.Type != "CERTIFICATE" {
-				continue
+			return nil
+		}
+		if d.IsDir() || !rootFileName(d.Name()) {
+			return nil
+		}
+		files = append(files, path)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("trusted roots %s: %w", dir, err)
+	}
+	sort.Strings(files)
+	var certs []*x509.Certificate
+	seen := map[string]bool{}
+	for _, path := range files {
+		found, bad := readRootFile(path)
+		problems = append(problems, bad...)
+		for _, c := range found {
+			if !seen[string(c.Raw)] {
+				seen[string(c.Raw)] = true
+				certs = append(certs, c)
 			}
-			c, err := x509.ParseCertificate(blk.Bytes)
-			if err != nil {
-				problems = append(problems, fmt.Errorf("%s: certificate %d: %v", path, n, err))
-				continue
-			}
-			certs = append(certs, c)
 		}
 	}
 	if len(certs) == 0 {
-		return nil, problems, fmt.Errorf("no trusted certificate found in %s", dir)
+		return nil, problems, fmt.Errorf("trusted roots %s: no certificate found", dir)
 	}
 	return NewTrustRoots(certs...), problems, nil
+}
+
+// maxRootFile bounds one file of the roots directory.
+const maxRootFile = 16 << 20
+
+// rootFileName reports whether a file of the roots directory is read.
+func rootFileName(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".pem", ".crt", ".cert", ".cer", ".der":
+		return true
+	}
+	// c_rehash: 8 hex digits, a dot, a decimal number (certificates; CRLs
+	// are .r<n>).
+	hash, n, ok := strings.Cut(name, ".")
+	if !ok || len(hash) != 8 || n == "" {
+		return false
+	}
+	for _, r := range hash {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	for _, r := range n {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// readRootFile reads the certificates of one file (following a link).
+func readRootFile(path string) ([]*x509.Certificate, []error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, []error{err}
+	}
+	if !info.Mode().IsRegular() {
+		return nil, []error{fmt.Errorf("%s: not a regular file", path)}
+	}
+	if info.Size() > maxRootFile {
+		return nil, []error{fmt.Errorf("%s: larger than %d bytes", path, maxRootFile)}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, []error{err}
+	}
+	if !bytes.Contains(b, []byte("-----BEGIN")) {
+		c, err := x509.ParseCertificate(b)
+		if err != nil {
+			return nil, []error{fmt.Errorf("%s: neither PEM nor a DER certificate: %v", path, err)}
+		}
+		return []*x509.Certificate{c}, nil
+	}
+	certs, bad := pemcerts.Parse(b)
+	for i, e := range bad {
+		bad[i] = fmt.Errorf("%s: %w", path, e)
+	}
+	return certs, bad
+}
+
+// Roots returns t itself, so that a fixed set serves where a RootSource (the
+// Verifier's current set) is asked for.
+func (t *TrustRoots) Roots() *TrustRoots { return t }
+
+// RootSource gives the current set of trusted roots. The Verifier is one:
+// the TLS edge reads the roots from it, so TLS and the credential checks
+// always use the same set, replaced as a whole by Verifier.SetRoots.
+type RootSource interface {
+	Roots() *TrustRoots
 }
 
 // Certs returns the trusted certificates.

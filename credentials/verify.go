@@ -30,8 +30,11 @@ type Options struct {
 type Verifier struct {
 	opts Options
 
-	mu         sync.Mutex
-	roots      *TrustRoots
+	mu    sync.Mutex
+	roots *TrustRoots
+	// current is roots for readers outside the lock: the TLS edge reads it
+	// at every handshake, which must not wait for the cache's mutex.
+	current    atomic.Pointer[TrustRoots]
 	gen        uint64 // bumped by SetRoots: older cache entries are void
 	cache      map[cacheKey]*verified
 	cacheBytes int // sum of the cached credentials' lengths
@@ -59,7 +62,9 @@ func NewVerifier(roots *TrustRoots, opts Options) *Verifier {
 	if opts.CacheSize == 0 {
 		opts.CacheSize = 4096
 	}
-	return &Verifier{opts: opts, roots: roots, gen: 1, cache: map[cacheKey]*verified{}, chains: map[[32]byte]*trustedChain{}}
+	v := &Verifier{opts: opts, roots: roots, gen: 1, cache: map[cacheKey]*verified{}, chains: map[[32]byte]*trustedChain{}}
+	v.current.Store(roots)
+	return v
 }
 
 // SetRoots replaces the trusted roots and forgets every cached verification.
@@ -67,18 +72,30 @@ func (v *Verifier) SetRoots(roots *TrustRoots) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.roots = roots
+	v.current.Store(roots)
 	v.gen++
 	clear(v.cache)
 	v.cacheBytes = 0
 	clear(v.chains)
 }
 
-// Roots returns the current trusted roots.
-func (v *Verifier) Roots() *TrustRoots {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.roots
+// ReloadRoots reads dir by the one rule (LoadTrustRoots) and, when that
+// succeeds, makes it the set of roots for the credential checks and for
+// the TLS edge, which reads them from here, in one step. On error the
+// current set stays in force; the error says why. problems are the files or
+// blocks that were skipped.
+func (v *Verifier) ReloadRoots(dir string, legacy bool) (problems []error, err error) {
+	roots, problems, err := LoadTrustRoots(dir)
+	if err != nil {
+		return problems, err
+	}
+	roots.Legacy = legacy
+	v.SetRoots(roots)
+	return problems, nil
 }
+
+// Roots returns the current trusted roots.
+func (v *Verifier) Roots() *TrustRoots { return v.current.Load() }
 
 // A refusal's stage says how far its credential got; the message of the
 // credential that got furthest is the one the caller sees.

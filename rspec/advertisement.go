@@ -3,7 +3,6 @@ package rspec
 import (
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -100,32 +99,16 @@ func (r *RSpecs) Advertisement(nodes []am.Node, availableOnly bool, now time.Tim
 	return b.String(), nil
 }
 
-// availableNow reports whether n can take a new sliver of a type it offers.
-func availableNow(n *am.Node) bool {
-	if !n.Available || n.Exclusive {
-		return false
-	}
-	if offers(n, am.SliverTypeContainer) && n.Free() > 0 {
-		return true
-	}
-	return offers(n, am.SliverTypeExclusive) && n.Used == 0
-}
-
-func offers(n *am.Node, sliverType string) bool {
-	for _, t := range n.SliverTypes {
-		if t == sliverType {
-			return true
-		}
-	}
-	return false
-}
+// availableNow reports whether n can take a new sliver of a type it offers
+// (am.Node.CanTake, the rule placement uses).
+func availableNow(n *am.Node) bool { return n.CanTake(false) || n.CanTake(true) }
 
 func (r *RSpecs) writeAdNode(b *strings.Builder, n *am.Node, sliverTypes map[string]string) {
 	b.WriteString("  <node")
 	writeAttr(b, "component_id", r.componentID(n))
 	writeAttr(b, "component_manager_id", r.cfg.AMURN)
 	writeAttr(b, "component_name", n.Name)
-	writeAttr(b, "exclusive", strconv.FormatBool(offers(n, am.SliverTypeExclusive)))
+	writeAttr(b, "exclusive", strconv.FormatBool(n.Offers(true)))
 	b.WriteString(">\n")
 	if n.HardwareType != "" {
 		b.WriteString("    <hardware_type")
@@ -258,54 +241,4 @@ func writeTransition(b *strings.Builder, element, nameAttr string, t opTransitio
 	b.WriteString("><opstate:description>")
 	escapeText(b, t.description)
 	b.WriteString("</opstate:description></opstate:" + element + ">\n")
-}
-
-// AdCache keeps the last advertisement built for each value of
-// availableOnly, keyed by the inventory version the store supplies (a
-// number that changes whenever a node or its usage changes). An entry is
-// also rebuilt after MaxAge, so that generated/expires stay honest.
-type AdCache struct {
-	MaxAge time.Duration    // rebuild after this long even if the version is unchanged; 0: one minute
-	Now    func() time.Time // clock; nil: time.Now
-
-	mu      sync.Mutex
-	entries [2]adEntry // index 1: availableOnly
-}
-
-type adEntry struct {
-	valid   bool
-	version int64
-	built   time.Time
-	doc     string
-}
-
-// Get returns the cached advertisement for (version, availableOnly), or
-// calls build and caches its result. Concurrent callers wait for one build
-// instead of each building the same document. A failed build is not cached.
-func (c *AdCache) Get(version int64, availableOnly bool, build func() (string, error)) (string, error) {
-	now := time.Now
-	if c.Now != nil {
-		now = c.Now
-	}
-	maxAge := c.MaxAge
-	if maxAge <= 0 {
-		maxAge = time.Minute
-	}
-	i := 0
-	if availableOnly {
-		i = 1
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e := &c.entries[i]
-	t := now()
-	if e.valid && e.version == version && t.Sub(e.built) < maxAge && !t.Before(e.built) {
-		return e.doc, nil
-	}
-	doc, err := build()
-	if err != nil {
-		return "", err
-	}
-	*e = adEntry{valid: true, version: version, built: t, doc: doc}
-	return doc, nil
 }

@@ -2,7 +2,6 @@ package rspec
 
 import (
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -219,43 +218,6 @@ func TestAdvertisementExtensionIsValidated(t *testing.T) {
 		if err := v.check("ad", mutated); err == nil {
 			t.Errorf("xmllint accepted an advertisement with %s", bad.to)
 		}
-	}
-}
-
-func TestAdCache(t *testing.T) {
-	clock := testNow
-	c := &AdCache{MaxAge: time.Minute, Now: func() time.Time { return clock }}
-	builds := 0
-	build := func(s string) func() (string, error) {
-		return func() (string, error) { builds++; return s, nil }
-	}
-	get := func(version int64, avail bool, s string) string {
-		t.Helper()
-		doc, err := c.Get(version, avail, build(s))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return doc
-	}
-	if get(1, false, "a") != "a" || get(1, false, "b") != "a" || builds != 1 {
-		t.Fatalf("same version must hit the cache (builds %d)", builds)
-	}
-	if get(1, true, "c") != "c" || get(1, false, "d") != "a" || builds != 2 {
-		t.Fatalf("availableOnly must be cached separately (builds %d)", builds)
-	}
-	if get(2, false, "e") != "e" || builds != 3 {
-		t.Fatalf("a new version must rebuild (builds %d)", builds)
-	}
-	clock = clock.Add(2 * time.Minute)
-	if get(2, false, "f") != "f" || builds != 4 {
-		t.Fatalf("an old entry must be rebuilt (builds %d)", builds)
-	}
-	boom := errors.New("boom")
-	if _, err := c.Get(3, false, func() (string, error) { return "", boom }); err != boom {
-		t.Fatalf("error not returned: %v", err)
-	}
-	if get(3, false, "g") != "g" {
-		t.Fatal("a failed build must not be cached")
 	}
 }
 

@@ -287,9 +287,9 @@ func insertChild(e, c *element) {
 // (urn:publicid:IDN+ch.geni.net+user+alice -> "alice"): lower case letters,
 // digits, '_' and '-', starting with a letter, at most 32 characters.
 func LoginName(userURN string) string {
-	_, _, name, ok := splitURN(userURN)
-	if !ok {
-		name = userURN
+	name := userURN
+	if u, err := am.ParseURN(userURN); err == nil {
+		name = u.Name
 	}
 	var b strings.Builder
 	for _, c := range strings.ToLower(name) {

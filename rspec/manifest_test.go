@@ -23,7 +23,8 @@ func place(r *RSpecs, req *am.Request) []am.Sliver {
 		if cid == "" {
 			cid = NodeURN(r.authority, node)
 		} else {
-			_, _, node, _ = splitURN(cid)
+			u, _ := am.ParseURN(cid)
+			node = u.Name
 		}
 		out = append(out, am.Sliver{
 			URN: fmt.Sprintf("urn:publicid:IDN+geniam.localhost+sliver+%d", 1000+i), SliceURN: testSlice,

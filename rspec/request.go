@@ -242,11 +242,11 @@ func (p *requestParser) node(el *element) error {
 
 	componentID, bound := el.attr("component_id")
 	cmid, hasCM := el.attr("component_manager_id")
-	var auth, typ string
+	var auth string
 	if bound {
-		var ok bool
-		auth, typ, _, ok = splitURN(componentID)
-		if !ok || !strings.EqualFold(typ, "node") {
+		u, err := am.ParseURN(componentID)
+		auth = u.Authority
+		if err != nil || u.Type != "node" {
 			return am.Errorf(am.BadArgs, "node %q: component_id %q is not a node URN (urn:publicid:IDN+<authority>+node+<name>)", clientID, componentID)
 		}
 	}

@@ -84,8 +84,9 @@ var _ am.RSpecs = (*RSpecs)(nil)
 
 // New checks cfg, fills in defaults and returns the RSpec codec.
 func New(cfg Config) (*RSpecs, error) {
-	auth, _, _, ok := splitURN(cfg.AMURN)
-	if !ok {
+	amURN, err := am.ParseURN(cfg.AMURN)
+	auth := amURN.Authority
+	if err != nil {
 		return nil, am.Errorf(am.BadArgs, "rspec: AM URN %q is not a urn:publicid:IDN+<authority>+authority+<name> URN", cfg.AMURN)
 	}
 	check := func(what string, im am.Image) error {
@@ -146,7 +147,7 @@ func New(cfg Config) (*RSpecs, error) {
 
 // NodeURN is the component_id of the node called name at authority.
 func NodeURN(authority, name string) string {
-	return "urn:publicid:IDN+" + authority + "+node+" + name
+	return am.URN{Authority: authority, Type: "node", Name: name}.String()
 }
 
 // componentID is the node's component_id, derived from its name when the
@@ -158,32 +159,6 @@ func (r *RSpecs) componentID(n *am.Node) string {
 	return NodeURN(r.authority, n.Name)
 }
 
-// splitURN splits urn:publicid:IDN+<authority>+<type>+<name>. The IDN+
-// part is optional (gcf's own AM URN lacks it).
-func splitURN(urn string) (authority, typ, name string, ok bool) {
-	const prefix = "urn:publicid:"
-	if len(urn) <= len(prefix) || !strings.EqualFold(urn[:len(prefix)], prefix) {
-		return "", "", "", false
-	}
-	rest := urn[len(prefix):]
-	if len(rest) > 4 && strings.EqualFold(rest[:4], "IDN+") {
-		rest = rest[4:]
-	}
-	last := strings.LastIndexByte(rest, '+')
-	if last <= 0 {
-		return "", "", "", false
-	}
-	mid := strings.LastIndexByte(rest[:last], '+')
-	if mid <= 0 {
-		return "", "", "", false
-	}
-	authority, typ, name = rest[:mid], rest[mid+1:last], rest[last+1:]
-	if authority == "" || typ == "" || name == "" {
-		return "", "", "", false
-	}
-	return authority, typ, name, true
-}
-
 // ours reports whether a component_manager_id names this aggregate. URNs
 // compare case-insensitively, and clients sometimes write the CM form
 // (+authority+cm) of an AM's URN.
@@ -191,8 +166,8 @@ func (r *RSpecs) ours(cmid string) bool {
 	if strings.EqualFold(cmid, r.cfg.AMURN) {
 		return true
 	}
-	auth, typ, _, ok := splitURN(cmid)
-	return ok && strings.EqualFold(typ, "authority") && strings.EqualFold(auth, r.authority)
+	u, err := am.ParseURN(cmid)
+	return err == nil && u.Type == "authority" && strings.EqualFold(u.Authority, r.authority)
 }
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -22,10 +22,7 @@ const (
 	operator  = "urn:publicid:IDN+ch.test+user+ops"
 )
 
-func nodeURN(name string) string { return "urn:publicid:IDN+" + authority + "+node+" + name }
-func sliceURN(name string) string {
-	return "urn:publicid:IDN+ch.test:proj+slice+" + name
-}
+var nodeURN, sliceURN = amtest.NodeURN, amtest.SliceURN
 
 // allowAll grants everything to the caller, with a credential valid one day,
 // and records what it was asked.
@@ -48,72 +45,17 @@ func (a *allowAll) last() am.AuthRequest {
 	return a.asked[len(a.asked)-1]
 }
 
-// fakeRSpecs: a request is the JSON of []am.SliverRequest; the advertisement
-// and manifest list names, enough to check what the aggregate passed.
-type fakeRSpecs struct{}
+// The fakes and request builders are am/amtest's, shared with its
+// in-memory lifecycle tests.
+type fakeRSpecs = amtest.RSpecs
 
-func (fakeRSpecs) Advertisement(nodes []am.Node, availableOnly bool, now time.Time) (string, error) {
-	var b strings.Builder
-	b.WriteString("<rspec type=\"advertisement\">")
-	for _, n := range nodes {
-		if availableOnly && n.Free() == 0 {
-			continue
-		}
-		fmt.Fprintf(&b, "<node component_id=%q free=\"%d\"/>", n.ComponentID, n.Free())
-	}
-	return b.String() + "</rspec>", nil
-}
+var (
+	request   = amtest.Request
+	container = amtest.Container
+	exclusive = amtest.Exclusive
+)
 
-func (fakeRSpecs) ParseRequest(doc string) (*am.Request, error) {
-	var r am.Request
-	if err := json.Unmarshal([]byte(doc), &r.Slivers); err != nil {
-		return nil, am.Errorf(am.BadArgs, "request RSpec is not well-formed")
-	}
-	return &r, nil
-}
-
-func (fakeRSpecs) Manifest(slice string, slivers []am.Sliver, now time.Time) (string, error) {
-	var b strings.Builder
-	b.WriteString("<rspec type=\"manifest\">")
-	for _, s := range slivers {
-		fmt.Fprintf(&b, "<node client_id=%q component_id=%q sliver_id=%q/>", s.ClientID, s.ComponentID, s.URN)
-	}
-	return b.String() + "</rspec>", nil
-}
-
-func request(reqs ...am.SliverRequest) string {
-	b, _ := json.Marshal(reqs)
-	return string(b)
-}
-
-func container(clientID, node string) am.SliverRequest {
-	r := am.SliverRequest{ClientID: clientID, SliverType: am.SliverTypeContainer,
-		Image:   am.Image{URL: "http://127.0.0.1/img.tar", SHA256: strings.Repeat("ab", 32)},
-		Execute: []am.Execute{{Shell: "sh", Command: "echo hi"}}}
-	if node != "" {
-		r.ComponentID = nodeURN(node)
-	}
-	return r
-}
-
-func exclusive(clientID, node string) am.SliverRequest {
-	r := container(clientID, node)
-	r.SliverType, r.Exclusive = am.SliverTypeExclusive, true
-	return r
-}
-
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+type clock = amtest.Clock
 
 type env struct {
 	t     *testing.T
@@ -136,7 +78,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(st.Close)
 	e := &env{t: t, ctx: ctx, url: url, pool: st.Pool(), store: st,
-		clock: &clock{t: time.Now().UTC().Truncate(time.Second)}}
+		clock: amtest.NewClock(time.Now().UTC().Truncate(time.Second))}
 	e.auth = &allowAll{now: e.clock.Now}
 	e.agg = am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Operators: []string{operator}},
 		st, e.auth, fakeRSpecs{}, e.clock.Now)
@@ -359,7 +301,7 @@ func TestAllocateRefusals(t *testing.T) {
 		code  am.Code
 		says  []string
 	}{
-		{"not a slice URN", nodeURN("node1"), request(container("x", "")), am.Options{}, am.BadArgs, []string{"not a slice URN"}},
+		{"not a slice URN", nodeURN("node1"), request(container("x", "")), am.Options{}, am.BadArgs, []string{`has type "node", want slice`}},
 		{"malformed request", slice, "<rspec", am.Options{}, am.BadArgs, nil},
 		{"empty request", slice, "[]", am.Options{}, am.BadArgs, []string{"no nodes"}},
 		{"duplicate client_id", slice, request(container("x", ""), container("x", "")), am.Options{}, am.BadArgs, []string{`"x"`}},

@@ -32,15 +32,15 @@ type JobArgs struct {
 	Event    string `json:"event,omitempty"`   // the change that enqueued it
 }
 
-// Job kinds.
+// Job kinds: am.JobKinds, as the strings of the jobs.kind column.
 const (
-	JobProvision   = "provision"
-	JobStart       = "start"
-	JobStop        = "stop"
-	JobRestart     = "restart"
-	JobUpdateUsers = "update_users"
-	JobFetchData   = "fetch_data"
-	JobDelete      = "delete"
+	JobProvision   = string(am.JobProvision)
+	JobStart       = string(am.JobStart)
+	JobStop        = string(am.JobStop)
+	JobRestart     = string(am.JobRestart)
+	JobUpdateUsers = string(am.JobUpdateUsers)
+	JobFetchData   = string(am.JobFetchData)
+	JobDelete      = string(am.JobDelete)
 )
 
 // ClaimJob leases the oldest due job to owner for lease, or returns nil when

@@ -16,10 +16,9 @@ import (
 // roundTrips counts the messages pgx waits for an answer to: a query, an
 // Exec, a batch (one, however many statements it holds) or a prepare.
 type roundTrips struct {
-	mu    sync.Mutex
-	n     int
-	what  []string
-	batch bool
+	mu   sync.Mutex
+	n    int
+	what []string
 }
 
 func (r *roundTrips) add(what string) {

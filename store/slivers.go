@@ -641,13 +641,6 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 	return out, after, nil, nil
 }
 
-func nullTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
-}
-
 // Change: see am.Store.
 //
 // Two round trips: one batch opens the transaction, tags it for the history

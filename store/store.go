@@ -66,7 +66,9 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	return New(pool), nil
 }
 
-// Pool is the connection pool (for operators' tools and tests).
+// Pool is the connection pool, for tests that set up rows by hand. Code
+// outside package store does not use it: every SQL statement of the
+// aggregate is a method here.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Close closes the pool.

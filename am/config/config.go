@@ -47,7 +47,7 @@ type Config struct {
 type TLS struct {
 	Cert         string `mapstructure:"cert" doc:"PEM certificate (chain) of the aggregate" default:""`
 	Key          string `mapstructure:"key" doc:"PEM private key of the aggregate" default:""`
-	TrustedRoots string `mapstructure:"trusted_roots" doc:"directory of PEM clearinghouse root certificates; every file is read" default:""`
+	TrustedRoots string `mapstructure:"trusted_roots" doc:"directory of clearinghouse root certificates, read recursively: *.pem *.crt *.cert *.cer *.der and c_rehash links, PEM or DER; one set for TLS and credentials, reloaded on SIGHUP" default:""`
 	LegacySHA1   bool   `mapstructure:"legacy_sha1" doc:"accept client certificates signed with SHA-1 (old GENI authorities) through our own chain walk; logged" default:"true"`
 }
 
@@ -210,17 +210,17 @@ func Load(file string, flags *pflag.FlagSet) (*Config, error) {
 
 // Validate checks values a typo would make dangerous.
 func (c *Config) Validate() error {
-	if !strings.HasPrefix(c.AMURN, "urn:publicid:IDN+") || !strings.HasSuffix(c.AMURN, "+authority+am") {
+	if u, err := am.ParseURN(c.AMURN); err != nil || u.Type != "authority" || u.Name != "am" {
 		return fmt.Errorf("config: am_urn %q must look like urn:publicid:IDN+<authority>+authority+am", c.AMURN)
 	}
 	if c.Limits.MaxLinks < 0 || c.Limits.MaxLinks > 65000 {
 		return fmt.Errorf("config: limits.max_links %d: want 0 to 65000", c.Limits.MaxLinks)
 	}
-	switch c.Placement.Policy {
-	case "spread", "pack":
-	default:
-		return fmt.Errorf("config: placement.policy %q: want spread or pack", c.Placement.Policy)
+	policy, err := am.ParsePlacementPolicy(c.Placement.Policy)
+	if err != nil {
+		return fmt.Errorf("config: placement.policy: %v", err)
 	}
+	c.Placement.Policy = string(policy)
 	switch c.Log.Format {
 	case "text", "json":
 	default:

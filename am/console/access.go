@@ -9,7 +9,7 @@ import (
 	"slices"
 
 	"github.com/geniam/geniam/am"
-	"github.com/geniam/geniam/am/geniapi"
+	"github.com/geniam/geniam/credentials"
 )
 
 // Who may see what. This file is the console's only authorization code, so
@@ -39,7 +39,7 @@ const sessionCookie = "geniam_console"
 func (c *Console) viewerOf(r *http.Request) *viewer {
 	var user string
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		if caller, err := geniapi.CallerFromTLS(r.TLS); err == nil {
+		if caller, err := credentials.CallerFromTLS(r.TLS); err == nil {
 			user = caller.URN
 		}
 	}

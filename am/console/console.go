@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
-	"github.com/geniam/geniam/am/geniapi"
 	"github.com/geniam/geniam/store"
 )
 
@@ -225,7 +224,7 @@ func (c *Console) errorText(r *http.Request, err error) (int, string) {
 		}
 		return http.StatusBadRequest, e.Msg
 	}
-	id := geniapi.NewLogID()
+	id := am.NewLogID()
 	c.cfg.Log.Error("console", "log_id", id, "path", r.URL.Path, "err", err)
 	return http.StatusInternalServerError, "internal error; log id " + id
 }

@@ -23,8 +23,8 @@ import (
 
 	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgcluster"
-	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -200,19 +200,8 @@ func Database(ctx context.Context, dir string) (*pgcluster.Cluster, string, erro
 	if err := c.Secure(); err != nil {
 		return nil, "", fmt.Errorf("securing the dev PostgreSQL: %w", err)
 	}
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
+	if err := store.EnsureDatabase(ctx, c.URL("postgres"), "geniam"); err != nil {
 		return nil, "", err
-	}
-	defer conn.Close(ctx)
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'geniam')").Scan(&exists); err != nil {
-		return nil, "", err
-	}
-	if !exists {
-		if _, err := conn.Exec(ctx, "CREATE DATABASE geniam"); err != nil {
-			return nil, "", err
-		}
 	}
 	return c, c.URL("geniam"), nil
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/credentials/devpki"
-	"github.com/geniam/geniam/store"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -127,37 +126,6 @@ func noTrustOnTCP(t *testing.T, port int, sockDir, pwFile string) {
 		fi, err := os.Stat(path)
 		if err != nil || fi.Mode().Perm() != want {
 			t.Fatalf("%s: mode %v, want %v (%v)", path, fi.Mode().Perm(), want, err)
-		}
-	}
-}
-
-func TestSeedInventory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts PostgreSQL")
-	}
-	ctx := context.Background()
-	c, url, err := Database(ctx, filepath.Join(t.TempDir(), "pg"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
-	st, err := store.Open(ctx, url) // the real schema
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Pool().Close()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	for _, want := range []int{3, 3, 50} {
-		if err := SeedInventory(ctx, conn, Authority, want); err != nil {
-			t.Fatal(err)
-		}
-		var n int
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM nodes").Scan(&n); err != nil || n != want {
-			t.Fatalf("after seeding %d: %d nodes (%v)", want, n, err)
 		}
 	}
 }

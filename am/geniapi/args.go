@@ -107,33 +107,6 @@ func credentialField(c map[string]any, name string, i int) (string, error) {
 	return "", badArgs("credentials[%d].%s must be a string, not a %s", i, name, typeName(v))
 }
 
-// URN is a parsed urn:publicid:IDN+<authority>+<type>+<name>.
-type URN struct {
-	Authority, Type, Name string
-}
-
-const urnPrefix = "urn:publicid:IDN+"
-
-// ParseURN checks the syntax of a GENI URN and splits it.
-func ParseURN(s string) (URN, error) {
-	if len(s) > 1024 {
-		return URN{}, fmt.Errorf("URN longer than 1024 bytes")
-	}
-	if !strings.HasPrefix(strings.ToLower(s), strings.ToLower(urnPrefix)) {
-		return URN{}, fmt.Errorf("%q does not start with %s", s, urnPrefix)
-	}
-	for _, r := range s {
-		if r <= ' ' || r == 0x7f {
-			return URN{}, fmt.Errorf("%q contains a space or control character", s)
-		}
-	}
-	parts := strings.SplitN(s[len(urnPrefix):], "+", 3)
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-		return URN{}, fmt.Errorf("%q is not of the form %s<authority>+<type>+<name>", s, urnPrefix)
-	}
-	return URN{Authority: parts[0], Type: parts[1], Name: parts[2]}, nil
-}
-
 // parseURNs reads the urns argument: one slice URN, or sliver URNs (of one
 // slice, which only the aggregate can check).
 func parseURNs(v any) ([]string, error) {
@@ -151,10 +124,11 @@ func parseURNs(v any) ([]string, error) {
 		if !ok {
 			return nil, badArgs("urns[%d] must be a string, not a %s", i, typeName(item))
 		}
-		u, err := ParseURN(s)
+		u, err := am.ParseURN(s)
 		if err != nil {
 			return nil, badArgs("urns[%d]: %v", i, err)
 		}
+		s = u.String()
 		switch u.Type {
 		case "slice":
 			slices++
@@ -179,14 +153,11 @@ func parseSliceURN(v any, what string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	u, err := ParseURN(s)
+	u, err := am.URNOfType(s, "slice")
 	if err != nil {
 		return "", badArgs("%s: %v", what, err)
 	}
-	if u.Type != "slice" {
-		return "", badArgs("%s %q has type %q, want slice", what, s, u.Type)
-	}
-	return s, nil
+	return u.String(), nil
 }
 
 // ParseTime reads an RFC 3339 time as GENI clients send it: with a zone,
@@ -330,7 +301,7 @@ func parseUsers(v any) ([]am.User, error) {
 		if !ok {
 			return nil, badArgs("option geni_users[%d] has no string urn", i)
 		}
-		if _, err := ParseURN(urn); err != nil {
+		if _, err := am.ParseURN(urn); err != nil {
 			return nil, badArgs("option geni_users[%d].urn: %v", i, err)
 		}
 		keyList, ok := m["keys"].([]any)

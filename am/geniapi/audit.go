@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/credentials"
 )
 
 // audit completes rec from the reply and hands it to the Auditor. The
@@ -31,7 +32,7 @@ func (h *Handler) auditFault(r *http.Request, method, logID string, started time
 	}
 	rec := &am.AuditRecord{At: started, LogID: logID, Method: method, RemoteAddr: r.RemoteAddr,
 		Code: am.Code(code), Output: msg, Duration: time.Since(started)}
-	if caller, err := CallerFromTLS(r.TLS); err == nil {
+	if caller, err := credentials.CallerFromTLS(r.TLS); err == nil {
 		rec.Caller = caller.URN
 	}
 	h.opts.Auditor.Audit(rec)

@@ -9,8 +9,6 @@ package geniapi
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/xmlrpc"
+	"github.com/geniam/geniam/credentials"
 )
 
 // DefaultMaxBodyBytes bounds a request body unless HandlerOptions says
@@ -80,7 +79,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the AM API is XML-RPC: POST a methodCall", http.StatusMethodNotAllowed)
 		return
 	}
-	logID := NewLogID()
+	logID := am.NewLogID()
 	started := time.Now()
 	body := http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
 	call, err := xmlrpc.DecodeCall(body, h.opts.Limits)
@@ -141,7 +140,7 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, call *xmlrpc.Call,
 			resp = h.reply(call.Method, &c, nil, fmt.Errorf("panic: %v", p), logID, started)
 		}
 	}()
-	caller, err := CallerFromTLS(r.TLS)
+	caller, err := credentials.CallerFromTLS(r.TLS)
 	if err != nil {
 		return h.reply(call.Method, &c, nil, err, logID, started)
 	}
@@ -200,11 +199,4 @@ func (h *Handler) reply(method string, c *am.Call, value any, err error, logID s
 func (h *Handler) writeFault(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
 	_ = xmlrpc.EncodeFault(w, code, msg)
-}
-
-// NewLogID returns a short random id that ties a reply (or a console page) to its log lines.
-func NewLogID() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -80,7 +80,7 @@ func TestBadInput(t *testing.T) {
 		{"Describe no rspec version", "Describe", []any{[]any{sliceURN}, creds, map[string]any{}}, am.BadArgs, "geni_rspec_version is required"},
 		{"Describe sliver INVALID", "Describe", []any{[]any{sliverOf("INVALID")}, creds, map[string]any{"geni_rspec_version": map[string]any{"type": "geni", "version": "4"}}}, am.BadVersion, "not supported"},
 		{"Allocate slice not string", "Allocate", []any{[]any{sliceURN}, creds, "<rspec/>", map[string]any{}}, am.BadArgs, "slice_urn must be a string, not a array"},
-		{"Allocate sliver urn", "Allocate", []any{sliver1, creds, "<rspec/>", map[string]any{}}, am.BadArgs, `slice_urn "` + sliver1 + `" has type "sliver", want slice`},
+		{"Allocate sliver urn", "Allocate", []any{sliver1, creds, "<rspec/>", map[string]any{}}, am.BadArgs, `slice_urn: "` + sliver1 + `" has type "sliver", want slice`},
 		{"Allocate rspec not string", "Allocate", []any{sliceURN, creds, int64(1), map[string]any{}}, am.BadArgs, "rspec must be a string, not a int"},
 		{"Allocate bad end time", "Allocate", []any{sliceURN, creds, "<rspec/>", map[string]any{"geni_end_time": "tomorrow"}}, am.BadArgs, `option geni_end_time: "tomorrow" is not an RFC 3339 time`},
 		{"Allocate end time int", "Allocate", []any{sliceURN, creds, "<rspec/>", map[string]any{"geni_end_time": int64(5)}}, am.BadArgs, "geni_end_time must be an RFC 3339 string, not a int"},
@@ -467,5 +467,29 @@ func checkGetVersion(t *testing.T, resp map[string]any) {
 	}
 	if v["geniam_extra"] != "x" {
 		t.Errorf("Version.Extra lost: %#v", v)
+	}
+}
+
+// TestURNsCanonical: the edge admits a URN whatever the case of its prefix
+// and type (issue 15: URN:PUBLICID:IDN+ passed here, then got BADARGS "not a
+// slice URN" in the aggregate), and hands am the canonical text, so slice
+// lookups and credential targets compare equal. A name with '+' is one name.
+func TestURNsCanonical(t *testing.T) {
+	fake := &fakeAM{}
+	h := NewHandler(fake, HandlerOptions{})
+	alice := aliceCert(t)
+	resp := callDirect(t, h, alice.Cert, "Status", []any{"URN:PUBLICID:IDN+example+SLICE+a+b"}, creds, map[string]any{})
+	if codeOf(t, resp) != 0 {
+		t.Fatalf("Status: %#v", resp)
+	}
+	if got := fake.last().urns; len(got) != 1 || got[0] != "urn:publicid:IDN+example+slice+a+b" {
+		t.Errorf("Status got urns %q", got)
+	}
+	resp = callDirect(t, h, alice.Cert, "Shutdown", "URN:PUBLICID:IDN+example+slice+s1", creds, map[string]any{})
+	if codeOf(t, resp) != 0 {
+		t.Fatalf("Shutdown: %#v", resp)
+	}
+	if got := fake.last().slice; got != sliceURN {
+		t.Errorf("Shutdown got slice %q, want %q", got, sliceURN)
 	}
 }

@@ -22,7 +22,9 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/xmlrpc"
+	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -173,34 +175,7 @@ func (f *fakeAM) Shutdown(ctx context.Context, c am.Call, slice string) error {
 }
 
 // logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Reset()
-}
-
-func (l *logBuffer) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer = amtest.LogBuffer
 
 func newLogger() (*slog.Logger, *logBuffer) {
 	buf := &logBuffer{}
@@ -307,13 +282,21 @@ func requireOpenSSL(t testing.TB) {
 	}
 }
 
-// startServer serves h over mutual TLS on 127.0.0.1 and returns its URL.
-func startServer(t testing.TB, h http.Handler, p *testPKI, legacy bool, log *slog.Logger) (string, *TrustRoots) {
+// loadRoots reads a roots directory into a Verifier, the RootSource the
+// TLS edge reads in production.
+func loadRoots(t testing.TB, dir string) *credentials.Verifier {
 	t.Helper()
-	roots, err := LoadTrustRoots(p.rootsDir, log)
+	roots, _, err := credentials.LoadTrustRoots(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return credentials.NewVerifier(roots, credentials.Options{})
+}
+
+// startServer serves h over mutual TLS on 127.0.0.1 and returns its URL.
+func startServer(t testing.TB, h http.Handler, p *testPKI, legacy bool, log *slog.Logger) (string, *credentials.Verifier) {
+	t.Helper()
+	roots := loadRoots(t, p.rootsDir)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

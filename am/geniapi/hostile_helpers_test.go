@@ -132,10 +132,7 @@ func startHostile(t testing.TB, o hostileOptions) *hostileServer {
 	if err := os.WriteFile(filepath.Join(rootsDir, "ca.pem"), p.caPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	roots, err := LoadTrustRoots(rootsDir, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	roots := loadRoots(t, rootsDir)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

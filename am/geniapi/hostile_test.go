@@ -587,6 +587,9 @@ func TestHostileSlowClients(t *testing.T) {
 	})
 
 	t.Run("never reads the response", func(t *testing.T) {
+		// Let the earlier subtests' connections close first: one of them
+		// closing late would otherwise pass for this one (seen under load).
+		hs.conns.waitOpen(t, 0, 10*time.Second)
 		// A small receive buffer, so the server's writes block soon.
 		d := &net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
 			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })

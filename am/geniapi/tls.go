@@ -3,113 +3,24 @@ package geniapi
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/credentials"
 )
 
-// TrustRoots are the certificate authorities whose users may call the
-// aggregate: every certificate in every PEM file under a directory (GENI
-// federations hand out such a directory of clearinghouse roots). Reload
-// re-reads the directory; handshakes in progress keep the set they started with.
-type TrustRoots struct {
-	dir   string
-	log   *slog.Logger
-	state atomic.Pointer[rootSet]
-}
-
-type rootSet struct {
-	pool  *x509.CertPool
-	certs []*x509.Certificate
-}
-
-// LoadTrustRoots reads the roots under dir. Files and PEM blocks that do
-// not parse are logged and skipped (x509.CertPool.AppendCertsFromPEM would
-// drop them silently); a directory with no usable certificate is an error.
-func LoadTrustRoots(dir string, log *slog.Logger) (*TrustRoots, error) {
-	if log == nil {
-		log = slog.Default()
-	}
-	t := &TrustRoots{dir: dir, log: log}
-	if err := t.Reload(); err != nil {
-		return nil, err
-	}
-	return t, nil
-}
-
-// Reload re-reads the directory. On error the previous set stays in force.
-func (t *TrustRoots) Reload() error {
-	var certs []*x509.Certificate
-	err := filepath.WalkDir(t.dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return nil
-		}
-		info, err := os.Stat(path) // follows symlinks, as c_rehash directories use them
-		if err != nil || !info.Mode().IsRegular() || info.Size() > 16<<20 {
-			t.log.Warn("trust roots: skipping file", "file", path, "err", err)
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.log.Warn("trust roots: cannot read file", "file", path, "err", err)
-			return nil
-		}
-		for n := 1; ; n++ {
-			var block *pem.Block
-			block, b = pem.Decode(b)
-			if block == nil {
-				break
-			}
-			if block.Type != "CERTIFICATE" {
-				continue
-			}
-			c, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				t.log.Warn("trust roots: skipping a certificate that does not parse", "file", path, "block", n, "err", err)
-				continue
-			}
-			certs = append(certs, c)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("trust roots %s: %w", t.dir, err)
-	}
-	if len(certs) == 0 {
-		return fmt.Errorf("trust roots %s: no certificate found", t.dir)
-	}
-	set := &rootSet{pool: x509.NewCertPool(), certs: certs}
-	for _, c := range certs {
-		set.pool.AddCert(c)
-	}
-	t.state.Store(set)
-	t.log.Info("trust roots loaded", "dir", t.dir, "count", len(certs))
-	return nil
-}
-
-// Certs returns the current roots.
-func (t *TrustRoots) Certs() []*x509.Certificate { return t.state.Load().certs }
-
 // ServerTLSConfig is the TLS configuration of the AM endpoint: it presents
-// cert and requires a client certificate that chains to roots. Go's verifier
+// cert and requires a client certificate that chains to the current set of
+// roots (read at each handshake, so a reload of the Verifier's roots applies
+// to TLS and to the credential checks at once). Go's verifier
 // refuses SHA-1 and MD5 signatures, which older GENI authorities still use;
 // with legacy set, such a chain is checked by hand (credentials.VerifyLegacy) and admitted
 // with a warning in the log.
-func ServerTLSConfig(cert tls.Certificate, roots *TrustRoots, legacy bool, log *slog.Logger) *tls.Config {
+func ServerTLSConfig(cert tls.Certificate, roots credentials.RootSource, legacy bool, log *slog.Logger) *tls.Config {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -126,7 +37,7 @@ func ServerTLSConfig(cert tls.Certificate, roots *TrustRoots, legacy bool, log *
 	}
 }
 
-func verifyClient(rawCerts [][]byte, roots *TrustRoots, legacy bool, log *slog.Logger, now time.Time) error {
+func verifyClient(rawCerts [][]byte, roots credentials.RootSource, legacy bool, log *slog.Logger, now time.Time) error {
 	if len(rawCerts) == 0 {
 		return errors.New("no client certificate")
 	}
@@ -138,13 +49,13 @@ func verifyClient(rawCerts [][]byte, roots *TrustRoots, legacy bool, log *slog.L
 		}
 		chain = append(chain, c)
 	}
-	set := roots.state.Load()
+	set := roots.Roots()
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
 	_, err := chain[0].Verify(x509.VerifyOptions{
-		Roots:         set.pool,
+		Roots:         set.Pool(),
 		Intermediates: inter,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
@@ -155,12 +66,12 @@ func verifyClient(rawCerts [][]byte, roots *TrustRoots, legacy bool, log *slog.L
 	if !legacy || !credentials.HasLegacySignature(chain) {
 		return err
 	}
-	path, lerr := credentials.VerifyLegacy(chain, set.certs, now)
+	path, lerr := credentials.VerifyLegacy(chain, set.Certs(), now)
 	if lerr != nil {
 		return fmt.Errorf("%w; legacy check: %v", err, lerr)
 	}
 	log.Warn("legacy path admitted a client certificate Go refuses (SHA-1 or MD5 signature)",
-		"subject", chain[0].Subject.String(), "urn", urnOf(chain[0]), "chain", describeChain(path), "go_error", err.Error())
+		"subject", chain[0].Subject.String(), "urn", credentials.URNOf(chain[0]), "chain", describeChain(path), "go_error", err.Error())
 	return nil
 }
 
@@ -170,39 +81,6 @@ func describeChain(path []*x509.Certificate) string {
 		parts[i] = c.Subject.String() + " [" + c.SignatureAlgorithm.String() + "]"
 	}
 	return strings.Join(parts, " <- ")
-}
-
-// urnOf returns the urn:publicid:IDN+ URI of a certificate, or "". The URL's
-// String form keeps the text exactly (a "+" stays a "+").
-func urnOf(c *x509.Certificate) string {
-	for _, u := range c.URIs {
-		if s := u.String(); strings.HasPrefix(strings.ToLower(s), strings.ToLower(urnPrefix)) {
-			return s
-		}
-	}
-	return ""
-}
-
-// CallerFromTLS names the caller of a request from its verified TLS state:
-// the GENI URN in the leaf's subjectAltName, and its email. A missing client
-// certificate or URN is an *am.Err with code Forbidden.
-func CallerFromTLS(cs *tls.ConnectionState) (*am.Caller, error) {
-	if cs == nil || len(cs.PeerCertificates) == 0 {
-		return nil, am.Errorf(am.Forbidden, "a client certificate is required")
-	}
-	leaf := cs.PeerCertificates[0]
-	urn := urnOf(leaf)
-	if urn == "" {
-		return nil, am.Errorf(am.Forbidden, "the client certificate (%s) has no GENI URN (urn:publicid:IDN+...) in its subjectAltName", leaf.Subject.String())
-	}
-	if _, err := ParseURN(urn); err != nil {
-		return nil, am.Errorf(am.Forbidden, "the client certificate's URN is malformed: %v", err)
-	}
-	caller := &am.Caller{URN: urn, Cert: leaf, Chain: cs.PeerCertificates}
-	if len(leaf.EmailAddresses) > 0 {
-		caller.Email = leaf.EmailAddresses[0]
-	}
-	return caller, nil
 }
 
 // NewServer returns the HTTPS server of the AM endpoint, HTTP/1.1 with

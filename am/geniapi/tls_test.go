@@ -3,7 +3,6 @@ package geniapi
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"net/http"
 	"net/http/httptrace"
@@ -162,10 +161,7 @@ func TestVerifyLegacyDirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots, err := LoadTrustRoots(p.rootsDir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	roots := loadRoots(t, p.rootsDir)
 	log, logs := newLogger()
 	raw := [][]byte{certs[0].Raw}
 	if err := verifyClient(raw, roots, true, log, time.Now()); err != nil {
@@ -191,40 +187,13 @@ func TestVerifyLegacyDirect(t *testing.T) {
 	}
 }
 
+// TestTrustRoots: the TLS edge reads the Verifier's current roots, so a
+// reload (SIGHUP) admits a new authority to TLS and to the credential checks
+// in one step, and a failed reload leaves both with the old set. The loading
+// rule itself is tested in package credentials (TestLoadTrustRoots).
 func TestTrustRoots(t *testing.T) {
-	requireOpenSSL(t)
 	p := newTestPKI(t)
-	log, logs := newLogger()
-	// A bad PEM block beside the good one, a non-PEM file and a key.
-	junk := "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
-	if err := os.WriteFile(filepath.Join(p.rootsDir, "bundle.pem"), append([]byte(junk), p.ca.CertPEM()...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(p.rootsDir, "README"), []byte("hello"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// A root with a negative serial (openssl self-signed) parses thanks to
-	// the go.mod godebug setting.
-	negRoot := filepath.Join(p.dir, "negroot.pem")
-	runOpenSSL(t, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", filepath.Join(p.dir, "negroot.key"),
-		"-subj", "/CN=negative root", "-days", "3", "-set_serial", "-42", "-out", negRoot)
-	b, _ := os.ReadFile(negRoot)
-	_ = os.MkdirAll(filepath.Join(p.rootsDir, "sub"), 0o755)
-	if err := os.WriteFile(filepath.Join(p.rootsDir, "sub", "neg.pem"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	roots, err := LoadTrustRoots(p.rootsDir, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(roots.Certs()); n != 3 {
-		t.Errorf("loaded %d roots, want 3 (ca twice, negative root)", n)
-	}
-	if !strings.Contains(logs.String(), "does not parse") || !strings.Contains(logs.String(), "bundle.pem") {
-		t.Errorf("bad block not logged:\n%s", logs)
-	}
-
-	// Reload admits a new authority.
+	log, _ := newLogger()
 	h := NewHandler(&fakeAM{}, HandlerOptions{Logger: log})
 	url, live := startServer(t, h, p, false, log)
 	other, _ := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+other+authority+ca"})
@@ -239,37 +208,29 @@ func TestTrustRoots(t *testing.T) {
 	if call() == nil {
 		t.Fatal("other authority admitted before reload")
 	}
-	if err := os.WriteFile(filepath.Join(p.rootsDir, "other.pem"), other.CertPEM(), 0o644); err != nil {
+	// A .cer file in DER, in a subdirectory: the credential layer used to
+	// skip both, while TLS read the subdirectory.
+	if err := os.MkdirAll(filepath.Join(p.rootsDir, "fed"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := live.Reload(); err != nil {
+	if err := os.WriteFile(filepath.Join(p.rootsDir, "fed", "other.cer"), other.Cert.Raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := live.ReloadRoots(p.rootsDir, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := call(); err != nil {
-		t.Errorf("other authority refused after reload: %v", err)
+		t.Errorf("other authority refused by TLS after reload: %v", err)
 	}
-
-	empty := t.TempDir()
-	if _, err := LoadTrustRoots(empty, log); err == nil {
-		t.Error("empty roots directory accepted")
+	if got := live.Roots().Certs(); len(got) != 2 {
+		t.Errorf("the credential layer sees %d roots after reload, want 2", len(got))
 	}
-	if _, err := LoadTrustRoots(filepath.Join(empty, "missing"), log); err == nil {
-		t.Error("missing roots directory accepted")
+	// A reload that fails keeps the set both layers use.
+	if _, err := live.ReloadRoots(filepath.Join(p.rootsDir, "missing"), false); err == nil {
+		t.Error("reload of a missing directory succeeded")
 	}
-}
-
-func TestCallerFromTLS(t *testing.T) {
-	ca, _ := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+ex+authority+ca", KeyBits: 1024})
-	id, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+ex:a:b+user+alice", Email: "alice@ex.org", KeyBits: 1024})
-	c, err := CallerFromTLS(&tls.ConnectionState{PeerCertificates: []*x509.Certificate{id.Cert, ca.Cert}})
-	if err != nil || c.URN != "urn:publicid:IDN+ex:a:b+user+alice" || c.Email != "alice@ex.org" || len(c.Chain) != 2 || c.Cert != id.Cert {
-		t.Errorf("got %+v, %v", c, err)
-	}
-	if _, err := CallerFromTLS(nil); am.CodeOf(err) != am.Forbidden {
-		t.Errorf("nil state: %v", err)
-	}
-	if _, err := CallerFromTLS(&tls.ConnectionState{}); am.CodeOf(err) != am.Forbidden {
-		t.Errorf("no certificate: %v", err)
+	if err := call(); err != nil || len(live.Roots().Certs()) != 2 {
+		t.Errorf("a failed reload changed the roots: %v, %d roots", err, len(live.Roots().Certs()))
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
-	"github.com/geniam/geniam/am/geniapi"
+	"github.com/geniam/geniam/credentials"
 )
 
 // DataHandler serves /data/<sliver name>.tar on the aggregate's HTTPS
@@ -24,30 +24,51 @@ import (
 // listener (same TLS configuration as the AM API), and the request body must
 // be a slice credential (the signed XML, as omni saves it) granting the
 // caller getsliceresources on the sliver's slice: POST /data/<name>.tar.
+// The gate decides (credentials, operator allow/deny, shut-down slice; a
+// download is not new work, so it stays open in maintenance) and every
+// request, served or refused, leaves an audit row (method GetData).
 // Errors are JSON {"error": ..., "code": ...}. POST /data/<name>.log gives
 // the start command's whole output the same way (logs.go).
-func (p *Provisioner) DataHandler(auth am.Authorizer) http.Handler {
+func (p *Provisioner) DataHandler(gate *am.Gate) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body := r.Body
-		if err := p.serveData(w, r, auth); err != nil {
+		caller, callerErr := credentials.CallerFromTLS(r.TLS)
+		ctx, finish := gate.Audit(r.Context(), dataMethod, "", r.RemoteAddr, caller)
+		err := callerErr
+		if err == nil {
+			err = p.serveData(w, r.WithContext(ctx), gate, caller)
+		}
+		finish(err)
+		switch {
+		case errors.Is(err, errStreamBroken):
+			panic(http.ErrAbortHandler) // abort the response so the client cannot mistake it for complete
+		case err != nil:
+			logID := am.AuditFrom(ctx).LogID
+			p.log.Info("provisioner: /data request refused", "log_id", logID, "code", am.CodeOf(err).String(), "err", err)
 			if am.CodeOf(err) == am.TooBig {
 				// Answer, then read what is still coming, so the client
 				// sees the 413 instead of a reset connection.
 				w.Header().Set("Connection", "close")
-				writeErr(w, err)
+				writeErr(w, err, logID)
 				agent.DrainRefusedBody(w, body)
 				return
 			}
-			writeErr(w, err)
+			writeErr(w, err, logID)
 		}
 	})
 }
+
+// dataMethod names a /data download in the audit trail and in messages.
+const dataMethod = "GetData"
+
+// errStreamBroken: the live stream was cut after bytes went out.
+var errStreamBroken = &am.Err{Code: am.ServerError, Msg: "the /data stream from the node broke off"}
 
 // maxCredentialBytes bounds the request body (a credential with a long
 // delegation chain is a few tens of KiB).
 const maxCredentialBytes = 1 << 20
 
-func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.Authorizer) error {
+func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, gate *am.Gate, caller *am.Caller) error {
 	rest, ok := strings.CutPrefix(r.URL.Path, "/data/")
 	name, logs := logsName(rest)
 	if !logs {
@@ -63,13 +84,6 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	if err := agentIDOK(name); err != nil {
 		return err
 	}
-	caller, err := geniapi.CallerFromTLS(r.TLS)
-	if err != nil {
-		return err
-	}
-	if r.ContentLength > maxCredentialBytes {
-		return am.Errorf(am.TooBig, "the credential (request body of %d bytes) is larger than the limit of %d bytes", r.ContentLength, maxCredentialBytes)
-	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxCredentialBytes+1))
 	if err != nil {
 		return am.Wrap(am.BadArgs, err, "cannot read the request body")
@@ -82,7 +96,7 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	}
 	cred := credentialOf(body)
 	ctx := r.Context()
-	urn := "urn:publicid:IDN+" + p.cfg.Authority + "+sliver+" + name
+	urn := am.URN{Authority: p.cfg.Authority, Type: "sliver", Name: name}.String()
 	s, err := p.st.SliverByURN(ctx, urn)
 	if err != nil {
 		return err
@@ -101,28 +115,23 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	if slice == "" {
 		slice = arch.SliceURN
 	}
-	if auth == nil {
-		return am.Errorf(am.Forbidden, "no trust configuration")
-	}
-	authz, err := auth.Authorize(am.AuthRequest{Method: "GetData", Caller: caller, Credentials: []am.Credential{cred},
-		Target: slice, Privileges: []string{"getsliceresources"}, Now: time.Now()})
+	am.AuditFrom(ctx).NoteSlivers(urn)
+	grant, err := gate.Check(ctx, am.Access{Method: dataMethod, Caller: caller, Credentials: []am.Credential{cred},
+		Slice: slice, Privileges: []string{"getsliceresources"}})
 	if err != nil {
 		// The caller named a sliver: the slice may be another user's.
 		return am.HideURN(err, slice, "the slice of sliver "+name)
-	}
-	if authz == nil {
-		return am.Errorf(am.Forbidden, "the credential does not grant access to sliver %s", name)
 	}
 	if logs {
 		if err := p.serveLogs(ctx, w, r, s, urn, name); err != nil {
 			return err
 		}
-		p.log.Info("provisioner: output downloaded", "sliver", urn, "by", authz.User)
+		p.log.Info("provisioner: output downloaded", "sliver", urn, "by", grant.User)
 		return nil
 	}
 	filename := name + ".tar"
 	if s != nil && s.Allocation == am.Provisioned {
-		if err := p.streamLive(ctx, w, s, filename); err == nil || arch == nil {
+		if err := p.streamLive(ctx, w, s, filename); err == nil || arch == nil || errors.Is(err, errStreamBroken) {
 			return err
 		}
 		// The agent cannot give it now (unreachable, or nothing ran): the
@@ -141,11 +150,11 @@ func (p *Provisioner) serveData(w http.ResponseWriter, r *http.Request, auth am.
 	w.Header().Set("X-Geniam-Data-Source", "archive "+arch.CreatedAt.UTC().Format(time.RFC3339))
 	if strings.HasSuffix(arch.Path, ".gz") {
 		serveGzipped(w, r, f)
-		p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", authz.User)
+		p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", grant.User)
 		return nil
 	}
 	http.ServeContent(w, r, filename, arch.CreatedAt, f)
-	p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", authz.User)
+	p.log.Info("provisioner: archive downloaded", "sliver", urn, "by", grant.User)
 	return nil
 }
 
@@ -167,7 +176,7 @@ func (p *Provisioner) streamLive(ctx context.Context, w http.ResponseWriter, s *
 	w.Header().Set("X-Geniam-Data-Source", "live "+s.NodeName)
 	if _, err := io.Copy(w, rc); err != nil {
 		p.log.Warn("provisioner: /data stream broken", "sliver", s.URN, "err", err)
-		panic(http.ErrAbortHandler) // abort the response so the client cannot mistake it for complete
+		return errStreamBroken
 	}
 	return nil
 }
@@ -218,7 +227,9 @@ func credentialOf(body []byte) am.Credential {
 	return am.Credential{Type: "geni_sfa", Version: "3", Value: string(body)}
 }
 
-func writeErr(w http.ResponseWriter, err error) {
+// writeErr answers with the error's status and caller-safe message, quoting
+// the log id of the request's audit row and log lines.
+func writeErr(w http.ResponseWriter, err error, logID string) {
 	code := am.CodeOf(err)
 	status := http.StatusInternalServerError
 	switch code {
@@ -237,7 +248,8 @@ func writeErr(w http.ResponseWriter, err error) {
 	if msg == "" || (code == am.ServerError && !errors.As(err, new(*am.Err))) {
 		msg = "internal error"
 	}
+	msg += " (log id " + logID + ")"
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": msg, "code": code.String(), "geni_code": int(code)})
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": msg, "code": code.String(), "geni_code": int(code), "log_id": logID})
 }

@@ -166,6 +166,9 @@ type env struct {
 	archive  string
 	dataSrv  *httptest.Server
 	dataCli  *http.Client
+	// dataGate is the gate /data asks; startDataServer makes one (the
+	// verifier and the store, no operator policy) when it is nil.
+	dataGate *am.Gate
 }
 
 func newEnv(t testing.TB, agentIPs ...string) *env {
@@ -392,14 +395,17 @@ func (e *env) startDataServer(p *provision.Provisioner) {
 	roots := filepath.Join(dir, "roots")
 	must(e.t, os.MkdirAll(roots, 0o755))
 	must(e.t, os.WriteFile(filepath.Join(roots, "ch.pem"), e.ch.CA.CertPEM(), 0o644))
-	tr, err := geniapi.LoadTrustRoots(roots, testLogger())
+	tr, _, err := credentials.LoadTrustRoots(roots)
 	must(e.t, err)
 	srvID, err := e.ch.CA.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.ParseIP("127.0.0.1")}, KeyBits: 2048})
 	must(e.t, err)
 	srvCert, err := tls.X509KeyPair(srvID.ChainPEM(), srvID.KeyPEM())
 	must(e.t, err)
 	mux := http.NewServeMux()
-	mux.Handle("/data/", p.DataHandler(e.verifier))
+	if e.dataGate == nil {
+		e.dataGate = am.NewGate(am.GateConfig{Authorizer: e.verifier, Slices: e.st})
+	}
+	mux.Handle("/data/", p.DataHandler(e.dataGate))
 	e.dataSrv = httptest.NewUnstartedServer(mux)
 	e.dataSrv.TLS = geniapi.ServerTLSConfig(srvCert, tr, false, testLogger())
 	e.dataSrv.Config.ErrorLog = log.New(io.Discard, "", 0)

@@ -13,27 +13,13 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/store"
 )
 
 // syncBuffer is a log sink the housekeeping may write to concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = amtest.LogBuffer
 
 // TestExpiryWarningsAndPruning: a provisioned sliver gets its 24 h and 1 h
 // warnings once each (across two aggregate processes), a Renew earns new
@@ -241,6 +227,78 @@ func TestDataHandlerRefusals(t *testing.T) {
 		if resp.StatusCode == http.StatusOK {
 			t.Error("a caller without a certificate got the archive")
 		}
+	}
+}
+
+// recordingAuditor keeps the audit records handed to it.
+type recordingAuditor struct {
+	mu   sync.Mutex
+	recs []*am.AuditRecord
+}
+
+func (a *recordingAuditor) Audit(rec *am.AuditRecord) {
+	a.mu.Lock()
+	a.recs = append(a.recs, rec)
+	a.mu.Unlock()
+}
+
+func (a *recordingAuditor) last() *am.AuditRecord {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.recs) == 0 {
+		return nil
+	}
+	return a.recs[len(a.recs)-1]
+}
+
+// TestDataThroughGate: POST /data/<sliver>.tar is decided by the aggregate's
+// gate (issue 15): the operator's deny list and a shut-down slice refuse it,
+// and every request, refused or served, leaves an audit record.
+func TestDataThroughGate(t *testing.T) {
+	e := newEnv(t)
+	p := e.provisioner("gate", nil)
+	ops := &am.OpsPolicy{}
+	auditor := &recordingAuditor{}
+	e.dataGate = am.NewGate(am.GateConfig{Authorizer: e.verifier, Slices: e.st, Ops: ops, Auditor: auditor})
+	e.startDataServer(p)
+	slice, _, cred := e.slice("gated")
+	arch := filepath.Join(e.archive, "0badc0de0badc0de.tar")
+	must(t, os.WriteFile(arch, []byte("archived data"), 0o600))
+	sliver := "urn:publicid:IDN+" + authority + "+sliver+0badc0de0badc0de"
+	must(t, e.st.PutArchive(e.ctx, store.Archive{SliverURN: sliver, SliceURN: slice, NodeName: "n", Path: arch,
+		Bytes: 13, Final: true, ExpiresAt: time.Now().Add(time.Hour)}))
+
+	code, body, _ := e.download("0badc0de0badc0de", cred)
+	if code != http.StatusOK || string(body) != "archived data" {
+		t.Fatalf("open gate: HTTP %d %s", code, body)
+	}
+	rec := auditor.last()
+	if rec == nil || rec.Method != "GetData" || rec.Code != am.Success || rec.Caller != e.caller.URN ||
+		rec.View().SliceURN != slice || rec.View().User != e.caller.URN || len(rec.View().SliverURNs) != 1 {
+		t.Fatalf("audit record of a download: %+v %+v", rec, rec.View())
+	}
+
+	ops.Deny = []string{"*+user+alice"}
+	code, body, _ = e.download("0badc0de0badc0de", cred)
+	if code != http.StatusForbidden || !strings.Contains(string(body), "deny") {
+		t.Errorf("denied user: HTTP %d %s", code, body)
+	}
+	if rec := auditor.last(); rec.Code != am.Forbidden || !strings.Contains(rec.Output, "deny") ||
+		rec.LogID == "" || !strings.Contains(string(body), "(log id "+rec.LogID+")") {
+		t.Errorf("audit record of a refusal: code %v output %q log id %q; the reply %s", rec.Code, rec.Output, rec.LogID, body)
+	}
+	ops.Deny = nil
+
+	// Maintenance refuses new work only: downloading stays open.
+	ops.Maintenance = "upgrading"
+	if code, body, _ := e.download("0badc0de0badc0de", cred); code != http.StatusOK {
+		t.Errorf("download in maintenance: HTTP %d %s", code, body)
+	}
+	ops.Maintenance = ""
+
+	must(t, e.st.Shutdown(e.ctx, slice, "urn:publicid:IDN+test+user+op", time.Now()))
+	if code, body, _ := e.download("0badc0de0badc0de", cred); code != http.StatusForbidden || !strings.Contains(string(body), "shut down") {
+		t.Errorf("shut-down slice: HTTP %d %s", code, body)
 	}
 }
 

@@ -230,6 +230,7 @@ type sliver struct {
 	Error   string    `xmlrpc:"geni_error,omitempty"`
 	Skip    string    `xmlrpc:"-"`
 	Plain   int
+	//lint:ignore U1000 the encoder must pass over unexported fields; this one is here to be passed over
 	private int
 }
 

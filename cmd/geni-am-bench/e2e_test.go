@@ -22,6 +22,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/geniapi"
 	"github.com/geniam/geniam/am/xmlrpc"
+	gcreds "github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -215,7 +216,7 @@ func (e *testEnv) serve(t *testing.T, h http.Handler) string {
 	if err := os.WriteFile(filepath.Join(rootsDir, "ca.pem"), e.ca.CertPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	roots, err := geniapi.LoadTrustRoots(rootsDir, log)
+	roots, _, err := gcreds.LoadTrustRoots(rootsDir)
 	if err != nil {
 		t.Fatal(err)
 	}

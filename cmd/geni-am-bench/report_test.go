@@ -26,12 +26,6 @@ func sampleReport() *report {
 	}
 }
 
-// svgElement is what the test reads back from the chart.
-type svgElement struct {
-	XMLName xml.Name
-	Attrs   []xml.Attr `xml:",any,attr"`
-}
-
 func TestSVGIsValidXML(t *testing.T) {
 	for name, r := range map[string]*report{"sample": sampleReport(), "empty": {AM: "x"}} {
 		svg := renderSVG(r)

@@ -16,7 +16,6 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/store"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/pflag"
 )
 
@@ -98,12 +97,12 @@ func runAdmin(ctx context.Context, args []string, out io.Writer) error {
 	if cfg.DB.URL == "" {
 		return errors.New("db.url is not set (GENIAM_DB_URL, --db.url or the configuration file)")
 	}
-	pool, err := pgxpool.New(ctx, cfg.DB.URL)
+	st, err := store.Connect(ctx, cfg.DB.URL, 0)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	f.st, f.authority, f.actor = store.New(pool), cfg.Authority(), currentAdmin()
+	defer st.Close()
+	f.st, f.authority, f.actor = st, cfg.Authority(), currentAdmin()
 	return f.run(ctx)
 }
 
@@ -176,7 +175,7 @@ func (f *adminFlags) run(ctx context.Context) error {
 		if f.agent == "" {
 			return errors.New("admin nodes add: --agent https://host:port is required")
 		}
-		err = f.st.AddNode(ctx, store.NewNode{Name: name, ComponentURN: "urn:publicid:IDN+" + f.authority + "+node+" + name,
+		err = f.st.AddNode(ctx, store.NewNode{Name: name, ComponentURN: am.URN{Authority: f.authority, Type: "node", Name: name}.String(),
 			AgentURL: f.agent, HardwareType: f.hardware, SliverTypes: splitList(f.types), Capacity: f.capacity})
 		if err != nil {
 			return err
@@ -299,9 +298,11 @@ func (f *adminFlags) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, typ, _, ok := am.SplitURN(urn); !ok || typ != "slice" {
-			return fmt.Errorf("admin slice shutdown: %q is not a slice URN", urn)
+		slice, err := am.URNOfType(urn, "slice")
+		if err != nil {
+			return fmt.Errorf("admin slice shutdown: %v", err)
 		}
+		urn = slice.String()
 		if err := f.st.Shutdown(ctx, urn, f.actor, time.Now()); err != nil {
 			return err
 		}

@@ -22,8 +22,8 @@ import (
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
-	"github.com/jackc/pgx/v5"
 )
 
 const consoleToken = "operator-token-for-tests-0123"
@@ -67,13 +67,13 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 		t.Fatal(err)
 	}
 	hooks := &serveHooks{allowLocalImages: agentURL != "",
-		afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
-			if err := devenv.SeedInventory(ctx, db, devenv.Authority, 3); err != nil || agentURL == "" {
+		afterMigrate: func(ctx context.Context, st *store.Store) error {
+			if err := st.SeedDemoInventory(ctx, devenv.Authority, 3); err != nil || agentURL == "" {
 				return err
 			}
 			// node2 and node3 keep make run's addresses, where no agent of
 			// this PKI answers.
-			_, err := db.Exec(ctx, "UPDATE nodes SET agent_url = $1 WHERE name = 'node1'", agentURL)
+			_, err := st.Pool().Exec(ctx, "UPDATE nodes SET agent_url = $1 WHERE name = 'node1'", agentURL)
 			return err
 		}}
 	s := serveWith(t, pki, pgtest.NewDatabase(t), hooks, func(c *config.Config) {

@@ -17,8 +17,9 @@ import (
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/geniapi"
+	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devch"
-	"github.com/jackc/pgx/v5"
+	"github.com/geniam/geniam/store"
 	"github.com/spf13/pflag"
 )
 
@@ -100,8 +101,8 @@ func runDev(args []string) error {
 	var consoleAddr string
 	hooks := &serveHooks{
 		allowLocalImages: true,
-		afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
-			return devenv.SeedInventory(ctx, db, devenv.Authority, *inventory)
+		afterMigrate: func(ctx context.Context, st *store.Store) error {
+			return st.SeedDemoInventory(ctx, devenv.Authority, *inventory)
 		},
 		consoleReady: func(addr net.Addr) { consoleAddr = addr.String() },
 		ready: func(addr net.Addr) {
@@ -140,7 +141,7 @@ func startDevCH(ctx context.Context, addr string, pki *devenv.PKI, cfg *config.C
 	if err != nil {
 		return err
 	}
-	roots, err := geniapi.LoadTrustRoots(pki.TrustedRoots, log)
+	roots, _, err := credentials.LoadTrustRoots(pki.TrustedRoots)
 	if err != nil {
 		return err
 	}

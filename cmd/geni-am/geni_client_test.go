@@ -19,8 +19,8 @@ import (
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/provision"
+	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
-	"github.com/jackc/pgx/v5"
 )
 
 // geniRun is one run of the geni binary.
@@ -396,11 +396,11 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 	if demo == nil {
 		t.Fatal("make run's agents or demo image did not start")
 	}
-	s := serveWith(t, pki, pgtest.NewDatabase(t), &serveHooks{allowLocalImages: true, afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
-		if err := devenv.SeedInventory(ctx, db, devenv.Authority, 3); err != nil {
+	s := serveWith(t, pki, pgtest.NewDatabase(t), &serveHooks{allowLocalImages: true, afterMigrate: func(ctx context.Context, st *store.Store) error {
+		if err := st.SeedDemoInventory(ctx, devenv.Authority, 3); err != nil {
 			return err
 		}
-		_, err := db.Exec(ctx, `UPDATE nodes SET agent_url = 'https://`+agentIP+`:1887' WHERE name = 'node1';
+		_, err := st.Pool().Exec(ctx, `UPDATE nodes SET agent_url = 'https://`+agentIP+`:1887' WHERE name = 'node1';
 			UPDATE nodes SET drained = true WHERE name <> 'node1'`)
 		return err
 	}}, func(c *config.Config) {

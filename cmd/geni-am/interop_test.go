@@ -27,8 +27,8 @@ import (
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
-	"github.com/jackc/pgx/v5"
 )
 
 // capturesDir holds the captured requests and responses.
@@ -94,8 +94,8 @@ func serveAggregate(t *testing.T, s aggregateSetup) *servedAggregate {
 	addr := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	hooks := &serveHooks{
-		afterMigrate: func(ctx context.Context, db *pgx.Conn) error {
-			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
+		afterMigrate: func(ctx context.Context, st *store.Store) error {
+			return st.SeedDemoInventory(ctx, devenv.Authority, 3)
 		},
 		ready: func(a net.Addr) { addr <- a },
 		clock: s.clock,
@@ -238,11 +238,10 @@ func TestReplayAcceptanceCaptures(t *testing.T) {
 // expired at 21:43.
 var gcfSampleNow = time.Date(2026, 11, 21, 21, 0, 0, 0, time.UTC)
 
-// TestReplayOmniCycleWithGcfCredentials replays omni's whole cycle
-// (getversion … delete) as it ran against `geni-am serve` trusting a gcf
-// clearinghouse, with the credentials that clearinghouse really issued and the
-// aggregate's clock set to when they were valid.
-func TestReplayOmniCycleWithGcfCredentials(t *testing.T) {
+// gcfSamples reads the gcf clearinghouse's CA and alice's certificate and key
+// from the captures, and returns a reader of the other sample files.
+func gcfSamples(t *testing.T) ([]*x509.Certificate, tls.Certificate, func(name string) []byte) {
+	t.Helper()
 	dir := filepath.Join(capturesDir, "gcf-samples")
 	read := func(name string) []byte {
 		b, err := os.ReadFile(filepath.Join(dir, name))
@@ -259,6 +258,15 @@ func TestReplayOmniCycleWithGcfCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca, alice, read
+}
+
+// TestReplayOmniCycleWithGcfCredentials replays omni's whole cycle
+// (getversion … delete) as it ran against `geni-am serve` trusting a gcf
+// clearinghouse, with the credentials that clearinghouse really issued and the
+// aggregate's clock set to when they were valid.
+func TestReplayOmniCycleWithGcfCredentials(t *testing.T) {
+	ca, alice, read := gcfSamples(t)
 	agg := serveAggregate(t, aggregateSetup{roots: ca, caller: alice, clock: func() time.Time { return gcfSampleNow }})
 	v := &replayVars{
 		creds:     map[string][]byte{"user": read("user-cred.xml"), "slice": read("slice-cred.xml")},
@@ -271,22 +279,7 @@ func TestReplayOmniCycleWithGcfCredentials(t *testing.T) {
 // TestGcfCredentialsRefusedOnceExpired: the same slice credential, an hour
 // after it expired, is refused with FORBIDDEN (not a fault, not accepted).
 func TestGcfCredentialsRefusedOnceExpired(t *testing.T) {
-	dir := filepath.Join(capturesDir, "gcf-samples")
-	read := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	ca, err := devpki.ParseCerts(read("ca-ch-cert.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	alice, err := tls.X509KeyPair(read("alice-cert.pem"), read("alice-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, alice, read := gcfSamples(t)
 	late := gcfSampleNow.Add(time.Hour)
 	agg := serveAggregate(t, aggregateSetup{roots: ca, caller: alice, clock: func() time.Time { return late }})
 	v := &replayVars{

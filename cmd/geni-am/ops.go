@@ -20,7 +20,6 @@ import (
 	"github.com/geniam/geniam/am/metrics"
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/store"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // opsSide is the operator's side of a running aggregate: the metrics
@@ -32,7 +31,7 @@ import (
 type opsSide struct {
 	Registry *metrics.Registry
 	log      *slog.Logger
-	pool     *pgxpool.Pool
+	st       *store.Store
 	audit    *store.AuditWriter
 	ready    atomic.Bool
 
@@ -40,13 +39,34 @@ type opsSide struct {
 	latency *metrics.Histogram
 
 	reaperBatches, reaperExpired, reaperErrors *metrics.Counter
+
+	rootsReloads *metrics.Counter
+}
+
+// reloadRoots re-reads the trusted-roots directory into the Verifier, whose
+// set the TLS edge reads too, so both change at once or not at all. A failure
+// is loud: an error in the log, the failed counter, and the error returned;
+// the previous set stays in force.
+func (o *opsSide) reloadRoots(v *credentials.Verifier, dir string, legacy bool) error {
+	problems, err := v.ReloadRoots(dir, legacy)
+	for _, p := range problems {
+		o.log.Warn("trusted roots: skipped", "problem", p)
+	}
+	if err != nil {
+		o.rootsReloads.Inc("failed")
+		o.log.Error("trusted roots NOT reloaded; the previous set stays in force", "dir", dir, "err", err)
+		return err
+	}
+	o.rootsReloads.Inc("ok")
+	o.log.Info("trusted roots reloaded", "dir", dir, "count", len(v.Roots().Certs()), "skipped", len(problems))
+	return nil
 }
 
 // newOps registers the metrics and starts the audit writer.
-func newOps(cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, verifier *credentials.Verifier) *opsSide {
+func newOps(cfg *config.Config, log *slog.Logger, st *store.Store, verifier *credentials.Verifier) *opsSide {
 	reg := metrics.NewRegistry()
-	o := &opsSide{Registry: reg, log: log, pool: pool,
-		audit: store.NewAuditWriter(pool, log, cfg.Operations.AuditQueue)}
+	o := &opsSide{Registry: reg, log: log, st: st,
+		audit: st.NewAuditWriter(log, cfg.Operations.AuditQueue)}
 	o.calls = reg.NewCounter("geniam_calls_total", "AM API calls by method and geni_code (faults: the XML-RPC fault code)", "method", "code")
 	o.latency = reg.NewHistogram("geniam_call_duration_seconds", "time from request to reply, by method", metrics.DefaultLatencyBuckets, "method")
 	o.reaperBatches = reg.NewCounter("geniam_reaper_batches_total", "expiry transactions the reaper ran")
@@ -64,41 +84,35 @@ func newOps(cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, verifier *
 	reg.NewCounterFunc("geniam_audit_replayed_total", "spooled audit records written to the database once it was back", stats(func(s store.AuditStats) float64 { return float64(s.Replayed) }))
 	reg.NewGaugeFunc("geniam_audit_spool_bytes", "size of the on-disk audit spool", stats(func(s store.AuditStats) float64 { return float64(s.SpoolBytes) }))
 
+	o.rootsReloads = reg.NewCounter("geniam_trusted_roots_reloads_total", "reloads of tls.trusted_roots (SIGHUP) by result: ok, failed (the old set stays in force; the log says why)", "result")
 	if verifier != nil {
+		reg.NewGaugeFunc("geniam_trusted_roots", "certificates in the trusted-roots set TLS and the credential checks use", func() float64 { return float64(len(verifier.Roots().Certs())) })
 		reg.NewCounterFunc("geniam_credential_cache_hits_total", "credentials answered from the verification cache", func() float64 { return float64(verifier.CacheStats().Hits) })
 		reg.NewCounterFunc("geniam_credential_cache_misses_total", "credentials verified from scratch", func() float64 { return float64(verifier.CacheStats().Misses) })
 		reg.NewGaugeFunc("geniam_credential_cache_entries", "credentials in the verification cache", func() float64 { return float64(verifier.CacheStats().Entries) })
 	}
-	pstat := func(f func(*pgxpool.Stat) float64) func() float64 { return func() float64 { return f(pool.Stat()) } }
-	reg.NewGaugeFunc("geniam_db_connections_open", "connections open in the pool", pstat(func(s *pgxpool.Stat) float64 { return float64(s.TotalConns()) }))
-	reg.NewGaugeFunc("geniam_db_connections_acquired", "connections in use", pstat(func(s *pgxpool.Stat) float64 { return float64(s.AcquiredConns()) }))
-	reg.NewGaugeFunc("geniam_db_connections_idle", "idle connections", pstat(func(s *pgxpool.Stat) float64 { return float64(s.IdleConns()) }))
-	reg.NewGaugeFunc("geniam_db_connections_max", "pool size (db.max_conns)", pstat(func(s *pgxpool.Stat) float64 { return float64(s.MaxConns()) }))
-	reg.NewCounterFunc("geniam_db_acquire_waits_total", "acquires that had to wait for a connection", pstat(func(s *pgxpool.Stat) float64 { return float64(s.EmptyAcquireCount()) }))
-	reg.NewCounterFunc("geniam_db_acquire_wait_seconds_total", "time spent waiting for a connection", pstat(func(s *pgxpool.Stat) float64 { return s.AcquireDuration().Seconds() }))
+	pstat := func(f func(store.PoolStats) float64) func() float64 {
+		return func() float64 { return f(st.PoolStats()) }
+	}
+	reg.NewGaugeFunc("geniam_db_connections_open", "connections open in the pool", pstat(func(s store.PoolStats) float64 { return float64(s.Open) }))
+	reg.NewGaugeFunc("geniam_db_connections_acquired", "connections in use", pstat(func(s store.PoolStats) float64 { return float64(s.Acquired) }))
+	reg.NewGaugeFunc("geniam_db_connections_idle", "idle connections", pstat(func(s store.PoolStats) float64 { return float64(s.Idle) }))
+	reg.NewGaugeFunc("geniam_db_connections_max", "pool size (db.max_conns)", pstat(func(s store.PoolStats) float64 { return float64(s.Max) }))
+	reg.NewCounterFunc("geniam_db_acquire_waits_total", "acquires that had to wait for a connection", pstat(func(s store.PoolStats) float64 { return float64(s.AcquireWaits) }))
+	reg.NewCounterFunc("geniam_db_acquire_wait_seconds_total", "time spent waiting for a connection", pstat(func(s store.PoolStats) float64 { return s.AcquireWait.Seconds() }))
 	reg.NewGaugeFunc("geniam_maintenance", "1 while new Allocates are refused for maintenance (configuration or geni-am admin maintenance)", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		if msg, err := store.New(pool).Maintenance(ctx); err == nil && (msg != "" || cfg.Operations.Maintenance != "") {
+		if msg, err := st.Maintenance(ctx); err == nil && (msg != "" || cfg.Operations.Maintenance != "") {
 			return 1
 		}
 		return 0
 	})
-	// Read from the database at scrape time, so that they are right whichever
-	// process did the work: the provisioner's queue (jobs) and the node
-	// agents' health (agent_health), both 0 while those tables do not exist.
-	reg.NewGaugeFunc("geniam_jobs_queued", "provisioning jobs waiting for a worker", o.dbValue("jobs", "SELECT count(*) FROM jobs WHERE state = 'queued'"))
-	reg.NewGaugeFunc("geniam_jobs_running", "provisioning jobs a worker holds", o.dbValue("jobs", "SELECT count(*) FROM jobs WHERE state = 'running'"))
-	reg.NewGaugeFunc("geniam_jobs_failed", "provisioning jobs that gave up (see geni-am admin jobs list)", o.dbValue("jobs", "SELECT count(*) FROM jobs WHERE state = 'failed'"))
-	reg.NewGaugeFunc("geniam_jobs_oldest_queued_seconds", "age of the oldest queued job", o.dbValue("jobs",
-		"SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM jobs WHERE state = 'queued'"))
-	reg.NewGaugeFunc("geniam_agents_reachable", "node agents whose last health poll succeeded", o.dbValue("agent_health", "SELECT count(*) FROM agent_health WHERE reachable"))
-	reg.NewGaugeFunc("geniam_agents_unreachable", "node agents whose last health poll failed", o.dbValue("agent_health", "SELECT count(*) FROM agent_health WHERE NOT reachable"))
-	reg.NewGaugeFunc("geniam_nodes_taking_slivers", "nodes that take new slivers (not drained, retired or unavailable)", o.dbValue("nodes",
-		"SELECT count(*) FROM nodes WHERE available AND NOT drained AND NOT retired"))
-	reg.NewGaugeFunc("geniam_slots_free", "container slots free on nodes that take new slivers", o.dbValue("nodes",
-		"SELECT coalesce(sum(slots_free), 0) FROM node_usage WHERE takes_new_slivers"))
-	reg.NewGaugeFunc("geniam_slivers_live", "live slivers (allocated or provisioned)", o.dbValue("slivers", "SELECT count(*) FROM slivers"))
+	// Read from the database at scrape time (store.Gauges): the provisioner's
+	// queue, the agents' health, the inventory.
+	for _, g := range store.Gauges {
+		reg.NewGaugeFunc(g.Name, g.Help, func() float64 { return st.ReadGauge(g) })
+	}
 	if max := cfg.Operations.AuditSpoolMax; max > 0 {
 		dir := cfg.Operations.AuditSpoolDir
 		if dir == "" {
@@ -112,24 +126,6 @@ func newOps(cfg *config.Config, log *slog.Logger, pool *pgxpool.Pool, verifier *
 	}
 	o.audit.Start()
 	return o
-}
-
-// dbValue reads one number at scrape time (1 s timeout); 0 when table does
-// not exist or the database does not answer (/healthz says which).
-func (o *opsSide) dbValue(table, query string) func() float64 {
-	return func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		var reg *string
-		if err := o.pool.QueryRow(ctx, "SELECT to_regclass($1)::text", table).Scan(&reg); err != nil || reg == nil {
-			return 0
-		}
-		var v float64
-		if err := o.pool.QueryRow(ctx, query).Scan(&v); err != nil {
-			return 0
-		}
-		return v
-	}
 }
 
 // standardMethods bounds the method label: anything else is "other".
@@ -213,7 +209,7 @@ func (o *opsSide) Handler() http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		started := time.Now()
-		err := o.pool.Ping(ctx)
+		err := o.st.Ping(ctx)
 		body := map[string]any{"status": "ok", "database": "ok", "database_ms": time.Since(started).Milliseconds()}
 		status := http.StatusOK
 		if err != nil {

@@ -54,7 +54,7 @@ func TestMetricsReadProvisioningTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := newOps(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), pool, nil)
+	o := newOps(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), store.New(pool), nil)
 	defer o.close()
 	scrape := func() string {
 		rec := httptest.NewRecorder()
@@ -96,7 +96,7 @@ func TestMetricsReadProvisioningTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dead.Close()
-	down := &opsSide{pool: dead}
+	down := &opsSide{st: store.New(dead)}
 	rec = httptest.NewRecorder()
 	down.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 	if rec.Code != 503 || !strings.Contains(rec.Body.String(), `"status":"failing"`) || !strings.Contains(rec.Body.String(), "unreachable") {

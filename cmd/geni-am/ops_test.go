@@ -15,15 +15,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/xmlrpc"
+	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -50,7 +50,7 @@ type served struct {
 	pki        *devenv.PKI
 	client     *http.Client
 	chain      []*x509.Certificate
-	logBuf     *syncWriter
+	logBuf     *amtest.LogBuffer
 	pool       *pgxpool.Pool
 }
 
@@ -69,8 +69,8 @@ func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
 	t.Helper()
 	hooks := &serveHooks{}
 	if seed {
-		hooks.afterMigrate = func(ctx context.Context, db *pgx.Conn) error {
-			return devenv.SeedInventory(ctx, db, devenv.Authority, 3)
+		hooks.afterMigrate = func(ctx context.Context, st *store.Store) error {
+			return st.SeedDemoInventory(ctx, devenv.Authority, 3)
 		}
 	}
 	return serveWith(t, pki, dbURL, hooks, nil)
@@ -84,7 +84,7 @@ func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &served{t: t, dbURL: dbURL, pki: pki, logBuf: &syncWriter{w: &bytes.Buffer{}}}
+	s := &served{t: t, dbURL: dbURL, pki: pki, logBuf: &amtest.LogBuffer{}}
 	cfg.DB.URL = s.dbURL
 	cfg.VarDir = t.TempDir() // the audit spool, never the source tree
 	cfg.Listen = "127.0.0.1:0"
@@ -147,24 +147,6 @@ func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, t
 	}
 	t.Cleanup(s.pool.Close)
 	return s
-}
-
-// syncWriter serialises writes to the log buffer.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.(*bytes.Buffer).String()
 }
 
 // call posts an XML-RPC call and returns the v3 struct (or a fault error).

@@ -20,8 +20,6 @@ import (
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/rspec"
 	"github.com/geniam/geniam/store"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/pflag"
 )
 
@@ -44,15 +42,15 @@ func init() {
 			return errors.New("db.url is not set (GENIAM_DB_URL or --db.url); make run migrates its own database")
 		}
 		ctx := context.Background()
-		pool, err := pgxpool.New(ctx, cfg.DB.URL)
+		st, err := store.Connect(ctx, cfg.DB.URL, 0)
 		if err != nil {
 			return err
 		}
-		defer pool.Close()
-		if err := store.Migrate(ctx, pool); err != nil {
+		defer st.Close()
+		if err := st.Migrate(ctx); err != nil {
 			return err
 		}
-		applied, err := store.AppliedMigrations(ctx, pool)
+		applied, err := st.AppliedMigrations(ctx)
 		if err != nil {
 			return err
 		}
@@ -84,11 +82,11 @@ func newLogger(c config.Log) *slog.Logger {
 
 // serveHooks lets the dev command add to a running aggregate.
 type serveHooks struct {
-	afterMigrate     func(ctx context.Context, db *pgx.Conn) error // e.g. seed the demo inventory
-	ready            func(addr net.Addr)                           // called once the listener is bound
-	consoleReady     func(addr net.Addr)                           // called once the console's listener is bound
-	clock            func() time.Time                              // the aggregate's clock; nil is time.Now (tests replay dated credentials)
-	allowLocalImages bool                                          // image locations may be file paths (make run's demo image)
+	afterMigrate     func(ctx context.Context, st *store.Store) error // e.g. seed the demo inventory
+	ready            func(addr net.Addr)                              // called once the listener is bound
+	consoleReady     func(addr net.Addr)                              // called once the console's listener is bound
+	clock            func() time.Time                                 // the aggregate's clock; nil is time.Now (tests replay dated credentials)
+	allowLocalImages bool                                             // image locations may be file paths (make run's demo image)
 }
 
 func (h *serveHooks) aggregateClock() func() time.Time {
@@ -112,47 +110,33 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	if err != nil {
 		return fmt.Errorf("aggregate certificate: %w", err)
 	}
-	tlsRoots, err := geniapi.LoadTrustRoots(cfg.TLS.TrustedRoots, log)
-	if err != nil {
-		return fmt.Errorf("trusted roots: %w", err)
-	}
-	credRoots, problems, err := credentials.LoadTrustRoots(cfg.TLS.TrustedRoots)
+	// One set of roots, loaded by one rule, for TLS and the credential
+	// checks: the TLS edge reads it from the verifier.
+	roots, problems, err := credentials.LoadTrustRoots(cfg.TLS.TrustedRoots)
 	if err != nil {
 		return fmt.Errorf("trusted roots: %w", err)
 	}
 	for _, p := range problems {
 		log.Warn("trusted roots: skipped", "problem", p)
 	}
-	credRoots.Legacy = cfg.TLS.LegacySHA1
-	verifier := credentials.NewVerifier(credRoots, credentials.Options{})
+	roots.Legacy = cfg.TLS.LegacySHA1
+	verifier := credentials.NewVerifier(roots, credentials.Options{})
 
-	poolCfg, err := pgxpool.ParseConfig(cfg.DB.URL)
+	st, err := store.Connect(ctx, cfg.DB.URL, cfg.DB.MaxConns)
 	if err != nil {
-		return fmt.Errorf("db.url: %w", err)
+		return err
 	}
-	poolCfg.MaxConns = int32(cfg.DB.MaxConns)
-	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	defer pool.Close()
-	if err := store.Migrate(ctx, pool); err != nil {
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
 	if hooks != nil && hooks.afterMigrate != nil {
-		conn, err := pool.Acquire(ctx)
-		if err != nil {
-			return err
-		}
-		err = hooks.afterMigrate(ctx, conn.Conn())
-		conn.Release()
-		if err != nil {
+		if err := hooks.afterMigrate(ctx, st); err != nil {
 			return err
 		}
 	}
-	st := store.New(pool)
 	st.ViewMaxAge = cfg.Cache.Nodes
-	ops := newOps(cfg, log, pool, verifier) // ops.go: metrics, audit trail, operator policy
+	ops := newOps(cfg, log, st, verifier) // ops.go: metrics, audit trail, operator policy
 	defer ops.close()
 	opsPolicy, err := ops.policy(cfg.Operations, st)
 	if err != nil {
@@ -177,6 +161,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		AdCacheTTL:  cfg.Cache.Advertisement,
 		MaxBooking:  cfg.Reservations.MaxLength, MaxBookAhead: cfg.Reservations.MaxAhead,
 		MaxBookedPerNode: cfg.Reservations.MaxPerNode,
+		Auditor:          ops, // the gate audits /data downloads with it
 	}, st, verifier, rs, hooks.aggregateClock())
 	if prov != nil {
 		prov.RegisterMetrics(ops.Registry) // jobs by outcome, reconciliation, process lock
@@ -189,12 +174,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 
 	handler := geniapi.NewHandler(agg, geniapi.HandlerOptions{MaxBodyBytes: cfg.Limits.MaxBody, Logger: log, Auditor: ops})
 	// The request timeout bounds AM API calls; /data downloads stream for as long as they need.
-	apiTLS := geniapi.ServerTLSConfig(cert, tlsRoots, cfg.TLS.LegacySHA1, log)
+	apiTLS := geniapi.ServerTLSConfig(cert, verifier, cfg.TLS.LegacySHA1, log)
 	// POST /data/<sliver>.tar, on the AM listener and behind the console's
 	// download form alike (nil without a provisioner).
 	var data http.Handler
 	if prov != nil {
-		data = prov.DataHandler(verifier)
+		data = prov.DataHandler(agg.Gate())
 	}
 	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), data), apiTLS)
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -206,15 +191,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			if err := tlsRoots.Reload(); err != nil {
-				log.Error("reload trusted roots", "err", err)
-				continue
-			}
-			if r, problems, err := credentials.LoadTrustRoots(cfg.TLS.TrustedRoots); err == nil {
-				r.Legacy = cfg.TLS.LegacySHA1
-				verifier.SetRoots(r)
-				log.Info("trusted roots reloaded", "skipped", len(problems))
-			}
+			_ = ops.reloadRoots(verifier, cfg.TLS.TrustedRoots, cfg.TLS.LegacySHA1) // loud on failure
 		}
 	}()
 	if cfg.Operations.Listen != "" {

@@ -194,12 +194,11 @@ func (c *gcfCH) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // gcfLab is a gcf-like clearinghouse and AM over TLS with client
 // certificates, and an omni_config for them like the omni lab's.
 type gcfLab struct {
-	t          *testing.T
-	dir        string
-	am         *gcfAM
-	amURL      string
-	config     string
-	dataServer *httptest.Server
+	t      *testing.T
+	dir    string
+	am     *gcfAM
+	amURL  string
+	config string
 }
 
 func tlsServer(t *testing.T, h http.Handler) *httptest.Server {

@@ -101,7 +101,7 @@ func Open(dir, authority string) (*Clearinghouse, error) {
 	if ch.SA, err = devpki.Load(filepath.Join(dir, "sa-cert.pem"), filepath.Join(dir, "sa-key.pem")); err != nil {
 		return nil, err
 	}
-	if u, err := credentials.ParseURN(credentials.URNOf(ch.CA.Cert)); err != nil || !strings.EqualFold(u.Authority, authority) {
+	if u, err := am.ParseURN(credentials.URNOf(ch.CA.Cert)); err != nil || !strings.EqualFold(u.Authority, authority) {
 		return nil, fmt.Errorf("devch: %s belongs to another authority than %s", dir, authority)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "slices.json"))
@@ -131,7 +131,7 @@ func newCH(authority string) *Clearinghouse {
 }
 
 func (ch *Clearinghouse) urn(typ, name string) string {
-	return "urn:publicid:IDN+" + ch.Authority + "+" + typ + "+" + name
+	return am.URN{Authority: ch.Authority, Type: typ, Name: name}.String()
 }
 
 // Roots are the certificates an aggregate must trust to accept what this
@@ -168,7 +168,7 @@ func (ch *Clearinghouse) member(user []*x509.Certificate) (string, error) {
 		return "", am.Wrap(am.Forbidden, err, "certificate not issued by this clearinghouse")
 	}
 	urn := credentials.URNOf(user[0])
-	u, err := credentials.ParseURN(urn)
+	u, err := am.ParseURN(urn)
 	if err != nil || !strings.EqualFold(u.Type, "user") {
 		return "", am.Errorf(am.Forbidden, "%s is not a user", urn)
 	}
@@ -230,7 +230,7 @@ func (ch *Clearinghouse) CreateSlice(user []*x509.Certificate, name string, expi
 
 // SliceName returns the name of a slice URN of this authority.
 func (ch *Clearinghouse) SliceName(urn string) (string, error) {
-	u, err := credentials.ParseURN(urn)
+	u, err := am.ParseURN(urn)
 	if err != nil {
 		return "", am.Errorf(am.BadArgs, "%v", err)
 	}

@@ -3,16 +3,14 @@ package devch
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/xml"
-	"fmt"
 	"io"
 	"log"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -57,17 +55,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.logf("devch: %v", err)
 			msg = "internal error"
 		}
-		fmt.Fprintf(w, `<?xml version="1.0"?><methodResponse><fault><value><struct>`+
-			`<member><name>faultCode</name><value><int>%d</int></value></member>`+
-			`<member><name>faultString</name><value><string>%s</string></value></member>`+
-			`</struct></value></fault></methodResponse>`, int(code), escape(msg))
+		_ = xmlrpc.EncodeFault(w, int(code), msg)
 		return
 	}
-	var buf bytes.Buffer
-	buf.WriteString(`<?xml version="1.0"?><methodResponse><params><param><value>`)
-	writeValue(&buf, result)
-	buf.WriteString(`</value></param></params></methodResponse>`)
-	w.Write(buf.Bytes())
+	if err := xmlrpc.EncodeResponse(w, result); err != nil {
+		h.logf("devch: cannot encode the reply: %v", err)
+	}
 }
 
 func (h *Handler) logf(format string, args ...any) {
@@ -78,44 +71,26 @@ func (h *Handler) logf(format string, args ...any) {
 	}
 }
 
-type methodCall struct {
-	Method string      `xml:"methodName"`
-	Params []callParam `xml:"params>param"`
-}
-
-type callParam struct {
-	Value struct {
-		String   *string `xml:"string"`
-		DateTime *string `xml:"dateTime.iso8601"`
-		Text     string  `xml:",chardata"`
-		Inner    []byte  `xml:",innerxml"`
-	} `xml:"value"`
-}
-
-// text returns a parameter that must be a string (or a dateTime).
-func (p callParam) text() (string, error) {
-	v := p.Value
-	switch {
-	case v.String != nil:
-		return *v.String, nil
-	case v.DateTime != nil:
-		return *v.DateTime, nil
-	case !bytes.Contains(v.Inner, []byte("<")):
-		return v.Text, nil
+// text returns a parameter that must be a string (or a dateTime, as its
+// RFC 3339 text).
+func text(p any) (string, error) {
+	switch v := p.(type) {
+	case string:
+		return v, nil
+	case time.Time:
+		return v.UTC().Format(time.RFC3339Nano), nil
 	}
 	return "", am.Errorf(am.BadArgs, "parameters must be strings")
 }
 
 func (h *Handler) call(body []byte, user []*x509.Certificate) (any, error) {
-	var mc methodCall
-	dec := xml.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&mc); err != nil {
+	mc, err := xmlrpc.DecodeCall(bytes.NewReader(body), xmlrpc.Limits{})
+	if err != nil {
 		return nil, am.Errorf(am.BadArgs, "malformed XML-RPC request: %v", err)
 	}
 	args := make([]string, len(mc.Params))
 	for i, p := range mc.Params {
-		var err error
-		if args[i], err = p.text(); err != nil {
+		if args[i], err = text(p); err != nil {
 			return nil, err
 		}
 	}
@@ -188,51 +163,4 @@ func parseExpiration(s string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, am.Errorf(am.BadArgs, "expiration %q is not an ISO 8601 time", s)
-}
-
-func escape(s string) string {
-	var b bytes.Buffer
-	xml.EscapeText(&b, []byte(s))
-	return b.String()
-}
-
-func writeValue(buf *bytes.Buffer, v any) {
-	switch v := v.(type) {
-	case string:
-		buf.WriteString("<string>" + escape(v) + "</string>")
-	case bool:
-		b := "0"
-		if v {
-			b = "1"
-		}
-		buf.WriteString("<boolean>" + b + "</boolean>")
-	case int:
-		buf.WriteString("<int>" + strconv.Itoa(v) + "</int>")
-	case []string:
-		buf.WriteString("<array><data>")
-		for _, s := range v {
-			buf.WriteString("<value>")
-			writeValue(buf, s)
-			buf.WriteString("</value>")
-		}
-		buf.WriteString("</data></array>")
-	case [][]string:
-		buf.WriteString("<array><data>")
-		for _, s := range v {
-			buf.WriteString("<value>")
-			writeValue(buf, s)
-			buf.WriteString("</value>")
-		}
-		buf.WriteString("</data></array>")
-	case map[string]any:
-		buf.WriteString("<struct>")
-		for k, x := range v {
-			buf.WriteString("<member><name>" + escape(k) + "</name><value>")
-			writeValue(buf, x)
-			buf.WriteString("</value></member>")
-		}
-		buf.WriteString("</struct>")
-	default:
-		buf.WriteString("<string></string>")
-	}
 }

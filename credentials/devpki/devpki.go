@@ -20,6 +20,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/geniam/geniam/credentials/pemcerts"
 )
 
 // Identity is a certificate with its private key and the chain above it
@@ -206,29 +208,9 @@ func Load(certFile, keyFile string) (*Identity, error) {
 	return &Identity{Cert: certs[0], Key: key, Chain: certs[1:]}, nil
 }
 
-// ParseCerts parses every CERTIFICATE block of a PEM file, in order.
-func ParseCerts(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no certificate found")
-	}
-	return out, nil
-}
+// ParseCerts parses every CERTIFICATE block of a PEM file, in order; a
+// block that does not parse, or no certificate at all, is an error.
+func ParseCerts(b []byte) ([]*x509.Certificate, error) { return pemcerts.ParseAll(b) }
 
 // ParseKey parses an RSA private key in PKCS#1 or PKCS#8 PEM.
 func ParseKey(b []byte) (*rsa.PrivateKey, error) {

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net/url"
 	"os"
 	"sync"
@@ -120,6 +119,3 @@ func redact(s string) string {
 	}
 	return u.Redacted()
 }
-
-// String describes where the test databases live, for logs.
-func String() string { return fmt.Sprintf("pgtest(%s)", redact(server)) }
