@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/geniam/geniam/am"
 )
@@ -13,9 +12,10 @@ import (
 // long delegation chain is a few tens of KiB).
 const maxCredentialUpload = 1 << 20
 
-// download is POST /data?urn=<sliver>: the sliver page's form, with the
-// experimenter's slice credential file. It is handed, as the raw body of
-// POST /data/<name>.tar, to the AM listener's handler: the same client
+// download is POST /data?urn=<sliver>[&what=log]: the sliver page's forms,
+// with the experimenter's slice credential file. It is handed, as the raw body
+// of POST /data/<name>.tar (or .log, the start command's whole output), to the
+// AM listener's handler: the same client
 // certificate (this listener verified it against the same roots) and the
 // same credential check as a download with curl.
 func (c *Console) download(w http.ResponseWriter, r *http.Request) {
@@ -32,9 +32,18 @@ func (c *Console) download(w http.ResponseWriter, r *http.Request) {
 		c.renderError(w, r, v, am.Errorf(am.Forbidden, "downloading /data needs your GENI certificate in the browser and your slice credential (the operator token is not a GENI identity)"))
 		return
 	}
-	urn := r.URL.Query().Get("urn")
-	if !strings.Contains(urn, "+sliver+") {
+	u, err := am.ParseURN(r.URL.Query().Get("urn"))
+	if err != nil || u.Type != "sliver" {
 		c.renderError(w, r, v, am.Errorf(am.BadArgs, "which sliver? POST /data?urn=<sliver URN>"))
+		return
+	}
+	suffix := ".tar"
+	switch r.URL.Query().Get("what") {
+	case "", "data":
+	case "log":
+		suffix = ".log"
+	default:
+		c.renderError(w, r, v, am.Errorf(am.BadArgs, "what=data (the /data tar) or what=log (the start command's output)"))
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxCredentialUpload+64<<10)
@@ -50,7 +59,7 @@ func (c *Console) download(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	inner := r.Clone(r.Context())
-	inner.URL.Path = "/data/" + shortName(urn) + ".tar"
+	inner.URL.Path = "/data/" + u.Name + suffix
 	inner.URL.RawQuery = ""
 	inner.Body = io.NopCloser(bytes.NewReader(cred))
 	inner.ContentLength = int64(len(cred))

@@ -299,4 +299,22 @@ func TestConsoleInBrowser(t *testing.T) {
 			}
 		}
 	}
+
+	// ... and the start command's whole output, through the second form.
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	fw, _ := mw.CreateFormFile("credential", "console-cred.xml")
+	fw.Write(w.sliceCred)
+	mw.Close()
+	resp, err := w.browser(t, w.pki.User).Post(w.consoleURL+"/data?what=log&urn="+url.QueryEscape(w.sliver), mw.FormDataContentType(), &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/") {
+		t.Errorf("alice's output download: %s %s %.300s", resp.Status, resp.Header.Get("Content-Type"), out)
+	} else {
+		t.Logf("alice downloaded %d bytes of output", len(out))
+	}
 }
