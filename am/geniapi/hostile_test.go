@@ -41,6 +41,21 @@ func (hs *hostileServer) exchange(t testing.TB, req []byte) (*http.Response, any
 	return readReply(t, bufio.NewReader(c), http.MethodPost)
 }
 
+// measuredCall sends body as a call to the server and reports the reply and
+// what the exchange cost in memory; anything but HTTP 200 fails the test.
+func (hs *hostileServer) measuredCall(t testing.TB, body []byte) (any, memFigure, error) {
+	t.Helper()
+	req := rawRequest(hs.addr, body)
+	var resp *http.Response
+	var v any
+	var err error
+	m := measureMem(func() { resp, v, err = hs.exchange(t, req) })
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %s", resp.Status)
+	}
+	return v, m, err
+}
+
 // outboundWitness is a loopback listener that XML external entities point
 // at: any connection to it means the server fetched an entity.
 type outboundWitness struct {
@@ -362,14 +377,7 @@ func TestHostileShapes(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			hs := startHostile(t, hostileOptions{handler: c.opts})
 			body := c.body()
-			req := rawRequest(hs.addr, body)
-			var resp *http.Response
-			var v any
-			var err error
-			m := measureMem(func() { resp, v, err = hs.exchange(t, req) })
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("status %s", resp.Status)
-			}
+			v, m, err := hs.measuredCall(t, body)
 			if c.code != 0 {
 				wantFault(t, c.name, err, c.code, c.msg)
 			} else if err != nil {
@@ -427,14 +435,7 @@ func TestHostileCredentials(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			hs := startHostile(t, hostileOptions{handler: c.opts})
-			req := rawRequest(hs.addr, c.body)
-			var resp *http.Response
-			var v any
-			var err error
-			m := measureMem(func() { resp, v, err = hs.exchange(t, req) })
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("status %s", resp.Status)
-			}
+			v, m, err := hs.measuredCall(t, c.body)
 			if c.fault != 0 {
 				wantFault(t, c.name, err, c.fault, c.msg)
 			} else if err != nil {
@@ -492,10 +493,7 @@ func TestHostileRSpec(t *testing.T) {
 	t.Run("limits raised", func(t *testing.T) {
 		limit := int64(body.Len()) + 1<<20
 		hs := startHostile(t, hostileOptions{handler: HandlerOptions{MaxBodyBytes: limit, Limits: xmlrpc.Limits{MaxStringLen: int(limit)}}})
-		req := rawRequest(hs.addr, body.Bytes())
-		var v any
-		var err error
-		m := measureMem(func() { _, v, err = hs.exchange(t, req) })
+		v, m, err := hs.measuredCall(t, body.Bytes())
 		if err != nil {
 			t.Fatal(err)
 		}
