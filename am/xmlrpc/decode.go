@@ -388,26 +388,32 @@ func (d *decoder) nextElement() (xml.Token, error) {
 	}
 }
 
-func (d *decoder) expectStart(name string) error {
-	tok, err := d.nextElement()
-	if err != nil {
-		return err
-	}
-	if s, ok := tok.(xml.StartElement); !ok || s.Name.Local != name {
-		return d.errorf("unexpected %s, want <%s>", describe(tok), name)
-	}
-	return nil
-}
+func (d *decoder) expectStart(name string) error { return d.expectTag(name, false) }
 
-func (d *decoder) expectEnd(name string) error {
+func (d *decoder) expectEnd(name string) error { return d.expectTag(name, true) }
+
+// expectTag reads the next element token and refuses anything but the start
+// (or, with end, the end) of the element name.
+func (d *decoder) expectTag(name string, end bool) error {
 	tok, err := d.nextElement()
 	if err != nil {
 		return err
 	}
-	if e, ok := tok.(xml.EndElement); !ok || e.Name.Local != name {
-		return d.errorf("unexpected %s, want </%s>", describe(tok), name)
+	switch t := tok.(type) {
+	case xml.StartElement:
+		if !end && t.Name.Local == name {
+			return nil
+		}
+	case xml.EndElement:
+		if end && t.Name.Local == name {
+			return nil
+		}
 	}
-	return nil
+	want := "<" + name + ">"
+	if end {
+		want = "</" + name + ">"
+	}
+	return d.errorf("unexpected %s, want %s", describe(tok), want)
 }
 
 func (d *decoder) expectEOF() error {
