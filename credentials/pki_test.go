@@ -32,61 +32,60 @@ func urn(typ, name string) string {
 	return "urn:publicid:IDN+" + testAuthority + "+" + typ + "+" + name
 }
 
-var (
-	pkiOnce sync.Once
-	pki     *testPKI
-	pkiErr  error
-)
+// pkiOnce makes the test PKI once for all the tests of the package.
+var pkiOnce = sync.OnceValues(makePKI)
 
 func getPKI(t testing.TB) *testPKI {
 	t.Helper()
-	pkiOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "geniam-creds-pki")
-		if err != nil {
-			pkiErr = err
-			return
-		}
-		p := &testPKI{dir: dir}
-		must := func(id *devpki.Identity, err error) *devpki.Identity {
-			if err != nil && pkiErr == nil {
-				pkiErr = err
-			}
-			return id
-		}
-		p.ca = must(devpki.NewCA(devpki.Options{URN: urn("authority", "ca")}))
-		p.evil = must(devpki.NewCA(devpki.Options{URN: urn("authority", "ca")}))
-		if pkiErr != nil {
-			return
-		}
-		p.sa = must(p.ca.Issue(devpki.Options{URN: urn("authority", "sa"), IsCA: true}))
-		p.alice = must(p.ca.Issue(devpki.Options{URN: urn("user", "alice"), Email: "alice@geniam.test"}))
-		p.bob = must(p.ca.Issue(devpki.Options{URN: urn("user", "bob"), Email: "bob@geniam.test"}))
-		p.carol = must(p.ca.Issue(devpki.Options{URN: urn("user", "carol"), Email: "carol@geniam.test"}))
-		p.tool = must(p.ca.Issue(devpki.Options{URN: urn("tool", "portal"), Email: "ops@geniam.test"}))
-		if pkiErr != nil {
-			return
-		}
-		p.slice = must(p.sa.Issue(devpki.Options{URN: urn("slice", "s1")}))
-		p.slice2 = must(p.sa.Issue(devpki.Options{URN: urn("slice", "s2")}))
-		if pkiErr != nil {
-			return
-		}
-		for name, id := range map[string]*devpki.Identity{"ca": p.ca, "evil": p.evil, "sa": p.sa, "alice": p.alice,
-			"bob": p.bob, "carol": p.carol, "tool": p.tool} {
-			if _, _, err := id.WriteFiles(dir, name); err != nil {
-				pkiErr = err
-			}
-			// The certificate alone, for --privkey-pem key,cert,chain...
-			if err := os.WriteFile(filepath.Join(dir, name+"-leaf.pem"), id.CertPEM(), 0o644); err != nil {
-				pkiErr = err
-			}
-		}
-		pki = p
-	})
-	if pkiErr != nil {
-		t.Fatal(pkiErr)
+	p, err := pkiOnce()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return pki
+	return p
+}
+
+func makePKI() (*testPKI, error) {
+	dir, err := os.MkdirTemp("", "geniam-creds-pki")
+	if err != nil {
+		return nil, err
+	}
+	var pkiErr error
+	p := &testPKI{dir: dir}
+	must := func(id *devpki.Identity, err error) *devpki.Identity {
+		if err != nil && pkiErr == nil {
+			pkiErr = err
+		}
+		return id
+	}
+	p.ca = must(devpki.NewCA(devpki.Options{URN: urn("authority", "ca")}))
+	p.evil = must(devpki.NewCA(devpki.Options{URN: urn("authority", "ca")}))
+	if pkiErr != nil {
+		return nil, pkiErr
+	}
+	p.sa = must(p.ca.Issue(devpki.Options{URN: urn("authority", "sa"), IsCA: true}))
+	p.alice = must(p.ca.Issue(devpki.Options{URN: urn("user", "alice"), Email: "alice@geniam.test"}))
+	p.bob = must(p.ca.Issue(devpki.Options{URN: urn("user", "bob"), Email: "bob@geniam.test"}))
+	p.carol = must(p.ca.Issue(devpki.Options{URN: urn("user", "carol"), Email: "carol@geniam.test"}))
+	p.tool = must(p.ca.Issue(devpki.Options{URN: urn("tool", "portal"), Email: "ops@geniam.test"}))
+	if pkiErr != nil {
+		return nil, pkiErr
+	}
+	p.slice = must(p.sa.Issue(devpki.Options{URN: urn("slice", "s1")}))
+	p.slice2 = must(p.sa.Issue(devpki.Options{URN: urn("slice", "s2")}))
+	if pkiErr != nil {
+		return nil, pkiErr
+	}
+	for name, id := range map[string]*devpki.Identity{"ca": p.ca, "evil": p.evil, "sa": p.sa, "alice": p.alice,
+		"bob": p.bob, "carol": p.carol, "tool": p.tool} {
+		if _, _, err := id.WriteFiles(dir, name); err != nil {
+			return nil, err
+		}
+		// The certificate alone, for --privkey-pem key,cert,chain...
+		if err := os.WriteFile(filepath.Join(dir, name+"-leaf.pem"), id.CertPEM(), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
 }
 
 func (p *testPKI) roots() *TrustRoots { return NewTrustRoots(p.ca.Cert) }

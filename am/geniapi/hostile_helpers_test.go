@@ -49,21 +49,16 @@ type hostilePKI struct {
 	caPEM         []byte
 }
 
-var (
-	hostilePKIOnce sync.Once
-	hostilePKIVal  *hostilePKI
-	hostilePKIErr  error
-)
+// hostilePKIOnce makes the PKI once for all the hostile tests.
+var hostilePKIOnce = sync.OnceValues(makeHostilePKI)
 
 func getHostilePKI(t testing.TB) *hostilePKI {
 	t.Helper()
-	hostilePKIOnce.Do(func() {
-		hostilePKIVal, hostilePKIErr = makeHostilePKI()
-	})
-	if hostilePKIErr != nil {
-		t.Fatal(hostilePKIErr)
+	pki, err := hostilePKIOnce()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return hostilePKIVal
+	return pki
 }
 
 func makeHostilePKI() (*hostilePKI, error) {
