@@ -1,6 +1,9 @@
 package am
 
-import "time"
+import (
+	"cmp"
+	"time"
+)
 
 // The time policy of the aggregate: how long slivers live in each state and
 // how far Renew may push them. Every limit is also capped by the expiry of the
@@ -15,31 +18,29 @@ const (
 )
 
 func (c AggregateConfig) withDefaults() AggregateConfig {
-	if c.AllocationHold <= 0 {
-		c.AllocationHold = DefaultAllocationHold
-	}
-	if c.AllocationMax <= 0 {
-		c.AllocationMax = DefaultAllocationMax
-	}
-	if c.ProvisionedLifetime <= 0 {
-		c.ProvisionedLifetime = DefaultProvisionedLifetime
-	}
-	if c.MaxLease <= 0 {
-		c.MaxLease = DefaultMaxLease
-	}
-	if c.MaxBooking <= 0 {
-		c.MaxBooking = DefaultMaxBooking
-	}
-	if c.MaxBookAhead <= 0 {
-		c.MaxBookAhead = DefaultMaxBookAhead
-	}
+	DefaultIfUnset(&c.AllocationHold, DefaultAllocationHold)
+	DefaultIfUnset(&c.AllocationMax, DefaultAllocationMax)
+	DefaultIfUnset(&c.ProvisionedLifetime, DefaultProvisionedLifetime)
+	DefaultIfUnset(&c.MaxLease, DefaultMaxLease)
+	DefaultIfUnset(&c.MaxBooking, DefaultMaxBooking)
+	DefaultIfUnset(&c.MaxBookAhead, DefaultMaxBookAhead)
 	if c.Placement == "" {
 		c.Placement = Spread
 	}
-	if c.AdCacheTTL == 0 {
+	if c.AdCacheTTL == 0 { // negative: no cache
 		c.AdCacheTTL = DefaultAdCacheTTL
 	}
 	return c
+}
+
+// DefaultIfUnset sets *v to def when it is the zero value or below it (a
+// negative limit or duration): how the configuration structs of the
+// aggregate and its parts fill in what the operator left out.
+func DefaultIfUnset[T cmp.Ordered](v *T, def T) {
+	var zero T
+	if *v <= zero {
+		*v = def
+	}
 }
 
 // allocationExpiry: the hold, or earlier if the credential or geni_end_time

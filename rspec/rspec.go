@@ -124,24 +124,14 @@ func New(cfg Config) (*RSpecs, error) {
 			return nil, am.Errorf(am.BadArgs, "rspec: sliver type alias %q maps to %q, which is not a sliver type of ours", alias, target)
 		}
 	}
-	if cfg.AdValidity <= 0 {
-		cfg.AdValidity = DefaultAdValidity
-	}
+	am.DefaultIfUnset(&cfg.AdValidity, DefaultAdValidity)
 	if cfg.GeneratedBy == "" {
 		cfg.GeneratedBy = am.AMType + " " + am.CodeVersion
 	}
-	if cfg.MaxBytes <= 0 {
-		cfg.MaxBytes = DefaultMaxBytes
-	}
-	if cfg.MaxNodes <= 0 {
-		cfg.MaxNodes = DefaultMaxNodes
-	}
-	if cfg.MaxDepth <= 0 {
-		cfg.MaxDepth = DefaultMaxDepth
-	}
-	if cfg.MaxElementsPerNode <= 0 {
-		cfg.MaxElementsPerNode = DefaultMaxElementsPerNode
-	}
+	am.DefaultIfUnset(&cfg.MaxBytes, DefaultMaxBytes)
+	am.DefaultIfUnset(&cfg.MaxNodes, DefaultMaxNodes)
+	am.DefaultIfUnset(&cfg.MaxDepth, DefaultMaxDepth)
+	am.DefaultIfUnset(&cfg.MaxElementsPerNode, DefaultMaxElementsPerNode)
 	return &RSpecs{cfg: cfg, authority: auth}, nil
 }
 
