@@ -30,10 +30,7 @@ func (p *requestParser) link(el *element) error {
 	}
 	pl := pendingLink{el: el, req: am.LinkRequest{ClientID: id}}
 	var shaping *am.Shaping
-	for _, c := range el.elements() {
-		if c.Space != am.RSpecNamespace {
-			continue
-		}
+	for _, c := range el.elementsIn(am.RSpecNamespace) {
 		switch c.Local {
 		case "component_manager":
 			name, _ := c.attr("name")

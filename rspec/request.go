@@ -363,10 +363,7 @@ func (p *requestParser) node(el *element) error {
 
 // services reads services/execute and services/install.
 func (p *requestParser) services(s *am.SliverRequest, el *element) error {
-	for _, c := range el.elements() {
-		if c.Space != am.RSpecNamespace {
-			continue
-		}
+	for _, c := range el.elementsIn(am.RSpecNamespace) {
 		switch c.Local {
 		case "execute":
 			shell, _ := c.attr("shell")

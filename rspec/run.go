@@ -61,10 +61,7 @@ func parseRun(clientID string, el *element) (*am.Run, error) {
 	if r.TimeLimit, err = num("time_limit", maxTimeLimit); err != nil {
 		return nil, err
 	}
-	for _, c := range el.elements() {
-		if c.Space != am.GeniamNamespace {
-			continue
-		}
+	for _, c := range el.elementsIn(am.GeniamNamespace) {
 		switch c.Local {
 		case "env":
 			name, _ := c.attr("name")

@@ -100,6 +100,18 @@ func (e *element) elements() []*element {
 	return out
 }
 
+// elementsIn returns the child elements in namespace space; the others
+// (extensions) are for whoever reads that namespace.
+func (e *element) elementsIn(space string) []*element {
+	var out []*element
+	for _, el := range e.elements() {
+		if el.Space == space {
+			out = append(out, el)
+		}
+	}
+	return out
+}
+
 // removeChildren drops the child elements for which drop returns true.
 func (e *element) removeChildren(drop func(*element) bool) {
 	out := e.Children[:0]
