@@ -70,6 +70,21 @@ func dsigChildren(el *etree.Element, local string) []*etree.Element {
 	return out
 }
 
+// dsigAlgorithm is the hash named by the Algorithm attribute of el's child
+// local (SignatureMethod, DigestMethod); one missing from known is refused.
+func dsigAlgorithm(el *etree.Element, local string, known map[string]crypto.Hash, what string) (crypto.Hash, error) {
+	m, err := dsigChild(el, local)
+	if err != nil {
+		return 0, err
+	}
+	alg := m.SelectAttrValue("Algorithm", "")
+	h, ok := known[alg]
+	if !ok {
+		return 0, fmt.Errorf("unsupported %s %q", what, alg)
+	}
+	return h, nil
+}
+
 func dsigChild(el *etree.Element, local string) (*etree.Element, error) {
 	cs := dsigChildren(el, local)
 	if len(cs) != 1 {
@@ -116,13 +131,9 @@ func (d *document) verifySignature(sig *etree.Element) (*signature, error) {
 	if err != nil {
 		return nil, err
 	}
-	sm, err := dsigChild(si, "SignatureMethod")
+	sigHash, err := dsigAlgorithm(si, "SignatureMethod", signatureAlgorithms, "signature method")
 	if err != nil {
 		return nil, err
-	}
-	sigHash, ok := signatureAlgorithms[sm.SelectAttrValue("Algorithm", "")]
-	if !ok {
-		return nil, fmt.Errorf("unsupported signature method %q", sm.SelectAttrValue("Algorithm", ""))
 	}
 	ref, err := dsigChild(si, "Reference")
 	if err != nil {
@@ -163,13 +174,9 @@ func (d *document) verifySignature(sig *etree.Element) (*signature, error) {
 			}
 		}
 	}
-	dm, err := dsigChild(ref, "DigestMethod")
+	digestHash, err := dsigAlgorithm(ref, "DigestMethod", digestAlgorithms, "digest method")
 	if err != nil {
 		return nil, err
-	}
-	digestHash, ok := digestAlgorithms[dm.SelectAttrValue("Algorithm", "")]
-	if !ok {
-		return nil, fmt.Errorf("unsupported digest method %q", dm.SelectAttrValue("Algorithm", ""))
 	}
 	dv, err := dsigChild(ref, "DigestValue")
 	if err != nil {
