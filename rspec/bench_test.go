@@ -47,13 +47,18 @@ func BenchmarkAdvertisement1000(b *testing.B) {
 	})
 }
 
-func BenchmarkParseRequest100(b *testing.B) {
-	r := newTestRSpecs(b, nil)
+// request100 is a request of 100 container nodes, each with an execute.
+func request100() string {
 	body := ""
 	for i := 0; i < 100; i++ {
 		body += containerNode(fmt.Sprintf("n%d", i), `<services><execute shell="sh" command="run"/></services>`)
 	}
-	doc := req(body)
+	return req(body)
+}
+
+func BenchmarkParseRequest100(b *testing.B) {
+	r := newTestRSpecs(b, nil)
+	doc := request100()
 	b.ReportAllocs()
 	b.SetBytes(int64(len(doc)))
 	for b.Loop() {
@@ -65,11 +70,7 @@ func BenchmarkParseRequest100(b *testing.B) {
 
 func BenchmarkManifest100(b *testing.B) {
 	r := newTestRSpecs(b, nil)
-	body := ""
-	for i := 0; i < 100; i++ {
-		body += containerNode(fmt.Sprintf("n%d", i), `<services><execute shell="sh" command="run"/></services>`)
-	}
-	parsed, err := r.ParseRequest(req(body))
+	parsed, err := r.ParseRequest(request100())
 	if err != nil {
 		b.Fatal(err)
 	}
