@@ -32,13 +32,20 @@ type jsonUser struct {
 	Keys []string `json:"keys"`
 }
 
-func executeJSON(xs []am.Execute) []byte {
-	out := make([]jsonExecute, 0, len(xs))
+// jsonArray is the JSON array of xs, each converted to its column form (an
+// empty list is [], never null). The column types hold only strings, so
+// json.Marshal cannot fail.
+func jsonArray[T, J any](xs []T, column func(T) J) []byte {
+	out := make([]J, 0, len(xs))
 	for _, x := range xs {
-		out = append(out, jsonExecute(x))
+		out = append(out, column(x))
 	}
 	b, _ := json.Marshal(out)
 	return b
+}
+
+func executeJSON(xs []am.Execute) []byte {
+	return jsonArray(xs, func(x am.Execute) jsonExecute { return jsonExecute(x) })
 }
 
 // jsonRun is slivers.run: <geniam:run> as granted (NULL when absent).
@@ -70,25 +77,17 @@ func runsJSON(planned []am.Sliver) ([]byte, error) {
 }
 
 func installJSON(xs []am.Install) []byte {
-	out := make([]jsonInstall, 0, len(xs))
-	for _, x := range xs {
-		out = append(out, jsonInstall(x))
-	}
-	b, _ := json.Marshal(out)
-	return b
+	return jsonArray(xs, func(x am.Install) jsonInstall { return jsonInstall(x) })
 }
 
 func usersJSON(xs []am.User) []byte {
-	out := make([]jsonUser, 0, len(xs))
-	for _, x := range xs {
+	return jsonArray(xs, func(x am.User) jsonUser {
 		keys := x.Keys
 		if keys == nil {
 			keys = []string{}
 		}
-		out = append(out, jsonUser{URN: x.URN, Keys: keys})
-	}
-	b, _ := json.Marshal(out)
-	return b
+		return jsonUser{URN: x.URN, Keys: keys}
+	})
 }
 
 const sliverColumns = `v.urn, v.slice_urn, v.client_id, v.node_name, n.component_urn, v.sliver_type,
