@@ -68,15 +68,23 @@ type env struct {
 	clock *clock
 }
 
+// openStore opens a store on a fresh database, closed when tb ends, and
+// returns it with the database's URL.
+func openStore(tb testing.TB) (*store.Store, string) {
+	tb.Helper()
+	url := pgtest.NewDatabase(tb)
+	st, err := store.Open(context.Background(), url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(st.Close)
+	return st, url
+}
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	url := pgtest.NewDatabase(t)
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st, url := openStore(t)
 	e := &env{t: t, ctx: ctx, url: url, pool: st.Pool(), store: st,
 		clock: amtest.NewClock(time.Now().UTC().Truncate(time.Second))}
 	e.auth = &allowAll{now: e.clock.Now}

@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"strings"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/store"
-	"github.com/geniam/geniam/store/pgtest"
 )
 
 func benchRecord(i int) *am.AuditRecord {
@@ -25,12 +23,7 @@ func benchRecord(i int) *am.AuditRecord {
 // BenchmarkAuditWriter: records queued by calls and written by the
 // AuditWriter in batches, until the queue is drained. ns/op is per record.
 func BenchmarkAuditWriter(b *testing.B) {
-	ctx := context.Background()
-	st, err := store.Open(ctx, pgtest.NewDatabase(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
+	st, _ := openStore(b)
 	w := store.NewAuditWriter(st.Pool(), slog.New(slog.NewTextHandler(io.Discard, nil)), b.N+1)
 	b.ResetTimer()
 	w.Start()

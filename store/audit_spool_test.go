@@ -20,12 +20,7 @@ import (
 // ended during the outage), by the next writer on the directory.
 func TestAuditSpoolSurvivesOutage(t *testing.T) {
 	ctx := context.Background()
-	url := pgtest.NewDatabase(t)
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st, url := openStore(t)
 	proxy, purl := pgtest.NewProxy(t, url)
 	pool, err := pgxpool.New(ctx, purl)
 	if err != nil {

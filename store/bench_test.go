@@ -40,11 +40,7 @@ func BenchmarkAllocateDeleteLargeInventory(b *testing.B) {
 
 func benchAllocateDelete(b *testing.B, nodes, capacity, clients int) []time.Duration {
 	ctx := context.Background()
-	st, err := store.Open(ctx, pgtest.NewDatabase(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
+	st, _ := openStore(b)
 	if _, err := st.Pool().Exec(ctx, `INSERT INTO nodes (name, component_urn, capacity)
 		SELECT 'node' || i, $1 || i, $2 FROM generate_series(0, $3 - 1) AS i`, nodeURN("node"), capacity, nodes); err != nil {
 		b.Fatal(err)
@@ -145,11 +141,7 @@ func BenchmarkScale(b *testing.B) {
 	for _, nodes := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
 			ctx := context.Background()
-			st, err := store.Open(ctx, pgtest.NewDatabase(b))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
+			st, _ := openStore(b)
 			seedScale(b, st, nodes)
 			agg := am.NewAggregate(am.AggregateConfig{URN: amURN}, st, &allowAll{now: time.Now}, fakeRSpecs{}, time.Now)
 			call := am.Call{Caller: &am.Caller{URN: alice}}
