@@ -55,10 +55,15 @@ type fakeAM struct {
 	panic  bool
 }
 
-func (f *fakeAM) record(method string, c am.Call) error {
+// record notes the call (and, with args, what args stores of its
+// arguments) and answers as the test set the fake up: f.err, or a panic.
+func (f *fakeAM) record(method string, c am.Call, args func()) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.method, f.call = method, c
+	if args != nil {
+		args()
+	}
 	if f.panic {
 		panic("fake aggregate exploded")
 	}
@@ -80,7 +85,7 @@ func statuses(urns []string) []am.SliverStatus {
 }
 
 func (f *fakeAM) GetVersion(ctx context.Context, c am.Call) (*am.Version, error) {
-	if err := f.record("GetVersion", c); err != nil {
+	if err := f.record("GetVersion", c, nil); err != nil {
 		return nil, err
 	}
 	v := am.StandardVersion(amURN, "https://127.0.0.1:5001/")
@@ -89,57 +94,42 @@ func (f *fakeAM) GetVersion(ctx context.Context, c am.Call) (*am.Version, error)
 }
 
 func (f *fakeAM) ListResources(ctx context.Context, c am.Call) (string, error) {
-	if err := f.record("ListResources", c); err != nil {
+	if err := f.record("ListResources", c, nil); err != nil {
 		return "", err
 	}
 	return adRSpec, nil
 }
 
 func (f *fakeAM) Describe(ctx context.Context, c am.Call, urns []string) (*am.DescribeResult, error) {
-	f.mu.Lock()
-	f.urns = urns
-	f.mu.Unlock()
-	if err := f.record("Describe", c); err != nil {
+	if err := f.record("Describe", c, func() { f.urns = urns }); err != nil {
 		return nil, err
 	}
 	return &am.DescribeResult{RSpec: manifest, SliceURN: sliceURN, Slivers: statuses(urns)}, nil
 }
 
 func (f *fakeAM) Allocate(ctx context.Context, c am.Call, slice, rspec string) (*am.AllocateResult, error) {
-	f.mu.Lock()
-	f.slice, f.rspec = slice, rspec
-	f.mu.Unlock()
-	if err := f.record("Allocate", c); err != nil {
+	if err := f.record("Allocate", c, func() { f.slice, f.rspec = slice, rspec }); err != nil {
 		return nil, err
 	}
 	return &am.AllocateResult{RSpec: manifest, Slivers: []am.SliverStatus{{URN: sliver1, Allocation: am.Allocated, Expires: expires}}}, nil
 }
 
 func (f *fakeAM) Renew(ctx context.Context, c am.Call, urns []string, exp time.Time) ([]am.SliverStatus, error) {
-	f.mu.Lock()
-	f.urns, f.exp = urns, exp
-	f.mu.Unlock()
-	if err := f.record("Renew", c); err != nil {
+	if err := f.record("Renew", c, func() { f.urns, f.exp = urns, exp }); err != nil {
 		return nil, err
 	}
 	return statuses(urns), nil
 }
 
 func (f *fakeAM) Provision(ctx context.Context, c am.Call, urns []string) (*am.AllocateResult, error) {
-	f.mu.Lock()
-	f.urns = urns
-	f.mu.Unlock()
-	if err := f.record("Provision", c); err != nil {
+	if err := f.record("Provision", c, func() { f.urns = urns }); err != nil {
 		return nil, err
 	}
 	return &am.AllocateResult{RSpec: manifest, Slivers: statuses(urns)}, nil
 }
 
 func (f *fakeAM) Status(ctx context.Context, c am.Call, urns []string) (*am.StatusResult, error) {
-	f.mu.Lock()
-	f.urns = urns
-	f.mu.Unlock()
-	if err := f.record("Status", c); err != nil {
+	if err := f.record("Status", c, func() { f.urns = urns }); err != nil {
 		return nil, err
 	}
 	st := statuses(urns)
@@ -148,30 +138,21 @@ func (f *fakeAM) Status(ctx context.Context, c am.Call, urns []string) (*am.Stat
 }
 
 func (f *fakeAM) PerformOperationalAction(ctx context.Context, c am.Call, urns []string, action string) ([]am.SliverStatus, error) {
-	f.mu.Lock()
-	f.urns, f.action = urns, action
-	f.mu.Unlock()
-	if err := f.record("PerformOperationalAction", c); err != nil {
+	if err := f.record("PerformOperationalAction", c, func() { f.urns, f.action = urns, action }); err != nil {
 		return nil, err
 	}
 	return statuses(urns), nil
 }
 
 func (f *fakeAM) Delete(ctx context.Context, c am.Call, urns []string) ([]am.SliverStatus, error) {
-	f.mu.Lock()
-	f.urns = urns
-	f.mu.Unlock()
-	if err := f.record("Delete", c); err != nil {
+	if err := f.record("Delete", c, func() { f.urns = urns }); err != nil {
 		return nil, err
 	}
 	return []am.SliverStatus{{URN: sliver1, Allocation: am.Unallocated, Expires: expires}}, nil
 }
 
 func (f *fakeAM) Shutdown(ctx context.Context, c am.Call, slice string) error {
-	f.mu.Lock()
-	f.slice = slice
-	f.mu.Unlock()
-	return f.record("Shutdown", c)
+	return f.record("Shutdown", c, func() { f.slice = slice })
 }
 
 // logBuffer collects log output for assertions.
