@@ -7,8 +7,10 @@ package metrics
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -131,7 +133,7 @@ func (v *vec) write(w io.Writer) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", v.n, escapeHelp(v.help), v.n, v.typ)
-	for _, k := range sortedKeys(v.values) {
+	for _, k := range slices.Sorted(maps.Keys(v.values)) {
 		fmt.Fprintf(w, "%s%s %s\n", v.n, labelString(v.labels, k, "", ""), formatFloat(v.values[k]))
 	}
 }
@@ -187,12 +189,7 @@ func (h *Histogram) write(w io.Writer) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", h.n, escapeHelp(h.help), h.n)
-	keys := make([]string, 0, len(h.series))
-	for k := range h.series {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(h.series)) {
 		s := h.series[k]
 		for i, b := range h.buckets {
 			fmt.Fprintf(w, "%s_bucket%s %d\n", h.n, labelString(h.labels, k, "le", formatFloat(b)), s.counts[i])
@@ -205,15 +202,6 @@ func (h *Histogram) write(w io.Writer) {
 
 // key joins label values with a separator that cannot appear in them after escaping.
 func key(lv []string) string { return strings.Join(lv, "\x00") }
-
-func sortedKeys(m map[string]float64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
 
 func labelString(names []string, k, extraName, extraValue string) string {
 	var parts []string
