@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -277,7 +278,7 @@ func (s *Store) Allocate(ctx context.Context, a am.AllocateTx) ([]am.Sliver, err
 				if waits++; waits >= attempts {
 					return nil, errBusyNodes(busy)
 				}
-				waitFor = union(waitFor, keys(busy))
+				waitFor = union(waitFor, slices.Sorted(maps.Keys(busy)))
 				busy = map[string]bool{}
 				continue
 			}
@@ -320,7 +321,7 @@ type busyNodes struct{ names []string }
 func (b *busyNodes) Error() string { return "busy nodes: " + strings.Join(b.names, ", ") }
 
 func errBusyNodes(busy map[string]bool) error {
-	names := keys(busy)
+	names := slices.Sorted(maps.Keys(busy))
 	shown := names
 	if len(shown) > 10 {
 		shown = shown[:10]
@@ -399,15 +400,6 @@ func nonNil(xs []string) []string {
 		return []string{}
 	}
 	return xs
-}
-
-func keys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func union(a, b []string) []string {
