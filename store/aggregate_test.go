@@ -138,6 +138,17 @@ func (e *env) allocate(slice string, reqs ...am.SliverRequest) *am.AllocateResul
 	return res
 }
 
+// provision provisions urns as alice with geni_rspec_version set; any error
+// fails the test.
+func (e *env) provision(urns ...string) *am.AllocateResult {
+	e.t.Helper()
+	res, err := e.agg.Provision(e.ctx, e.call(alice, geni3), urns)
+	if err != nil {
+		e.t.Fatalf("Provision: %v", err)
+	}
+	return res
+}
+
 func (e *env) count(q string, args ...any) int {
 	e.t.Helper()
 	var n int
@@ -359,10 +370,7 @@ func TestAllocateEndTimeAndGeniMany(t *testing.T) {
 	}
 	// Provision honours the geni_end_time asked at Allocate for a (5 min),
 	// the provisioned default capped by the credential for b.
-	p, err := e.agg.Provision(e.ctx, e.call(alice, geni3), []string{slice})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := e.provision(slice)
 	got := map[string]time.Time{}
 	for _, s := range p.Slivers {
 		got[s.URN] = s.Expires
@@ -429,9 +437,7 @@ func TestRenewPolicy(t *testing.T) {
 	if err != nil || !st[0].Expires.Equal(now.Add(time.Hour)) || st[0].Allocation != am.Allocated {
 		t.Fatalf("renew allocated: %+v %v", st, err)
 	}
-	if _, err := e.agg.Provision(e.ctx, e.call(alice, geni3), urn); err != nil {
-		t.Fatal(err)
-	}
+	e.provision(urn...)
 	_, err = e.agg.Renew(e.ctx, c, urn, now.Add(-time.Minute))
 	wantCode(t, err, am.OutOfRange, "not in the future")
 	// Beyond the credential (1 day).
@@ -450,9 +456,7 @@ func TestBestEffort(t *testing.T) {
 	slice := sliceURN("be")
 	res := e.allocate(slice, container("a", ""), container("b", ""))
 	a, b := res.Slivers[0].URN, res.Slivers[1].URN
-	if _, err := e.agg.Provision(e.ctx, e.call(alice, geni3), []string{a}); err != nil {
-		t.Fatal(err)
-	}
+	e.provision(a)
 	// Without best effort: a is already provisioned, so nothing changes.
 	_, err := e.agg.Provision(e.ctx, e.call(alice, geni3), []string{a, b})
 	wantCode(t, err, am.Unsupported, a)
@@ -527,9 +531,7 @@ func TestOperationalActions(t *testing.T) {
 	}
 	_, err := e.agg.PerformOperationalAction(e.ctx, c, urn, am.ActionStart)
 	wantCode(t, err, am.Unsupported, "geni_allocated")
-	if _, err := e.agg.Provision(e.ctx, e.call(alice, geni3), urn); err != nil {
-		t.Fatal(err)
-	}
+	e.provision(urn...)
 	_, err = e.agg.PerformOperationalAction(e.ctx, c, urn, am.ActionUpdateUsers)
 	wantCode(t, err, am.BadArgs, "geni_users")
 	users := am.Options{UsersSet: true, Users: []am.User{{URN: "urn:publicid:IDN+ch.test+user+bob", Keys: []string{"k"}}}}
@@ -561,9 +563,7 @@ func TestShutdown(t *testing.T) {
 	slice := sliceURN("shut")
 	res := e.allocate(slice, container("a", ""), container("b", ""))
 	a := res.Slivers[0].URN
-	if _, err := e.agg.Provision(e.ctx, e.call(alice, geni3), []string{a}); err != nil {
-		t.Fatal(err)
-	}
+	e.provision(a)
 	if _, err := e.agg.PerformOperationalAction(e.ctx, e.call(alice, am.Options{}), []string{a}, am.ActionStart); err != nil {
 		t.Fatal(err)
 	}

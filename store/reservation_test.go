@@ -204,10 +204,7 @@ func TestReservationAndImmediateAllocations(t *testing.T) {
 		t.Fatalf("an allocation before the booking: %v", err)
 	}
 	urn := res.Slivers[0].URN
-	prov, err := e.agg.Provision(e.ctx, e.call(alice, geni3), []string{urn})
-	if err != nil {
-		t.Fatal(err)
-	}
+	prov := e.provision(urn)
 	if got := prov.Slivers[0].Expires; !got.Equal(later) {
 		t.Errorf("provisioned until %v, want the start of the booking %v", got, later)
 	}
@@ -218,9 +215,7 @@ func TestReservationAndImmediateAllocations(t *testing.T) {
 	if err != nil || len(booking) != 1 {
 		t.Fatal(booking, err)
 	}
-	if _, err := e.agg.Provision(e.ctx, e.call(alice, geni3), []string{booking[0].URN}); err != nil {
-		t.Fatal(err)
-	}
+	e.provision(booking[0].URN)
 	_, err = e.agg.PerformOperationalAction(e.ctx, e.call(alice, geni3), []string{booking[0].URN}, am.ActionStart)
 	wantCode(t, err, am.Unavailable, "starts at "+later.Format(time.RFC3339))
 	// A booking overlapping the provisioned sliver is refused too.

@@ -135,9 +135,7 @@ func TestReaper(t *testing.T) {
 	e.addNode("node1", 4)
 	slice := sliceURN("reap")
 	res := e.allocate(slice, container("a", ""), container("b", ""))
-	if _, err := e.agg.Provision(e.ctx, e.call(alice, geni3), []string{res.Slivers[1].URN}); err != nil {
-		t.Fatal(err)
-	}
+	e.provision(res.Slivers[1].URN)
 	r := e.agg.NewReaper(time.Second)
 	if n, err := r.Sweep(e.ctx); err != nil || n != 0 {
 		t.Fatalf("early sweep: %d %v", n, err)
