@@ -189,23 +189,29 @@ func (id *Identity) WriteFiles(dir, name string) (certFile, keyFile string, err 
 
 // Load reads an identity written by WriteFiles (or any PEM chain + RSA key).
 func Load(certFile, keyFile string) (*Identity, error) {
-	cb, err := os.ReadFile(certFile)
+	certs, err := readParsed(certFile, ParseCerts)
 	if err != nil {
 		return nil, err
 	}
-	certs, err := ParseCerts(cb)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", certFile, err)
-	}
-	kb, err := os.ReadFile(keyFile)
+	key, err := readParsed(keyFile, ParseKey)
 	if err != nil {
 		return nil, err
-	}
-	key, err := ParseKey(kb)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", keyFile, err)
 	}
 	return &Identity{Cert: certs[0], Key: key, Chain: certs[1:]}, nil
+}
+
+// readParsed reads file and parses it; a parse error names the file.
+func readParsed[T any](file string, parse func([]byte) (T, error)) (T, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	v, err := parse(b)
+	if err != nil {
+		return v, fmt.Errorf("%s: %w", file, err)
+	}
+	return v, nil
 }
 
 // ParseCerts parses every CERTIFICATE block of a PEM file, in order; a
