@@ -169,15 +169,23 @@ func sha1Template(id string) string { return sigTemplate(id, algRSASHA1, algSHA1
 
 func sha256Template(id string) string { return sigTemplate(id, algRSASHA256, algSHA256, algC14N) }
 
+// writeTemp writes doc to a file called name in a fresh temporary directory
+// and returns its path.
+func writeTemp(t testing.TB, name, doc string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // xmlsecSign runs `xmlsec1 --sign --node-id <nodeID> --privkey-pem key,cert,chain...` on doc.
 func xmlsecSign(t testing.TB, doc, nodeID string, who string) string {
 	t.Helper()
 	bin := needXmlsec(t)
 	p := getPKI(t)
-	in := filepath.Join(t.TempDir(), "in.xml")
-	if err := os.WriteFile(in, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	in := writeTemp(t, "in.xml", doc)
 	keys := filepath.Join(p.dir, who+"-key.pem") + "," + filepath.Join(p.dir, who+"-leaf.pem")
 	switch who {
 	case "sa", "alice", "bob", "carol", "tool":
@@ -198,10 +206,7 @@ func xmlsecVerify(t testing.TB, doc, nodeID string) error {
 	t.Helper()
 	bin := needXmlsec(t)
 	p := getPKI(t)
-	in := filepath.Join(t.TempDir(), "v.xml")
-	if err := os.WriteFile(in, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	in := writeTemp(t, "v.xml", doc)
 	out, err := exec.Command(bin, "--verify", "--node-id", nodeID, "--trusted-pem", filepath.Join(p.dir, "ca-leaf.pem"), in).CombinedOutput()
 	if err != nil || !bytes.HasPrefix(out, []byte("OK")) {
 		return fmt.Errorf("xmlsec1 --verify: %v: %s", err, out)
