@@ -357,33 +357,29 @@ func (p *xmlParser) content(el *etree.Element) error {
 		}
 		switch b := p.src[p.pos]; {
 		case b == '<':
+			var read func(*etree.Element) error
+			child := false
 			switch {
 			case p.hasPrefix("</"):
 				flush()
 				p.pos += 2
 				return nil
 			case p.hasPrefix("<!--"):
-				flush()
-				if err := p.comment(el); err != nil {
-					return err
-				}
+				read = p.comment
 			case p.hasPrefix("<![CDATA["):
-				flush()
-				if err := p.cdata(el); err != nil {
-					return err
-				}
+				read = p.cdata
 			case p.hasPrefix("<?"):
-				flush()
-				if err := p.procInst(el); err != nil {
-					return err
-				}
+				read = p.procInst
 			case p.hasPrefix("<!"):
 				return errors.New("declarations are not allowed inside elements")
 			default:
-				flush()
-				if err := p.element(el); err != nil {
-					return err
-				}
+				read, child = p.element, true
+			}
+			flush()
+			if err := read(el); err != nil {
+				return err
+			}
+			if child {
 				p.text = p.text[:0] // the child used the scratch buffer
 			}
 		case b == '&':
