@@ -91,6 +91,13 @@ type Login struct {
 	User string
 }
 
+// setIfGiven adds the column col = *v to an UPDATE when the report gives v.
+func setIfGiven[T any](add func(col string, v any), col string, v *T) {
+	if v != nil {
+		add(col, *v)
+	}
+}
+
 // UpdateSliver applies an agent report to a live provisioned sliver. It
 // returns false when the sliver is gone or not in an OnlyIf state. event is
 // recorded in sliver_history (e.g. "agent:provision").
@@ -104,35 +111,19 @@ func (s *Store) UpdateSliver(ctx context.Context, urn, event string, u SliverUpd
 	if u.Operational != "" {
 		add("operational_state", string(u.Operational))
 	}
-	if u.Error != nil {
-		add("error", *u.Error)
-	}
-	if u.ResourceMsg != nil {
-		add("resource_status", *u.ResourceMsg)
-	}
-	if u.ExitCode != nil {
-		add("exit_code", *u.ExitCode)
-	}
-	if u.ImageID != nil {
-		add("image_id", *u.ImageID)
-	}
-	if u.DataURL != nil {
-		add("data_url", *u.DataURL)
-	}
-	if u.LogURL != nil {
-		add("log_url", *u.LogURL)
-	}
+	setIfGiven(add, "error", u.Error)
+	setIfGiven(add, "resource_status", u.ResourceMsg)
+	setIfGiven(add, "exit_code", u.ExitCode)
+	setIfGiven(add, "image_id", u.ImageID)
+	setIfGiven(add, "data_url", u.DataURL)
+	setIfGiven(add, "log_url", u.LogURL)
 	if u.Login != nil {
 		add("login_host", u.Login.Host)
 		add("login_port", u.Login.Port)
 		add("login_user", u.Login.User)
 	}
-	if u.StdoutTail != nil {
-		add("stdout_tail", *u.StdoutTail)
-	}
-	if u.StderrTail != nil {
-		add("stderr_tail", *u.StderrTail)
-	}
+	setIfGiven(add, "stdout_tail", u.StdoutTail)
+	setIfGiven(add, "stderr_tail", u.StderrTail)
 	if len(sets) == 0 {
 		return true, nil
 	}

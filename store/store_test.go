@@ -229,3 +229,46 @@ func TestAllocateSkipsBusyNodes(t *testing.T) {
 		t.Errorf("sliver not on the free node2")
 	}
 }
+
+// UpdateSliver writes exactly the columns a report gives, clears the exit
+// code on a nil *int, and leaves a sliver in a state outside OnlyIf alone.
+func TestUpdateSliverColumns(t *testing.T) {
+	e := newEnv(t)
+	e.addNode("node1", 4)
+	res := e.allocate(sliceURN("upd"), container("a", ""))
+	urn := res.Slivers[0].URN
+	e.provision(urn)
+	str := func(s string) *string { return &s }
+	code := 3
+	exit := &code
+	ok, err := e.store.UpdateSliver(e.ctx, urn, "agent:test", store.SliverUpdate{Operational: am.Ready,
+		Error: str("e"), ResourceMsg: str("r"), ExitCode: &exit, ImageID: str("sha256:1"), DataURL: str("d"), LogURL: str("l"),
+		Login: &store.Login{Host: "h", Port: 2222, User: "u"}, StdoutTail: str("out"), StderrTail: str("err")})
+	if !ok || err != nil {
+		t.Fatalf("UpdateSliver: %v %v", ok, err)
+	}
+	got, err := e.store.SliverByURN(e.ctx, urn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Operational != am.Ready || got.Error != "e" || got.ResourceMsg != "r" || got.ExitCode == nil || *got.ExitCode != 3 ||
+		got.ImageID != "sha256:1" || got.DataURL != "d" || got.LogURL != "l" || got.LoginHost != "h" || got.LoginPort != 2222 ||
+		got.LoginUser != "u" || got.StdoutTail != "out" || got.StderrTail != "err" {
+		t.Fatalf("after the report: %+v", got)
+	}
+	var cleared *int
+	if ok, err := e.store.UpdateSliver(e.ctx, urn, "agent:test", store.SliverUpdate{ExitCode: &cleared, Error: str("")}); !ok || err != nil {
+		t.Fatalf("clearing: %v %v", ok, err)
+	}
+	if ok, err := e.store.UpdateSliver(e.ctx, urn, "agent:test", store.SliverUpdate{Operational: am.Failed,
+		OnlyIf: []am.OperationalState{am.NotReady}}); ok || err != nil {
+		t.Fatalf("OnlyIf another state: %v %v, want false", ok, err)
+	}
+	got, err = e.store.SliverByURN(e.ctx, urn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ExitCode != nil || got.Error != "" || got.Operational != am.Ready || got.LogURL != "l" {
+		t.Fatalf("after clearing: %+v", got)
+	}
+}
