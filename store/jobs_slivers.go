@@ -227,14 +227,21 @@ func (s *Store) MarkAgentReachable(ctx context.Context, node string, unknown []s
 				since = CASE WHEN agent_health.reachable THEN agent_health.since ELSE now() END`, node, unknown); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE nodes SET available = true, unavailable_reason = ''
-			WHERE name = $1 AND NOT available AND unavailable_reason LIKE 'agent unreachable since %'`, node); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE slivers SET error = '' WHERE node_name = $1 AND error LIKE 'node agent unreachable since %'`, node)
-		return err
+		return liftNodeMark(ctx, tx, node, "agent unreachable since %", "node agent unreachable since %")
 	})
 	return wasDown, err
+}
+
+// liftNodeMark makes node available again if the provisioner made it
+// unavailable with a reason LIKE reason (an operator's reason stays), and
+// clears its slivers' errors LIKE sliverError.
+func liftNodeMark(ctx context.Context, tx pgx.Tx, node, reason, sliverError string) error {
+	if _, err := tx.Exec(ctx, `UPDATE nodes SET available = true, unavailable_reason = ''
+		WHERE name = $1 AND NOT available AND unavailable_reason LIKE $2`, node, reason); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `UPDATE slivers SET error = '' WHERE node_name = $1 AND error LIKE $2`, node, sliverError)
+	return err
 }
 
 // diskPressurePrefix starts the unavailable_reason and the slivers'
@@ -270,12 +277,7 @@ func (s *Store) RecordDisk(ctx context.Context, node string, free, total int64, 
 				AND (error = '' OR error LIKE 'node disk pressure: %') AND error <> $2`, node, "node disk pressure: "+strings.TrimPrefix(reason, diskPressurePrefix))
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE nodes SET available = true, unavailable_reason = ''
-			WHERE name = $1 AND NOT available AND unavailable_reason LIKE 'disk pressure on the node: %'`, node); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE slivers SET error = '' WHERE node_name = $1 AND error LIKE 'node disk pressure: %'`, node)
-		return err
+		return liftNodeMark(ctx, tx, node, "disk pressure on the node: %", "node disk pressure: %")
 	})
 	return was != pressure, err
 }

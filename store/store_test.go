@@ -272,3 +272,52 @@ func TestUpdateSliverColumns(t *testing.T) {
 		t.Fatalf("after clearing: %+v", got)
 	}
 }
+
+// An unreachable agent and disk pressure each make the node unavailable and
+// mark its provisioned slivers; the next good report lifts only its own mark.
+func TestAgentHealthMarksLift(t *testing.T) {
+	e := newEnv(t)
+	e.addNode("node1", 4)
+	res := e.allocate(sliceURN("health"), container("a", "node1"))
+	urn := res.Slivers[0].URN
+	e.provision(urn)
+	state := func() (available bool, sliverError string) {
+		t.Helper()
+		if err := e.pool.QueryRow(e.ctx, `SELECT n.available, v.error FROM nodes n JOIN slivers v ON v.node_name = n.name
+			WHERE v.urn = $1`, urn).Scan(&available, &sliverError); err != nil {
+			t.Fatal(err)
+		}
+		return available, sliverError
+	}
+	if _, err := e.store.MarkAgentUnreachable(e.ctx, "node1", time.Now(), "connection refused"); err != nil {
+		t.Fatal(err)
+	}
+	if av, msg := state(); av || !strings.HasPrefix(msg, "node agent unreachable since ") {
+		t.Fatalf("unreachable: available %v error %q", av, msg)
+	}
+	if _, err := e.store.MarkAgentReachable(e.ctx, "node1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if av, msg := state(); !av || msg != "" {
+		t.Fatalf("reachable again: available %v error %q", av, msg)
+	}
+	if _, err := e.store.RecordDisk(e.ctx, "node1", 1<<20, 1<<30, true); err != nil {
+		t.Fatal(err)
+	}
+	if av, msg := state(); av || !strings.HasPrefix(msg, "node disk pressure: ") {
+		t.Fatalf("pressure: available %v error %q", av, msg)
+	}
+	// A good poll does not lift the pressure; the end of the pressure does.
+	if _, err := e.store.MarkAgentReachable(e.ctx, "node1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if av, _ := state(); av {
+		t.Fatalf("a good poll lifted the disk pressure")
+	}
+	if _, err := e.store.RecordDisk(e.ctx, "node1", 1<<29, 1<<30, false); err != nil {
+		t.Fatal(err)
+	}
+	if av, msg := state(); !av || msg != "" {
+		t.Fatalf("pressure over: available %v error %q", av, msg)
+	}
+}
