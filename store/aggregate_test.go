@@ -149,6 +149,15 @@ func (e *env) provision(urns ...string) *am.AllocateResult {
 	return res
 }
 
+// provisionedContainer allocates one container sliver on node in the slice
+// called name and provisions it; it returns the sliver's URN.
+func (e *env) provisionedContainer(name, node string) string {
+	e.t.Helper()
+	urn := e.allocate(sliceURN(name), container("a", node)).Slivers[0].URN
+	e.provision(urn)
+	return urn
+}
+
 func (e *env) count(q string, args ...any) int {
 	e.t.Helper()
 	var n int

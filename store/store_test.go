@@ -235,9 +235,7 @@ func TestAllocateSkipsBusyNodes(t *testing.T) {
 func TestUpdateSliverColumns(t *testing.T) {
 	e := newEnv(t)
 	e.addNode("node1", 4)
-	res := e.allocate(sliceURN("upd"), container("a", ""))
-	urn := res.Slivers[0].URN
-	e.provision(urn)
+	urn := e.provisionedContainer("upd", "node1")
 	str := func(s string) *string { return &s }
 	code := 3
 	exit := &code
@@ -278,9 +276,7 @@ func TestUpdateSliverColumns(t *testing.T) {
 func TestAgentHealthMarksLift(t *testing.T) {
 	e := newEnv(t)
 	e.addNode("node1", 4)
-	res := e.allocate(sliceURN("health"), container("a", "node1"))
-	urn := res.Slivers[0].URN
-	e.provision(urn)
+	urn := e.provisionedContainer("health", "node1")
 	state := func() (available bool, sliverError string) {
 		t.Helper()
 		if err := e.pool.QueryRow(e.ctx, `SELECT n.available, v.error FROM nodes n JOIN slivers v ON v.node_name = n.name
