@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/imagetest"
 )
 
 // These tests run the attacks of issue 13 as a hostile experimenter would:
@@ -258,14 +259,9 @@ func buildExtraImage(t *testing.T, dockerfile string) (string, string) {
 	must(t, os.WriteFile(filepath.Join(dir, "prog"), prog, 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644))
 	tag := "geniam.test/agent/extra:" + instance + "-" + randHex(3)
-	must(t, run("docker", "build", "-q", "-t", tag, dir))
-	tarPath := filepath.Join(imageDir, strings.NewReplacer("/", "-", ":", "-").Replace(tag)+".tar")
-	must(t, run("docker", "save", "-o", tarPath, tag))
-	must(t, run("docker", "rmi", tag))
-	b, err := os.ReadFile(tarPath)
+	im, err := imagetest.Save(dir, tag, filepath.Join(imageDir, strings.NewReplacer("/", "-", ":", "-").Replace(tag)+".tar"))
 	must(t, err)
-	sum := sha256.Sum256(b)
-	return tarPath, hex.EncodeToString(sum[:])
+	return im.Tar, im.SHA256
 }
 
 // failedFetch fetches url into id and waits for the fetch to fail; it

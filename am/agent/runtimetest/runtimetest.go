@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/imagetest"
 )
 
 // ProgImage builds the test program into an image FROM scratch with the
@@ -46,25 +47,22 @@ func ProgImage(t *testing.T) []byte {
 		t.Skipf("skipping: %s", why)
 	}
 	dir := t.TempDir()
-	gobuild := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, "prog"),
-		"github.com/geniam/geniam/am/agent/testdata/prog")
-	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0")
-	mustRun(t, gobuild)
+	if err := imagetest.GoStatic(".", "github.com/geniam/geniam/am/agent/testdata/prog", filepath.Join(dir, "prog")); err != nil {
+		t.Fatal(err)
+	}
 	dockerfile := "FROM scratch\nCOPY prog /prog\nENTRYPOINT [\"/prog\"]\n"
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tag := "geniam.test/runtimetest:" + randHex(4)
-	build := exec.Command("docker", "build", "-q", "-t", tag, dir)
-	build.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	mustRun(t, build)
 	// Loading the archive tags the image again; this removes it should a
 	// failed check leave it behind (nothing when Run removed it).
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", tag).Run() })
-	archive := filepath.Join(dir, "image.tar")
-	mustRun(t, exec.Command("docker", "save", "-o", archive, tag))
-	mustRun(t, exec.Command("docker", "rmi", tag))
-	b, err := os.ReadFile(archive)
+	im, err := imagetest.Save(dir, tag, filepath.Join(dir, "image.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(im.Tar)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,13 +90,6 @@ func FakeImage(t testing.TB, config string) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
-}
-
-func mustRun(t *testing.T, cmd *exec.Cmd) {
-	t.Helper()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
-	}
 }
 
 func randHex(n int) string {
