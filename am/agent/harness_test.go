@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -137,6 +138,13 @@ func removeContainers(prefix string) {
 			_ = exec.Command("docker", "rm", "-f", id).Run()
 		}
 	}
+}
+
+// countingReader wraps r and returns a function that says how many bytes
+// have been read through it (a LimitedReader that never reaches its limit).
+func countingReader(r io.Reader) (io.Reader, func() int64) {
+	lr := &io.LimitedReader{R: r, N: math.MaxInt64}
+	return lr, func() int64 { return math.MaxInt64 - lr.N }
 }
 
 // needDocker skips the test when there is no engine, unless
