@@ -256,8 +256,15 @@ func testLogger(tb testing.TB) *slog.Logger {
 
 func startAgent(tb testing.TB, cfg agent.Config) *testAgent {
 	tb.Helper()
+	return startAgentOn(tb, cfg, docker.NewRuntime(""))
+}
+
+// startAgentOn starts an agent on the runtime rt (memruntime for the tests
+// that need no engine).
+func startAgentOn(tb testing.TB, cfg agent.Config, rt agent.Runtime) *testAgent {
+	tb.Helper()
 	p := sharedPKI(tb)
-	svc, err := agent.New(cfg, docker.NewRuntime(""))
+	svc, err := agent.New(cfg, rt)
 	must(tb, err)
 	srv := httptest.NewUnstartedServer(agent.NewHandler(svc, agent.HandlerOptions{Logger: cfg.Logger}))
 	srv.TLS, err = agent.ServerTLSConfig(p.serverCert, p.serverKey, p.caFile)
