@@ -2,19 +2,16 @@ package agent_test
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/imagetest"
 )
 
 // benchImage is an image tar the benchmarks load.
@@ -71,27 +68,12 @@ func largeImage(b *testing.B) benchImage {
 // and returns it; the run's cleanup removes it if a test loaded it.
 func saveImage(dir, label, name string) (benchImage, error) {
 	im := benchImage{name: label, tag: "geniam.test/agent/" + name + ":" + instance, tar: filepath.Join(imageDir, name+".docker.tar")}
-	if err := run("docker", "build", "-q", "-t", im.tag, dir); err != nil {
-		return im, err
+	saved, err := imagetest.Save(dir, im.tag, im.tar)
+	if saved.ID != "" {
+		extraImages = append(extraImages, saved.ID)
 	}
-	if err := run("docker", "save", "-o", im.tar, im.tag); err != nil {
-		return im, err
-	}
-	out, _ := exec.Command("docker", "image", "inspect", "-f", "{{.Id}}", im.tag).Output()
-	im.id = strings.TrimSpace(string(out))
-	extraImages = append(extraImages, im.id)
-	if err := run("docker", "rmi", im.tag); err != nil {
-		return im, err
-	}
-	f, err := os.Open(im.tar)
-	if err != nil {
-		return im, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, _ := io.Copy(h, f)
-	im.digest, im.mb = hex.EncodeToString(h.Sum(nil)), float64(n)/1e6
-	return im, nil
+	im.id, im.digest, im.mb = saved.ID, saved.SHA256, float64(saved.Size)/1e6
+	return im, err
 }
 
 // BenchmarkFetchToRunning measures, through the agent's v2 API over mutual
@@ -140,11 +122,11 @@ func BenchmarkCLILoadRun(b *testing.B) {
 			data := b.TempDir()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if err := run("docker", "load", "-q", "-i", im.tar); err != nil {
+				if err := imagetest.Docker("load", "-q", "-i", im.tar); err != nil {
 					b.Fatal(err)
 				}
 				name := fmt.Sprintf("geniam-cli-bench-%s-%d", instance, i)
-				if err := run("docker", "run", "-d", "--name", name, "--network", "none", "--label", "geniam-cli-bench="+instance,
+				if err := imagetest.Docker("run", "-d", "--name", name, "--network", "none", "--label", "geniam-cli-bench="+instance,
 					"-v", data+":/data", im.tag, "-sleep", "forever"); err != nil {
 					b.Fatal(err)
 				}

@@ -247,27 +247,28 @@ func (c *Client) post(ctx context.Context, op, id, rest string) (Status, error) 
 // transfer broken by the agent shows up as a read error, never as a short
 // archive that looks complete.
 func (c *Client) Data(ctx context.Context, id string) (io.ReadCloser, error) {
-	p, err := c.sliverPath(id, "/data")
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.send(ctx, "emit data", http.MethodGet, p, nil)
+	resp, err := c.getStream(ctx, "emit data", id, "/data", nil)
 	if err != nil {
 		return nil, err
 	}
 	return resp.Body, nil
 }
 
+// getStream GETs a sliver's sub-resource whose body is a stream.
+func (c *Client) getStream(ctx context.Context, op, id, sub string, hdr http.Header) (*http.Response, error) {
+	p, err := c.sliverPath(id, sub)
+	if err != nil {
+		return nil, err
+	}
+	return c.sendWith(ctx, op, http.MethodGet, p, nil, hdr)
+}
+
 // DataGzip is Data compressed with gzip, as the agent sends it on the
 // wire: the aggregate keeps archives this way. An agent that does not
 // compress gets its tar compressed here.
 func (c *Client) DataGzip(ctx context.Context, id string) (io.ReadCloser, error) {
-	p, err := c.sliverPath(id, "/data")
-	if err != nil {
-		return nil, err
-	}
 	// Asking ourselves keeps net/http from decompressing it for us.
-	resp, err := c.sendWith(ctx, "emit data", http.MethodGet, p, nil, http.Header{"Accept-Encoding": {"gzip"}})
+	resp, err := c.getStream(ctx, "emit data", id, "/data", http.Header{"Accept-Encoding": {"gzip"}})
 	if err != nil {
 		return nil, err
 	}
@@ -290,11 +291,7 @@ func (c *Client) DataGzip(ctx context.Context, id string) (io.ReadCloser, error)
 // Logs returns the whole stdout or stderr ("stdout", "stderr") of the
 // sliver's container as a stream; the caller closes it.
 func (c *Client) Logs(ctx context.Context, id, stream string) (io.ReadCloser, error) {
-	p, err := c.sliverPath(id, "/logs/"+url.PathEscape(stream))
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.send(ctx, "logs", http.MethodGet, p, nil)
+	resp, err := c.getStream(ctx, "logs", id, "/logs/"+url.PathEscape(stream), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -3,13 +3,13 @@ package agent_test
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +22,7 @@ import (
 
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/agent/imagetest"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -93,55 +94,20 @@ func buildImage(tmp string) error {
 	if err := os.MkdirAll(build, 0o755); err != nil {
 		return err
 	}
-	gobuild := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(build, "prog"), "./testdata/prog")
-	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := gobuild.CombinedOutput(); err != nil {
-		return fmt.Errorf("building testdata/prog: %v\n%s", err, out)
+	if err := imagetest.GoStatic(".", "./testdata/prog", filepath.Join(build, "prog")); err != nil {
+		return err
 	}
 	dockerfile := "FROM scratch\nCOPY prog /prog\nENTRYPOINT [\"/prog\"]\nCMD [\"-out\", \"default command\"]\n"
 	if err := os.WriteFile(filepath.Join(build, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
-		return err
-	}
-	tag := "geniam.test/agent/test:" + instance
-	if err := run("docker", "build", "-q", "-t", tag, build); err != nil {
 		return err
 	}
 	imageDir = filepath.Join(tmp, "store")
 	if err := os.MkdirAll(imageDir, 0o755); err != nil {
 		return err
 	}
-	imageTar = filepath.Join(imageDir, "image.docker.tar")
-	if err := run("docker", "save", "-o", imageTar, tag); err != nil {
-		return err
-	}
-	out, err := exec.Command("docker", "image", "inspect", "-f", "{{.Id}}", tag).Output()
-	if err != nil {
-		return fmt.Errorf("docker image inspect: %v", err)
-	}
-	imageID = strings.TrimSpace(string(out))
-	if err := run("docker", "rmi", tag); err != nil {
-		return err
-	}
-	f, err := os.Open(imageTar)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return err
-	}
-	imageDigest = hex.EncodeToString(h.Sum(nil))
-	return nil
-}
-
-func run(name string, args ...string) error {
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return nil
+	im, err := imagetest.Save(build, "geniam.test/agent/test:"+instance, filepath.Join(imageDir, "image.docker.tar"))
+	imageTar, imageID, imageDigest = im.Tar, im.ID, im.SHA256
+	return err
 }
 
 // cleanupEngine removes every container of this run (by its instance
@@ -172,6 +138,13 @@ func removeContainers(prefix string) {
 			_ = exec.Command("docker", "rm", "-f", id).Run()
 		}
 	}
+}
+
+// countingReader wraps r and returns a function that says how many bytes
+// have been read through it (a LimitedReader that never reaches its limit).
+func countingReader(r io.Reader) (io.Reader, func() int64) {
+	lr := &io.LimitedReader{R: r, N: math.MaxInt64}
+	return lr, func() int64 { return math.MaxInt64 - lr.N }
 }
 
 // needDocker skips the test when there is no engine, unless
@@ -283,8 +256,15 @@ func testLogger(tb testing.TB) *slog.Logger {
 
 func startAgent(tb testing.TB, cfg agent.Config) *testAgent {
 	tb.Helper()
+	return startAgentOn(tb, cfg, docker.NewRuntime(""))
+}
+
+// startAgentOn starts an agent on the runtime rt (memruntime for the tests
+// that need no engine).
+func startAgentOn(tb testing.TB, cfg agent.Config, rt agent.Runtime) *testAgent {
+	tb.Helper()
 	p := sharedPKI(tb)
-	svc, err := agent.New(cfg, docker.NewRuntime(""))
+	svc, err := agent.New(cfg, rt)
 	must(tb, err)
 	srv := httptest.NewUnstartedServer(agent.NewHandler(svc, agent.HandlerOptions{Logger: cfg.Logger}))
 	srv.TLS, err = agent.ServerTLSConfig(p.serverCert, p.serverKey, p.caFile)

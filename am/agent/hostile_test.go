@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/imagetest"
 )
 
 // These tests run the attacks of issue 13 as a hostile experimenter would:
@@ -123,7 +124,7 @@ func TestHostileSparseFile(t *testing.T) {
 	ctx := ctxT(t, time.Minute)
 	rc, err := a.client.Data(ctx, id)
 	must(t, err)
-	cr := &countReader{r: rc}
+	cr, archived := countingReader(rc)
 	tr := tar.NewReader(cr)
 	var size int64
 	for {
@@ -141,22 +142,11 @@ func TestHostileSparseFile(t *testing.T) {
 	if size != 64<<30 {
 		t.Fatalf("sparse.bin has size %d in the archive", size)
 	}
-	t.Logf("a 64 GiB sparse file in /data: %d bytes archived", cr.n)
-	if cr.n > 1<<20 {
-		t.Fatalf("%d bytes archived", cr.n)
+	t.Logf("a 64 GiB sparse file in /data: %d bytes archived", archived())
+	if archived() > 1<<20 {
+		t.Fatalf("%d bytes archived", archived())
 	}
 	must(t, a.client.Delete(ctx, id))
-}
-
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // lastLine returns the last line of s that starts with prefix.
@@ -258,14 +248,9 @@ func buildExtraImage(t *testing.T, dockerfile string) (string, string) {
 	must(t, os.WriteFile(filepath.Join(dir, "prog"), prog, 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644))
 	tag := "geniam.test/agent/extra:" + instance + "-" + randHex(3)
-	must(t, run("docker", "build", "-q", "-t", tag, dir))
-	tarPath := filepath.Join(imageDir, strings.NewReplacer("/", "-", ":", "-").Replace(tag)+".tar")
-	must(t, run("docker", "save", "-o", tarPath, tag))
-	must(t, run("docker", "rmi", tag))
-	b, err := os.ReadFile(tarPath)
+	im, err := imagetest.Save(dir, tag, filepath.Join(imageDir, strings.NewReplacer("/", "-", ":", "-").Replace(tag)+".tar"))
 	must(t, err)
-	sum := sha256.Sum256(b)
-	return tarPath, hex.EncodeToString(sum[:])
+	return im.Tar, im.SHA256
 }
 
 // failedFetch fetches url into id and waits for the fetch to fail; it

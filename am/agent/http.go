@@ -270,6 +270,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// decode reads the request's JSON body into v; when it cannot, it answers
+// the error and returns false.
+func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	err := decodeBody(w, r, v)
+	if err != nil {
+		writeErr(w, r, h.log, err)
+	}
+	return err == nil
+}
+
 // decodeBody reads a JSON body of at most MaxRequestBody, refusing unknown
 // fields.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
@@ -334,8 +344,7 @@ func (h *Handler) noContent(w http.ResponseWriter, r *http.Request, err error) {
 // wait is answered with the error (422).
 func (h *Handler) fetch(w http.ResponseWriter, r *http.Request) {
 	var req FetchRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		writeErr(w, r, h.log, err)
+	if !h.decode(w, r, &req) {
 		return
 	}
 	wait, err := h.waitParam(r)
@@ -390,8 +399,7 @@ func (h *Handler) removeImage(w http.ResponseWriter, r *http.Request) {
 // status once the container runs; 200 if it already existed.
 func (h *Handler) run(w http.ResponseWriter, r *http.Request) {
 	var req StartRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		writeErr(w, r, h.log, err)
+	if !h.decode(w, r, &req) {
 		return
 	}
 	st, created, err := h.svc.Run(r.Context(), r.PathValue("id"), req)
@@ -507,8 +515,7 @@ func (h *Handler) deleteData(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) updateUsers(w http.ResponseWriter, r *http.Request) {
 	var req UsersRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		writeErr(w, r, h.log, err)
+	if !h.decode(w, r, &req) {
 		return
 	}
 	st, err := h.svc.UpdateUsers(r.Context(), r.PathValue("id"), req.Users)

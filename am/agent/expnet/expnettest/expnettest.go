@@ -10,10 +10,8 @@ package expnettest
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/geniam/geniam/am/agent/imagetest"
 )
 
 // Host is one namespace "host".
@@ -142,44 +142,21 @@ func BuildImage(t testing.TB) Image {
 	dir := t.TempDir()
 	_, self, _, _ := runtime.Caller(0)
 	src := filepath.Join(filepath.Dir(self), "..", "testdata", "netprog")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, "netprog"), ".")
-	cmd.Dir, cmd.Env = src, append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building netprog: %v\n%s", err, out)
+	if err := imagetest.GoStatic(src, ".", filepath.Join(dir, "netprog")); err != nil {
+		t.Fatal(err)
 	}
 	df := "FROM scratch\nCOPY netprog /netprog\nENTRYPOINT [\"/netprog\"]\nCMD [\"-serve\"]\n"
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tag := "geniam.test/netprog:" + RandHex(4)
-	docker(t, "build", "-q", "-t", tag, dir)
-	id := strings.TrimSpace(docker(t, "image", "inspect", "-f", "{{.Id}}", tag))
-	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", id).Run() })
-	im := Image{Tar: filepath.Join(dir, "netprog.tar"), ID: id}
-	docker(t, "save", "-o", im.Tar, tag)
-	docker(t, "rmi", tag)
-	f, err := os.Open(im.Tar)
+	saved, err := imagetest.Save(dir, "geniam.test/netprog:"+RandHex(4), filepath.Join(dir, "netprog.tar"))
+	if saved.ID != "" {
+		t.Cleanup(func() { exec.Command("docker", "rmi", "-f", saved.ID).Run() })
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	im.SHA256 = hex.EncodeToString(h.Sum(nil))
-	return im
-}
-
-func docker(t testing.TB, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("docker", args...)
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return Image{Tar: saved.Tar, SHA256: saved.SHA256, ID: saved.ID}
 }
 
 // Exec runs netprog in a container with args and returns its output line.

@@ -1,0 +1,77 @@
+// Package imagetest builds the agent tests' container images: a static Go
+// program in an image FROM scratch, built with the docker CLI, `docker
+// save`d to a tar and removed from the engine again so that a test really
+// loads it. One place for what the agent, runtime and link tests all need.
+package imagetest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// Image is a saved image.
+type Image struct {
+	Tar    string // the `docker save` archive
+	ID     string // the id the engine gave it (sha256:...)
+	SHA256 string // the archive's sha256, hex
+	Size   int64  // the archive's size in bytes
+}
+
+// GoStatic builds the Go package pkg (an import path, or a directory
+// relative to dir when it starts with ".") into the static binary out.
+func GoStatic(dir, pkg, out string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+// Save builds the image of the build context dir (holding its Dockerfile)
+// as tag, saves it to tar and removes the tag from the engine. The image
+// itself is gone from the engine unless another tag holds it; a caller
+// that loads it removes it by ID.
+func Save(dir, tag, tar string) (Image, error) {
+	im := Image{Tar: tar}
+	if err := Docker("build", "-q", "-t", tag, dir); err != nil {
+		return im, err
+	}
+	out, err := exec.Command("docker", "image", "inspect", "-f", "{{.Id}}", tag).Output()
+	if err != nil {
+		return im, fmt.Errorf("docker image inspect %s: %v", tag, err)
+	}
+	im.ID = strings.TrimSpace(string(out))
+	if err := Docker("save", "-o", tar, tag); err != nil {
+		return im, err
+	}
+	if err := Docker("rmi", tag); err != nil {
+		return im, err
+	}
+	f, err := os.Open(tar)
+	if err != nil {
+		return im, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if im.Size, err = io.Copy(h, f); err != nil {
+		return im, err
+	}
+	im.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return im, nil
+}
+
+// Docker runs the docker CLI (classic builder: no BuildKit needed).
+func Docker(args ...string) error {
+	cmd := exec.Command("docker", args...)
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+// Package memruntime is an agent.Runtime kept in memory, for tests: the
+// agent's bookkeeping (records, states, logs, labels, image use) runs without
+// a container engine. A container does not run a program. Its command line
+// is read as the few flags of the agent tests' program (am/agent/testdata/prog)
+// that need no kernel: -out LINE and -err LINE are printed at start, -sleep
+// DURATION|forever keeps it running, -exit N is its exit code. Everything
+// else a spec asks for (mounts, limits, devices, network, restart policy) is
+// recorded but not enforced; runtimetest pins what both runtimes share.
+package memruntime
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/geniam/geniam/am/agent"
+)
+
+// Runtime is the in-memory runtime; the zero value is not usable, call New.
+type Runtime struct {
+	mu         sync.Mutex
+	images     map[string]bool
+	containers map[string]*container
+}
+
+type container struct {
+	spec   agent.ContainerSpec
+	state  agent.ContainerState
+	stdout bytes.Buffer
+	stderr bytes.Buffer
+	timer  *time.Timer // ends a -sleep DURATION run
+	runs   int         // bumps on every start so that an old timer is ignored
+}
+
+var _ agent.Runtime = (*Runtime)(nil)
+
+// New returns an empty runtime.
+func New() *Runtime {
+	return &Runtime{images: map[string]bool{}, containers: map[string]*container{}}
+}
+
+// LoadImage reads a `docker save` archive; the image id is, as in Docker,
+// the sha256 of the image's config file named in manifest.json.
+func (r *Runtime) LoadImage(ctx context.Context, archive io.Reader) (string, error) {
+	files := map[string][]byte{}
+	tr := tar.NewReader(archive)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("reading the image archive: %w", err)
+		}
+		if h.Typeflag != tar.TypeReg || (h.Name != "manifest.json" && h.Size > 1<<20) {
+			continue // layers: only their presence matters here
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
+		if err != nil {
+			return "", fmt.Errorf("reading the image archive: %w", err)
+		}
+		files[h.Name] = b
+	}
+	var manifest []struct{ Config string }
+	if err := json.Unmarshal(files["manifest.json"], &manifest); err != nil || len(manifest) == 0 {
+		return "", errors.New("the image archive has no usable manifest.json")
+	}
+	cfg, ok := files[manifest[0].Config]
+	if !ok {
+		return "", fmt.Errorf("the image archive lacks its config %q", manifest[0].Config)
+	}
+	sum := sha256.Sum256(cfg)
+	id := "sha256:" + hex.EncodeToString(sum[:])
+	r.mu.Lock()
+	r.images[id] = true
+	r.mu.Unlock()
+	return id, nil
+}
+
+// RemoveImage removes the image unless a container uses it.
+func (r *Runtime) RemoveImage(ctx context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.containers {
+		if c.spec.Image == id {
+			return fmt.Errorf("%w: container %s uses image %s", agent.ErrInUse, c.state.ID, id)
+		}
+	}
+	delete(r.images, id)
+	return nil
+}
+
+// Create records the container; the image must be loaded and the name free.
+func (r *Runtime) Create(ctx context.Context, s agent.ContainerSpec) (string, error) {
+	if _, _, _, err := parseCmd(s.Cmd); err != nil {
+		return "", err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.images[s.Image] {
+		return "", fmt.Errorf("%w: image %s", agent.ErrNotFound, s.Image)
+	}
+	for _, c := range r.containers {
+		if s.Name != "" && c.spec.Name == s.Name {
+			return "", fmt.Errorf("container name %q is already in use by %s", s.Name, c.state.ID)
+		}
+	}
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	id := hex.EncodeToString(b)
+	s.Labels = maps.Clone(s.Labels)
+	r.containers[id] = &container{spec: s, state: agent.ContainerState{
+		ID: id, Name: "/" + s.Name, Status: "created", Labels: s.Labels,
+	}}
+	return id, nil
+}
+
+// parseCmd reads the flags the in-memory container understands.
+func parseCmd(args []string) (lines [2][]string, sleep time.Duration, exit int, err error) {
+	for i := 0; i < len(args); i += 2 {
+		if i+1 >= len(args) {
+			return lines, 0, 0, fmt.Errorf("%w: memruntime: flag %s lacks its value", agent.ErrRefused, args[i])
+		}
+		v := args[i+1]
+		switch args[i] {
+		case "-out": // the last one counts, as with the flag package
+			lines[0] = []string{v}
+		case "-err":
+			lines[1] = []string{v}
+		case "-exit":
+			if exit, err = strconv.Atoi(v); err != nil {
+				return lines, 0, 0, fmt.Errorf("%w: memruntime: -exit %q", agent.ErrRefused, v)
+			}
+		case "-sleep":
+			if v == "forever" {
+				sleep = -1
+			} else if sleep, err = time.ParseDuration(v); err != nil {
+				return lines, 0, 0, fmt.Errorf("%w: memruntime: -sleep %q", agent.ErrRefused, v)
+			}
+		default:
+			return lines, 0, 0, fmt.Errorf("%w: memruntime runs only -out, -err, -sleep and -exit, not %s", agent.ErrRefused, args[i])
+		}
+	}
+	return lines, sleep, exit, nil
+}
+
+func (r *Runtime) get(id string) (*container, error) {
+	if c, ok := r.containers[id]; ok {
+		return c, nil
+	}
+	for _, c := range r.containers {
+		if c.spec.Name != "" && (c.spec.Name == id || c.state.Name == id) {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: container %s", agent.ErrNotFound, id)
+}
+
+// Start runs the container's command; starting a running one does nothing.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, err := r.get(id)
+	if err != nil || c.state.Running {
+		return err
+	}
+	lines, sleep, exit, _ := parseCmd(c.spec.Cmd) // checked by Create
+	for i, w := range []*bytes.Buffer{&c.stdout, &c.stderr} {
+		for _, l := range lines[i] {
+			w.WriteString(l + "\n")
+		}
+	}
+	c.runs++
+	c.state.Running, c.state.Status, c.state.ExitCode = true, "running", 0
+	c.state.StartedAt, c.state.FinishedAt = time.Now().UTC(), time.Time{}
+	switch {
+	case sleep == 0:
+		c.exit(exit)
+	case sleep > 0:
+		run := c.runs
+		c.timer = time.AfterFunc(sleep, func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if c.runs == run && c.state.Running {
+				c.exit(exit)
+			}
+		})
+	}
+	return nil
+}
+
+// exit ends the run with the code; r.mu is held.
+func (c *container) exit(code int) {
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.state.Running, c.state.Status, c.state.ExitCode = false, "exited", code
+	c.state.FinishedAt = time.Now().UTC()
+}
+
+// Stop ends a running container as the test program does on SIGTERM
+// (exit 143); the grace period is never needed.
+func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
+	return r.signal(id, 143)
+}
+
+// Kill ends a running container with SIGKILL's code (137).
+func (r *Runtime) Kill(ctx context.Context, id string) error {
+	return r.signal(id, 137)
+}
+
+func (r *Runtime) signal(id string, code int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, err := r.get(id)
+	if err == nil && c.state.Running {
+		c.exit(code)
+	}
+	return err
+}
+
+// Remove deletes the container, running or not; nil when it is gone.
+func (r *Runtime) Remove(ctx context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, err := r.get(id); err == nil {
+		c.exit(c.state.ExitCode)
+		delete(r.containers, c.state.ID)
+	}
+	return nil
+}
+
+// Inspect returns a copy of the container's state.
+func (r *Runtime) Inspect(ctx context.Context, id string) (agent.ContainerState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, err := r.get(id)
+	if err != nil {
+		return agent.ContainerState{}, err
+	}
+	s := c.state
+	s.Labels = maps.Clone(s.Labels)
+	return s, nil
+}
+
+// Logs returns the last lines of each stream, each cut to maxBytes
+// (lines <= 0: all of them).
+func (r *Runtime) Logs(ctx context.Context, id string, lines, maxBytes int) ([]byte, []byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, err := r.get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tail(c.stdout.Bytes(), lines, maxBytes), tail(c.stderr.Bytes(), lines, maxBytes), nil
+}
+
+func tail(b []byte, lines, maxBytes int) []byte {
+	if lines > 0 {
+		n := 0
+		for i := len(b) - 2; i >= 0; i-- {
+			if b[i] == '\n' {
+				if n++; n == lines {
+					b = b[i+1:]
+					break
+				}
+			}
+		}
+	}
+	if len(b) > maxBytes { // as the engine's client: the newest maxBytes
+		b = b[len(b)-max(maxBytes, 0):]
+	}
+	return bytes.Clone(b)
+}
+
+// StreamLogs copies everything the container printed.
+func (r *Runtime) StreamLogs(ctx context.Context, id string, stdout, stderr io.Writer) error {
+	r.mu.Lock()
+	c, err := r.get(id)
+	var o, e []byte
+	if err == nil {
+		o, e = bytes.Clone(c.stdout.Bytes()), bytes.Clone(c.stderr.Bytes())
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if _, err := stdout.Write(o); err != nil {
+		return err
+	}
+	_, err = stderr.Write(e)
+	return err
+}
+
+// List returns the containers carrying all the labels, in id order.
+func (r *Runtime) List(ctx context.Context, labels map[string]string) ([]agent.ContainerState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []agent.ContainerState
+next:
+	for _, c := range r.containers {
+		for k, v := range labels {
+			if c.state.Labels[k] != v {
+				continue next
+			}
+		}
+		s := c.state
+		s.Labels = maps.Clone(s.Labels)
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}

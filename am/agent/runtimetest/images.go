@@ -1,0 +1,80 @@
+package runtimetest
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/geniam/geniam/am/agent/imagetest"
+)
+
+// ProgImage builds the test program into an image FROM scratch with the
+// docker CLI, saves it and removes it from the engine again, so that the
+// archive is loaded for real. It skips the test when there is no docker
+// (a failure under GENIAM_REQUIRE_DOCKER=1).
+func ProgImage(t *testing.T) []byte {
+	t.Helper()
+	why := func() string {
+		if _, err := exec.LookPath("docker"); err != nil {
+			return "no docker CLI"
+		}
+		if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
+			return fmt.Sprintf("no Docker engine: %v: %s", err, out)
+		}
+		return ""
+	}()
+	if why != "" {
+		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1) but unavailable: %s", why)
+		}
+		t.Skipf("skipping: %s", why)
+	}
+	dir := t.TempDir()
+	if err := imagetest.GoStatic(".", "github.com/geniam/geniam/am/agent/testdata/prog", filepath.Join(dir, "prog")); err != nil {
+		t.Fatal(err)
+	}
+	dockerfile := "FROM scratch\nCOPY prog /prog\nENTRYPOINT [\"/prog\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tag := "geniam.test/runtimetest:" + randHex(4)
+	// Loading the archive tags the image again; this removes it should a
+	// failed check leave it behind (nothing when Run removed it).
+	t.Cleanup(func() { _ = exec.Command("docker", "rmi", tag).Run() })
+	im, err := imagetest.Save(dir, tag, filepath.Join(dir, "image.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(im.Tar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// FakeImage is a `docker save` archive as small as an image can be (a
+// config and a manifest): enough for a runtime that runs no program.
+func FakeImage(t testing.TB, config string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := tar.NewWriter(&buf)
+	for _, f := range []struct{ name, body string }{
+		{"config.json", config},
+		{"manifest.json", `[{"Config":"config.json","RepoTags":null,"Layers":[]}]`},
+	} {
+		if err := w.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte(f.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
