@@ -71,13 +71,9 @@ func TestTeardownConvergesAfterOutage(t *testing.T) {
 		if n != 3 {
 			t.Fatalf("round %d: the reaper expired %d slivers, want 3", round, n)
 		}
-		var failed int
-		for end := time.Now().Add(30 * time.Second); failed < 3; time.Sleep(50 * time.Millisecond) {
-			must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE kind = 'delete' AND state = 'failed' AND slice_urn = $1", slice).Scan(&failed))
-			if time.Now().After(end) {
-				t.Fatalf("round %d: %d of 3 teardowns gave up while the agent was down", round, failed)
-			}
-		}
+		e.waitCount(30*time.Second, 50*time.Millisecond, fmt.Sprintf("round %d: not all 3 teardowns gave up while the agent was down", round),
+			func(n int) bool { return n >= 3 },
+			"SELECT count(*) FROM jobs WHERE kind = 'delete' AND state = 'failed' AND slice_urn = $1", slice)
 
 		e.agents[0].start(t)
 		back := time.Now()
@@ -246,13 +242,8 @@ func TestGaveUpIsNotTheEnd(t *testing.T) {
 	e.agents[0].stop()
 	_, err = agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionStop)
 	must(t, err)
-	var gaveUp int
-	for end := time.Now().Add(30 * time.Second); gaveUp == 0; time.Sleep(50 * time.Millisecond) {
-		must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE kind = 'stop' AND state = 'failed' AND last_error LIKE 'gave up after %'").Scan(&gaveUp))
-		if time.Now().After(end) {
-			t.Fatal("the stop never gave up while the agent was down")
-		}
-	}
+	e.waitCount(30*time.Second, 50*time.Millisecond, "the stop never gave up while the agent was down", nonzero,
+		"SELECT count(*) FROM jobs WHERE kind = 'stop' AND state = 'failed' AND last_error LIKE 'gave up after %'")
 	e.agents[0].start(t)
 	e.waitStates(agg, call, slice, 60*time.Second, "geni_notready once the agent is back", opIs(am.NotReady))
 }

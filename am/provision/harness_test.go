@@ -348,6 +348,27 @@ func imageServerURL() string {
 }
 
 // waitStates polls Status until every sliver satisfies ok, or fails.
+// waitCount polls a count(*) query every poll until done says the count is
+// what the test waits for, and fails the test with what (and the last count)
+// after d. It returns the last count.
+func (e *env) waitCount(d, poll time.Duration, what string, done func(n int) bool, query string, args ...any) int {
+	e.t.Helper()
+	for end := time.Now().Add(d); ; time.Sleep(poll) {
+		var n int
+		must(e.t, e.st.Pool().QueryRow(e.ctx, query, args...).Scan(&n))
+		if done(n) {
+			return n
+		}
+		if time.Now().After(end) {
+			e.t.Fatalf("after %s: %s (count %d)", d, what, n)
+		}
+	}
+}
+
+// zero and nonzero are the usual tests for waitCount.
+func zero(n int) bool    { return n == 0 }
+func nonzero(n int) bool { return n > 0 }
+
 func (e *env) waitStates(agg *am.Aggregate, c am.Call, slice string, d time.Duration, what string, ok func(am.SliverStatus) bool) []am.SliverStatus {
 	e.t.Helper()
 	deadline := time.Now().Add(d)
