@@ -53,10 +53,7 @@ func TestTeardownConvergesAfterOutage(t *testing.T) {
 	var took []time.Duration
 	for round := 0; round < faultRepeats(t); round++ {
 		slice, call, _ := e.slice(fmt.Sprintf("converge%d", round))
-		res, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"a", "node1"}, [2]string{"b", "node1"}, [2]string{"c", "node1"}))
-		must(t, err)
-		_, err = agg.Provision(e.ctx, call, []string{slice})
-		must(t, err)
+		res := e.allocateProvision(agg, call, slice, request("/demo -every 1s", [2]string{"a", "node1"}, [2]string{"b", "node1"}, [2]string{"c", "node1"}))
 		e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
 		if n := len(engineContainers(t, e.agents[0].instance)); n != 3 {
 			t.Fatalf("round %d: %d containers before the outage, want 3", round, n)

@@ -348,6 +348,17 @@ func imageServerURL() string {
 }
 
 // waitStates polls Status until every sliver satisfies ok, or fails.
+// allocateProvision allocates the request in slice and provisions it,
+// failing the test on any error.
+func (e *env) allocateProvision(agg *am.Aggregate, c am.Call, slice, request string) *am.AllocateResult {
+	e.t.Helper()
+	res, err := agg.Allocate(e.ctx, c, slice, request)
+	must(e.t, err)
+	_, err = agg.Provision(e.ctx, c, []string{slice})
+	must(e.t, err)
+	return res
+}
+
 // waitCount polls a count(*) query every poll until done says the count is
 // what the test waits for, and fails the test with what (and the last count)
 // after d. It returns the last count.

@@ -107,10 +107,7 @@ func TestIdleStopEndToEnd(t *testing.T) {
 	e.runProvisioner(p)
 	agg := e.aggregate(p)
 	slice, call, _ := e.slice("idle")
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1h", [2]string{"a", "node1"}))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
+	e.allocateProvision(agg, call, slice, request("/demo -every 1h", [2]string{"a", "node1"}))
 	e.waitStates(agg, call, slice, 60*time.Second, "the idle warning", func(s am.SliverStatus) bool {
 		return s.Operational == am.Ready && strings.Contains(s.ResourceMsg, "idle since")
 	})
@@ -118,7 +115,7 @@ func TestIdleStopEndToEnd(t *testing.T) {
 	if !strings.Contains(sts[0].ResourceMsg, "idleness") {
 		t.Errorf("idle stop: geni_resource_status %q", sts[0].ResourceMsg)
 	}
-	_, err = agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionStart)
+	_, err := agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionStart)
 	must(t, err)
 	e.waitStates(agg, call, slice, 30*time.Second, "running after geni_start", func(s am.SliverStatus) bool {
 		return s.Operational == am.Ready && s.ResourceMsg == "running"
