@@ -45,11 +45,9 @@ func TestTeardownConvergesAfterOutage(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
 	const health = time.Second
-	p := e.provisioner("converge", func(c *provision.Config) {
+	_, agg := e.served("converge", func(c *provision.Config) {
 		c.MaxAttempts, c.BackoffBase, c.BackoffMax, c.HealthInterval = 2, 100*time.Millisecond, 200*time.Millisecond, health
 	})
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
 	var took []time.Duration
 	for round := 0; round < faultRepeats(t); round++ {
 		slice, call, _ := e.slice(fmt.Sprintf("converge%d", round))
@@ -214,11 +212,9 @@ func instanceOf(t *testing.T, st *store.Store) string {
 func TestGaveUpIsNotTheEnd(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("gaveup", func(c *provision.Config) {
+	_, agg := e.served("gaveup", func(c *provision.Config) {
 		c.MaxAttempts, c.BackoffBase, c.BackoffMax = 2, 100*time.Millisecond, 200*time.Millisecond
 	})
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
 	slice, call, _ := e.slice("gaveup")
 	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"g", "node1"}))
 	must(t, err)

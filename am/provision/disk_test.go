@@ -36,9 +36,7 @@ func TestDiskFullDeleteStillFrees(t *testing.T) {
 	a.stop()
 	a.cfg.StateDir = mnt
 	a.start(t)
-	p := e.provisioner("disk", nil)
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("disk", nil)
 	var took []time.Duration
 	for round := 0; round < faultRepeats(t); round++ {
 		slice, call, _ := e.slice(fmt.Sprintf("disk%d", round))

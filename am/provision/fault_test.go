@@ -166,9 +166,7 @@ func TestKilledMidProvision(t *testing.T) {
 func TestAgentDownAndBack(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2", "127.0.0.3")
-	p := e.provisioner("health", nil)
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("health", nil)
 	slice, call, _ := e.slice("health")
 	res := e.allocateProvision(agg, call, slice, request("/demo -every 1s", [2]string{"x", "node1"}, [2]string{"y", "node2"}))
 	e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
@@ -249,9 +247,7 @@ func TestPostgresRestart(t *testing.T) {
 		t.Skip("skipping: the tests use a shared PostgreSQL (GENIAM_TEST_DATABASE_URL); restarting it would disturb others")
 	}
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("pgrestart", nil)
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("pgrestart", nil)
 	slice, call, _ := e.slice("pgrestart")
 	e.allocateProvision(agg, call, slice, request("/demo -every 1s", [2]string{"p", "node1"}))
 	e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
@@ -282,9 +278,7 @@ func TestPostgresRestart(t *testing.T) {
 func TestFailures(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2", "127.0.0.3")
-	p := e.provisioner("failures", func(c *provision.Config) { c.HealthInterval = 200 * time.Millisecond })
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("failures", func(c *provision.Config) { c.HealthInterval = 200 * time.Millisecond })
 	slice, call, _ := e.slice("failures")
 	bad := strings.ReplaceAll(request("/demo", [2]string{"bad", "node1"}), imageDigest, strings.Repeat("0", 64))
 	_, err := agg.Allocate(e.ctx, call, slice, bad)

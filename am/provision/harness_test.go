@@ -348,6 +348,15 @@ func imageServerURL() string {
 }
 
 // waitStates polls Status until every sliver satisfies ok, or fails.
+// served is a provisioner for owner (tuned by tune) that runs its workers
+// until the test ends, and the aggregate that provisions with it.
+func (e *env) served(owner string, tune func(*provision.Config)) (*provision.Provisioner, *am.Aggregate) {
+	e.t.Helper()
+	p := e.provisioner(owner, tune)
+	e.runProvisioner(p)
+	return p, e.aggregate(p)
+}
+
 // allocateProvision allocates the request in slice and provisions it,
 // failing the test on any error.
 func (e *env) allocateProvision(agg *am.Aggregate, c am.Call, slice, request string) *am.AllocateResult {

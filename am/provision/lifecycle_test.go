@@ -155,9 +155,7 @@ func TestExpiryArchives(t *testing.T) {
 func TestShutdownStopsAndKeeps(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("shutdown", nil)
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("shutdown", nil)
 	slice, call, _ := e.slice("shut")
 	e.allocateProvision(agg, call, slice, request("/demo -every 1s", [2]string{"s", "node1"}))
 	sts := e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
@@ -301,9 +299,7 @@ func TestDataThroughGate(t *testing.T) {
 func TestArchiveTooLargeStillDeletes(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("toolarge", func(c *provision.Config) { c.ArchiveMaxBytes = 64 })
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	p, agg := e.served("toolarge", func(c *provision.Config) { c.ArchiveMaxBytes = 64 })
 	slice, call, _ := e.slice("toolarge")
 	e.allocateProvision(agg, call, slice, request("/demo -once -exit 0", [2]string{"job", "node1"}))
 	sts := e.waitStates(agg, call, slice, 60*time.Second, "the run-once command finished", func(s am.SliverStatus) bool {
