@@ -95,14 +95,10 @@ func (a *AM) Describe(ctx context.Context, urns []string, c []Credential) (*Resu
 	return r, nil
 }
 
-// Allocate asks for the resources of rspec in slice.
-func (a *AM) Allocate(ctx context.Context, slice string, c []Credential, rspec string, end time.Time) (*Result, error) {
-	return a.AllocateWindow(ctx, slice, c, rspec, time.Time{}, end)
-}
-
-// AllocateWindow is Allocate with geni_start_time (zero: none): at geniam a
-// start in the future books the request's nodes for [start, end).
-func (a *AM) AllocateWindow(ctx context.Context, slice string, c []Credential, rspec string, start, end time.Time) (*Result, error) {
+// Allocate asks for the resources of rspec in slice, with geni_start_time
+// and geni_end_time when they are not zero (at geniam a start in the future
+// books the request's nodes for [start, end)).
+func (a *AM) Allocate(ctx context.Context, slice string, c []Credential, rspec string, start, end time.Time) (*Result, error) {
 	o := a.options(nil)
 	if !start.IsZero() {
 		o["geni_start_time"] = start.UTC().Format(time.RFC3339)

@@ -202,7 +202,7 @@ func allocate(s *session, args []string) error {
 		}
 	}
 	urn, r, err := s.sliceCall(args[0], "allocate", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
-		return a.AllocateWindow(s.ctx, slice, c, string(rspec), start, end)
+		return a.Allocate(s.ctx, slice, c, string(rspec), start, end)
 	})
 	if err != nil {
 		return err
