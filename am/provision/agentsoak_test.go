@@ -119,11 +119,9 @@ func TestAgentSoak(t *testing.T) {
 			VALUES ($1, $2, $3, ARRAY['container'], 8)`, name, "urn:publicid:IDN+geniam.test+node+"+name, "https://"+addr)
 		must(t, err)
 	}
-	p := e.provisioner("soak", func(c *provision.Config) {
+	_, agg := e.served("soak", func(c *provision.Config) {
 		c.MaxAttempts, c.BackoffBase, c.BackoffMax, c.HealthInterval = 3, 200*time.Millisecond, time.Second, 500*time.Millisecond
 	})
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
 	reaper := agg.NewReaper(500 * time.Millisecond)
 	reaper.Log = testLogger()
 

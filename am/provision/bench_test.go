@@ -56,9 +56,7 @@ func benchProvision(b *testing.B, n int) {
 	b.StopTimer()
 	t := b
 	e := newEnv(t, "127.0.0.2", "127.0.0.3")
-	p := e.provisioner("bench", func(c *provision.Config) { c.Workers = 16 })
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("bench", func(c *provision.Config) { c.Workers = 16 })
 	var nodes [][2]string
 	for j := 0; j < n; j++ {
 		nodes = append(nodes, [2]string{fmt.Sprintf("c%d", j), fmt.Sprintf("node%d", j%2+1)})
@@ -101,9 +99,7 @@ func BenchmarkTutorialBurst(b *testing.B) {
 	needDocker(b)
 	b.StopTimer()
 	e := newEnv(b, "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
-	p := e.provisioner("burst", func(c *provision.Config) { c.Workers = 16 })
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("burst", func(c *provision.Config) { c.Workers = 16 })
 	var burstTotal, rawTotal time.Duration
 	for i := 0; i < b.N; i++ {
 		type student struct {

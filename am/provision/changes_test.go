@@ -24,10 +24,7 @@ func TestExitShowsWithinASecond(t *testing.T) {
 	e.startDataServer(p)
 	agg := e.aggregate(p)
 	slice, call, cred := e.slice("changes")
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 100ms", [2]string{"a", "node1"}))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
+	e.allocateProvision(agg, call, slice, request("/demo -every 100ms", [2]string{"a", "node1"}))
 	sts := e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
 	container := agent.ContainerPrefix + provision.AgentID(sts[0].URN)
 

@@ -45,18 +45,13 @@ func TestTeardownConvergesAfterOutage(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
 	const health = time.Second
-	p := e.provisioner("converge", func(c *provision.Config) {
+	_, agg := e.served("converge", func(c *provision.Config) {
 		c.MaxAttempts, c.BackoffBase, c.BackoffMax, c.HealthInterval = 2, 100*time.Millisecond, 200*time.Millisecond, health
 	})
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
 	var took []time.Duration
 	for round := 0; round < faultRepeats(t); round++ {
 		slice, call, _ := e.slice(fmt.Sprintf("converge%d", round))
-		res, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"a", "node1"}, [2]string{"b", "node1"}, [2]string{"c", "node1"}))
-		must(t, err)
-		_, err = agg.Provision(e.ctx, call, []string{slice})
-		must(t, err)
+		res := e.allocateProvision(agg, call, slice, request("/demo -every 1s", [2]string{"a", "node1"}, [2]string{"b", "node1"}, [2]string{"c", "node1"}))
 		e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
 		if n := len(engineContainers(t, e.agents[0].instance)); n != 3 {
 			t.Fatalf("round %d: %d containers before the outage, want 3", round, n)
@@ -71,13 +66,9 @@ func TestTeardownConvergesAfterOutage(t *testing.T) {
 		if n != 3 {
 			t.Fatalf("round %d: the reaper expired %d slivers, want 3", round, n)
 		}
-		var failed int
-		for end := time.Now().Add(30 * time.Second); failed < 3; time.Sleep(50 * time.Millisecond) {
-			must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE kind = 'delete' AND state = 'failed' AND slice_urn = $1", slice).Scan(&failed))
-			if time.Now().After(end) {
-				t.Fatalf("round %d: %d of 3 teardowns gave up while the agent was down", round, failed)
-			}
-		}
+		e.waitCount(30*time.Second, 50*time.Millisecond, fmt.Sprintf("round %d: not all 3 teardowns gave up while the agent was down", round),
+			func(n int) bool { return n >= 3 },
+			"SELECT count(*) FROM jobs WHERE kind = 'delete' AND state = 'failed' AND slice_urn = $1", slice)
 
 		e.agents[0].start(t)
 		back := time.Now()
@@ -221,11 +212,9 @@ func instanceOf(t *testing.T, st *store.Store) string {
 func TestGaveUpIsNotTheEnd(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("gaveup", func(c *provision.Config) {
+	_, agg := e.served("gaveup", func(c *provision.Config) {
 		c.MaxAttempts, c.BackoffBase, c.BackoffMax = 2, 100*time.Millisecond, 200*time.Millisecond
 	})
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
 	slice, call, _ := e.slice("gaveup")
 	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"g", "node1"}))
 	must(t, err)
@@ -246,13 +235,8 @@ func TestGaveUpIsNotTheEnd(t *testing.T) {
 	e.agents[0].stop()
 	_, err = agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionStop)
 	must(t, err)
-	var gaveUp int
-	for end := time.Now().Add(30 * time.Second); gaveUp == 0; time.Sleep(50 * time.Millisecond) {
-		must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE kind = 'stop' AND state = 'failed' AND last_error LIKE 'gave up after %'").Scan(&gaveUp))
-		if time.Now().After(end) {
-			t.Fatal("the stop never gave up while the agent was down")
-		}
-	}
+	e.waitCount(30*time.Second, 50*time.Millisecond, "the stop never gave up while the agent was down", nonzero,
+		"SELECT count(*) FROM jobs WHERE kind = 'stop' AND state = 'failed' AND last_error LIKE 'gave up after %'")
 	e.agents[0].start(t)
 	e.waitStates(agg, call, slice, 60*time.Second, "geni_notready once the agent is back", opIs(am.NotReady))
 }

@@ -36,16 +36,11 @@ func TestDiskFullDeleteStillFrees(t *testing.T) {
 	a.stop()
 	a.cfg.StateDir = mnt
 	a.start(t)
-	p := e.provisioner("disk", nil)
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("disk", nil)
 	var took []time.Duration
 	for round := 0; round < faultRepeats(t); round++ {
 		slice, call, _ := e.slice(fmt.Sprintf("disk%d", round))
-		res, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"full", "node1"}))
-		must(t, err)
-		_, err = agg.Provision(e.ctx, call, []string{slice})
-		must(t, err)
+		res := e.allocateProvision(agg, call, slice, request("/demo -every 1s", [2]string{"full", "node1"}))
 		e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
 		id := provision.AgentID(res.Slivers[0].URN)
 		fill(t, filepath.Join(mnt, "slivers", id, "data", "fill"))

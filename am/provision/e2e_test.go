@@ -158,16 +158,8 @@ func TestEndToEnd(t *testing.T) {
 	if used != 0 {
 		t.Errorf("%d slots still held after Delete", used)
 	}
-	for end := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		var pending int
-		must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state IN ('queued','running')").Scan(&pending))
-		if pending == 0 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("%d jobs still pending 30 s after Delete", pending)
-		}
-	}
+	e.waitCount(30*time.Second, 200*time.Millisecond, "jobs still pending after Delete", zero,
+		"SELECT count(*) FROM jobs WHERE state IN ('queued','running')")
 	var failed int
 	must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state = 'failed'").Scan(&failed))
 	if failed != 0 {

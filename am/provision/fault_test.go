@@ -121,10 +121,7 @@ func TestKilledMidProvision(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		nodes = append(nodes, [2]string{fmt.Sprintf("c%d", i), fmt.Sprintf("node%d", i%2+1)})
 	}
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", nodes...))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
+	e.allocateProvision(agg, call, slice, request("/demo -every 1s", nodes...))
 	// Kill it as soon as it holds jobs.
 	for end := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		var running int
@@ -169,17 +166,12 @@ func TestKilledMidProvision(t *testing.T) {
 func TestAgentDownAndBack(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2", "127.0.0.3")
-	p := e.provisioner("health", nil)
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("health", nil)
 	slice, call, _ := e.slice("health")
-	res, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"x", "node1"}, [2]string{"y", "node2"}))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
+	res := e.allocateProvision(agg, call, slice, request("/demo -every 1s", [2]string{"x", "node1"}, [2]string{"y", "node2"}))
 	e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
 	// An operator's own reason on node2 must survive everything below.
-	_, err = e.st.Pool().Exec(e.ctx, "UPDATE nodes SET available = false, unavailable_reason = 'maintenance: new antenna' WHERE name = 'node2'")
+	_, err := e.st.Pool().Exec(e.ctx, "UPDATE nodes SET available = false, unavailable_reason = 'maintenance: new antenna' WHERE name = 'node2'")
 	must(t, err)
 
 	e.agents[0].stop()
@@ -255,14 +247,9 @@ func TestPostgresRestart(t *testing.T) {
 		t.Skip("skipping: the tests use a shared PostgreSQL (GENIAM_TEST_DATABASE_URL); restarting it would disturb others")
 	}
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("pgrestart", nil)
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("pgrestart", nil)
 	slice, call, _ := e.slice("pgrestart")
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"p", "node1"}))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
+	e.allocateProvision(agg, call, slice, request("/demo -every 1s", [2]string{"p", "node1"}))
 	e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
 
 	must(t, cluster.Stop())
@@ -271,6 +258,7 @@ func TestPostgresRestart(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
 	defer cancel()
+	var err error
 	for {
 		_, err = agg.PerformOperationalAction(ctx, call, []string{slice}, am.ActionStop)
 		if err == nil || ctx.Err() != nil {
@@ -290,9 +278,7 @@ func TestPostgresRestart(t *testing.T) {
 func TestFailures(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2", "127.0.0.3")
-	p := e.provisioner("failures", func(c *provision.Config) { c.HealthInterval = 200 * time.Millisecond })
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("failures", func(c *provision.Config) { c.HealthInterval = 200 * time.Millisecond })
 	slice, call, _ := e.slice("failures")
 	bad := strings.ReplaceAll(request("/demo", [2]string{"bad", "node1"}), imageDigest, strings.Repeat("0", 64))
 	_, err := agg.Allocate(e.ctx, call, slice, bad)

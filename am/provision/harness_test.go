@@ -348,6 +348,47 @@ func imageServerURL() string {
 }
 
 // waitStates polls Status until every sliver satisfies ok, or fails.
+// served is a provisioner for owner (tuned by tune) that runs its workers
+// until the test ends, and the aggregate that provisions with it.
+func (e *env) served(owner string, tune func(*provision.Config)) (*provision.Provisioner, *am.Aggregate) {
+	e.t.Helper()
+	p := e.provisioner(owner, tune)
+	e.runProvisioner(p)
+	return p, e.aggregate(p)
+}
+
+// allocateProvision allocates the request in slice and provisions it,
+// failing the test on any error.
+func (e *env) allocateProvision(agg *am.Aggregate, c am.Call, slice, request string) *am.AllocateResult {
+	e.t.Helper()
+	res, err := agg.Allocate(e.ctx, c, slice, request)
+	must(e.t, err)
+	_, err = agg.Provision(e.ctx, c, []string{slice})
+	must(e.t, err)
+	return res
+}
+
+// waitCount polls a count(*) query every poll until done says the count is
+// what the test waits for, and fails the test with what (and the last count)
+// after d. It returns the last count.
+func (e *env) waitCount(d, poll time.Duration, what string, done func(n int) bool, query string, args ...any) int {
+	e.t.Helper()
+	for end := time.Now().Add(d); ; time.Sleep(poll) {
+		var n int
+		must(e.t, e.st.Pool().QueryRow(e.ctx, query, args...).Scan(&n))
+		if done(n) {
+			return n
+		}
+		if time.Now().After(end) {
+			e.t.Fatalf("after %s: %s (count %d)", d, what, n)
+		}
+	}
+}
+
+// zero and nonzero are the usual tests for waitCount.
+func zero(n int) bool    { return n == 0 }
+func nonzero(n int) bool { return n > 0 }
+
 func (e *env) waitStates(agg *am.Aggregate, c am.Call, slice string, d time.Duration, what string, ok func(am.SliverStatus) bool) []am.SliverStatus {
 	e.t.Helper()
 	deadline := time.Now().Add(d)

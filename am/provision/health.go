@@ -26,13 +26,20 @@ type nodeHealth struct {
 func (p *Provisioner) healthLoop(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
+	every(ctx, p.cfg.HealthInterval, func() {
 		p.watchAgents(ctx, &wg)
 		p.CheckAgents(ctx)
+	})
+}
+
+// every runs round now and then every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, round func()) {
+	for {
+		round()
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(p.cfg.HealthInterval):
+		case <-time.After(interval):
 		}
 	}
 }
@@ -334,14 +341,7 @@ func sameState(s am.Sliver, u store.SliverUpdate) bool {
 // housekeeping: expiry warnings, pruning of archives and old jobs, and the
 // requeue belt, every WarnInterval.
 func (p *Provisioner) housekeeping(ctx context.Context) {
-	for {
-		p.Housekeep(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(p.cfg.WarnInterval):
-		}
-	}
+	every(ctx, p.cfg.WarnInterval, func() { p.Housekeep(ctx) })
 }
 
 // Housekeep runs one round of housekeeping.

@@ -43,16 +43,7 @@ func (p *Provisioner) do(ctx context.Context, j *store.Job) (string, error) {
 	case store.JobProvision:
 		return p.provision(ctx, s, c, id)
 	case store.JobStart:
-		st, err := c.Start(ctx, id)
-		if am.CodeOf(err) == am.SearchFailed {
-			// Never got as far as a container (its provision failed, or
-			// the agent lost it): geni_start provisions it afresh.
-			return p.provision(ctx, s, c, id)
-		}
-		if err != nil {
-			return "", err
-		}
-		return p.report(ctx, s, c, st, "agent:start")
+		return p.start(ctx, s, c, id, "agent:start")
 	case store.JobStop:
 		st, err := c.Stop(ctx, id)
 		if am.CodeOf(err) == am.SearchFailed {
@@ -68,14 +59,7 @@ func (p *Provisioner) do(ctx context.Context, j *store.Job) (string, error) {
 		if _, err := c.Stop(ctx, id); err != nil && am.CodeOf(err) != am.SearchFailed {
 			return "", err
 		}
-		st, err := c.Start(ctx, id)
-		if am.CodeOf(err) == am.SearchFailed {
-			return p.provision(ctx, s, c, id)
-		}
-		if err != nil {
-			return "", err
-		}
-		return p.report(ctx, s, c, st, "agent:restart")
+		return p.start(ctx, s, c, id, "agent:restart")
 	case store.JobUpdateUsers:
 		st, err := c.UpdateUsers(ctx, id, agentUsers(s.Users))
 		if err != nil {
@@ -98,6 +82,20 @@ func (p *Provisioner) do(ctx context.Context, j *store.Job) (string, error) {
 }
 
 // provision fetches the sliver's image and runs its container.
+// start starts the sliver's container and reports its state as event. A
+// sliver that never got as far as a container (its provision failed, or the
+// agent lost it) is provisioned afresh instead.
+func (p *Provisioner) start(ctx context.Context, s *am.Sliver, c *agent.Client, id, event string) (string, error) {
+	st, err := c.Start(ctx, id)
+	if am.CodeOf(err) == am.SearchFailed {
+		return p.provision(ctx, s, c, id)
+	}
+	if err != nil {
+		return "", err
+	}
+	return p.report(ctx, s, c, st, event)
+}
+
 func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Client, id string) (string, error) {
 	dataURL, logURL := p.DataURL(s.URN), p.LogsURL(s.URN)
 	msg := "fetching image " + s.Image.URL

@@ -119,10 +119,7 @@ func TestExpiryArchives(t *testing.T) {
 	e.startDataServer(p)
 	agg := e.aggregate(p)
 	slice, call, cred := e.slice("expiry")
-	res, err := agg.Allocate(e.ctx, call, slice, request("/demo -once -exit 7", [2]string{"job", "node1"}))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
+	res := e.allocateProvision(agg, call, slice, request("/demo -once -exit 7", [2]string{"job", "node1"}))
 	sts := e.waitStates(agg, call, slice, 60*time.Second, "the run-once command finished", func(s am.SliverStatus) bool {
 		return s.Operational == am.Ready && s.ResourceMsg == "finished with exit code 7"
 	})
@@ -158,14 +155,9 @@ func TestExpiryArchives(t *testing.T) {
 func TestShutdownStopsAndKeeps(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("shutdown", nil)
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("shutdown", nil)
 	slice, call, _ := e.slice("shut")
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"s", "node1"}))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
+	e.allocateProvision(agg, call, slice, request("/demo -every 1s", [2]string{"s", "node1"}))
 	sts := e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
 	must(t, agg.Shutdown(e.ctx, call, slice))
 	for end := time.Now().Add(20 * time.Second); engineStatus(e.agents[0].instance) != "exited"; time.Sleep(100 * time.Millisecond) {
@@ -307,19 +299,14 @@ func TestDataThroughGate(t *testing.T) {
 func TestArchiveTooLargeStillDeletes(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("toolarge", func(c *provision.Config) { c.ArchiveMaxBytes = 64 })
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	p, agg := e.served("toolarge", func(c *provision.Config) { c.ArchiveMaxBytes = 64 })
 	slice, call, _ := e.slice("toolarge")
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -once -exit 0", [2]string{"job", "node1"}))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
+	e.allocateProvision(agg, call, slice, request("/demo -once -exit 0", [2]string{"job", "node1"}))
 	sts := e.waitStates(agg, call, slice, 60*time.Second, "the run-once command finished", func(s am.SliverStatus) bool {
 		return s.Operational == am.Ready && strings.HasPrefix(s.ResourceMsg, "finished")
 	})
 	urn := sts[0].URN
-	_, err = agg.Delete(e.ctx, call, []string{slice})
+	_, err := agg.Delete(e.ctx, call, []string{slice})
 	must(t, err)
 	result := e.deleteJobResult(urn, 30*time.Second)
 	if !strings.Contains(result, "archive_max_bytes") {

@@ -289,16 +289,8 @@ func checkLinkOffer(t *testing.T, e *env, p *provision.Provisioner, agg *am.Aggr
 // node's agent supports for links.
 func waitLinkSupport(t *testing.T, e *env) {
 	t.Helper()
-	for end := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		var missing int
-		must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM nodes WHERE link_support IS NULL").Scan(&missing))
-		if missing == 0 {
-			return
-		}
-		if time.Now().After(end) {
-			t.Fatalf("after 20 s, %d nodes have no link support recorded", missing)
-		}
-	}
+	e.waitCount(20*time.Second, 50*time.Millisecond, "nodes have no link support recorded", zero,
+		"SELECT count(*) FROM nodes WHERE link_support IS NULL")
 }
 
 // TestLinkSetupFailureFailsSlivers: a link that cannot be set up is refused

@@ -65,9 +65,7 @@ func TestSSHLoginEndToEnd(t *testing.T) {
 	needDocker(t)
 	sshtest.NeedClient(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("login", nil)
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("login", nil)
 	slice, call, _ := e.slice("login")
 	alice, bob := sshtest.NewKey(t, "alice"), sshtest.NewKey(t, "bob")
 	aliceURN, bobURN := "urn:publicid:IDN+geniam.test+user+alice", "urn:publicid:IDN+geniam.test+user+bob"

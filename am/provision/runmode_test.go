@@ -34,9 +34,7 @@ func args(argv ...string) string {
 func TestRunModes(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("runmodes", nil)
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("runmodes", nil)
 	slice, call, _ := e.slice("runmodes")
 	rs := `<rspec xmlns="http://www.geni.net/resources/rspec/3" xmlns:geniam="http://geniam.github.io/rspec/ext/geniam/1" type="request">` +
 		runNode("crash", "node1", `<geniam:run restart="always">`+args("/demo", "-once", "-exit", "1")+`</geniam:run>`, "") +
@@ -103,14 +101,9 @@ func TestRunModes(t *testing.T) {
 func TestIdleStopEndToEnd(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("idle", func(c *provision.Config) { c.IdleStop, c.IdleWarn = 4*time.Second, 3*time.Second })
-	e.runProvisioner(p)
-	agg := e.aggregate(p)
+	_, agg := e.served("idle", func(c *provision.Config) { c.IdleStop, c.IdleWarn = 4*time.Second, 3*time.Second })
 	slice, call, _ := e.slice("idle")
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1h", [2]string{"a", "node1"}))
-	must(t, err)
-	_, err = agg.Provision(e.ctx, call, []string{slice})
-	must(t, err)
+	e.allocateProvision(agg, call, slice, request("/demo -every 1h", [2]string{"a", "node1"}))
 	e.waitStates(agg, call, slice, 60*time.Second, "the idle warning", func(s am.SliverStatus) bool {
 		return s.Operational == am.Ready && strings.Contains(s.ResourceMsg, "idle since")
 	})
@@ -118,7 +111,7 @@ func TestIdleStopEndToEnd(t *testing.T) {
 	if !strings.Contains(sts[0].ResourceMsg, "idleness") {
 		t.Errorf("idle stop: geni_resource_status %q", sts[0].ResourceMsg)
 	}
-	_, err = agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionStart)
+	_, err := agg.PerformOperationalAction(e.ctx, call, []string{slice}, am.ActionStart)
 	must(t, err)
 	e.waitStates(agg, call, slice, 30*time.Second, "running after geni_start", func(s am.SliverStatus) bool {
 		return s.Operational == am.Ready && s.ResourceMsg == "running"

@@ -153,13 +153,8 @@ func TestSIGKILLWithLivePeer(t *testing.T) {
 			}
 		}
 		slice, call := e.provisionEight(agg, fmt.Sprintf("peer%d", round))
-		held := 0
-		for end := time.Now().Add(60 * time.Second); held == 0; time.Sleep(5 * time.Millisecond) {
-			must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_owner LIKE $1", pidOwner).Scan(&held))
-			if time.Now().After(end) {
-				t.Fatalf("round %d: the victim never took a job", round)
-			}
-		}
+		held := e.waitCount(60*time.Second, 5*time.Millisecond, fmt.Sprintf("round %d: the victim never took a job", round), nonzero,
+			"SELECT count(*) FROM jobs WHERE state = 'running' AND lease_owner LIKE $1", pidOwner)
 		must(t, victim.Process.Signal(syscall.SIGKILL))
 		killed := time.Now()
 		_, _ = victim.Process.Wait()

@@ -326,7 +326,7 @@ func renew(s *session, args []string) error {
 	if err != nil {
 		return err
 	}
-	urn, r, err := s.sliceCall(args[0], "renewal", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+	return s.sliverVerb(args[0], "renewal", ".json", "renew", "Renewed slivers of", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
 		// omni refuses to renew slivers past their slice's expiry.
 		if exp := c[0].Expires(); !exp.IsZero() && t.After(exp) && !s.o.alap {
 			return nil, fmt.Errorf("cannot renew slivers until %s: the slice expires at %s; renew the slice first (%s)",
@@ -334,40 +334,31 @@ func renew(s *session, args []string) error {
 		}
 		return a.Renew(s.ctx, urns, c, t, s.o.alap)
 	})
-	if err != nil {
-		return err
-	}
-	s.emit("renew", r.Value, func(w io.Writer) {
-		fmt.Fprintf(w, "Renewed slivers of slice %s at %s:\n", urn, s.agg.Name())
-		sliverTable(w, geniclient.Slivers(r.Value))
-	})
-	return nil
 }
 
 func poa(s *session, args []string) error {
 	action := args[1]
-	urn, r, err := s.sliceCall(args[0], "poa-"+action, "", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+	return s.sliverVerb(args[0], "poa-"+action, "", "performoperationalaction", action+" on", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
 		return a.PerformOperationalAction(s.ctx, urns, c, action)
 	})
-	if err != nil {
-		return err
-	}
-	s.emit("performoperationalaction", r.Value, func(w io.Writer) {
-		fmt.Fprintf(w, "%s on slice %s at %s:\n", action, urn, s.agg.Name())
-		sliverTable(w, geniclient.Slivers(r.Value))
-	})
-	return nil
 }
 
 func deleteSlivers(s *session, args []string) error {
-	urn, r, err := s.sliceCall(args[0], "delete", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+	return s.sliverVerb(args[0], "delete", ".json", "delete", "Deleted slivers of", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
 		return a.Delete(s.ctx, urns, c)
 	})
+}
+
+// sliverVerb is a verb whose answer is the slice's slivers: it makes the
+// call with sliceCall and prints "<title> slice <urn> at <aggregate>:" over
+// the sliver table.
+func (s *session) sliverVerb(slice, method, ext, verb, title string, call func(a *geniclient.AM, slice string, urns []string, creds []geniclient.Credential) (*geniclient.Result, error)) error {
+	urn, r, err := s.sliceCall(slice, method, ext, call)
 	if err != nil {
 		return err
 	}
-	s.emit("delete", r.Value, func(w io.Writer) {
-		fmt.Fprintf(w, "Deleted slivers of slice %s at %s:\n", urn, s.agg.Name())
+	s.emit(verb, r.Value, func(w io.Writer) {
+		fmt.Fprintf(w, "%s slice %s at %s:\n", title, urn, s.agg.Name())
 		sliverTable(w, geniclient.Slivers(r.Value))
 	})
 	return nil
