@@ -5,6 +5,7 @@
 package imagetest
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -37,9 +38,19 @@ func GoStatic(dir, pkg, out string) error {
 // as tag, saves it to tar and removes the tag from the engine. The image
 // itself is gone from the engine unless another tag holds it; a caller
 // that loads it removes it by ID.
+//
+// A label unique to this build ends every image: the classic builder's
+// cache would otherwise make a concurrent build of the same Dockerfile (test
+// packages run in parallel) a child of this image, or the same image under
+// two tags, and removing it would then fail ("image has dependent child
+// images").
 func Save(dir, tag, tar string) (Image, error) {
 	im := Image{Tar: tar}
-	if err := Docker("build", "-q", "-t", tag, dir); err != nil {
+	nonce := make([]byte, 8)
+	if _, err := rand.Read(nonce); err != nil {
+		return im, err
+	}
+	if err := Docker("build", "-q", "--label", "org.geniam.test.build="+hex.EncodeToString(nonce), "-t", tag, dir); err != nil {
 		return im, err
 	}
 	out, err := exec.Command("docker", "image", "inspect", "-f", "{{.Id}}", tag).Output()
