@@ -116,7 +116,11 @@ func (h *hub) run(ctx context.Context) {
 // events is GET /events: a server-sent event "change" whenever the store
 // changed, and a comment every 15 s so proxies keep the stream open.
 func (c *Console) events(w http.ResponseWriter, r *http.Request) {
-	v := c.viewerOf(r)
+	v, err := c.viewerOf(r)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
 	if v == nil {
 		http.Error(w, "sign in first", http.StatusUnauthorized)
 		return

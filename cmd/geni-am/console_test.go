@@ -79,7 +79,7 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	s := serveWith(t, pki, pgtest.NewDatabase(t), hooks, func(c *config.Config) {
 		c.Console.Listen = "127.0.0.1:0"
 		c.Console.Token = consoleToken
-		c.Console.Operators = urnOf(carol)
+		c.Operators = urnOf(carol)
 		c.Console.Poll = 200 * time.Millisecond
 		if agentURL != "" {
 			c.Agents.Cert, c.Agents.Key = pki.File("am-agent-client")
