@@ -169,6 +169,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	}, st, verifier, rs, hooks.aggregateClock())
 	if prov != nil {
 		prov.RegisterMetrics(ops.Registry) // jobs by outcome, reconciliation, process lock
+		prov.UseGate(agg.Gate())           // whose keys the agents get; /data downloads
 		go prov.Run(ctx)
 	}
 	reaper := agg.NewReaper(cfg.Lifecycle.ReaperInterval)
@@ -183,7 +184,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	// download form alike (nil without a provisioner).
 	var data http.Handler
 	if prov != nil {
-		data = prov.DataHandler(agg.Gate())
+		data = prov.DataHandler()
 	}
 	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), data), apiTLS)
 	ln, err := net.Listen("tcp", cfg.Listen)
