@@ -19,7 +19,7 @@ type manifestLogin struct {
 	Username string `xml:"username,attr"`
 }
 
-func loginOf(t *testing.T, manifest string) manifestLogin {
+func loginOf(t testing.TB, manifest string) manifestLogin {
 	t.Helper()
 	dec := xml.NewDecoder(strings.NewReader(manifest))
 	for {
@@ -56,6 +56,24 @@ func waitSSH(t *testing.T, l manifestLogin, key sshtest.Key, want int, within ti
 	}
 }
 
+// loginSliver allocates one container of the demo program on node1 in
+// slice, provisions it with users in geni_users and waits until it is
+// ready. It returns the Provision call (it carries the users), the slice's
+// Describe and the manifest's login.
+func (e *env) loginSliver(agg *am.Aggregate, call am.Call, slice string, users ...am.User) (am.Call, *am.DescribeResult, manifestLogin) {
+	e.t.Helper()
+	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"a", "node1"}))
+	must(e.t, err)
+	pcall := call
+	pcall.Options.Users, pcall.Options.UsersSet = users, true
+	_, err = agg.Provision(e.ctx, pcall, []string{slice})
+	must(e.t, err)
+	e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
+	desc, err := agg.Describe(e.ctx, call, []string{slice})
+	must(e.t, err)
+	return pcall, desc, loginOf(e.t, desc.RSpec)
+}
+
 // TestSSHLoginEndToEnd is issue 16's acceptance test for logins: Provision
 // with a key in geni_users, ssh to the manifest's login runs a command in
 // the container and returns its exit status, another key is refused,
@@ -70,17 +88,8 @@ func TestSSHLoginEndToEnd(t *testing.T) {
 	alice, bob := sshtest.NewKey(t, "alice"), sshtest.NewKey(t, "bob")
 	aliceURN, bobURN := "urn:publicid:IDN+geniam.test+user+alice", "urn:publicid:IDN+geniam.test+user+bob"
 
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"a", "node1"}))
-	must(t, err)
-	pcall := call
-	pcall.Options.Users, pcall.Options.UsersSet = []am.User{{URN: aliceURN, Keys: []string{alice.Public}}}, true
 	t0 := time.Now()
-	_, err = agg.Provision(e.ctx, pcall, []string{slice})
-	must(t, err)
-	e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
-	desc, err := agg.Describe(e.ctx, call, []string{slice})
-	must(t, err)
-	l := loginOf(t, desc.RSpec)
+	_, desc, l := e.loginSliver(agg, call, slice, am.User{URN: aliceURN, Keys: []string{alice.Public}})
 	if l.Auth != "ssh-keys" || l.Host != "127.0.0.2" || l.Port != e.agents[0].cfg.LoginPort || l.Username != provision.AgentID(desc.Slivers[0].URN) {
 		t.Fatalf("manifest login %+v; want ssh-keys on 127.0.0.2:%d as the sliver id", l, e.agents[0].cfg.LoginPort)
 	}
@@ -95,7 +104,7 @@ func TestSSHLoginEndToEnd(t *testing.T) {
 
 	ucall := call
 	ucall.Options.Users, ucall.Options.UsersSet = []am.User{{URN: aliceURN, Keys: []string{alice.Public}}, {URN: bobURN, Keys: []string{bob.Public}}}, true
-	_, err = agg.PerformOperationalAction(e.ctx, ucall, []string{slice}, am.ActionUpdateUsers)
+	_, err := agg.PerformOperationalAction(e.ctx, ucall, []string{slice}, am.ActionUpdateUsers)
 	must(t, err)
 	took := waitSSH(t, l, bob, 0, 10*time.Second, "bob's key added by geni_update_users logs in", "/demo", "-once")
 	t.Logf("geni_update_users → the new key logs in: %s", took.Round(time.Millisecond))
@@ -127,17 +136,8 @@ func TestSSHThroughGate(t *testing.T) {
 	// First no deny list: both keys are pushed, both log in.
 	stop, agg := gated("open")
 	slice, call, _ := e.slice("gated")
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", [2]string{"a", "node1"}))
-	must(t, err)
-	pcall := call
-	pcall.Options.Users, pcall.Options.UsersSet = []am.User{{URN: aliceURN, Keys: []string{alice.Public}},
-		{URN: malloryURN, Keys: []string{mallory.Public}}}, true
-	_, err = agg.Provision(e.ctx, pcall, []string{slice})
-	must(t, err)
-	e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))
-	desc, err := agg.Describe(e.ctx, call, []string{slice})
-	must(t, err)
-	l := loginOf(t, desc.RSpec)
+	pcall, desc, l := e.loginSliver(agg, call, slice, am.User{URN: aliceURN, Keys: []string{alice.Public}},
+		am.User{URN: malloryURN, Keys: []string{mallory.Public}})
 	if _, code := sshTo(t, l, alice, "/demo", "-once", "-exit", "3"); code != 3 {
 		t.Fatalf("alice's ssh: exit %d, want 3", code)
 	}
@@ -172,7 +172,7 @@ func TestSSHThroughGate(t *testing.T) {
 		t.Errorf("alice's ssh after mallory's keys went: exit %d", code)
 	}
 	// geni_update_users cannot push them again.
-	_, err = agg.PerformOperationalAction(e.ctx, pcall, []string{slice}, am.ActionUpdateUsers)
+	_, err := agg.PerformOperationalAction(e.ctx, pcall, []string{slice}, am.ActionUpdateUsers)
 	must(t, err)
 	e.waitCount(20*time.Second, 100*time.Millisecond, "the update_users job done", func(n int) bool { return n == 1 },
 		`SELECT count(*) FROM jobs WHERE kind = 'update_users' AND state = 'done' AND sliver_urn = $1`, sliver)
