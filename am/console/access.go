@@ -84,6 +84,19 @@ func (c *Console) viewerOf(r *http.Request) (*viewer, error) {
 	return v, nil
 }
 
+// signedIn is viewerOf for the requests that are not pages: it answers
+// the refusal, or 401 when nobody signed in, and returns nil then.
+func (c *Console) signedIn(w http.ResponseWriter, r *http.Request) *viewer {
+	v, err := c.viewerOf(r)
+	switch {
+	case err != nil:
+		c.fail(w, r, err)
+	case v == nil:
+		http.Error(w, "sign in first", http.StatusUnauthorized)
+	}
+	return v
+}
+
 // startAudit starts the audit record of a console request (page names it in the
 // record's options); the caller finishes it when the request is audited.
 func (c *Console) startAudit(r *http.Request, v *viewer, page string) (context.Context, func(error)) {
