@@ -150,8 +150,10 @@ func TestSSHThroughGate(t *testing.T) {
 	const sshRows = `SELECT count(*) FROM audit_log WHERE method = 'SSH' AND user_urn = $1 AND caller_urn = $1
 		AND slice_urn = $2 AND sliver_urns = ARRAY[$3] AND options->>'key' LIKE 'SHA256:%' AND remote_addr LIKE '127.0.0.1:%'`
 	sliver := desc.Slivers[0].URN
+	ended := time.Now()
 	e.waitCount(10*time.Second, 50*time.Millisecond, "alice's session start and end in audit_log", func(n int) bool { return n == 2 },
 		sshRows, aliceURN, slice, sliver)
+	t.Logf("ssh session ended → its audit rows in audit_log: %s", time.Since(ended).Round(time.Millisecond))
 	var logID, output string
 	var sessions int
 	must(t, e.st.Pool().QueryRow(e.ctx, `SELECT min(log_id), max(output), count(DISTINCT log_id) FROM audit_log
