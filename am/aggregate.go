@@ -166,6 +166,13 @@ type scope struct {
 // begin resolves urns (one slice URN, or sliver URNs of one slice), checks
 // the credentials against that slice and refuses a shut-down slice.
 func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []string, privileges ...string) (*scope, error) {
+	return a.beginAccess(ctx, c, Access{Method: method, Privileges: privileges}, urns)
+}
+
+// beginAccess is begin with the gate's Access spelt out (its Slice is
+// filled in here), for a call that needs more than the method and
+// privileges (ShutDownOK).
+func (a *Aggregate) beginAccess(ctx context.Context, c Call, acc Access, urns []string) (*scope, error) {
 	if len(urns) == 0 {
 		return nil, Errorf(BadArgs, "no URNs given: pass one slice URN or the URNs of slivers of one slice")
 	}
@@ -217,7 +224,8 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 		sc.slivers = sliverURNs
 		AuditFrom(ctx).NoteSlivers(sliverURNs...)
 	}
-	grant, err := a.authorize(ctx, c, Access{Method: method, Slice: sc.slice, Privileges: privileges})
+	acc.Slice = sc.slice
+	grant, err := a.authorize(ctx, c, acc)
 	if err != nil {
 		if sc.slivers != nil {
 			// The caller named slivers, not the slice: the slice may be
@@ -833,7 +841,10 @@ func mergeUsers(have, update []User) []User {
 // always be deleted), so geni_best_effort changes nothing here.
 func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]SliverStatus, error) {
 	const op = "Delete"
-	sc, err := a.begin(ctx, c, op, urns, privDelete)
+	// The store's Delete refuses a shut-down slice to all but an operator
+	// itself (DeleteTx.Operator), in its transaction: the gate's own check
+	// would cost a round trip more and could race with Shutdown.
+	sc, err := a.beginAccess(ctx, c, Access{Method: op, Privileges: []string{privDelete}, ShutDownOK: true}, urns)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
