@@ -320,15 +320,3 @@ func parseUsers(v any) ([]am.User, error) {
 	}
 	return users, nil
 }
-
-// requireRSpecVersion is the check of ListResources, Describe and Provision.
-func requireRSpecVersion(o am.Options) error {
-	if o.RSpecVersion == nil {
-		return badArgs("option geni_rspec_version is required, e.g. {type: \"GENI\", version: \"3\"}")
-	}
-	if !am.SupportsRSpec(*o.RSpecVersion) {
-		return am.Errorf(am.BadVersion, "RSpec type %q version %q is not supported (GetVersion lists %s %s)",
-			o.RSpecVersion.Type, o.RSpecVersion.Version, am.DefaultRSpecType, am.DefaultRSpecVersion)
-	}
-	return nil
-}
