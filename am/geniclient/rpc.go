@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -224,17 +225,15 @@ func (c *RPC) CallV3(ctx context.Context, method string, params ...any) (*Result
 	return &Result{Value: ret["value"], Output: out, AMType: amType}, nil
 }
 
-// TypeName names the XML-RPC type of a decoded value, for messages.
+// TypeName names the XML-RPC type of a decoded value with its article ("a
+// string", "an array"), for messages.
 func TypeName(v any) string {
-	switch v.(type) {
-	case nil:
-		return "nil"
-	case string:
-		return "a string"
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "a struct"
+	name := xmlrpc.TypeName(v)
+	switch {
+	case v == nil:
+		return name
+	case strings.ContainsRune("aeiou", rune(name[0])):
+		return "an " + name
 	}
-	return fmt.Sprintf("a %T", v)
+	return "a " + name
 }
