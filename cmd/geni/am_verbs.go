@@ -13,20 +13,7 @@ import (
 	"github.com/geniam/geniam/am/geniclient"
 )
 
-// The AM API v3 verbs, with omni's names and arguments. Each runs once per
-// aggregate (-a, or those the clearinghouse lists).
-func init() {
-	verbs["getversion"] = verb{"", 0, 0, "the aggregate's version and capabilities", getVersion, true}
-	verbs["listresources"] = verb{"", 0, 1, "the advertisement (-o: rspec-<server>.xml)", listResources, true}
-	verbs["describe"] = verb{"SLICE", 1, 1, "the manifest of a slice", describe, true}
-	verbs["allocate"] = verb{"SLICE RSPEC", 2, 2, "reserve what a request RSpec asks for", allocate, true}
-	verbs["provision"] = verb{"SLICE", 1, 1, "provision allocated slivers, installing omni_config users' SSH keys", provision, true}
-	verbs["status"] = verb{"SLICE", 1, 1, "the state of a slice's slivers", status, true}
-	verbs["renew"] = verb{"SLICE TIME", 2, 2, "extend slivers to TIME", renew, true}
-	verbs["performoperationalaction"] = verb{"SLICE ACTION", 2, 2, "geni_start, geni_restart, geni_stop, ... (alias poa)", poa, true}
-	verbs["delete"] = verb{"SLICE", 1, 1, "delete a slice's slivers at the aggregate", deleteSlivers, true}
-	verbs["shutdown"] = verb{"SLICE", 1, 1, "emergency stop of a slice at the aggregate", shutdown, true}
-}
+// The AM API v3 verbs (their table: verbs in main.go).
 
 func getVersion(s *session, _ []string) error {
 	a, err := s.am()
