@@ -2,7 +2,8 @@ package am
 
 import (
 	"context"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -164,11 +165,7 @@ func (r *AuditRecord) noteSliversOf(slivers []Sliver) {
 // suggests a secret by "(redacted)"; strings are clipped so a row stays small.
 func AuditOptions(raw map[string]any) map[string]any {
 	out := make(map[string]any, len(raw))
-	keys := make([]string, 0, len(raw))
-	for k := range raw {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(raw))
 	for i, k := range keys {
 		if i >= 64 {
 			out["(more)"] = len(keys) - i
