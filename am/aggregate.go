@@ -219,10 +219,6 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 	return &sc, nil
 }
 
-func shutDownErr(slice string) error {
-	return &Err{Code: Forbidden, URN: slice, Msg: "slice " + slice + " has been shut down; only an operator can restore it"}
-}
-
 // targets lists the sliver URNs of a scope (the slice's live slivers when the
 // call named the slice), keeping only those keep accepts.
 func (a *Aggregate) targets(ctx context.Context, sc *scope, keep func(Sliver) bool) ([]Sliver, error) {

@@ -125,6 +125,25 @@ type DeleteTx struct {
 	URNs     []string // slivers of SliceURN; nil: all of its live slivers
 }
 
+// ApplyOne runs Apply on one sliver for a Store, with the best-effort rule:
+// found says whether the sliver is live in the slice. Without BestEffort the
+// first failure is the error and the whole change must be rolled back; with
+// it, a failure is reported in the result (whose Err is set: nothing to
+// write) and the change goes on. A result without Err holds the new state.
+func (tx ChangeTx) ApplyOne(urn string, cur Sliver, found bool) (ChangeResult, error) {
+	r := ChangeResult{Sliver: cur}
+	if !found {
+		r.Sliver = Sliver{URN: urn, SliceURN: tx.SliceURN, Allocation: Unallocated}
+		r.Err = Errorf(SearchFailed, "no sliver %s in slice %s here (deleted or expired?)", urn, tx.SliceURN)
+	} else if err := tx.Apply(&r.Sliver); err != nil {
+		r.Sliver, r.Err = cur, err
+	}
+	if r.Err != nil && !tx.BestEffort {
+		return ChangeResult{}, r.Err
+	}
+	return r, nil
+}
+
 // ChangeResult is the outcome of a change for one sliver: its state after
 // the change (or unchanged, with Err, when it failed under best effort).
 type ChangeResult struct {
