@@ -707,22 +707,18 @@ func (s *Store) change(ctx context.Context, c am.ChangeTx) (out []am.ChangeResul
 	}
 	write := &pgx.Batch{}
 	var deleted []string
-	for _, urn := range c.URNs {
+	out, err = c.Each(func(urn string) (am.Sliver, bool) {
 		cur, ok := byURN[urn]
-		res, err := c.ApplyOne(urn, cur, ok)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res)
-		if res.Err != nil {
-			continue
-		}
-		next := res.Sliver
+		return cur, ok
+	}, func(cur, next am.Sliver) {
 		if next.Allocation == am.Unallocated {
 			deleted = append(deleted, cur.URN)
 		} else {
 			queueSliverUpdate(write, cur, next)
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(deleted) > 0 {
 		write.Queue("DELETE FROM slivers WHERE urn = ANY($1)", deleted)

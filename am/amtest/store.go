@@ -187,24 +187,19 @@ func (s *Store) Change(ctx context.Context, tx am.ChangeTx) ([]am.ChangeResult, 
 	if sl.ShutDown && !tx.Operator {
 		return nil, am.SliceShutDown(tx.SliceURN)
 	}
-	var out []am.ChangeResult
 	writes := map[string]am.Sliver{}
-	for _, urn := range tx.URNs {
+	out, err := tx.Each(func(urn string) (am.Sliver, bool) {
 		cur, ok := s.slivers[urn]
-		res, err := tx.ApplyOne(urn, cur, ok && cur.SliceURN == tx.SliceURN)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res)
-		if res.Err != nil {
-			continue
-		}
-		next := res.Sliver
+		return cur, ok && cur.SliceURN == tx.SliceURN
+	}, func(cur, next am.Sliver) {
 		// What the database keeps of a change (store.writeSliver).
 		kept := cur
 		kept.Allocation, kept.Operational, kept.Expires = next.Allocation, next.Operational, next.Expires
 		kept.Error, kept.ResourceMsg, kept.Users = next.Error, next.ResourceMsg, next.Users
-		writes[urn] = kept
+		writes[cur.URN] = kept
+	})
+	if err != nil {
+		return nil, err
 	}
 	for urn, v := range writes {
 		if v.Allocation == am.Unallocated {
