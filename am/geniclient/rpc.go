@@ -205,17 +205,29 @@ func (c *RPC) CallV3(ctx context.Context, method string, params ...any) (*Result
 	if err != nil {
 		return nil, err
 	}
+	r, err := ReturnValue(method, v)
+	var ge *GENIError
+	if err != nil && !errors.As(err, &ge) {
+		return nil, &TransportError{method, c.URL, err}
+	}
+	return r, err
+}
+
+// ReturnValue reads an AM API v3 return struct {code: {geni_code, am_type,
+// am_code}, value, output}: geni_code 0 is a *Result, another code a
+// *GENIError; any other error says v is not a v3 return struct at all.
+func ReturnValue(method string, v any) (*Result, error) {
 	ret, ok := v.(map[string]any)
 	if !ok {
-		return nil, &TransportError{method, c.URL, fmt.Errorf("the answer is %s, not an AM API v3 return struct", TypeName(v))}
+		return nil, fmt.Errorf("the answer is %s, not an AM API v3 return struct", TypeName(v))
 	}
 	code, ok := ret["code"].(map[string]any)
 	if !ok {
-		return nil, &TransportError{method, c.URL, errors.New("the return struct has no code struct")}
+		return nil, errors.New("the return struct has no code struct")
 	}
 	n, ok := code["geni_code"].(int64)
 	if !ok {
-		return nil, &TransportError{method, c.URL, errors.New("the code struct has no integer geni_code")}
+		return nil, errors.New("the code struct has no integer geni_code")
 	}
 	out, _ := ret["output"].(string)
 	amType, _ := code["am_type"].(string)

@@ -183,23 +183,16 @@ func (c *rpcClient) callAM(ctx context.Context, method string, params ...any) (a
 	return geniValue(method, v)
 }
 
-// geniValue checks a v3 return struct {code: {geni_code}, value, output}.
+// geniValue is the value of a v3 return struct (geniclient.ReturnValue),
+// its failures as callErrors.
 func geniValue(method string, v any) (any, error) {
-	ret, ok := v.(map[string]any)
-	if !ok {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: fmt.Sprintf("the answer is %s, not a return struct", geniclient.TypeName(v))}
+	r, err := geniclient.ReturnValue(method, v)
+	var ge *geniclient.GENIError
+	switch {
+	case errors.As(err, &ge):
+		return nil, &callError{Method: method, Kind: kindGENI, Code: ge.Code, Msg: ge.Output}
+	case err != nil:
+		return nil, &callError{Method: method, Kind: kindMalformed, Msg: err.Error()}
 	}
-	code, ok := ret["code"].(map[string]any)
-	if !ok {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: "the return struct has no code struct"}
-	}
-	n, ok := code["geni_code"].(int64)
-	if !ok {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: "the code struct has no integer geni_code"}
-	}
-	if n != 0 {
-		out, _ := ret["output"].(string)
-		return nil, &callError{Method: method, Kind: kindGENI, Code: int(n), Msg: out}
-	}
-	return ret["value"], nil
+	return r.Value, nil
 }
