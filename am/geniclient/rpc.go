@@ -88,6 +88,19 @@ type TransportError struct {
 func (e *TransportError) Error() string { return fmt.Sprintf("%s at %s: %v", e.Method, e.URL, e.Err) }
 func (e *TransportError) Unwrap() error { return e.Err }
 
+// HTTPStatusError is an answer with an HTTP status other than 200 (inside a
+// TransportError).
+type HTTPStatusError struct {
+	Code   int
+	Status string // "503 Service Unavailable"
+	Body   string // its start
+}
+
+func (e *HTTPStatusError) Error() string { return fmt.Sprintf("HTTP %s: %s", e.Status, e.Body) }
+
+// ErrNotXMLRPC is in a TransportError whose answer was not XML-RPC.
+var ErrNotXMLRPC = errors.New("not an XML-RPC answer")
+
 // FaultError is an XML-RPC fault: the server did not understand the call
 // (gcf's clearinghouse also reports refusals this way, with a geni_code).
 type FaultError struct {
@@ -177,7 +190,10 @@ func (c *RPC) Call(ctx context.Context, method string, params ...any) (any, erro
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, &TransportError{method, c.URL, fmt.Errorf("HTTP %s: %s", resp.Status, bytes.TrimSpace(msg))}
+		// The rest is read (up to a limit) so that the connection can be
+		// used again: the bench counts handshakes.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil, &TransportError{method, c.URL, &HTTPStatusError{Code: resp.StatusCode, Status: resp.Status, Body: string(bytes.TrimSpace(msg))}}
 	}
 	v, err := xmlrpc.DecodeResponse(io.LimitReader(resp.Body, maxResponseBytes), xmlrpc.Limits{MaxStringLen: maxResponseBytes})
 	var fault *xmlrpc.Fault
@@ -185,7 +201,7 @@ func (c *RPC) Call(ctx context.Context, method string, params ...any) (any, erro
 	case errors.As(err, &fault):
 		return nil, &FaultError{Method: method, Code: fault.Code, Msg: fault.String}
 	case err != nil:
-		return nil, &TransportError{method, c.URL, fmt.Errorf("not an XML-RPC answer: %w", err)}
+		return nil, &TransportError{method, c.URL, fmt.Errorf("%w: %w", ErrNotXMLRPC, err)}
 	}
 	return v, nil
 }

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptrace"
 	"os"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/geniclient"
-	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -143,34 +140,28 @@ func (c *rpcClient) close() { c.http.CloseIdleConnections() }
 
 // call posts one methodCall and returns the XML-RPC value of the answer.
 func (c *rpcClient) call(ctx context.Context, method string, params ...any) (any, error) {
-	var body bytes.Buffer
-	if err := xmlrpc.EncodeCall(&body, method, params...); err != nil {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: "cannot encode the call: " + err.Error()}
-	}
 	trace := &httptrace.ClientTrace{TLSHandshakeDone: func(tls.ConnectionState, error) { c.handshakes.Add(1) }}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, c.url, &body)
-	if err != nil {
-		return nil, &callError{Method: method, Kind: kindTransport, Msg: err.Error()}
+	rpc := geniclient.RPC{URL: c.url, HTTP: c.http}
+	v, err := rpc.Call(httptrace.WithClientTrace(ctx, trace), method, params...)
+	if err == nil {
+		return v, nil
 	}
-	req.Header.Set("Content-Type", "text/xml")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, &callError{Method: method, Kind: kindTransport, Msg: err.Error()}
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		return nil, &callError{Method: method, Kind: kindHTTP, Code: resp.StatusCode, Msg: resp.Status}
-	}
-	v, err := xmlrpc.DecodeResponse(io.LimitReader(resp.Body, maxResponseBytes), xmlrpc.Limits{MaxStringLen: maxResponseBytes})
-	var fault *xmlrpc.Fault
+	var (
+		fault  *geniclient.FaultError
+		status *geniclient.HTTPStatusError
+		te     *geniclient.TransportError
+	)
 	switch {
 	case errors.As(err, &fault):
-		return nil, &callError{Method: method, Kind: kindFault, Code: fault.Code, Msg: fault.String}
-	case err != nil:
+		return nil, &callError{Method: method, Kind: kindFault, Code: fault.Code, Msg: fault.Msg}
+	case errors.As(err, &status):
+		return nil, &callError{Method: method, Kind: kindHTTP, Code: status.Code, Msg: status.Status}
+	case !errors.As(err, &te): // the call could not be encoded
 		return nil, &callError{Method: method, Kind: kindMalformed, Msg: err.Error()}
+	case errors.Is(te.Err, geniclient.ErrNotXMLRPC):
+		return nil, &callError{Method: method, Kind: kindMalformed, Msg: te.Err.Error()}
 	}
-	return v, nil
+	return nil, &callError{Method: method, Kind: kindTransport, Msg: te.Err.Error()}
 }
 
 // callAM makes an AM API v3 call and returns the value of its return struct
