@@ -117,7 +117,7 @@ func (r *AuditRecord) NoteSlivers(urns ...string) {
 		if len(r.sliverURNs) >= maxAuditSlivers {
 			return
 		}
-		if !contains(r.sliverURNs, u) {
+		if !slices.Contains(r.sliverURNs, u) {
 			r.sliverURNs = append(r.sliverURNs, u)
 		}
 	}
@@ -142,15 +142,6 @@ func (r *AuditRecord) NoteDeployed(slivers []Sliver) {
 // maxAuditSlivers bounds the URNs one audit row keeps (a slice of thousands
 // of slivers is named by its slice URN anyway).
 const maxAuditSlivers = 1000
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
 
 // noteSlivers is NoteSlivers from the URNs of slivers.
 func (r *AuditRecord) noteSliversOf(slivers []Sliver) {
