@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -106,7 +107,7 @@ func (c *Client) sendWith(ctx context.Context, op, method, path string, in any, 
 	var eb ErrorBody
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if json.Unmarshal(b, &eb) != nil || eb.Code == "" {
-		return nil, &am.Err{Code: am.RPCError, Op: op, Msg: fmt.Sprintf("agent answered %s: %s", resp.Status, truncate(strings.TrimSpace(string(b)), 200))}
+		return nil, &am.Err{Code: am.RPCError, Op: op, Msg: fmt.Sprintf("agent answered %s: %s", resp.Status, am.Clip(strings.TrimSpace(string(b)), 200))}
 	}
 	return nil, eb.asErr(op)
 }
@@ -336,4 +337,16 @@ func (c *Client) UpdateUsers(ctx context.Context, id string, users []User) (Stat
 	var st Status
 	_, err = c.call(ctx, "update users", http.MethodPut, p, UsersRequest{Users: users}, &st)
 	return st, err
+}
+
+// WaitChange long-polls the agent: it answers as soon as the agent's
+// change number differs from after, or after wait, with the slivers that
+// changed. An agent that predates /v2/changes answers UNSUPPORTED.
+func (c *Client) WaitChange(ctx context.Context, after uint64, wait time.Duration) (ChangesAnswer, error) {
+	var a ChangesAnswer
+	_, err := c.call(ctx, "changes", http.MethodGet, "/v2/changes?after="+strconv.FormatUint(after, 10)+"&wait="+wait.String(), nil, &a)
+	if am.CodeOf(err) == am.SearchFailed { // "no such endpoint"
+		return a, am.Errorf(am.Unsupported, "the agent at %s has no /v2/changes (an older agent): state follows the health poll", c.base)
+	}
+	return a, err
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/agent/node"
 	"github.com/geniam/geniam/am/agent/sshlogin"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
@@ -132,7 +133,7 @@ func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *de
 		return nil, err
 	}
 	certFile, keyFile := pki.File("agent-" + name)
-	tlsConf, err := agent.ServerTLSConfig(certFile, keyFile, caFile)
+	tlsConf, err := node.ServerTLSConfig(certFile, keyFile, caFile)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +146,7 @@ func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *de
 	// is "0"), the manifest's <login>; without the port the agent still
 	// runs, without logins.
 	rt := docker.NewRuntime("")
-	acfg := agent.Config{StateDir: stateDir, Instance: instance,
+	acfg := node.Config{StateDir: stateDir, Instance: instance,
 		AllowFileImages: true, FileImageDirs: []string{images}, MaxArchiveBytes: 1 << 30,
 		Logger: lg.With("agent", name)}
 	sshPort := "2222"
@@ -158,7 +159,7 @@ func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *de
 	} else {
 		acfg.LoginHost, acfg.LoginPort = ip, sshLn.Addr().(*net.TCPAddr).Port
 	}
-	svc, err := agent.New(acfg, rt)
+	svc, err := node.New(acfg, rt)
 	if err != nil {
 		if sshLn != nil {
 			sshLn.Close()
@@ -182,7 +183,7 @@ func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *de
 	}
 	// Only the aggregate's own certificate may call a dev agent: the other
 	// agents' certificates come from the same CA.
-	srv := &http.Server{Handler: agent.NewHandler(svc, agent.HandlerOptions{AllowedClients: []string{devenv.AMURN}, Logger: lg}), TLSConfig: tlsConf,
+	srv := &http.Server{Handler: node.NewHandler(svc, node.HandlerOptions{AllowedClients: []string{devenv.AMURN}, Logger: lg}), TLSConfig: tlsConf,
 		ErrorLog: log.New(os.Stderr, "agent "+name+": ", 0)}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	go func() { <-ctx.Done(); _ = srv.Close(); svc.Close() }()
