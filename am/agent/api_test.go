@@ -2,8 +2,8 @@ package agent
 
 import (
 	"encoding/json"
-	"testing"
 	"strings"
+	"testing"
 
 	"github.com/geniam/geniam/am"
 )
