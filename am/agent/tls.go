@@ -40,17 +40,28 @@ func LoadCertPool(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// LoadTLSFiles reads one side's certificate chain and key, and the CA file
+// the other side's certificates must chain to; its errors name the files
+// as certName and caName say.
+func LoadTLSFiles(certFile, keyFile, caFile, certName, caName string) (tls.Certificate, *x509.CertPool, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("%s: %w", certName, err)
+	}
+	roots, err := LoadCertPool(caFile)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("%s: %w", caName, err)
+	}
+	return cert, roots, nil
+}
+
 // ClientTLSConfig is the aggregate's side: its certificate and key (the
 // chain in certFile is sent), and the CA that issued the agents'
 // certificates.
 func ClientTLSConfig(certFile, keyFile, agentCAFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, roots, err := LoadTLSFiles(certFile, keyFile, agentCAFile, "aggregate certificate", "agent CA")
 	if err != nil {
-		return nil, fmt.Errorf("aggregate certificate: %w", err)
-	}
-	roots, err := LoadCertPool(agentCAFile)
-	if err != nil {
-		return nil, fmt.Errorf("agent CA: %w", err)
+		return nil, err
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, RootCAs: roots}, nil
 }

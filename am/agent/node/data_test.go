@@ -3,6 +3,7 @@ package node_test
 import (
 	"archive/tar"
 	"compress/gzip"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -26,11 +27,8 @@ func TestEmitDataLarge(t *testing.T) {
 	a := startAgent(t, cfg)
 	ctx := ctxT(t, 2*time.Minute)
 	const id = "big-data"
-	_, err := a.client.Fetch(ctx, id, agent.FetchRequest{URL: filepath.Join(t.TempDir(), "absent.tar"), SHA256: imageDigestOr0()})
-	must(t, err)
 	const size = 512 << 20
-	dir := a.svc.DataDir(id)
-	must(t, os.MkdirAll(dir, 0o755))
+	dir := a.dataDirOf(t, ctx, id)
 	f, err := os.Create(filepath.Join(dir, "big.bin"))
 	must(t, err)
 	must(t, f.Truncate(size))
@@ -41,7 +39,31 @@ func TestEmitDataLarge(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	rc, err := a.client.Data(ctx, id)
 	must(t, err)
-	tr := tar.NewReader(rc)
+	name, n := oneFile(t, tar.NewReader(rc))
+	rc.Close()
+	runtime.ReadMemStats(&after)
+	if name != "big.bin" || n != size {
+		t.Fatalf("got %s with %d bytes", name, n)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > size/8 && !raceEnabled {
+		t.Fatalf("allocated %d MiB to stream %d MiB", grew>>20, size>>20)
+	} else {
+		t.Logf("streamed %d MiB allocating %d MiB in total (server and client)", size>>20, grew>>20)
+	}
+}
+
+// dataDirOf makes the sliver id known to the agent without an engine (a
+// fetch creates it, even one that fails) and returns its /data directory.
+func (a *testAgent) dataDirOf(t *testing.T, ctx context.Context, id string) string {
+	_, err := a.client.Fetch(ctx, id, agent.FetchRequest{URL: filepath.Join(t.TempDir(), "absent.tar"), SHA256: imageDigestOr0()})
+	must(t, err)
+	dir := a.svc.DataDir(id)
+	must(t, os.MkdirAll(dir, 0o755))
+	return dir
+}
+
+// oneFile reads a tar that must hold exactly one file: its name and size.
+func oneFile(t *testing.T, tr *tar.Reader) (string, int64) {
 	h, err := tr.Next()
 	must(t, err)
 	n, err := io.Copy(io.Discard, tr)
@@ -49,16 +71,7 @@ func TestEmitDataLarge(t *testing.T) {
 	if _, err := tr.Next(); err != io.EOF {
 		t.Fatalf("after the file: %v", err)
 	}
-	rc.Close()
-	runtime.ReadMemStats(&after)
-	if h.Name != "big.bin" || n != size {
-		t.Fatalf("got %s with %d bytes", h.Name, n)
-	}
-	if grew := after.TotalAlloc - before.TotalAlloc; grew > size/8 && !raceEnabled {
-		t.Fatalf("allocated %d MiB to stream %d MiB", grew>>20, size>>20)
-	} else {
-		t.Logf("streamed %d MiB allocating %d MiB in total (server and client)", size>>20, grew>>20)
-	}
+	return h.Name, n
 }
 
 func imageDigestOr0() string {
@@ -76,10 +89,7 @@ func TestDataCompressed(t *testing.T) {
 	a := startAgent(t, cfg)
 	ctx := ctxT(t, time.Minute)
 	const id = "zeros"
-	_, err := a.client.Fetch(ctx, id, agent.FetchRequest{URL: filepath.Join(t.TempDir(), "absent.tar"), SHA256: imageDigestOr0()})
-	must(t, err)
-	dir := a.svc.DataDir(id)
-	must(t, os.MkdirAll(dir, 0o755))
+	dir := a.dataDirOf(t, ctx, id)
 	must(t, os.WriteFile(filepath.Join(dir, "zeros.bin"), make([]byte, 64<<20), 0o644))
 	rc, err := a.client.DataGzip(ctx, id)
 	must(t, err)
@@ -87,16 +97,8 @@ func TestDataCompressed(t *testing.T) {
 	cr, wire := countingReader(rc)
 	zr, err := gzip.NewReader(cr)
 	must(t, err)
-	tr := tar.NewReader(zr)
-	h, err := tr.Next()
-	must(t, err)
-	n, err := io.Copy(io.Discard, tr)
-	must(t, err)
-	if h.Name != "zeros.bin" || n != 64<<20 {
-		t.Fatalf("got %s with %d bytes", h.Name, n)
-	}
-	if _, err := tr.Next(); err != io.EOF {
-		t.Fatalf("after the file: %v", err)
+	if name, n := oneFile(t, tar.NewReader(zr)); name != "zeros.bin" || n != 64<<20 {
+		t.Fatalf("got %s with %d bytes", name, n)
 	}
 	t.Logf("64 MiB of zeros in /data: %d bytes gzipped on the wire", wire())
 	if wire() > 1<<20 {

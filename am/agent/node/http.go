@@ -58,16 +58,16 @@ func NewHandler(svc *Service, opt HandlerOptions) *Handler {
 		m.HandleFunc("GET /v2/ping", h.ping)
 		m.HandleFunc("GET /v2/slivers", h.list)
 		m.HandleFunc("GET /v2/changes", h.changes)
-		m.HandleFunc("GET /v2/slivers/{id}", h.status)
-		m.HandleFunc("DELETE /v2/slivers/{id}", h.deleteSliver)
+		m.HandleFunc("GET /v2/slivers/{id}", h.statusVerb(svc.Status))
+		m.HandleFunc("DELETE /v2/slivers/{id}", h.deleteVerb(svc.Delete))
 		m.HandleFunc("PUT /v2/slivers/{id}/image", h.fetch)
-		m.HandleFunc("DELETE /v2/slivers/{id}/image", h.removeImage)
+		m.HandleFunc("DELETE /v2/slivers/{id}/image", h.deleteVerb(svc.RemoveImage))
 		m.HandleFunc("PUT /v2/slivers/{id}/container", h.run)
-		m.HandleFunc("DELETE /v2/slivers/{id}/container", h.kill)
-		m.HandleFunc("POST /v2/slivers/{id}/stop", h.stop)
-		m.HandleFunc("POST /v2/slivers/{id}/start", h.start)
+		m.HandleFunc("DELETE /v2/slivers/{id}/container", h.deleteVerb(svc.Kill))
+		m.HandleFunc("POST /v2/slivers/{id}/stop", h.statusVerb(svc.Stop))
+		m.HandleFunc("POST /v2/slivers/{id}/start", h.statusVerb(svc.Start))
 		m.HandleFunc("GET /v2/slivers/{id}/data", h.emitData)
-		m.HandleFunc("DELETE /v2/slivers/{id}/data", h.deleteData)
+		m.HandleFunc("DELETE /v2/slivers/{id}/data", h.deleteVerb(svc.DeleteData))
 		m.HandleFunc("GET /v2/slivers/{id}/logs/{stream}", h.logs)
 		m.HandleFunc("PUT /v2/slivers/{id}/users", h.updateUsers)
 	}
@@ -318,25 +318,24 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, agent.OfAggregate(sts, r.URL.Query().Get("aggregate")))
 }
 
-func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
-	st, err := h.svc.Status(r.Context(), r.PathValue("id"))
-	if err != nil {
-		writeErr(w, r, h.log, err)
-		return
+// deleteVerb serves a DELETE of a sliver or a part of it: 204 once it is
+// gone (already gone included), or the error.
+func (h *Handler) deleteVerb(verb func(ctx context.Context, id string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := verb(r.Context(), r.PathValue("id")); err != nil {
+			writeErr(w, r, h.log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	}
-	writeJSON(w, http.StatusOK, st)
 }
 
-func (h *Handler) deleteSliver(w http.ResponseWriter, r *http.Request) {
-	h.noContent(w, r, h.svc.Delete(r.Context(), r.PathValue("id")))
-}
-
-func (h *Handler) noContent(w http.ResponseWriter, r *http.Request, err error) {
-	if err != nil {
-		writeErr(w, r, h.log, err)
-		return
+// statusVerb serves a verb that answers with the sliver's status.
+func (h *Handler) statusVerb(verb func(ctx context.Context, id string) (agent.Status, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		st, err := verb(r.Context(), r.PathValue("id"))
+		h.statusOr(w, r, http.StatusOK, st, err)
 	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // fetch: PUT /v2/slivers/{id}/image {"url","sha256"}[?wait=DURATION].
@@ -392,10 +391,6 @@ func (h *Handler) waitParam(r *http.Request) (time.Duration, error) {
 	return min(d, h.opt.MaxFetchWait), nil
 }
 
-func (h *Handler) removeImage(w http.ResponseWriter, r *http.Request) {
-	h.noContent(w, r, h.svc.RemoveImage(r.Context(), r.PathValue("id")))
-}
-
 // run: PUT /v2/slivers/{id}/container with a StartRequest. 201 with the
 // status once the container runs; 200 if it already existed.
 func (h *Handler) run(w http.ResponseWriter, r *http.Request) {
@@ -404,37 +399,20 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, created, err := h.svc.Run(r.Context(), r.PathValue("id"), req)
-	if err != nil {
-		writeErr(w, r, h.log, err)
-		return
-	}
 	code := http.StatusOK
 	if created {
 		code = http.StatusCreated
 	}
-	writeJSON(w, code, st)
+	h.statusOr(w, r, code, st, err)
 }
 
-func (h *Handler) kill(w http.ResponseWriter, r *http.Request) {
-	h.noContent(w, r, h.svc.Kill(r.Context(), r.PathValue("id")))
-}
-
-func (h *Handler) stop(w http.ResponseWriter, r *http.Request) {
-	st, err := h.svc.Stop(r.Context(), r.PathValue("id"))
-	h.statusOr(w, r, st, err)
-}
-
-func (h *Handler) start(w http.ResponseWriter, r *http.Request) {
-	st, err := h.svc.Start(r.Context(), r.PathValue("id"))
-	h.statusOr(w, r, st, err)
-}
-
-func (h *Handler) statusOr(w http.ResponseWriter, r *http.Request, st agent.Status, err error) {
+// statusOr answers code with the status, or the error.
+func (h *Handler) statusOr(w http.ResponseWriter, r *http.Request, code int, st agent.Status, err error) {
 	if err != nil {
 		writeErr(w, r, h.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, code, st)
 }
 
 func (h *Handler) emitData(w http.ResponseWriter, r *http.Request) {
@@ -510,17 +488,13 @@ func (f *firstWrite) Write(p []byte) (int, error) {
 	return f.w.Write(p)
 }
 
-func (h *Handler) deleteData(w http.ResponseWriter, r *http.Request) {
-	h.noContent(w, r, h.svc.DeleteData(r.Context(), r.PathValue("id")))
-}
-
 func (h *Handler) updateUsers(w http.ResponseWriter, r *http.Request) {
 	var req agent.UsersRequest
 	if !h.decode(w, r, &req) {
 		return
 	}
 	st, err := h.svc.UpdateUsers(r.Context(), r.PathValue("id"), req.Users)
-	h.statusOr(w, r, st, err)
+	h.statusOr(w, r, http.StatusOK, st, err)
 }
 
 // --- AERPAW v1 compatibility -------------------------------------------------

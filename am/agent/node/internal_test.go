@@ -87,14 +87,8 @@ func TestWriteTarHostileTree(t *testing.T) {
 	if ts.Files != 3 {
 		t.Fatalf("%d regular files, want 3", ts.Files)
 	}
-	tr := tar.NewReader(&buf)
 	seen := map[string]string{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		must(err)
+	eachEntry(t, &buf, func(h *tar.Header, tr *tar.Reader) {
 		switch h.Typeflag {
 		case tar.TypeReg:
 			b, _ := io.ReadAll(tr)
@@ -106,7 +100,7 @@ func TestWriteTarHostileTree(t *testing.T) {
 		default:
 			t.Fatalf("unexpected entry type %c for %s", h.Typeflag, h.Name)
 		}
-	}
+	})
 	want := map[string]string{
 		"pre/": "dir", "pre/a.txt": "alpha", "pre/sub/": "dir", "pre/sub/deeper/": "dir",
 		"pre/sub/deeper/b.bin": "\a\a\a\a\a\a\a\a\a\a", "pre/passwd-link": "-> /etc/passwd", "pre/etc-link": "-> /etc",
@@ -133,6 +127,22 @@ func TestWriteTarHostileTree(t *testing.T) {
 	}
 	if _, err := os.Stat("/etc/passwd"); err != nil {
 		t.Fatalf("clearDir followed a link: %v", err)
+	}
+}
+
+// eachEntry calls fn with every entry of the tar in r.
+func eachEntry(t *testing.T, r io.Reader, fn func(*tar.Header, *tar.Reader)) {
+	t.Helper()
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(h, tr)
 	}
 }
 
@@ -223,14 +233,8 @@ func TestWriteTarSparse(t *testing.T) {
 	if buf.Len() > 64<<10 {
 		t.Fatalf("archive of %d bytes", buf.Len())
 	}
-	tr := tar.NewReader(bytes.NewReader(buf.Bytes()))
 	seen := map[string]int64{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		must(err)
+	eachEntry(t, bytes.NewReader(buf.Bytes()), func(h *tar.Header, tr *tar.Reader) {
 		seen[h.Name] = h.Size
 		if h.Name == "small.txt" {
 			b, _ := io.ReadAll(tr)
@@ -238,7 +242,7 @@ func TestWriteTarSparse(t *testing.T) {
 				t.Fatalf("small.txt: %q", b)
 			}
 		}
-	}
+	})
 	if seen["sparse.bin"] != size || seen["small.txt"] != 5 {
 		t.Fatalf("entries %v", seen)
 	}
@@ -270,16 +274,8 @@ func TestWriteTarSparse(t *testing.T) {
 	if ts.SkippedFiles != 1 || int64(buf.Len()) > 64<<10 {
 		t.Fatalf("capped: %+v, %d bytes", ts, buf.Len())
 	}
-	tr = tar.NewReader(&buf)
 	var names []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		must(err)
-		names = append(names, h.Name)
-	}
+	eachEntry(t, &buf, func(h *tar.Header, _ *tar.Reader) { names = append(names, h.Name) })
 	if !slices.Contains(names, IncompleteNote) || slices.Contains(names, "dense.bin") {
 		t.Fatalf("capped archive holds %v", names)
 	}

@@ -364,6 +364,18 @@ func (s *Service) get(id string) *sliver {
 	return sl
 }
 
+// locked runs fn on the sliver id under its lock, whether the agent knows
+// it or not: for the verbs where what is not there is already done.
+func (s *Service) locked(id string, fn func(*sliver) error) error {
+	if err := agent.ValidID(id); err != nil {
+		return err
+	}
+	sl := s.get(id)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return fn(sl)
+}
+
 // lookup returns the locked sliver for id, or a SEARCHFAILED error if the
 // agent has no record of it. The caller must unlock.
 func (s *Service) lookup(id string) (*sliver, error) {

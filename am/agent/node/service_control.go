@@ -70,13 +70,7 @@ func (s *Service) Start(ctx context.Context, id string) (agent.Status, error) {
 // image, the data and the record stay. Killing what is not there is not an
 // error.
 func (s *Service) Kill(ctx context.Context, id string) error {
-	if err := agent.ValidID(id); err != nil {
-		return err
-	}
-	sl := s.get(id)
-	sl.mu.Lock()
-	defer sl.mu.Unlock()
-	return s.kill(ctx, sl)
+	return s.locked(id, func(sl *sliver) error { return s.kill(ctx, sl) })
 }
 
 func (s *Service) kill(ctx context.Context, sl *sliver) error {

@@ -23,13 +23,7 @@ func (s *Service) removeRecord(id string) error {
 // outside the agent does: the engine refuses, and the image stays). Only
 // images this agent loaded are ever removed; nothing is pruned globally.
 func (s *Service) RemoveImage(ctx context.Context, id string) error {
-	if err := agent.ValidID(id); err != nil {
-		return err
-	}
-	sl := s.get(id)
-	sl.mu.Lock()
-	defer sl.mu.Unlock()
-	return s.removeImage(ctx, sl)
+	return s.locked(id, func(sl *sliver) error { return s.removeImage(ctx, sl) })
 }
 
 func (s *Service) removeImage(ctx context.Context, sl *sliver) error {

@@ -34,13 +34,9 @@ func IdentityOf(c *x509.Certificate) string {
 // (not Go's default ClientAuth check) because GENI certificates often carry
 // no or unusual extended key usages.
 func ServerTLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, roots, err := agent.LoadTLSFiles(certFile, keyFile, clientCAFile, "agent certificate", "client CA")
 	if err != nil {
-		return nil, fmt.Errorf("agent certificate: %w", err)
-	}
-	roots, err := agent.LoadCertPool(clientCAFile)
-	if err != nil {
-		return nil, fmt.Errorf("client CA: %w", err)
+		return nil, err
 	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
