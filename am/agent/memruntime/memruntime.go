@@ -1,9 +1,10 @@
 // Package memruntime is an agent.Runtime kept in memory, for tests: the
 // agent's bookkeeping (records, states, logs, labels, image use) runs without
 // a container engine. A container does not run a program. Its command line
-// is read as the few flags of the agent tests' program (am/agent/testdata/prog)
-// that need no kernel: -out LINE and -err LINE are printed at start, -sleep
-// DURATION|forever keeps it running, -exit N is its exit code. Everything
+// (the image's Cmd when the spec names none) is read as the few flags of the
+// agent tests' program (am/agent/testdata/prog) that need no kernel: -out
+// LINE and -err LINE are printed at start, -sleep DURATION|forever keeps it
+// running, -exit N is its exit code. Everything
 // else a spec asks for (mounts, limits, devices, network, restart policy) is
 // recorded but not enforced; runtimetest pins what both runtimes share.
 package memruntime
@@ -31,7 +32,7 @@ import (
 // Runtime is the in-memory runtime; the zero value is not usable, call New.
 type Runtime struct {
 	mu         sync.Mutex
-	images     map[string]bool
+	images     map[string][]string // id → the image's default command (its config's Cmd)
 	containers map[string]*container
 }
 
@@ -48,7 +49,7 @@ var _ agent.Runtime = (*Runtime)(nil)
 
 // New returns an empty runtime.
 func New() *Runtime {
-	return &Runtime{images: map[string]bool{}, containers: map[string]*container{}}
+	return &Runtime{images: map[string][]string{}, containers: map[string]*container{}}
 }
 
 // LoadImage reads a `docker save` archive; the image id is, as in Docker,
@@ -81,12 +82,22 @@ func (r *Runtime) LoadImage(ctx context.Context, archive io.Reader) (string, err
 	if !ok {
 		return "", fmt.Errorf("the image archive lacks its config %q", manifest[0].Config)
 	}
+	var conf struct{ Config struct{ Cmd []string } }
+	_ = json.Unmarshal(cfg, &conf)
 	sum := sha256.Sum256(cfg)
 	id := "sha256:" + hex.EncodeToString(sum[:])
 	r.mu.Lock()
-	r.images[id] = true
+	r.images[id] = append([]string{}, conf.Config.Cmd...)
 	r.mu.Unlock()
 	return id, nil
+}
+
+// HasImage reports whether the image is loaded (for tests' checks).
+func (r *Runtime) HasImage(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.images[id]
+	return ok
 }
 
 // RemoveImage removes the image unless a container uses it.
@@ -104,13 +115,17 @@ func (r *Runtime) RemoveImage(ctx context.Context, id string) error {
 
 // Create records the container; the image must be loaded and the name free.
 func (r *Runtime) Create(ctx context.Context, s agent.ContainerSpec) (string, error) {
-	if _, _, _, err := parseCmd(s.Cmd); err != nil {
-		return "", err
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.images[s.Image] {
+	defaultCmd, ok := r.images[s.Image]
+	if !ok {
 		return "", fmt.Errorf("%w: image %s", agent.ErrNotFound, s.Image)
+	}
+	if len(s.Entrypoint) == 0 && len(s.Cmd) == 0 { // as the engine: the image's command
+		s.Cmd = defaultCmd
+	}
+	if _, _, _, err := parseCmd(s.Cmd); err != nil {
+		return "", err
 	}
 	for _, c := range r.containers {
 		if s.Name != "" && c.spec.Name == s.Name {

@@ -22,61 +22,62 @@ import (
 // directory) and sliver ids; all share the instance label of this run.
 
 func TestFetchDigest(t *testing.T) {
-	needDocker(t)
-	a := startAgent(t, testConfig(t))
-	ctx := ctxT(t, time.Minute)
-	url := imageServer.URL + "/image.docker.tar"
+	onBeds(t, func(t *testing.T, b bed) {
+		a := startAgentOn(t, testConfig(t), b)
+		ctx := ctxT(t, time.Minute)
+		url := a.img.url
 
-	bad := strings.Repeat("ab", 32)
-	st, err := a.client.Fetch(ctx, "bad-digest", agent.FetchRequest{URL: url, SHA256: bad})
-	must(t, err)
-	if st.State != agent.StateFetching {
-		t.Fatalf("fetch answered state %q, want fetching", st.State)
-	}
-	_, err = a.client.WaitFetched(ctx, "bad-digest", 50*time.Millisecond)
-	if am.CodeOf(err) != am.Error || !strings.Contains(err.Error(), "digest mismatch") {
-		t.Fatalf("bad digest: got %v, want a digest mismatch", err)
-	}
-	st, err = a.client.Status(ctx, "bad-digest")
-	must(t, err)
-	if st.State != agent.StateFailed || !strings.Contains(st.Reason, "digest mismatch") {
-		t.Fatalf("bad digest status: %+v", st)
-	}
-	if engineHas("image", imageID) {
-		t.Fatalf("the engine loaded the image although its digest was wrong")
-	}
+		bad := strings.Repeat("ab", 32)
+		st, err := a.client.Fetch(ctx, "bad-digest", agent.FetchRequest{URL: url, SHA256: bad})
+		must(t, err)
+		if st.State != agent.StateFetching {
+			t.Fatalf("fetch answered state %q, want fetching", st.State)
+		}
+		_, err = a.client.WaitFetched(ctx, "bad-digest", 50*time.Millisecond)
+		if am.CodeOf(err) != am.Error || !strings.Contains(err.Error(), "digest mismatch") {
+			t.Fatalf("bad digest: got %v, want a digest mismatch", err)
+		}
+		st, err = a.client.Status(ctx, "bad-digest")
+		must(t, err)
+		if st.State != agent.StateFailed || !strings.Contains(st.Reason, "digest mismatch") {
+			t.Fatalf("bad digest status: %+v", st)
+		}
+		if a.hasImage(a.img.id) {
+			t.Fatalf("the engine loaded the image although its digest was wrong")
+		}
 
-	st = a.fetched(t, "good-digest")
-	if st.Image.ID != imageID || !st.Image.Verified || st.State != agent.StateFetched {
-		t.Fatalf("good digest: %+v, want image %s verified", st.Image, imageID)
-	}
-	// Idempotent: the same fetch again does nothing new and says fetched.
-	st, err = a.client.Fetch(ctx, "good-digest", agent.FetchRequest{URL: url, SHA256: imageDigest})
-	must(t, err)
-	if st.State != agent.StateFetched {
-		t.Fatalf("repeated fetch: state %q", st.State)
-	}
-	// A missing file and a server error are failures with a reason.
-	_, err = a.client.Fetch(ctx, "missing", agent.FetchRequest{URL: imageServer.URL + "/nope.tar", SHA256: imageDigest})
-	must(t, err)
-	_, err = a.client.WaitFetched(ctx, "missing", 50*time.Millisecond)
-	if err == nil || !strings.Contains(err.Error(), "404") {
-		t.Fatalf("missing tar: %v", err)
-	}
-	// A local file works when the agent allows files (here: tests).
-	st, err = a.client.FetchWait(ctx, "local", agent.FetchRequest{URL: imageTar, SHA256: imageDigest}, time.Minute)
-	must(t, err)
-	if st.State != agent.StateFetched || st.Image.ID != imageID {
-		t.Fatalf("local file fetch: %+v", st)
-	}
-	must(t, a.client.Delete(ctx, "local"))
-	must(t, a.client.Delete(ctx, "good-digest"))
-	if engineHas("image", imageID) {
-		t.Fatalf("image still in the engine after the only sliver using it was deleted")
-	}
-	if _, err := a.client.Status(ctx, "good-digest"); am.CodeOf(err) != am.SearchFailed {
-		t.Fatalf("status after delete: %v, want SEARCHFAILED", err)
-	}
+		st = a.fetched(t, "good-digest")
+		if st.Image.ID != a.img.id || !st.Image.Verified || st.State != agent.StateFetched {
+			t.Fatalf("good digest: %+v, want image %s verified", st.Image, a.img.id)
+		}
+		// Idempotent: the same fetch again does nothing new and says fetched.
+		st, err = a.client.Fetch(ctx, "good-digest", agent.FetchRequest{URL: url, SHA256: a.img.sha256})
+		must(t, err)
+		if st.State != agent.StateFetched {
+			t.Fatalf("repeated fetch: state %q", st.State)
+		}
+		// A missing file and a server error are failures with a reason.
+		_, err = a.client.Fetch(ctx, "missing", agent.FetchRequest{URL: strings.TrimSuffix(a.img.url, "image.docker.tar") + "nope.tar", SHA256: a.img.sha256})
+		must(t, err)
+		_, err = a.client.WaitFetched(ctx, "missing", 50*time.Millisecond)
+		if err == nil || !strings.Contains(err.Error(), "404") {
+			t.Fatalf("missing tar: %v", err)
+		}
+		// A local file works when the agent allows files (here: tests).
+		st, err = a.client.FetchWait(ctx, "local", agent.FetchRequest{URL: a.img.tar, SHA256: a.img.sha256}, time.Minute)
+		must(t, err)
+		if st.State != agent.StateFetched || st.Image.ID != a.img.id {
+			t.Fatalf("local file fetch: %+v", st)
+		}
+		must(t, a.client.Delete(ctx, "local"))
+		must(t, a.client.Delete(ctx, "good-digest"))
+		if a.hasImage(a.img.id) {
+			t.Fatalf("image still in the engine after the only sliver using it was deleted")
+		}
+		if _, err := a.client.Status(ctx, "good-digest"); am.CodeOf(err) != am.SearchFailed {
+			t.Fatalf("status after delete: %v, want SEARCHFAILED", err)
+		}
+	})
 }
 
 func TestRunLifecycle(t *testing.T) {
@@ -278,47 +279,48 @@ func TestTimeLimitAndRestartPolicy(t *testing.T) {
 }
 
 func TestAgentRestartKeepsTrack(t *testing.T) {
-	needDocker(t)
-	cfg := testConfig(t)
-	a := startAgent(t, cfg)
-	ctx := ctxT(t, 2*time.Minute)
-	a.fetched(t, "keep")
-	st, _, err := a.client.Run(ctx, "keep", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}, TimeLimitSeconds: 4})
-	must(t, err)
-	cid := st.Container.ID
-	a.fetched(t, "orphan")
-	_, _, err = a.client.Run(ctx, "orphan", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}})
-	must(t, err)
-	a.stop()
+	onBeds(t, func(t *testing.T, on bed) {
+		cfg := testConfig(t)
+		a := startAgentOn(t, cfg, on)
+		ctx := ctxT(t, 2*time.Minute)
+		a.fetched(t, "keep")
+		st, _, err := a.client.Run(ctx, "keep", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}, TimeLimitSeconds: 4})
+		must(t, err)
+		cid := st.Container.ID
+		a.fetched(t, "orphan")
+		_, _, err = a.client.Run(ctx, "orphan", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}})
+		must(t, err)
+		a.stop()
 
-	// The agent dies; one record is lost too. The new agent finds the
-	// container by its labels and re-arms the time limit from disk.
-	must(t, os.Remove(filepath.Join(cfg.StateDir, "slivers", "orphan.json")))
-	b := startAgent(t, cfg)
-	st, err = b.client.Status(ctx, "keep")
-	must(t, err)
-	if st.State != agent.StateRunning || st.Container.ID != cid || st.Image.ID != imageID {
-		t.Fatalf("after agent restart: %+v", st)
-	}
-	list, err := b.client.List(ctx)
-	must(t, err)
-	ids := []string{}
-	for _, s := range list {
-		ids = append(ids, s.ID)
-	}
-	sort.Strings(ids)
-	if strings.Join(ids, ",") != "keep,orphan" {
-		t.Fatalf("list after restart: %v", ids)
-	}
-	if st, _ := b.client.Status(ctx, "orphan"); !st.Adopted || st.State != agent.StateRunning {
-		t.Fatalf("orphan not adopted: %+v", st)
-	}
-	b.waitFor(t, "keep", 10*time.Second, "time limit after restart", inState(agent.StateFailed))
-	must(t, b.client.Delete(ctx, "orphan"))
-	must(t, b.client.Delete(ctx, "keep"))
-	if list, _ := b.client.List(ctx); len(list) != 0 {
-		t.Fatalf("list after delete: %+v", list)
-	}
+		// The agent dies; one record is lost too. The new agent finds the
+		// container by its labels and re-arms the time limit from disk.
+		must(t, os.Remove(filepath.Join(cfg.StateDir, "slivers", "orphan.json")))
+		b := startAgentOn(t, cfg, on)
+		st, err = b.client.Status(ctx, "keep")
+		must(t, err)
+		if st.State != agent.StateRunning || st.Container.ID != cid || st.Image.ID != a.img.id {
+			t.Fatalf("after agent restart: %+v", st)
+		}
+		list, err := b.client.List(ctx)
+		must(t, err)
+		ids := []string{}
+		for _, s := range list {
+			ids = append(ids, s.ID)
+		}
+		sort.Strings(ids)
+		if strings.Join(ids, ",") != "keep,orphan" {
+			t.Fatalf("list after restart: %v", ids)
+		}
+		if st, _ := b.client.Status(ctx, "orphan"); !st.Adopted || st.State != agent.StateRunning {
+			t.Fatalf("orphan not adopted: %+v", st)
+		}
+		b.waitFor(t, "keep", 10*time.Second, "time limit after restart", inState(agent.StateFailed))
+		must(t, b.client.Delete(ctx, "orphan"))
+		must(t, b.client.Delete(ctx, "keep"))
+		if list, _ := b.client.List(ctx); len(list) != 0 {
+			t.Fatalf("list after delete: %+v", list)
+		}
+	})
 }
 
 func TestTwoSlivers(t *testing.T) {
@@ -364,76 +366,77 @@ func TestTwoSlivers(t *testing.T) {
 }
 
 func TestV1Paths(t *testing.T) {
-	needDocker(t)
-	cfg := testConfig(t)
-	cfg.ContainerStore = imageServer.URL
-	a := startAgent(t, cfg)
-	// The optional plain-HTTP listener (v1 only) on loopback.
-	plain := httptest.NewServer(node.NewHandler(a.svc, node.HandlerOptions{V1Only: true, Logger: cfg.Logger}))
-	defer plain.Close()
+	onBeds(t, func(t *testing.T, b bed) {
+		cfg := testConfig(t)
+		cfg.ContainerStore = strings.TrimSuffix(b.img.url, "/image.docker.tar")
+		a := startAgentOn(t, cfg, b)
+		// The optional plain-HTTP listener (v1 only) on loopback.
+		plain := httptest.NewServer(node.NewHandler(a.svc, node.HandlerOptions{V1Only: true, Logger: cfg.Logger}))
+		defer plain.Close()
 
-	get := func(path string) (*http.Response, string) {
-		t.Helper()
-		resp, err := http.Get(plain.URL + path)
+		get := func(path string) (*http.Response, string) {
+			t.Helper()
+			resp, err := http.Get(plain.URL + path)
+			must(t, err)
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			must(t, err)
+			return resp, string(b)
+		}
+		if resp, _ := get("/v1/fetchContainer/x?url=" + a.img.url); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("v1 fetch with ?url= on the plain listener: %d", resp.StatusCode)
+		}
+		// The old agent fetched <containerStore>/NAME.docker.tar: here NAME is "image".
+		if resp, body := get("/v1/fetchContainer/image?sha256=" + strings.Repeat("0", 64)); resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, "digest mismatch") {
+			t.Fatalf("v1 fetch with a wrong digest: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := get("/v1/fetchContainer/image?sha256=" + a.img.sha256); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"OK"`) || !strings.Contains(body, a.img.id) {
+			t.Fatalf("v1 fetch: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := get("/v1/startContainer/image"); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"OK"`) {
+			t.Fatalf("v1 start: %d %s", resp.StatusCode, body)
+		}
+		// The image's default command prints "default command" and exits 0.
+		st := a.waitFor(t, "image", 10*time.Second, "exited", inState(agent.StateExited))
+		if !strings.Contains(st.StdoutTail, "default command") || *st.ExitCode != 0 {
+			t.Fatalf("v1 container: %+v", st)
+		}
+		must(t, os.WriteFile(filepath.Join(a.svc.DataDir("image"), "out.csv"), []byte("1,2,3\n"), 0o644))
+		resp, err := http.Get(plain.URL + "/v1/emitDataVolume/image")
 		must(t, err)
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		must(t, err)
-		return resp, string(b)
-	}
-	if resp, _ := get("/v1/fetchContainer/x?url=" + imageServer.URL + "/image.docker.tar"); resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("v1 fetch with ?url= on the plain listener: %d", resp.StatusCode)
-	}
-	// The old agent fetched <containerStore>/NAME.docker.tar: here NAME is "image".
-	if resp, body := get("/v1/fetchContainer/image?sha256=" + strings.Repeat("0", 64)); resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, "digest mismatch") {
-		t.Fatalf("v1 fetch with a wrong digest: %d %s", resp.StatusCode, body)
-	}
-	if resp, body := get("/v1/fetchContainer/image?sha256=" + imageDigest); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"OK"`) || !strings.Contains(body, imageID) {
-		t.Fatalf("v1 fetch: %d %s", resp.StatusCode, body)
-	}
-	if resp, body := get("/v1/startContainer/image"); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"OK"`) {
-		t.Fatalf("v1 start: %d %s", resp.StatusCode, body)
-	}
-	// The image's default command prints "default command" and exits 0.
-	st := a.waitFor(t, "image", 10*time.Second, "exited", inState(agent.StateExited))
-	if !strings.Contains(st.StdoutTail, "default command") || *st.ExitCode != 0 {
-		t.Fatalf("v1 container: %+v", st)
-	}
-	must(t, os.WriteFile(filepath.Join(a.svc.DataDir("image"), "out.csv"), []byte("1,2,3\n"), 0o644))
-	resp, err := http.Get(plain.URL + "/v1/emitDataVolume/image")
-	must(t, err)
-	if ct := resp.Header.Get("Content-Type"); ct != "application/x-tar" {
-		t.Fatalf("emitDataVolume content type %q", ct)
-	}
-	files := tarFiles(t, resp.Body)
-	resp.Body.Close()
-	if files["image/data/out.csv"] != "1,2,3\n" {
-		t.Fatalf("v1 tar: %v", files)
-	}
-	if resp, body := get("/v1/deleteDataVolume/image"); resp.StatusCode != http.StatusOK {
-		t.Fatalf("v1 deleteDataVolume: %d %s", resp.StatusCode, body)
-	}
-	if _, err := os.Stat(filepath.Join(a.svc.DataDir("image"), "out.csv")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("data survives deleteDataVolume: %v", err)
-	}
-	if resp, body := get("/v1/killContainer/image"); resp.StatusCode != http.StatusOK {
-		t.Fatalf("v1 kill: %d %s", resp.StatusCode, body)
-	}
-	if resp, body := get("/v1/deleteContainer/image"); resp.StatusCode != http.StatusOK {
-		t.Fatalf("v1 deleteContainer: %d %s", resp.StatusCode, body)
-	}
-	if engineHas("image", imageID) {
-		t.Fatalf("image left after v1 deleteContainer")
-	}
-	if resp, _ := get("/v1/startContainer/nothing"); resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("v1 start of an unknown name: %d", resp.StatusCode)
-	}
-	if resp, _ := get("/v1/ping/"); resp.StatusCode != http.StatusOK {
-		t.Fatalf("v1 ping: %d", resp.StatusCode)
-	}
-	// v2 is not served on the plain listener; v1 is also served over TLS.
-	if resp, _ := get("/v2/slivers"); resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("v2 on the plain listener: %d", resp.StatusCode)
-	}
-	must(t, a.client.Delete(ctxT(t, time.Minute), "image"))
+		if ct := resp.Header.Get("Content-Type"); ct != "application/x-tar" {
+			t.Fatalf("emitDataVolume content type %q", ct)
+		}
+		files := tarFiles(t, resp.Body)
+		resp.Body.Close()
+		if files["image/data/out.csv"] != "1,2,3\n" {
+			t.Fatalf("v1 tar: %v", files)
+		}
+		if resp, body := get("/v1/deleteDataVolume/image"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("v1 deleteDataVolume: %d %s", resp.StatusCode, body)
+		}
+		if _, err := os.Stat(filepath.Join(a.svc.DataDir("image"), "out.csv")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("data survives deleteDataVolume: %v", err)
+		}
+		if resp, body := get("/v1/killContainer/image"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("v1 kill: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := get("/v1/deleteContainer/image"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("v1 deleteContainer: %d %s", resp.StatusCode, body)
+		}
+		if a.hasImage(a.img.id) {
+			t.Fatalf("image left after v1 deleteContainer")
+		}
+		if resp, _ := get("/v1/startContainer/nothing"); resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("v1 start of an unknown name: %d", resp.StatusCode)
+		}
+		if resp, _ := get("/v1/ping/"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("v1 ping: %d", resp.StatusCode)
+		}
+		// v2 is not served on the plain listener; v1 is also served over TLS.
+		if resp, _ := get("/v2/slivers"); resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("v2 on the plain listener: %d", resp.StatusCode)
+		}
+		must(t, a.client.Delete(ctxT(t, time.Minute), "image"))
+	})
 }

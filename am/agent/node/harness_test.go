@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -23,7 +24,9 @@ import (
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
 	"github.com/geniam/geniam/am/agent/imagetest"
+	"github.com/geniam/geniam/am/agent/memruntime"
 	"github.com/geniam/geniam/am/agent/node"
+	"github.com/geniam/geniam/am/agent/runtimetest"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -226,6 +229,63 @@ type testAgent struct {
 	client *agent.Client
 	cfg    node.Config
 	pki    *pki
+	bed
+}
+
+// bed is what an agent under test runs on: a runtime and an image of the
+// test program it can load.
+type bed struct {
+	rt  agent.Runtime
+	img testImage
+}
+
+// testImage is an image archive served over HTTP: its URL, its path, the
+// sha256 of the archive and the id the runtime gives it.
+type testImage struct{ url, tar, sha256, id string }
+
+// dockerBed is the real engine and the test program's image.
+func dockerBed(tb testing.TB) bed {
+	needDocker(tb)
+	return bed{docker.NewRuntime(""), engineImage()}
+}
+
+// engineImage is the test program's image, built by TestMain (empty
+// without an engine).
+func engineImage() testImage {
+	if imageServer == nil {
+		return testImage{}
+	}
+	return testImage{imageServer.URL + "/image.docker.tar", imageTar, imageDigest, imageID}
+}
+
+// memBed is an in-memory runtime and an image of a config and a manifest,
+// served by a server of its own: what the agent does with a runtime's
+// answers needs no engine.
+func memBed(tb testing.TB) bed {
+	const config = `{"config":{"Entrypoint":["/prog"],"Cmd":["-out","default command"]}}`
+	archive := runtimetest.FakeImage(tb, config)
+	dir := tb.TempDir()
+	tar := filepath.Join(dir, "image.docker.tar")
+	must(tb, os.WriteFile(tar, archive, 0o644))
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	tb.Cleanup(srv.Close)
+	sum, cfgSum := sha256.Sum256(archive), sha256.Sum256([]byte(config))
+	return bed{memruntime.New(), testImage{srv.URL + "/image.docker.tar", tar, hex.EncodeToString(sum[:]), "sha256:" + hex.EncodeToString(cfgSum[:])}}
+}
+
+// onBeds runs test on the in-memory runtime and, when there is an engine
+// (a failure without one under GENIAM_REQUIRE_DOCKER=1), on Docker.
+func onBeds(t *testing.T, test func(t *testing.T, b bed)) {
+	t.Run("memruntime", func(t *testing.T) { test(t, memBed(t)) })
+	t.Run("docker", func(t *testing.T) { test(t, dockerBed(t)) })
+}
+
+// hasImage reports whether the runtime holds the image.
+func (b bed) hasImage(id string) bool {
+	if m, ok := b.rt.(*memruntime.Runtime); ok {
+		return m.HasImage(id)
+	}
+	return engineHas("image", id)
 }
 
 // testConfig is a fresh agent configuration with its own state directory
@@ -257,15 +317,15 @@ func testLogger(tb testing.TB) *slog.Logger {
 
 func startAgent(tb testing.TB, cfg node.Config) *testAgent {
 	tb.Helper()
-	return startAgentOn(tb, cfg, docker.NewRuntime(""))
+	return startAgentOn(tb, cfg, bed{docker.NewRuntime(""), engineImage()})
 }
 
-// startAgentOn starts an agent on the runtime rt (memruntime for the tests
-// that need no engine).
-func startAgentOn(tb testing.TB, cfg node.Config, rt agent.Runtime) *testAgent {
+// startAgentOn starts an agent on the bed b (memBed for the tests that
+// need no engine).
+func startAgentOn(tb testing.TB, cfg node.Config, b bed) *testAgent {
 	tb.Helper()
 	p := sharedPKI(tb)
-	svc, err := node.New(cfg, rt)
+	svc, err := node.New(cfg, b.rt)
 	must(tb, err)
 	srv := httptest.NewUnstartedServer(node.NewHandler(svc, node.HandlerOptions{Logger: cfg.Logger}))
 	srv.TLS, err = node.ServerTLSConfig(p.serverCert, p.serverKey, p.caFile)
@@ -274,7 +334,7 @@ func startAgentOn(tb testing.TB, cfg node.Config, rt agent.Runtime) *testAgent {
 	srv.StartTLS()
 	ctls, err := agent.ClientTLSConfig(p.clientCert, p.clientKey, p.caFile)
 	must(tb, err)
-	a := &testAgent{svc: svc, srv: srv, client: agent.NewClient(srv.URL, ctls), cfg: cfg, pki: p}
+	a := &testAgent{svc: svc, srv: srv, client: agent.NewClient(srv.URL, ctls), cfg: cfg, pki: p, bed: b}
 	tb.Cleanup(a.stop)
 	return a
 }
@@ -295,7 +355,7 @@ func ctxT(tb testing.TB, d time.Duration) context.Context {
 func (a *testAgent) fetched(tb testing.TB, id string) agent.Status {
 	tb.Helper()
 	ctx := ctxT(tb, time.Minute)
-	_, err := a.client.Fetch(ctx, id, agent.FetchRequest{URL: imageServer.URL + "/image.docker.tar", SHA256: imageDigest})
+	_, err := a.client.Fetch(ctx, id, agent.FetchRequest{URL: a.img.url, SHA256: a.img.sha256})
 	must(tb, err)
 	st, err := a.client.WaitFetched(ctx, id, 50*time.Millisecond)
 	must(tb, err)

@@ -1,32 +1,20 @@
 package node_test
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
-	"github.com/geniam/geniam/am/agent/memruntime"
-	"github.com/geniam/geniam/am/agent/runtimetest"
 )
 
 // TestLifecycleWithoutEngine drives a sliver through the agent's v2 API
 // (mutual TLS) on the in-memory runtime: fetch with a digest, run, exit
 // code and output, delete. It runs where there is no Docker engine.
 func TestLifecycleWithoutEngine(t *testing.T) {
-	a := startAgentOn(t, testConfig(t), memruntime.New())
+	a := startAgentOn(t, testConfig(t), memBed(t))
 	ctx := ctxT(t, time.Minute)
-	archive := runtimetest.FakeImage(t, `{"config":{"Entrypoint":["/prog"]}}`)
-	tarPath := filepath.Join(t.TempDir(), "fake.tar")
-	must(t, os.WriteFile(tarPath, archive, 0o644))
-	sum := sha256.Sum256(archive)
-	digest := hex.EncodeToString(sum[:])
-
-	st, err := a.client.FetchWait(ctx, "mem", agent.FetchRequest{URL: tarPath, SHA256: digest}, time.Minute)
+	st, err := a.client.FetchWait(ctx, "mem", agent.FetchRequest{URL: a.img.tar, SHA256: a.img.sha256}, time.Minute)
 	must(t, err)
 	if st.State != agent.StateFetched || !st.Image.Verified {
 		t.Fatalf("fetch: %+v", st)
