@@ -240,42 +240,43 @@ func TestStartFailureAndStopStart(t *testing.T) {
 }
 
 func TestTimeLimitAndRestartPolicy(t *testing.T) {
-	needDocker(t)
-	a := startAgent(t, testConfig(t))
-	ctx := ctxT(t, 2*time.Minute)
+	onBeds(t, func(t *testing.T, b bed) {
+		a := startAgentOn(t, testConfig(t), b)
+		ctx := ctxT(t, 2*time.Minute)
 
-	// A runaway with restart "always" is still killed at its time limit
-	// and stays dead.
-	a.fetched(t, "runaway")
-	_, _, err := a.client.Run(ctx, "runaway", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}, Restart: agent.RestartAlways, TimeLimitSeconds: 2})
-	must(t, err)
-	a.fetched(t, "flaky")
-	_, _, err = a.client.Run(ctx, "flaky", agent.StartRequest{Command: []string{"/prog", "-append", "runs", "-exit", "1"}, Restart: agent.RestartOnFailure, MaxRetries: 2})
-	must(t, err)
+		// A runaway with restart "always" is still killed at its time limit
+		// and stays dead.
+		a.fetched(t, "runaway")
+		_, _, err := a.client.Run(ctx, "runaway", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}, Restart: agent.RestartAlways, TimeLimitSeconds: 2})
+		must(t, err)
+		a.fetched(t, "flaky")
+		_, _, err = a.client.Run(ctx, "flaky", agent.StartRequest{Command: []string{"/prog", "-append", "runs", "-exit", "1"}, Restart: agent.RestartOnFailure, MaxRetries: 2})
+		must(t, err)
 
-	st := a.waitFor(t, "runaway", 15*time.Second, "killed at the time limit", inState(agent.StateFailed))
-	if !st.Container.TimeLimitKilled || !strings.Contains(st.Reason, "time limit") {
-		t.Fatalf("runaway: %+v", st)
-	}
-	time.Sleep(1500 * time.Millisecond)
-	if st, _ = a.client.Status(ctx, "runaway"); st.State != agent.StateFailed || st.Container.RestartCount != 0 {
-		t.Fatalf("runaway came back after its time limit: %+v", st)
-	}
-	if _, err := a.client.Start(ctx, "runaway"); am.CodeOf(err) != am.Expired {
-		t.Fatalf("restarting past the time limit: %v, want EXPIRED", err)
-	}
+		st := a.waitFor(t, "runaway", 15*time.Second, "killed at the time limit", inState(agent.StateFailed))
+		if !st.Container.TimeLimitKilled || !strings.Contains(st.Reason, "time limit") {
+			t.Fatalf("runaway: %+v", st)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		if st, _ = a.client.Status(ctx, "runaway"); st.State != agent.StateFailed || st.Container.RestartCount != 0 {
+			t.Fatalf("runaway came back after its time limit: %+v", st)
+		}
+		if _, err := a.client.Start(ctx, "runaway"); am.CodeOf(err) != am.Expired {
+			t.Fatalf("restarting past the time limit: %v, want EXPIRED", err)
+		}
 
-	st = a.waitFor(t, "flaky", 20*time.Second, "two restarts then exited", func(st agent.Status) bool {
-		return st.State == agent.StateExited && st.Container.RestartCount == 2
+		st = a.waitFor(t, "flaky", 20*time.Second, "two restarts then exited", func(st agent.Status) bool {
+			return st.State == agent.StateExited && st.Container.RestartCount == 2
+		})
+		if *st.ExitCode != 1 {
+			t.Fatalf("flaky exit code %d", *st.ExitCode)
+		}
+		if got := readTar(t, a, "flaky")["runs"]; got != "run\nrun\nrun\n" {
+			t.Fatalf("flaky ran %q, want 3 runs", got)
+		}
+		must(t, a.client.Delete(ctx, "runaway"))
+		must(t, a.client.Delete(ctx, "flaky"))
 	})
-	if *st.ExitCode != 1 {
-		t.Fatalf("flaky exit code %d", *st.ExitCode)
-	}
-	if got := readTar(t, a, "flaky")["runs"]; got != "run\nrun\nrun\n" {
-		t.Fatalf("flaky ran %q, want 3 runs", got)
-	}
-	must(t, a.client.Delete(ctx, "runaway"))
-	must(t, a.client.Delete(ctx, "flaky"))
 }
 
 func TestAgentRestartKeepsTrack(t *testing.T) {
@@ -324,45 +325,46 @@ func TestAgentRestartKeepsTrack(t *testing.T) {
 }
 
 func TestTwoSlivers(t *testing.T) {
-	needDocker(t)
-	a := startAgent(t, testConfig(t))
-	ctx := ctxT(t, 2*time.Minute)
-	for _, id := range []string{"one", "two"} {
-		a.fetched(t, id)
-		_, _, err := a.client.Run(ctx, id, agent.StartRequest{Command: []string{"/prog", "-write", "who=" + id, "-sleep", "forever"}})
+	onBeds(t, func(t *testing.T, b bed) {
+		a := startAgentOn(t, testConfig(t), b)
+		ctx := ctxT(t, 2*time.Minute)
+		for _, id := range []string{"one", "two"} {
+			a.fetched(t, id)
+			_, _, err := a.client.Run(ctx, id, agent.StartRequest{Command: []string{"/prog", "-write", "who=" + id, "-sleep", "forever"}})
+			must(t, err)
+		}
+		for _, id := range []string{"one", "two"} {
+			a.waitFor(t, id, 10*time.Second, "running", inState(agent.StateRunning))
+			a.waitData(t, id, "who", id)
+		}
+		// geni_update_users rewrites /geni/authorized_keys in place.
+		users := []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+bob", Keys: []string{"ssh-rsa AAAAB3 bob@host", "ssh-ed25519 AAAAC3 bob@other"}}}
+		_, err := a.client.UpdateUsers(ctx, "two", users)
 		must(t, err)
-	}
-	for _, id := range []string{"one", "two"} {
-		a.waitFor(t, id, 10*time.Second, "running", inState(agent.StateRunning))
-		a.waitData(t, id, "who", id)
-	}
-	// geni_update_users rewrites /geni/authorized_keys in place.
-	users := []agent.User{{URN: "urn:publicid:IDN+geniam.test+user+bob", Keys: []string{"ssh-rsa AAAAB3 bob@host", "ssh-ed25519 AAAAC3 bob@other"}}}
-	_, err := a.client.UpdateUsers(ctx, "two", users)
-	must(t, err)
-	keys, err := os.ReadFile(filepath.Join(a.cfg.StateDir, "slivers", "two", "geni", "authorized_keys"))
-	must(t, err)
-	if string(keys) != "ssh-rsa AAAAB3 bob@host urn:publicid:IDN+geniam.test+user+bob\nssh-ed25519 AAAAC3 bob@other urn:publicid:IDN+geniam.test+user+bob\n" {
-		t.Fatalf("authorized_keys after update:\n%s", keys)
-	}
-	// Removing "one" keeps the image "two" still uses.
-	must(t, a.client.Kill(ctx, "one"))
-	must(t, a.client.RemoveImage(ctx, "one"))
-	if !engineHas("image", imageID) {
-		t.Fatalf("image removed while sliver two uses it")
-	}
-	if st, _ := a.client.Status(ctx, "two"); st.State != agent.StateRunning {
-		t.Fatalf("two after one was removed: %+v", st)
-	}
-	// Removing the image while its container exists is refused.
-	if err := a.client.RemoveImage(ctx, "two"); am.CodeOf(err) != am.Busy {
-		t.Fatalf("remove image under a container: %v, want BUSY", err)
-	}
-	must(t, a.client.Delete(ctx, "two"))
-	must(t, a.client.Delete(ctx, "one"))
-	if engineHas("image", imageID) {
-		t.Fatalf("image left after both slivers were deleted")
-	}
+		keys, err := os.ReadFile(filepath.Join(a.cfg.StateDir, "slivers", "two", "geni", "authorized_keys"))
+		must(t, err)
+		if string(keys) != "ssh-rsa AAAAB3 bob@host urn:publicid:IDN+geniam.test+user+bob\nssh-ed25519 AAAAC3 bob@other urn:publicid:IDN+geniam.test+user+bob\n" {
+			t.Fatalf("authorized_keys after update:\n%s", keys)
+		}
+		// Removing "one" keeps the image "two" still uses.
+		must(t, a.client.Kill(ctx, "one"))
+		must(t, a.client.RemoveImage(ctx, "one"))
+		if !a.hasImage(a.img.id) {
+			t.Fatalf("image removed while sliver two uses it")
+		}
+		if st, _ := a.client.Status(ctx, "two"); st.State != agent.StateRunning {
+			t.Fatalf("two after one was removed: %+v", st)
+		}
+		// Removing the image while its container exists is refused.
+		if err := a.client.RemoveImage(ctx, "two"); am.CodeOf(err) != am.Busy {
+			t.Fatalf("remove image under a container: %v, want BUSY", err)
+		}
+		must(t, a.client.Delete(ctx, "two"))
+		must(t, a.client.Delete(ctx, "one"))
+		if a.hasImage(a.img.id) {
+			t.Fatalf("image left after both slivers were deleted")
+		}
+	})
 }
 
 func TestV1Paths(t *testing.T) {
