@@ -262,14 +262,13 @@ func engineImage() testImage {
 // served by a server of its own: what the agent does with a runtime's
 // answers needs no engine.
 func memBed(tb testing.TB) bed {
-	const config = `{"config":{"Entrypoint":["/prog"],"Cmd":["-out","default command"]}}`
-	archive := runtimetest.FakeImage(tb, config)
+	archive := runtimetest.FakeImage(tb, runtimetest.FakeImageConfig)
 	dir := tb.TempDir()
 	tar := filepath.Join(dir, "image.docker.tar")
 	must(tb, os.WriteFile(tar, archive, 0o644))
 	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
 	tb.Cleanup(srv.Close)
-	sum, cfgSum := sha256.Sum256(archive), sha256.Sum256([]byte(config))
+	sum, cfgSum := sha256.Sum256(archive), sha256.Sum256([]byte(runtimetest.FakeImageConfig))
 	return bed{memruntime.New(), testImage{srv.URL + "/image.docker.tar", tar, hex.EncodeToString(sum[:]), "sha256:" + hex.EncodeToString(cfgSum[:])}}
 }
 
