@@ -200,16 +200,17 @@ func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *de
 	}
 	cmd := exec.Command(prog, "-config", confFile)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // never outlive the aggregate
-	out, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
+	// Through a pipe of our own, so that Wait returns only once every line
+	// is relayed.
+	logR, logW := io.Pipe()
+	cmd.Stderr = logW
+	go relayAgentLog(lg, name, logR)
 	if err := cmd.Start(); err != nil {
+		logW.Close()
 		return nil, err
 	}
 	exited := make(chan struct{})
-	go relayAgentLog(lg, name, out)
-	go func() { _ = cmd.Wait(); close(exited) }()
+	go func() { _ = cmd.Wait(); logW.Close(); close(exited) }()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -275,6 +276,7 @@ func relayAgentLog(lg *slog.Logger, name string, r io.Reader) {
 		}
 		lg.Log(context.Background(), lvl, "node agent", "node", name, "log", line)
 	}
+	_, _ = io.Copy(io.Discard, r) // past a line too long to scan: the agent must never block on its log
 }
 
 // demoRequest is a request RSpec of two demo containers, one run-once.
