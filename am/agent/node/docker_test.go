@@ -197,14 +197,15 @@ func tarFiles(t *testing.T, r io.Reader) map[string]string {
 	}
 }
 
-func TestStartFailureAndStopStart(t *testing.T) {
+// The image has no /bin/sh: the engine's exec finds that out.
+func TestShellOnScratchImage(t *testing.T) {
 	needDocker(t)
 	a := startAgent(t, testConfig(t))
 	ctx := ctxT(t, 2*time.Minute)
 
-	// The image has no /bin/sh: a shell command cannot start. The agent
-	// says so before starting (BADARGS, with the hint to use shell="exec")
-	// and the status says failed with that reason.
+	// A shell command cannot start. The agent says so before starting
+	// (BADARGS, with the hint to use shell="exec") and the status says
+	// failed with that reason.
 	a.fetched(t, "noshell")
 	_, _, err := a.client.Run(ctx, "noshell", agent.StartRequest{Shell: "echo hi"})
 	if am.CodeOf(err) != am.BadArgs || !strings.Contains(am.MessageOf(err), `shell="exec"`) {
@@ -215,28 +216,34 @@ func TestStartFailureAndStopStart(t *testing.T) {
 	if st.State != agent.StateFailed || !strings.Contains(st.Reason, "/bin/sh") {
 		t.Fatalf("status after failed start: %+v", st)
 	}
-
-	// Stop and start an existing container (geni_stop / geni_start).
-	a.fetched(t, "stopstart")
-	_, _, err = a.client.Run(ctx, "stopstart", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-append", "runs"}})
-	must(t, err)
-	a.waitFor(t, "stopstart", 10*time.Second, "running", inState(agent.StateRunning))
-	// "running" is the engine's word for the process existing; wait until the
-	// program has appended its first line, or a stop can come before it.
-	a.waitData(t, "stopstart", "runs", "run\n")
-	st, err = a.client.Stop(ctx, "stopstart")
-	must(t, err)
-	if st.State != agent.StateStopped {
-		t.Fatalf("after stop: %+v", st)
-	}
-	st, err = a.client.Start(ctx, "stopstart")
-	must(t, err)
-	if st.State != agent.StateRunning {
-		t.Fatalf("after start: %+v", st)
-	}
-	a.waitData(t, "stopstart", "runs", "run\nrun\n")
-	must(t, a.client.Delete(ctx, "stopstart"))
 	must(t, a.client.Delete(ctx, "noshell"))
+}
+
+// Stop and start an existing container (geni_stop / geni_start).
+func TestStopStart(t *testing.T) {
+	onBeds(t, func(t *testing.T, b bed) {
+		a := startAgentOn(t, testConfig(t), b)
+		ctx := ctxT(t, 2*time.Minute)
+		a.fetched(t, "stopstart")
+		_, _, err := a.client.Run(ctx, "stopstart", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-append", "runs"}})
+		must(t, err)
+		a.waitFor(t, "stopstart", 10*time.Second, "running", inState(agent.StateRunning))
+		// "running" is the engine's word for the process existing; wait until the
+		// program has appended its first line, or a stop can come before it.
+		a.waitData(t, "stopstart", "runs", "run\n")
+		st, err := a.client.Stop(ctx, "stopstart")
+		must(t, err)
+		if st.State != agent.StateStopped {
+			t.Fatalf("after stop: %+v", st)
+		}
+		st, err = a.client.Start(ctx, "stopstart")
+		must(t, err)
+		if st.State != agent.StateRunning {
+			t.Fatalf("after start: %+v", st)
+		}
+		a.waitData(t, "stopstart", "runs", "run\nrun\n")
+		must(t, a.client.Delete(ctx, "stopstart"))
+	})
 }
 
 func TestTimeLimitAndRestartPolicy(t *testing.T) {
