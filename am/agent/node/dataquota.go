@@ -11,9 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
-	"golang.org/x/sys/unix"
 )
 
 // The size of /data is enforced with a filesystem of its own per sliver: an

@@ -34,9 +34,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
-	"golang.org/x/crypto/ssh"
 )
 
 // Targets is what the server asks the agent: *node.Service implements it.

@@ -8,9 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
-	"golang.org/x/crypto/ssh"
 )
 
 // The payloads of the session requests we serve (RFC 4254 section 6).
