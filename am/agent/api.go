@@ -337,7 +337,36 @@ type ChangesAnswer struct {
 	Seq     uint64   `json:"seq"`
 	Slivers []string `json:"slivers,omitempty"` // the slivers changed since after
 	All     bool     `json:"all,omitempty"`     // the agent cannot name them: check every sliver
+	// Sessions are the SSH sessions' starts and ends since after, as far as
+	// the agent still keeps them (the last maxSessions, since it started):
+	// the aggregate writes an audit row for each.
+	Sessions []SessionEvent `json:"sessions,omitempty"`
 }
+
+// SessionEvent is the start or end of an SSH session in a sliver's
+// container (package sshlogin).
+type SessionEvent struct {
+	Seq       uint64    `json:"seq"`        // the change number it was recorded under
+	Session   string    `json:"session"`    // the same for a session's start and end (its log id)
+	Event     string    `json:"event"`      // SessionStart or SessionEnd
+	Sliver    string    `json:"sliver"`     // sliver id (the SSH user name)
+	SliverURN string    `json:"sliver_urn"` // as the agent's record has them
+	SliceURN  string    `json:"slice_urn"`
+	User      string    `json:"user"` // URN of the geni_users entry whose key logged in
+	Key       string    `json:"key"`  // that key's SHA256 fingerprint
+	Remote    string    `json:"remote"`
+	At        time.Time `json:"at"`
+	Command   string    `json:"command,omitempty"` // what ran: "shell /bin/sh", "exec", "subsystem sftp"
+	// ExitStatus is the process's exit status at SessionEnd; nil when the
+	// session ended without one (the connection closed, access ended).
+	ExitStatus *int `json:"exit_status,omitempty"`
+}
+
+// The events of a session.
+const (
+	SessionStart = "start"
+	SessionEnd   = "end"
+)
 
 // Install is one services/install of a StartRequest.
 type Install struct {

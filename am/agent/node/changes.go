@@ -22,10 +22,11 @@ import (
 // changes. It starts at the start time in nanoseconds, so a restarted agent
 // never repeats a number the aggregate has seen.
 type changes struct {
-	mu     sync.Mutex
-	seq    uint64
-	recent []changed     // the last maxRecent changes, oldest first
-	wake   chan struct{} // closed at the next change
+	mu       sync.Mutex
+	seq      uint64
+	recent   []changed            // the last maxRecent changes, oldest first
+	sessions []agent.SessionEvent // the last maxSessions SSH session events, oldest first
+	wake     chan struct{}        // closed at the next change
 }
 
 type changed struct {
@@ -35,6 +36,10 @@ type changed struct {
 
 const maxRecent = 4096
 
+// maxSessions bounds the SSH session events kept for the aggregate: far
+// more than its long polls (one at least every 25 s) let pile up.
+const maxSessions = 1024
+
 func newChanges() *changes {
 	return &changes{seq: uint64(time.Now().UnixNano()), wake: make(chan struct{})}
 }
@@ -42,6 +47,35 @@ func newChanges() *changes {
 // bump records a change of sliver id ("": of anything).
 func (c *changes) bump(id string) {
 	c.mu.Lock()
+	c.bumpLocked(id)
+	c.mu.Unlock()
+}
+
+// session records an SSH session's start or end as a change of its sliver.
+func (c *changes) session(ev agent.SessionEvent) {
+	c.mu.Lock()
+	c.bumpLocked(ev.Sliver)
+	ev.Seq = c.seq
+	if len(c.sessions) == maxSessions {
+		c.sessions = append(c.sessions[:0], c.sessions[maxSessions/2:]...)
+	}
+	c.sessions = append(c.sessions, ev)
+	c.mu.Unlock()
+}
+
+// sessionsSince returns the session events recorded after seq after that
+// are still kept.
+func (c *changes) sessionsSince(after uint64) []agent.SessionEvent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := len(c.sessions)
+	for i > 0 && c.sessions[i-1].Seq > after {
+		i--
+	}
+	return append([]agent.SessionEvent(nil), c.sessions[i:]...)
+}
+
+func (c *changes) bumpLocked(id string) {
 	c.seq++
 	if len(c.recent) == maxRecent {
 		c.recent = append(c.recent[:0], c.recent[maxRecent/2:]...)
@@ -49,7 +83,6 @@ func (c *changes) bump(id string) {
 	c.recent = append(c.recent, changed{c.seq, id})
 	close(c.wake)
 	c.wake = make(chan struct{})
-	c.mu.Unlock()
 }
 
 // since returns the slivers changed after seq after, or all=true when the
@@ -102,7 +135,7 @@ func (s *Service) WaitChange(ctx context.Context, after uint64, wait time.Durati
 	defer cancel()
 	s.changes.wait(ctx, after)
 	seq, ids, all := s.changes.since(after)
-	return agent.ChangesAnswer{Seq: seq, Slivers: ids, All: all}
+	return agent.ChangesAnswer{Seq: seq, Slivers: ids, All: all, Sessions: s.changes.sessionsSince(after)}
 }
 
 // watchEngine follows the engine's events of this agent's containers while

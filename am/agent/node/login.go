@@ -38,6 +38,10 @@ func (s *Service) LoginTarget(id string) (agent.LoginTarget, error) {
 		Users: append([]agent.User(nil), r.Spec.Users...)}, nil
 }
 
+// NoteSession records an SSH session's start or end in the change feed,
+// from which the aggregate writes its audit row.
+func (s *Service) NoteSession(ev agent.SessionEvent) { s.changes.session(ev) }
+
 // login is the Status' login field for a record with a container.
 func (s *Service) login(r *record) *agent.Login {
 	if s.cfg.LoginPort <= 0 || r.ContainerID == "" {
