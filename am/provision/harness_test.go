@@ -24,6 +24,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/agent/node"
 	"github.com/geniam/geniam/am/agent/sshlogin"
 	"github.com/geniam/geniam/am/geniapi"
 	"github.com/geniam/geniam/am/provision"
@@ -141,10 +142,10 @@ type testAgent struct {
 	name     string
 	ip       string
 	addr     string // host:port once started
-	cfg      agent.Config
+	cfg      node.Config
 	srvTLS   *tls.Config
 	mu       sync.Mutex
-	svc      *agent.Service
+	svc      *node.Service
 	srv      *http.Server
 	instance string
 	ssh      *sshlogin.Server // the agent's SSH login, on ip, port cfg.LoginPort
@@ -210,10 +211,10 @@ func newEnv(t testing.TB, agentIPs ...string) *env {
 		must(t, err)
 		sc, sk, err := id.WriteFiles(pkiDir, name)
 		must(t, err)
-		srvTLS, err := agent.ServerTLSConfig(sc, sk, caFile)
+		srvTLS, err := node.ServerTLSConfig(sc, sk, caFile)
 		must(t, err)
 		inst := fmt.Sprintf("%s-%s-%s", run, strings.ReplaceAll(t.Name(), "/", "_"), name)
-		a := &testAgent{name: name, ip: ip, srvTLS: srvTLS, instance: inst, cfg: agent.Config{
+		a := &testAgent{name: name, ip: ip, srvTLS: srvTLS, instance: inst, cfg: node.Config{
 			StateDir: t.TempDir(), Instance: inst, AllowFileImages: true, ImageHosts: []string{"127.0.0.1"}, FetchTimeout: 2 * time.Minute,
 			StopGrace: 2 * time.Second, PidsLimit: 64, IdleCheckInterval: 200 * time.Millisecond, Logger: testLogger()}}
 		if dockerSkip == "" {
@@ -261,13 +262,13 @@ func (a *testAgent) start(t testing.TB) {
 	must(t, err)
 	a.cfg.LoginPort = sshLn.Addr().(*net.TCPAddr).Port // LoginHost stays "": the aggregate uses the agent URL's host
 	rt := docker.NewRuntime("")
-	a.svc, err = agent.New(a.cfg, rt)
+	a.svc, err = node.New(a.cfg, rt)
 	must(t, err)
 	a.ssh, err = sshlogin.New(sshlogin.Config{HostKeyFile: filepath.Join(a.cfg.StateDir, "ssh_host_key"), Logger: a.cfg.Logger,
 		CheckInterval: 200 * time.Millisecond}, a.svc, rt)
 	must(t, err)
 	go func(s *sshlogin.Server) { _ = s.Serve(sshLn) }(a.ssh)
-	a.srv = &http.Server{Handler: agent.NewHandler(a.svc, agent.HandlerOptions{Logger: a.cfg.Logger}), TLSConfig: a.srvTLS,
+	a.srv = &http.Server{Handler: node.NewHandler(a.svc, node.HandlerOptions{Logger: a.cfg.Logger}), TLSConfig: a.srvTLS,
 		ErrorLog: log.New(io.Discard, "", 0)}
 	go func(srv *http.Server) { _ = srv.ServeTLS(ln, "", "") }(a.srv)
 }

@@ -131,6 +131,7 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
 	}
 	instance := fmt.Sprintf("geniam-consoletest-%d", os.Getpid())
 	caFile, _ := pki.File("agents-ca")
+	useNodeAgent(t)
 	addr, err := startDevAgent(ctx, t.TempDir(), images, caFile, pki, "node1", "127.0.0.1", "0", instance,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

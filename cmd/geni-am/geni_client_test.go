@@ -39,14 +39,22 @@ type geniWalk struct {
 	path       string // put first on PATH (a stand-in ssh)
 }
 
-// buildGeni builds cmd/geni into a temporary directory.
-func buildGeni(t *testing.T) string {
+// buildProgram builds cmd/<name> into a temporary directory.
+func buildProgram(t *testing.T, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "geni")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/geniam/geniam/cmd/geni").CombinedOutput(); err != nil {
-		t.Fatalf("go build cmd/geni: %v\n%s", err, out)
+	bin := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/geniam/geniam/cmd/"+name).CombinedOutput(); err != nil {
+		t.Fatalf("go build cmd/%s: %v\n%s", name, err, out)
 	}
 	return bin
+}
+
+// useNodeAgent builds geni-nodeagent for the dev agents this test starts.
+func useNodeAgent(t *testing.T) {
+	bin := buildProgram(t, "geni-nodeagent")
+	saved := nodeAgentProgram
+	nodeAgentProgram = func() (string, error) { return bin, nil }
+	t.Cleanup(func() { nodeAgentProgram = saved })
 }
 
 func newGeniWalk(t *testing.T) *geniWalk {
@@ -64,7 +72,7 @@ func geniWalkOn(t *testing.T, s *served) *geniWalk {
 	if err := startDevCH(ctx, chAddr, s.pki, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
 	}
-	w := &geniWalk{t: t, bin: buildGeni(t), dir: t.TempDir(), s: s}
+	w := &geniWalk{t: t, bin: buildProgram(t, "geni"), dir: t.TempDir(), s: s}
 	w.omniConfig = filepath.Join(t.TempDir(), "omni_config")
 	if err := devenv.WriteOmniConfig(w.omniConfig, s.pki, s.amURL, "https://"+chAddr+"/"); err != nil {
 		t.Fatal(err)
@@ -391,6 +399,7 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "dev"), 0o755); err != nil { // where make run keeps its demo request
 		t.Fatal(err)
 	}
+	useNodeAgent(t)
 	demo := startDevAgents(ctx, dir, pki, agentCfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	devAgentNodes = saved
 	if demo == nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/node"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -33,7 +34,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	// The safe defaults reach the agent; negative values mean "none".
 	ac := cfg.agentConfig(nil)
-	if ac.MemoryBytes != agent.DefaultMemoryBytes || ac.NanoCPUs != agent.DefaultNanoCPUs || ac.PidsLimit != agent.DefaultPidsLimit ||
+	if ac.MemoryBytes != node.DefaultMemoryBytes || ac.NanoCPUs != node.DefaultNanoCPUs || ac.PidsLimit != node.DefaultPidsLimit ||
 		ac.DataQuotaBytes != 10<<30 || ac.MaxArchiveBytes != 10<<30 || ac.MaxImageUnpackedBytes != 80<<30 || len(ac.Capabilities) == 0 {
 		t.Fatalf("defaults not passed on: %+v", ac)
 	}
