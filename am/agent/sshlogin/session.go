@@ -83,6 +83,11 @@ func (s *Server) session(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 		case <-ctx.Done():
 			return
 		case r := <-done:
+			if ctx.Err() != nil {
+				// Cut (key withdrawn, sliver ended): Wait returned because
+				// of that, not with the process's own status.
+				return
+			}
 			code := r.code
 			if r.err != nil {
 				log.Warn("ssh: waiting for the session's process", "err", r.err)
