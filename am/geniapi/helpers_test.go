@@ -3,20 +3,15 @@ package geniapi
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +21,7 @@ import (
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/openssltest"
 )
 
 const (
@@ -170,7 +166,7 @@ type testPKI struct {
 	rootsDir   string
 	ca         *devpki.Identity
 	caCertFile string
-	caKeyFile  string
+	signer     *openssltest.Signer // the CA for openssl, which signs what Go will not
 	server     tls.Certificate
 	pool       *x509.CertPool // for clients: trusts the server certificate
 }
@@ -183,9 +179,8 @@ func newTestPKI(t testing.TB) *testPKI {
 		t.Fatal(err)
 	}
 	p := &testPKI{dir: dir, rootsDir: filepath.Join(dir, "roots"), ca: ca}
-	if p.caCertFile, p.caKeyFile, err = ca.WriteFiles(dir, "ca"); err != nil {
-		t.Fatal(err)
-	}
+	p.signer = openssltest.NewSigner(t, ca, dir)
+	p.caCertFile = p.signer.CertFile
 	if err := os.MkdirAll(p.rootsDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -218,49 +213,6 @@ func (p *testPKI) issue(t testing.TB, o devpki.Options) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tlsCert(t, id)
-}
-
-// opensslLeaf has the openssl CLI sign a client certificate, for what Go will
-// not create: SHA-1 signatures and negative serial numbers. san is the
-// subjectAltName line ("" for none); extra is appended to the extensions.
-func (p *testPKI) opensslLeaf(t testing.TB, name, digest, serial, san, extra, caCert, caKey string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	base := filepath.Join(p.dir, name)
-	if err := os.WriteFile(base+".key", keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ext := "basicConstraints=CA:FALSE\n" + extra
-	if san != "" {
-		ext += "subjectAltName=" + san + "\n"
-	}
-	if err := os.WriteFile(base+".ext", []byte(ext), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
-			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("req", "-new", "-key", base+".key", "-subj", "/CN="+name, "-out", base+".csr")
-	run("x509", "-req", "-in", base+".csr", "-CA", caCert, "-CAkey", caKey, "-"+digest, "-set_serial", serial,
-		"-days", "30", "-extfile", base+".ext", "-out", base+".pem")
-	certPEM, err = os.ReadFile(base + ".pem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certPEM, keyPEM
-}
-
-func requireOpenSSL(t testing.TB) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl CLI not installed")
-	}
 }
 
 // loadRoots reads a roots directory into a Verifier, the RootSource the
