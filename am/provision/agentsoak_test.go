@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/store"
@@ -78,10 +79,7 @@ func TestAgentSoak(t *testing.T) {
 		duration = d
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "geni-nodeagent")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/geniam/geniam/cmd/geni-nodeagent").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := amtest.GoBuild(t, "github.com/geniam/geniam/cmd/geni-nodeagent")
 	e := newEnv(t)
 	caFile := filepath.Join(dir, "agents-ca.pem")
 	must(t, os.WriteFile(caFile, e.agentCA.CertPEM(), 0o644))

@@ -24,6 +24,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/agent/imagetest"
 	"github.com/geniam/geniam/am/agent/sshlogin"
 	"github.com/geniam/geniam/am/geniapi"
 	"github.com/geniam/geniam/am/provision"
@@ -89,26 +90,12 @@ func noImage() bool {
 
 func needDocker(tb testing.TB) {
 	tb.Helper()
-	if dockerSkip == "" {
-		return
-	}
-	if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
-		tb.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1) but unavailable: %s", dockerSkip)
-	}
-	tb.Skipf("skipping: Docker unavailable: %s", dockerSkip)
+	imagetest.NeedDocker(tb, dockerSkip)
 }
 
-// removeContainers force-removes the containers whose agent-instance label
-// starts with prefix.
-func removeContainers(prefix string) {
-	out, _ := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance,
-		"--format", `{{.ID}} {{.Label "`+agent.LabelInstance+`"}}`).Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if id, inst, ok := strings.Cut(line, " "); ok && strings.HasPrefix(inst, prefix) {
-			_ = exec.Command("docker", "rm", "-f", id).Run()
-		}
-	}
-}
+// removeContainers force-removes the containers of the agent instances
+// whose name starts with prefix.
+func removeContainers(prefix string) { imagetest.RemoveContainers(agent.LabelInstance, prefix) }
 
 // engineContainers lists the engine's containers of an agent instance.
 func engineContainers(t *testing.T, inst string) []string {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -92,10 +93,7 @@ func serveFixture(t *testing.T, lease string) (*env, string, func(name string) *
 // extra environment settings; each process is killed when the test ends.
 func (e *env) serveCommand(t *testing.T, dir string, extra ...string) func(name string) *exec.Cmd {
 	t.Helper()
-	bin := filepath.Join(dir, "geni-am")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/geniam/geniam/cmd/geni-am").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := amtest.GoBuild(t, "github.com/geniam/geniam/cmd/geni-am")
 	// The aggregate's files: server certificate, trusted roots (the
 	// clearinghouse), the agent client certificate and the agents' CA.
 	roots := filepath.Join(dir, "roots")

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/am/agent/imagetest"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/provision"
@@ -39,16 +41,6 @@ type geniWalk struct {
 	path       string // put first on PATH (a stand-in ssh)
 }
 
-// buildGeni builds cmd/geni into a temporary directory.
-func buildGeni(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "geni")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/geniam/geniam/cmd/geni").CombinedOutput(); err != nil {
-		t.Fatalf("go build cmd/geni: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func newGeniWalk(t *testing.T) *geniWalk {
 	t.Helper()
 	return geniWalkOn(t, serveForTest(t))
@@ -64,7 +56,7 @@ func geniWalkOn(t *testing.T, s *served) *geniWalk {
 	if err := startDevCH(ctx, chAddr, s.pki, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
 	}
-	w := &geniWalk{t: t, bin: buildGeni(t), dir: t.TempDir(), s: s}
+	w := &geniWalk{t: t, bin: amtest.GoBuild(t, "github.com/geniam/geniam/cmd/geni"), dir: t.TempDir(), s: s}
 	w.omniConfig = filepath.Join(t.TempDir(), "omni_config")
 	if err := devenv.WriteOmniConfig(w.omniConfig, s.pki, s.amURL, "https://"+chAddr+"/"); err != nil {
 		t.Fatal(err)
@@ -371,12 +363,7 @@ func TestGeniWalkthrough(t *testing.T) {
 func TestGeniWalkthroughWithContainers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel) // stops the agent last, after the aggregate
-	if why := provision.DockerAvailable(ctx); why != "" {
-		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
-			t.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1): %s", why)
-		}
-		t.Skipf("no Docker engine: %s", why)
-	}
+	imagetest.NeedDocker(t, provision.DockerAvailable(ctx))
 	dir := t.TempDir()
 	pki, err := devenv.EnsurePKI(filepath.Join(dir, "pki"))
 	if err != nil {
