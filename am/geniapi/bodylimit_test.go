@@ -20,25 +20,14 @@ func TestOversizedBodyAnsweredForCurl(t *testing.T) {
 	p := newTestPKI(t)
 	log, _ := newLogger()
 	url, _ := startServer(t, NewHandler(&fakeAM{}, HandlerOptions{Logger: log}), p, false, log)
-	alice, err := p.ca.Issue(devpki.Options{URN: aliceURN})
-	if err != nil {
+	certFile, keyFile := p.Files(p.Issue(devpki.Options{URN: aliceURN}), "alice")
+	body := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(body, []byte(callHead+"<string>"+strings.Repeat("x", 16<<20)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	files := map[string][]byte{
-		"ca.pem":    p.ca.CertPEM(),
-		"alice.pem": alice.ChainPEM(),
-		"alice.key": alice.KeyPEM(),
-		"body":      []byte(callHead + "<string>" + strings.Repeat("x", 16<<20)),
-	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, chunked := range []bool{false, true} {
-		args := []string{"-sS", "--cacert", filepath.Join(dir, "ca.pem"), "--cert", filepath.Join(dir, "alice.pem"),
-			"--key", filepath.Join(dir, "alice.key"), "-H", "Content-Type: text/xml", "--data-binary", "@" + filepath.Join(dir, "body"),
+		args := []string{"-sS", "--cacert", p.CertFile, "--cert", certFile,
+			"--key", keyFile, "-H", "Content-Type: text/xml", "--data-binary", "@" + body,
 			"-w", "\nHTTP %{http_code}", url}
 		if chunked {
 			args = append(args, "-H", "Transfer-Encoding: chunked")

@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +20,7 @@ import (
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/credentials/devpki/openssltest"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 )
 
 const (
@@ -160,59 +159,25 @@ func newLogger() (*slog.Logger, *logBuffer) {
 }
 
 // testPKI is a clearinghouse CA (trusted, in rootsDir), the AM's server
-// certificate, and helpers to issue client certificates.
+// certificate, and client certificates it issues.
 type testPKI struct {
-	dir        string
-	rootsDir   string
-	ca         *devpki.Identity
-	caCertFile string
-	signer     *openssltest.Signer // the CA for openssl, which signs what Go will not
-	server     tls.Certificate
-	pool       *x509.CertPool // for clients: trusts the server certificate
+	*pkitest.Authority
+	rootsDir string
+	signer   *openssltest.Signer // the CA for openssl, which signs what Go will not
+	server   tls.Certificate
 }
 
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+example+authority+ca", CommonName: "example CA"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &testPKI{dir: dir, rootsDir: filepath.Join(dir, "roots"), ca: ca}
-	p.signer = openssltest.NewSigner(t, ca, dir)
-	p.caCertFile = p.signer.CertFile
-	if err := os.MkdirAll(p.rootsDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(p.rootsDir, "ca.pem"), ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ca.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.server = tlsCert(t, srv)
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(ca.Cert)
-	return p
+	ca := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+example+authority+ca", CommonName: "example CA"})
+	return &testPKI{Authority: ca, rootsDir: ca.Roots(), signer: openssltest.NewSigner(t, ca.Identity, ca.Dir),
+		server: pkitest.TLS(t, ca.Server(devpki.Options{URN: amURN}))}
 }
 
-func tlsCert(t testing.TB, id *devpki.Identity) tls.Certificate {
+// clientCert issues a client certificate.
+func (p *testPKI) clientCert(t testing.TB, o devpki.Options) tls.Certificate {
 	t.Helper()
-	c, err := tls.X509KeyPair(id.ChainPEM(), id.KeyPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func (p *testPKI) issue(t testing.TB, o devpki.Options) tls.Certificate {
-	t.Helper()
-	id, err := p.ca.Issue(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tlsCert(t, id)
+	return pkitest.TLS(t, p.Issue(o))
 }
 
 // loadRoots reads a roots directory into a Verifier, the RootSource the
@@ -246,7 +211,7 @@ func startServer(t testing.TB, h http.Handler, p *testPKI, legacy bool, log *slo
 }
 
 func clientTransport(p *testPKI, cert *tls.Certificate) *http.Transport {
-	cfg := &tls.Config{RootCAs: p.pool}
+	cfg := &tls.Config{RootCAs: p.Pool()}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}

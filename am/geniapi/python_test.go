@@ -68,19 +68,12 @@ func TestPythonClientTLS(t *testing.T) {
 	p := newTestPKI(t)
 	log, logs := newLogger()
 	url, _ := startServer(t, NewHandler(&fakeAM{}, HandlerOptions{Logger: log}), p, true, log)
-	alice, err := p.ca.Issue(devpki.Options{URN: aliceURN, Email: "alice@example.org"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := alice.WriteFiles(p.dir, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := filepath.Join(p.dir, "client.py")
+	certFile, keyFile := p.Files(p.Issue(devpki.Options{URN: aliceURN, Email: "alice@example.org"}), "alice")
+	script := filepath.Join(p.Dir, "client.py")
 	if err := os.WriteFile(script, []byte(pythonClient), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(python, script, url, p.caCertFile, certFile, keyFile).CombinedOutput()
+	out, err := exec.Command(python, script, url, p.CertFile, certFile, keyFile).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "OK" {
 		t.Fatalf("python client: %v\n%s\nserver log:\n%s", err, out, logs)
 	}

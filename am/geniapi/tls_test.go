@@ -16,6 +16,7 @@ import (
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/credentials/devpki/openssltest"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 	kolo "github.com/kolo/xmlrpc"
 )
 
@@ -67,13 +68,13 @@ func TestTLSClients(t *testing.T) {
 		refused bool    // the TLS layer refuses the client
 		logHas  string
 	}{
-		{"trusted", urlLegacy, cert(p.issue(t, devpki.Options{URN: aliceURN, Email: "alice@example.org"})), am.Success, aliceURN, false, ""},
-		{"trusted strict", urlStrict, cert(p.issue(t, devpki.Options{URN: aliceURN})), am.Success, aliceURN, false, ""},
-		{"URN with colons in authority", urlLegacy, cert(p.issue(t, devpki.Options{URN: "urn:publicid:IDN+emulab.net:proj1:sub+user+bob"})), am.Success, "urn:publicid:IDN+emulab.net:proj1:sub+user+bob", false, ""},
+		{"trusted", urlLegacy, cert(p.clientCert(t, devpki.Options{URN: aliceURN, Email: "alice@example.org"})), am.Success, aliceURN, false, ""},
+		{"trusted strict", urlStrict, cert(p.clientCert(t, devpki.Options{URN: aliceURN})), am.Success, aliceURN, false, ""},
+		{"URN with colons in authority", urlLegacy, cert(p.clientCert(t, devpki.Options{URN: "urn:publicid:IDN+emulab.net:proj1:sub+user+bob"})), am.Success, "urn:publicid:IDN+emulab.net:proj1:sub+user+bob", false, ""},
 		{"serverAuth-only EKU", urlStrict, pair(ekuPEM, ekuKey), am.Success, "urn:publicid:IDN+example+user+bob", false, ""},
-		{"untrusted root", urlLegacy, cert(tlsCert(t, otherUser)), 0, "", true, "unknown authority"},
-		{"expired", urlLegacy, cert(p.issue(t, devpki.Options{URN: aliceURN, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})), 0, "", true, "expired"},
-		{"not yet valid", urlLegacy, cert(p.issue(t, devpki.Options{URN: aliceURN, NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)})), 0, "", true, "not yet valid"},
+		{"untrusted root", urlLegacy, cert(pkitest.TLS(t, otherUser)), 0, "", true, "unknown authority"},
+		{"expired", urlLegacy, cert(p.clientCert(t, devpki.Options{URN: aliceURN, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})), 0, "", true, "expired"},
+		{"not yet valid", urlLegacy, cert(p.clientCert(t, devpki.Options{URN: aliceURN, NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)})), 0, "", true, "not yet valid"},
 		{"no client certificate", urlLegacy, nil, 0, "", true, "client didn't provide a certificate"},
 		{"SHA-1 leaf, legacy on", urlLegacy, pair(sha1PEM, sha1Key), am.Success, "urn:publicid:IDN+example+user+bob", false, "legacy path admitted"},
 		{"SHA-1 leaf, legacy off", urlStrict, pair(sha1PEM, sha1Key), 0, "", true, "SHA1"},
@@ -178,7 +179,7 @@ func TestTrustRoots(t *testing.T) {
 	url, live := startServer(t, h, p, false, log)
 	other, _ := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+other+authority+ca"})
 	user, _ := other.Issue(devpki.Options{URN: "urn:publicid:IDN+other+user+dave"})
-	cert := tlsCert(t, user)
+	cert := pkitest.TLS(t, user)
 	call := func() error {
 		c := &http.Client{Transport: clientTransport(p, &cert)}
 		defer c.CloseIdleConnections()
@@ -221,7 +222,7 @@ func TestKoloEndToEnd(t *testing.T) {
 	log, logs := newLogger()
 	fake := &fakeAM{}
 	url, _ := startServer(t, NewHandler(fake, HandlerOptions{Logger: log}), p, true, log)
-	alice := p.issue(t, devpki.Options{URN: aliceURN, Email: "alice@example.org"})
+	alice := p.clientCert(t, devpki.Options{URN: aliceURN, Email: "alice@example.org"})
 	client, err := kolo.NewClient(url, clientTransport(p, &alice))
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +334,7 @@ func TestKeepAlive(t *testing.T) {
 	p := newTestPKI(t)
 	log, _ := newLogger()
 	url, _ := startServer(t, NewHandler(&fakeAM{}, HandlerOptions{Logger: log}), p, true, log)
-	alice := p.issue(t, devpki.Options{URN: aliceURN})
+	alice := p.clientCert(t, devpki.Options{URN: aliceURN})
 	client := &http.Client{Transport: clientTransport(p, &alice)}
 	defer client.CloseIdleConnections()
 	reused := 0
@@ -369,7 +370,7 @@ func benchmarkGetVersion(b *testing.B, keepAlive bool) {
 	p := newTestPKI(b)
 	log, _ := newLogger()
 	url, _ := startServer(b, NewHandler(&fakeAM{}, HandlerOptions{Logger: log}), p, true, log)
-	alice := p.issue(b, devpki.Options{URN: aliceURN})
+	alice := p.clientCert(b, devpki.Options{URN: aliceURN})
 	tr := clientTransport(p, &alice)
 	tr.DisableKeepAlives = !keepAlive
 	client := &http.Client{Transport: tr}

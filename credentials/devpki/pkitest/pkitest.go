@@ -1,0 +1,109 @@
+// Package pkitest is the tests' PKI: a certificate authority whose
+// certificate and issued identities land in the files servers and clients
+// are configured with (a trusted-roots directory, a CA file, certificate
+// and key files), and TLS certificates and pools for in-process servers and
+// clients. Every test of the TLS edge, the node agent, the provisioner and
+// the commands makes its PKI through it; a failure fails the test.
+package pkitest
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/geniam/geniam/credentials/devpki"
+)
+
+// Authority is a test's certificate authority.
+type Authority struct {
+	*devpki.Identity
+	tb       testing.TB
+	Dir      string // where the files go: a temporary directory of the test
+	CertFile string // the CA's certificate alone (an agents' CA, a client_ca)
+}
+
+// New makes a self-signed CA (o.URN is required).
+func New(tb testing.TB, o devpki.Options) *Authority {
+	tb.Helper()
+	ca, err := devpki.NewCA(o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Of(tb, ca)
+}
+
+// Of is an existing CA (the dev clearinghouse's, say) as a test's authority.
+func Of(tb testing.TB, ca *devpki.Identity) *Authority {
+	tb.Helper()
+	a := &Authority{Identity: ca, tb: tb, Dir: tb.TempDir()}
+	a.CertFile = filepath.Join(a.Dir, "ca.pem")
+	if err := os.WriteFile(a.CertFile, ca.CertPEM(), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return a
+}
+
+// Issue signs a certificate.
+func (a *Authority) Issue(o devpki.Options) *devpki.Identity {
+	a.tb.Helper()
+	id, err := a.Identity.Issue(o)
+	if err != nil {
+		a.tb.Fatal(err)
+	}
+	return id
+}
+
+// Server signs a server certificate for urn on 127.0.0.1 and localhost
+// (a server elsewhere on the loopback sets o.IPs itself).
+func (a *Authority) Server(o devpki.Options) *devpki.Identity {
+	a.tb.Helper()
+	if o.IPs == nil {
+		o.IPs, o.DNSNames = []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"localhost"}
+	}
+	return a.Issue(o)
+}
+
+// Files writes id's chain and key as name-cert.pem and name-key.pem in the
+// authority's directory and returns their paths.
+func (a *Authority) Files(id *devpki.Identity, name string) (certFile, keyFile string) {
+	a.tb.Helper()
+	certFile, keyFile, err := id.WriteFiles(a.Dir, name)
+	if err != nil {
+		a.tb.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// Roots writes a trusted-roots directory (tls.trusted_roots) holding the
+// authority's certificate alone and returns its path.
+func (a *Authority) Roots() string {
+	a.tb.Helper()
+	dir := filepath.Join(a.Dir, "roots")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		a.tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), a.CertPEM(), 0o644); err != nil {
+		a.tb.Fatal(err)
+	}
+	return dir
+}
+
+// Pool trusts the authority alone: a client's RootCAs.
+func (a *Authority) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(a.Cert)
+	return p
+}
+
+// TLS is id as a tls.Certificate: its chain and key.
+func TLS(tb testing.TB, id *devpki.Identity) tls.Certificate {
+	tb.Helper()
+	c, err := tls.X509KeyPair(id.ChainPEM(), id.KeyPEM())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
