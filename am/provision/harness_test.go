@@ -31,6 +31,7 @@ import (
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 	"github.com/geniam/geniam/rspec"
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
@@ -148,7 +149,8 @@ type env struct {
 	verifier *credentials.Verifier
 	rs       *rspec.RSpecs
 	agents   []*testAgent
-	agentCA  *devpki.Identity
+	agentCA  *pkitest.Authority // the agent fleet's
+	chCA     *pkitest.Authority // the clearinghouse's, which users and the aggregate have certificates of
 	clientTL *tls.Config
 	archive  string
 	dataSrv  *httptest.Server
@@ -178,26 +180,18 @@ func newEnv(t testing.TB, agentIPs ...string) *env {
 	e.rs, err = rspec.New(rspec.Config{AMURN: amURN})
 	must(t, err)
 
+	e.chCA = pkitest.Of(t, e.ch.CA)
+
 	// The agent fleet's PKI: its own CA, a server certificate per agent,
 	// the aggregate's client certificate.
-	e.agentCA, err = devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+agents", KeyBits: 2048})
-	must(t, err)
-	pkiDir := t.TempDir()
-	caFile := filepath.Join(pkiDir, "agents-ca.pem")
-	must(t, os.WriteFile(caFile, e.agentCA.CertPEM(), 0o644))
-	cli, err := e.agentCA.Issue(devpki.Options{URN: amURN, KeyBits: 2048})
-	must(t, err)
-	cc, ck, err := cli.WriteFiles(pkiDir, "am")
-	must(t, err)
-	e.clientTL, err = agent.ClientTLSConfig(cc, ck, caFile)
+	e.agentCA = pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+agents"})
+	cc, ck := e.agentCA.Files(e.agentCA.Issue(devpki.Options{URN: amURN}), "am")
+	e.clientTL, err = agent.ClientTLSConfig(cc, ck, e.agentCA.CertFile)
 	must(t, err)
 	for i, ip := range agentIPs {
 		name := fmt.Sprintf("node%d", i+1)
-		id, err := e.agentCA.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+" + name, IPs: []net.IP{net.ParseIP(ip)}, KeyBits: 2048})
-		must(t, err)
-		sc, sk, err := id.WriteFiles(pkiDir, name)
-		must(t, err)
-		srvTLS, err := agent.ServerTLSConfig(sc, sk, caFile)
+		sc, sk := e.agentFiles(name, ip)
+		srvTLS, err := agent.ServerTLSConfig(sc, sk, e.agentCA.CertFile)
 		must(t, err)
 		inst := fmt.Sprintf("%s-%s-%s", run, strings.ReplaceAll(t.Name(), "/", "_"), name)
 		a := &testAgent{name: name, ip: ip, srvTLS: srvTLS, instance: inst, cfg: agent.Config{
@@ -214,6 +208,13 @@ func newEnv(t testing.TB, agentIPs ...string) *env {
 		must(t, err)
 	}
 	return e
+}
+
+// agentFiles issues the server certificate of the agent of node name on ip
+// and returns its files.
+func (e *env) agentFiles(name, ip string) (certFile, keyFile string) {
+	e.t.Helper()
+	return e.agentCA.Files(e.agentCA.Server(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+" + name, IPs: []net.IP{net.ParseIP(ip)}}), name)
 }
 
 func (a *testAgent) start(t testing.TB) {
@@ -419,16 +420,9 @@ func opIs(states ...am.OperationalState) func(am.SliverStatus) bool {
 // clearinghouse roots), and gives a client holding alice's certificate.
 func (e *env) startDataServer(p *provision.Provisioner) {
 	e.t.Helper()
-	dir := e.t.TempDir()
-	roots := filepath.Join(dir, "roots")
-	must(e.t, os.MkdirAll(roots, 0o755))
-	must(e.t, os.WriteFile(filepath.Join(roots, "ch.pem"), e.ch.CA.CertPEM(), 0o644))
-	tr, _, err := credentials.LoadTrustRoots(roots)
+	tr, _, err := credentials.LoadTrustRoots(e.chCA.Roots())
 	must(e.t, err)
-	srvID, err := e.ch.CA.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.ParseIP("127.0.0.1")}, KeyBits: 2048})
-	must(e.t, err)
-	srvCert, err := tls.X509KeyPair(srvID.ChainPEM(), srvID.KeyPEM())
-	must(e.t, err)
+	srvCert := pkitest.TLS(e.t, e.chCA.Server(devpki.Options{URN: amURN}))
 	mux := http.NewServeMux()
 	if e.dataGate == nil {
 		e.dataGate = am.NewGate(am.GateConfig{Authorizer: e.verifier, Slices: e.st})
@@ -439,11 +433,8 @@ func (e *env) startDataServer(p *provision.Provisioner) {
 	e.dataSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	e.dataSrv.StartTLS()
 	e.t.Cleanup(e.dataSrv.Close)
-	aliceCert, err := tls.X509KeyPair(e.alice.ChainPEM(), e.alice.KeyPEM())
-	must(e.t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(e.ch.CA.Cert)
-	e.dataCli = &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{aliceCert}, RootCAs: pool}}}
+	e.dataCli = &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		Certificates: []tls.Certificate{pkitest.TLS(e.t, e.alice)}, RootCAs: e.chCA.Pool()}}}
 }
 
 // download POSTs the credential to /data/<name>.tar and returns the status,
