@@ -10,7 +10,6 @@ import (
 	"log"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,6 +23,7 @@ import (
 	"github.com/geniam/geniam/am/agent/docker"
 	"github.com/geniam/geniam/am/agent/imagetest"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 )
 
 // The test image: a static Go program (testdata/prog) in an image built
@@ -175,27 +175,12 @@ type pki struct {
 
 func newPKI(tb testing.TB, dir string) *pki {
 	tb.Helper()
-	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+ca", KeyBits: 2048})
-	must(tb, err)
-	srv, err := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+agent1", IPs: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}, KeyBits: 2048})
-	must(tb, err)
-	p := &pki{dir: dir, clientURN: "urn:publicid:IDN+geniam.test+authority+am"}
-	cli, err := ca.Issue(devpki.Options{URN: p.clientURN, KeyBits: 2048})
-	must(tb, err)
-	other, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+elsewhere+authority+ca", KeyBits: 2048})
-	must(tb, err)
-	stranger, err := other.Issue(devpki.Options{URN: "urn:publicid:IDN+elsewhere+user+mallory", KeyBits: 2048})
-	must(tb, err)
-	p.caFile = filepath.Join(dir, "ca.pem")
-	must(tb, os.WriteFile(p.caFile, ca.CertPEM(), 0o644))
-	p.otherCA = filepath.Join(dir, "other-ca.pem")
-	must(tb, os.WriteFile(p.otherCA, other.CertPEM(), 0o644))
-	p.serverCert, p.serverKey, err = srv.WriteFiles(dir, "agent")
-	must(tb, err)
-	p.clientCert, p.clientKey, err = cli.WriteFiles(dir, "am")
-	must(tb, err)
-	p.strangerCert, p.strangerKey, err = stranger.WriteFiles(dir, "mallory")
-	must(tb, err)
+	ca := pkitest.NewIn(tb, filepath.Join(dir, "ca"), devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+ca"})
+	other := pkitest.NewIn(tb, filepath.Join(dir, "other"), devpki.Options{URN: "urn:publicid:IDN+elsewhere+authority+ca"})
+	p := &pki{dir: dir, caFile: ca.CertFile, otherCA: other.CertFile, clientURN: "urn:publicid:IDN+geniam.test+authority+am"}
+	p.serverCert, p.serverKey = ca.Files(ca.Server(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+agent1"}), "agent")
+	p.clientCert, p.clientKey = ca.Files(ca.Issue(devpki.Options{URN: p.clientURN}), "am")
+	p.strangerCert, p.strangerKey = other.Files(other.Issue(devpki.Options{URN: "urn:publicid:IDN+elsewhere+user+mallory"}), "mallory")
 	return p
 }
 

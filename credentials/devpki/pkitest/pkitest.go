@@ -28,18 +28,33 @@ type Authority struct {
 // New makes a self-signed CA (o.URN is required).
 func New(tb testing.TB, o devpki.Options) *Authority {
 	tb.Helper()
+	return NewIn(tb, tb.TempDir(), o)
+}
+
+// NewIn is New with the files in dir: a PKI the tests of a package share
+// outlives the test that makes it.
+func NewIn(tb testing.TB, dir string, o devpki.Options) *Authority {
+	tb.Helper()
 	ca, err := devpki.NewCA(o)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return Of(tb, ca)
+	return in(tb, ca, dir)
 }
 
 // Of is an existing CA (the dev clearinghouse's, say) as a test's authority.
 func Of(tb testing.TB, ca *devpki.Identity) *Authority {
 	tb.Helper()
-	a := &Authority{Identity: ca, tb: tb, Dir: tb.TempDir()}
-	a.CertFile = filepath.Join(a.Dir, "ca.pem")
+	return in(tb, ca, tb.TempDir())
+}
+
+func in(tb testing.TB, ca *devpki.Identity, dir string) *Authority {
+	tb.Helper()
+	a := &Authority{Identity: ca, tb: tb, Dir: dir}
+	a.CertFile = filepath.Join(dir, "ca.pem")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
 	if err := os.WriteFile(a.CertFile, ca.CertPEM(), 0o644); err != nil {
 		tb.Fatal(err)
 	}
