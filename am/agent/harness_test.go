@@ -57,8 +57,8 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(tmp)
 		testTmp = tmp
 		flag.Parse()
-		if isFuzzing() {
-			dockerSkip = "fuzzing: the test image is not built"
+		if imagetest.NoImageRun() {
+			dockerSkip = "fuzzing or listing: the test image is not built"
 		} else if err := buildImage(tmp); err != nil {
 			dockerSkip = err.Error()
 		} else {
@@ -69,15 +69,6 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	os.Exit(code)
-}
-
-func isFuzzing() bool {
-	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
-		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
-			return true
-		}
-	}
-	return false
 }
 
 // buildImage builds and saves the test image, or says why it cannot.
@@ -117,10 +108,7 @@ func cleanupEngine() {
 		return
 	}
 	removeContainers(instance)
-	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=geniam-cli-bench="+instance).Output()
-	for _, id := range strings.Fields(string(out)) {
-		_ = exec.Command("docker", "rm", "-f", id).Run()
-	}
+	imagetest.RemoveContainers("geniam-cli-bench", instance)
 	for _, id := range append(extraImages, imageID) {
 		if id != "" {
 			_ = exec.Command("docker", "rmi", "-f", id).Run()
@@ -130,15 +118,7 @@ func cleanupEngine() {
 
 // removeContainers force-removes the containers whose agent-instance label
 // starts with prefix (each test agent has instance "<run>-<random>").
-func removeContainers(prefix string) {
-	out, _ := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance,
-		"--format", `{{.ID}} {{.Label "`+agent.LabelInstance+`"}}`).Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if id, inst, ok := strings.Cut(line, " "); ok && strings.HasPrefix(inst, prefix) {
-			_ = exec.Command("docker", "rm", "-f", id).Run()
-		}
-	}
-}
+func removeContainers(prefix string) { imagetest.RemoveContainers(agent.LabelInstance, prefix) }
 
 // countingReader wraps r and returns a function that says how many bytes
 // have been read through it (a LimitedReader that never reaches its limit).
@@ -151,13 +131,7 @@ func countingReader(r io.Reader) (io.Reader, func() int64) {
 // GENIAM_REQUIRE_DOCKER=1 makes that a failure.
 func needDocker(tb testing.TB) {
 	tb.Helper()
-	if dockerSkip == "" {
-		return
-	}
-	if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
-		tb.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1) but unavailable: %s", dockerSkip)
-	}
-	tb.Skipf("skipping: Docker unavailable: %s", dockerSkip)
+	imagetest.NeedDocker(tb, dockerSkip)
 }
 
 // pki is the test PKI: a CA for the aggregate and agents, the agent's server

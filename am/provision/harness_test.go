@@ -60,7 +60,7 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(tmp)
 		ctx := context.Background()
 		flag.Parse()
-		if noImage() {
+		if imagetest.NoImageRun() {
 			dockerSkip = "fuzzing or listing: the demo image is not built"
 		} else if dockerSkip = provision.DockerAvailable(ctx); dockerSkip == "" {
 			imageTar = filepath.Join(tmp, "img", "demo.tar")
@@ -77,16 +77,6 @@ func TestMain(m *testing.M) {
 		return code
 	}()
 	os.Exit(code)
-}
-
-// noImage: this run only fuzzes or lists tests.
-func noImage() bool {
-	for _, name := range []string{"test.fuzz", "test.fuzzworker", "test.list"} {
-		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
-			return true
-		}
-	}
-	return false
 }
 
 func needDocker(tb testing.TB) {

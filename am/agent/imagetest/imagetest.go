@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -89,6 +90,17 @@ func Docker(args ...string) error {
 		return fmt.Errorf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
+}
+
+// NoImageRun reports whether this test binary only fuzzes or lists tests,
+// so that its TestMain need not build images.
+func NoImageRun() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker", "test.list"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
 
 // DockerUnavailable says why the engine cannot be used: no docker CLI, or
