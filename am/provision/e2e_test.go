@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -198,7 +197,7 @@ func TestEndToEnd(t *testing.T) {
 // engineStatus is the engine's status of the (only) container of an agent
 // instance.
 func engineStatus(inst string) string {
-	out, _ := execOutput("docker", "ps", "-a", "--filter", "label=org.geniam.agent-instance="+inst, "--format", "{{.State}}")
+	out, _ := enginePS(inst, "{{.State}}")
 	return strings.TrimSpace(out)
 }
 
@@ -228,11 +227,6 @@ func waitAgentFile(t *testing.T, a *testAgent, id, rel, want string, d time.Dura
 	}
 	t.Fatalf("%s of %s on %s never contained %q (last %q)", rel, id, a.name, want, got)
 	return got
-}
-
-func execOutput(name string, args ...string) (string, error) {
-	out, err := exec.Command(name, args...).Output()
-	return string(out), err
 }
 
 // globFiles finds rel of sliver id under an agent's state directory.

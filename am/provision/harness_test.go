@@ -91,11 +91,17 @@ func removeContainers(prefix string) { imagetest.RemoveContainers(agent.LabelIns
 // engineContainers lists the engine's containers of an agent instance.
 func engineContainers(t *testing.T, inst string) []string {
 	t.Helper()
-	out, err := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance+"="+inst, "--format", "{{.Names}}").Output()
+	out, err := enginePS(inst, "{{.Names}}")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.Fields(string(out))
+	return strings.Fields(out)
+}
+
+// enginePS is `docker ps -a` of an agent instance's containers in format.
+func enginePS(inst, format string) (string, error) {
+	out, err := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance+"="+inst, "--format", format).Output()
+	return string(out), err
 }
 
 func must(tb testing.TB, err error) {

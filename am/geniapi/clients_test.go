@@ -10,6 +10,9 @@ import (
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
+// The edge against clients that are not ours, run as processes over real
+// mutual TLS: Python's xmlrpc.client (what omni is built on) and curl.
+
 // pythonClient calls the AM over mutual TLS with Python's xmlrpc.client, the
 // library omni is built on, and applies the type checks of the acceptance
 // test (am_api_accept.py) to GetVersion, then omni's geni_compressed handling.
@@ -76,5 +79,35 @@ func TestPythonClientTLS(t *testing.T) {
 	out, err := exec.Command(python, script, url, p.CertFile, certFile, keyFile).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "OK" {
 		t.Fatalf("python client: %v\n%s\nserver log:\n%s", err, out, logs)
+	}
+}
+
+// TestOversizedBodyAnsweredForCurl (issue 13, item 8): curl sending a body
+// over the limit reads the fault that names the limit, instead of
+// "Connection reset by peer".
+func TestOversizedBodyAnsweredForCurl(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl not installed")
+	}
+	p := newTestPKI(t)
+	log, _ := newLogger()
+	url, _ := startServer(t, NewHandler(&fakeAM{}, HandlerOptions{Logger: log}), p, false, log)
+	certFile, keyFile := p.Files(p.Issue(devpki.Options{URN: aliceURN}), "alice")
+	body := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(body, []byte(callHead+"<string>"+strings.Repeat("x", 16<<20)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, chunked := range []bool{false, true} {
+		args := []string{"-sS", "--cacert", p.CertFile, "--cert", certFile,
+			"--key", keyFile, "-H", "Content-Type: text/xml", "--data-binary", "@" + body,
+			"-w", "\nHTTP %{http_code}", url}
+		if chunked {
+			args = append(args, "-H", "Transfer-Encoding: chunked")
+		}
+		out, err := exec.Command("curl", args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "exceeds the limit of 4194304 bytes") {
+			t.Fatalf("curl, 16 MiB (chunked %v): %v\n%.2000s", chunked, err, out)
+		}
+		t.Logf("curl, 16 MiB body (chunked %v): a fault naming the limit", chunked)
 	}
 }
