@@ -9,6 +9,7 @@ package pkitest
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"net"
 	"os"
 	"path/filepath"
@@ -96,12 +97,22 @@ func (a *Authority) Files(id *devpki.Identity, name string) (certFile, keyFile s
 // authority's certificate alone and returns its path.
 func (a *Authority) Roots() string {
 	a.tb.Helper()
-	dir := filepath.Join(a.Dir, "roots")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		a.tb.Fatal(err)
+	return RootsDir(a.tb, filepath.Join(a.Dir, "roots"), a.Cert)
+}
+
+// RootsDir writes the trusted roots certs into dir (made if need be) as
+// one PEM file, as an operator configures tls.trusted_roots, and returns dir.
+func RootsDir(tb testing.TB, dir string, certs ...*x509.Certificate) string {
+	tb.Helper()
+	var b []byte
+	for _, c := range certs {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), a.CertPEM(), 0o644); err != nil {
-		a.tb.Fatal(err)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), b, 0o644); err != nil {
+		tb.Fatal(err)
 	}
 	return dir
 }
