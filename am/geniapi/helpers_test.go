@@ -201,12 +201,7 @@ func startServer(t testing.TB, h http.Handler, p *testPKI, legacy bool, log *slo
 	}
 	srv := NewServer(ln.Addr().String(), h, ServerTLSConfig(p.server, roots, legacy, log))
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	amtest.ServeTLS(t, srv, ln)
 	return "https://" + ln.Addr().String() + "/", roots
 }
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/geniapi"
 	"github.com/geniam/geniam/am/xmlrpc"
 	gcreds "github.com/geniam/geniam/credentials"
@@ -198,12 +199,7 @@ func (e *testEnv) serve(t *testing.T, h http.Handler) string {
 	}
 	srv := geniapi.NewServer(ln.Addr().String(), h, geniapi.ServerTLSConfig(e.server, roots, false, log))
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	amtest.ServeTLS(t, srv, ln)
 	return "https://" + ln.Addr().String() + "/"
 }
 
