@@ -11,6 +11,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/storetest"
 )
 
 // policyAggregate is the env's aggregate with an operator policy.
@@ -235,7 +236,7 @@ func benchRecord(i int) *am.AuditRecord {
 // BenchmarkAuditWriter: records queued by calls and written by the
 // AuditWriter in batches, until the queue is drained. ns/op is per record.
 func BenchmarkAuditWriter(b *testing.B) {
-	st, _ := openStore(b)
+	st, _ := storetest.Open(b)
 	w := store.NewAuditWriter(st.Pool(), slog.New(slog.NewTextHandler(io.Discard, nil)), b.N+1)
 	b.ResetTimer()
 	w.Start()

@@ -35,6 +35,7 @@ import (
 	"github.com/geniam/geniam/rspec"
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
+	"github.com/geniam/geniam/store/storetest"
 )
 
 const (
@@ -161,11 +162,8 @@ func newEnv(t testing.TB, agentIPs ...string) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	e := &env{t: t, ctx: ctx, archive: t.TempDir()}
-	e.dbURL = pgtest.NewDatabase(t)
+	e.st, e.dbURL = storetest.Open(t)
 	var err error
-	e.st, err = store.Open(ctx, e.dbURL)
-	must(t, err)
-	t.Cleanup(e.st.Close)
 
 	e.ch, err = devch.New(authority)
 	must(t, err)
