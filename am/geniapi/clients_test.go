@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -64,19 +65,12 @@ print("FAIL " + ", ".join(fail) if fail else "OK")
 `
 
 func TestPythonClientTLS(t *testing.T) {
-	python := "/usr/bin/python3"
-	if _, err := os.Stat(python); err != nil {
-		t.Skip("no /usr/bin/python3")
-	}
+	client := amtest.Python(t, pythonClient)
 	p := newTestPKI(t)
 	log, logs := newLogger()
 	url, _ := startServer(t, NewHandler(&fakeAM{}, HandlerOptions{Logger: log}), p, true, log)
 	certFile, keyFile := p.Files(p.Issue(devpki.Options{URN: aliceURN, Email: "alice@example.org"}), "alice")
-	script := filepath.Join(p.Dir, "client.py")
-	if err := os.WriteFile(script, []byte(pythonClient), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(python, script, url, p.CertFile, certFile, keyFile).CombinedOutput()
+	out, err := client(url, p.CertFile, certFile, keyFile)
 	if err != nil || strings.TrimSpace(string(out)) != "OK" {
 		t.Fatalf("python client: %v\n%s\nserver log:\n%s", err, out, logs)
 	}
