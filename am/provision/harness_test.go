@@ -1,6 +1,7 @@
 package provision_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -103,6 +104,61 @@ func engineContainers(t *testing.T, inst string) []string {
 func enginePS(inst, format string) (string, error) {
 	out, err := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance+"="+inst, "--format", format).Output()
 	return string(out), err
+}
+
+// untar maps the regular files of a tar to their contents.
+func untar(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		must(t, err)
+		if h.Typeflag == tar.TypeReg {
+			c, err := io.ReadAll(tr)
+			must(t, err)
+			out[strings.TrimPrefix(h.Name, "./")] = string(c)
+		}
+	}
+}
+
+// engineStatus is the engine's status of the (only) container of an agent
+// instance.
+func engineStatus(inst string) string {
+	out, _ := enginePS(inst, "{{.State}}")
+	return strings.TrimSpace(out)
+}
+
+// waitFile waits until path exists.
+func waitFile(t *testing.T, path string, d time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+	}
+	t.Fatalf("%s did not appear in %s", path, d)
+}
+
+// waitAgentFile waits until a file of the sliver on the agent's host
+// (under its state directory) contains want.
+func waitAgentFile(t *testing.T, a *testAgent, id, rel, want string, d time.Duration) string {
+	t.Helper()
+	var got string
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		matches, _ := filepath.Glob(filepath.Join(a.cfg.StateDir, "slivers", id, rel))
+		for _, m := range matches {
+			b, _ := os.ReadFile(m)
+			if got = string(b); strings.Contains(got, want) {
+				return got
+			}
+		}
+	}
+	t.Fatalf("%s of %s on %s never contained %q (last %q)", rel, id, a.name, want, got)
+	return got
 }
 
 func must(tb testing.TB, err error) {
