@@ -1,7 +1,6 @@
 package provision_test
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -27,6 +26,7 @@ import (
 	"github.com/geniam/geniam/am/agent/docker"
 	"github.com/geniam/geniam/am/agent/imagetest"
 	"github.com/geniam/geniam/am/agent/sshlogin"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/geniapi"
 	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/credentials"
@@ -109,20 +109,7 @@ func enginePS(inst, format string) (string, error) {
 // untar maps the regular files of a tar to their contents.
 func untar(t *testing.T, b []byte) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		must(t, err)
-		if h.Typeflag == tar.TypeReg {
-			c, err := io.ReadAll(tr)
-			must(t, err)
-			out[strings.TrimPrefix(h.Name, "./")] = string(c)
-		}
-	}
+	return amtest.TarFiles(t, bytes.NewReader(b))
 }
 
 // engineStatus is the engine's status of the (only) container of an agent
