@@ -103,21 +103,9 @@ func NoImageRun() bool {
 	return false
 }
 
-// DockerUnavailable says why the engine cannot be used: no docker CLI, or
-// no engine answering it; "" when it can.
-func DockerUnavailable() string {
-	if _, err := exec.LookPath("docker"); err != nil {
-		return "no docker CLI in PATH"
-	}
-	if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
-		return fmt.Sprintf("no Docker engine: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	return ""
-}
-
-// NeedDocker skips tb when why (a reason the engine is unavailable, as
-// DockerUnavailable gives it) is not "", or fails it when
-// GENIAM_REQUIRE_DOCKER=1: CI must not pass by skipping.
+// NeedDocker skips tb when why (the reason the engine is unavailable) is
+// not "", or fails it when GENIAM_REQUIRE_DOCKER=1: CI must not pass by
+// skipping.
 func NeedDocker(tb testing.TB, why string) {
 	tb.Helper()
 	if why == "" {
