@@ -125,7 +125,7 @@ func (a *Aggregate) ListResources(ctx context.Context, c Call) (string, error) {
 	if _, err := a.authorize(ctx, c, Access{Method: op}); err != nil {
 		return "", opErr(op, err)
 	}
-	if err := checkRSpecVersion(c.Options); err != nil {
+	if err := CheckRSpecVersion(c.Options); err != nil {
 		return "", opErr(op, err)
 	}
 	ad, err := a.advertisement(ctx, c.Options.Available)
@@ -133,17 +133,6 @@ func (a *Aggregate) ListResources(ctx context.Context, c Call) (string, error) {
 		return "", opErr(op, err)
 	}
 	return ad, nil
-}
-
-func checkRSpecVersion(o Options) error {
-	v := o.RSpecVersion
-	if v == nil || v.Type == "" || v.Version == "" {
-		return Errorf(BadArgs, "option geni_rspec_version (a struct with type and version) is required")
-	}
-	if !SupportsRSpec(*v) {
-		return Errorf(BadVersion, "RSpec type %q version %q is not supported: use type GENI version 3", v.Type, v.Version)
-	}
-	return nil
 }
 
 // ---- authorization and URN resolution ----
@@ -166,6 +155,13 @@ type scope struct {
 // begin resolves urns (one slice URN, or sliver URNs of one slice), checks
 // the credentials against that slice and refuses a shut-down slice.
 func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []string, privileges ...string) (*scope, error) {
+	return a.beginAccess(ctx, c, Access{Method: method, Privileges: privileges}, urns)
+}
+
+// beginAccess is begin with the gate's Access spelt out (its Slice is
+// filled in here), for a call that needs more than the method and
+// privileges (ShutDownOK).
+func (a *Aggregate) beginAccess(ctx context.Context, c Call, acc Access, urns []string) (*scope, error) {
 	if len(urns) == 0 {
 		return nil, Errorf(BadArgs, "no URNs given: pass one slice URN or the URNs of slivers of one slice")
 	}
@@ -217,7 +213,8 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 		sc.slivers = sliverURNs
 		AuditFrom(ctx).NoteSlivers(sliverURNs...)
 	}
-	grant, err := a.authorize(ctx, c, Access{Method: method, Slice: sc.slice, Privileges: privileges})
+	acc.Slice = sc.slice
+	grant, err := a.authorize(ctx, c, acc)
 	if err != nil {
 		if sc.slivers != nil {
 			// The caller named slivers, not the slice: the slice may be
@@ -228,10 +225,6 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 	}
 	sc.authz, sc.operator = grant.Authorization, grant.Operator
 	return &sc, nil
-}
-
-func shutDownErr(slice string) error {
-	return &Err{Code: Forbidden, URN: slice, Msg: "slice " + slice + " has been shut down; only an operator can restore it"}
 }
 
 // targets lists the sliver URNs of a scope (the slice's live slivers when the
@@ -283,7 +276,7 @@ func (a *Aggregate) Describe(ctx context.Context, c Call, urns []string) (*Descr
 	if err != nil {
 		return nil, opErr(op, err)
 	}
-	if err := checkRSpecVersion(c.Options); err != nil {
+	if err := CheckRSpecVersion(c.Options); err != nil {
 		return nil, opErr(op, err)
 	}
 	slivers, err := a.targets(ctx, sc, nil)
@@ -496,7 +489,7 @@ func (a *Aggregate) Provision(ctx context.Context, c Call, urns []string) (*Allo
 	if err != nil {
 		return nil, opErr(op, err)
 	}
-	if err := checkRSpecVersion(c.Options); err != nil {
+	if err := CheckRSpecVersion(c.Options); err != nil {
 		return nil, opErr(op, err)
 	}
 	now := a.now()
@@ -833,7 +826,10 @@ func mergeUsers(have, update []User) []User {
 // always be deleted), so geni_best_effort changes nothing here.
 func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]SliverStatus, error) {
 	const op = "Delete"
-	sc, err := a.begin(ctx, c, op, urns, privDelete)
+	// The store's Delete refuses a shut-down slice to all but an operator
+	// itself (DeleteTx.Operator), in its transaction: the gate's own check
+	// would cost a round trip more and could race with Shutdown.
+	sc, err := a.beginAccess(ctx, c, Access{Method: op, Privileges: []string{privDelete}, ShutDownOK: true}, urns)
 	if err != nil {
 		return nil, opErr(op, err)
 	}

@@ -88,9 +88,10 @@ type Access struct {
 	// (Describe, Status, /data, logs) stays open in maintenance.
 	NewWork bool
 	// ShutDownOK skips the gate's shut-down check: for Shutdown itself
-	// (which answers true again), and for Allocate, whose store transaction
-	// refuses a shut-down slice itself, race-free and without a round trip
-	// of its own (AllocateTx.Operator).
+	// (which answers true again), and for Allocate and Delete, whose store
+	// transactions refuse a shut-down slice themselves, race-free and
+	// without a round trip of their own (AllocateTx.Operator,
+	// DeleteTx.Operator).
 	ShutDownOK bool
 	// IdentityOnly marks a request that carries no credentials because the
 	// entry point has established who Caller is itself (a console viewer by
@@ -161,7 +162,7 @@ func (g *Gate) Check(ctx context.Context, acc Access) (*Grant, error) {
 			return nil, err
 		}
 		if sl != nil && sl.ShutDown {
-			return nil, shutDownErr(acc.Slice)
+			return nil, SliceShutDown(acc.Slice)
 		}
 	}
 	return grant, nil

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptrace"
 	"os"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/geniclient"
-	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -143,34 +140,40 @@ func (c *rpcClient) close() { c.http.CloseIdleConnections() }
 
 // call posts one methodCall and returns the XML-RPC value of the answer.
 func (c *rpcClient) call(ctx context.Context, method string, params ...any) (any, error) {
-	var body bytes.Buffer
-	if err := xmlrpc.EncodeCall(&body, method, params...); err != nil {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: "cannot encode the call: " + err.Error()}
-	}
-	trace := &httptrace.ClientTrace{TLSHandshakeDone: func(tls.ConnectionState, error) { c.handshakes.Add(1) }}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, c.url, &body)
+	p, err := geniclient.Prepare(method, params...)
 	if err != nil {
-		return nil, &callError{Method: method, Kind: kindTransport, Msg: err.Error()}
-	}
-	req.Header.Set("Content-Type", "text/xml")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, &callError{Method: method, Kind: kindTransport, Msg: err.Error()}
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		return nil, &callError{Method: method, Kind: kindHTTP, Code: resp.StatusCode, Msg: resp.Status}
-	}
-	v, err := xmlrpc.DecodeResponse(io.LimitReader(resp.Body, maxResponseBytes), xmlrpc.Limits{MaxStringLen: maxResponseBytes})
-	var fault *xmlrpc.Fault
-	switch {
-	case errors.As(err, &fault):
-		return nil, &callError{Method: method, Kind: kindFault, Code: fault.Code, Msg: fault.String}
-	case err != nil:
 		return nil, &callError{Method: method, Kind: kindMalformed, Msg: err.Error()}
 	}
-	return v, nil
+	return c.send(ctx, p)
+}
+
+// send posts a prepared methodCall (geniclient.Prepared: encoded once per
+// client, so that the load generator's CPU goes to sending) and returns the
+// XML-RPC value of the answer.
+func (c *rpcClient) send(ctx context.Context, p geniclient.Prepared) (any, error) {
+	method := p.Method
+	trace := &httptrace.ClientTrace{TLSHandshakeDone: func(tls.ConnectionState, error) { c.handshakes.Add(1) }}
+	rpc := geniclient.RPC{URL: c.url, HTTP: c.http}
+	v, err := rpc.Send(httptrace.WithClientTrace(ctx, trace), p)
+	if err == nil {
+		return v, nil
+	}
+	var (
+		fault  *geniclient.FaultError
+		status *geniclient.HTTPStatusError
+		te     *geniclient.TransportError
+	)
+	switch {
+	case errors.As(err, &fault):
+		return nil, &callError{Method: method, Kind: kindFault, Code: fault.Code, Msg: fault.Msg}
+	case errors.As(err, &status):
+		return nil, &callError{Method: method, Kind: kindHTTP, Code: status.Code, Msg: status.Status}
+	case !errors.As(err, &te): // the call could not be encoded
+		return nil, &callError{Method: method, Kind: kindMalformed, Msg: err.Error()}
+	case errors.Is(te.Err, geniclient.ErrNotXMLRPC):
+		return nil, &callError{Method: method, Kind: kindMalformed, Msg: te.Err.Error()}
+	}
+	return nil, &callError{Method: method, Kind: kindTransport, Msg: te.Err.Error()}
 }
 
 // callAM makes an AM API v3 call and returns the value of its return struct
@@ -183,23 +186,25 @@ func (c *rpcClient) callAM(ctx context.Context, method string, params ...any) (a
 	return geniValue(method, v)
 }
 
-// geniValue checks a v3 return struct {code: {geni_code}, value, output}.
+// sendAM is callAM for a prepared call.
+func (c *rpcClient) sendAM(ctx context.Context, p geniclient.Prepared) (any, error) {
+	v, err := c.send(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return geniValue(p.Method, v)
+}
+
+// geniValue is the value of a v3 return struct (geniclient.ReturnValue),
+// its failures as callErrors.
 func geniValue(method string, v any) (any, error) {
-	ret, ok := v.(map[string]any)
-	if !ok {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: fmt.Sprintf("the answer is %s, not a return struct", geniclient.TypeName(v))}
+	r, err := geniclient.ReturnValue(method, v)
+	var ge *geniclient.GENIError
+	switch {
+	case errors.As(err, &ge):
+		return nil, &callError{Method: method, Kind: kindGENI, Code: ge.Code, Msg: ge.Output}
+	case err != nil:
+		return nil, &callError{Method: method, Kind: kindMalformed, Msg: err.Error()}
 	}
-	code, ok := ret["code"].(map[string]any)
-	if !ok {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: "the return struct has no code struct"}
-	}
-	n, ok := code["geni_code"].(int64)
-	if !ok {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: "the code struct has no integer geni_code"}
-	}
-	if n != 0 {
-		out, _ := ret["output"].(string)
-		return nil, &callError{Method: method, Kind: kindGENI, Code: int(n), Msg: out}
-	}
-	return ret["value"], nil
+	return r.Value, nil
 }
