@@ -1,17 +1,18 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -418,7 +419,11 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 	w.ok([]string{"-a", "geniam", "describe", "demo"}, "/data/")
 	r = w.ok([]string{"-a", "geniam", "data", "demo"}, "data of server: ", "data of once: ", "(live node1)")
 	for _, node := range []string{"server", "once"} {
-		names := tarNames(t, filepath.Join(w.dir, "demo-"+node+"-data.tar"))
+		tar, err := os.ReadFile(filepath.Join(w.dir, "demo-"+node+"-data.tar"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := tarNames(t, bytes.NewReader(tar))
 		if !strings.Contains(strings.Join(names, " "), "hello.txt") {
 			t.Errorf("%s's /data tar holds %v, want the demo's hello.txt", node, names)
 		}
@@ -428,25 +433,10 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 	w.fails(6, []string{"-a", "geniam", "data", "demo"}, "has no slivers at geniam (deleted or expired?)")
 }
 
-func tarNames(t *testing.T, file string) []string {
+// tarNames lists the regular files of a tar, in order.
+func tarNames(t *testing.T, r io.Reader) []string {
 	t.Helper()
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var names []string
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return names
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		names = append(names, h.Name)
-	}
+	return slices.Sorted(maps.Keys(amtest.TarFiles(t, r)))
 }
 
 // loginAndLogs checks geni ssh and geni logs on a node: geni follows the
