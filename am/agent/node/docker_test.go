@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"archive/tar"
 	"errors"
 	"io"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/node"
+	"github.com/geniam/geniam/am/amtest"
 )
 
 // Tests against the real Docker engine. Each uses its own agent (own state
@@ -176,25 +176,7 @@ func readTar(t *testing.T, a *testAgent, id string) map[string]string {
 	rc, err := a.client.Data(ctxT(t, time.Minute), id)
 	must(t, err)
 	defer rc.Close()
-	return tarFiles(t, rc)
-}
-
-func tarFiles(t *testing.T, r io.Reader) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		must(t, err)
-		if h.Typeflag == tar.TypeReg {
-			b, err := io.ReadAll(tr)
-			must(t, err)
-			out[h.Name] = string(b)
-		}
-	}
+	return amtest.TarFiles(t, rc)
 }
 
 // The image has no /bin/sh: the engine's exec finds that out.
@@ -416,7 +398,7 @@ func TestV1Paths(t *testing.T) {
 		if ct := resp.Header.Get("Content-Type"); ct != "application/x-tar" {
 			t.Fatalf("emitDataVolume content type %q", ct)
 		}
-		files := tarFiles(t, resp.Body)
+		files := amtest.TarFiles(t, resp.Body)
 		resp.Body.Close()
 		if files["image/data/out.csv"] != "1,2,3\n" {
 			t.Fatalf("v1 tar: %v", files)

@@ -11,7 +11,6 @@ import (
 	"log"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,6 +27,7 @@ import (
 	"github.com/geniam/geniam/am/agent/node"
 	"github.com/geniam/geniam/am/agent/runtimetest"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 )
 
 // The test image: a static Go program (testdata/prog) in an image built
@@ -61,8 +61,8 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(tmp)
 		testTmp = tmp
 		flag.Parse()
-		if isFuzzing() {
-			dockerSkip = "fuzzing: the test image is not built"
+		if imagetest.NoImageRun() {
+			dockerSkip = "fuzzing or listing: the test image is not built"
 		} else if err := buildImage(tmp); err != nil {
 			dockerSkip = err.Error()
 		} else {
@@ -73,15 +73,6 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	os.Exit(code)
-}
-
-func isFuzzing() bool {
-	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
-		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
-			return true
-		}
-	}
-	return false
 }
 
 // buildImage builds and saves the test image, or says why it cannot.
@@ -121,10 +112,7 @@ func cleanupEngine() {
 		return
 	}
 	removeContainers(instance)
-	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=geniam-cli-bench="+instance).Output()
-	for _, id := range strings.Fields(string(out)) {
-		_ = exec.Command("docker", "rm", "-f", id).Run()
-	}
+	imagetest.RemoveContainers("geniam-cli-bench", instance)
 	for _, id := range append(extraImages, imageID) {
 		if id != "" {
 			_ = exec.Command("docker", "rmi", "-f", id).Run()
@@ -134,15 +122,7 @@ func cleanupEngine() {
 
 // removeContainers force-removes the containers whose agent-instance label
 // starts with prefix (each test agent has instance "<run>-<random>").
-func removeContainers(prefix string) {
-	out, _ := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance,
-		"--format", `{{.ID}} {{.Label "`+agent.LabelInstance+`"}}`).Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if id, inst, ok := strings.Cut(line, " "); ok && strings.HasPrefix(inst, prefix) {
-			_ = exec.Command("docker", "rm", "-f", id).Run()
-		}
-	}
-}
+func removeContainers(prefix string) { imagetest.RemoveContainers(agent.LabelInstance, prefix) }
 
 // countingReader wraps r and returns a function that says how many bytes
 // have been read through it (a LimitedReader that never reaches its limit).
@@ -155,13 +135,7 @@ func countingReader(r io.Reader) (io.Reader, func() int64) {
 // GENIAM_REQUIRE_DOCKER=1 makes that a failure.
 func needDocker(tb testing.TB) {
 	tb.Helper()
-	if dockerSkip == "" {
-		return
-	}
-	if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
-		tb.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1) but unavailable: %s", dockerSkip)
-	}
-	tb.Skipf("skipping: Docker unavailable: %s", dockerSkip)
+	imagetest.NeedDocker(tb, dockerSkip)
 }
 
 // pki is the test PKI: a CA for the aggregate and agents, the agent's server
@@ -179,27 +153,12 @@ type pki struct {
 
 func newPKI(tb testing.TB, dir string) *pki {
 	tb.Helper()
-	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+ca", KeyBits: 2048})
-	must(tb, err)
-	srv, err := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+agent1", IPs: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}, KeyBits: 2048})
-	must(tb, err)
-	p := &pki{dir: dir, clientURN: "urn:publicid:IDN+geniam.test+authority+am"}
-	cli, err := ca.Issue(devpki.Options{URN: p.clientURN, KeyBits: 2048})
-	must(tb, err)
-	other, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+elsewhere+authority+ca", KeyBits: 2048})
-	must(tb, err)
-	stranger, err := other.Issue(devpki.Options{URN: "urn:publicid:IDN+elsewhere+user+mallory", KeyBits: 2048})
-	must(tb, err)
-	p.caFile = filepath.Join(dir, "ca.pem")
-	must(tb, os.WriteFile(p.caFile, ca.CertPEM(), 0o644))
-	p.otherCA = filepath.Join(dir, "other-ca.pem")
-	must(tb, os.WriteFile(p.otherCA, other.CertPEM(), 0o644))
-	p.serverCert, p.serverKey, err = srv.WriteFiles(dir, "agent")
-	must(tb, err)
-	p.clientCert, p.clientKey, err = cli.WriteFiles(dir, "am")
-	must(tb, err)
-	p.strangerCert, p.strangerKey, err = stranger.WriteFiles(dir, "mallory")
-	must(tb, err)
+	ca := pkitest.NewIn(tb, filepath.Join(dir, "ca"), devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+ca"})
+	other := pkitest.NewIn(tb, filepath.Join(dir, "other"), devpki.Options{URN: "urn:publicid:IDN+elsewhere+authority+ca"})
+	p := &pki{dir: dir, caFile: ca.CertFile, otherCA: other.CertFile, clientURN: "urn:publicid:IDN+geniam.test+authority+am"}
+	p.serverCert, p.serverKey = ca.Files(ca.Server(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+agent1"}), "agent")
+	p.clientCert, p.clientKey = ca.Files(ca.Issue(devpki.Options{URN: p.clientURN}), "am")
+	p.strangerCert, p.strangerKey = other.Files(other.Issue(devpki.Options{URN: "urn:publicid:IDN+elsewhere+user+mallory"}), "mallory")
 	return p
 }
 

@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,29 +16,13 @@ import (
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
 	"github.com/geniam/geniam/am/agent/node"
+	"github.com/geniam/geniam/am/amtest"
 )
 
 // These tests need no engine: they stop at TLS or at request checking.
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestMutualTLS(t *testing.T) {
-	var logs syncBuffer
+	var logs amtest.LogBuffer
 	cfg := testConfig(t)
 	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 	a := startAgent(t, cfg)

@@ -7,8 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/credentials/devpki"
 )
+
+// The edge against clients that are not ours, run as processes over real
+// mutual TLS: Python's xmlrpc.client (what omni is built on) and curl.
 
 // pythonClient calls the AM over mutual TLS with Python's xmlrpc.client, the
 // library omni is built on, and applies the type checks of the acceptance
@@ -61,27 +65,43 @@ print("FAIL " + ", ".join(fail) if fail else "OK")
 `
 
 func TestPythonClientTLS(t *testing.T) {
-	python := "/usr/bin/python3"
-	if _, err := os.Stat(python); err != nil {
-		t.Skip("no /usr/bin/python3")
-	}
+	client := amtest.Python(t, pythonClient)
 	p := newTestPKI(t)
 	log, logs := newLogger()
 	url, _ := startServer(t, NewHandler(&fakeAM{}, HandlerOptions{Logger: log}), p, true, log)
-	alice, err := p.ca.Issue(devpki.Options{URN: aliceURN, Email: "alice@example.org"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := alice.WriteFiles(p.dir, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := filepath.Join(p.dir, "client.py")
-	if err := os.WriteFile(script, []byte(pythonClient), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(python, script, url, p.caCertFile, certFile, keyFile).CombinedOutput()
+	certFile, keyFile := p.Files(p.Issue(devpki.Options{URN: aliceURN, Email: "alice@example.org"}), "alice")
+	out, err := client(url, p.CertFile, certFile, keyFile)
 	if err != nil || strings.TrimSpace(string(out)) != "OK" {
 		t.Fatalf("python client: %v\n%s\nserver log:\n%s", err, out, logs)
+	}
+}
+
+// TestOversizedBodyAnsweredForCurl (issue 13, item 8): curl sending a body
+// over the limit reads the fault that names the limit, instead of
+// "Connection reset by peer".
+func TestOversizedBodyAnsweredForCurl(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl not installed")
+	}
+	p := newTestPKI(t)
+	log, _ := newLogger()
+	url, _ := startServer(t, NewHandler(&fakeAM{}, HandlerOptions{Logger: log}), p, false, log)
+	certFile, keyFile := p.Files(p.Issue(devpki.Options{URN: aliceURN}), "alice")
+	body := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(body, []byte(callHead+"<string>"+strings.Repeat("x", 16<<20)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, chunked := range []bool{false, true} {
+		args := []string{"-sS", "--cacert", p.CertFile, "--cert", certFile,
+			"--key", keyFile, "-H", "Content-Type: text/xml", "--data-binary", "@" + body,
+			"-w", "\nHTTP %{http_code}", url}
+		if chunked {
+			args = append(args, "-H", "Transfer-Encoding: chunked")
+		}
+		out, err := exec.Command("curl", args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "exceeds the limit of 4194304 bytes") {
+			t.Fatalf("curl, 16 MiB (chunked %v): %v\n%.2000s", chunked, err, out)
+		}
+		t.Logf("curl, 16 MiB body (chunked %v): a fault naming the limit", chunked)
 	}
 }
