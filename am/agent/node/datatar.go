@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -481,7 +482,7 @@ func clearDir(dir string) error {
 	for {
 		names, err := d.Readdirnames(1024)
 		for _, name := range names {
-			if err := r.RemoveAll(name); err != nil {
+			if err := removeRacing(r, name); err != nil {
 				return err
 			}
 		}
@@ -491,4 +492,21 @@ func clearDir(dir string) error {
 			return err
 		}
 	}
+}
+
+// removeRacing removes name beneath r while a running container may still
+// be writing there: an entry it renamed away is gone already, and a
+// directory it put a file into as it was being emptied is tried again.
+func removeRacing(r *os.Root, name string) error {
+	var err error
+	for range 10 {
+		err = r.RemoveAll(name)
+		if err == nil || errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+			return err
+		}
+	}
+	return err
 }
