@@ -164,8 +164,9 @@ type scope struct {
 }
 
 // begin resolves urns (one slice URN, or sliver URNs of one slice), checks
-// the credentials against that slice and refuses a shut-down slice.
-func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []string, privileges ...string) (*scope, error) {
+// the credentials against that slice for acc (Method, Privileges; Slice is
+// filled in here) and refuses a shut-down slice unless acc.ShutDownOK.
+func (a *Aggregate) begin(ctx context.Context, c Call, acc Access, urns []string) (*scope, error) {
 	if len(urns) == 0 {
 		return nil, Errorf(BadArgs, "no URNs given: pass one slice URN or the URNs of slivers of one slice")
 	}
@@ -217,7 +218,8 @@ func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []str
 		sc.slivers = sliverURNs
 		AuditFrom(ctx).NoteSlivers(sliverURNs...)
 	}
-	grant, err := a.authorize(ctx, c, Access{Method: method, Slice: sc.slice, Privileges: privileges})
+	acc.Slice = sc.slice
+	grant, err := a.authorize(ctx, c, acc)
 	if err != nil {
 		if sc.slivers != nil {
 			// The caller named slivers, not the slice: the slice may be
@@ -279,7 +281,7 @@ func urnsOf(slivers []Sliver) []string {
 // slice with nothing here gets an empty manifest and no slivers.
 func (a *Aggregate) Describe(ctx context.Context, c Call, urns []string) (*DescribeResult, error) {
 	const op = "Describe"
-	sc, err := a.begin(ctx, c, op, urns, privDescribe)
+	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privDescribe}}, urns)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -311,7 +313,7 @@ func (a *Aggregate) Describe(ctx context.Context, c Call, urns []string) (*Descr
 // Status reports the dynamic state of slivers, always with geni_error.
 func (a *Aggregate) Status(ctx context.Context, c Call, urns []string) (*StatusResult, error) {
 	const op = "Status"
-	sc, err := a.begin(ctx, c, op, urns, privDescribe)
+	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privDescribe}}, urns)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -492,7 +494,7 @@ func (a *Aggregate) newSliverURN() string {
 // lifetime capped by the credential, geni_end_time and MaxLease.
 func (a *Aggregate) Provision(ctx context.Context, c Call, urns []string) (*AllocateResult, error) {
 	const op = "Provision"
-	sc, err := a.begin(ctx, c, op, urns, privCreate)
+	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privCreate}}, urns)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -610,7 +612,7 @@ func geniError(err error) string {
 // cap. A time in the past is always OUTOFRANGE.
 func (a *Aggregate) Renew(ctx context.Context, c Call, urns []string, expiration time.Time) ([]SliverStatus, error) {
 	const op = "Renew"
-	sc, err := a.begin(ctx, c, op, urns, privRenew)
+	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privRenew}}, urns)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -662,7 +664,7 @@ func (a *Aggregate) Renew(ctx context.Context, c Call, urns []string, expiration
 // slivers; a Provisioner carries them out on the nodes.
 func (a *Aggregate) PerformOperationalAction(ctx context.Context, c Call, urns []string, action string) ([]SliverStatus, error) {
 	const op = "PerformOperationalAction"
-	sc, err := a.begin(ctx, c, op, urns, privCreate)
+	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privCreate}}, urns)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -833,7 +835,8 @@ func mergeUsers(have, update []User) []User {
 // always be deleted), so geni_best_effort changes nothing here.
 func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]SliverStatus, error) {
 	const op = "Delete"
-	sc, err := a.begin(ctx, c, op, urns, privDelete)
+	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privDelete},
+		ShutDownOK: true}, urns) // the store's Delete refuses a shut-down slice in its own statement
 	if err != nil {
 		return nil, opErr(op, err)
 	}
