@@ -164,9 +164,15 @@ type scope struct {
 }
 
 // begin resolves urns (one slice URN, or sliver URNs of one slice), checks
-// the credentials against that slice for acc (Method, Privileges; Slice is
-// filled in here) and refuses a shut-down slice unless acc.ShutDownOK.
-func (a *Aggregate) begin(ctx context.Context, c Call, acc Access, urns []string) (*scope, error) {
+// the credentials against that slice and refuses a shut-down slice.
+func (a *Aggregate) begin(ctx context.Context, c Call, method string, urns []string, privileges ...string) (*scope, error) {
+	return a.beginAccess(ctx, c, Access{Method: method, Privileges: privileges}, urns)
+}
+
+// beginAccess is begin with the gate's Access spelt out (its Slice is
+// filled in here), for a call that needs more than the method and
+// privileges (ShutDownOK).
+func (a *Aggregate) beginAccess(ctx context.Context, c Call, acc Access, urns []string) (*scope, error) {
 	if len(urns) == 0 {
 		return nil, Errorf(BadArgs, "no URNs given: pass one slice URN or the URNs of slivers of one slice")
 	}
@@ -281,7 +287,7 @@ func urnsOf(slivers []Sliver) []string {
 // slice with nothing here gets an empty manifest and no slivers.
 func (a *Aggregate) Describe(ctx context.Context, c Call, urns []string) (*DescribeResult, error) {
 	const op = "Describe"
-	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privDescribe}}, urns)
+	sc, err := a.begin(ctx, c, op, urns, privDescribe)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -313,7 +319,7 @@ func (a *Aggregate) Describe(ctx context.Context, c Call, urns []string) (*Descr
 // Status reports the dynamic state of slivers, always with geni_error.
 func (a *Aggregate) Status(ctx context.Context, c Call, urns []string) (*StatusResult, error) {
 	const op = "Status"
-	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privDescribe}}, urns)
+	sc, err := a.begin(ctx, c, op, urns, privDescribe)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -494,7 +500,7 @@ func (a *Aggregate) newSliverURN() string {
 // lifetime capped by the credential, geni_end_time and MaxLease.
 func (a *Aggregate) Provision(ctx context.Context, c Call, urns []string) (*AllocateResult, error) {
 	const op = "Provision"
-	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privCreate}}, urns)
+	sc, err := a.begin(ctx, c, op, urns, privCreate)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -612,7 +618,7 @@ func geniError(err error) string {
 // cap. A time in the past is always OUTOFRANGE.
 func (a *Aggregate) Renew(ctx context.Context, c Call, urns []string, expiration time.Time) ([]SliverStatus, error) {
 	const op = "Renew"
-	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privRenew}}, urns)
+	sc, err := a.begin(ctx, c, op, urns, privRenew)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -664,7 +670,7 @@ func (a *Aggregate) Renew(ctx context.Context, c Call, urns []string, expiration
 // slivers; a Provisioner carries them out on the nodes.
 func (a *Aggregate) PerformOperationalAction(ctx context.Context, c Call, urns []string, action string) ([]SliverStatus, error) {
 	const op = "PerformOperationalAction"
-	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privCreate}}, urns)
+	sc, err := a.begin(ctx, c, op, urns, privCreate)
 	if err != nil {
 		return nil, opErr(op, err)
 	}
@@ -835,8 +841,10 @@ func mergeUsers(have, update []User) []User {
 // always be deleted), so geni_best_effort changes nothing here.
 func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]SliverStatus, error) {
 	const op = "Delete"
-	sc, err := a.begin(ctx, c, Access{Method: op, Privileges: []string{privDelete},
-		ShutDownOK: true}, urns) // the store's Delete refuses a shut-down slice in its own statement
+	// The store's Delete refuses a shut-down slice to all but an operator
+	// itself (DeleteTx.Operator), in its transaction: the gate's own check
+	// would cost a round trip more and could race with Shutdown.
+	sc, err := a.beginAccess(ctx, c, Access{Method: op, Privileges: []string{privDelete}, ShutDownOK: true}, urns)
 	if err != nil {
 		return nil, opErr(op, err)
 	}

@@ -89,8 +89,9 @@ type Access struct {
 	NewWork bool
 	// ShutDownOK skips the gate's shut-down check: for Shutdown itself
 	// (which answers true again), and for Allocate and Delete, whose store
-	// statement refuses a shut-down slice itself, race-free and without a
-	// round trip of its own (AllocateTx.Operator, DeleteTx.Operator).
+	// transactions refuse a shut-down slice themselves, race-free and
+	// without a round trip of their own (AllocateTx.Operator,
+	// DeleteTx.Operator).
 	ShutDownOK bool
 	// IdentityOnly marks a request that carries no credentials because the
 	// entry point has established who Caller is itself (a console viewer by

@@ -252,6 +252,9 @@ func (s LinkSupport) Transports() []string {
 // or (for a link spanning nodes) VXLAN. Refused here, at Allocate, rather
 // than as a failed sliver at Provision.
 func checkLinkSupport(links []LinkRequest, slivers []Sliver, nodes []Node) error {
+	if len(links) == 0 {
+		return nil // the usual request, planned on every Allocate: no index of all the nodes to build
+	}
 	byName := make(map[string]*Node, len(nodes))
 	for i := range nodes {
 		byName[nodes[i].Name] = &nodes[i]

@@ -174,11 +174,7 @@ func (w *AuditWriter) flush(batch []*am.AuditRecord) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if w.spool != nil {
-		rows := make([]auditRow, len(batch))
-		for i, rec := range batch {
-			rows[i] = rowOf(rec)
-		}
-		n, serr := w.spool.add(rows)
+		n, serr := w.spool.add(rowsOf(batch))
 		w.spooled.Add(uint64(n))
 		w.spoolBytes.Store(w.spool.size)
 		if n > 0 && !w.spooling {
@@ -236,11 +232,27 @@ const insertAudit = `INSERT INTO audit_log (at, log_id, method, remote_addr, cal
 
 // WriteAudit inserts records synchronously, in one round trip.
 func WriteAudit(ctx context.Context, pool *pgxpool.Pool, recs ...*am.AuditRecord) error {
+	return writeRows(ctx, pool, insertAudit, rowsOf(recs))
+}
+
+func rowsOf(recs []*am.AuditRecord) []auditRow {
 	rows := make([]auditRow, len(recs))
 	for i, rec := range recs {
 		rows[i] = rowOf(rec)
 	}
-	return writeRows(ctx, pool, insertAudit, rows)
+	return rows
+}
+
+// insertSessionAudit is insertAudit for SSH session events: every aggregate
+// process reads each event from the agent's change feed, and the first row
+// wins (migration 0012's audit_log_ssh_once).
+const insertSessionAudit = insertAudit + ` ON CONFLICT (log_id, at) WHERE method = 'SSH' DO NOTHING`
+
+// AuditSessions writes the audit rows of SSH session events (method SSH,
+// log id the session's), synchronously and in one round trip, each once
+// however often it is written.
+func (s *Store) AuditSessions(ctx context.Context, recs ...*am.AuditRecord) error {
+	return writeRows(ctx, s.pool, insertSessionAudit, rowsOf(recs))
 }
 
 // ---- settings and counters the policy reads ----

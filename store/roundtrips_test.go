@@ -67,11 +67,11 @@ func itoa(n int) string {
 	return itoa(n/10) + string(rune('0'+n%10))
 }
 
-// Allocate and Delete are one round trip each to PostgreSQL: Allocate's
-// write is one statement (geniam_allocate) on the recent node list; Delete is
-// one statement (geniam_delete), which also refuses a shut-down slice.
-// Counted once the connection's statement cache is warm, as it is in a
-// running aggregate.
+// Allocate and Delete are as few round trips to PostgreSQL as their
+// semantics allow: Allocate's write is one statement (geniam_allocate) on the
+// recent node list; Delete's is one statement too (geniam_delete, which
+// also refuses a shut-down slice to all but operators). Counted once the connection's statement cache is
+// warm, as it is in a running aggregate.
 func TestRoundTripsOfAllocateAndDelete(t *testing.T) {
 	ctx := context.Background()
 	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(t))

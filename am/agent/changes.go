@@ -36,10 +36,11 @@ type ContainerEvent struct {
 // changes. It starts at the start time in nanoseconds, so a restarted agent
 // never repeats a number the aggregate has seen.
 type changes struct {
-	mu     sync.Mutex
-	seq    uint64
-	recent []changed     // the last maxRecent changes, oldest first
-	wake   chan struct{} // closed at the next change
+	mu       sync.Mutex
+	seq      uint64
+	recent   []changed      // the last maxRecent changes, oldest first
+	sessions []SessionEvent // the last maxSessions SSH session events, oldest first
+	wake     chan struct{}  // closed at the next change
 }
 
 type changed struct {
@@ -49,6 +50,10 @@ type changed struct {
 
 const maxRecent = 4096
 
+// maxSessions bounds the SSH session events kept for the aggregate: far
+// more than its long polls (one at least every 25 s) let pile up.
+const maxSessions = 1024
+
 func newChanges() *changes {
 	return &changes{seq: uint64(time.Now().UnixNano()), wake: make(chan struct{})}
 }
@@ -56,6 +61,35 @@ func newChanges() *changes {
 // bump records a change of sliver id ("": of anything).
 func (c *changes) bump(id string) {
 	c.mu.Lock()
+	c.bumpLocked(id)
+	c.mu.Unlock()
+}
+
+// session records an SSH session's start or end as a change of its sliver.
+func (c *changes) session(ev SessionEvent) {
+	c.mu.Lock()
+	c.bumpLocked(ev.Sliver)
+	ev.Seq = c.seq
+	if len(c.sessions) == maxSessions {
+		c.sessions = append(c.sessions[:0], c.sessions[maxSessions/2:]...)
+	}
+	c.sessions = append(c.sessions, ev)
+	c.mu.Unlock()
+}
+
+// sessionsSince returns the session events recorded after seq after that
+// are still kept.
+func (c *changes) sessionsSince(after uint64) []SessionEvent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := len(c.sessions)
+	for i > 0 && c.sessions[i-1].Seq > after {
+		i--
+	}
+	return append([]SessionEvent(nil), c.sessions[i:]...)
+}
+
+func (c *changes) bumpLocked(id string) {
 	c.seq++
 	if len(c.recent) == maxRecent {
 		c.recent = append(c.recent[:0], c.recent[maxRecent/2:]...)
@@ -63,7 +97,6 @@ func (c *changes) bump(id string) {
 	c.recent = append(c.recent, changed{c.seq, id})
 	close(c.wake)
 	c.wake = make(chan struct{})
-	c.mu.Unlock()
 }
 
 // since returns the slivers changed after seq after, or all=true when the
@@ -116,7 +149,7 @@ func (s *Service) WaitChange(ctx context.Context, after uint64, wait time.Durati
 	defer cancel()
 	s.changes.wait(ctx, after)
 	seq, ids, all := s.changes.since(after)
-	return ChangesAnswer{Seq: seq, Slivers: ids, All: all}
+	return ChangesAnswer{Seq: seq, Slivers: ids, All: all, Sessions: s.changes.sessionsSince(after)}
 }
 
 // watchEngine follows the engine's events of this agent's containers while
@@ -152,7 +185,36 @@ type ChangesAnswer struct {
 	Seq     uint64   `json:"seq"`
 	Slivers []string `json:"slivers,omitempty"` // the slivers changed since after
 	All     bool     `json:"all,omitempty"`     // the agent cannot name them: check every sliver
+	// Sessions are the SSH sessions' starts and ends since after, as far as
+	// the agent still keeps them (the last maxSessions, since it started):
+	// the aggregate writes an audit row for each.
+	Sessions []SessionEvent `json:"sessions,omitempty"`
 }
+
+// SessionEvent is the start or end of an SSH session in a sliver's
+// container (package sshlogin).
+type SessionEvent struct {
+	Seq       uint64    `json:"seq"`        // the change number it was recorded under
+	Session   string    `json:"session"`    // the same for a session's start and end (its log id)
+	Event     string    `json:"event"`      // SessionStart or SessionEnd
+	Sliver    string    `json:"sliver"`     // sliver id (the SSH user name)
+	SliverURN string    `json:"sliver_urn"` // as the agent's record has them
+	SliceURN  string    `json:"slice_urn"`
+	User      string    `json:"user"` // URN of the geni_users entry whose key logged in
+	Key       string    `json:"key"`  // that key's SHA256 fingerprint
+	Remote    string    `json:"remote"`
+	At        time.Time `json:"at"`
+	Command   string    `json:"command,omitempty"` // what ran: "shell /bin/sh", "exec", "subsystem sftp"
+	// ExitStatus is the process's exit status at SessionEnd; nil when the
+	// session ended without one (the connection closed, access ended).
+	ExitStatus *int `json:"exit_status,omitempty"`
+}
+
+// The events of a session.
+const (
+	SessionStart = "start"
+	SessionEnd   = "end"
+)
 
 // maxChangesWait bounds one long poll (under the server's timeouts).
 const maxChangesWait = 60 * time.Second

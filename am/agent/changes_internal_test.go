@@ -49,3 +49,29 @@ func TestChangesSince(t *testing.T) {
 		t.Errorf("after wait: %v", ids)
 	}
 }
+
+// TestChangesSessions: SSH session events ride on the change feed, each a
+// change of its sliver, and a poll gets those after its number, as far as
+// they are kept (a first poll gets all of them).
+func TestChangesSessions(t *testing.T) {
+	c := newChanges()
+	start := c.seq
+	c.session(SessionEvent{Session: "s1", Event: SessionStart, Sliver: "a"})
+	c.bump("b")
+	c.session(SessionEvent{Session: "s1", Event: SessionEnd, Sliver: "a"})
+	if _, ids, all := c.since(start); all || !slices.Equal(ids, []string{"a", "b"}) {
+		t.Errorf("session events are changes of their sliver: %v %v", ids, all)
+	}
+	if evs := c.sessionsSince(start + 1); len(evs) != 1 || evs[0].Event != SessionEnd || evs[0].Seq != start+3 {
+		t.Errorf("since the first event: %+v", evs)
+	}
+	if evs := c.sessionsSince(0); len(evs) != 2 {
+		t.Errorf("a first poll: %+v", evs)
+	}
+	for i := 0; i < maxSessions+10; i++ {
+		c.session(SessionEvent{Sliver: "x"})
+	}
+	if evs := c.sessionsSince(0); len(evs) > maxSessions || evs[len(evs)-1].Seq != c.seq {
+		t.Errorf("bounded: %d kept, last %d of %d", len(evs), evs[len(evs)-1].Seq, c.seq)
+	}
+}

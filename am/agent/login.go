@@ -88,6 +88,10 @@ func (s *Service) LoginTarget(id string) (LoginTarget, error) {
 		Users: append([]User(nil), r.Spec.Users...)}, nil
 }
 
+// NoteSession records an SSH session's start or end in the change feed,
+// from which the aggregate writes its audit row.
+func (s *Service) NoteSession(ev SessionEvent) { s.changes.session(ev) }
+
 // login is the Status' login field for a record with a container.
 func (s *Service) login(r *record) *Login {
 	if s.cfg.LoginPort <= 0 || r.ContainerID == "" {

@@ -1,6 +1,7 @@
 package amtest
 
 import (
+	"sync"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -23,4 +24,33 @@ func (a *Authorizer) Authorize(req am.AuthRequest) (*am.Authorization, error) {
 		user = req.Caller.URN
 	}
 	return &am.Authorization{User: user, Expires: req.Now.Add(24 * time.Hour), Privileges: req.Privileges}, nil
+}
+
+// Auditor is an am.Auditor that keeps every record handed to it.
+type Auditor struct {
+	mu   sync.Mutex
+	recs []*am.AuditRecord
+}
+
+// Audit keeps rec.
+func (a *Auditor) Audit(rec *am.AuditRecord) {
+	a.mu.Lock()
+	a.recs = append(a.recs, rec)
+	a.mu.Unlock()
+}
+
+// Records returns the records kept so far, oldest first.
+func (a *Auditor) Records() []*am.AuditRecord {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*am.AuditRecord(nil), a.recs...)
+}
+
+// Last returns the latest record, nil when there is none.
+func (a *Auditor) Last() *am.AuditRecord {
+	recs := a.Records()
+	if len(recs) == 0 {
+		return nil
+	}
+	return recs[len(recs)-1]
 }

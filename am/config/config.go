@@ -28,6 +28,7 @@ type Config struct {
 	URL          string       `mapstructure:"url" doc:"absolute URL clients use (geni_api_versions); empty: https://<listen>/" default:""`
 	AMURN        string       `mapstructure:"am_urn" doc:"the aggregate's URN; its authority part names slivers and nodes" default:"urn:publicid:IDN+geniam.localhost+authority+am"`
 	VarDir       string       `mapstructure:"var_dir" doc:"directory for state the aggregate keeps on disk (dev cluster, dev PKI, data archives)" default:"./var"`
+	Operators    string       `mapstructure:"operators" doc:"user URNs (comma- or space-separated) of the aggregate's operators, at every entry point (am.Gate): they may act on shut-down slices, their client certificates open the console's operator view, and they see every slice there" default:""`
 	TLS          TLS          `mapstructure:"tls"`
 	DB           DB           `mapstructure:"db"`
 	Limits       Limits       `mapstructure:"limits"`
@@ -166,7 +167,7 @@ type Operations struct {
 // Console is the web console (am/console, docs/operator.md).
 type Console struct {
 	Listen    string        `mapstructure:"listen" doc:"address of the web console (HTTPS with the aggregate's certificate and trusted roots; a GENI client certificate is asked for, not required); keep it on loopback or a management network; empty disables it (make run serves it on 127.0.0.1:9102)" default:""`
-	Operators string        `mapstructure:"operators" doc:"user URNs (comma- or space-separated) whose client certificates open the operator view; anyone else with a trusted certificate sees their own slices" default:""`
+	Operators string        `mapstructure:"operators" doc:"deprecated alias of the top-level operators (still read, added to it, with a warning at start)" default:""`
 	Token     string        `mapstructure:"token" doc:"a secret (at least 16 characters) that opens the operator view from the console's login page, for browsers without an operator certificate; empty: certificates only" default:""`
 	Poll      time.Duration `mapstructure:"poll" doc:"how often the console looks for changes to push to open pages (one small query per interval while a page is open)" default:"1s"`
 }
@@ -238,6 +239,12 @@ func (c *Config) Validate() error {
 	if p := c.Provisioning; p.IdleStop < 0 || (p.IdleStop > 0 && (p.IdleWarn < 0 || p.IdleWarn >= p.IdleStop)) {
 		return fmt.Errorf("config: provisioning.idle_warn (%s) must be shorter than provisioning.idle_stop (%s)", p.IdleWarn, p.IdleStop)
 	}
+	for _, o := range c.OperatorURNs() {
+		// A typo would silently leave the operator without their rights.
+		if u, err := am.ParseURN(o); err != nil || u.Type != "user" {
+			return fmt.Errorf("config: operators: %q is not a user URN (urn:publicid:IDN+<authority>+user+<name>)", o)
+		}
+	}
 	if c.Console.Token != "" && len(c.Console.Token) < 16 {
 		return fmt.Errorf("config: console.token must be at least 16 characters")
 	}
@@ -253,6 +260,27 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// OperatorURNs are the operators of the aggregate: the top-level operators
+// key and its deprecated alias console.operators together, so that a
+// configuration written before the alias moved keeps its operators.
+func (c *Config) OperatorURNs() []string {
+	return append(List(c.Operators), List(c.Console.Operators)...)
+}
+
+// Deprecated names the deprecated keys the configuration sets, each with
+// its replacement, for the aggregate to warn about at start.
+func (c *Config) Deprecated() []string {
+	if c.Console.Operators != "" {
+		return []string{"console.operators is deprecated: move its URNs to the top-level operators key (both are read meanwhile)"}
+	}
+	return nil
+}
+
+// List splits a list value: items separated by commas or white space.
+func List(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
 }
 
 // Authority is the authority part of the AM URN (e.g. "geniam.localhost").

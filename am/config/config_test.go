@@ -65,6 +65,8 @@ func TestValidate(t *testing.T) {
 		{"GENIAM_LIMITS_MAX_BODY", "10"},
 		{"GENIAM_CONSOLE_TOKEN", "short"},
 		{"GENIAM_CONSOLE_POLL", "1ms"},
+		{"GENIAM_OPERATORS", "urn:publicid:IDN+x+slice+s"},
+		{"GENIAM_CONSOLE_OPERATORS", "carol"},
 	} {
 		t.Run(env[0], func(t *testing.T) {
 			t.Setenv(env[0], env[1])
@@ -75,6 +77,23 @@ func TestValidate(t *testing.T) {
 	}
 	if _, err := Load("/nonexistent/geniam.yaml", nil); err == nil {
 		t.Fatal("missing config file accepted")
+	}
+}
+
+// The operators are one key; console.operators, its deprecated alias, still
+// adds to it and is named for the warning at start.
+func TestOperatorsAndAlias(t *testing.T) {
+	const ops, old = "urn:publicid:IDN+x+user+ops", "urn:publicid:IDN+x+user+carol"
+	t.Setenv("GENIAM_OPERATORS", ops)
+	c, err := Load("", nil)
+	if err != nil || strings.Join(c.OperatorURNs(), " ") != ops || len(c.Deprecated()) != 0 {
+		t.Fatalf("operators: %v %v %v", c.OperatorURNs(), c.Deprecated(), err)
+	}
+	t.Setenv("GENIAM_CONSOLE_OPERATORS", old)
+	c, err = Load("", nil)
+	if err != nil || strings.Join(c.OperatorURNs(), " ") != ops+" "+old || len(c.Deprecated()) != 1 ||
+		!strings.Contains(c.Deprecated()[0], "console.operators") {
+		t.Fatalf("alias: %v %v %v", c.OperatorURNs(), c.Deprecated(), err)
 	}
 }
 

@@ -15,7 +15,11 @@ import (
 // over time, drawn here as SVG (no chart library to vendor). Operators only:
 // it counts every slice.
 func (c *Console) usageSVG(w http.ResponseWriter, r *http.Request) {
-	v := c.viewerOf(r)
+	v, err := c.viewerOf(r)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
 	if v == nil || !v.Operator {
 		http.Error(w, forbidden.Msg, http.StatusForbidden)
 		return

@@ -8,7 +8,8 @@
 // can do is download a sliver's /data, which goes through the AM listener's
 // own handler and its credential check.
 //
-// Who sees what is decided in access.go alone.
+// Who sees what is decided by the aggregate's gate (am.Gate), asked in
+// access.go alone.
 package console
 
 import (
@@ -45,10 +46,12 @@ type Source interface {
 
 // Config wires the console.
 type Config struct {
-	Source    Source
-	Operators []string      // user URNs whose certificates open the operator view
-	Token     string        // operator token for the login page; "" disables it
-	Poll      time.Duration // how often /events looks for changes (default 1s)
+	Source Source
+	// Gate decides who may see what and keeps the audit trail (the
+	// aggregate's gate; its operators open the operator view). Required.
+	Gate  *am.Gate
+	Token string        // operator token for the login page; "" disables it
+	Poll  time.Duration // how often /events looks for changes (default 1s)
 	// Data is the AM listener's POST /data/<name>.tar handler (nil: this
 	// aggregate runs no provisioner, so there is no /data to download).
 	Data http.Handler
@@ -64,6 +67,8 @@ type Console struct {
 
 	chartMu sync.Mutex
 	charts  map[string]usedChart // by range
+
+	views audited // sliver views audited lately (access.go)
 }
 
 //go:embed templates/*.html
@@ -76,6 +81,9 @@ var staticFS embed.FS
 func New(cfg Config) (*Console, error) {
 	if cfg.Source == nil {
 		return nil, errors.New("console: no source")
+	}
+	if cfg.Gate == nil {
+		return nil, errors.New("console: no gate")
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
@@ -171,9 +179,9 @@ func (c *Console) page(name string, data func(r *http.Request, v *viewer) (strin
 
 // who is viewerOf with an experimenter's slices read.
 func (c *Console) who(r *http.Request) (*viewer, error) {
-	v := c.viewerOf(r)
-	if v == nil || v.Operator {
-		return v, nil
+	v, err := c.viewerOf(r)
+	if err != nil || v == nil || v.Operator {
+		return v, err
 	}
 	s, err := c.cfg.Source.SlicesOfUser(r.Context(), v.User)
 	if err != nil {
@@ -230,7 +238,8 @@ func (c *Console) errorText(r *http.Request, err error) (int, string) {
 }
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
-	c.render(w, http.StatusOK, "login", view{Title: "Sign in", Page: "login", Viewer: c.viewerOf(r), TokenLogin: c.cfg.Token != ""})
+	v, _ := c.viewerOf(r) // a refused certificate may still sign in with the token
+	c.render(w, http.StatusOK, "login", view{Title: "Sign in", Page: "login", Viewer: v, TokenLogin: c.cfg.Token != ""})
 }
 
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {

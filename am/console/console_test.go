@@ -16,23 +16,32 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/store"
 )
 
 const (
-	aliceURN = "urn:publicid:IDN+ch.test+user+alice"
-	opsURN   = "urn:publicid:IDN+ch.test+user+ops"
-	sliceA   = "urn:publicid:IDN+ch.test+slice+a"
-	sliceB   = "urn:publicid:IDN+ch.test+slice+b"
-	token    = "a-token-of-sixteen-chars"
+	aliceURN   = "urn:publicid:IDN+ch.test+user+alice"
+	opsURN     = "urn:publicid:IDN+ch.test+user+ops"
+	malloryURN = "urn:publicid:IDN+ch.test+user+mallory" // on the deny list
+	sliceA     = "urn:publicid:IDN+ch.test+slice+a"
+	sliceB     = "urn:publicid:IDN+ch.test+slice+b"
+	token      = "a-token-of-sixteen-chars"
 )
 
 // fakeSource holds two slivers, alice's in slice a and someone else's in
 // slice b; its change mark moves when mark is bumped.
 type fakeSource struct {
-	mark atomic.Int64
-	fail error // every read fails with it when set
+	mark     atomic.Int64
+	fail     error        // every read fails with it when set
+	shutDown atomic.Value // string: the slice URN shut down
+}
+
+// Slice is the gate's read of a slice's shut-down flag.
+func (f *fakeSource) Slice(ctx context.Context, urn string) (*am.Slice, error) {
+	down, _ := f.shutDown.Load().(string)
+	return &am.Slice{URN: urn, ShutDown: urn == down}, nil
 }
 
 func (f *fakeSource) slivers() []am.Sliver {
@@ -105,15 +114,21 @@ func contains(xs []string, x string) bool {
 }
 
 type tester struct {
-	t   *testing.T
-	c   *Console
-	src *fakeSource
-	ids map[string]*tls.ConnectionState
+	t       *testing.T
+	c       *Console
+	src     *fakeSource
+	ids     map[string]*tls.ConnectionState
+	auditor *amtest.Auditor // the gate's
 }
 
+// newTester serves the console behind a gate whose operator is ops and
+// whose deny list names mallory.
 func newTester(t *testing.T) *tester {
 	src := &fakeSource{}
-	c, err := New(Config{Source: src, Operators: []string{opsURN}, Token: token, Poll: 20 * time.Millisecond,
+	auditor := &amtest.Auditor{}
+	gate := am.NewGate(am.GateConfig{Authorizer: &amtest.Authorizer{}, Ops: &am.OpsPolicy{Deny: []string{malloryURN}},
+		Operators: []string{opsURN}, Slices: src, Auditor: auditor})
+	c, err := New(Config{Source: src, Gate: gate, Token: token, Poll: 20 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -123,14 +138,14 @@ func newTester(t *testing.T) *tester {
 		t.Fatal(err)
 	}
 	ids := map[string]*tls.ConnectionState{}
-	for _, urn := range []string{aliceURN, opsURN} {
+	for _, urn := range []string{aliceURN, opsURN, malloryURN} {
 		id, err := ca.Issue(devpki.Options{URN: urn, KeyBits: 1024})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids[urn] = &tls.ConnectionState{PeerCertificates: append(append(id.Chain[:0:0], id.Cert), id.Chain...)}
 	}
-	return &tester{t: t, c: c, src: src, ids: ids}
+	return &tester{t: t, c: c, src: src, ids: ids, auditor: auditor}
 }
 
 // do serves one request as who (a URN, "token" or "" for nobody).
@@ -207,6 +222,64 @@ func TestWhoSeesWhat(t *testing.T) {
 	if rec.Code != 401 {
 		t.Errorf("forged cookie: %d", rec.Code)
 	}
+}
+
+// TestAccessThroughGate: the console asks the aggregate's gate (issue 15):
+// an operator by certificate (the gate's operators) or by token sees
+// everything, a user on the deny list nothing, an experimenter their own
+// slices; the sliver page and every refusal leave an audit row (method
+// Console), list pages none.
+func TestAccessThroughGate(t *testing.T) {
+	x := newTester(t)
+	aaa, bbb := url.QueryEscape("urn:publicid:IDN+am.test+sliver+aaa"), url.QueryEscape("urn:publicid:IDN+am.test+sliver+bbb")
+	rows := func() int { return len(x.auditor.Records()) }
+	expect := func(who, path string, status, newRows int) *am.AuditRecord {
+		t.Helper()
+		before := rows()
+		if w := x.do(who, "GET", path, nil); w.Code != status {
+			t.Errorf("%s %s: %d, want %d\n%.400s", who, path, w.Code, status, w.Body.String())
+		}
+		if got := rows() - before; got != newRows {
+			t.Errorf("%s %s: %d audit rows, want %d", who, path, got, newRows)
+		}
+		return x.auditor.Last()
+	}
+	// Operators: the gate's list by certificate, the token by its session.
+	expect(opsURN, "/nodes", 200, 0)
+	expect("token", "/nodes", 200, 0)
+	rec := expect(opsURN, "/sliver?urn="+bbb, 200, 1)
+	if v := rec.View(); rec.Method != "Console" || rec.Caller != opsURN || v.User != opsURN || v.SliceURN != sliceB ||
+		len(v.SliverURNs) != 1 || rec.Code != am.Success || rec.Options["page"] != "sliver" {
+		t.Errorf("operator's sliver view: %+v %+v", rec, v)
+	}
+	// An open page renders again at every change: one row per window.
+	expect(opsURN, "/sliver?urn="+bbb, 200, 0)
+	if rec := expect("token", "/sliver?urn="+aaa, 200, 1); rec.Caller != "" || rec.Options["via"] != "operator token" {
+		t.Errorf("token's sliver view: %+v", rec)
+	}
+
+	// The deny list: refused everywhere, each refusal a row.
+	rec = expect(malloryURN, "/", 403, 1)
+	if rec.Code != am.Forbidden || rec.Caller != malloryURN || !strings.Contains(rec.Output, "denied") {
+		t.Errorf("mallory's refusal: %+v", rec)
+	}
+	expect(malloryURN, "/events", 403, 1)
+
+	// An experimenter: own slices only; a view of another's sliver is a
+	// refused row that does not say whose it is.
+	expect(aliceURN, "/", 200, 0)
+	expect(aliceURN, "/sliver?urn="+aaa, 200, 1)
+	if rec := expect(aliceURN, "/sliver?urn="+bbb, 404, 1); rec.Code != am.SearchFailed || strings.Contains(rec.Output, sliceB) {
+		t.Errorf("alice's view of bob's sliver: %+v", rec)
+	}
+	// A shut-down slice: closed to its experimenter (at once, whatever was
+	// audited lately), open to operators.
+	x.src.shutDown.Store(sliceA)
+	if rec := expect(aliceURN, "/sliver?urn="+aaa, 403, 1); !strings.Contains(rec.Output, "shut down") {
+		t.Errorf("alice's view of her shut-down slice: %+v", rec)
+	}
+	expect(opsURN, "/sliver?urn="+aaa, 200, 1)
+	expect("token", "/sliver?urn="+aaa, 200, 0)
 }
 
 // TestTablesAreBounded: a table shows at most its bound and says there is

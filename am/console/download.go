@@ -19,9 +19,8 @@ const maxCredentialUpload = 1 << 20
 // certificate (this listener verified it against the same roots) and the
 // same credential check as a download with curl.
 func (c *Console) download(w http.ResponseWriter, r *http.Request) {
-	v := c.viewerOf(r)
+	v := c.signedIn(w, r)
 	if v == nil {
-		http.Error(w, "sign in first", http.StatusUnauthorized)
 		return
 	}
 	if c.cfg.Data == nil {

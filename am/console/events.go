@@ -116,9 +116,8 @@ func (h *hub) run(ctx context.Context) {
 // events is GET /events: a server-sent event "change" whenever the store
 // changed, and a comment every 15 s so proxies keep the stream open.
 func (c *Console) events(w http.ResponseWriter, r *http.Request) {
-	v := c.viewerOf(r)
+	v := c.signedIn(w, r)
 	if v == nil {
-		http.Error(w, "sign in first", http.StatusUnauthorized)
 		return
 	}
 	fl, ok := w.(http.Flusher)

@@ -158,9 +158,8 @@ func (c *Console) sliver(r *http.Request, v *viewer) (string, any, error) {
 	} else if len(hist) > 0 {
 		d.Slice = sliceOfHistory(r, c, urn)
 	}
-	// The same answer for "not yours" and "unknown": no probing for URNs.
-	if d.Slice == "" || !v.seesSlice(d.Slice) {
-		return "", nil, am.Errorf(am.SearchFailed, "no sliver %s that you can see", urn)
+	if err := c.openSlice(r, v, "sliver", d.Slice, urn); err != nil {
+		return "", nil, err
 	}
 	return "Sliver " + shortName(urn), d, nil
 }

@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -81,8 +83,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	logID := am.NewLogID()
 	started := time.Now()
-	body := http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
-	call, err := xmlrpc.DecodeCall(body, h.opts.Limits)
+	call, err := h.decode(w, r)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		var syntax *xmlrpc.SyntaxError
@@ -112,15 +113,52 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &am.AuditRecord{At: started, LogID: logID, Method: call.Method, RemoteAddr: r.RemoteAddr}
 	resp := h.serve(am.WithAudit(r.Context(), rec), r, call, spec, logID, started)
 	h.audit(rec, resp, started)
-	var out bytes.Buffer
-	if err := xmlrpc.EncodeResponse(&out, resp); err != nil {
+	out := responses.Get().(*bytes.Buffer)
+	defer func() {
+		if out.Cap() <= maxPooledBuffer {
+			out.Reset()
+			responses.Put(out)
+		}
+	}()
+	if err := xmlrpc.EncodeResponse(out, resp); err != nil {
 		h.log.Error("cannot encode response", "log_id", logID, "method", call.Method, "err", err)
 		h.writeFault(w, FaultInternal, "internal error; log id "+logID)
 		return
 	}
 	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(out.Len()))
 	_, _ = w.Write(out.Bytes())
 }
+
+// decode reads the body (at most MaxBodyBytes, into a buffer sized by its
+// Content-Length and reused by later calls) and decodes the call.
+func (h *Handler) decode(w http.ResponseWriter, r *http.Request) (*xmlrpc.Call, error) {
+	lim := h.opts.Limits
+	if lim.MaxDocLen <= 0 {
+		lim.MaxDocLen = int(h.opts.MaxBodyBytes)
+	}
+	bp := bodies.Get().(*[]byte)
+	defer bodies.Put(bp)
+	body, err := xmlrpc.ReadDocument(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes), (*bp)[:0],
+		int(min(r.ContentLength, h.opts.MaxBodyBytes)), lim)
+	if err != nil {
+		return nil, err
+	}
+	if cap(body) <= maxPooledBuffer {
+		*bp = body
+	}
+	return xmlrpc.DecodeCallBytes(body, lim)
+}
+
+// bodies and responses hold buffers between calls: a call then allocates
+// for its values, not for its bytes on the wire. A buffer that grew past
+// maxPooledBuffer for a rare huge call is left to the garbage collector.
+var (
+	bodies    = sync.Pool{New: func() any { return new([]byte) }}
+	responses = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+)
+
+const maxPooledBuffer = 1 << 20
 
 // serve runs one call and builds its return struct; a panic below becomes
 // SERVERERROR.

@@ -28,9 +28,11 @@ import (
 // download is not new work, so it stays open in maintenance) and every
 // request, served or refused, leaves an audit row (method GetData).
 // Errors are JSON {"error": ..., "code": ...}. POST /data/<name>.log gives
-// the start command's whole output the same way (logs.go).
-func (p *Provisioner) DataHandler(gate *am.Gate) http.Handler {
+// the start command's whole output the same way (logs.go). The gate is
+// UseGate's; without one every download is refused.
+func (p *Provisioner) DataHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gate := p.gate
 		body := r.Body
 		caller, callerErr := credentials.CallerFromTLS(r.TLS)
 		ctx, finish := gate.Audit(r.Context(), dataMethod, "", r.RemoteAddr, caller)

@@ -446,7 +446,8 @@ func (e *env) startDataServer(p *provision.Provisioner) {
 	if e.dataGate == nil {
 		e.dataGate = am.NewGate(am.GateConfig{Authorizer: e.verifier, Slices: e.st})
 	}
-	mux.Handle("/data/", p.DataHandler(e.dataGate))
+	p.UseGate(e.dataGate)
+	mux.Handle("/data/", p.DataHandler())
 	e.dataSrv = httptest.NewUnstartedServer(mux)
 	e.dataSrv.TLS = geniapi.ServerTLSConfig(srvCert, tr, false, testLogger())
 	e.dataSrv.Config.ErrorLog = log.New(io.Discard, "", 0)

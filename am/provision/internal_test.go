@@ -22,7 +22,7 @@ func TestStartRequest(t *testing.T) {
 	for _, c := range cases {
 		s := &am.Sliver{URN: "urn:publicid:IDN+a+sliver+x", SliceURN: "urn:publicid:IDN+a+slice+s", Execute: c.execute,
 			Users: []am.User{{URN: "u", Keys: []string{"ssh-ed25519 AAAA k"}}}}
-		req, err := startRequest(s, "<rspec/>", 0, 0)
+		req, err := startRequest(s, agentUsers(s.Users), "<rspec/>", 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -32,7 +32,7 @@ func TestStartRequest(t *testing.T) {
 	}
 	// A key with a line break would smuggle a second authorized_keys entry.
 	s := &am.Sliver{Users: []am.User{{URN: "u", Keys: []string{"ssh-rsa A\ncommand=\"x\" ssh-rsa B"}}}}
-	if _, err := startRequest(s, "", 0, 0); am.CodeOf(err) != am.BadArgs {
+	if _, err := startRequest(s, agentUsers(s.Users), "", 0, 0); am.CodeOf(err) != am.BadArgs {
 		t.Errorf("a key with a newline: %v", err)
 	}
 }

@@ -61,14 +61,18 @@ func (p *Provisioner) do(ctx context.Context, j *store.Job) (string, error) {
 		}
 		return p.start(ctx, s, c, id, "agent:restart")
 	case store.JobUpdateUsers:
-		st, err := c.UpdateUsers(ctx, id, agentUsers(s.Users))
+		users, err := p.loginUsers(ctx, s)
+		if err != nil {
+			return "", err
+		}
+		st, err := c.UpdateUsers(ctx, id, users)
 		if err != nil {
 			return "", err
 		}
 		if _, err := p.report(ctx, s, c, st, "agent:update_users"); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("%d users", len(s.Users)), nil
+		return fmt.Sprintf("%d users (of %d)", len(users), len(s.Users)), nil
 	case store.JobFetchData:
 		n, err := p.archive(ctx, j, c, id, false)
 		if err != nil {
@@ -131,7 +135,11 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 			manifest = m
 		}
 	}
-	start, err := startRequest(s, manifest, p.cfg.IdleStop, p.cfg.IdleWarn)
+	users, err := p.loginUsers(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	start, err := startRequest(s, users, manifest, p.cfg.IdleStop, p.cfg.IdleWarn)
 	start.Aggregate = instance
 	if err == nil {
 		// The operator's limits for the sliver type; the agent caps them
@@ -175,8 +183,9 @@ func (p *Provisioner) provision(ctx context.Context, s *am.Sliver, c *agent.Clie
 // Without execute, the image's own entrypoint and command run. A
 // <geniam:run> adds the restart policy, time limit and environment, and its
 // args are the command (the parser refuses args together with execute).
-func startRequest(s *am.Sliver, manifest string, idleStop, idleWarn time.Duration) (agent.StartRequest, error) {
-	req := agent.StartRequest{SliceURN: s.SliceURN, SliverURN: s.URN, Manifest: manifest, Users: agentUsers(s.Users),
+// users are the ones whose keys may log in (loginUsers).
+func startRequest(s *am.Sliver, users []agent.User, manifest string, idleStop, idleWarn time.Duration) (agent.StartRequest, error) {
+	req := agent.StartRequest{SliceURN: s.SliceURN, SliverURN: s.URN, Manifest: manifest, Users: users,
 		IdleStopSeconds: int64(idleStop / time.Second), IdleWarnSeconds: int64(idleWarn / time.Second)}
 	if req.IdleStopSeconds <= 0 {
 		req.IdleStopSeconds, req.IdleWarnSeconds = 0, 0
@@ -208,14 +217,6 @@ func startRequest(s *am.Sliver, manifest string, idleStop, idleWarn time.Duratio
 		}
 	}
 	return req, req.Validate()
-}
-
-func agentUsers(us []am.User) []agent.User {
-	out := make([]agent.User, 0, len(us))
-	for _, u := range us {
-		out = append(out, agent.User{URN: u.URN, Keys: u.Keys})
-	}
-	return out
 }
 
 // report writes what the agent says of a sliver into its row.

@@ -222,27 +222,6 @@ func TestDataHandlerRefusals(t *testing.T) {
 	}
 }
 
-// recordingAuditor keeps the audit records handed to it.
-type recordingAuditor struct {
-	mu   sync.Mutex
-	recs []*am.AuditRecord
-}
-
-func (a *recordingAuditor) Audit(rec *am.AuditRecord) {
-	a.mu.Lock()
-	a.recs = append(a.recs, rec)
-	a.mu.Unlock()
-}
-
-func (a *recordingAuditor) last() *am.AuditRecord {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.recs) == 0 {
-		return nil
-	}
-	return a.recs[len(a.recs)-1]
-}
-
 // TestDataThroughGate: POST /data/<sliver>.tar is decided by the aggregate's
 // gate (issue 15): the operator's deny list and a shut-down slice refuse it,
 // and every request, refused or served, leaves an audit record.
@@ -250,7 +229,7 @@ func TestDataThroughGate(t *testing.T) {
 	e := newEnv(t)
 	p := e.provisioner("gate", nil)
 	ops := &am.OpsPolicy{}
-	auditor := &recordingAuditor{}
+	auditor := &amtest.Auditor{}
 	e.dataGate = am.NewGate(am.GateConfig{Authorizer: e.verifier, Slices: e.st, Ops: ops, Auditor: auditor})
 	e.startDataServer(p)
 	slice, _, cred := e.slice("gated")
@@ -264,7 +243,7 @@ func TestDataThroughGate(t *testing.T) {
 	if code != http.StatusOK || string(body) != "archived data" {
 		t.Fatalf("open gate: HTTP %d %s", code, body)
 	}
-	rec := auditor.last()
+	rec := auditor.Last()
 	if rec == nil || rec.Method != "GetData" || rec.Code != am.Success || rec.Caller != e.caller.URN ||
 		rec.View().SliceURN != slice || rec.View().User != e.caller.URN || len(rec.View().SliverURNs) != 1 {
 		t.Fatalf("audit record of a download: %+v %+v", rec, rec.View())
@@ -275,7 +254,7 @@ func TestDataThroughGate(t *testing.T) {
 	if code != http.StatusForbidden || !strings.Contains(string(body), "deny") {
 		t.Errorf("denied user: HTTP %d %s", code, body)
 	}
-	if rec := auditor.last(); rec.Code != am.Forbidden || !strings.Contains(rec.Output, "deny") ||
+	if rec := auditor.Last(); rec.Code != am.Forbidden || !strings.Contains(rec.Output, "deny") ||
 		rec.LogID == "" || !strings.Contains(string(body), "(log id "+rec.LogID+")") {
 		t.Errorf("audit record of a refusal: code %v output %q log id %q; the reply %s", rec.Code, rec.Output, rec.LogID, body)
 	}

@@ -156,6 +156,8 @@ type Provisioner struct {
 
 	watch watchers // long polls of the agents' change feeds (watch.go)
 
+	gate *am.Gate // UseGate's: SSH keys (ssh.go) and /data downloads (data.go)
+
 	metrics *provisionMetrics // nil unless RegisterMetrics
 
 	instanceMu sync.Mutex // guards cfg.Instance, read from the database once
@@ -213,7 +215,13 @@ func (p *Provisioner) Run(ctx context.Context) {
 			p.worker(ctx, fmt.Sprintf("%s:%d", p.cfg.Owner, n))
 		}(i)
 	}
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := p.withdrawKeys(ctx); err != nil && ctx.Err() == nil { // ssh.go
+			p.log.Warn("provisioner: cannot check whose SSH keys the agents hold; the next start tries again", "err", err)
+		}
+	}()
 	go func() { defer wg.Done(); p.healthLoop(ctx) }()
 	go func() { defer wg.Done(); p.housekeeping(ctx) }()
 	p.log.Info("provisioner running", "workers", p.cfg.Workers, "owner", p.cfg.Owner, "archive", p.cfg.ArchiveDir)

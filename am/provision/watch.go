@@ -16,7 +16,9 @@ import (
 // for memory or time, restarted), their statuses are read and applied at
 // once, the way the health poll applies them; when it cannot say, the whole
 // node is checked (checkAgent). So Status shows a container's exit within a
-// second. An agent that predates /v2/changes is left to the poll.
+// second. An agent that predates /v2/changes is left to the poll. The feed
+// also carries the SSH sessions' starts and ends, written to the audit
+// trail here (ssh.go).
 
 // changeWait is one long poll; under the agent's own cap (60 s) and the
 // client's response timeout.
@@ -90,6 +92,14 @@ func (p *Provisioner) watchAgent(ctx context.Context, n store.AgentNode, key str
 		}
 		if a.Seq == seq {
 			continue
+		}
+		if len(a.Sessions) > 0 {
+			if err := p.auditSessions(ctx, n, a.Sessions); err != nil {
+				// Ask again from the same number: the agent still has them.
+				p.log.Warn("provisioner: writing the audit rows of SSH sessions; retrying", "node", n.Name, "err", err)
+				p.sleep(ctx, min(p.cfg.HealthInterval, 5*time.Second))
+				continue
+			}
 		}
 		first := seq == 0
 		seq = a.Seq

@@ -1,5 +1,6 @@
-// Package xmlrpc is the XML-RPC codec of the aggregate's front end, written on
-// encoding/xml. It decodes a <methodCall> into Go values (the mapping below)
+// Package xmlrpc is the XML-RPC codec of the aggregate's front end, on the
+// standard library (decoding through a strict tokenizer of its own, scan.go).
+// It decodes a <methodCall> into Go values (the mapping below)
 // and encodes a <methodResponse> or a <fault> from Go values, in the manner of
 // encoding/json:
 //
@@ -22,7 +23,6 @@
 package xmlrpc
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"errors"
@@ -33,21 +33,18 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"encoding/xml"
 )
 
 // Limits bound what a decoder accepts. A zero field takes its default.
 //
-// MaxStringLen also bounds memory while reading: encoding/xml holds a whole
-// text, tag or declaration in memory before it hands it over, so the decoder
-// refuses any one of them longer than 2*MaxStringLen+64 KiB as sent (room
-// for escapes such as &lt;) before it is all read, and any tag longer than
-// 16 KiB.
+// The decoder holds the whole document in memory while it decodes it, so
+// MaxDocLen bounds the memory a call can make it use; any tag longer than
+// 16 KiB is refused too.
 type Limits struct {
 	MaxDepth     int // nesting of arrays and structs; default 64
 	MaxValues    int // <value> elements in the document; default 100,000
 	MaxStringLen int // bytes in one string, base64 text or member name; default 8 MiB
+	MaxDocLen    int // bytes in the document as sent; default 2*MaxStringLen+64 KiB (room for escapes such as &lt;)
 }
 
 // Defaults of Limits.
@@ -66,6 +63,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxStringLen <= 0 {
 		l.MaxStringLen = DefaultMaxStringLen
+	}
+	if l.MaxDocLen <= 0 {
+		l.MaxDocLen = 2*l.MaxStringLen + 64<<10
 	}
 	return l
 }
@@ -100,7 +100,25 @@ func (e *SyntaxError) Error() string {
 
 // DecodeCall reads one <methodCall> from r.
 func DecodeCall(r io.Reader, lim Limits) (*Call, error) {
-	d := newDecoder(r, lim)
+	lim = lim.withDefaults()
+	doc, err := read(r, lim)
+	if err != nil {
+		return nil, err
+	}
+	return decodeCall(newDecoder(doc, lim))
+}
+
+// DecodeCallBytes decodes the <methodCall> doc, which it does not keep (a
+// caller may reuse it).
+func DecodeCallBytes(doc []byte, lim Limits) (*Call, error) {
+	lim = lim.withDefaults()
+	if len(doc) > lim.MaxDocLen {
+		return nil, errDocLen(lim)
+	}
+	return decodeCall(newDecoder(doc, lim))
+}
+
+func decodeCall(d *decoder) (*Call, error) {
 	if err := d.expectStart("methodCall"); err != nil {
 		return nil, err
 	}
@@ -120,9 +138,9 @@ func DecodeCall(r io.Reader, lim Limits) (*Call, error) {
 	if err != nil {
 		return nil, err
 	}
-	if start, ok := tok.(xml.StartElement); ok {
-		if start.Name.Local != "params" {
-			return nil, d.errorf("unexpected <%s> in methodCall, want <params>", start.Name.Local)
+	if tok.kind == tokStart {
+		if tok.name != "params" {
+			return nil, d.errorf("unexpected <%s> in methodCall, want <params>", tok.name)
 		}
 		if call.Params, err = d.params(); err != nil {
 			return nil, err
@@ -131,7 +149,7 @@ func DecodeCall(r io.Reader, lim Limits) (*Call, error) {
 			return nil, err
 		}
 	}
-	if end, ok := tok.(xml.EndElement); !ok || end.Name.Local != "methodCall" {
+	if tok.kind != tokEnd || tok.name != "methodCall" {
 		return nil, d.errorf("unexpected %s in methodCall", describe(tok))
 	}
 	return call, d.expectEOF()
@@ -140,7 +158,12 @@ func DecodeCall(r io.Reader, lim Limits) (*Call, error) {
 // DecodeResponse reads one <methodResponse> from r and returns its value, or a
 // *Fault when the response is a fault.
 func DecodeResponse(r io.Reader, lim Limits) (any, error) {
-	d := newDecoder(r, lim)
+	lim = lim.withDefaults()
+	doc, err := read(r, lim)
+	if err != nil {
+		return nil, err
+	}
+	d := newDecoder(doc, lim)
 	if err := d.expectStart("methodResponse"); err != nil {
 		return nil, err
 	}
@@ -148,13 +171,12 @@ func DecodeResponse(r io.Reader, lim Limits) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	start, ok := tok.(xml.StartElement)
-	if !ok {
+	if tok.kind != tokStart {
 		return nil, d.errorf("empty methodResponse")
 	}
 	var result any
 	var fault *Fault
-	switch start.Name.Local {
+	switch tok.name {
 	case "params":
 		params, err := d.params()
 		if err != nil {
@@ -179,7 +201,7 @@ func DecodeResponse(r io.Reader, lim Limits) (any, error) {
 			return nil, err
 		}
 	default:
-		return nil, d.errorf("unexpected <%s> in methodResponse", start.Name.Local)
+		return nil, d.errorf("unexpected <%s> in methodResponse", tok.name)
 	}
 	if err := d.expectEnd("methodResponse"); err != nil {
 		return nil, err
@@ -210,177 +232,103 @@ func faultOf(v any) (*Fault, error) {
 }
 
 type decoder struct {
-	x      *xml.Decoder
+	s      scanner
 	lim    Limits
 	values int
-	piece  *pieceLimiter
-	first  bool // no token read yet
 }
 
-// pieceLimiter sits between the input and encoding/xml, which reads one
-// token (a whole text, tag or declaration) into memory before returning
-// it: it fails once more than max bytes have been read for one token, or
-// maxTag for a tag (<name ...>, </name>). Tags are held much shorter
-// because encoding/xml turns every attribute into an allocated xml.Attr:
-// 4 MB of a="b" would cost hundreds of megabytes. decoder.token calls reset
-// before each token.
-type pieceLimiter struct {
-	r       io.ByteReader
-	max     int
-	maxTag  int
-	n       int  // bytes read for this piece
-	k       int  // position in the piece, counting a '<' read before reset
-	first   byte // the piece's first byte
-	last    byte // the last byte read
-	isTag   bool
-	tripped bool
-}
-
-const maxTagLen = 16 << 10
-
-var errPieceTooLong = errors.New("xmlrpc: token too long")
-
-// reset starts a new piece. A text stops at the '<' after it, which
-// encoding/xml has read and put back: that '<' is the first byte of the
-// next piece.
-func (p *pieceLimiter) reset() {
-	p.n, p.k, p.isTag = 0, 0, false
-	if p.last == '<' {
-		p.first, p.k = '<', 1
-	}
-}
-
-// ReadByte is what encoding/xml reads with (it uses an io.ByteReader as is).
-func (p *pieceLimiter) ReadByte() (byte, error) {
-	limit := p.max
-	if p.isTag {
-		limit = p.maxTag
-	}
-	if p.n >= limit {
-		p.tripped = true
-		return 0, errPieceTooLong
-	}
-	b, err := p.r.ReadByte()
-	if err != nil {
-		return b, err
-	}
-	switch p.k {
-	case 0:
-		p.first = b
-	case 1:
-		p.isTag = p.first == '<' && b != '!' && b != '?' // not a comment, CDATA, DOCTYPE or PI
-	}
-	p.n++
-	p.k++
-	p.last = b
-	return b, nil
-}
-
-// Read is there to make a pieceLimiter an io.Reader; encoding/xml does not
-// call it.
-func (p *pieceLimiter) Read(b []byte) (int, error) {
-	for i := range b {
-		c, err := p.ReadByte()
-		if err != nil {
-			return i, err
-		}
-		b[i] = c
-	}
-	return len(b), nil
-}
-
-func newDecoder(r io.Reader, lim Limits) *decoder {
-	lim = lim.withDefaults()
-	br, ok := r.(io.ByteReader)
-	if !ok {
-		br = bufio.NewReader(r)
-	}
-	piece := &pieceLimiter{r: br, max: 2*lim.MaxStringLen + 64<<10, maxTag: maxTagLen}
-	x := xml.NewDecoder(piece)
-	x.Strict = true   // undefined entities and malformed markup are errors
-	x.Entity = nil    // only the five predefined entities and character references
-	x.AutoClose = nil // no HTML leniency
-	x.CharsetReader = charsetReader
-	return &decoder{x: x, lim: lim, piece: piece, first: true}
-}
-
-// charsetReader accepts the encodings a UTF-8 document may legitimately be
-// labelled with; encoding/xml itself handles "utf-8".
-func charsetReader(label string, input io.Reader) (io.Reader, error) {
-	switch strings.ToLower(label) {
-	case "us-ascii", "ascii", "utf8":
-		return input, nil
-	}
-	return nil, fmt.Errorf("%w %q (send UTF-8)", errCharset, label)
-}
-
+// errCharset: an XML declaration names an encoding other than UTF-8 (or its
+// ASCII subset).
 var errCharset = errors.New("unsupported encoding")
 
-func (d *decoder) errorf(format string, args ...any) error {
-	line, _ := d.x.InputPos()
-	return &SyntaxError{Msg: fmt.Sprintf(format, args...), Line: line}
+// maxTagLen bounds one tag: XML-RPC's tags are short and have no attributes
+// (but for a namespace declaration on <ex:nil/>).
+const maxTagLen = 16 << 10
+
+// read reads the document r into memory.
+func read(r io.Reader, lim Limits) ([]byte, error) {
+	size := 0
+	if b, ok := r.(interface{ Len() int }); ok {
+		size = b.Len()
+	}
+	return ReadDocument(r, nil, size, lim)
 }
 
-// token returns the next token that matters: comments and processing
-// instructions are dropped, a DTD is an error.
-func (d *decoder) token() (xml.Token, error) {
+// ReadDocument appends the document r to buf (which may be nil, or a
+// buffer kept for reuse), refusing one longer than lim.MaxDocLen with a
+// *SyntaxError. size, when known (a Content-Length), sizes the buffer at
+// once; otherwise it doubles as it fills, so reading costs at most twice the
+// document, never more than twice the limit.
+func ReadDocument(r io.Reader, buf []byte, size int, lim Limits) ([]byte, error) {
+	lim = lim.withDefaults()
+	limit := lim.MaxDocLen + 1 // one byte more tells a document that is too long
+	if want := min(max(size+1, 4<<10), limit); cap(buf)-len(buf) < want {
+		grown := make([]byte, len(buf), len(buf)+want)
+		copy(grown, buf)
+		buf = grown
+	}
+	start := len(buf)
 	for {
-		d.piece.reset()
-		tok, err := d.x.Token()
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if len(buf)-start > lim.MaxDocLen {
+			return nil, errDocLen(lim)
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
 		if err != nil {
-			if err == io.EOF {
-				return nil, err
-			}
-			if d.piece.tripped && d.piece.isTag {
-				return nil, d.errorf("a tag longer than the limit of %d bytes (XML-RPC has no use for attributes)", d.piece.maxTag)
-			}
-			if d.piece.tripped {
-				return nil, d.errorf("text or markup longer than the limit of %d bytes", d.piece.max)
-			}
-			var se *xml.SyntaxError
-			if errors.As(err, &se) {
-				return nil, &SyntaxError{Msg: se.Msg, Line: se.Line}
-			}
-			if errors.Is(err, errCharset) {
-				return nil, d.errorf("%v", err)
-			}
 			return nil, err
 		}
-		if d.first {
-			// XML allows a UTF-8 document to begin with a byte order mark
-			// (XML 1.0 §4.3.3); encoding/xml hands it over as text.
-			d.first = false
-			if cd, ok := tok.(xml.CharData); ok && bytes.HasPrefix(cd, []byte("\ufeff")) {
-				tok = cd[len("\ufeff"):]
-			}
-		}
-		switch t := tok.(type) {
-		case xml.Directive:
-			return nil, d.errorf("DTD or other <!...> declaration not allowed")
-		case xml.Comment, xml.ProcInst:
-			continue
-		case xml.CharData:
-			return t, nil // Token's data is only valid until the next call; callers copy
-		default:
-			return t, nil
+		if len(buf) == cap(buf) { // double, but not past the limit
+			grown := make([]byte, len(buf), start+min(2*(cap(buf)-start), limit))
+			copy(grown, buf)
+			buf = grown
 		}
 	}
+}
+
+func errDocLen(lim Limits) error {
+	return &SyntaxError{Msg: fmt.Sprintf("document longer than the limit of %d bytes", lim.MaxDocLen)}
+}
+
+func newDecoder(doc []byte, lim Limits) *decoder {
+	// XML allows a UTF-8 document to begin with a byte order mark (XML 1.0
+	// §4.3.3).
+	pos := 0
+	if bytes.HasPrefix(doc, []byte("\ufeff")) {
+		pos = len("\ufeff")
+	}
+	return &decoder{s: scanner{data: doc, pos: pos, maxTag: maxTagLen, maxText: lim.MaxStringLen}, lim: lim}
+}
+
+func (d *decoder) errorf(format string, args ...any) error {
+	return &SyntaxError{Msg: fmt.Sprintf(format, args...), Line: d.s.line(d.s.pos)}
+}
+
+// token returns the next token.
+func (d *decoder) token() (token, error) {
+	tok, err := d.s.next()
+	if se, ok := err.(*scanError); ok {
+		return tok, &SyntaxError{Msg: se.msg, Line: d.s.line(se.off)}
+	}
+	return tok, err
 }
 
 // nextElement returns the next start or end element, allowing only
 // whitespace text before it.
-func (d *decoder) nextElement() (xml.Token, error) {
+func (d *decoder) nextElement() (token, error) {
 	for {
 		tok, err := d.token()
 		if err == io.EOF {
-			return nil, d.errorf("unexpected end of document")
+			return tok, d.errorf("unexpected end of document")
 		}
 		if err != nil {
-			return nil, err
+			return tok, err
 		}
-		if cd, ok := tok.(xml.CharData); ok {
-			if !isSpace(cd) {
-				return nil, d.errorf("unexpected text %q", truncate(string(cd)))
+		if tok.kind == tokText {
+			if !isSpace(tok.text) {
+				return tok, d.errorf("unexpected text %q", truncate(string(tok.text)))
 			}
 			continue
 		}
@@ -399,15 +347,8 @@ func (d *decoder) expectTag(name string, end bool) error {
 	if err != nil {
 		return err
 	}
-	switch t := tok.(type) {
-	case xml.StartElement:
-		if !end && t.Name.Local == name {
-			return nil
-		}
-	case xml.EndElement:
-		if end && t.Name.Local == name {
-			return nil
-		}
+	if tok.name == name && (tok.kind == tokEnd) == end {
+		return nil
 	}
 	want := "<" + name + ">"
 	if end {
@@ -425,7 +366,7 @@ func (d *decoder) expectEOF() error {
 		if err != nil {
 			return err
 		}
-		if cd, ok := tok.(xml.CharData); !ok || !isSpace(cd) {
+		if tok.kind != tokText || !isSpace(tok.text) {
 			return d.errorf("unexpected %s after the document", describe(tok))
 		}
 	}
@@ -434,29 +375,30 @@ func (d *decoder) expectEOF() error {
 // text reads character data up to the end of the element name, refusing
 // child elements and strings longer than the limit.
 func (d *decoder) text(name string) (string, error) {
-	var b strings.Builder
+	var b []byte
+	tok, err := d.token()
 	for {
-		tok, err := d.token()
 		if err == io.EOF {
 			return "", d.errorf("unexpected end of document in <%s>", name)
 		}
 		if err != nil {
-			if d.piece.tripped && !d.piece.isTag {
-				return "", d.errorf("<%s> longer than the limit of %d bytes", name, d.lim.MaxStringLen)
-			}
 			return "", err
 		}
-		switch t := tok.(type) {
-		case xml.CharData:
-			if b.Len()+len(t) > d.lim.MaxStringLen {
-				return "", d.errorf("<%s> longer than the limit of %d bytes", name, d.lim.MaxStringLen)
-			}
-			b.Write(t)
-		case xml.EndElement:
-			return b.String(), nil
-		case xml.StartElement:
-			return "", d.errorf("unexpected <%s> in <%s>", t.Name.Local, name)
+		switch tok.kind {
+		case tokStart:
+			return "", d.errorf("unexpected <%s> in <%s>", tok.name, name)
+		case tokEnd:
+			return string(b), nil
 		}
+		if len(b)+len(tok.text) > d.lim.MaxStringLen {
+			return "", d.errorf("<%s> longer than the limit of %d bytes", name, d.lim.MaxStringLen)
+		}
+		text := tok.text
+		tok, err = d.token()
+		if b == nil && err == nil && tok.kind == tokEnd {
+			return string(text), nil // the usual case: one run of text, one copy
+		}
+		b = append(b, text...)
 	}
 }
 
@@ -468,25 +410,23 @@ func (d *decoder) params() ([]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch t := tok.(type) {
-		case xml.EndElement:
-			return params, nil // the decoder has checked it closes <params>
-		case xml.StartElement:
-			if t.Name.Local != "param" {
-				return nil, d.errorf("unexpected <%s> in <params>, want <param>", t.Name.Local)
-			}
-			if err := d.expectStart("value"); err != nil {
-				return nil, err
-			}
-			v, err := d.value(0)
-			if err != nil {
-				return nil, err
-			}
-			if err := d.expectEnd("param"); err != nil {
-				return nil, err
-			}
-			params = append(params, v)
+		if tok.kind == tokEnd {
+			return params, nil // the scanner has checked it closes <params>
 		}
+		if tok.name != "param" {
+			return nil, d.errorf("unexpected <%s> in <params>, want <param>", tok.name)
+		}
+		if err := d.expectStart("value"); err != nil {
+			return nil, err
+		}
+		v, err := d.value(0)
+		if err != nil {
+			return nil, err
+		}
+		if err := d.expectEnd("param"); err != nil {
+			return nil, err
+		}
+		params = append(params, v)
 	}
 }
 
@@ -499,31 +439,28 @@ func (d *decoder) value(depth int) (any, error) {
 	}
 	// Text before a type element: an untyped string (kept as is, whitespace
 	// included) when no element follows, or ignorable whitespace when one does.
-	var untyped strings.Builder
+	var untyped []byte
 	for {
 		tok, err := d.token()
 		if err == io.EOF {
 			return nil, d.errorf("unexpected end of document in <value>")
 		}
 		if err != nil {
-			if d.piece.tripped && !d.piece.isTag {
-				return nil, d.errorf("string longer than the limit of %d bytes", d.lim.MaxStringLen)
-			}
 			return nil, err
 		}
-		switch t := tok.(type) {
-		case xml.CharData:
-			if untyped.Len()+len(t) > d.lim.MaxStringLen {
+		switch tok.kind {
+		case tokText:
+			if len(untyped)+len(tok.text) > d.lim.MaxStringLen {
 				return nil, d.errorf("string longer than the limit of %d bytes", d.lim.MaxStringLen)
 			}
-			untyped.Write(t)
-		case xml.EndElement:
-			return untyped.String(), nil
-		case xml.StartElement:
-			if !isSpace([]byte(untyped.String())) {
-				return nil, d.errorf("text %q before <%s> in <value>", truncate(untyped.String()), t.Name.Local)
+			untyped = append(untyped, tok.text...)
+		case tokEnd:
+			return string(untyped), nil
+		case tokStart:
+			if !isSpace(untyped) {
+				return nil, d.errorf("text %q before <%s> in <value>", truncate(string(untyped)), tok.name)
 			}
-			v, err := d.typed(t.Name.Local, depth)
+			v, err := d.typed(tok.name, depth)
 			if err != nil {
 				return nil, err
 			}
@@ -605,12 +542,12 @@ func (d *decoder) structure(depth int) (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch t := tok.(type) {
-		case xml.EndElement:
+		if tok.kind == tokEnd {
 			return m, nil
-		case xml.StartElement:
-			if t.Name.Local != "member" {
-				return nil, d.errorf("unexpected <%s> in <struct>, want <member>", t.Name.Local)
+		}
+		{
+			if tok.name != "member" {
+				return nil, d.errorf("unexpected <%s> in <struct>, want <member>", tok.name)
 			}
 			if err := d.expectStart("name"); err != nil {
 				return nil, err
@@ -640,10 +577,10 @@ func (d *decoder) array(depth int) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := tok.(xml.EndElement); ok {
+	if tok.kind == tokEnd {
 		return items, nil // <array/>: tolerated as empty
 	}
-	if s, ok := tok.(xml.StartElement); !ok || s.Name.Local != "data" {
+	if tok.name != "data" {
 		return nil, d.errorf("unexpected %s in <array>, want <data>", describe(tok))
 	}
 	for {
@@ -651,12 +588,12 @@ func (d *decoder) array(depth int) ([]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch t := tok.(type) {
-		case xml.EndElement: // </data>
+		if tok.kind == tokEnd { // </data>
 			return items, d.expectEnd("array")
-		case xml.StartElement:
-			if t.Name.Local != "value" {
-				return nil, d.errorf("unexpected <%s> in <data>, want <value>", t.Name.Local)
+		}
+		{
+			if tok.name != "value" {
+				return nil, d.errorf("unexpected <%s> in <data>, want <value>", tok.name)
 			}
 			v, err := d.value(depth)
 			if err != nil {
@@ -726,14 +663,12 @@ func truncate(s string) string {
 	return s[:i] + "…"
 }
 
-func describe(tok xml.Token) string {
-	switch t := tok.(type) {
-	case xml.StartElement:
-		return "<" + t.Name.Local + ">"
-	case xml.EndElement:
-		return "</" + t.Name.Local + ">"
-	case xml.CharData:
-		return fmt.Sprintf("text %q", truncate(string(t)))
+func describe(tok token) string {
+	switch tok.kind {
+	case tokStart:
+		return "<" + tok.name + ">"
+	case tokEnd:
+		return "</" + tok.name + ">"
 	}
-	return fmt.Sprintf("%T", tok)
+	return fmt.Sprintf("text %q", truncate(string(tok.text)))
 }

@@ -204,6 +204,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"values", callOf("<array><data><value/><value/><value/></data></array>"), Limits{MaxValues: 3}, "limit of 3 values"},
 		{"string length", callOf("<string>12345</string>"), Limits{MaxStringLen: 4}, "limit of 4 bytes"},
 		{"untyped length", callOf("12345"), Limits{MaxStringLen: 4}, "limit of 4 bytes"},
+		{"escaped length", callOf("<string>&lt;&lt;&lt;&lt;&lt;</string>"), Limits{MaxStringLen: 4}, "limit of 4 bytes"},
+		{"escaped length in pieces", callOf("<string>&lt;&lt;<![CDATA[<<]]>&lt;</string>"), Limits{MaxStringLen: 4}, "limit of 4 bytes"},
 		{"name length", callOf("<struct><member><name>12345</name><value/></member></struct>"), Limits{MaxStringLen: 4}, "limit of 4 bytes"},
 		{"latin1", `<?xml version="1.0" encoding="ISO-8859-1"?><methodCall><methodName>m</methodName></methodCall>`, Limits{}, "encoding"},
 	}

@@ -210,20 +210,30 @@ func (b *bench) allocateDelete(ctx context.Context, n int) []result {
 	elapsed, hs := b.run(ctx, n, true, bg, func(w int, c *rpcClient) {
 		s := b.creds.Slices[w]
 		creds := credArg(s.Cred)
+		allocate, err := prepare("Allocate", s.URN, creds, b.request, map[string]any{})
+		if err != nil {
+			alloc.add(0, err)
+			return
+		}
+		deleteCall, err := prepare("Delete", []string{s.URN}, creds, map[string]any{})
+		if err != nil {
+			del.add(0, err)
+			return
+		}
 		for bg.take() {
 			t := time.Now()
-			_, aerr := c.callAM(ctx, "Allocate", s.URN, creds, b.request, map[string]any{})
+			_, aerr := c.sendAM(ctx, allocate)
 			ad := time.Since(t)
 			alloc.add(ad, aerr)
 			if aerr != nil {
 				// The pair failed; clear whatever a half-done Allocate left
 				// without counting it.
-				_, _ = c.callAM(ctx, "Delete", []string{s.URN}, creds, map[string]any{})
+				_, _ = c.sendAM(ctx, deleteCall)
 				pair.add(ad, aerr)
 				continue
 			}
 			t = time.Now()
-			_, derr := c.callAM(ctx, "Delete", []string{s.URN}, creds, map[string]any{})
+			_, derr := c.sendAM(ctx, deleteCall)
 			dd := time.Since(t)
 			del.add(dd, derr)
 			pair.add(ad+dd, derr)

@@ -176,7 +176,7 @@ func (f *adminFlags) run(ctx context.Context) error {
 			return errors.New("admin nodes add: --agent https://host:port is required")
 		}
 		err = f.st.AddNode(ctx, store.NewNode{Name: name, ComponentURN: am.URN{Authority: f.authority, Type: "node", Name: name}.String(),
-			AgentURL: f.agent, HardwareType: f.hardware, SliverTypes: splitList(f.types), Capacity: f.capacity})
+			AgentURL: f.agent, HardwareType: f.hardware, SliverTypes: config.List(f.types), Capacity: f.capacity})
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/console"
 	"github.com/geniam/geniam/store"
@@ -20,12 +21,12 @@ import (
 // serveConsole serves the web console (am/console) on console.listen until
 // ctx ends: HTTPS with the AM listener's TLS configuration, except that a
 // client certificate is optional (an operator may sign in with the token).
-// data is the AM listener's /data handler, which the console's download
-// form goes through. It returns the bound address.
-func serveConsole(ctx context.Context, cfg *config.Config, st *store.Store, data http.Handler, apiTLS *tls.Config,
+// gate is the aggregate's, which decides who sees what; data is the AM
+// listener's /data handler, which the console's download form goes through.
+// It returns the bound address.
+func serveConsole(ctx context.Context, cfg *config.Config, st *store.Store, gate *am.Gate, data http.Handler, apiTLS *tls.Config,
 	log *slog.Logger) (net.Addr, error) {
-	c := console.Config{Source: st, Operators: splitList(cfg.Console.Operators), Token: cfg.Console.Token,
-		Poll: cfg.Console.Poll, Data: data, Log: log}
+	c := console.Config{Source: st, Gate: gate, Token: cfg.Console.Token, Poll: cfg.Console.Poll, Data: data, Log: log}
 	con, err := console.New(c)
 	if err != nil {
 		return nil, err
@@ -51,7 +52,7 @@ func serveConsole(ctx context.Context, cfg *config.Config, st *store.Store, data
 		_ = srv.Shutdown(sctx)
 		_ = srv.Close() // event streams do not end by themselves
 	}()
-	log.Info("web console", "url", "https://"+ln.Addr().String()+"/", "operators", len(c.Operators), "token", c.Token != "")
+	log.Info("web console", "url", "https://"+ln.Addr().String()+"/", "operators", len(cfg.OperatorURNs()), "token", c.Token != "")
 	return ln.Addr(), nil
 }
 

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -272,17 +269,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		client *http.Client
 		status int
 	}{{"alice", w.browser(t, w.pki.User), http.StatusOK}, {"bob", w.browser(t, w.bob), http.StatusForbidden}} {
-		var body bytes.Buffer
-		mw := multipart.NewWriter(&body)
-		fw, _ := mw.CreateFormFile("credential", "console-cred.xml")
-		fw.Write(w.sliceCred)
-		mw.Close()
-		resp, err := c.client.Post(w.consoleURL+"/data?urn="+url.QueryEscape(w.sliver), mw.FormDataContentType(), &body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, data := w.download(t, c.client, "data")
 		if resp.StatusCode != c.status {
 			t.Errorf("%s's download: %s %.300s", c.who, resp.Status, data)
 			continue
@@ -301,17 +288,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// ... and the start command's whole output, through the second form.
-	var body bytes.Buffer
-	mw := multipart.NewWriter(&body)
-	fw, _ := mw.CreateFormFile("credential", "console-cred.xml")
-	fw.Write(w.sliceCred)
-	mw.Close()
-	resp, err := w.browser(t, w.pki.User).Post(w.consoleURL+"/data?what=log&urn="+url.QueryEscape(w.sliver), mw.FormDataContentType(), &body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, out := w.download(t, w.browser(t, w.pki.User), "log")
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/") {
 		t.Errorf("alice's output download: %s %s %.300s", resp.Status, resp.Header.Get("Content-Type"), out)
 	} else {

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -79,7 +81,7 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	s := serveWith(t, pki, pgtest.NewDatabase(t), hooks, func(c *config.Config) {
 		c.Console.Listen = "127.0.0.1:0"
 		c.Console.Token = consoleToken
-		c.Console.Operators = urnOf(carol)
+		c.Operators = urnOf(carol)
 		c.Console.Poll = 200 * time.Millisecond
 		if agentURL != "" {
 			c.Agents.Cert, c.Agents.Key = pki.File("am-agent-client")
@@ -303,6 +305,89 @@ func TestConsoleAccess(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
 		t.Errorf("token-only download: %s", resp.Status)
+	}
+}
+
+// download posts the sliver page's download form (what: data or log) with
+// alice's slice credential as client, and returns the answer and its body.
+func (w *consoleWorld) download(t *testing.T, client *http.Client, what string) (*http.Response, []byte) {
+	t.Helper()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	fw, _ := mw.CreateFormFile("credential", "console-cred.xml")
+	_, _ = fw.Write(w.sliceCred)
+	mw.Close()
+	resp, err := client.Post(w.consoleURL+"/data?what="+what+"&urn="+url.QueryEscape(w.sliver), mw.FormDataContentType(), &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, data
+}
+
+// TestConsoleAudit: the console's views and downloads leave audit rows
+// (issue 15): a download through the console is the AM listener's /data
+// (method GetData, served or refused, with the caller's certificate), a
+// sliver page is a Console row of its viewer, and a list page none.
+// Real TLS, PostgreSQL, Docker and node agent.
+func TestConsoleAudit(t *testing.T) {
+	w := newConsoleWorld(t, true)
+	if w == nil {
+		return
+	}
+	prov := w.call("Provision", []any{w.slice}, creds(w.sliceCred), map[string]any{"geni_rspec_version": geni3Opts["geni_rspec_version"]})
+	if opsGeniCode(prov) != 0 {
+		t.Fatalf("Provision: %v", prov["output"])
+	}
+	alice, bob, carol := w.browser(t, w.pki.User), w.browser(t, w.bob), w.browser(t, w.carol)
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		resp, data := w.download(t, alice, "data")
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("alice's download: %s %.300s", resp.Status, data)
+		}
+	}
+	if resp, _ := w.download(t, bob, "data"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("bob's download with alice's credential: %s", resp.Status)
+	}
+	rows := func(q string, args ...any) int {
+		t.Helper()
+		var n int
+		if err := w.pool.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	const byWhom = `SELECT count(*) FROM audit_log WHERE method = $1 AND caller_urn = $2 AND code_name = $3 AND $4 = ANY(sliver_urns)`
+	waitRows := func(what string, want int, q string, args ...any) {
+		t.Helper()
+		for end := time.Now().Add(10 * time.Second); rows(q, args...) != want; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("%s: %d rows, want %d", what, rows(q, args...), want)
+			}
+		}
+	}
+	waitRows("alice's download", 1, byWhom+` AND slice_urn = $5 AND credential_digest <> ''`, "GetData", urnOf(w.pki.User), "SUCCESS", w.sliver, w.slice)
+	waitRows("bob's refused download", 1, byWhom, "GetData", urnOf(w.bob), "FORBIDDEN", w.sliver)
+
+	// A sliver page is a row of its viewer (once while they watch it); a
+	// list page is none.
+	before := rows(`SELECT count(*) FROM audit_log WHERE method = 'Console'`)
+	get(t, alice, w.consoleURL+"/", http.StatusOK)
+	get(t, carol, w.consoleURL+"/slivers", http.StatusOK)
+	for range 2 {
+		get(t, alice, w.consoleURL+"/sliver?urn="+url.QueryEscape(w.sliver), http.StatusOK)
+		get(t, carol, w.consoleURL+"/sliver?urn="+url.QueryEscape(w.sliver), http.StatusOK)
+	}
+	get(t, bob, w.consoleURL+"/sliver?urn="+url.QueryEscape(w.sliver), http.StatusNotFound)
+	waitRows("console rows", before+3, `SELECT count(*) FROM audit_log WHERE method = 'Console'`)
+	for who, code := range map[string]string{urnOf(w.pki.User): "SUCCESS", urnOf(w.carol): "SUCCESS", urnOf(w.bob): "SEARCHFAILED"} {
+		if n := rows(byWhom+` AND options->>'page' = 'sliver'`, "Console", who, code, w.sliver); n != 1 {
+			t.Errorf("%s's sliver page: %d rows (%s), want 1", who, n, code)
+		}
 	}
 }
 

@@ -154,7 +154,7 @@ func (o *opsSide) policy(c config.Operations, st *store.Store) (*am.OpsPolicy, e
 	if err != nil {
 		return nil, err
 	}
-	p := &am.OpsPolicy{Allow: splitList(c.Allow), Deny: splitList(c.Deny),
+	p := &am.OpsPolicy{Allow: config.List(c.Allow), Deny: config.List(c.Deny),
 		MaxSliversPerUser: c.MaxSliversPerUser, MaxSliversPerProject: c.MaxSliversPerProject,
 		UserLimits: users, ProjectLimits: projects, Maintenance: c.Maintenance,
 		MaintenanceFrom: st.Maintenance, Counter: st}
@@ -166,15 +166,11 @@ func (o *opsSide) policy(c config.Operations, st *store.Store) (*am.OpsPolicy, e
 	return p, nil
 }
 
-func splitList(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
-}
-
 // parseLimits reads "key=N, key=N". Keys are URNs or authority:project
 // names, which hold no '=' or ','.
 func parseLimits(s, key string) (map[string]int, error) {
 	out := map[string]int{}
-	for _, item := range splitList(s) {
+	for _, item := range config.List(s) {
 		k, v, ok := strings.Cut(item, "=")
 		n, err := strconv.Atoi(v)
 		if !ok || k == "" || err != nil || n < 0 {

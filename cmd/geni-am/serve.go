@@ -106,6 +106,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 			return fmt.Errorf("%s is not set", k)
 		}
 	}
+	for _, d := range cfg.Deprecated() {
+		log.Warn("configuration: " + d)
+	}
 	cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
 	if err != nil {
 		return fmt.Errorf("aggregate certificate: %w", err)
@@ -161,10 +164,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		AdCacheTTL:  cfg.Cache.Advertisement,
 		MaxBooking:  cfg.Reservations.MaxLength, MaxBookAhead: cfg.Reservations.MaxAhead,
 		MaxBookedPerNode: cfg.Reservations.MaxPerNode,
-		Auditor:          ops, // the gate audits /data downloads with it
+		Auditor:          ops, // the gate audits /data downloads, console views and refusals with it
+		Operators:        cfg.OperatorURNs(),
 	}, st, verifier, rs, hooks.aggregateClock())
 	if prov != nil {
 		prov.RegisterMetrics(ops.Registry) // jobs by outcome, reconciliation, process lock
+		prov.UseGate(agg.Gate())           // whose keys the agents get; /data downloads
 		go prov.Run(ctx)
 	}
 	reaper := agg.NewReaper(cfg.Lifecycle.ReaperInterval)
@@ -179,7 +184,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	// download form alike (nil without a provisioner).
 	var data http.Handler
 	if prov != nil {
-		data = prov.DataHandler(agg.Gate())
+		data = prov.DataHandler()
 	}
 	srv := geniapi.NewServer(cfg.Listen, withData(withRequestTimeout(handler, cfg.Limits.RequestTimeout), data), apiTLS)
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -200,7 +205,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		}
 	}
 	if cfg.Console.Listen != "" {
-		addr, err := serveConsole(ctx, cfg, st, data, apiTLS, log) // console.go
+		addr, err := serveConsole(ctx, cfg, st, agg.Gate(), data, apiTLS, log) // console.go
 		if err != nil {
 			return err
 		}

@@ -44,6 +44,9 @@ type Targets interface {
 	LoginTarget(id string) (agent.LoginTarget, error)
 	// NoteActivity says a login session is open (idle detection).
 	NoteActivity(id string)
+	// NoteSession reports a session's start or end (the aggregate's audit
+	// trail, through the change feed).
+	NoteSession(ev agent.SessionEvent)
 }
 
 // Config tunes the server. Zero values take the defaults named.
@@ -237,6 +240,8 @@ const (
 	extFingerprint = "geniam-fingerprint"
 	extUserURN     = "geniam-user-urn"
 	extContainer   = "geniam-container"
+	extSliverURN   = "geniam-sliver-urn"
+	extSliceURN    = "geniam-slice-urn"
 )
 
 // maxSessionsPerConn bounds the processes one connection can start at once.
@@ -254,7 +259,8 @@ func (s *Server) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permis
 		s.log.Info("ssh: key refused", "event", "ssh_refused", "user", clip(meta.User(), 80), "remote", meta.RemoteAddr().String(), "key", fp, "reason", err.Error())
 		return nil, errRefused
 	}
-	return &ssh.Permissions{Extensions: map[string]string{extFingerprint: fp, extUserURN: userURN, extContainer: t.ContainerID}}, nil
+	return &ssh.Permissions{Extensions: map[string]string{extFingerprint: fp, extUserURN: userURN, extContainer: t.ContainerID,
+		extSliverURN: t.SliverURN, extSliceURN: t.SliceURN}}, nil
 }
 
 // authorize returns the sliver's target and the URN of the user whose key
@@ -320,10 +326,12 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		open.Add(1)
 		wg.Add(1)
+		who := agent.SessionEvent{Sliver: id, SliverURN: perms[extSliverURN], SliceURN: perms[extSliceURN],
+			User: perms[extUserURN], Key: perms[extFingerprint], Remote: c.RemoteAddr().String()}
 		go func() {
 			defer wg.Done()
 			defer open.Add(-1)
-			s.session(ctx, ch, creqs, perms[extContainer], log)
+			s.session(ctx, ch, creqs, perms[extContainer], who, log)
 		}()
 	}
 	cancel()

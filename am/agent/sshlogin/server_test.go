@@ -66,10 +66,34 @@ func (p *hostProcess) Wait(ctx context.Context) (int, error) {
 	}
 }
 
-// targets is a stand-in agent: sliver id -> target.
+// targets is a stand-in agent: sliver id -> target, and the session
+// events reported.
 type targets struct {
-	mu sync.Mutex
-	m  map[string]agent.LoginTarget
+	mu       sync.Mutex
+	m        map[string]agent.LoginTarget
+	sessions []agent.SessionEvent
+}
+
+func (t *targets) NoteSession(ev agent.SessionEvent) {
+	t.mu.Lock()
+	t.sessions = append(t.sessions, ev)
+	t.mu.Unlock()
+}
+
+// reported waits a little for n session events and returns them.
+func (t *targets) reported(n int) []agent.SessionEvent {
+	for i := 0; i < 50; i++ {
+		t.mu.Lock()
+		got := append([]agent.SessionEvent(nil), t.sessions...)
+		t.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]agent.SessionEvent(nil), t.sessions...)
 }
 
 func (t *targets) LoginTarget(id string) (agent.LoginTarget, error) {
@@ -88,8 +112,9 @@ func TestSessions(t *testing.T) {
 	sshtest.NeedClient(t)
 	dir := t.TempDir()
 	alice, bob := sshtest.NewKey(t, "alice"), sshtest.NewKey(t, "bob")
-	tg := &targets{m: map[string]agent.LoginTarget{"s1": {SliverID: "s1", ContainerID: dir,
-		Users: []agent.User{{URN: "urn:publicid:IDN+t+user+alice", Keys: []string{alice.Public}}}}}}
+	const aliceURN, sliverURN = "urn:publicid:IDN+t+user+alice", "urn:publicid:IDN+t+sliver+s1"
+	tg := &targets{m: map[string]agent.LoginTarget{"s1": {SliverID: "s1", ContainerID: dir, SliverURN: sliverURN,
+		SliceURN: "urn:publicid:IDN+t+slice+x", Users: []agent.User{{URN: aliceURN, Keys: []string{alice.Public}}}}}}
 	srv, err := New(Config{HostKeyFile: filepath.Join(t.TempDir(), "hostkey"), CheckInterval: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, tg, hostExec{})
 	if err != nil {
@@ -109,6 +134,14 @@ func TestSessions(t *testing.T) {
 	// stdout and stderr are two channels: their order is not kept.
 	if out, code := run(alice, "s1", "echo out; echo err >&2; exit 4"); code != 4 || (out != "out\nerr\n" && out != "err\nout\n") {
 		t.Errorf("exec: exit %d, %q; want 4 and both streams", code, out)
+	}
+	// The session's start and end are reported for the audit trail: whose
+	// key, from where, the exit status; the command line stays in the log.
+	if evs := tg.reported(2); len(evs) != 2 || evs[0].Event != agent.SessionStart || evs[1].Event != agent.SessionEnd ||
+		evs[0].Session == "" || evs[0].Session != evs[1].Session || evs[1].User != aliceURN || evs[1].SliverURN != sliverURN ||
+		!strings.HasPrefix(evs[1].Key, "SHA256:") || !strings.HasPrefix(evs[1].Remote, "127.0.0.1:") || evs[1].Command != "exec" ||
+		evs[1].ExitStatus == nil || *evs[1].ExitStatus != 4 || evs[0].ExitStatus != nil || evs[1].At.Before(evs[0].At) {
+		t.Errorf("session events: %+v", evs)
 	}
 	// stdin reaches the process and its end is passed on.
 	cmd := sshtest.Command(alice, "127.0.0.1", port, "s1", "wc -c")
@@ -157,5 +190,10 @@ func TestSessions(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		_ = long.Process.Kill()
 		t.Fatal("the session went on after the key was taken away")
+	}
+	// Its end is reported too, without an exit status.
+	time.Sleep(100 * time.Millisecond)
+	if evs := tg.reported(0); evs[len(evs)-1].Event != agent.SessionEnd || evs[len(evs)-1].ExitStatus != nil {
+		t.Errorf("the cut session's end: %+v", evs[len(evs)-1])
 	}
 }

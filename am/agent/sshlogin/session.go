@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 )
 
@@ -53,19 +54,28 @@ const (
 
 // session serves one session channel: it collects pty and env requests,
 // runs the one shell, exec or subsystem in the container, forwards window
-// changes, and ends with the exit status.
-func (s *Server) session(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request, container string, log *slog.Logger) {
+// changes, and ends with the exit status. The process's start and end are
+// reported to the Targets (who says whose session it is) for the
+// aggregate's audit trail, under one session id that the log lines quote.
+func (s *Server) session(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request, container string,
+	who agent.SessionEvent, log *slog.Logger) {
 	defer ch.Close()
 	var (
 		spec    agent.ExecSpec
 		proc    agent.ExecProcess
 		what    string
 		started time.Time
+		exit    *int // the process's exit status, once known
 		done    = make(chan waitResult, 1)
 	)
+	who.Session = am.NewLogID()
+	log = log.With("log_id", who.Session)
 	defer func() {
 		if proc != nil {
 			proc.Close()
+			end := who
+			end.Event, end.At, end.Command, end.ExitStatus = agent.SessionEnd, time.Now(), auditCommand(what), exit
+			s.targets.NoteSession(end)
 		}
 	}()
 	for {
@@ -78,6 +88,7 @@ func (s *Server) session(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 				log.Warn("ssh: waiting for the session's process", "err", r.err)
 				code = 255
 			}
+			exit = &code
 			_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(exitStatus{uint32(code)}))
 			log.Info("ssh: session ended", "event", "ssh_session", "command", what, "tty", spec.Tty,
 				"exit_code", code, "took", time.Since(started).Round(time.Millisecond))
@@ -150,6 +161,9 @@ func (s *Server) session(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 				started = time.Now()
 				_ = req.Reply(true, nil)
 				log.Info("ssh: session started", "event", "ssh_session", "command", label, "tty", spec.Tty)
+				begin := who
+				begin.Event, begin.At, begin.Command = agent.SessionStart, started, auditCommand(label)
+				s.targets.NoteSession(begin)
 				go func(p agent.ExecProcess, tty bool) {
 					_, _ = io.Copy(p, ch)
 					// With a TTY the engine ends the whole stream at a
@@ -169,6 +183,15 @@ func (s *Server) session(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 			}
 		}
 	}
+}
+
+// auditCommand is what the audit trail says ran: an exec's command line
+// stays in the node's log (it may hold a secret).
+func auditCommand(label string) string {
+	if strings.HasPrefix(label, "exec") {
+		return "exec"
+	}
+	return label
 }
 
 type waitResult struct {
