@@ -18,7 +18,7 @@
 -- * geniam_sliver_window is STABLE (migrations/functions/node_slots.sql):
 --   declared IMMUTABLE around timestamptz - interval (STABLE), it could not be
 --   inlined and ran as a separate SQL function call per slot.
--- geniam_allocate, geniam_delete and node_slots_check now live in
+-- geniam_allocate, node_slots_check and slivers_check_slots now live in
 -- migrations/functions/ (see migrations.go).
 
 DROP INDEX slivers_slice;

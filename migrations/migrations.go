@@ -7,7 +7,7 @@
 // one (the latest number + 1).
 //
 // functions/*.sql hold the functions that get redefined (geniam_allocate,
-// geniam_delete, the slot trigger): each is defined in one file, with CREATE
+// the slot trigger's): each is defined in one file, with CREATE
 // OR REPLACE, and every Migrate applies them all, in name order, after the
 // numbered files (in the transaction of the last one it applied, so no
 // moment sees a new table with old functions). To change such a function,
@@ -17,7 +17,8 @@
 // needs a numbered file that drops the old definition first; a new trigger
 // needs its function to exist when the numbered file runs, so a function a
 // numbered file attaches a trigger to is created there and may then move
-// here. A process whose binary is older than the database (schema_migrations
+// here. A function of a released numbered file (geniam_delete, say) moves
+// here the next time it changes. A process whose binary is older than the database (schema_migrations
 // names a file it does not have) leaves the functions as they are.
 package migrations
 

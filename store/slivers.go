@@ -726,7 +726,8 @@ func queueSliverUpdate(b *pgx.Batch, cur, next am.Sliver) {
 }
 
 // Delete: see am.Store. One statement, geniam_delete
-// (migrations/functions/geniam_delete.sql).
+// (migrations/0010_reservations.sql; at its next change it moves to
+// migrations/functions).
 func (s *Store) Delete(ctx context.Context, d am.DeleteTx) ([]am.Sliver, error) {
 	var out []am.Sliver
 	err := s.retry(ctx, func() error {
