@@ -125,7 +125,7 @@ func (a *Aggregate) ListResources(ctx context.Context, c Call) (string, error) {
 	if _, err := a.authorize(ctx, c, Access{Method: op}); err != nil {
 		return "", opErr(op, err)
 	}
-	if err := checkRSpecVersion(c.Options); err != nil {
+	if err := CheckRSpecVersion(c.Options); err != nil {
 		return "", opErr(op, err)
 	}
 	ad, err := a.advertisement(ctx, c.Options.Available)
@@ -133,17 +133,6 @@ func (a *Aggregate) ListResources(ctx context.Context, c Call) (string, error) {
 		return "", opErr(op, err)
 	}
 	return ad, nil
-}
-
-func checkRSpecVersion(o Options) error {
-	v := o.RSpecVersion
-	if v == nil || v.Type == "" || v.Version == "" {
-		return Errorf(BadArgs, "option geni_rspec_version (a struct with type and version) is required")
-	}
-	if !SupportsRSpec(*v) {
-		return Errorf(BadVersion, "RSpec type %q version %q is not supported: use type GENI version 3", v.Type, v.Version)
-	}
-	return nil
 }
 
 // ---- authorization and URN resolution ----
@@ -238,10 +227,6 @@ func (a *Aggregate) beginAccess(ctx context.Context, c Call, acc Access, urns []
 	return &sc, nil
 }
 
-func shutDownErr(slice string) error {
-	return &Err{Code: Forbidden, URN: slice, Msg: "slice " + slice + " has been shut down; only an operator can restore it"}
-}
-
 // targets lists the sliver URNs of a scope (the slice's live slivers when the
 // call named the slice), keeping only those keep accepts.
 func (a *Aggregate) targets(ctx context.Context, sc *scope, keep func(Sliver) bool) ([]Sliver, error) {
@@ -291,7 +276,7 @@ func (a *Aggregate) Describe(ctx context.Context, c Call, urns []string) (*Descr
 	if err != nil {
 		return nil, opErr(op, err)
 	}
-	if err := checkRSpecVersion(c.Options); err != nil {
+	if err := CheckRSpecVersion(c.Options); err != nil {
 		return nil, opErr(op, err)
 	}
 	slivers, err := a.targets(ctx, sc, nil)
@@ -504,7 +489,7 @@ func (a *Aggregate) Provision(ctx context.Context, c Call, urns []string) (*Allo
 	if err != nil {
 		return nil, opErr(op, err)
 	}
-	if err := checkRSpecVersion(c.Options); err != nil {
+	if err := CheckRSpecVersion(c.Options); err != nil {
 		return nil, opErr(op, err)
 	}
 	now := a.now()

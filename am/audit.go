@@ -2,7 +2,8 @@ package am
 
 import (
 	"context"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -116,7 +117,7 @@ func (r *AuditRecord) NoteSlivers(urns ...string) {
 		if len(r.sliverURNs) >= maxAuditSlivers {
 			return
 		}
-		if !contains(r.sliverURNs, u) {
+		if !slices.Contains(r.sliverURNs, u) {
 			r.sliverURNs = append(r.sliverURNs, u)
 		}
 	}
@@ -142,15 +143,6 @@ func (r *AuditRecord) NoteDeployed(slivers []Sliver) {
 // of slivers is named by its slice URN anyway).
 const maxAuditSlivers = 1000
 
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
 // noteSlivers is NoteSlivers from the URNs of slivers.
 func (r *AuditRecord) noteSliversOf(slivers []Sliver) {
 	if r == nil {
@@ -164,11 +156,7 @@ func (r *AuditRecord) noteSliversOf(slivers []Sliver) {
 // suggests a secret by "(redacted)"; strings are clipped so a row stays small.
 func AuditOptions(raw map[string]any) map[string]any {
 	out := make(map[string]any, len(raw))
-	keys := make([]string, 0, len(raw))
-	for k := range raw {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(raw))
 	for i, k := range keys {
 		if i >= 64 {
 			out["(more)"] = len(keys) - i

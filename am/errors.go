@@ -67,6 +67,12 @@ func MessageOf(err error) string {
 	return ""
 }
 
+// SliceShutDown is the refusal of any call on a shut-down slice but an
+// operator's: from the gate, or from a Store when Shutdown came meanwhile.
+func SliceShutDown(slice string) *Err {
+	return &Err{Code: Forbidden, URN: slice, Msg: "slice " + slice + " has been shut down; only an operator can restore it"}
+}
+
 // HideURN returns err with every mention of urn in its caller-visible
 // message replaced by what, for refusals about an object the caller did not
 // name (the slice of a sliver URN may be another user's). The URN stays in

@@ -162,7 +162,7 @@ func (g *Gate) Check(ctx context.Context, acc Access) (*Grant, error) {
 			return nil, err
 		}
 		if sl != nil && sl.ShutDown {
-			return nil, shutDownErr(acc.Slice)
+			return nil, SliceShutDown(acc.Slice)
 		}
 	}
 	return grant, nil

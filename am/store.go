@@ -125,6 +125,33 @@ type DeleteTx struct {
 	URNs     []string // slivers of SliceURN; nil: all of its live slivers
 }
 
+// Each runs Apply on the slivers in order for a Store, with the best-effort
+// rule: lookup finds a live sliver of the slice, and write records the new
+// state of each sliver whose change succeeded. Without BestEffort the first
+// failure (a missing sliver, or Apply's refusal) is the error and the Store
+// must keep nothing written; with it, a failure is reported in its result and
+// the others go on.
+func (tx ChangeTx) Each(lookup func(urn string) (Sliver, bool), write func(cur, next Sliver)) ([]ChangeResult, error) {
+	var out []ChangeResult
+	for _, urn := range tx.URNs {
+		cur, found := lookup(urn)
+		r := ChangeResult{Sliver: cur}
+		if !found {
+			r.Sliver = Sliver{URN: urn, SliceURN: tx.SliceURN, Allocation: Unallocated}
+			r.Err = Errorf(SearchFailed, "no sliver %s in slice %s here (deleted or expired?)", urn, tx.SliceURN)
+		} else if err := tx.Apply(&r.Sliver); err != nil {
+			r.Sliver, r.Err = cur, err
+		} else {
+			write(cur, r.Sliver)
+		}
+		if r.Err != nil && !tx.BestEffort {
+			return nil, r.Err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // ChangeResult is the outcome of a change for one sliver: its state after
 // the change (or unchanged, with Err, when it failed under best effort).
 type ChangeResult struct {

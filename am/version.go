@@ -46,6 +46,21 @@ func SupportsRSpec(v RSpecVersion) bool {
 	return equalFold(v.Type, DefaultRSpecType) && v.Version == DefaultRSpecVersion
 }
 
+// CheckRSpecVersion is the geni_rspec_version rule of the calls that return
+// an RSpec (ListResources, Describe, Provision): the option is required and
+// must name a version we speak.
+func CheckRSpecVersion(o Options) error {
+	v := o.RSpecVersion
+	if v == nil || v.Type == "" || v.Version == "" {
+		return Errorf(BadArgs, "option geni_rspec_version is required, e.g. {type: \"GENI\", version: \"3\"}")
+	}
+	if !SupportsRSpec(*v) {
+		return Errorf(BadVersion, "RSpec type %q version %q is not supported (GetVersion lists %s %s)",
+			v.Type, v.Version, DefaultRSpecType, DefaultRSpecVersion)
+	}
+	return nil
+}
+
 func equalFold(a, b string) bool {
 	if len(a) != len(b) {
 		return false

@@ -183,11 +183,7 @@ func (s *Store) Slices(ctx context.Context, urn string) ([]SliceRow, error) {
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (SliceRow, error) {
 		var x SliceRow
 		err := r.Scan(&x.URN, &x.Slivers, &x.ShutDown, &x.ShutDownBy, &x.CredentialExpires, &x.CreatedAt)
-		x.CreatedAt = x.CreatedAt.UTC()
-		if x.CredentialExpires != nil {
-			t := x.CredentialExpires.UTC()
-			x.CredentialExpires = &t
-		}
+		x.CreatedAt, x.CredentialExpires = x.CreatedAt.UTC(), utcOrNil(x.CredentialExpires)
 		return x, err
 	})
 	return out, cleanError("list slices", err)
@@ -212,6 +208,15 @@ func (s *Store) AdminSlivers(ctx context.Context, f SliverFilter) ([]am.Sliver, 
 		  AND ($4 = '' OR v.urn = $4) AND ($5::text[] IS NULL OR v.slice_urn = ANY($5))
 		ORDER BY v.created_at, v.urn LIMIT $6`, f.Node, f.Slice, f.User, f.URN, f.Slices, limitOrAll(f.Limit)))
 	return out, cleanError("list slivers", err)
+}
+
+// utcOrNil is a nullable timestamp as every row type shows times: in UTC.
+func utcOrNil(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // limitOrAll is a LIMIT argument: NULL (no limit) for 0.
@@ -244,11 +249,7 @@ func (s *Store) SliverHistory(ctx context.Context, urn string) ([]HistoryRow, er
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (HistoryRow, error) {
 		var h HistoryRow
 		err := r.Scan(&h.At, &h.Event, &h.Actor, &h.Allocation, &h.State, &h.Expires, &h.Node, &h.Error)
-		h.At = h.At.UTC()
-		if h.Expires != nil {
-			t := h.Expires.UTC()
-			h.Expires = &t
-		}
+		h.At, h.Expires = h.At.UTC(), utcOrNil(h.Expires)
 		return h, err
 	})
 	return out, cleanError("sliver history", err)

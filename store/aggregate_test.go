@@ -11,7 +11,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/store"
-	"github.com/geniam/geniam/store/pgtest"
+	"github.com/geniam/geniam/store/storetest"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -68,23 +68,10 @@ type env struct {
 	clock *clock
 }
 
-// openStore opens a store on a fresh database, closed when tb ends, and
-// returns it with the database's URL.
-func openStore(tb testing.TB) (*store.Store, string) {
-	tb.Helper()
-	url := pgtest.NewDatabase(tb)
-	st, err := store.Open(context.Background(), url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(st.Close)
-	return st, url
-}
-
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	st, url := openStore(t)
+	st, url := storetest.Open(t)
 	e := &env{t: t, ctx: ctx, url: url, pool: st.Pool(), store: st,
 		clock: amtest.NewClock(time.Now().UTC().Truncate(time.Second))}
 	e.auth = &allowAll{now: e.clock.Now}

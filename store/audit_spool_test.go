@@ -11,6 +11,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
+	"github.com/geniam/geniam/store/storetest"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -20,7 +21,7 @@ import (
 // ended during the outage), by the next writer on the directory.
 func TestAuditSpoolSurvivesOutage(t *testing.T) {
 	ctx := context.Background()
-	st, url := openStore(t)
+	st, url := storetest.Open(t)
 	proxy, purl := pgtest.NewProxy(t, url)
 	pool, err := pgxpool.New(ctx, purl)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
+	"github.com/geniam/geniam/store/storetest"
 )
 
 // BenchmarkAllocateDelete: one Allocate of an unbound container sliver and
@@ -40,7 +41,7 @@ func BenchmarkAllocateDeleteLargeInventory(b *testing.B) {
 
 func benchAllocateDelete(b *testing.B, nodes, capacity, clients int) []time.Duration {
 	ctx := context.Background()
-	st, _ := openStore(b)
+	st, _ := storetest.Open(b)
 	if _, err := st.Pool().Exec(ctx, `INSERT INTO nodes (name, component_urn, capacity)
 		SELECT 'node' || i, $1 || i, $2 FROM generate_series(0, $3 - 1) AS i`, nodeURN("node"), capacity, nodes); err != nil {
 		b.Fatal(err)
@@ -141,7 +142,7 @@ func BenchmarkScale(b *testing.B) {
 	for _, nodes := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
 			ctx := context.Background()
-			st, _ := openStore(b)
+			st, _ := storetest.Open(b)
 			seedScale(b, st, nodes)
 			agg := am.NewAggregate(am.AggregateConfig{URN: amURN}, st, &allowAll{now: time.Now}, fakeRSpecs{}, time.Now)
 			call := am.Call{Caller: &am.Caller{URN: alice}}

@@ -32,11 +32,7 @@ func (s *Store) AgentHealth(ctx context.Context) (map[string]AgentHealthRow, err
 	var name string
 	var h AgentHealthRow
 	_, err = pgx.ForEachRow(rows, []any{&name, &h.Reachable, &h.Since, &h.LastOK, &h.LastError, &h.Unknown, &h.CheckedAt}, func() error {
-		h.Since, h.CheckedAt = h.Since.UTC(), h.CheckedAt.UTC()
-		if h.LastOK != nil {
-			t := h.LastOK.UTC()
-			h.LastOK = &t
-		}
+		h.Since, h.CheckedAt, h.LastOK = h.Since.UTC(), h.CheckedAt.UTC(), utcOrNil(h.LastOK)
 		out[name] = h
 		h = AgentHealthRow{}
 		return nil

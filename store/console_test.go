@@ -7,6 +7,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/storetest"
 )
 
 // TestConsoleReads covers what the web console reads: an experimenter's
@@ -92,7 +93,7 @@ func TestConsoleReads(t *testing.T) {
 // (200,000 rows) spread over a week.
 func BenchmarkConsoleUsage(b *testing.B) {
 	ctx := context.Background()
-	st, _ := openStore(b)
+	st, _ := storetest.Open(b)
 	if _, err := st.Pool().Exec(ctx, `INSERT INTO sliver_history (at, sliver_urn, slice_urn, node_name, event, actor, allocation_state, operational_state)
 		SELECT * FROM (
 			SELECT now() - (i * interval '6 seconds') + (d * interval '2 hours') AS at, 'urn:s' || i, 'urn:slice' || (i % 1000), 'node' || (i % 100),

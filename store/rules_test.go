@@ -14,7 +14,7 @@ import (
 	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/migrations"
 	"github.com/geniam/geniam/store"
-	"github.com/geniam/geniam/store/pgtest"
+	"github.com/geniam/geniam/store/storetest"
 )
 
 // latestSQL returns the text of the last migration that matches re (a later
@@ -123,11 +123,7 @@ func TestSeedDemoInventory(t *testing.T) {
 // suite am/amtest runs on its in-memory store.
 func TestLifecycleSuite(t *testing.T) {
 	amtest.Lifecycle(t, func(t *testing.T, nodes []am.Node) am.Store {
-		st, err := store.Open(context.Background(), pgtest.NewDatabase(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(st.Close)
+		st, _ := storetest.Open(t)
 		for _, n := range nodes {
 			if err := st.AddNode(context.Background(), store.NewNode{Name: n.Name, ComponentURN: n.ComponentID,
 				SliverTypes: n.SliverTypes, Capacity: n.Capacity}); err != nil {

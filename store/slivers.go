@@ -559,7 +559,7 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 				}
 				return nil
 			case codeShutDown:
-				return am.Errorf(am.Forbidden, "slice %s has been shut down; only an operator can restore it", a.SliceURN)
+				return am.SliceShutDown(a.SliceURN)
 			case codeClientIDUsed:
 				return am.Errorf(am.AlreadyExists, "slice %s already has a sliver with client_id %q here", a.SliceURN, pe.Detail)
 			case codeLinkUsed:
@@ -671,7 +671,7 @@ func (s *Store) change(ctx context.Context, c am.ChangeTx) (out []am.ChangeResul
 		return nil, err
 	}
 	if shutDown && !c.Operator {
-		return nil, am.Errorf(am.Forbidden, "slice %s has been shut down by Shutdown; only an operator can restore it", c.SliceURN)
+		return nil, am.SliceShutDown(c.SliceURN)
 	}
 	byURN := make(map[string]am.Sliver, len(found))
 	for _, f := range found {
@@ -679,30 +679,18 @@ func (s *Store) change(ctx context.Context, c am.ChangeTx) (out []am.ChangeResul
 	}
 	write := &pgx.Batch{}
 	var deleted []string
-	for _, urn := range c.URNs {
+	out, err = c.Each(func(urn string) (am.Sliver, bool) {
 		cur, ok := byURN[urn]
-		if !ok {
-			e := am.Errorf(am.SearchFailed, "no sliver %s in slice %s here (deleted or expired?)", urn, c.SliceURN)
-			if !c.BestEffort {
-				return nil, e
-			}
-			out = append(out, am.ChangeResult{Sliver: am.Sliver{URN: urn, SliceURN: c.SliceURN, Allocation: am.Unallocated}, Err: e})
-			continue
-		}
-		next := cur
-		if err := c.Apply(&next); err != nil {
-			if !c.BestEffort {
-				return nil, err
-			}
-			out = append(out, am.ChangeResult{Sliver: cur, Err: err})
-			continue
-		}
+		return cur, ok
+	}, func(cur, next am.Sliver) {
 		if next.Allocation == am.Unallocated {
 			deleted = append(deleted, cur.URN)
 		} else {
 			queueSliverUpdate(write, cur, next)
 		}
-		out = append(out, am.ChangeResult{Sliver: next})
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(deleted) > 0 {
 		write.Queue("DELETE FROM slivers WHERE urn = ANY($1)", deleted)
@@ -738,7 +726,7 @@ func (s *Store) Delete(ctx context.Context, d am.DeleteTx) ([]am.Sliver, error) 
 		if errors.As(err, &pe) {
 			switch pe.Code {
 			case codeShutDown:
-				return am.Errorf(am.Forbidden, "slice %s has been shut down by Shutdown; only an operator can restore it", d.SliceURN)
+				return am.SliceShutDown(d.SliceURN)
 			case codeNoSuchSliver:
 				return &am.Err{Code: am.SearchFailed, URN: pe.Detail, Msg: "no sliver " + pe.Detail + " at this aggregate (deleted or expired)"}
 			}

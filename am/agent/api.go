@@ -2,6 +2,8 @@ package agent
 
 import (
 	"fmt"
+	"net"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -24,7 +26,9 @@ var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // Validate checks the request's form (not whether the URL is allowed).
 func (f *FetchRequest) Validate() error { return f.validate(true) }
 
-// validate checks the form; without requireDigest (v1) an empty sha256 passes.
+// ValidateV1 is Validate as the v1 API has it: an empty sha256 passes.
+func (f *FetchRequest) ValidateV1() error { return f.validate(false) }
+
 func (f *FetchRequest) validate(requireDigest bool) error {
 	f.SHA256 = strings.ToLower(strings.TrimPrefix(f.SHA256, "sha256:"))
 	if f.URL == "" {
@@ -37,7 +41,7 @@ func (f *FetchRequest) validate(requireDigest bool) error {
 		return nil
 	}
 	if !sha256Pattern.MatchString(f.SHA256) {
-		return am.Errorf(am.BadArgs, "fetch: sha256 must be 64 hex digits, got %q", truncate(f.SHA256, 80))
+		return am.Errorf(am.BadArgs, "fetch: sha256 must be 64 hex digits, got %q", am.Clip(f.SHA256, 80))
 	}
 	return nil
 }
@@ -125,7 +129,7 @@ func (s *StartRequest) Validate() error {
 	}
 	for _, e := range s.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
-			return bad("environment entry %q is not KEY=value", truncate(e, 60))
+			return bad("environment entry %q is not KEY=value", am.Clip(e, 60))
 		}
 	}
 	switch s.Restart {
@@ -133,7 +137,7 @@ func (s *StartRequest) Validate() error {
 		s.Restart = RestartOnce
 	case RestartOnce, RestartAlways, RestartOnFailure:
 	default:
-		return bad("restart must be once, always or on-failure, not %q", truncate(s.Restart, 40))
+		return bad("restart must be once, always or on-failure, not %q", am.Clip(s.Restart, 40))
 	}
 	if s.MaxRetries < 0 || s.MaxRetries > 1000 || (s.MaxRetries > 0 && s.Restart != RestartOnFailure) {
 		return bad("max_retries must be 0-1000 and only with restart on-failure")
@@ -168,13 +172,13 @@ func validUsers(us []User) error {
 	}
 	for _, u := range us {
 		if len(u.Keys) > maxKeysPerUser {
-			return am.Errorf(am.BadArgs, "users: %s has more than %d keys", truncate(u.URN, 80), maxKeysPerUser)
+			return am.Errorf(am.BadArgs, "users: %s has more than %d keys", am.Clip(u.URN, 80), maxKeysPerUser)
 		}
 		for _, k := range u.Keys {
 			// One key per authorized_keys line: a newline would let a key
 			// smuggle in a second entry with options.
 			if len(k) > maxKeyBytes || strings.ContainsAny(k, "\r\n\x00") {
-				return am.Errorf(am.BadArgs, "users: a key of %s contains a line break or is longer than %d bytes", truncate(u.URN, 80), maxKeyBytes)
+				return am.Errorf(am.BadArgs, "users: a key of %s contains a line break or is longer than %d bytes", am.Clip(u.URN, 80), maxKeyBytes)
 			}
 		}
 		if len(u.URN) > maxURNBytes || strings.ContainsAny(u.URN, "\r\n\x00") {
@@ -188,6 +192,9 @@ func validUsers(us []User) error {
 type UsersRequest struct {
 	Users []User `json:"users"`
 }
+
+// Validate checks the users and their keys.
+func (u UsersRequest) Validate() error { return validUsers(u.Users) }
 
 // State is the sliver's overall state, as the aggregate polls it.
 type State string
@@ -287,10 +294,207 @@ func (b ErrorBody) asErr(op string) error {
 	return &am.Err{Code: am.Code(b.GeniCode), Op: op, Msg: msg}
 }
 
-func timePtr(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
+// DataUsage is how full the sliver's /data is.
+type DataUsage struct {
+	UsedBytes  int64 `json:"used_bytes"`
+	LimitBytes int64 `json:"limit_bytes,omitempty"` // 0: not enforced on this node
+	// OverQuota says /data is full: the container's writes fail with "no
+	// space left on device".
+	OverQuota bool `json:"over_quota,omitempty"`
+}
+
+// IdleStatus is what Status says of a sliver under an idle policy.
+type IdleStatus struct {
+	Since   time.Time  `json:"since"`             // last activity seen
+	StopAt  time.Time  `json:"stop_at"`           // when it is stopped unless active again
+	Warned  bool       `json:"warned,omitempty"`  // the warning was given
+	Stopped *time.Time `json:"stopped,omitempty"` // when it was stopped for idleness
+}
+
+// Limits are what one container of a sliver gets. The agent reports them in
+// every status (the aggregate puts them in the manifest), so an
+// experimenter can see why a container was killed.
+type Limits struct {
+	MemoryBytes  int64    `json:"memory_bytes,omitempty"` // 0: none
+	NanoCPUs     int64    `json:"nano_cpus,omitempty"`    // 0: none
+	Pids         int64    `json:"pids,omitempty"`         // 0: none
+	DataBytes    int64    `json:"data_bytes,omitempty"`   // size of /data; 0: not enforced
+	ArchiveBytes int64    `json:"archive_bytes,omitempty"`
+	Capabilities []string `json:"capabilities"`
+	ReadOnlyRoot bool     `json:"read_only_root,omitempty"`
+}
+
+// Disk is the space of the filesystem holding the agent's state directory
+// (records, /data, /geni), as GET /v2/ping reports it, so that the
+// aggregate can show disk pressure before a full disk gets in the way.
+type Disk struct {
+	FreeBytes  int64 `json:"disk_free_bytes"`
+	TotalBytes int64 `json:"disk_total_bytes"`
+}
+
+// ChangesAnswer is the body of GET /v2/changes.
+type ChangesAnswer struct {
+	Seq     uint64   `json:"seq"`
+	Slivers []string `json:"slivers,omitempty"` // the slivers changed since after
+	All     bool     `json:"all,omitempty"`     // the agent cannot name them: check every sliver
+	// Sessions are the SSH sessions' starts and ends since after, as far as
+	// the agent still keeps them (the last maxSessions, since it started):
+	// the aggregate writes an audit row for each.
+	Sessions []SessionEvent `json:"sessions,omitempty"`
+}
+
+// SessionEvent is the start or end of an SSH session in a sliver's
+// container (package sshlogin).
+type SessionEvent struct {
+	Seq       uint64    `json:"seq"`        // the change number it was recorded under
+	Session   string    `json:"session"`    // the same for a session's start and end (its log id)
+	Event     string    `json:"event"`      // SessionStart or SessionEnd
+	Sliver    string    `json:"sliver"`     // sliver id (the SSH user name)
+	SliverURN string    `json:"sliver_urn"` // as the agent's record has them
+	SliceURN  string    `json:"slice_urn"`
+	User      string    `json:"user"` // URN of the geni_users entry whose key logged in
+	Key       string    `json:"key"`  // that key's SHA256 fingerprint
+	Remote    string    `json:"remote"`
+	At        time.Time `json:"at"`
+	Command   string    `json:"command,omitempty"` // what ran: "shell /bin/sh", "exec", "subsystem sftp"
+	// ExitStatus is the process's exit status at SessionEnd; nil when the
+	// session ended without one (the connection closed, access ended).
+	ExitStatus *int `json:"exit_status,omitempty"`
+}
+
+// The events of a session.
+const (
+	SessionStart = "start"
+	SessionEnd   = "end"
+)
+
+// Install is one services/install of a StartRequest.
+type Install struct {
+	URL  string `json:"url"`
+	Path string `json:"path"` // absolute directory in the container, created if missing
+}
+
+const maxInstalls = 16
+
+func validInstalls(ins []Install) error {
+	if len(ins) > maxInstalls {
+		return am.Errorf(am.BadArgs, "start: at most %d installs", maxInstalls)
 	}
-	t = t.UTC()
-	return &t
+	for _, in := range ins {
+		if in.URL == "" || len(in.URL) > 4096 {
+			return am.Errorf(am.BadArgs, "start: an install needs a url of at most 4096 bytes")
+		}
+		if !strings.HasPrefix(in.Path, "/") || len(in.Path) > 1024 || strings.ContainsRune(in.Path, 0) || path.Clean(in.Path) != in.Path {
+			return am.Errorf(am.BadArgs, "start: install path %q must be a clean absolute path", am.Clip(in.Path, 80))
+		}
+	}
+	return nil
+}
+
+// LinkAttachment is one interface of a sliver's container on an experiment
+// link or LAN: the agent puts a veth into the container's network namespace
+// and joins it to the link's bridge, which reaches the link's other nodes by
+// VXLAN (VNI Tag) over the node's experiment network.
+type LinkAttachment struct {
+	Link  string   `json:"link"`            // the link's client_id, for messages
+	Name  string   `json:"name"`            // interface name inside the container, e.g. eth1
+	MAC   string   `json:"mac"`             // 02:xx:.. (locally administered)
+	CIDR  string   `json:"cidr,omitempty"`  // address/prefix inside the container; "" = no address
+	Tag   int      `json:"tag"`             // VXLAN VNI of the link, unique across the aggregate
+	Peers []string `json:"peers,omitempty"` // experiment-network addresses (VTEPs) of the other nodes on the link
+	// Shaping of what the container sends and receives on this interface.
+	CapacityKbps int64   `json:"capacity_kbps,omitempty"` // 0 = unshaped
+	LatencyMs    int     `json:"latency_ms,omitempty"`    // one-way delay added to what the container sends
+	LossPercent  float64 `json:"loss_percent,omitempty"`  // random loss of what the container sends
+}
+
+// Limits on link attachments.
+const (
+	maxLinksPerSliver = 64
+	maxPeers          = 1024
+	MaxVNI            = 1<<24 - 1
+)
+
+var ifNamePattern = regexp.MustCompile(`^eth[0-9]{1,3}$`)
+
+func validLinks(ls []LinkAttachment) error {
+	if len(ls) > maxLinksPerSliver {
+		return am.Errorf(am.BadArgs, "start: at most %d links per sliver", maxLinksPerSliver)
+	}
+	names, tags := map[string]bool{}, map[int]bool{}
+	for _, l := range ls {
+		bad := func(format string, args ...any) error {
+			return am.Errorf(am.BadArgs, "start: link %q: "+format, append([]any{am.Clip(l.Link, 80)}, args...)...)
+		}
+		if !ifNamePattern.MatchString(l.Name) || l.Name == "eth0" {
+			return bad("interface name %q is not eth1..eth999", am.Clip(l.Name, 20))
+		}
+		if names[l.Name] {
+			return bad("interface name %s is used twice", l.Name)
+		}
+		names[l.Name] = true
+		if l.Tag < 1 || l.Tag > MaxVNI {
+			return bad("tag %d is not a VNI (1-%d)", l.Tag, MaxVNI)
+		}
+		if tags[l.Tag] {
+			return bad("tag %d is used by two interfaces of one sliver", l.Tag)
+		}
+		tags[l.Tag] = true
+		mac, err := net.ParseMAC(l.MAC)
+		if err != nil || len(mac) != 6 || mac[0]&1 != 0 {
+			return bad("mac %q is not a unicast Ethernet address", am.Clip(l.MAC, 40))
+		}
+		if l.CIDR != "" {
+			if _, _, err := net.ParseCIDR(l.CIDR); err != nil {
+				return bad("cidr %q is not address/prefix", am.Clip(l.CIDR, 60))
+			}
+		}
+		if len(l.Peers) > maxPeers {
+			return bad("more than %d peers", maxPeers)
+		}
+		for _, p := range l.Peers {
+			if net.ParseIP(p) == nil {
+				return bad("peer %q is not an IP address", am.Clip(p, 60))
+			}
+		}
+		if l.CapacityKbps < 0 || l.CapacityKbps > 100_000_000 || l.LatencyMs < 0 || l.LatencyMs > 60_000 || l.LossPercent < 0 || l.LossPercent > 100 {
+			return bad("capacity_kbps (0-1e8), latency_ms (0-60000) or loss_percent (0-100) out of range")
+		}
+	}
+	return nil
+}
+
+// Login is where the experimenter logs in to a sliver: the manifest's
+// <login authentication="ssh-keys" hostname port username>.
+type Login struct {
+	Host     string `json:"host,omitempty"` // "" when the agent does not know its public name: the aggregate uses its agent URL's host
+	Port     int    `json:"port"`
+	Username string `json:"username"`
+}
+
+// OfAggregate keeps the statuses an aggregate instance may see: its own
+// and those started without an instance (by an older aggregate or the v1
+// API), never another aggregate's.
+func OfAggregate(sts []Status, aggregate string) []Status {
+	if aggregate == "" {
+		return sts
+	}
+	out := sts[:0:0]
+	for _, st := range sts {
+		if st.Aggregate == "" || st.Aggregate == aggregate {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// V1Answer is the body of a successful answer on the AERPAW v1 paths
+// (/v1/...), which the old agent's clients read.
+type V1Answer struct {
+	Status    string `json:"status"` // "OK"
+	Sliver    string `json:"sliver"`
+	ImageID   string `json:"image_id,omitempty"`
+	Verified  *bool  `json:"verified,omitempty"`
+	Container string `json:"container_id,omitempty"`
+	State     State  `json:"state,omitempty"`
 }

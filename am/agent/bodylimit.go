@@ -1,17 +1,14 @@
 package agent
 
+// HTTP helpers both servers of a sliver's data use: the agent's (package
+// node) and the aggregate's /data download (am/provision).
+
 import (
-	"compress/gzip"
 	"io"
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/geniam/geniam/am"
 )
-
-// MaxRequestBody bounds every request body the agent reads (JSON).
-const MaxRequestBody = 2 << 20
 
 // An answer to an oversized body is useless if the connection is reset
 // before the client reads it, which is what happens when a server closes a
@@ -27,18 +24,6 @@ const (
 	refusedDrainTime = 10 * time.Second
 )
 
-// refuseLargeBody answers 413 naming the limit if the request announces a
-// body over max, and reports whether it did.
-func refuseLargeBody(w http.ResponseWriter, r *http.Request, max int64, answer func(error)) bool {
-	if r.ContentLength <= max {
-		return false
-	}
-	w.Header().Set("Connection", "close")
-	answer(am.Errorf(am.TooBig, "request body of %d bytes is larger than the limit of %d bytes", r.ContentLength, max))
-	DrainRefusedBody(w, r.Body)
-	return true
-}
-
 // DrainRefusedBody flushes the answer already written to w and then reads
 // and drops what the client still sends of body, up to a bound, so that the
 // client can read the answer before the connection closes.
@@ -47,20 +32,6 @@ func DrainRefusedBody(w http.ResponseWriter, body io.Reader) {
 	_ = rc.Flush()
 	_ = rc.SetReadDeadline(time.Now().Add(refusedDrainTime))
 	_, _ = io.CopyN(io.Discard, body, refusedBodyDrain)
-}
-
-// compressedFor gzips the /data tar on the wire when the client accepts it
-// (the aggregate does, and keeps archives compressed): long runs of zeros
-// and text shrink many times over. gzip (compress/gzip at BestSpeed) because
-// every tool reads it and it needs no new dependency. finish flushes the
-// compressor.
-func compressedFor(r *http.Request, w http.ResponseWriter, out io.Writer) (io.Writer, func() error) {
-	if !AcceptsGzip(r) {
-		return out, func() error { return nil }
-	}
-	w.Header().Set("Content-Encoding", "gzip")
-	zw, _ := gzip.NewWriterLevel(out, gzip.BestSpeed)
-	return zw, zw.Close
 }
 
 // AcceptsGzip reports whether the request's Accept-Encoding lists gzip

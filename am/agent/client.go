@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -106,7 +107,7 @@ func (c *Client) sendWith(ctx context.Context, op, method, path string, in any, 
 	var eb ErrorBody
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if json.Unmarshal(b, &eb) != nil || eb.Code == "" {
-		return nil, &am.Err{Code: am.RPCError, Op: op, Msg: fmt.Sprintf("agent answered %s: %s", resp.Status, truncate(strings.TrimSpace(string(b)), 200))}
+		return nil, &am.Err{Code: am.RPCError, Op: op, Msg: fmt.Sprintf("agent answered %s: %s", resp.Status, am.Clip(strings.TrimSpace(string(b)), 200))}
 	}
 	return nil, eb.asErr(op)
 }
@@ -139,13 +140,7 @@ func (c *Client) Disk(ctx context.Context) (Disk, error) {
 // at once (the agent answers 202) with state "fetching", or "fetched" if
 // the same image was already loaded. Use WaitFetched or poll Status.
 func (c *Client) Fetch(ctx context.Context, id string, req FetchRequest) (Status, error) {
-	p, err := c.sliverPath(id, "/image")
-	if err != nil {
-		return Status{}, err
-	}
-	var st Status
-	_, err = c.call(ctx, "fetch", http.MethodPut, p, req, &st)
-	return st, err
+	return statusOf(c.sliverStatus(ctx, "fetch", http.MethodPut, id, "/image", req))
 }
 
 // FetchWait is Fetch, but the agent holds the answer until the fetch ends
@@ -153,13 +148,7 @@ func (c *Client) Fetch(ctx context.Context, id string, req FetchRequest) (Status
 // fetch comes back as an ERROR *am.Err; a fetch still running as a status
 // with state "fetching".
 func (c *Client) FetchWait(ctx context.Context, id string, req FetchRequest, maxWait time.Duration) (Status, error) {
-	p, err := c.sliverPath(id, "/image")
-	if err != nil {
-		return Status{}, err
-	}
-	var st Status
-	_, err = c.call(ctx, "fetch", http.MethodPut, p+"?wait="+url.QueryEscape(maxWait.String()), req, &st)
-	return st, err
+	return statusOf(c.sliverStatus(ctx, "fetch", http.MethodPut, id, "/image?wait="+url.QueryEscape(maxWait.String()), req))
 }
 
 // WaitFetched polls the sliver's status every interval until its image is
@@ -189,23 +178,13 @@ func (c *Client) WaitFetched(ctx context.Context, id string, interval time.Durat
 // Run creates and starts the sliver's container; created is false if it
 // already existed (its status is returned unchanged).
 func (c *Client) Run(ctx context.Context, id string, req StartRequest) (st Status, created bool, err error) {
-	p, err := c.sliverPath(id, "/container")
-	if err != nil {
-		return Status{}, false, err
-	}
-	code, err := c.call(ctx, "start", http.MethodPut, p, req, &st)
+	st, code, err := c.sliverStatus(ctx, "start", http.MethodPut, id, "/container", req)
 	return st, code == http.StatusCreated, err
 }
 
 // Status returns the sliver's state.
 func (c *Client) Status(ctx context.Context, id string) (Status, error) {
-	p, err := c.sliverPath(id, "")
-	if err != nil {
-		return Status{}, err
-	}
-	var st Status
-	_, err = c.call(ctx, "status", http.MethodGet, p, nil, &st)
-	return st, err
+	return statusOf(c.sliverStatus(ctx, "status", http.MethodGet, id, "", nil))
 }
 
 // List returns every sliver the agent knows (for reconciliation).
@@ -225,23 +204,27 @@ func (c *Client) ListOf(ctx context.Context, aggregate string) ([]Status, error)
 
 // Stop stops the sliver's container (geni_stop).
 func (c *Client) Stop(ctx context.Context, id string) (Status, error) {
-	return c.post(ctx, "stop", id, "/stop")
+	return statusOf(c.sliverStatus(ctx, "stop", http.MethodPost, id, "/stop", nil))
 }
 
 // Start starts the sliver's existing container again (geni_start).
 func (c *Client) Start(ctx context.Context, id string) (Status, error) {
-	return c.post(ctx, "start", id, "/start")
+	return statusOf(c.sliverStatus(ctx, "start", http.MethodPost, id, "/start", nil))
 }
 
-func (c *Client) post(ctx context.Context, op, id, rest string) (Status, error) {
+// sliverStatus sends in to a sliver's sub-resource rest and decodes the
+// Status the agent answers with, and its HTTP status code.
+func (c *Client) sliverStatus(ctx context.Context, op, method, id, rest string, in any) (st Status, code int, err error) {
 	p, err := c.sliverPath(id, rest)
 	if err != nil {
-		return Status{}, err
+		return Status{}, 0, err
 	}
-	var st Status
-	_, err = c.call(ctx, op, http.MethodPost, p, nil, &st)
-	return st, err
+	code, err = c.call(ctx, op, method, p, in, &st)
+	return st, code, err
 }
+
+// statusOf drops the HTTP status code of sliverStatus's answer.
+func statusOf(st Status, _ int, err error) (Status, error) { return st, err }
 
 // Data returns the sliver's /data as a tar stream; the caller closes it. A
 // transfer broken by the agent shows up as a read error, never as a short
@@ -329,11 +312,17 @@ func (c *Client) del(ctx context.Context, op, id, rest string) error {
 
 // UpdateUsers replaces the slice users' keys (geni_update_users).
 func (c *Client) UpdateUsers(ctx context.Context, id string, users []User) (Status, error) {
-	p, err := c.sliverPath(id, "/users")
-	if err != nil {
-		return Status{}, err
+	return statusOf(c.sliverStatus(ctx, "update users", http.MethodPut, id, "/users", UsersRequest{Users: users}))
+}
+
+// WaitChange long-polls the agent: it answers as soon as the agent's
+// change number differs from after, or after wait, with the slivers that
+// changed. An agent that predates /v2/changes answers UNSUPPORTED.
+func (c *Client) WaitChange(ctx context.Context, after uint64, wait time.Duration) (ChangesAnswer, error) {
+	var a ChangesAnswer
+	_, err := c.call(ctx, "changes", http.MethodGet, "/v2/changes?after="+strconv.FormatUint(after, 10)+"&wait="+wait.String(), nil, &a)
+	if am.CodeOf(err) == am.SearchFailed { // "no such endpoint"
+		return a, am.Errorf(am.Unsupported, "the agent at %s has no /v2/changes (an older agent): state follows the health poll", c.base)
 	}
-	var st Status
-	_, err = c.call(ctx, "update users", http.MethodPut, p, UsersRequest{Users: users}, &st)
-	return st, err
+	return a, err
 }

@@ -127,7 +127,7 @@ func (s *Store) Allocate(ctx context.Context, tx am.AllocateTx) ([]am.Sliver, er
 		sl = &am.Slice{URN: tx.SliceURN}
 	}
 	if sl.ShutDown && !tx.Operator {
-		return nil, am.Errorf(am.Forbidden, "slice %s has been shut down; only an operator can restore it", tx.SliceURN)
+		return nil, am.SliceShutDown(tx.SliceURN)
 	}
 	nodes := s.withUsage()
 	if tx.AllBound {
@@ -185,34 +185,21 @@ func (s *Store) Change(ctx context.Context, tx am.ChangeTx) ([]am.ChangeResult, 
 		return nil, am.Errorf(am.SearchFailed, "unknown slice %s", tx.SliceURN)
 	}
 	if sl.ShutDown && !tx.Operator {
-		return nil, am.Errorf(am.Forbidden, "slice %s has been shut down by Shutdown; only an operator can restore it", tx.SliceURN)
+		return nil, am.SliceShutDown(tx.SliceURN)
 	}
-	var out []am.ChangeResult
 	writes := map[string]am.Sliver{}
-	for _, urn := range tx.URNs {
+	out, err := tx.Each(func(urn string) (am.Sliver, bool) {
 		cur, ok := s.slivers[urn]
-		if !ok || cur.SliceURN != tx.SliceURN {
-			e := am.Errorf(am.SearchFailed, "no sliver %s in slice %s here (deleted or expired?)", urn, tx.SliceURN)
-			if !tx.BestEffort {
-				return nil, e
-			}
-			out = append(out, am.ChangeResult{Sliver: am.Sliver{URN: urn, SliceURN: tx.SliceURN, Allocation: am.Unallocated}, Err: e})
-			continue
-		}
-		next := cur
-		if err := tx.Apply(&next); err != nil {
-			if !tx.BestEffort {
-				return nil, err
-			}
-			out = append(out, am.ChangeResult{Sliver: cur, Err: err})
-			continue
-		}
+		return cur, ok && cur.SliceURN == tx.SliceURN
+	}, func(cur, next am.Sliver) {
 		// What the database keeps of a change (store.writeSliver).
 		kept := cur
 		kept.Allocation, kept.Operational, kept.Expires = next.Allocation, next.Operational, next.Expires
 		kept.Error, kept.ResourceMsg, kept.Users = next.Error, next.ResourceMsg, next.Users
-		writes[urn] = kept
-		out = append(out, am.ChangeResult{Sliver: next})
+		writes[cur.URN] = kept
+	})
+	if err != nil {
+		return nil, err
 	}
 	for urn, v := range writes {
 		if v.Allocation == am.Unallocated {
@@ -231,7 +218,7 @@ func (s *Store) Delete(ctx context.Context, tx am.DeleteTx) ([]am.Sliver, error)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sl := s.slices[tx.SliceURN]; sl != nil && sl.ShutDown && !tx.Operator {
-		return nil, am.Errorf(am.Forbidden, "slice %s has been shut down by Shutdown; only an operator can restore it", tx.SliceURN)
+		return nil, am.SliceShutDown(tx.SliceURN)
 	}
 	var out []am.Sliver
 	if tx.URNs == nil {

@@ -7,35 +7,11 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/xmlrpc"
 )
 
 // This file turns decoded XML-RPC params into typed arguments. Every failure
 // is an *am.Err with BadArgs (or BadVersion) whose message names the argument.
-
-// typeName is the XML-RPC name of a decoded value's type, for messages.
-func typeName(v any) string {
-	switch v.(type) {
-	case nil:
-		return "nil"
-	case string:
-		return "string"
-	case int64:
-		return "int"
-	case bool:
-		return "boolean"
-	case float64:
-		return "double"
-	case []byte:
-		return "base64"
-	case time.Time:
-		return "dateTime"
-	case map[string]any:
-		return "struct"
-	case []any:
-		return "array"
-	}
-	return fmt.Sprintf("%T", v)
-}
 
 func badArgs(format string, args ...any) *am.Err {
 	return am.Errorf(am.BadArgs, format, args...)
@@ -44,7 +20,7 @@ func badArgs(format string, args ...any) *am.Err {
 func stringArg(v any, what string) (string, error) {
 	s, ok := v.(string)
 	if !ok {
-		return "", badArgs("%s must be a string, not a %s", what, typeName(v))
+		return "", badArgs("%s must be a string, not a %s", what, xmlrpc.TypeName(v))
 	}
 	return s, nil
 }
@@ -61,7 +37,7 @@ const MaxCredentials = 64
 func parseCredentials(v any) ([]am.Credential, error) {
 	list, ok := v.([]any)
 	if !ok {
-		return nil, badArgs("credentials must be an array, not a %s", typeName(v))
+		return nil, badArgs("credentials must be an array, not a %s", xmlrpc.TypeName(v))
 	}
 	if len(list) > MaxCredentials {
 		return nil, badArgs("credentials has %d entries, more than the limit of %d", len(list), MaxCredentials)
@@ -85,7 +61,7 @@ func parseCredentials(v any) ([]am.Credential, error) {
 			}
 			creds = append(creds, cred)
 		default:
-			return nil, badArgs("credentials[%d] must be a struct {geni_type, geni_version, geni_value}, not a %s", i, typeName(item))
+			return nil, badArgs("credentials[%d] must be a struct {geni_type, geni_version, geni_value}, not a %s", i, xmlrpc.TypeName(item))
 		}
 	}
 	return creds, nil
@@ -104,7 +80,7 @@ func credentialField(c map[string]any, name string, i int) (string, error) {
 			return strconv.FormatInt(x, 10), nil
 		}
 	}
-	return "", badArgs("credentials[%d].%s must be a string, not a %s", i, name, typeName(v))
+	return "", badArgs("credentials[%d].%s must be a string, not a %s", i, name, xmlrpc.TypeName(v))
 }
 
 // parseURNs reads the urns argument: one slice URN, or sliver URNs (of one
@@ -112,7 +88,7 @@ func credentialField(c map[string]any, name string, i int) (string, error) {
 func parseURNs(v any) ([]string, error) {
 	list, ok := v.([]any)
 	if !ok {
-		return nil, badArgs("urns must be an array of strings, not a %s", typeName(v))
+		return nil, badArgs("urns must be an array of strings, not a %s", xmlrpc.TypeName(v))
 	}
 	if len(list) == 0 {
 		return nil, badArgs("urns is empty: give a slice URN or sliver URNs")
@@ -122,7 +98,7 @@ func parseURNs(v any) ([]string, error) {
 	for i, item := range list {
 		s, ok := item.(string)
 		if !ok {
-			return nil, badArgs("urns[%d] must be a string, not a %s", i, typeName(item))
+			return nil, badArgs("urns[%d] must be a string, not a %s", i, xmlrpc.TypeName(item))
 		}
 		u, err := am.ParseURN(s)
 		if err != nil {
@@ -187,7 +163,7 @@ func timeArg(v any, what string) (time.Time, error) {
 	case time.Time: // a <dateTime.iso8601>, although GENI sends strings
 		return x.UTC(), nil
 	}
-	return time.Time{}, badArgs("%s must be an RFC 3339 string, not a %s", what, typeName(v))
+	return time.Time{}, badArgs("%s must be an RFC 3339 string, not a %s", what, xmlrpc.TypeName(v))
 }
 
 func boolOption(v any, name string) (bool, error) {
@@ -212,7 +188,7 @@ func describe(v any) string {
 		}
 		return fmt.Sprintf("the string %q", x)
 	}
-	return "a " + typeName(v)
+	return "a " + xmlrpc.TypeName(v)
 }
 
 // parseOptions reads the options struct. Unknown options are ignored; a
@@ -220,7 +196,7 @@ func describe(v any) string {
 func parseOptions(v any) (am.Options, error) {
 	raw, ok := v.(map[string]any)
 	if !ok {
-		return am.Options{}, badArgs("options must be a struct, not a %s", typeName(v))
+		return am.Options{}, badArgs("options must be a struct, not a %s", xmlrpc.TypeName(v))
 	}
 	o := am.Options{Raw: raw}
 	var err error
@@ -261,7 +237,7 @@ func parseOptions(v any) (am.Options, error) {
 func parseRSpecVersion(v any) (*am.RSpecVersion, error) {
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, badArgs("option geni_rspec_version must be a struct {type, version}, not a %s", typeName(v))
+		return nil, badArgs("option geni_rspec_version must be a struct {type, version}, not a %s", xmlrpc.TypeName(v))
 	}
 	var rv am.RSpecVersion
 	for _, f := range []struct {
@@ -280,7 +256,7 @@ func parseRSpecVersion(v any) (*am.RSpecVersion, error) {
 		case float64:
 			*f.dst = strconv.FormatFloat(x, 'f', -1, 64)
 		default:
-			return nil, badArgs("option geni_rspec_version.%s must be a string, not a %s", f.name, typeName(val))
+			return nil, badArgs("option geni_rspec_version.%s must be a string, not a %s", f.name, xmlrpc.TypeName(val))
 		}
 	}
 	return &rv, nil
@@ -289,13 +265,13 @@ func parseRSpecVersion(v any) (*am.RSpecVersion, error) {
 func parseUsers(v any) ([]am.User, error) {
 	list, ok := v.([]any)
 	if !ok {
-		return nil, badArgs("option geni_users must be an array of {urn, keys} structs, not a %s", typeName(v))
+		return nil, badArgs("option geni_users must be an array of {urn, keys} structs, not a %s", xmlrpc.TypeName(v))
 	}
 	users := make([]am.User, 0, len(list))
 	for i, item := range list {
 		m, ok := item.(map[string]any)
 		if !ok {
-			return nil, badArgs("option geni_users[%d] must be a struct {urn, keys}, not a %s", i, typeName(item))
+			return nil, badArgs("option geni_users[%d] must be a struct {urn, keys}, not a %s", i, xmlrpc.TypeName(item))
 		}
 		urn, ok := m["urn"].(string)
 		if !ok {
@@ -312,23 +288,11 @@ func parseUsers(v any) ([]am.User, error) {
 		for j, k := range keyList {
 			s, ok := k.(string)
 			if !ok {
-				return nil, badArgs("option geni_users[%d].keys[%d] must be a string, not a %s", i, j, typeName(k))
+				return nil, badArgs("option geni_users[%d].keys[%d] must be a string, not a %s", i, j, xmlrpc.TypeName(k))
 			}
 			u.Keys = append(u.Keys, s)
 		}
 		users = append(users, u)
 	}
 	return users, nil
-}
-
-// requireRSpecVersion is the check of ListResources, Describe and Provision.
-func requireRSpecVersion(o am.Options) error {
-	if o.RSpecVersion == nil {
-		return badArgs("option geni_rspec_version is required, e.g. {type: \"GENI\", version: \"3\"}")
-	}
-	if !am.SupportsRSpec(*o.RSpecVersion) {
-		return am.Errorf(am.BadVersion, "RSpec type %q version %q is not supported (GetVersion lists %s %s)",
-			o.RSpecVersion.Type, o.RSpecVersion.Version, am.DefaultRSpecType, am.DefaultRSpecVersion)
-	}
-	return nil
 }

@@ -3,20 +3,13 @@ package geniapi
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +19,8 @@ import (
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/openssltest"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 )
 
 const (
@@ -164,103 +159,25 @@ func newLogger() (*slog.Logger, *logBuffer) {
 }
 
 // testPKI is a clearinghouse CA (trusted, in rootsDir), the AM's server
-// certificate, and helpers to issue client certificates.
+// certificate, and client certificates it issues.
 type testPKI struct {
-	dir        string
-	rootsDir   string
-	ca         *devpki.Identity
-	caCertFile string
-	caKeyFile  string
-	server     tls.Certificate
-	pool       *x509.CertPool // for clients: trusts the server certificate
+	*pkitest.Authority
+	rootsDir string
+	signer   *openssltest.Signer // the CA for openssl, which signs what Go will not
+	server   tls.Certificate
 }
 
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+example+authority+ca", CommonName: "example CA"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &testPKI{dir: dir, rootsDir: filepath.Join(dir, "roots"), ca: ca}
-	if p.caCertFile, p.caKeyFile, err = ca.WriteFiles(dir, "ca"); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(p.rootsDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(p.rootsDir, "ca.pem"), ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ca.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.server = tlsCert(t, srv)
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(ca.Cert)
-	return p
+	ca := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+example+authority+ca", CommonName: "example CA"})
+	return &testPKI{Authority: ca, rootsDir: ca.Roots(), signer: openssltest.NewSigner(t, ca.Identity, ca.Dir),
+		server: pkitest.TLS(t, ca.Server(devpki.Options{URN: amURN}))}
 }
 
-func tlsCert(t testing.TB, id *devpki.Identity) tls.Certificate {
+// clientCert issues a client certificate.
+func (p *testPKI) clientCert(t testing.TB, o devpki.Options) tls.Certificate {
 	t.Helper()
-	c, err := tls.X509KeyPair(id.ChainPEM(), id.KeyPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func (p *testPKI) issue(t testing.TB, o devpki.Options) tls.Certificate {
-	t.Helper()
-	id, err := p.ca.Issue(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tlsCert(t, id)
-}
-
-// opensslLeaf has the openssl CLI sign a client certificate, for what Go will
-// not create: SHA-1 signatures and negative serial numbers. san is the
-// subjectAltName line ("" for none); extra is appended to the extensions.
-func (p *testPKI) opensslLeaf(t testing.TB, name, digest, serial, san, extra, caCert, caKey string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	base := filepath.Join(p.dir, name)
-	if err := os.WriteFile(base+".key", keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ext := "basicConstraints=CA:FALSE\n" + extra
-	if san != "" {
-		ext += "subjectAltName=" + san + "\n"
-	}
-	if err := os.WriteFile(base+".ext", []byte(ext), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
-			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("req", "-new", "-key", base+".key", "-subj", "/CN="+name, "-out", base+".csr")
-	run("x509", "-req", "-in", base+".csr", "-CA", caCert, "-CAkey", caKey, "-"+digest, "-set_serial", serial,
-		"-days", "30", "-extfile", base+".ext", "-out", base+".pem")
-	certPEM, err = os.ReadFile(base + ".pem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certPEM, keyPEM
-}
-
-func requireOpenSSL(t testing.TB) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl CLI not installed")
-	}
+	return pkitest.TLS(t, p.Issue(o))
 }
 
 // loadRoots reads a roots directory into a Verifier, the RootSource the
@@ -284,17 +201,12 @@ func startServer(t testing.TB, h http.Handler, p *testPKI, legacy bool, log *slo
 	}
 	srv := NewServer(ln.Addr().String(), h, ServerTLSConfig(p.server, roots, legacy, log))
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	amtest.ServeTLS(t, srv, ln)
 	return "https://" + ln.Addr().String() + "/", roots
 }
 
 func clientTransport(p *testPKI, cert *tls.Certificate) *http.Transport {
-	cfg := &tls.Config{RootCAs: p.pool}
+	cfg := &tls.Config{RootCAs: p.Pool()}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}

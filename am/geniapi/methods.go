@@ -14,55 +14,95 @@ import (
 )
 
 // methodSpec describes one AM API method: its parameter names in order (for
-// the arity check and messages; "credentials" and "options" are parsed for
-// every method) and how to run it once those two are in the Call.
+// the arity check, messages and parsing: dispatch turns each name into its
+// typed argument) and how to run it once they are parsed.
 type methodSpec struct {
 	params   []string
-	optional int // trailing params that may be left out (GetVersion's options)
-	run      func(ctx context.Context, api am.API, c *am.Call, p []any) (any, error)
+	optional int  // trailing params that may be left out (GetVersion's options)
+	rspec    bool // answers with an RSpec, so geni_rspec_version is required
+	run      func(ctx context.Context, api am.API, c *am.Call, a args) (any, error)
 }
 
 var methods = map[string]methodSpec{
 	"GetVersion":               {params: []string{"options"}, optional: 1, run: getVersion},
-	"ListResources":            {params: []string{"credentials", "options"}, run: listResources},
-	"Describe":                 {params: []string{"urns", "credentials", "options"}, run: describe3},
+	"ListResources":            {params: []string{"credentials", "options"}, rspec: true, run: listResources},
+	"Describe":                 {params: []string{"urns", "credentials", "options"}, rspec: true, run: describe3},
 	"Allocate":                 {params: []string{"slice_urn", "credentials", "rspec", "options"}, run: allocate},
 	"Renew":                    {params: []string{"urns", "credentials", "expiration_time", "options"}, run: renew},
-	"Provision":                {params: []string{"urns", "credentials", "options"}, run: provision},
+	"Provision":                {params: []string{"urns", "credentials", "options"}, rspec: true, run: provision},
 	"Status":                   {params: []string{"urns", "credentials", "options"}, run: status},
 	"PerformOperationalAction": {params: []string{"urns", "credentials", "action", "options"}, run: performOperationalAction},
 	"Delete":                   {params: []string{"urns", "credentials", "options"}, run: deleteSlivers},
 	"Shutdown":                 {params: []string{"slice_urn", "credentials", "options"}, run: shutdown},
 }
 
-// dispatch checks the arity, parses credentials and options, and runs the method.
+// args are a call's typed arguments other than credentials and options
+// (those go into the am.Call), named as in methodSpec.params.
+type args struct {
+	urns       []string
+	slice      string
+	rspec      string
+	expiration time.Time
+	action     string
+}
+
+// parse reads the parameter called name into its field.
+func (a *args) parse(name string, v any) (err error) {
+	switch name {
+	case "urns":
+		a.urns, err = parseURNs(v)
+	case "slice_urn":
+		a.slice, err = parseSliceURN(v, name)
+	case "rspec":
+		a.rspec, err = stringArg(v, name)
+	case "expiration_time":
+		a.expiration, err = timeArg(v, name)
+	case "action":
+		if a.action, err = stringArg(v, name); err == nil && a.action == "" {
+			err = badArgs("action is empty")
+		}
+	}
+	return err
+}
+
+// dispatch checks the arity, parses credentials and options, then the other
+// arguments in order, and runs the method. The order fixes which of several
+// bad arguments a caller hears about.
 func (h *Handler) dispatch(ctx context.Context, c *am.Call, call *xmlrpc.Call, spec methodSpec) (any, error) {
 	p := call.Params
 	if n, max := len(p), len(spec.params); n > max || n < max-spec.optional {
 		want := "(" + strings.Join(spec.params, ", ") + ")"
 		return nil, badArgs("%s takes %d arguments %s, got %d", call.Method, max, want, n)
 	}
-	for i, name := range spec.params {
-		if i >= len(p) {
-			break
-		}
+	for i, v := range p {
 		var err error
-		switch name {
+		switch spec.params[i] {
 		case "credentials":
-			c.Credentials, err = parseCredentials(p[i])
+			c.Credentials, err = parseCredentials(v)
 		case "options":
-			c.Options, err = parseOptions(p[i])
+			c.Options, err = parseOptions(v)
 		}
 		if err != nil {
 			return nil, err
 		}
 	}
-	return spec.run(ctx, h.api, c, p)
+	var a args
+	for i, v := range p {
+		if err := a.parse(spec.params[i], v); err != nil {
+			return nil, err
+		}
+	}
+	if spec.rspec {
+		if err := am.CheckRSpecVersion(c.Options); err != nil {
+			return nil, err
+		}
+	}
+	return spec.run(ctx, h.api, c, a)
 }
 
 var errNilResult = errors.New("am.API returned a nil result without an error")
 
-func getVersion(ctx context.Context, api am.API, c *am.Call, _ []any) (any, error) {
+func getVersion(ctx context.Context, api am.API, c *am.Call, _ args) (any, error) {
 	v, err := api.GetVersion(ctx, *c)
 	if err != nil {
 		return nil, err
@@ -73,10 +113,7 @@ func getVersion(ctx context.Context, api am.API, c *am.Call, _ []any) (any, erro
 	return versionValue(v), nil
 }
 
-func listResources(ctx context.Context, api am.API, c *am.Call, _ []any) (any, error) {
-	if err := requireRSpecVersion(c.Options); err != nil {
-		return nil, err
-	}
+func listResources(ctx context.Context, api am.API, c *am.Call, _ args) (any, error) {
 	if _, ok := c.Options.Raw["geni_slice_urn"]; ok {
 		return nil, badArgs("option geni_slice_urn is AM API v2; use Describe to see a slice")
 	}
@@ -90,15 +127,8 @@ func listResources(ctx context.Context, api am.API, c *am.Call, _ []any) (any, e
 	return rspec, nil
 }
 
-func describe3(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
-	urns, err := parseURNs(p[0])
-	if err != nil {
-		return nil, err
-	}
-	if err := requireRSpecVersion(c.Options); err != nil {
-		return nil, err
-	}
-	res, err := api.Describe(ctx, *c, urns)
+func describe3(ctx context.Context, api am.API, c *am.Call, a args) (any, error) {
+	res, err := api.Describe(ctx, *c, a.urns)
 	if err != nil {
 		return nil, err
 	}
@@ -112,59 +142,20 @@ func describe3(ctx context.Context, api am.API, c *am.Call, p []any) (any, error
 	return map[string]any{"geni_rspec": rspec, "geni_urn": res.SliceURN, "geni_slivers": sliverValues(res.Slivers)}, nil
 }
 
-func allocate(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
-	slice, err := parseSliceURN(p[0], "slice_urn")
-	if err != nil {
-		return nil, err
-	}
-	rspec, err := stringArg(p[2], "rspec")
-	if err != nil {
-		return nil, err
-	}
-	res, err := api.Allocate(ctx, *c, slice, rspec)
-	if err != nil {
-		return nil, err
-	}
-	return allocateValue(res)
+func allocate(ctx context.Context, api am.API, c *am.Call, a args) (any, error) {
+	return allocateValue(api.Allocate(ctx, *c, a.slice, a.rspec))
 }
 
-func renew(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
-	urns, err := parseURNs(p[0])
-	if err != nil {
-		return nil, err
-	}
-	expiration, err := timeArg(p[2], "expiration_time")
-	if err != nil {
-		return nil, err
-	}
-	res, err := api.Renew(ctx, *c, urns, expiration)
-	if err != nil {
-		return nil, err
-	}
-	return sliverValues(res), nil
+func renew(ctx context.Context, api am.API, c *am.Call, a args) (any, error) {
+	return sliversValue(api.Renew(ctx, *c, a.urns, a.expiration))
 }
 
-func provision(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
-	urns, err := parseURNs(p[0])
-	if err != nil {
-		return nil, err
-	}
-	if err := requireRSpecVersion(c.Options); err != nil {
-		return nil, err
-	}
-	res, err := api.Provision(ctx, *c, urns)
-	if err != nil {
-		return nil, err
-	}
-	return allocateValue(res)
+func provision(ctx context.Context, api am.API, c *am.Call, a args) (any, error) {
+	return allocateValue(api.Provision(ctx, *c, a.urns))
 }
 
-func status(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
-	urns, err := parseURNs(p[0])
-	if err != nil {
-		return nil, err
-	}
-	res, err := api.Status(ctx, *c, urns)
+func status(ctx context.Context, api am.API, c *am.Call, a args) (any, error) {
+	res, err := api.Status(ctx, *c, a.urns)
 	if err != nil {
 		return nil, err
 	}
@@ -180,43 +171,16 @@ func status(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
 	return map[string]any{"geni_urn": res.SliceURN, "geni_slivers": slivers}, nil
 }
 
-func performOperationalAction(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
-	urns, err := parseURNs(p[0])
-	if err != nil {
-		return nil, err
-	}
-	action, err := stringArg(p[2], "action")
-	if err != nil {
-		return nil, err
-	}
-	if action == "" {
-		return nil, badArgs("action is empty")
-	}
-	res, err := api.PerformOperationalAction(ctx, *c, urns, action)
-	if err != nil {
-		return nil, err
-	}
-	return sliverValues(res), nil
+func performOperationalAction(ctx context.Context, api am.API, c *am.Call, a args) (any, error) {
+	return sliversValue(api.PerformOperationalAction(ctx, *c, a.urns, a.action))
 }
 
-func deleteSlivers(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
-	urns, err := parseURNs(p[0])
-	if err != nil {
-		return nil, err
-	}
-	res, err := api.Delete(ctx, *c, urns)
-	if err != nil {
-		return nil, err
-	}
-	return sliverValues(res), nil
+func deleteSlivers(ctx context.Context, api am.API, c *am.Call, a args) (any, error) {
+	return sliversValue(api.Delete(ctx, *c, a.urns))
 }
 
-func shutdown(ctx context.Context, api am.API, c *am.Call, p []any) (any, error) {
-	slice, err := parseSliceURN(p[0], "slice_urn")
-	if err != nil {
-		return nil, err
-	}
-	if err := api.Shutdown(ctx, *c, slice); err != nil {
+func shutdown(ctx context.Context, api am.API, c *am.Call, a args) (any, error) {
+	if err := api.Shutdown(ctx, *c, a.slice); err != nil {
 		return nil, err
 	}
 	return true, nil
@@ -275,7 +239,19 @@ func sliverValues(list []am.SliverStatus) []map[string]any {
 	return out
 }
 
-func allocateValue(res *am.AllocateResult) (any, error) {
+// sliversValue is the answer of the calls that return their slivers' status.
+func sliversValue(list []am.SliverStatus, err error) (any, error) {
+	if err != nil {
+		return nil, err
+	}
+	return sliverValues(list), nil
+}
+
+// allocateValue is the answer of Allocate and Provision: manifest and slivers.
+func allocateValue(res *am.AllocateResult, err error) (any, error) {
+	if err != nil {
+		return nil, err
+	}
 	if res == nil {
 		return nil, errNilResult
 	}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,13 +15,15 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/openssltest"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 	kolo "github.com/kolo/xmlrpc"
 )
 
 // TestTLSClients runs real mutual-TLS handshakes on 127.0.0.1 with the
 // client certificates GENI users present, good and bad.
 func TestTLSClients(t *testing.T) {
-	requireOpenSSL(t)
+	openssltest.Need(t)
 	p := newTestPKI(t)
 	log, logs := newLogger()
 	h := NewHandler(&fakeAM{}, HandlerOptions{Logger: log})
@@ -49,27 +50,14 @@ func TestTLSClients(t *testing.T) {
 
 	// An intermediate authority (gcf style: CA:TRUE, no keyUsage) signed
 	// with SHA-1, and a SHA-256 leaf below it.
-	// opensslLeaf makes the key and request; sign the request again as a CA.
-	p.opensslLeaf(t, "sha1-inter", "sha1", "77", "", "", p.caCertFile, p.caKeyFile)
-	interCert, interKeyFile := filepath.Join(p.dir, "inter-ca.pem"), filepath.Join(p.dir, "sha1-inter.key")
-	{
-		ext := filepath.Join(p.dir, "inter.ext")
-		if err := os.WriteFile(ext, []byte("basicConstraints=critical,CA:TRUE\nsubjectAltName=URI:urn:publicid:IDN+example:sub+authority+sa\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		runOpenSSL(t, "x509", "-req", "-in", filepath.Join(p.dir, "sha1-inter.csr"), "-CA", p.caCertFile, "-CAkey", p.caKeyFile,
-			"-sha1", "-set_serial", "78", "-days", "30", "-extfile", ext, "-out", interCert)
-	}
-	interCertPEM, err := os.ReadFile(interCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	underInterPEM, underInterKey := p.opensslLeaf(t, "carol", "sha256", "5", "URI:urn:publicid:IDN+example:sub+user+carol", "", interCert, interKeyFile)
+	interLeaf := openssltest.Leaf{Name: "sha1-inter", Digest: "sha1", Serial: "78", CA: true, SAN: "URI:urn:publicid:IDN+example:sub+authority+sa"}
+	interCertPEM, _ := p.signer.Sign(t, interLeaf)
+	underInterPEM, underInterKey := p.signer.Child(interLeaf).Sign(t, openssltest.Leaf{Name: "carol", Digest: "sha256", Serial: "5", SAN: "URI:urn:publicid:IDN+example:sub+user+carol"})
 
-	sha1PEM, sha1Key := p.opensslLeaf(t, "bob-sha1", "sha1", "1001", bobSAN, "", p.caCertFile, p.caKeyFile)
-	negPEM, negKey := p.opensslLeaf(t, "bob-neg", "sha256", "-1234", bobSAN, "", p.caCertFile, p.caKeyFile)
-	ekuPEM, ekuKey := p.opensslLeaf(t, "bob-eku", "sha256", "1002", bobSAN, "extendedKeyUsage=serverAuth\n", p.caCertFile, p.caKeyFile)
-	noURNPEM, noURNKey := p.opensslLeaf(t, "nourn", "sha256", "9", "email:nourn@example.org", "", p.caCertFile, p.caKeyFile)
+	sha1PEM, sha1Key := p.signer.Sign(t, openssltest.Leaf{Name: "bob-sha1", Digest: "sha1", Serial: "1001", SAN: bobSAN})
+	negPEM, negKey := p.signer.Sign(t, openssltest.Leaf{Name: "bob-neg", Digest: "sha256", Serial: "-1234", SAN: bobSAN})
+	ekuPEM, ekuKey := p.signer.Sign(t, openssltest.Leaf{Name: "bob-eku", Digest: "sha256", Serial: "1002", SAN: bobSAN, Extra: "extendedKeyUsage=serverAuth\n"})
+	noURNPEM, noURNKey := p.signer.Sign(t, openssltest.Leaf{Name: "nourn", Digest: "sha256", Serial: "9", SAN: "email:nourn@example.org"})
 
 	cases := []struct {
 		name    string
@@ -80,13 +68,13 @@ func TestTLSClients(t *testing.T) {
 		refused bool    // the TLS layer refuses the client
 		logHas  string
 	}{
-		{"trusted", urlLegacy, cert(p.issue(t, devpki.Options{URN: aliceURN, Email: "alice@example.org"})), am.Success, aliceURN, false, ""},
-		{"trusted strict", urlStrict, cert(p.issue(t, devpki.Options{URN: aliceURN})), am.Success, aliceURN, false, ""},
-		{"URN with colons in authority", urlLegacy, cert(p.issue(t, devpki.Options{URN: "urn:publicid:IDN+emulab.net:proj1:sub+user+bob"})), am.Success, "urn:publicid:IDN+emulab.net:proj1:sub+user+bob", false, ""},
+		{"trusted", urlLegacy, cert(p.clientCert(t, devpki.Options{URN: aliceURN, Email: "alice@example.org"})), am.Success, aliceURN, false, ""},
+		{"trusted strict", urlStrict, cert(p.clientCert(t, devpki.Options{URN: aliceURN})), am.Success, aliceURN, false, ""},
+		{"URN with colons in authority", urlLegacy, cert(p.clientCert(t, devpki.Options{URN: "urn:publicid:IDN+emulab.net:proj1:sub+user+bob"})), am.Success, "urn:publicid:IDN+emulab.net:proj1:sub+user+bob", false, ""},
 		{"serverAuth-only EKU", urlStrict, pair(ekuPEM, ekuKey), am.Success, "urn:publicid:IDN+example+user+bob", false, ""},
-		{"untrusted root", urlLegacy, cert(tlsCert(t, otherUser)), 0, "", true, "unknown authority"},
-		{"expired", urlLegacy, cert(p.issue(t, devpki.Options{URN: aliceURN, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})), 0, "", true, "expired"},
-		{"not yet valid", urlLegacy, cert(p.issue(t, devpki.Options{URN: aliceURN, NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)})), 0, "", true, "not yet valid"},
+		{"untrusted root", urlLegacy, cert(pkitest.TLS(t, otherUser)), 0, "", true, "unknown authority"},
+		{"expired", urlLegacy, cert(p.clientCert(t, devpki.Options{URN: aliceURN, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})), 0, "", true, "expired"},
+		{"not yet valid", urlLegacy, cert(p.clientCert(t, devpki.Options{URN: aliceURN, NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)})), 0, "", true, "not yet valid"},
 		{"no client certificate", urlLegacy, nil, 0, "", true, "client didn't provide a certificate"},
 		{"SHA-1 leaf, legacy on", urlLegacy, pair(sha1PEM, sha1Key), am.Success, "urn:publicid:IDN+example+user+bob", false, "legacy path admitted"},
 		{"SHA-1 leaf, legacy off", urlStrict, pair(sha1PEM, sha1Key), 0, "", true, "SHA1"},
@@ -132,13 +120,6 @@ func TestTLSClients(t *testing.T) {
 	}
 }
 
-func runOpenSSL(t testing.TB, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
-		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
 // waitForLog waits briefly for the server to log s (a refused handshake is
 // logged by the server after the client has seen the error).
 func waitForLog(t *testing.T, logs *logBuffer, since int, s string) {
@@ -154,9 +135,9 @@ func waitForLog(t *testing.T, logs *logBuffer, since int, s string) {
 }
 
 func TestVerifyLegacyDirect(t *testing.T) {
-	requireOpenSSL(t)
+	openssltest.Need(t)
 	p := newTestPKI(t)
-	certPEM, _ := p.opensslLeaf(t, "md5", "md5", "3", "URI:urn:publicid:IDN+example+user+old", "", p.caCertFile, p.caKeyFile)
+	certPEM, _ := p.signer.Sign(t, openssltest.Leaf{Name: "md5", Digest: "md5", Serial: "3", SAN: "URI:urn:publicid:IDN+example+user+old"})
 	certs, err := devpki.ParseCerts(certPEM)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +179,7 @@ func TestTrustRoots(t *testing.T) {
 	url, live := startServer(t, h, p, false, log)
 	other, _ := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+other+authority+ca"})
 	user, _ := other.Issue(devpki.Options{URN: "urn:publicid:IDN+other+user+dave"})
-	cert := tlsCert(t, user)
+	cert := pkitest.TLS(t, user)
 	call := func() error {
 		c := &http.Client{Transport: clientTransport(p, &cert)}
 		defer c.CloseIdleConnections()
@@ -241,7 +222,7 @@ func TestKoloEndToEnd(t *testing.T) {
 	log, logs := newLogger()
 	fake := &fakeAM{}
 	url, _ := startServer(t, NewHandler(fake, HandlerOptions{Logger: log}), p, true, log)
-	alice := p.issue(t, devpki.Options{URN: aliceURN, Email: "alice@example.org"})
+	alice := p.clientCert(t, devpki.Options{URN: aliceURN, Email: "alice@example.org"})
 	client, err := kolo.NewClient(url, clientTransport(p, &alice))
 	if err != nil {
 		t.Fatal(err)
@@ -353,7 +334,7 @@ func TestKeepAlive(t *testing.T) {
 	p := newTestPKI(t)
 	log, _ := newLogger()
 	url, _ := startServer(t, NewHandler(&fakeAM{}, HandlerOptions{Logger: log}), p, true, log)
-	alice := p.issue(t, devpki.Options{URN: aliceURN})
+	alice := p.clientCert(t, devpki.Options{URN: aliceURN})
 	client := &http.Client{Transport: clientTransport(p, &alice)}
 	defer client.CloseIdleConnections()
 	reused := 0
@@ -389,7 +370,7 @@ func benchmarkGetVersion(b *testing.B, keepAlive bool) {
 	p := newTestPKI(b)
 	log, _ := newLogger()
 	url, _ := startServer(b, NewHandler(&fakeAM{}, HandlerOptions{Logger: log}), p, true, log)
-	alice := p.issue(b, devpki.Options{URN: aliceURN})
+	alice := p.clientCert(b, devpki.Options{URN: aliceURN})
 	tr := clientTransport(p, &alice)
 	tr.DisableKeepAlives = !keepAlive
 	client := &http.Client{Transport: tr}

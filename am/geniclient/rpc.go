@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/geniam/geniam/am"
@@ -87,6 +88,19 @@ type TransportError struct {
 func (e *TransportError) Error() string { return fmt.Sprintf("%s at %s: %v", e.Method, e.URL, e.Err) }
 func (e *TransportError) Unwrap() error { return e.Err }
 
+// HTTPStatusError is an answer with an HTTP status other than 200 (inside a
+// TransportError).
+type HTTPStatusError struct {
+	Code   int
+	Status string // "503 Service Unavailable"
+	Body   string // its start
+}
+
+func (e *HTTPStatusError) Error() string { return fmt.Sprintf("HTTP %s: %s", e.Status, e.Body) }
+
+// ErrNotXMLRPC is in a TransportError whose answer was not XML-RPC.
+var ErrNotXMLRPC = errors.New("not an XML-RPC answer")
+
 // FaultError is an XML-RPC fault: the server did not understand the call
 // (gcf's clearinghouse also reports refusals this way, with a geni_code).
 type FaultError struct {
@@ -160,11 +174,35 @@ type RPC struct {
 
 // Call posts one methodCall and returns the value of the answer.
 func (c *RPC) Call(ctx context.Context, method string, params ...any) (any, error) {
-	var body bytes.Buffer
-	if err := xmlrpc.EncodeCall(&body, method, params...); err != nil {
+	p, err := Prepare(method, params...)
+	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, &body)
+	return c.Send(ctx, p)
+}
+
+// Prepared is a methodCall encoded once, to be sent any number of times (the
+// bench sends the same Allocate again and again, as pgbench sends prepared
+// statements, so that its CPU goes to sending rather than to escaping the
+// same credential each time).
+type Prepared struct {
+	Method string
+	Body   []byte
+}
+
+// Prepare encodes a methodCall.
+func Prepare(method string, params ...any) (Prepared, error) {
+	var body bytes.Buffer
+	if err := xmlrpc.EncodeCall(&body, method, params...); err != nil {
+		return Prepared{}, err
+	}
+	return Prepared{Method: method, Body: body.Bytes()}, nil
+}
+
+// Send posts a prepared methodCall and returns the value of the answer.
+func (c *RPC) Send(ctx context.Context, p Prepared) (any, error) {
+	method := p.Method
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(p.Body))
 	if err != nil {
 		return nil, &TransportError{method, c.URL, err}
 	}
@@ -176,7 +214,10 @@ func (c *RPC) Call(ctx context.Context, method string, params ...any) (any, erro
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, &TransportError{method, c.URL, fmt.Errorf("HTTP %s: %s", resp.Status, bytes.TrimSpace(msg))}
+		// The rest is read (up to a limit) so that the connection can be
+		// used again: the bench counts handshakes.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil, &TransportError{method, c.URL, &HTTPStatusError{Code: resp.StatusCode, Status: resp.Status, Body: string(bytes.TrimSpace(msg))}}
 	}
 	v, err := xmlrpc.DecodeResponse(io.LimitReader(resp.Body, maxResponseBytes), xmlrpc.Limits{MaxStringLen: maxResponseBytes})
 	var fault *xmlrpc.Fault
@@ -184,7 +225,7 @@ func (c *RPC) Call(ctx context.Context, method string, params ...any) (any, erro
 	case errors.As(err, &fault):
 		return nil, &FaultError{Method: method, Code: fault.Code, Msg: fault.String}
 	case err != nil:
-		return nil, &TransportError{method, c.URL, fmt.Errorf("not an XML-RPC answer: %w", err)}
+		return nil, &TransportError{method, c.URL, fmt.Errorf("%w: %w", ErrNotXMLRPC, err)}
 	}
 	return v, nil
 }
@@ -204,17 +245,29 @@ func (c *RPC) CallV3(ctx context.Context, method string, params ...any) (*Result
 	if err != nil {
 		return nil, err
 	}
+	r, err := ReturnValue(method, v)
+	var ge *GENIError
+	if err != nil && !errors.As(err, &ge) {
+		return nil, &TransportError{method, c.URL, err}
+	}
+	return r, err
+}
+
+// ReturnValue reads an AM API v3 return struct {code: {geni_code, am_type,
+// am_code}, value, output}: geni_code 0 is a *Result, another code a
+// *GENIError; any other error says v is not a v3 return struct at all.
+func ReturnValue(method string, v any) (*Result, error) {
 	ret, ok := v.(map[string]any)
 	if !ok {
-		return nil, &TransportError{method, c.URL, fmt.Errorf("the answer is %s, not an AM API v3 return struct", TypeName(v))}
+		return nil, fmt.Errorf("the answer is %s, not an AM API v3 return struct", TypeName(v))
 	}
 	code, ok := ret["code"].(map[string]any)
 	if !ok {
-		return nil, &TransportError{method, c.URL, errors.New("the return struct has no code struct")}
+		return nil, errors.New("the return struct has no code struct")
 	}
 	n, ok := code["geni_code"].(int64)
 	if !ok {
-		return nil, &TransportError{method, c.URL, errors.New("the code struct has no integer geni_code")}
+		return nil, errors.New("the code struct has no integer geni_code")
 	}
 	out, _ := ret["output"].(string)
 	amType, _ := code["am_type"].(string)
@@ -224,17 +277,15 @@ func (c *RPC) CallV3(ctx context.Context, method string, params ...any) (*Result
 	return &Result{Value: ret["value"], Output: out, AMType: amType}, nil
 }
 
-// TypeName names the XML-RPC type of a decoded value, for messages.
+// TypeName names the XML-RPC type of a decoded value with its article ("a
+// string", "an array"), for messages.
 func TypeName(v any) string {
-	switch v.(type) {
-	case nil:
-		return "nil"
-	case string:
-		return "a string"
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "a struct"
+	name := xmlrpc.TypeName(v)
+	switch {
+	case v == nil:
+		return name
+	case strings.ContainsRune("aeiou", rune(name[0])):
+		return "an " + name
 	}
-	return fmt.Sprintf("a %T", v)
+	return "a " + name
 }

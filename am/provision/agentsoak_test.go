@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/provision"
-	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/store"
 )
 
@@ -78,13 +78,9 @@ func TestAgentSoak(t *testing.T) {
 		duration = d
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "geni-nodeagent")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/geniam/geniam/cmd/geni-nodeagent").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := amtest.GoBuild(t, "github.com/geniam/geniam/cmd/geni-nodeagent")
 	e := newEnv(t)
-	caFile := filepath.Join(dir, "agents-ca.pem")
-	must(t, os.WriteFile(caFile, e.agentCA.CertPEM(), 0o644))
+	caFile := e.agentCA.CertFile
 	imgDir := filepath.Dir(imageTar)
 	var agents []*agentProc
 	for i, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
@@ -93,10 +89,7 @@ func TestAgentSoak(t *testing.T) {
 		must(t, err)
 		addr := ln.Addr().String()
 		ln.Close()
-		id, err := e.agentCA.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+" + name, IPs: []net.IP{net.ParseIP(ip)}, KeyBits: 2048})
-		must(t, err)
-		cert, key, err := id.WriteFiles(dir, name)
-		must(t, err)
+		cert, key := e.agentFiles(name, ip)
 		a := &agentProc{name: name, addr: addr, config: filepath.Join(dir, name+".json"), log: filepath.Join(dir, name+".log"),
 			stateDir: filepath.Join(dir, name+"-state"), instance: fmt.Sprintf("%s-soak-%s", run, name)}
 		if i == 2 { // the agent whose disk fills: a 64 MiB tmpfs when we may mount one

@@ -1,13 +1,8 @@
 package provision_test
 
 import (
-	"archive/tar"
-	"bytes"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,25 +11,6 @@ import (
 	"github.com/geniam/geniam/am/metrics"
 	"github.com/geniam/geniam/am/provision"
 )
-
-// untar maps the regular files of a tar to their contents.
-func untar(t *testing.T, b []byte) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		must(t, err)
-		if h.Typeflag == tar.TypeReg {
-			c, err := io.ReadAll(tr)
-			must(t, err)
-			out[strings.TrimPrefix(h.Name, "./")] = string(c)
-		}
-	}
-}
 
 // TestEndToEnd is the acceptance test: two agents on two loopback
 // addresses, real Docker, real PostgreSQL, real TLS and credentials.
@@ -193,49 +169,4 @@ func TestEndToEnd(t *testing.T) {
 	// Re-Allocate on the freed node works at once.
 	_, err = agg.Allocate(e.ctx, call, slice, request("", [2]string{"again", "node2"}))
 	must(t, err)
-}
-
-// engineStatus is the engine's status of the (only) container of an agent
-// instance.
-func engineStatus(inst string) string {
-	out, _ := execOutput("docker", "ps", "-a", "--filter", "label=org.geniam.agent-instance="+inst, "--format", "{{.State}}")
-	return strings.TrimSpace(out)
-}
-
-func waitFile(t *testing.T, path string, d time.Duration) {
-	t.Helper()
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-	}
-	t.Fatalf("%s did not appear in %s", path, d)
-}
-
-// waitAgentFile waits until a file of the sliver on the agent's host
-// (under its state directory) contains want.
-func waitAgentFile(t *testing.T, a *testAgent, id, rel, want string, d time.Duration) string {
-	t.Helper()
-	var got string
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		matches, _ := globFiles(a.cfg.StateDir, id, rel)
-		for _, m := range matches {
-			b, _ := os.ReadFile(m)
-			if got = string(b); strings.Contains(got, want) {
-				return got
-			}
-		}
-	}
-	t.Fatalf("%s of %s on %s never contained %q (last %q)", rel, id, a.name, want, got)
-	return got
-}
-
-func execOutput(name string, args ...string) (string, error) {
-	out, err := exec.Command(name, args...).Output()
-	return string(out), err
-}
-
-// globFiles finds rel of sliver id under an agent's state directory.
-func globFiles(stateDir, id, rel string) ([]string, error) {
-	return filepath.Glob(filepath.Join(stateDir, "slivers", id, rel))
 }

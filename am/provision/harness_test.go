@@ -24,15 +24,20 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
+	"github.com/geniam/geniam/am/agent/imagetest"
+	"github.com/geniam/geniam/am/agent/node"
 	"github.com/geniam/geniam/am/agent/sshlogin"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/geniapi"
 	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 	"github.com/geniam/geniam/rspec"
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
+	"github.com/geniam/geniam/store/storetest"
 )
 
 const (
@@ -58,7 +63,7 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(tmp)
 		ctx := context.Background()
 		flag.Parse()
-		if noImage() {
+		if imagetest.NoImageRun() {
 			dockerSkip = "fuzzing or listing: the demo image is not built"
 		} else if dockerSkip = provision.DockerAvailable(ctx); dockerSkip == "" {
 			imageTar = filepath.Join(tmp, "img", "demo.tar")
@@ -77,47 +82,71 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// noImage: this run only fuzzes or lists tests.
-func noImage() bool {
-	for _, name := range []string{"test.fuzz", "test.fuzzworker", "test.list"} {
-		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
-			return true
-		}
-	}
-	return false
-}
-
 func needDocker(tb testing.TB) {
 	tb.Helper()
-	if dockerSkip == "" {
-		return
-	}
-	if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
-		tb.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1) but unavailable: %s", dockerSkip)
-	}
-	tb.Skipf("skipping: Docker unavailable: %s", dockerSkip)
+	imagetest.NeedDocker(tb, dockerSkip)
 }
 
-// removeContainers force-removes the containers whose agent-instance label
-// starts with prefix.
-func removeContainers(prefix string) {
-	out, _ := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance,
-		"--format", `{{.ID}} {{.Label "`+agent.LabelInstance+`"}}`).Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if id, inst, ok := strings.Cut(line, " "); ok && strings.HasPrefix(inst, prefix) {
-			_ = exec.Command("docker", "rm", "-f", id).Run()
-		}
-	}
-}
+// removeContainers force-removes the containers of the agent instances
+// whose name starts with prefix.
+func removeContainers(prefix string) { imagetest.RemoveContainers(agent.LabelInstance, prefix) }
 
 // engineContainers lists the engine's containers of an agent instance.
 func engineContainers(t *testing.T, inst string) []string {
 	t.Helper()
-	out, err := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance+"="+inst, "--format", "{{.Names}}").Output()
+	out, err := enginePS(inst, "{{.Names}}")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.Fields(string(out))
+	return strings.Fields(out)
+}
+
+// enginePS is `docker ps -a` of an agent instance's containers in format.
+func enginePS(inst, format string) (string, error) {
+	out, err := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance+"="+inst, "--format", format).Output()
+	return string(out), err
+}
+
+// untar maps the regular files of a tar to their contents.
+func untar(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	return amtest.TarFiles(t, bytes.NewReader(b))
+}
+
+// engineStatus is the engine's status of the (only) container of an agent
+// instance.
+func engineStatus(inst string) string {
+	out, _ := enginePS(inst, "{{.State}}")
+	return strings.TrimSpace(out)
+}
+
+// waitFile waits until path exists.
+func waitFile(t *testing.T, path string, d time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+	}
+	t.Fatalf("%s did not appear in %s", path, d)
+}
+
+// waitAgentFile waits until a file of the sliver on the agent's host
+// (under its state directory) contains want.
+func waitAgentFile(t *testing.T, a *testAgent, id, rel, want string, d time.Duration) string {
+	t.Helper()
+	var got string
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		matches, _ := filepath.Glob(filepath.Join(a.cfg.StateDir, "slivers", id, rel))
+		for _, m := range matches {
+			b, _ := os.ReadFile(m)
+			if got = string(b); strings.Contains(got, want) {
+				return got
+			}
+		}
+	}
+	t.Fatalf("%s of %s on %s never contained %q (last %q)", rel, id, a.name, want, got)
+	return got
 }
 
 func must(tb testing.TB, err error) {
@@ -141,10 +170,10 @@ type testAgent struct {
 	name     string
 	ip       string
 	addr     string // host:port once started
-	cfg      agent.Config
+	cfg      node.Config
 	srvTLS   *tls.Config
 	mu       sync.Mutex
-	svc      *agent.Service
+	svc      *node.Service
 	srv      *http.Server
 	instance string
 	ssh      *sshlogin.Server // the agent's SSH login, on ip, port cfg.LoginPort
@@ -161,7 +190,8 @@ type env struct {
 	verifier *credentials.Verifier
 	rs       *rspec.RSpecs
 	agents   []*testAgent
-	agentCA  *devpki.Identity
+	agentCA  *pkitest.Authority // the agent fleet's
+	chCA     *pkitest.Authority // the clearinghouse's, which users and the aggregate have certificates of
 	clientTL *tls.Config
 	archive  string
 	dataSrv  *httptest.Server
@@ -176,11 +206,8 @@ func newEnv(t testing.TB, agentIPs ...string) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	e := &env{t: t, ctx: ctx, archive: t.TempDir()}
-	e.dbURL = pgtest.NewDatabase(t)
+	e.st, e.dbURL = storetest.Open(t)
 	var err error
-	e.st, err = store.Open(ctx, e.dbURL)
-	must(t, err)
-	t.Cleanup(e.st.Close)
 
 	e.ch, err = devch.New(authority)
 	must(t, err)
@@ -191,29 +218,21 @@ func newEnv(t testing.TB, agentIPs ...string) *env {
 	e.rs, err = rspec.New(rspec.Config{AMURN: amURN})
 	must(t, err)
 
+	e.chCA = pkitest.Of(t, e.ch.CA)
+
 	// The agent fleet's PKI: its own CA, a server certificate per agent,
 	// the aggregate's client certificate.
-	e.agentCA, err = devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+agents", KeyBits: 2048})
-	must(t, err)
-	pkiDir := t.TempDir()
-	caFile := filepath.Join(pkiDir, "agents-ca.pem")
-	must(t, os.WriteFile(caFile, e.agentCA.CertPEM(), 0o644))
-	cli, err := e.agentCA.Issue(devpki.Options{URN: amURN, KeyBits: 2048})
-	must(t, err)
-	cc, ck, err := cli.WriteFiles(pkiDir, "am")
-	must(t, err)
-	e.clientTL, err = agent.ClientTLSConfig(cc, ck, caFile)
+	e.agentCA = pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+agents"})
+	cc, ck := e.agentCA.Files(e.agentCA.Issue(devpki.Options{URN: amURN}), "am")
+	e.clientTL, err = agent.ClientTLSConfig(cc, ck, e.agentCA.CertFile)
 	must(t, err)
 	for i, ip := range agentIPs {
 		name := fmt.Sprintf("node%d", i+1)
-		id, err := e.agentCA.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+" + name, IPs: []net.IP{net.ParseIP(ip)}, KeyBits: 2048})
-		must(t, err)
-		sc, sk, err := id.WriteFiles(pkiDir, name)
-		must(t, err)
-		srvTLS, err := agent.ServerTLSConfig(sc, sk, caFile)
+		sc, sk := e.agentFiles(name, ip)
+		srvTLS, err := node.ServerTLSConfig(sc, sk, e.agentCA.CertFile)
 		must(t, err)
 		inst := fmt.Sprintf("%s-%s-%s", run, strings.ReplaceAll(t.Name(), "/", "_"), name)
-		a := &testAgent{name: name, ip: ip, srvTLS: srvTLS, instance: inst, cfg: agent.Config{
+		a := &testAgent{name: name, ip: ip, srvTLS: srvTLS, instance: inst, cfg: node.Config{
 			StateDir: t.TempDir(), Instance: inst, AllowFileImages: true, ImageHosts: []string{"127.0.0.1"}, FetchTimeout: 2 * time.Minute,
 			StopGrace: 2 * time.Second, PidsLimit: 64, IdleCheckInterval: 200 * time.Millisecond, Logger: testLogger()}}
 		if dockerSkip == "" {
@@ -227,6 +246,13 @@ func newEnv(t testing.TB, agentIPs ...string) *env {
 		must(t, err)
 	}
 	return e
+}
+
+// agentFiles issues the server certificate of the agent of node name on ip
+// and returns its files.
+func (e *env) agentFiles(name, ip string) (certFile, keyFile string) {
+	e.t.Helper()
+	return e.agentCA.Files(e.agentCA.Server(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+" + name, IPs: []net.IP{net.ParseIP(ip)}}), name)
 }
 
 func (a *testAgent) start(t testing.TB) {
@@ -261,13 +287,13 @@ func (a *testAgent) start(t testing.TB) {
 	must(t, err)
 	a.cfg.LoginPort = sshLn.Addr().(*net.TCPAddr).Port // LoginHost stays "": the aggregate uses the agent URL's host
 	rt := docker.NewRuntime("")
-	a.svc, err = agent.New(a.cfg, rt)
+	a.svc, err = node.New(a.cfg, rt)
 	must(t, err)
 	a.ssh, err = sshlogin.New(sshlogin.Config{HostKeyFile: filepath.Join(a.cfg.StateDir, "ssh_host_key"), Logger: a.cfg.Logger,
 		CheckInterval: 200 * time.Millisecond}, a.svc, rt)
 	must(t, err)
 	go func(s *sshlogin.Server) { _ = s.Serve(sshLn) }(a.ssh)
-	a.srv = &http.Server{Handler: agent.NewHandler(a.svc, agent.HandlerOptions{Logger: a.cfg.Logger}), TLSConfig: a.srvTLS,
+	a.srv = &http.Server{Handler: node.NewHandler(a.svc, node.HandlerOptions{Logger: a.cfg.Logger}), TLSConfig: a.srvTLS,
 		ErrorLog: log.New(io.Discard, "", 0)}
 	go func(srv *http.Server) { _ = srv.ServeTLS(ln, "", "") }(a.srv)
 }
@@ -432,16 +458,9 @@ func opIs(states ...am.OperationalState) func(am.SliverStatus) bool {
 // clearinghouse roots), and gives a client holding alice's certificate.
 func (e *env) startDataServer(p *provision.Provisioner) {
 	e.t.Helper()
-	dir := e.t.TempDir()
-	roots := filepath.Join(dir, "roots")
-	must(e.t, os.MkdirAll(roots, 0o755))
-	must(e.t, os.WriteFile(filepath.Join(roots, "ch.pem"), e.ch.CA.CertPEM(), 0o644))
-	tr, _, err := credentials.LoadTrustRoots(roots)
+	tr, _, err := credentials.LoadTrustRoots(e.chCA.Roots())
 	must(e.t, err)
-	srvID, err := e.ch.CA.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.ParseIP("127.0.0.1")}, KeyBits: 2048})
-	must(e.t, err)
-	srvCert, err := tls.X509KeyPair(srvID.ChainPEM(), srvID.KeyPEM())
-	must(e.t, err)
+	srvCert := pkitest.TLS(e.t, e.chCA.Server(devpki.Options{URN: amURN}))
 	mux := http.NewServeMux()
 	if e.dataGate == nil {
 		e.dataGate = am.NewGate(am.GateConfig{Authorizer: e.verifier, Slices: e.st})
@@ -453,11 +472,8 @@ func (e *env) startDataServer(p *provision.Provisioner) {
 	e.dataSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	e.dataSrv.StartTLS()
 	e.t.Cleanup(e.dataSrv.Close)
-	aliceCert, err := tls.X509KeyPair(e.alice.ChainPEM(), e.alice.KeyPEM())
-	must(e.t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(e.ch.CA.Cert)
-	e.dataCli = &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{aliceCert}, RootCAs: pool}}}
+	e.dataCli = &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		Certificates: []tls.Certificate{pkitest.TLS(e.t, e.alice)}, RootCAs: e.chCA.Pool()}}}
 }
 
 // download POSTs the credential to /data/<name>.tar and returns the status,

@@ -76,7 +76,7 @@ type Config struct {
 	// starts; the agents list only this instance's containers to it. ""
 	// reads it from the database (settings aggregate_instance).
 	Instance string
-	IdleStop time.Duration // stop a container idle this long (0: never); agent/idle.go
+	IdleStop time.Duration // stop a container idle this long (0: never); agent/node/idle.go
 	IdleWarn time.Duration // warn this long before the idle stop
 
 	Owner string       // worker name prefix in jobs.lease_owner; default host:pid/random

@@ -2,7 +2,6 @@ package provision_test
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -92,25 +92,13 @@ func serveFixture(t *testing.T, lease string) (*env, string, func(name string) *
 // extra environment settings; each process is killed when the test ends.
 func (e *env) serveCommand(t *testing.T, dir string, extra ...string) func(name string) *exec.Cmd {
 	t.Helper()
-	bin := filepath.Join(dir, "geni-am")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/geniam/geniam/cmd/geni-am").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := amtest.GoBuild(t, "github.com/geniam/geniam/cmd/geni-am")
 	// The aggregate's files: server certificate, trusted roots (the
 	// clearinghouse), the agent client certificate and the agents' CA.
-	roots := filepath.Join(dir, "roots")
-	must(t, os.MkdirAll(roots, 0o755))
-	must(t, os.WriteFile(filepath.Join(roots, "ch.pem"), e.ch.CA.CertPEM(), 0o644))
-	srv, err := e.ch.CA.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.ParseIP("127.0.0.1")}, KeyBits: 2048})
-	must(t, err)
-	certFile, keyFile, err := srv.WriteFiles(dir, "am")
-	must(t, err)
-	cli, err := e.agentCA.Issue(devpki.Options{URN: amURN, KeyBits: 2048})
-	must(t, err)
-	agentCert, agentKey, err := cli.WriteFiles(dir, "agent-client")
-	must(t, err)
-	agentCA := filepath.Join(dir, "agents-ca.pem")
-	must(t, os.WriteFile(agentCA, e.agentCA.CertPEM(), 0o644))
+	roots := e.chCA.Roots()
+	certFile, keyFile := e.chCA.Files(e.chCA.Server(devpki.Options{URN: amURN}), "am")
+	agentCert, agentKey := e.agentCA.Files(e.agentCA.Issue(devpki.Options{URN: amURN}), "agent-client")
+	agentCA := e.agentCA.CertFile
 
 	return func(name string) *exec.Cmd {
 		cmd := exec.Command(bin, "serve")

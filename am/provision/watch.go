@@ -11,7 +11,7 @@ import (
 )
 
 // State within a second: besides the periodic health poll, this process
-// long-polls every agent's GET /v2/changes (agent/changes.go). When an
+// long-polls every agent's GET /v2/changes (agent/node/changes.go). When an
 // agent says which slivers changed (a container exited, crashed, was killed
 // for memory or time, restarted), their statuses are read and applied at
 // once, the way the health poll applies them; when it cannot say, the whole

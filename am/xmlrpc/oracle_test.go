@@ -3,12 +3,12 @@ package xmlrpc
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/am/amtest"
 	kolo "github.com/kolo/xmlrpc"
 )
 
@@ -119,16 +119,9 @@ else:
 // TestPythonOracle round-trips values through our codec with Python's
 // standard xmlrpc.client on both ends.
 func TestPythonOracle(t *testing.T) {
-	python := "/usr/bin/python3"
-	if _, err := os.Stat(python); err != nil {
-		t.Skip("no /usr/bin/python3")
-	}
+	oracle := amtest.Python(t, pythonOracle)
 	dir := t.TempDir()
-	script := filepath.Join(dir, "oracle.py")
-	if err := os.WriteFile(script, []byte(pythonOracle), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(python, script, "gen", dir).CombinedOutput(); err != nil {
+	if out, err := oracle("gen", dir); err != nil {
 		t.Fatalf("python gen: %v\n%s", err, out)
 	}
 	calls, _ := filepath.Glob(filepath.Join(dir, "*.call.xml"))
@@ -179,7 +172,7 @@ func TestPythonOracle(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "big.xml"), big.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(python, script, "check", dir).CombinedOutput()
+	out, err := oracle("check", dir)
 	if err != nil || strings.TrimSpace(string(out)) != "EQUAL" {
 		t.Fatalf("python check: %v\n%s", err, out)
 	}

@@ -208,6 +208,10 @@ func (s *scanner) text(start, end int, refs bool) (token, error) {
 	clean := true
 	for i := 0; i < len(raw); {
 		c := raw[i]
+		if plainText[c] { // the common case first, a table lookup a byte
+			i++
+			continue
+		}
 		switch {
 		case c == '&' && refs, c == '\r':
 			clean = false
@@ -233,16 +237,15 @@ func (s *scanner) text(start, end int, refs bool) (token, error) {
 	// A fresh buffer, so that the text stays valid after the next token
 	// (the decoder copies it into a string once).
 	s.buf = make([]byte, 0, min(len(raw), s.maxText+1))
-	specials := "\r"
-	if refs {
-		specials = "&\r"
-	}
 	for i := 0; i < len(raw); {
 		if len(s.buf) > s.maxText {
 			break // the decoder refuses it, naming the element
 		}
-		j := bytes.IndexAny(raw[i:], specials)
-		if j < 0 {
+		j := 0
+		for i+j < len(raw) && raw[i+j] != '\r' && (raw[i+j] != '&' || !refs) {
+			j++
+		}
+		if i+j == len(raw) {
 			s.buf = append(s.buf, raw[i:]...)
 			break
 		}
@@ -265,6 +268,16 @@ func (s *scanner) text(start, end int, refs bool) (token, error) {
 	}
 	return token{kind: tokText, text: s.buf}, nil
 }
+
+// plainText marks the bytes that text may hold as they are: printable
+// ASCII but '&', tab and newline.
+var plainText = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '&'
+	}
+	t['\t'], t['\n'] = true, true
+	return t
+}()
 
 // reference reads the entity or character reference at the start of b
 // ("&lt;", "&#60;", "&#x3c;") and returns its character and length.

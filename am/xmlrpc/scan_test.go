@@ -8,37 +8,48 @@ import (
 	"testing"
 )
 
-// scanTokens lists what the scanner makes of doc, one line a token (text
-// runs joined), or the error.
+// tokenList writes tokens one a line (runs of text joined), so that two
+// tokenizers can be compared.
+type tokenList struct {
+	out  strings.Builder
+	text []byte
+}
+
+func (l *tokenList) add(kind tokenKind, name string, text []byte) {
+	if kind == tokText {
+		l.text = append(l.text, text...)
+		return
+	}
+	l.flush()
+	if kind == tokStart {
+		l.out.WriteString("<" + name + "\n")
+	} else {
+		l.out.WriteString("</" + name + "\n")
+	}
+}
+
+func (l *tokenList) flush() {
+	if len(l.text) > 0 {
+		l.out.WriteString("text " + string(l.text) + "\n")
+		l.text = nil
+	}
+}
+
+func (l *tokenList) String() string { l.flush(); return l.out.String() }
+
+// scanTokens lists what the scanner makes of doc, or the error.
 func scanTokens(doc []byte) (string, error) {
 	s := scanner{data: bytes.TrimPrefix(doc, []byte("\ufeff")), maxTag: 1 << 30, maxText: 1 << 30}
-	var out strings.Builder
-	var text []byte
-	flush := func() {
-		if len(text) > 0 {
-			out.WriteString("text " + string(text) + "\n")
-			text = nil
-		}
-	}
+	var l tokenList
 	for {
 		tok, err := s.next()
 		if err == io.EOF {
-			flush()
-			return out.String(), nil
+			return l.String(), nil
 		}
 		if err != nil {
 			return "", err
 		}
-		switch tok.kind {
-		case tokText:
-			text = append(text, tok.text...)
-		case tokStart:
-			flush()
-			out.WriteString("<" + tok.name + "\n")
-		case tokEnd:
-			flush()
-			out.WriteString("</" + tok.name + "\n")
-		}
+		l.add(tok.kind, tok.name, tok.text)
 	}
 }
 
@@ -54,32 +65,22 @@ func stdTokens(doc []byte) (string, error) {
 		}
 		return nil, errCharset
 	}
-	var out strings.Builder
-	var text []byte
-	flush := func() {
-		if len(text) > 0 {
-			out.WriteString("text " + string(text) + "\n")
-			text = nil
-		}
-	}
+	var l tokenList
 	for {
 		tok, err := d.Token()
 		if err == io.EOF {
-			flush()
-			return out.String(), nil
+			return l.String(), nil
 		}
 		if err != nil {
 			return "", err
 		}
 		switch t := tok.(type) {
 		case xml.CharData:
-			text = append(text, t...)
+			l.add(tokText, "", t)
 		case xml.StartElement:
-			flush()
-			out.WriteString("<" + t.Name.Local + "\n")
+			l.add(tokStart, t.Name.Local, nil)
 		case xml.EndElement:
-			flush()
-			out.WriteString("</" + t.Name.Local + "\n")
+			l.add(tokEnd, t.Name.Local, nil)
 		case xml.Directive:
 			return "", errCharset // refused by the decoder, as by the scanner
 		}

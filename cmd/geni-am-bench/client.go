@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptrace"
 	"os"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/geniclient"
-	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -141,59 +138,42 @@ func newRPCClient(url string, tlsCfg *tls.Config, keepAlive bool, timeout time.D
 
 func (c *rpcClient) close() { c.http.CloseIdleConnections() }
 
-// preparedCall is a methodCall encoded once, to be sent many times: the load
-// generator then spends its CPU on sending, not on escaping the same
-// credential again (as pgbench sends prepared statements).
-type preparedCall struct {
-	method string
-	body   []byte
-}
-
-func prepare(method string, params ...any) (preparedCall, error) {
-	var body bytes.Buffer
-	if err := xmlrpc.EncodeCall(&body, method, params...); err != nil {
-		return preparedCall{}, &callError{Method: method, Kind: kindMalformed, Msg: "cannot encode the call: " + err.Error()}
-	}
-	return preparedCall{method: method, body: body.Bytes()}, nil
-}
-
 // call posts one methodCall and returns the XML-RPC value of the answer.
 func (c *rpcClient) call(ctx context.Context, method string, params ...any) (any, error) {
-	p, err := prepare(method, params...)
+	p, err := geniclient.Prepare(method, params...)
 	if err != nil {
-		return nil, err
+		return nil, &callError{Method: method, Kind: kindMalformed, Msg: err.Error()}
 	}
 	return c.send(ctx, p)
 }
 
-// send posts a prepared methodCall and returns the XML-RPC value of the
-// answer.
-func (c *rpcClient) send(ctx context.Context, p preparedCall) (any, error) {
-	method := p.method
+// send posts a prepared methodCall (geniclient.Prepared: encoded once per
+// client, so that the load generator's CPU goes to sending) and returns the
+// XML-RPC value of the answer.
+func (c *rpcClient) send(ctx context.Context, p geniclient.Prepared) (any, error) {
+	method := p.Method
 	trace := &httptrace.ClientTrace{TLSHandshakeDone: func(tls.ConnectionState, error) { c.handshakes.Add(1) }}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, c.url, bytes.NewReader(p.body))
-	if err != nil {
-		return nil, &callError{Method: method, Kind: kindTransport, Msg: err.Error()}
+	rpc := geniclient.RPC{URL: c.url, HTTP: c.http}
+	v, err := rpc.Send(httptrace.WithClientTrace(ctx, trace), p)
+	if err == nil {
+		return v, nil
 	}
-	req.Header.Set("Content-Type", "text/xml")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, &callError{Method: method, Kind: kindTransport, Msg: err.Error()}
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		return nil, &callError{Method: method, Kind: kindHTTP, Code: resp.StatusCode, Msg: resp.Status}
-	}
-	v, err := xmlrpc.DecodeResponse(io.LimitReader(resp.Body, maxResponseBytes), xmlrpc.Limits{MaxStringLen: maxResponseBytes})
-	var fault *xmlrpc.Fault
+	var (
+		fault  *geniclient.FaultError
+		status *geniclient.HTTPStatusError
+		te     *geniclient.TransportError
+	)
 	switch {
 	case errors.As(err, &fault):
-		return nil, &callError{Method: method, Kind: kindFault, Code: fault.Code, Msg: fault.String}
-	case err != nil:
+		return nil, &callError{Method: method, Kind: kindFault, Code: fault.Code, Msg: fault.Msg}
+	case errors.As(err, &status):
+		return nil, &callError{Method: method, Kind: kindHTTP, Code: status.Code, Msg: status.Status}
+	case !errors.As(err, &te): // the call could not be encoded
 		return nil, &callError{Method: method, Kind: kindMalformed, Msg: err.Error()}
+	case errors.Is(te.Err, geniclient.ErrNotXMLRPC):
+		return nil, &callError{Method: method, Kind: kindMalformed, Msg: te.Err.Error()}
 	}
-	return v, nil
+	return nil, &callError{Method: method, Kind: kindTransport, Msg: te.Err.Error()}
 }
 
 // callAM makes an AM API v3 call and returns the value of its return struct
@@ -207,31 +187,24 @@ func (c *rpcClient) callAM(ctx context.Context, method string, params ...any) (a
 }
 
 // sendAM is callAM for a prepared call.
-func (c *rpcClient) sendAM(ctx context.Context, p preparedCall) (any, error) {
+func (c *rpcClient) sendAM(ctx context.Context, p geniclient.Prepared) (any, error) {
 	v, err := c.send(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	return geniValue(p.method, v)
+	return geniValue(p.Method, v)
 }
 
-// geniValue checks a v3 return struct {code: {geni_code}, value, output}.
+// geniValue is the value of a v3 return struct (geniclient.ReturnValue),
+// its failures as callErrors.
 func geniValue(method string, v any) (any, error) {
-	ret, ok := v.(map[string]any)
-	if !ok {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: fmt.Sprintf("the answer is %s, not a return struct", geniclient.TypeName(v))}
+	r, err := geniclient.ReturnValue(method, v)
+	var ge *geniclient.GENIError
+	switch {
+	case errors.As(err, &ge):
+		return nil, &callError{Method: method, Kind: kindGENI, Code: ge.Code, Msg: ge.Output}
+	case err != nil:
+		return nil, &callError{Method: method, Kind: kindMalformed, Msg: err.Error()}
 	}
-	code, ok := ret["code"].(map[string]any)
-	if !ok {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: "the return struct has no code struct"}
-	}
-	n, ok := code["geni_code"].(int64)
-	if !ok {
-		return nil, &callError{Method: method, Kind: kindMalformed, Msg: "the code struct has no integer geni_code"}
-	}
-	if n != 0 {
-		out, _ := ret["output"].(string)
-		return nil, &callError{Method: method, Kind: kindGENI, Code: int(n), Msg: out}
-	}
-	return ret["value"], nil
+	return r.Value, nil
 }

@@ -20,10 +20,12 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/geniapi"
 	"github.com/geniam/geniam/am/xmlrpc"
 	gcreds "github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 )
 
 const (
@@ -170,38 +172,16 @@ func (f *fakeAM) Shutdown(ctx context.Context, c am.Call, slice string) error {
 
 // testEnv is a CA, alice's certificate and key in files, and the server certificate.
 type testEnv struct {
-	dir               string
-	ca                *devpki.Identity
-	caFile            string
+	*pkitest.Authority
 	certFile, keyFile string
 	server            tls.Certificate
 }
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+example+authority+ca", CommonName: "example CA"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &testEnv{dir: dir, ca: ca, caFile: filepath.Join(dir, "ca.pem")}
-	if err := os.WriteFile(e.caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	alice, err := ca.Issue(devpki.Options{URN: aliceURN, Email: "alice@example.org"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.certFile, e.keyFile, err = alice.WriteFiles(dir, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ca.Issue(devpki.Options{URN: amURN, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.server, err = tls.X509KeyPair(srv.ChainPEM(), srv.KeyPEM()); err != nil {
-		t.Fatal(err)
-	}
+	ca := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+example+authority+ca", CommonName: "example CA"})
+	e := &testEnv{Authority: ca, server: pkitest.TLS(t, ca.Server(devpki.Options{URN: amURN}))}
+	e.certFile, e.keyFile = ca.Files(ca.Issue(devpki.Options{URN: aliceURN, Email: "alice@example.org"}), "alice")
 	return e
 }
 
@@ -209,14 +189,7 @@ func newTestEnv(t *testing.T) *testEnv {
 func (e *testEnv) serve(t *testing.T, h http.Handler) string {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	rootsDir := filepath.Join(e.dir, "roots")
-	if err := os.MkdirAll(rootsDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(rootsDir, "ca.pem"), e.ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	roots, _, err := gcreds.LoadTrustRoots(rootsDir)
+	roots, _, err := gcreds.LoadTrustRoots(e.Roots())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,12 +199,7 @@ func (e *testEnv) serve(t *testing.T, h http.Handler) string {
 	}
 	srv := geniapi.NewServer(ln.Addr().String(), h, geniapi.ServerTLSConfig(e.server, roots, false, log))
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	amtest.ServeTLS(t, srv, ln)
 	return "https://" + ln.Addr().String() + "/"
 }
 
@@ -284,7 +252,7 @@ func (ch *fakeCH) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (e *testEnv) config(url string) config {
 	return config{
-		URL: url, TLS: tlsOptions{CertFile: e.certFile, KeyFile: e.keyFile, CAFile: e.caFile},
+		URL: url, TLS: tlsOptions{CertFile: e.certFile, KeyFile: e.keyFile, CAFile: e.CertFile},
 		Scenarios: allScenarios, Clients: []int{1, 8, 32}, Duration: 400 * time.Millisecond, Count: 40,
 		Timeout: 10 * time.Second, ProvisionSlivers: 3, DescribeSlivers: 5, ProvisionCycles: 2, ReadyTimeout: 5 * time.Second,
 		PollInterval: 5 * time.Millisecond, Start: true,
@@ -308,8 +276,8 @@ func TestEndToEndWithClearinghouse(t *testing.T) {
 	ch := &fakeCH{}
 	cfg := e.config(amURL)
 	cfg.CH = e.serve(t, ch)
-	cfg.JSONFile = filepath.Join(e.dir, "out.json")
-	cfg.SVGFile = filepath.Join(e.dir, "out.svg")
+	cfg.JSONFile = filepath.Join(e.Dir, "out.json")
+	cfg.SVGFile = filepath.Join(e.Dir, "out.svg")
 	var stdout, stderr bytes.Buffer
 	rep, err := runBench(context.Background(), cfg, &stdout, &stderr)
 	if err != nil {
@@ -397,8 +365,8 @@ func TestEndToEndErrors(t *testing.T) {
 	cfg.Scenarios = []string{scGetVersion, scListResources, scProvision}
 	cfg.Count, cfg.ReadyTimeout = 10, 150*time.Millisecond
 	sliceURN := "urn:publicid:IDN+example+slice+filed"
-	cfg.UserCred = filepath.Join(e.dir, "user.xml")
-	cfg.SliceCreds = []string{filepath.Join(e.dir, "slice.json")}
+	cfg.UserCred = filepath.Join(e.Dir, "user.xml")
+	cfg.SliceCreds = []string{filepath.Join(e.Dir, "slice.json")}
 	if err := os.WriteFile(cfg.UserCred, []byte(fakeCredential(aliceURN)), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -210,12 +210,12 @@ func (b *bench) allocateDelete(ctx context.Context, n int) []result {
 	elapsed, hs := b.run(ctx, n, true, bg, func(w int, c *rpcClient) {
 		s := b.creds.Slices[w]
 		creds := credArg(s.Cred)
-		allocate, err := prepare("Allocate", s.URN, creds, b.request, map[string]any{})
+		allocate, err := geniclient.Prepare("Allocate", s.URN, creds, b.request, map[string]any{})
 		if err != nil {
 			alloc.add(0, err)
 			return
 		}
-		deleteCall, err := prepare("Delete", []string{s.URN}, creds, map[string]any{})
+		deleteCall, err := geniclient.Prepare("Delete", []string{s.URN}, creds, map[string]any{})
 		if err != nil {
 			del.add(0, err)
 			return

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"reflect"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -126,24 +127,25 @@ func (f *adminFlags) arg(i int, what string) (string, error) {
 	return f.positional[i], nil
 }
 
-func (f *adminFlags) run(ctx context.Context) error {
-	noun := f.positional[0]
-	verb := ""
-	if len(f.positional) > 1 {
-		verb = f.positional[1]
-	}
-	switch noun + " " + verb {
-	case "nodes list", "nodes ":
+// adminCommand is one command of geni-am admin: the words that name it
+// ("nodes " is the noun alone; a name without a space takes any verb), and,
+// for one that acts on a named object, what the word after them names.
+type adminCommand struct {
+	names []string
+	arg   string
+	run   func(ctx context.Context, f *adminFlags, arg string) error
+}
+
+// adminCommands is every command of adminUsage.
+var adminCommands = []adminCommand{
+	{[]string{"nodes list", "nodes "}, "", func(ctx context.Context, f *adminFlags, _ string) error {
 		rows, err := f.st.Nodes(ctx)
 		if err != nil {
 			return err
 		}
 		return f.print(rows, "name", "state", "used", "capacity", "sliver_types", "agent_url", "reason")
-	case "nodes show":
-		name, err := f.arg(2, "node name")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"nodes show"}, "node name", func(ctx context.Context, f *adminFlags, name string) error {
 		n, err := f.st.Node(ctx, name)
 		if err != nil {
 			return err
@@ -157,35 +159,26 @@ func (f *adminFlags) run(ctx context.Context) error {
 		}
 		fmt.Fprintln(f.out)
 		return f.print(sliverRows(slivers), "urn", "slice", "client_id", "allocation", "operational", "expires", "created_by")
-	case "nodes calendar":
-		name, err := f.arg(2, "node name")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"nodes calendar"}, "node name", func(ctx context.Context, f *adminFlags, name string) error {
 		rows, err := f.st.Calendar(ctx, name)
 		if err != nil {
 			return err
 		}
 		return f.print(rows, "start", "end", "kind", "allocation", "operational", "user", "slice")
-	case "nodes add":
-		name, err := f.arg(2, "node name")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"nodes add"}, "node name", func(ctx context.Context, f *adminFlags, name string) error {
 		if f.agent == "" {
 			return errors.New("admin nodes add: --agent https://host:port is required")
 		}
-		err = f.st.AddNode(ctx, store.NewNode{Name: name, ComponentURN: am.URN{Authority: f.authority, Type: "node", Name: name}.String(),
+		err := f.st.AddNode(ctx, store.NewNode{Name: name, ComponentURN: am.URN{Authority: f.authority, Type: "node", Name: name}.String(),
 			AgentURL: f.agent, HardwareType: f.hardware, SliverTypes: config.List(f.types), Capacity: f.capacity})
 		if err != nil {
 			return err
 		}
 		return f.done("node %s added", name)
-	case "nodes vtep":
-		name, err := f.arg(2, "node name")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"nodes vtep"}, "node name", func(ctx context.Context, f *adminFlags, name string) error {
 		addr, err := f.arg(3, "experiment network address (or none)")
 		if err != nil {
 			return err
@@ -197,27 +190,18 @@ func (f *adminFlags) run(ctx context.Context) error {
 			return err
 		}
 		return f.done("node %s experiment address %s", name, firstOr(addr, "cleared"))
-	case "nodes drain", "nodes undrain", "nodes retire":
-		name, err := f.arg(2, "node name")
-		if err != nil {
-			return err
-		}
-		state := map[string]string{"drain": "drained", "undrain": "ok", "retire": "retired"}[verb]
-		if err := f.st.SetNodeState(ctx, name, state, f.reason); err != nil {
-			return err
-		}
-		return f.done("node %s %s", name, map[string]string{"drain": "drained", "undrain": "takes new slivers", "retire": "retired"}[verb])
-	case "slices list", "slices ":
+	}},
+	{[]string{"nodes drain"}, "node name", setNodeState("drained", "drained")},
+	{[]string{"nodes undrain"}, "node name", setNodeState("ok", "takes new slivers")},
+	{[]string{"nodes retire"}, "node name", setNodeState("retired", "retired")},
+	{[]string{"slices list", "slices "}, "", func(ctx context.Context, f *adminFlags, _ string) error {
 		rows, err := f.st.Slices(ctx, "")
 		if err != nil {
 			return err
 		}
 		return f.print(rows, "urn", "slivers", "shut_down", "shut_down_by", "credential_expires")
-	case "slices show", "slice show":
-		urn, err := f.arg(2, "slice URN")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"slices show", "slice show"}, "slice URN", func(ctx context.Context, f *adminFlags, urn string) error {
 		rows, err := f.st.Slices(ctx, urn)
 		if err != nil {
 			return err
@@ -237,17 +221,15 @@ func (f *adminFlags) run(ctx context.Context) error {
 		}
 		fmt.Fprintln(f.out)
 		return f.print(sliverRows(slivers), "urn", "node", "client_id", "allocation", "operational", "expires", "created_by")
-	case "slivers list", "slivers ":
+	}},
+	{[]string{"slivers list", "slivers "}, "", func(ctx context.Context, f *adminFlags, _ string) error {
 		slivers, err := f.st.AdminSlivers(ctx, store.SliverFilter{Node: f.node, Slice: f.slice, User: f.user})
 		if err != nil {
 			return err
 		}
 		return f.print(sliverRows(slivers), "urn", "node", "slice", "client_id", "allocation", "operational", "expires", "created_by")
-	case "slivers show", "sliver show":
-		urn, err := f.arg(2, "sliver URN")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"slivers show", "sliver show"}, "sliver URN", func(ctx context.Context, f *adminFlags, urn string) error {
 		slivers, err := f.st.AdminSlivers(ctx, store.SliverFilter{URN: urn})
 		if err != nil {
 			return err
@@ -271,11 +253,8 @@ func (f *adminFlags) run(ctx context.Context) error {
 		}
 		fmt.Fprintln(f.out)
 		return f.print(hist, "at", "event", "actor", "allocation", "operational", "expires", "error")
-	case "sliver extend", "slivers extend":
-		urn, err := f.arg(2, "sliver URN")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"sliver extend", "slivers extend"}, "sliver URN", func(ctx context.Context, f *adminFlags, urn string) error {
 		until, err := parseWhen(f.until, time.Now(), true)
 		if err != nil || f.until == "" {
 			return fmt.Errorf("admin sliver extend: --until wants a duration from now (72h) or an RFC 3339 time: %q", f.until)
@@ -284,20 +263,14 @@ func (f *adminFlags) run(ctx context.Context) error {
 			return err
 		}
 		return f.done("sliver %s now expires at %s", urn, until.UTC().Format(time.RFC3339))
-	case "sliver expire", "slivers expire":
-		urn, err := f.arg(2, "sliver URN")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"sliver expire", "slivers expire"}, "sliver URN", func(ctx context.Context, f *adminFlags, urn string) error {
 		if err := f.st.SetSliverExpiry(ctx, urn, time.Now(), "admin:expire", f.actor); err != nil {
 			return err
 		}
 		return f.done("sliver %s expired; the reaper deletes it at its next sweep", urn)
-	case "slice shutdown", "slices shutdown":
-		urn, err := f.arg(2, "slice URN")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"slice shutdown", "slices shutdown"}, "slice URN", func(ctx context.Context, f *adminFlags, urn string) error {
 		slice, err := am.URNOfType(urn, "slice")
 		if err != nil {
 			return fmt.Errorf("admin slice shutdown: %v", err)
@@ -307,16 +280,14 @@ func (f *adminFlags) run(ctx context.Context) error {
 			return err
 		}
 		return f.done("slice %s shut down: its slivers are stopped and kept; every call on it is refused until restore", urn)
-	case "slice restore", "slices restore":
-		urn, err := f.arg(2, "slice URN")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"slice restore", "slices restore"}, "slice URN", func(ctx context.Context, f *adminFlags, urn string) error {
 		if err := f.st.RestoreSlice(ctx, urn, f.actor); err != nil {
 			return err
 		}
 		return f.done("slice %s restored", urn)
-	case "jobs list", "jobs ":
+	}},
+	{[]string{"jobs list", "jobs "}, "", func(ctx context.Context, f *adminFlags, _ string) error {
 		cols, rows, err := f.st.Jobs(ctx, store.JobFilter{Node: f.node, Slice: f.slice, State: f.state, Limit: f.limit})
 		if store.IsNoJobs(err) {
 			return f.done("no jobs: %v", err)
@@ -325,21 +296,20 @@ func (f *adminFlags) run(ctx context.Context) error {
 			return err
 		}
 		return f.printTable(cols, rows)
-	case "maintenance on":
-		msg, err := f.arg(2, "message (experimenters see it)")
-		if err != nil {
-			return err
-		}
+	}},
+	{[]string{"maintenance on"}, "message (experimenters see it)", func(ctx context.Context, f *adminFlags, msg string) error {
 		if err := f.st.SetSetting(ctx, store.SettingMaintenance, msg, f.actor); err != nil {
 			return err
 		}
 		return f.done("maintenance on: new Allocates are refused with %q (all aggregate processes, within a second)", msg)
-	case "maintenance off":
+	}},
+	{[]string{"maintenance off"}, "", func(ctx context.Context, f *adminFlags, _ string) error {
 		if err := f.st.SetSetting(ctx, store.SettingMaintenance, "", f.actor); err != nil {
 			return err
 		}
 		return f.done("maintenance off")
-	case "maintenance status", "maintenance ":
+	}},
+	{[]string{"maintenance status", "maintenance "}, "", func(ctx context.Context, f *adminFlags, _ string) error {
 		msg, err := f.st.Maintenance(ctx)
 		if err != nil {
 			return err
@@ -348,8 +318,8 @@ func (f *adminFlags) run(ctx context.Context) error {
 			return f.done("maintenance off")
 		}
 		return f.done("maintenance on: %s", msg)
-	}
-	if noun == "audit" {
+	}},
+	{[]string{"audit"}, "", func(ctx context.Context, f *adminFlags, _ string) error {
 		since, err := parseWhen(f.since, time.Now(), false)
 		if err != nil {
 			return fmt.Errorf("admin audit: --since wants a duration (24h) or an RFC 3339 time: %q", f.since)
@@ -359,6 +329,37 @@ func (f *adminFlags) run(ctx context.Context) error {
 			return err
 		}
 		return f.print(rows, "at", "log_id", "method", "code", "user", "slice", "ms", "output")
+	}},
+}
+
+// setNodeState is nodes drain, undrain and retire.
+func setNodeState(state, said string) func(ctx context.Context, f *adminFlags, name string) error {
+	return func(ctx context.Context, f *adminFlags, name string) error {
+		if err := f.st.SetNodeState(ctx, name, state, f.reason); err != nil {
+			return err
+		}
+		return f.done("node %s %s", name, said)
+	}
+}
+
+func (f *adminFlags) run(ctx context.Context) error {
+	noun := f.positional[0]
+	verb := ""
+	if len(f.positional) > 1 {
+		verb = f.positional[1]
+	}
+	for _, c := range adminCommands {
+		if !slices.Contains(c.names, noun+" "+verb) && !slices.Contains(c.names, noun) {
+			continue
+		}
+		var arg string
+		if c.arg != "" {
+			var err error
+			if arg, err = f.arg(2, c.arg); err != nil {
+				return err
+			}
+		}
+		return c.run(ctx, f, arg)
 	}
 	fmt.Fprint(os.Stderr, adminUsage)
 	return fmt.Errorf("admin: unknown command %q", strings.Join(f.positional, " "))

@@ -12,7 +12,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/store"
-	"github.com/geniam/geniam/store/pgtest"
+	"github.com/geniam/geniam/store/storetest"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -33,12 +33,7 @@ func docNode(n string) string { return "urn:publicid:IDN+geniam.example.org+node
 func seedDocDatabase(t *testing.T) (string, *pgxpool.Pool) {
 	t.Helper()
 	ctx := context.Background()
-	url := pgtest.NewDatabase(t)
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st, url := storetest.Open(t)
 	pool := st.Pool()
 	at := func(s string) time.Time {
 		v, err := time.Parse(time.RFC3339, s)
@@ -49,7 +44,7 @@ func seedDocDatabase(t *testing.T) (string, *pgxpool.Pool) {
 	}
 	img := "https://images.example.org/ubuntu-24.04-tools.tar"
 	sha := "3b5d5c3712955042212316173ccf37be800a3f8e2b2c4b0f8b2c8d9e0f1a2b3c"
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		stmts := []struct {
 			q    string
 			args []any

@@ -13,13 +13,13 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/imagetest"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/provision"
@@ -115,10 +115,7 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
 	ctx, cancel := context.WithCancel(context.Background())
 	if why := provision.DockerAvailable(ctx); why != "" {
 		cancel()
-		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
-			t.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1): %s", why)
-		}
-		t.Skipf("no Docker engine: %s", why)
+		imagetest.NeedDocker(t, why)
 		return nil, "", false
 	}
 	images := t.TempDir()
@@ -131,6 +128,7 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
 	}
 	instance := fmt.Sprintf("geniam-consoletest-%d", os.Getpid())
 	caFile, _ := pki.File("agents-ca")
+	useNodeAgent(t)
 	addr, err := startDevAgent(ctx, t.TempDir(), images, caFile, pki, "node1", "127.0.0.1", "0", instance,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -139,8 +137,8 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
 	}
 	t.Cleanup(func() {
 		cancel()
-		removeLabelled(instance)
-		_ = exec.Command("docker", "rmi", "-f", tag).Run() // the agent loaded it from the tar under this tag
+		imagetest.RemoveContainers(agent.LabelInstance, instance)
+		_ = imagetest.Docker("rmi", "-f", tag) // the agent loaded it from the tar under this tag
 	})
 	return []byte(fmt.Sprintf(`<rspec xmlns="http://www.geni.net/resources/rspec/3"
        xmlns:geniam="http://geniam.github.io/rspec/ext/geniam/1" type="request">
@@ -149,14 +147,6 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
     <services><execute shell="exec" command="/demo -once -exit 3"/></services>
   </node>
 </rspec>`, devenv.AMURN, devenv.Authority, tar, sum)), "https://" + addr.String(), true
-}
-
-// removeLabelled removes the containers an agent instance left behind.
-func removeLabelled(instance string) {
-	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+agent.LabelInstance+"="+instance).Output()
-	for _, id := range strings.Fields(string(out)) {
-		_ = exec.Command("docker", "rm", "-f", id).Run()
-	}
 }
 
 func urnOf(id *devpki.Identity) string {

@@ -1,21 +1,24 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/am/agent/imagetest"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/provision"
@@ -39,14 +42,12 @@ type geniWalk struct {
 	path       string // put first on PATH (a stand-in ssh)
 }
 
-// buildGeni builds cmd/geni into a temporary directory.
-func buildGeni(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "geni")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/geniam/geniam/cmd/geni").CombinedOutput(); err != nil {
-		t.Fatalf("go build cmd/geni: %v\n%s", err, out)
-	}
-	return bin
+// useNodeAgent builds geni-nodeagent for the dev agents this test starts.
+func useNodeAgent(t *testing.T) {
+	bin := amtest.GoBuild(t, "github.com/geniam/geniam/cmd/geni-nodeagent")
+	saved := nodeAgentProgram
+	nodeAgentProgram = func() (string, error) { return bin, nil }
+	t.Cleanup(func() { nodeAgentProgram = saved })
 }
 
 func newGeniWalk(t *testing.T) *geniWalk {
@@ -64,7 +65,7 @@ func geniWalkOn(t *testing.T, s *served) *geniWalk {
 	if err := startDevCH(ctx, chAddr, s.pki, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
 	}
-	w := &geniWalk{t: t, bin: buildGeni(t), dir: t.TempDir(), s: s}
+	w := &geniWalk{t: t, bin: amtest.GoBuild(t, "github.com/geniam/geniam/cmd/geni"), dir: t.TempDir(), s: s}
 	w.omniConfig = filepath.Join(t.TempDir(), "omni_config")
 	if err := devenv.WriteOmniConfig(w.omniConfig, s.pki, s.amURL, "https://"+chAddr+"/"); err != nil {
 		t.Fatal(err)
@@ -371,12 +372,7 @@ func TestGeniWalkthrough(t *testing.T) {
 func TestGeniWalkthroughWithContainers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel) // stops the agent last, after the aggregate
-	if why := provision.DockerAvailable(ctx); why != "" {
-		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
-			t.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1): %s", why)
-		}
-		t.Skipf("no Docker engine: %s", why)
-	}
+	imagetest.NeedDocker(t, provision.DockerAvailable(ctx))
 	dir := t.TempDir()
 	pki, err := devenv.EnsurePKI(filepath.Join(dir, "pki"))
 	if err != nil {
@@ -391,6 +387,7 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "dev"), 0o755); err != nil { // where make run keeps its demo request
 		t.Fatal(err)
 	}
+	useNodeAgent(t)
 	demo := startDevAgents(ctx, dir, pki, agentCfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	devAgentNodes = saved
 	if demo == nil {
@@ -431,7 +428,11 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 	w.ok([]string{"-a", "geniam", "describe", "demo"}, "/data/")
 	r = w.ok([]string{"-a", "geniam", "data", "demo"}, "data of server: ", "data of once: ", "(live node1)")
 	for _, node := range []string{"server", "once"} {
-		names := tarNames(t, filepath.Join(w.dir, "demo-"+node+"-data.tar"))
+		tar, err := os.ReadFile(filepath.Join(w.dir, "demo-"+node+"-data.tar"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := tarNames(t, bytes.NewReader(tar))
 		if !strings.Contains(strings.Join(names, " "), "hello.txt") {
 			t.Errorf("%s's /data tar holds %v, want the demo's hello.txt", node, names)
 		}
@@ -441,25 +442,10 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 	w.fails(6, []string{"-a", "geniam", "data", "demo"}, "has no slivers at geniam (deleted or expired?)")
 }
 
-func tarNames(t *testing.T, file string) []string {
+// tarNames lists the regular files of a tar, in order.
+func tarNames(t *testing.T, r io.Reader) []string {
 	t.Helper()
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var names []string
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return names
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		names = append(names, h.Name)
-	}
+	return slices.Sorted(maps.Keys(amtest.TarFiles(t, r)))
 }
 
 // loginAndLogs checks geni ssh and geni logs on a node: geni follows the

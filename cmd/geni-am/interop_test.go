@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"log/slog"
 	"net"
@@ -27,6 +26,7 @@ import (
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
 )
@@ -54,30 +54,9 @@ func serveAggregate(t *testing.T, s aggregateSetup) *servedAggregate {
 	t.Helper()
 	dir := t.TempDir()
 	// The aggregate's own certificate: any; omni does not check it.
-	serverCA, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+tls", KeyBits: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := serverCA.Issue(devpki.Options{URN: devenv.AMURN, CommonName: "localhost",
-		IPs: []net.IP{net.ParseIP("127.0.0.1")}, KeyBits: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := server.WriteFiles(dir, "am")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootsDir := filepath.Join(dir, "trusted_roots")
-	if err := os.Mkdir(rootsDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var roots []byte
-	for _, c := range s.roots {
-		roots = append(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	if err := os.WriteFile(filepath.Join(rootsDir, "ch.pem"), roots, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	tlsCA := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+tls", KeyBits: 1024})
+	certFile, keyFile := tlsCA.Files(tlsCA.Server(devpki.Options{URN: devenv.AMURN, CommonName: "localhost", KeyBits: 1024}), "am")
+	rootsDir := pkitest.RootsDir(t, filepath.Join(dir, "trusted_roots"), s.roots...)
 
 	cfg, err := config.Load("", nil)
 	if err != nil {

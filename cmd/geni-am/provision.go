@@ -1,21 +1,24 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"log"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
-	"github.com/geniam/geniam/am/agent/docker"
-	"github.com/geniam/geniam/am/agent/sshlogin"
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/provision"
@@ -124,70 +127,156 @@ func startDevAgents(ctx context.Context, dir string, pki *devenv.PKI, cfg *confi
 	return d
 }
 
-// startDevAgent serves a node agent in this process on ip:port (port "0":
-// any) until ctx ends, with its containers labelled instance, and returns
-// its address.
+// nodeAgentProgram finds the geni-nodeagent that make run's agents run:
+// the one built next to this program (make build puts both in bin/), else
+// the one on PATH. Tests point it at one they build.
+var nodeAgentProgram = func() (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "geni-nodeagent")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("geni-nodeagent")
+	if err != nil {
+		return "", fmt.Errorf("no geni-nodeagent next to %s or on PATH (make build builds both)", os.Args[0])
+	}
+	return p, nil
+}
+
+// startDevAgent runs a node agent on ip:port (port "0": a free one) until
+// ctx ends, with its containers labelled instance, and returns its address.
+// The agent is geni-nodeagent in a child process, as on a real node, so
+// that the aggregate links none of the agent's code.
 func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *devenv.PKI, name, ip, port, instance string, lg *slog.Logger) (net.Addr, error) {
 	if _, err := pki.AgentIdentity(name, net.ParseIP(ip)); err != nil {
 		return nil, err
 	}
-	certFile, keyFile := pki.File("agent-" + name)
-	tlsConf, err := agent.ServerTLSConfig(certFile, keyFile, caFile)
+	prog, err := nodeAgentProgram()
 	if err != nil {
 		return nil, err
 	}
+	sshPort := "2222"
+	if port == "0" {
+		sshPort = "0"
+		if port, err = freePort(ip); err != nil {
+			return nil, err
+		}
+	}
+	certFile, keyFile := pki.File("agent-" + name)
 	// The demo image is a local file in images/ (allowed explicitly); no
 	// image host is listed, so URLs must be public. /data has no quota here:
 	// loop mounts need root and outlive the process, which a development
 	// aggregate (and the tests that start these agents) should not leave
-	// behind; geni-nodeagent enforces it (data_quota_bytes).
-	// SSH logins into the containers on <ip>:2222 (any port when the agent's
-	// is "0"), the manifest's <login>; without the port the agent still
-	// runs, without logins.
-	rt := docker.NewRuntime("")
-	acfg := agent.Config{StateDir: stateDir, Instance: instance,
-		AllowFileImages: true, FileImageDirs: []string{images}, MaxArchiveBytes: 1 << 30,
-		Logger: lg.With("agent", name)}
-	sshPort := "2222"
-	if port == "0" {
-		sshPort = "0"
+	// behind; a production geni-nodeagent enforces it (data_quota_bytes).
+	conf := map[string]any{
+		"listen": net.JoinHostPort(ip, port), "cert": certFile, "key": keyFile, "client_ca": caFile,
+		// Only the aggregate's own certificate may call a dev agent: the
+		// other agents' certificates come from the same CA.
+		"allowed_clients": []string{devenv.AMURN},
+		"state_dir":       stateDir, "instance": instance,
+		"allow_file_images": true, "file_image_dirs": []string{images},
+		"max_archive_bytes": 1 << 30, "data_quota_bytes": -1,
+		"log_level": "warn", "log_format": "text",
 	}
-	sshLn, err := net.Listen("tcp", net.JoinHostPort(ip, sshPort))
-	if err != nil {
+	if lg.Enabled(ctx, slog.LevelDebug) {
+		conf["log_level"] = "debug"
+	}
+	// SSH logins into the containers on <ip>:2222 (a free port when the
+	// agent's is "0"), the manifest's <login>; when the port is taken the
+	// agent still runs, without logins.
+	if sshPort, err := portFor(ip, sshPort); err != nil {
 		lg.Warn("make run: no SSH login on this node", "node", name, "err", err)
 	} else {
-		acfg.LoginHost, acfg.LoginPort = ip, sshLn.Addr().(*net.TCPAddr).Port
+		conf["ssh_listen"], conf["ssh_host"] = net.JoinHostPort(ip, sshPort), ip
 	}
-	svc, err := agent.New(acfg, rt)
-	if err != nil {
-		if sshLn != nil {
-			sshLn.Close()
-		}
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, err
 	}
-	if sshLn != nil {
-		sshSrv, err := sshlogin.New(sshlogin.Config{HostKeyFile: filepath.Join(stateDir, "ssh_host_ed25519_key"), Logger: lg.With("agent", name)}, svc, rt)
-		if err != nil {
-			sshLn.Close()
-			svc.Close()
-			return nil, err
+	confFile := filepath.Join(stateDir, "geni-nodeagent.json")
+	b, _ := json.MarshalIndent(conf, "", "  ")
+	if err := os.WriteFile(confFile, b, 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(prog, "-config", confFile)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // never outlive the aggregate
+	// Through a pipe of our own, so that Wait returns only once every line
+	// is relayed.
+	logR, logW := io.Pipe()
+	cmd.Stderr = logW
+	go relayAgentLog(lg, name, logR)
+	if err := cmd.Start(); err != nil {
+		logW.Close()
+		return nil, err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logW.Close(); close(exited) }()
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+		case <-exited:
 		}
-		go func() { _ = sshSrv.Serve(sshLn) }()
-		go func() { <-ctx.Done(); _ = sshSrv.Close() }()
+	}()
+	addr := net.JoinHostPort(ip, port)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("%s stopped at its start (its log says why)", prog)
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			return nil, fmt.Errorf("%s did not listen on %s within 30s", prog, addr)
+		}
+	}
+	lg.Info("make run: node agent serving", "node", name, "url", "https://"+addr, "pid", cmd.Process.Pid)
+	return net.ResolveTCPAddr("tcp", addr)
+}
+
+// freePort returns a port of ip nobody listens on now.
+func freePort(ip string) (string, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port), nil
+}
+
+// portFor returns port when nobody listens on it now ("0": a free one).
+func portFor(ip, port string) (string, error) {
+	if port == "0" {
+		return freePort(ip)
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
 	if err != nil {
-		svc.Close()
-		return nil, err
+		return "", err
 	}
-	// Only the aggregate's own certificate may call a dev agent: the other
-	// agents' certificates come from the same CA.
-	srv := &http.Server{Handler: agent.NewHandler(svc, agent.HandlerOptions{AllowedClients: []string{devenv.AMURN}, Logger: lg}), TLSConfig: tlsConf,
-		ErrorLog: log.New(os.Stderr, "agent "+name+": ", 0)}
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	go func() { <-ctx.Done(); _ = srv.Close(); svc.Close() }()
-	lg.Info("make run: node agent serving", "node", name, "url", "https://"+ln.Addr().String())
-	return ln.Addr(), nil
+	ln.Close()
+	return port, nil
+}
+
+// relayAgentLog passes the child agent's log lines (text format) to lg at
+// their own level.
+func relayAgentLog(lg *slog.Logger, name string, r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		lvl := slog.LevelInfo
+		for _, l := range []slog.Level{slog.LevelDebug, slog.LevelWarn, slog.LevelError} {
+			if strings.Contains(line, "level="+l.String()) {
+				lvl = l
+			}
+		}
+		lg.Log(context.Background(), lvl, "node agent", "node", name, "log", line)
+	}
+	_, _ = io.Copy(io.Discard, r) // past a line too long to scan: the agent must never block on its log
 }
 
 // demoRequest is a request RSpec of two demo containers, one run-once.

@@ -24,6 +24,7 @@ import (
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 	"github.com/geniam/geniam/store/pgcluster"
 	"github.com/jackc/pgx/v5"
 )
@@ -107,13 +108,7 @@ func soakNewWorld(t *testing.T) *soakWorld {
 	if w.ch, err = devch.New("geniam.localhost"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := w.ch.CA.WriteFiles(filepath.Join(w.dir, "roots"), "ca"); err != nil {
-		t.Fatal(err)
-	}
-	// Only the CA's certificate belongs in trusted_roots: drop its key.
-	if err := os.Remove(filepath.Join(w.dir, "roots", "ca-key.pem")); err != nil {
-		t.Fatal(err)
-	}
+	pkitest.RootsDir(t, filepath.Join(w.dir, "roots"), w.ch.CA.Cert)
 	amID, err := w.ch.CA.Issue(devpki.Options{URN: soakAMURN, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		t.Fatal(err)
@@ -124,10 +119,7 @@ func soakNewWorld(t *testing.T) *soakWorld {
 	if w.user, err = w.ch.IssueUser("alice", "alice@example.org"); err != nil {
 		t.Fatal(err)
 	}
-	w.userTLS = tls.Certificate{PrivateKey: w.user.Key, Leaf: w.user.Cert}
-	for _, c := range append([]*x509.Certificate{w.user.Cert}, w.user.Chain...) {
-		w.userTLS.Certificate = append(w.userTLS.Certificate, c.Raw)
-	}
+	w.userTLS = pkitest.TLS(t, w.user)
 	return w
 }
 

@@ -29,9 +29,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/docker"
 	"github.com/geniam/geniam/am/agent/expnet"
+	"github.com/geniam/geniam/am/agent/node"
 	"github.com/geniam/geniam/am/agent/sshlogin"
 )
 
@@ -133,10 +133,10 @@ func defaultConfig() Config {
 		FetchTimeout:      Duration(30 * time.Minute),
 		StopGrace:         Duration(10 * time.Second),
 		IdleCheckInterval: Duration(time.Minute),
-		MemoryBytes:       agent.DefaultMemoryBytes,
-		CPUs:              agent.DefaultNanoCPUs / 1e9,
-		PidsLimit:         agent.DefaultPidsLimit,
-		Capabilities:      agent.DefaultCapabilities,
+		MemoryBytes:       node.DefaultMemoryBytes,
+		CPUs:              node.DefaultNanoCPUs / 1e9,
+		PidsLimit:         node.DefaultPidsLimit,
+		Capabilities:      node.DefaultCapabilities,
 		LogLevel:          "info",
 		LogFormat:         "json",
 	}
@@ -182,8 +182,8 @@ func (c Config) check() error {
 	return nil
 }
 
-func (c Config) agentConfig(log *slog.Logger) agent.Config {
-	return agent.Config{
+func (c Config) agentConfig(log *slog.Logger) node.Config {
+	return node.Config{
 		StateDir:              c.StateDir,
 		Instance:              c.Instance,
 		DefaultNetwork:        c.DefaultNetwork,
@@ -260,7 +260,7 @@ func main() {
 // run serves until ctx ends. If ready is not nil it receives the bound
 // addresses (TLS first, then the plain v1 listener if any).
 func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- []string) error {
-	tlsConf, err := agent.ServerTLSConfig(cfg.Cert, cfg.Key, cfg.ClientCA)
+	tlsConf, err := node.ServerTLSConfig(cfg.Cert, cfg.Key, cfg.ClientCA)
 	if err != nil {
 		return err
 	}
@@ -288,7 +288,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- []strin
 		defer sshLn.Close()
 		acfg.LoginPort = sshLn.Addr().(*net.TCPAddr).Port
 	}
-	svc, err := agent.New(acfg, rt)
+	svc, err := node.New(acfg, rt)
 	if err != nil {
 		return err
 	}
@@ -330,7 +330,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- []strin
 	if err != nil {
 		return err
 	}
-	main := newServer(agent.NewHandler(svc, agent.HandlerOptions{AllowedClients: cfg.AllowedClients, Logger: log}))
+	main := newServer(node.NewHandler(svc, node.HandlerOptions{AllowedClients: cfg.AllowedClients, Logger: log}))
 	main.TLSConfig = tlsConf
 	servers = append(servers, main)
 	addrs = append(addrs, ln.Addr().String())
@@ -343,7 +343,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- []strin
 			main.Close()
 			return err
 		}
-		plain := newServer(agent.NewHandler(svc, agent.HandlerOptions{V1Only: true, Logger: log}))
+		plain := newServer(node.NewHandler(svc, node.HandlerOptions{V1Only: true, Logger: log}))
 		servers = append(servers, plain)
 		addrs = append(addrs, pln.Addr().String())
 		go func() { errc <- plain.Serve(pln) }()

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,7 +14,9 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/node"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -33,7 +34,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	// The safe defaults reach the agent; negative values mean "none".
 	ac := cfg.agentConfig(nil)
-	if ac.MemoryBytes != agent.DefaultMemoryBytes || ac.NanoCPUs != agent.DefaultNanoCPUs || ac.PidsLimit != agent.DefaultPidsLimit ||
+	if ac.MemoryBytes != node.DefaultMemoryBytes || ac.NanoCPUs != node.DefaultNanoCPUs || ac.PidsLimit != node.DefaultPidsLimit ||
 		ac.DataQuotaBytes != 10<<30 || ac.MaxArchiveBytes != 10<<30 || ac.MaxImageUnpackedBytes != 80<<30 || len(ac.Capabilities) == 0 {
 		t.Fatalf("defaults not passed on: %+v", ac)
 	}
@@ -58,31 +59,20 @@ func TestLoadConfig(t *testing.T) {
 // TestRun starts the whole program on loopback and talks to it with the
 // aggregate's client, then over the plain v1 listener.
 func TestRun(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+ca"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+ca"})
 	serverOnly := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	srv, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+n1", IPs: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: serverOnly})
-	cli, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+am", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	sc, sk := ca.Files(ca.Server(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+n1", ExtKeyUsage: serverOnly}), "agent")
+	cc, ck := ca.Files(ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+am", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), "am")
 	// Another node's agent certificate, and a client of the same CA that
 	// is not the aggregate.
-	other, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+n2", IPs: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: serverOnly})
-	stranger, _ := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+user+mallory"})
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sc, sk, _ := srv.WriteFiles(dir, "agent")
-	cc, ck, _ := cli.WriteFiles(dir, "am")
-	oc, ok, _ := other.WriteFiles(dir, "agent2")
-	mc, mk, _ := stranger.WriteFiles(dir, "mallory")
+	oc, ok := ca.Files(ca.Server(devpki.Options{URN: "urn:publicid:IDN+geniam.test+node+n2", ExtKeyUsage: serverOnly}), "agent2")
+	mc, mk := ca.Files(ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geniam.test+user+mallory"}), "mallory")
+	caFile := ca.CertFile
 
 	cfg := defaultConfig()
 	cfg.Listen, cfg.V1PlainListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Cert, cfg.Key, cfg.ClientCA = sc, sk, caFile
-	cfg.StateDir = filepath.Join(dir, "state")
+	cfg.StateDir = filepath.Join(t.TempDir(), "state")
 	cfg.Instance = "cmd-test"
 	cfg.AllowedClients = []string{"urn:publicid:IDN+geniam.test+authority+am"}
 	cfg.DataQuotaBytes = -1 // no sliver runs here; the test must not need root

@@ -13,20 +13,7 @@ import (
 	"github.com/geniam/geniam/am/geniclient"
 )
 
-// The AM API v3 verbs, with omni's names and arguments. Each runs once per
-// aggregate (-a, or those the clearinghouse lists).
-func init() {
-	verbs["getversion"] = verb{"", 0, 0, "the aggregate's version and capabilities", getVersion, true}
-	verbs["listresources"] = verb{"", 0, 1, "the advertisement (-o: rspec-<server>.xml)", listResources, true}
-	verbs["describe"] = verb{"SLICE", 1, 1, "the manifest of a slice", describe, true}
-	verbs["allocate"] = verb{"SLICE RSPEC", 2, 2, "reserve what a request RSpec asks for", allocate, true}
-	verbs["provision"] = verb{"SLICE", 1, 1, "provision allocated slivers, installing omni_config users' SSH keys", provision, true}
-	verbs["status"] = verb{"SLICE", 1, 1, "the state of a slice's slivers", status, true}
-	verbs["renew"] = verb{"SLICE TIME", 2, 2, "extend slivers to TIME", renew, true}
-	verbs["performoperationalaction"] = verb{"SLICE ACTION", 2, 2, "geni_start, geni_restart, geni_stop, ... (alias poa)", poa, true}
-	verbs["delete"] = verb{"SLICE", 1, 1, "delete a slice's slivers at the aggregate", deleteSlivers, true}
-	verbs["shutdown"] = verb{"SLICE", 1, 1, "emergency stop of a slice at the aggregate", shutdown, true}
-}
+// The AM API v3 verbs (their table: verbs in main.go).
 
 func getVersion(s *session, _ []string) error {
 	a, err := s.am()
@@ -150,20 +137,15 @@ func listResources(s *session, args []string) error {
 }
 
 func describe(s *session, args []string) error {
-	urn, r, err := s.sliceCall(args[0], "describe", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+	return s.sliceVerb(args[0], "describe", ".json", "describe", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
 		return a.Describe(s.ctx, urns, c)
-	})
-	if err != nil {
-		return err
-	}
-	s.emit("describe", r.Value, func(w io.Writer) {
+	}, func(w io.Writer, urn string, v any) {
 		fmt.Fprintf(w, "Slice %s at %s:\n", urn, s.agg.Name())
-		m, _ := r.Value.(map[string]any)
+		m, _ := v.(map[string]any)
 		rspec, _ := m["geni_rspec"].(string)
 		nodeTable(w, rspec)
-		sliverTable(w, geniclient.Slivers(r.Value))
+		sliverTable(w, geniclient.Slivers(v))
 	})
-	return nil
 }
 
 // nodeTable prints the manifest's nodes and how to reach them.
@@ -201,14 +183,10 @@ func allocate(s *session, args []string) error {
 			return err
 		}
 	}
-	urn, r, err := s.sliceCall(args[0], "allocate", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+	return s.sliceVerb(args[0], "allocate", ".json", "allocate", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
 		return a.Allocate(s.ctx, slice, c, string(rspec), start, end)
-	})
-	if err != nil {
-		return err
-	}
-	slivers := geniclient.Slivers(r.Value)
-	s.emit("allocate", r.Value, func(w io.Writer) {
+	}, func(w io.Writer, urn string, v any) {
+		slivers := geniclient.Slivers(v)
 		fmt.Fprintf(w, "Allocated %d slivers in slice %s at %s:\n", len(slivers), urn, s.agg.Name())
 		sliverTable(w, slivers)
 		if !start.IsZero() {
@@ -218,7 +196,6 @@ func allocate(s *session, args []string) error {
 		}
 		fmt.Fprintf(w, "Next: provision before the hold expires: %s\n", s.cmd("provision "+args[0]))
 	})
-	return nil
 }
 
 // endTime is --end-time, if given.
@@ -262,37 +239,27 @@ func provision(s *session, args []string) error {
 		return err
 	}
 	users := s.geniUsers()
-	urn, r, err := s.sliceCall(args[0], "provision", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+	return s.sliceVerb(args[0], "provision", ".json", "provision", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
 		return a.Provision(s.ctx, urns, c, users, end)
-	})
-	if err != nil {
-		return err
-	}
-	slivers := geniclient.Slivers(r.Value)
-	s.emit("provision", r.Value, func(w io.Writer) {
+	}, func(w io.Writer, urn string, v any) {
+		slivers := geniclient.Slivers(v)
 		fmt.Fprintf(w, "Provisioned %d slivers in slice %s at %s (SSH keys of %d users sent):\n", len(slivers), urn, s.agg.Name(), len(users))
 		sliverTable(w, slivers)
 		fmt.Fprintf(w, "Next: wait until they are ready: %s\n", s.cmd("wait "+args[0]))
 	})
-	return nil
 }
 
 func status(s *session, args []string) error {
-	urn, r, err := s.sliceCall(args[0], "status", ".json", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+	return s.sliceVerb(args[0], "status", ".json", "status", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
 		return a.Status(s.ctx, urns, c)
-	})
-	if err != nil {
-		return err
-	}
-	slivers := geniclient.Slivers(r.Value)
-	s.emit("status", r.Value, func(w io.Writer) {
+	}, func(w io.Writer, urn string, v any) {
+		slivers := geniclient.Slivers(v)
 		fmt.Fprintf(w, "Status of slice %s at %s:\n", urn, s.agg.Name())
 		sliverTable(w, slivers)
 		if next := nextAfterStatus(s, args[0], slivers); next != "" {
 			fmt.Fprintln(w, next)
 		}
 	})
-	return nil
 }
 
 // nextAfterStatus suggests the command that moves the slice on.
@@ -352,35 +319,40 @@ func deleteSlivers(s *session, args []string) error {
 // sliverVerb is a verb whose answer is the slice's slivers: it makes the
 // call with sliceCall and prints "<title> slice <urn> at <aggregate>:" over
 // the sliver table.
-func (s *session) sliverVerb(slice, method, ext, verb, title string, call func(a *geniclient.AM, slice string, urns []string, creds []geniclient.Credential) (*geniclient.Result, error)) error {
+func (s *session) sliverVerb(slice, method, ext, verb, title string, call amCall) error {
+	return s.sliceVerb(slice, method, ext, verb, call, func(w io.Writer, urn string, v any) {
+		fmt.Fprintf(w, "%s slice %s at %s:\n", title, urn, s.agg.Name())
+		sliverTable(w, geniclient.Slivers(v))
+	})
+}
+
+// sliceVerb is a verb that makes one call with sliceCall and emits its value
+// under verb; show prints it for people.
+func (s *session) sliceVerb(slice, method, ext, verb string, call amCall, show func(w io.Writer, urn string, value any)) error {
 	urn, r, err := s.sliceCall(slice, method, ext, call)
 	if err != nil {
 		return err
 	}
-	s.emit(verb, r.Value, func(w io.Writer) {
-		fmt.Fprintf(w, "%s slice %s at %s:\n", title, urn, s.agg.Name())
-		sliverTable(w, geniclient.Slivers(r.Value))
-	})
+	s.emit(verb, r.Value, func(w io.Writer) { show(w, urn, r.Value) })
 	return nil
 }
 
 func shutdown(s *session, args []string) error {
-	urn, r, err := s.sliceCall(args[0], "", "", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
+	return s.sliceVerb(args[0], "", "", "shutdown", func(a *geniclient.AM, slice string, urns []string, c []geniclient.Credential) (*geniclient.Result, error) {
 		return a.Shutdown(s.ctx, slice, c)
-	})
-	if err != nil {
-		return err
-	}
-	s.emit("shutdown", r.Value, func(w io.Writer) {
+	}, func(w io.Writer, urn string, _ any) {
 		fmt.Fprintf(w, "Shut down slice %s at %s: its slivers are stopped and kept for the operators.\n", urn, s.agg.Name())
 	})
-	return nil
 }
+
+// amCall is one AM API call on a slice: its URN, the -u slivers (or the
+// slice) and the slice's credentials.
+type amCall func(a *geniclient.AM, slice string, urns []string, creds []geniclient.Credential) (*geniclient.Result, error)
 
 // sliceCall makes one AM call on a slice (or its -u slivers) at the
 // current aggregate with the slice's credential, and with -o saves the value
 // under omni's name for the method.
-func (s *session) sliceCall(slice, method, ext string, call func(a *geniclient.AM, slice string, urns []string, creds []geniclient.Credential) (*geniclient.Result, error)) (string, *geniclient.Result, error) {
+func (s *session) sliceCall(slice, method, ext string, call amCall) (string, *geniclient.Result, error) {
 	a, err := s.am()
 	if err != nil {
 		return "", nil, err

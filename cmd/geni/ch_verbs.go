@@ -9,14 +9,7 @@ import (
 	"github.com/geniam/geniam/am/geniclient"
 )
 
-// The clearinghouse verbs of a walkthrough, as omni's gcf framework does them.
-func init() {
-	verbs["getusercred"] = verb{"", 0, 0, "your user credential (-o: <user>-<framework>-usercred.json)", getUserCred, false}
-	verbs["createslice"] = verb{"SLICE", 1, 1, "create a slice at the clearinghouse", createSlice, false}
-	verbs["getslicecred"] = verb{"SLICE", 1, 1, "a slice's credential (-o: <slice>-cred.json)", getSliceCred, false}
-	verbs["renewslice"] = verb{"SLICE TIME", 2, 2, "extend a slice at the clearinghouse", renewSlice, false}
-	verbs["listaggregates"] = verb{"", 0, 0, "the aggregates the clearinghouse knows (what AM calls use without -a)", listAggregates, false}
-}
+// The clearinghouse verbs (their table: verbs in main.go).
 
 // credSummary prints a credential for people, or the credential as omni
 // saves it for --json.

@@ -17,15 +17,10 @@ import (
 )
 
 // What omni lacks: waiting for a slice, logging in, and getting data and
-// output out. They read the standard manifest (services/login) and, for data
-// and output, the links of geniam's manifest extension; an aggregate without
-// them is told apart with a clear "not offered" (exit 6), never guessed at.
-func init() {
-	verbs["wait"] = verb{"SLICE", 1, 1, "poll Status until every sliver is ready (exit 0), one failed (4) or --wait-timeout (5)", waitReady, true}
-	verbs["ssh"] = verb{"SLICE [CLIENT_ID] [-- COMMAND]", 1, 2, "log in with ssh as the manifest's <login> says", sshLogin, true}
-	verbs["data"] = verb{"SLICE [CLIENT_ID]", 1, 2, "download /data of the slice's nodes (<slice>-<client_id>-data.tar)", downloadData, true}
-	verbs["logs"] = verb{"SLICE [CLIENT_ID]", 1, 2, "the output of the nodes' start commands", downloadLogs, true}
-}
+// output out (their table: verbs in main.go). They read the standard manifest
+// (services/login) and, for data and output, the links of geniam's manifest
+// extension; an aggregate without them is told apart with a clear "not
+// offered" (exit 6), never guessed at.
 
 // isTerminal reports whether w is a character device (a person watching).
 func isTerminal(w io.Writer) bool {

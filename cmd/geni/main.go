@@ -53,7 +53,8 @@ type options struct {
 	dashArgs                              []string // after "--" (ssh's remote command)
 }
 
-// verb is one command: its arguments and what it does.
+// verb is one command: its arguments and what it does. verbs is the one
+// list of them: dispatch, argument counts and the usage text come from it.
 type verb struct {
 	args     string // usage of the arguments
 	min, max int
@@ -62,7 +63,34 @@ type verb struct {
 	am       bool // an AM API call: runs once per aggregate
 }
 
-var verbs = map[string]verb{}
+var verbs = map[string]verb{
+	// The AM API v3 verbs, with omni's names and arguments (am_verbs.go). Each
+	// runs once per aggregate (-a, or those the clearinghouse lists).
+	"getversion":               {"", 0, 0, "the aggregate's version and capabilities", getVersion, true},
+	"listresources":            {"", 0, 1, "the advertisement (-o: rspec-<server>.xml)", listResources, true},
+	"describe":                 {"SLICE", 1, 1, "the manifest of a slice", describe, true},
+	"allocate":                 {"SLICE RSPEC", 2, 2, "reserve what a request RSpec asks for", allocate, true},
+	"provision":                {"SLICE", 1, 1, "provision allocated slivers, installing omni_config users' SSH keys", provision, true},
+	"status":                   {"SLICE", 1, 1, "the state of a slice's slivers", status, true},
+	"renew":                    {"SLICE TIME", 2, 2, "extend slivers to TIME", renew, true},
+	"performoperationalaction": {"SLICE ACTION", 2, 2, "geni_start, geni_restart, geni_stop, ... (alias poa)", poa, true},
+	"delete":                   {"SLICE", 1, 1, "delete a slice's slivers at the aggregate", deleteSlivers, true},
+	"shutdown":                 {"SLICE", 1, 1, "emergency stop of a slice at the aggregate", shutdown, true},
+
+	// The clearinghouse verbs of a walkthrough, as omni's gcf framework does
+	// them (ch_verbs.go).
+	"getusercred":    {"", 0, 0, "your user credential (-o: <user>-<framework>-usercred.json)", getUserCred, false},
+	"createslice":    {"SLICE", 1, 1, "create a slice at the clearinghouse", createSlice, false},
+	"getslicecred":   {"SLICE", 1, 1, "a slice's credential (-o: <slice>-cred.json)", getSliceCred, false},
+	"renewslice":     {"SLICE TIME", 2, 2, "extend a slice at the clearinghouse", renewSlice, false},
+	"listaggregates": {"", 0, 0, "the aggregates the clearinghouse knows (what AM calls use without -a)", listAggregates, false},
+
+	// What omni lacks (extra_verbs.go).
+	"wait": {"SLICE", 1, 1, "poll Status until every sliver is ready (exit 0), one failed (4) or --wait-timeout (5)", waitReady, true},
+	"ssh":  {"SLICE [CLIENT_ID] [-- COMMAND]", 1, 2, "log in with ssh as the manifest's <login> says", sshLogin, true},
+	"data": {"SLICE [CLIENT_ID]", 1, 2, "download /data of the slice's nodes (<slice>-<client_id>-data.tar)", downloadData, true},
+	"logs": {"SLICE [CLIENT_ID]", 1, 2, "the output of the nodes' start commands", downloadLogs, true},
+}
 
 func flags(o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("geni", pflag.ContinueOnError)

@@ -16,14 +16,15 @@ import (
 	"github.com/geniam/geniam/am/agent/docker"
 	"github.com/geniam/geniam/am/agent/expnet"
 	"github.com/geniam/geniam/am/agent/expnet/expnettest"
+	"github.com/geniam/geniam/am/agent/node"
 )
 
 // testAgent is one agent (a Service with the real Docker runtime) whose
 // experiment network is a namespace host.
 type testAgent struct {
 	host expnettest.Host
-	cfg  agent.Config
-	svc  *agent.Service
+	cfg  node.Config
+	svc  *node.Service
 }
 
 func needLinks(t *testing.T) {
@@ -48,9 +49,9 @@ func startAgent(t *testing.T, h expnettest.Host, instance string, stateDir strin
 		t.Fatal(err)
 	}
 	t.Cleanup(n.Close)
-	cfg := agent.Config{StateDir: stateDir, Instance: instance, AllowFileImages: true, Links: n,
+	cfg := node.Config{StateDir: stateDir, Instance: instance, AllowFileImages: true, Links: n,
 		StopGrace: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	svc, err := agent.New(cfg, docker.NewRuntime(""))
+	svc, err := node.New(cfg, docker.NewRuntime(""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,7 @@ func (m *member) addr() string { a, _, _ := strings.Cut(m.link.CIDR, "/"); retur
 
 func run(t *testing.T, ctx context.Context, im expnettest.Image, m *member) {
 	t.Helper()
-	if _, _, err := m.a.svc.Fetch(ctx, m.id, agent.FetchRequest{URL: im.Tar, SHA256: im.SHA256}, agent.FetchOptions{}); err != nil {
+	if _, _, err := m.a.svc.Fetch(ctx, m.id, agent.FetchRequest{URL: im.Tar, SHA256: im.SHA256}, node.FetchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := m.a.svc.WaitFetch(ctx, m.id); err != nil || st.Image.State != agent.ImageReady {
@@ -220,7 +221,7 @@ func TestLANAcrossHosts(t *testing.T) {
 	} else {
 		t.Log("this kernel has no netem: latency is not measured; checking that asking for it fails the sliver with the reason")
 		m := lan(tag2+1, 21, agent.LinkAttachment{LatencyMs: 50}, a)[0]
-		if _, _, err := m.a.svc.Fetch(ctx, m.id, agent.FetchRequest{URL: im.Tar, SHA256: im.SHA256}, agent.FetchOptions{}); err != nil {
+		if _, _, err := m.a.svc.Fetch(ctx, m.id, agent.FetchRequest{URL: im.Tar, SHA256: im.SHA256}, node.FetchOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		m.a.svc.WaitFetch(ctx, m.id)

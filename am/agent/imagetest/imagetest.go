@@ -1,18 +1,23 @@
 // Package imagetest builds the agent tests' container images: a static Go
 // program in an image FROM scratch, built with the docker CLI, `docker
 // save`d to a tar and removed from the engine again so that a test really
-// loads it. One place for what the agent, runtime and link tests all need.
+// loads it. One place for what the agent, runtime and link tests all need,
+// and for what every test that uses the engine needs around it: whether
+// to skip without one (NeedDocker), and removing the containers it left
+// (RemoveContainers).
 package imagetest
 
 import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strings"
+	"testing"
 )
 
 // Image is a saved image.
@@ -85,4 +90,41 @@ func Docker(args ...string) error {
 		return fmt.Errorf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
+}
+
+// NoImageRun reports whether this test binary only fuzzes or lists tests,
+// so that its TestMain need not build images.
+func NoImageRun() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker", "test.list"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
+}
+
+// NeedDocker skips tb when why (the reason the engine is unavailable) is
+// not "", or fails it when GENIAM_REQUIRE_DOCKER=1: CI must not pass by
+// skipping.
+func NeedDocker(tb testing.TB, why string) {
+	tb.Helper()
+	if why == "" {
+		return
+	}
+	if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
+		tb.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1) but unavailable: %s", why)
+	}
+	tb.Skipf("skipping: Docker unavailable: %s", why)
+}
+
+// RemoveContainers force-removes the containers that carry the label key
+// with a value starting with prefix: what one test, or a whole test run,
+// left on the engine.
+func RemoveContainers(key, prefix string) {
+	out, _ := exec.Command("docker", "ps", "-a", "--filter", "label="+key, "--format", `{{.ID}} {{.Label "`+key+`"}}`).Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if id, value, ok := strings.Cut(line, " "); ok && strings.HasPrefix(value, prefix) {
+			_ = exec.Command("docker", "rm", "-f", id).Run()
+		}
+	}
 }

@@ -1,10 +1,13 @@
 // Package memruntime is an agent.Runtime kept in memory, for tests: the
-// agent's bookkeeping (records, states, logs, labels, image use) runs without
-// a container engine. A container does not run a program. Its command line
-// is read as the few flags of the agent tests' program (am/agent/testdata/prog)
-// that need no kernel: -out LINE and -err LINE are printed at start, -sleep
-// DURATION|forever keeps it running, -exit N is its exit code. Everything
-// else a spec asks for (mounts, limits, devices, network, restart policy) is
+// agent's bookkeeping (records, states, logs, labels, image use, restart
+// policies, idle detection) runs without a container engine. A container
+// does not run a program. Its command line (the image's Cmd when the spec
+// names none) is read as the few flags of the agent tests' program
+// (am/agent/testdata/prog) that need no kernel: -out LINE and -err LINE are
+// printed at start, -write NAME=CONTENT and -append NAME write into the host
+// directory mounted at /data, -sleep DURATION|forever keeps it running, -exit
+// N is its exit code. The restart policy is followed; Stats reports no
+// activity. Everything else a spec asks for (limits, devices, network) is
 // recorded but not enforced; runtimetest pins what both runtimes share.
 package memruntime
 
@@ -20,8 +23,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,11 +37,12 @@ import (
 // Runtime is the in-memory runtime; the zero value is not usable, call New.
 type Runtime struct {
 	mu         sync.Mutex
-	images     map[string]bool
+	images     map[string][]string // id → the image's default command (its config's Cmd)
 	containers map[string]*container
 }
 
 type container struct {
+	r      *Runtime
 	spec   agent.ContainerSpec
 	state  agent.ContainerState
 	stdout bytes.Buffer
@@ -44,11 +51,14 @@ type container struct {
 	runs   int         // bumps on every start so that an old timer is ignored
 }
 
-var _ agent.Runtime = (*Runtime)(nil)
+var (
+	_ agent.Runtime     = (*Runtime)(nil)
+	_ agent.StatsSource = (*Runtime)(nil)
+)
 
 // New returns an empty runtime.
 func New() *Runtime {
-	return &Runtime{images: map[string]bool{}, containers: map[string]*container{}}
+	return &Runtime{images: map[string][]string{}, containers: map[string]*container{}}
 }
 
 // LoadImage reads a `docker save` archive; the image id is, as in Docker,
@@ -81,12 +91,22 @@ func (r *Runtime) LoadImage(ctx context.Context, archive io.Reader) (string, err
 	if !ok {
 		return "", fmt.Errorf("the image archive lacks its config %q", manifest[0].Config)
 	}
+	var conf struct{ Config struct{ Cmd []string } }
+	_ = json.Unmarshal(cfg, &conf)
 	sum := sha256.Sum256(cfg)
 	id := "sha256:" + hex.EncodeToString(sum[:])
 	r.mu.Lock()
-	r.images[id] = true
+	r.images[id] = append([]string{}, conf.Config.Cmd...)
 	r.mu.Unlock()
 	return id, nil
+}
+
+// HasImage reports whether the image is loaded (for tests' checks).
+func (r *Runtime) HasImage(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.images[id]
+	return ok
 }
 
 // RemoveImage removes the image unless a container uses it.
@@ -104,13 +124,17 @@ func (r *Runtime) RemoveImage(ctx context.Context, id string) error {
 
 // Create records the container; the image must be loaded and the name free.
 func (r *Runtime) Create(ctx context.Context, s agent.ContainerSpec) (string, error) {
-	if _, _, _, err := parseCmd(s.Cmd); err != nil {
-		return "", err
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.images[s.Image] {
+	defaultCmd, ok := r.images[s.Image]
+	if !ok {
 		return "", fmt.Errorf("%w: image %s", agent.ErrNotFound, s.Image)
+	}
+	if len(s.Entrypoint) == 0 && len(s.Cmd) == 0 { // as the engine: the image's command
+		s.Cmd = defaultCmd
+	}
+	if _, err := parseCmd(s.Cmd); err != nil {
+		return "", err
 	}
 	for _, c := range r.containers {
 		if s.Name != "" && c.spec.Name == s.Name {
@@ -121,39 +145,79 @@ func (r *Runtime) Create(ctx context.Context, s agent.ContainerSpec) (string, er
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
 	s.Labels = maps.Clone(s.Labels)
-	r.containers[id] = &container{spec: s, state: agent.ContainerState{
+	r.containers[id] = &container{r: r, spec: s, state: agent.ContainerState{
 		ID: id, Name: "/" + s.Name, Status: "created", Labels: s.Labels,
 	}}
 	return id, nil
 }
 
+// run is what a container's command line asks of the in-memory program.
+type run struct {
+	lines   [2][]string   // printed on stdout and stderr at start
+	sleep   time.Duration // how long it runs; -1: until stopped
+	exit    int
+	writes  []string // name=content: written to /data/name at start
+	appends []string // name: a line "run" appended to /data/name at start
+}
+
 // parseCmd reads the flags the in-memory container understands.
-func parseCmd(args []string) (lines [2][]string, sleep time.Duration, exit int, err error) {
+func parseCmd(args []string) (p run, err error) {
 	for i := 0; i < len(args); i += 2 {
 		if i+1 >= len(args) {
-			return lines, 0, 0, fmt.Errorf("%w: memruntime: flag %s lacks its value", agent.ErrRefused, args[i])
+			return p, fmt.Errorf("%w: memruntime: flag %s lacks its value", agent.ErrRefused, args[i])
 		}
 		v := args[i+1]
 		switch args[i] {
 		case "-out": // the last one counts, as with the flag package
-			lines[0] = []string{v}
+			p.lines[0] = []string{v}
 		case "-err":
-			lines[1] = []string{v}
+			p.lines[1] = []string{v}
+		case "-write":
+			p.writes = append(p.writes, v)
+		case "-append":
+			p.appends = append(p.appends, v)
 		case "-exit":
-			if exit, err = strconv.Atoi(v); err != nil {
-				return lines, 0, 0, fmt.Errorf("%w: memruntime: -exit %q", agent.ErrRefused, v)
+			if p.exit, err = strconv.Atoi(v); err != nil {
+				return p, fmt.Errorf("%w: memruntime: -exit %q", agent.ErrRefused, v)
 			}
 		case "-sleep":
 			if v == "forever" {
-				sleep = -1
-			} else if sleep, err = time.ParseDuration(v); err != nil {
-				return lines, 0, 0, fmt.Errorf("%w: memruntime: -sleep %q", agent.ErrRefused, v)
+				p.sleep = -1
+			} else if p.sleep, err = time.ParseDuration(v); err != nil {
+				return p, fmt.Errorf("%w: memruntime: -sleep %q", agent.ErrRefused, v)
 			}
 		default:
-			return lines, 0, 0, fmt.Errorf("%w: memruntime runs only -out, -err, -sleep and -exit, not %s", agent.ErrRefused, args[i])
+			return p, fmt.Errorf("%w: memruntime runs only -out, -err, -write, -append, -sleep and -exit, not %s", agent.ErrRefused, args[i])
 		}
 	}
-	return lines, sleep, exit, nil
+	return p, nil
+}
+
+// writeData does the run's -append and -write in the host directory
+// mounted at /data, and returns the test program's exit code when one
+// fails (100, 101), else 0.
+func (c *container) writeData(p run) int {
+	dir := ""
+	for _, m := range c.spec.Mounts {
+		if m.Container == "/data" {
+			dir = m.Host
+		}
+	}
+	for _, a := range p.appends {
+		f, err := os.OpenFile(filepath.Join(dir, a), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if dir == "" || err != nil {
+			return 100
+		}
+		fmt.Fprintln(f, "run")
+		f.Close()
+	}
+	for _, w := range p.writes {
+		name, content, _ := strings.Cut(w, "=")
+		if dir == "" || os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644) != nil {
+			return 101
+		}
+	}
+	return 0
 }
 
 func (r *Runtime) get(id string) (*container, error) {
@@ -176,29 +240,58 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if err != nil || c.state.Running {
 		return err
 	}
-	lines, sleep, exit, _ := parseCmd(c.spec.Cmd) // checked by Create
-	for i, w := range []*bytes.Buffer{&c.stdout, &c.stderr} {
-		for _, l := range lines[i] {
-			w.WriteString(l + "\n")
-		}
-	}
+	r.run(c)
+	return nil
+}
+
+// run starts the container's program once; r.mu is held.
+func (r *Runtime) run(c *container) {
+	p, _ := parseCmd(c.spec.Cmd) // checked by Create
 	c.runs++
 	c.state.Running, c.state.Status, c.state.ExitCode = true, "running", 0
 	c.state.StartedAt, c.state.FinishedAt = time.Now().UTC(), time.Time{}
+	if code := c.writeData(p); code != 0 {
+		r.finish(c, code)
+		return
+	}
+	for i, w := range []*bytes.Buffer{&c.stdout, &c.stderr} {
+		for _, l := range p.lines[i] {
+			w.WriteString(l + "\n")
+		}
+	}
 	switch {
-	case sleep == 0:
-		c.exit(exit)
-	case sleep > 0:
-		run := c.runs
-		c.timer = time.AfterFunc(sleep, func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if c.runs == run && c.state.Running {
-				c.exit(exit)
-			}
+	case p.sleep == 0:
+		r.finish(c, p.exit)
+	case p.sleep > 0:
+		c.later(p.sleep, func() { r.finish(c, p.exit) })
+	}
+}
+
+// later calls fn with r.mu held after d, unless the container was started,
+// stopped or removed meanwhile.
+func (c *container) later(d time.Duration, fn func()) {
+	run := c.runs
+	c.timer = time.AfterFunc(d, func() {
+		c.r.mu.Lock()
+		defer c.r.mu.Unlock()
+		if c.runs == run && c.r.containers[c.state.ID] == c {
+			fn()
+		}
+	})
+}
+
+// finish ends a run that ended by itself, and starts it again (after a
+// pause, as the engine does) when the restart policy says so; r.mu is held.
+func (r *Runtime) finish(c *container, code int) {
+	c.exit(code)
+	pol := c.spec.Restart
+	if pol.Name == "always" || (pol.Name == "on-failure" && code != 0 && (pol.MaxRetries == 0 || c.state.RestartCount < pol.MaxRetries)) {
+		c.state.Status = "restarting"
+		c.later(100*time.Millisecond, func() {
+			c.state.RestartCount++
+			r.run(c)
 		})
 	}
-	return nil
 }
 
 // exit ends the run with the code; r.mu is held.
@@ -226,8 +319,13 @@ func (r *Runtime) signal(id string, code int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c, err := r.get(id)
-	if err == nil && c.state.Running {
+	switch {
+	case err != nil:
+	case c.state.Running:
 		c.exit(code)
+	case c.state.Status == "restarting": // stopped in the pause: no restart
+		c.runs++
+		c.exit(c.state.ExitCode)
 	}
 	return err
 }
@@ -241,6 +339,15 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 		delete(r.containers, c.state.ID)
 	}
 	return nil
+}
+
+// Stats reports no activity: the in-memory program uses neither CPU nor
+// network, so a container under an idle policy is always idle.
+func (r *Runtime) Stats(ctx context.Context, id string) (agent.ContainerStats, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, err := r.get(id)
+	return agent.ContainerStats{}, err
 }
 
 // Inspect returns a copy of the container's state.

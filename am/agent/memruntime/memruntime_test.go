@@ -8,5 +8,5 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	runtimetest.Run(t, memruntime.New(), runtimetest.FakeImage(t, `{"config":{"Entrypoint":["/prog"]}}`))
+	runtimetest.Run(t, memruntime.New(), runtimetest.FakeImage(t, runtimetest.FakeImageConfig))
 }

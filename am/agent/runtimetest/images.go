@@ -37,7 +37,7 @@ func ProgImage(t *testing.T) []byte {
 	if err := imagetest.GoStatic(".", "github.com/geniam/geniam/am/agent/testdata/prog", filepath.Join(dir, "prog")); err != nil {
 		t.Fatal(err)
 	}
-	dockerfile := "FROM scratch\nCOPY prog /prog\nENTRYPOINT [\"/prog\"]\n"
+	dockerfile := "FROM scratch\nCOPY prog /prog\nENTRYPOINT [\"/prog\"]\nCMD [\"-out\", \"default command\"]\n"
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +55,10 @@ func ProgImage(t *testing.T) []byte {
 	}
 	return b
 }
+
+// FakeImageConfig is the config of a FakeImage of the test program: its
+// entrypoint and its default command, as ProgImage has them.
+const FakeImageConfig = `{"config":{"Entrypoint":["/prog"],"Cmd":["-out","default command"]}}`
 
 // FakeImage is a `docker save` archive as small as an image can be (a
 // config and a manifest): enough for a runtime that runs no program.

@@ -3,7 +3,8 @@
 // Docker engine in am/agent/docker, the in-memory one in am/agent/memruntime)
 // so that agent tests on the in-memory runtime say something about Docker.
 // The containers run the agent tests' program (am/agent/testdata/prog) with
-// only the flags both runtimes understand: -out, -err, -sleep, -exit.
+// only the flags both runtimes understand: -out, -err, -write, -append,
+// -sleep, -exit.
 package runtimetest
 
 import (
@@ -13,6 +14,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -210,6 +213,51 @@ func Run(t *testing.T, rt agent.Runtime, archive []byte) {
 			if err := rt.Remove(ctx, id); err != nil { // the second one still runs
 				t.Errorf("Remove: %v", err)
 			}
+		}
+	})
+
+	t.Run("image command", func(t *testing.T) {
+		// No command in the spec: the image's (ProgImage and the archives
+		// of FakeImageConfig say -out "default command").
+		id := create(t)
+		defer func() { _ = rt.Remove(ctx, id) }()
+		if err := rt.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		waitExit(t, id)
+		if o, _, err := rt.Logs(ctx, id, 10, 1024); err != nil || string(o) != "default command\n" {
+			t.Errorf("Logs of the image's command: %q, %v", o, err)
+		}
+	})
+
+	t.Run("data and restart policy", func(t *testing.T) {
+		// -append writes /data/runs at each run; on-failure with two
+		// retries runs it three times, then it stays exited.
+		dir := t.TempDir()
+		n++
+		id, err := rt.Create(ctx, agent.ContainerSpec{
+			Name: fmt.Sprintf("%s-%d", run, n), Image: image, Cmd: []string{"-append", "runs", "-exit", "1"}, Labels: labels,
+			Network: "none", Mounts: []agent.Mount{{Host: dir, Container: "/data"}},
+			Restart: agent.RestartPolicy{Name: "on-failure", MaxRetries: 2},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = rt.Remove(ctx, id) }()
+		if err := rt.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		var s agent.ContainerState
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if s = inspect(t, id); s.Status == "exited" && s.RestartCount == 2 {
+				break
+			}
+		}
+		if s.Status != "exited" || s.RestartCount != 2 || s.ExitCode != 1 {
+			t.Fatalf("after its retries: %+v", s)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "runs")); err != nil || string(b) != "run\nrun\nrun\n" {
+			t.Errorf("/data/runs after three runs: %q, %v", b, err)
 		}
 	})
 

@@ -36,10 +36,11 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
 )
 
-// Targets is what the server asks the agent: *agent.Service implements it.
+// Targets is what the server asks the agent: *node.Service implements it.
 type Targets interface {
 	LoginTarget(id string) (agent.LoginTarget, error)
 	// NoteActivity says a login session is open (idle detection).
@@ -256,7 +257,7 @@ func (s *Server) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permis
 	fp := ssh.FingerprintSHA256(key)
 	t, userURN, err := s.authorize(meta.User(), key)
 	if err != nil {
-		s.log.Info("ssh: key refused", "event", "ssh_refused", "user", clip(meta.User(), 80), "remote", meta.RemoteAddr().String(), "key", fp, "reason", err.Error())
+		s.log.Info("ssh: key refused", "event", "ssh_refused", "user", am.Clip(meta.User(), 80), "remote", meta.RemoteAddr().String(), "key", fp, "reason", err.Error())
 		return nil, errRefused
 	}
 	return &ssh.Permissions{Extensions: map[string]string{extFingerprint: fp, extUserURN: userURN, extContainer: t.ContainerID,
@@ -379,11 +380,4 @@ func hasFingerprint(t agent.LoginTarget, fp string) bool {
 		}
 	}
 	return false
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

@@ -83,6 +83,11 @@ func (s *Server) session(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.R
 		case <-ctx.Done():
 			return
 		case r := <-done:
+			if ctx.Err() != nil {
+				// Cut (key withdrawn, sliver ended): Wait returned because
+				// of that, not with the process's own status.
+				return
+			}
 			code := r.code
 			if r.err != nil {
 				log.Warn("ssh: waiting for the session's process", "err", r.err)
@@ -226,7 +231,7 @@ func (s *Server) command(ctx context.Context, container string, req *ssh.Request
 		if ssh.Unmarshal(req.Payload, &x) != nil || len(x.Command) > maxCommand || strings.ContainsRune(x.Command, 0) {
 			return nil, "exec", "the command is malformed or longer than 64 KiB"
 		}
-		label = "exec " + clip(x.Command, 200)
+		label = "exec " + am.Clip(x.Command, 200)
 		if first(shells[1:]) != "" {
 			return []string{"/bin/sh", "-c", x.Command}, label, ""
 		}
@@ -238,7 +243,7 @@ func (s *Server) command(ctx context.Context, container string, req *ssh.Request
 	default: // subsystem
 		var x execRequest
 		if ssh.Unmarshal(req.Payload, &x) != nil || x.Command != "sftp" {
-			return nil, "subsystem " + clip(x.Command, 40), "only the sftp subsystem is offered"
+			return nil, "subsystem " + am.Clip(x.Command, 40), "only the sftp subsystem is offered"
 		}
 		srv := first(sftpServers)
 		if srv == "" {

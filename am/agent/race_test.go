@@ -1,7 +1,0 @@
-//go:build race
-
-package agent_test
-
-// The race detector disables sync.Pool reuse, so allocation totals mean
-// nothing under it.
-const raceEnabled = true
