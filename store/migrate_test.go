@@ -2,12 +2,15 @@ package store
 
 import (
 	"context"
+	"io/fs"
 	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
 
+	"github.com/geniam/geniam/migrations"
 	"github.com/geniam/geniam/store/pgtest"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -101,5 +104,104 @@ func TestFailingMigrationIsRolledBack(t *testing.T) {
 	names, _ = AppliedMigrations(ctx, pool)
 	if len(names) != 3 {
 		t.Errorf("recorded %v", names)
+	}
+}
+
+// schemaSummary is every definition a migration makes that code relies on:
+// the functions (but the extensions'), triggers, indexes and constraints.
+func schemaSummary(t *testing.T, pool *pgxpool.Pool) string {
+	t.Helper()
+	var out strings.Builder
+	for _, q := range []string{
+		`SELECT p.oid::regprocedure::text || E'\n' || pg_get_functiondef(p.oid) FROM pg_proc p
+			WHERE p.pronamespace = 'public'::regnamespace
+			  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+			ORDER BY 1`,
+		`SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1`,
+		`SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1`,
+		`SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+			WHERE connamespace = 'public'::regnamespace ORDER BY 1`,
+	} {
+		rows, err := pool.Query(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.WriteString(strings.Join(defs, "\n") + "\n")
+	}
+	return out.String()
+}
+
+// A database migrated by a binary of before migrations/functions (the
+// numbered files up to 0012) and then by this one ends with the same
+// definitions as one migrated fresh: a function is defined by its file in
+// migrations/functions, not by the history of numbered files.
+func TestFunctionsSameFreshAndUpgraded(t *testing.T) {
+	ctx := context.Background()
+	fresh := newPool(t, pgtest.NewDatabase(t))
+	if err := Migrate(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	upgraded := newPool(t, pgtest.NewDatabase(t))
+	old := fstest.MapFS{}
+	names, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		if name < "0013" {
+			body, _ := fs.ReadFile(migrations.FS, name)
+			old[name] = &fstest.MapFile{Data: body}
+		}
+	}
+	if err := migrateFS(ctx, upgraded, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := Migrate(ctx, upgraded); err != nil {
+		t.Fatal(err)
+	}
+	a, b := schemaSummary(t, fresh), schemaSummary(t, upgraded)
+	if a != b {
+		al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+		for i := 0; i < len(al) && i < len(bl); i++ {
+			if al[i] != bl[i] {
+				t.Fatalf("fresh and upgraded databases differ at line %d:\nfresh:    %s\nupgraded: %s", i+1, al[i], bl[i])
+			}
+		}
+		t.Fatalf("fresh and upgraded databases differ in length: %d and %d lines", len(al), len(bl))
+	}
+	if !strings.Contains(a, "geniam_allocate(") || !strings.Contains(a, "node_slots_check") {
+		t.Fatalf("no functions in the summary:\n%s", a)
+	}
+}
+
+// A binary older than the database (schema_migrations names a file it does
+// not have) leaves the functions as the newer binary defined them.
+func TestOlderBinaryLeavesFunctions(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t, pgtest.NewDatabase(t))
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO schema_migrations (name) VALUES ('9999_from_the_future.sql');
+`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE OR REPLACE FUNCTION geniam_sliver_window(p_starts timestamptz, p_expires timestamptz)
+		RETURNS tstzrange LANGUAGE sql STABLE AS 'SELECT tstzrange(p_starts, p_expires)'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	var def string
+	if err := pool.QueryRow(ctx, "SELECT pg_get_functiondef('geniam_sliver_window'::regproc)").Scan(&def); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(def, "microsecond") {
+		t.Errorf("an older binary redefined the newer database's function:\n%s", def)
 	}
 }

@@ -58,23 +58,13 @@ type jsonRun struct {
 	Args       []string `json:"args,omitempty"`
 }
 
-// runsJSON is [{"urn", "run"}] of the planned slivers with run modes, or
-// nil when none has any.
-func runsJSON(planned []am.Sliver) ([]byte, error) {
-	type urnRun struct {
-		URN string  `json:"urn"`
-		Run jsonRun `json:"run"`
+// runJSON is slivers.run of r: NULL (nil) when the request had none.
+func runJSON(r *am.Run) json.RawMessage {
+	if r == nil {
+		return nil
 	}
-	var out []urnRun
-	for _, p := range planned {
-		if p.Run != nil {
-			out = append(out, urnRun{p.URN, jsonRun(*p.Run)})
-		}
-	}
-	if out == nil {
-		return nil, nil
-	}
-	return json.Marshal(out)
+	b, _ := json.Marshal(jsonRun(*r)) // strings and integers only: cannot fail
+	return b
 }
 
 func installJSON(xs []am.Install) []byte {
@@ -222,7 +212,7 @@ func (s *Store) Slivers(ctx context.Context, sliceURN string, urns []string) ([]
 //
 // Placement is optimistic and the write is one statement. Plan runs here, in
 // Go, on the process's recent node list (see nodeView) or on a list read now;
-// then geniam_allocate (migrations/0009_allocate_delete_functions.sql) makes the
+// then geniam_allocate (migrations/functions/geniam_allocate.sql) makes the
 // whole write in one round trip: it records the slice, locks the nodes the
 // plan places on without waiting (SKIP LOCKED), checks under those locks that
 // the plan still holds on each of them (room, availability, no exclusive
@@ -450,6 +440,7 @@ type plannedSliver struct {
 	ExpiresAt        time.Time       `json:"expires_at"`
 	RequestedEndAt   *time.Time      `json:"requested_end_at"`
 	Interfaces       json.RawMessage `json:"interfaces"`
+	Run              json.RawMessage `json:"run,omitempty"`
 }
 
 // plannedJSON is geniam_allocate's p_slivers.
@@ -469,7 +460,7 @@ func plannedJSON(planned []am.Sliver) ([]byte, error) {
 			ImageURL: p.Image.URL, ImageSHA256: p.Image.SHA256, Execute: executeJSON(p.Execute),
 			Install: installJSON(p.Install), Users: usersJSON(p.Users), NodeXML: p.NodeXML,
 			OperationalState: string(p.Operational), ExpiresAt: p.Expires.Truncate(time.Microsecond), RequestedEndAt: end,
-			Interfaces: interfacesJSON(p.Interfaces)})
+			Interfaces: interfacesJSON(p.Interfaces), Run: runJSON(p.Run)})
 	}
 	return json.Marshal(args)
 }
@@ -502,10 +493,7 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 		bookLimit = &a.BookLimit
 	}
 	links := am.LinkTags(planned)
-	runs, err := runsJSON(planned)
-	if err != nil {
-		return nil, nil, nil, err
-	}
+	var err error
 	var after []am.Node
 	var conflict *placeConflict
 	for attempt := 0; ; attempt++ {
@@ -525,9 +513,9 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 		if jerr != nil {
 			return nil, nil, nil, jerr
 		}
-		call := func(q querier) error {
+		call := func() error {
 			after, conflict = nil, nil
-			rows, err := q.Query(ctx, "SELECT node_name, used, held_exclusively FROM geniam_allocate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+			rows, err := s.pool.Query(ctx, "SELECT node_name, used, held_exclusively FROM geniam_allocate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 				a.Actor, a.SliceURN, credExp, a.Operator, nonNil(a.Bound), nonNil(waitFor), doc, a.Now, tagDoc,
 				starts, bookLimit, am.ProjectOf(a.SliceURN))
 			if err != nil {
@@ -590,26 +578,7 @@ func (s *Store) place(ctx context.Context, a am.AllocateTx, nodes []am.Node, pla
 			}
 			return err
 		}
-		err = s.retry(ctx, func() error {
-			if runs == nil {
-				return call(s.pool)
-			}
-			// geniam_allocate predates slivers.run (0007): the run modes
-			// are written in the same transaction, right after it.
-			tx, err := s.pool.Begin(ctx)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = tx.Rollback(ctx) }()
-			if err := call(tx); err != nil || conflict != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `UPDATE slivers v SET run = r.run
-				FROM jsonb_to_recordset($1::jsonb) AS r(urn text, run jsonb) WHERE v.urn = r.urn`, runs); err != nil {
-				return err
-			}
-			return tx.Commit(ctx)
-		})
+		err = s.retry(ctx, call)
 		if c, _ := pgCode(err); c == codeLinkTagTaken {
 			if attempt < 50 {
 				continue
@@ -745,7 +714,8 @@ func queueSliverUpdate(b *pgx.Batch, cur, next am.Sliver) {
 }
 
 // Delete: see am.Store. One statement, geniam_delete
-// (migrations/0009_allocate_delete_functions.sql).
+// (migrations/0010_reservations.sql; at its next change it moves to
+// migrations/functions).
 func (s *Store) Delete(ctx context.Context, d am.DeleteTx) ([]am.Sliver, error) {
 	var out []am.Sliver
 	err := s.retry(ctx, func() error {
