@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -218,9 +219,18 @@ func startDevAgent(ctx context.Context, stateDir, images, caFile string, pki *de
 		case <-exited:
 		}
 	}()
+	// Ready once a handshake as the aggregate succeeds (a bare TCP probe
+	// would make the agent log a failed TLS handshake at every start).
+	clientCert, clientKey := pki.File("am-agent-client")
+	probeTLS, err := agent.ClientTLSConfig(clientCert, clientKey, caFile)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return nil, err
+	}
+	probe := tls.Dialer{NetDialer: &net.Dialer{Timeout: time.Second}, Config: probeTLS}
 	addr := net.JoinHostPort(ip, port)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		if c, err := probe.DialContext(ctx, "tcp", addr); err == nil {
 			c.Close()
 			break
 		}
@@ -311,7 +321,7 @@ func printDemo(d *devAgents, omniConfig string) {
 		return
 	}
 	fmt.Printf(`
-Node agents run in this process (127.0.0.2-4:1887, state in var/agents); the demo image is
+Node agents run as geni-nodeagent child processes (127.0.0.2-4:1887, state in var/agents); the demo image is
   %s (sha256 %s)
 Run it (docs/experimenter.md):
   geni -c %[3]s createslice demo
