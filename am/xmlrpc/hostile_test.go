@@ -148,3 +148,31 @@ func TestByteOrderMark(t *testing.T) {
 		t.Errorf("BOM in a string: %v %q", err, call.Params)
 	}
 }
+
+// TestAnnouncedSizeNotTrusted: a client that announces a large body
+// (Content-Length) and sends little must not make the reader allocate what
+// it announced; the buffer grows with what arrives.
+func TestAnnouncedSizeNotTrusted(t *testing.T) {
+	sent := strings.Repeat("x", 1000)
+	doc, err := ReadDocument(strings.NewReader(sent), nil, 4<<20, Limits{MaxDocLen: 8 << 20})
+	if err != nil || string(doc) != sent {
+		t.Fatalf("read %d bytes, %v", len(doc), err)
+	}
+	if cap(doc) > 64<<10 {
+		t.Errorf("announced 4 MiB, sent 1,000 bytes: the buffer holds %d bytes, want at most 64 KiB", cap(doc))
+	}
+	// What arrives in full is read in buffers of about 4/3 its length.
+	big := strings.Repeat("y", 3<<20)
+	var got []byte
+	n := allocated(func() { got, err = ReadDocument(strings.NewReader(big), nil, len(big), Limits{MaxDocLen: 8 << 20}) })
+	if err != nil || len(got) != len(big) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if n > uint64(len(big))*3/2 {
+		t.Errorf("3 MiB read with %d bytes allocated, want at most 1.5 times", n)
+	}
+	// Longer than announced (a caller's wrong hint) still reads it all.
+	if got, err = ReadDocument(strings.NewReader(big), nil, 1000, Limits{MaxDocLen: 8 << 20}); err != nil || len(got) != len(big) {
+		t.Fatalf("past the hint: read %d bytes, %v", len(got), err)
+	}
+}
