@@ -284,7 +284,11 @@ func ReadDocument(r io.Reader, buf []byte, size int, lim Limits) ([]byte, error)
 			buf = grown
 		}
 	}
-	grow(min(next(initialRead/4), initialRead))
+	first := initialRead
+	if size > 0 {
+		first = min(first, size+1)
+	}
+	grow(min(first, limit))
 	for {
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
