@@ -3,6 +3,7 @@ package amtest
 import (
 	"archive/tar"
 	"io"
+	"sort"
 	"testing"
 )
 
@@ -27,5 +28,32 @@ func TarFiles(tb testing.TB, r io.Reader) map[string]string {
 			}
 			out[h.Name] = string(b)
 		}
+	}
+}
+
+// WriteTar is the other way round: it writes files (name to contents) to w
+// as a tar of regular files, in the order of their names, so that the same
+// files always make the same bytes (a test image's archive keeps its
+// digest). Tests write image archives with it and, through a gzip.Writer,
+// install tarballs.
+func WriteTar(tb testing.TB, w io.Writer, files map[string]string) {
+	tb.Helper()
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	tw := tar.NewWriter(w)
+	for _, name := range names {
+		body := files[name]
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body))}); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.WriteString(tw, body); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		tb.Fatal(err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -46,7 +45,8 @@ const (
 )
 
 var (
-	dockerSkip  string
+	testTmp     string // removed after the run
+	dockerSkip  string // why Docker tests cannot run ("" when they can)
 	imageTar    string
 	imageDigest string
 	imageServer *httptest.Server
@@ -54,31 +54,16 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		tmp, err := os.MkdirTemp("", "geniam-provision-test")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+	code := imagetest.Main(m, "geniam-provision-test", &testTmp, &dockerSkip, func() (func(), error) {
+		imageTar = filepath.Join(testTmp, "img", "demo.tar")
+		var err error
+		if imageDigest, err = provision.BuildDemoImage(context.Background(), imageTar, "geniam.test/provision/demo:"+run); err != nil {
+			return nil, err
 		}
-		defer os.RemoveAll(tmp)
-		ctx := context.Background()
-		flag.Parse()
-		if imagetest.NoImageRun() {
-			dockerSkip = "fuzzing or listing: the demo image is not built"
-		} else if dockerSkip = provision.DockerAvailable(ctx); dockerSkip == "" {
-			imageTar = filepath.Join(tmp, "img", "demo.tar")
-			if imageDigest, err = provision.BuildDemoImage(ctx, imageTar, "geniam.test/provision/demo:"+run); err != nil {
-				dockerSkip = err.Error()
-			} else {
-				imageServer = httptest.NewServer(http.FileServer(http.Dir(filepath.Dir(imageTar))))
-				defer imageServer.Close()
-			}
-		}
-		defer removeContainers(run)
-		code := m.Run()
-		pgtest.Stop()
-		return code
-	}()
+		imageServer = httptest.NewServer(http.FileServer(http.Dir(filepath.Dir(imageTar))))
+		return func() { removeContainers(run); imageServer.Close() }, nil
+	})
+	pgtest.Stop()
 	os.Exit(code)
 }
 

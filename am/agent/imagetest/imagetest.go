@@ -2,12 +2,15 @@
 // program in an image FROM scratch, built with the docker CLI, `docker
 // save`d to a tar and removed from the engine again so that a test really
 // loads it. One place for what the agent, runtime and link tests all need,
-// and for what every test that uses the engine needs around it: whether
-// to skip without one (NeedDocker), and removing the containers it left
+// and for what every test that uses the engine needs around it: a TestMain
+// that builds the images once per run (Main), whether to skip without an
+// engine (NeedDocker), and removing the containers it left
 // (RemoveContainers).
 package imagetest
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,6 +21,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Image is a saved image.
@@ -92,15 +96,63 @@ func Docker(args ...string) error {
 	return nil
 }
 
-// NoImageRun reports whether this test binary only fuzzes or lists tests,
+// Main runs the tests of a package whose tests load images it builds once
+// per run, and returns their exit code (for os.Exit, after any clean-up of
+// the caller's own). It parses the flags and makes *dir, a directory for
+// the run that is removed at its end. Unless the binary only fuzzes or
+// lists tests, or Docker is Unavailable, build then builds the images
+// (into *dir) and returns what to undo after the tests. Why there are no
+// images (that reason, or build's error) goes to *dockerSkip before any
+// test runs: the tests that need Docker skip with it (NeedDocker).
+func Main(m *testing.M, name string, dir, dockerSkip *string, build func() (undo func(), err error)) int {
+	flag.Parse()
+	tmp, err := os.MkdirTemp("", name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	*dir = tmp
+	if noImageRun() {
+		*dockerSkip = "fuzzing or listing: the test images are not built"
+	} else {
+		*dockerSkip = Unavailable()
+	}
+	if *dockerSkip == "" {
+		undo, err := build()
+		if err != nil {
+			*dockerSkip = err.Error()
+		} else if undo != nil {
+			defer undo()
+		}
+	}
+	return m.Run()
+}
+
+// noImageRun reports whether this test binary only fuzzes or lists tests,
 // so that its TestMain need not build images.
-func NoImageRun() bool {
+func noImageRun() bool {
 	for _, name := range []string{"test.fuzz", "test.fuzzworker", "test.list"} {
 		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
 			return true
 		}
 	}
 	return false
+}
+
+// Unavailable says why the tests cannot use Docker ("" when they can):
+// they need the docker CLI, which builds and saves their images, and the
+// engine it talks to, which runs them.
+func Unavailable() string {
+	if _, err := exec.LookPath("docker"); err != nil {
+		return "no docker CLI in PATH"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
+		return fmt.Sprintf("no Docker engine: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return ""
 }
 
 // NeedDocker skips tb when why (the reason the engine is unavailable) is

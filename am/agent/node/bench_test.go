@@ -14,66 +14,34 @@ import (
 	"github.com/geniam/geniam/am/agent/imagetest"
 )
 
-// benchImage is an image tar the benchmarks load.
-type benchImage struct {
-	name, tag, tar, digest, id string
-	mb                         float64
-}
-
 var (
 	bigOnce  sync.Once
-	bigImage benchImage
+	bigImage savedImage
 	bigErr   error
 )
 
-func smallImage() benchImage {
+func smallImage() savedImage {
 	fi, _ := os.Stat(imageTar)
-	return benchImage{name: "small", tag: "geniam.test/agent/test:" + instance, tar: imageTar, digest: imageDigest, id: imageID, mb: float64(fi.Size()) / 1e6}
+	return savedImage{name: "small", tag: "geniam.test/agent/test:" + instance, tar: imageTar, digest: imageDigest, id: imageID, mb: float64(fi.Size()) / 1e6}
 }
 
 // largeImage is the test image plus a 64 MiB layer of random bytes, built
 // on first use (served by the same loopback server).
-func largeImage(b *testing.B) benchImage {
+func largeImage(b *testing.B) savedImage {
 	bigOnce.Do(func() {
 		dir := filepath.Join(testTmp, "big")
-		if bigErr = os.MkdirAll(dir, 0o755); bigErr != nil {
-			return
-		}
 		blob := make([]byte, 64<<20)
 		_, _ = rand.Read(blob)
-		if bigErr = os.WriteFile(filepath.Join(dir, "blob"), blob, 0o644); bigErr != nil {
-			return
-		}
-		prog, _ := os.ReadFile(filepath.Join(testTmp, "build", "prog"))
-		if bigErr = os.WriteFile(filepath.Join(dir, "prog"), prog, 0o755); bigErr != nil {
-			return
-		}
 		df := "FROM scratch\nCOPY prog /prog\nCOPY blob /blob\nENTRYPOINT [\"/prog\"]\n"
-		if bigErr = os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); bigErr != nil {
+		if bigErr = progContext(dir, df, map[string][]byte{"blob": blob}); bigErr != nil {
 			return
 		}
 		bigImage, bigErr = saveImage(dir, "64MiB", "big")
-		if bigErr != nil {
-			return
-		}
 	})
 	if bigErr != nil {
 		b.Fatal(bigErr)
 	}
 	return bigImage
-}
-
-// saveImage builds the image in dir, saves it as <name>.docker.tar in the
-// image server's directory, removes it from the engine (a fetch loads it)
-// and returns it; the run's cleanup removes it if a test loaded it.
-func saveImage(dir, label, name string) (benchImage, error) {
-	im := benchImage{name: label, tag: "geniam.test/agent/" + name + ":" + instance, tar: filepath.Join(imageDir, name+".docker.tar")}
-	saved, err := imagetest.Save(dir, im.tag, im.tar)
-	if saved.ID != "" {
-		extraImages = append(extraImages, saved.ID)
-	}
-	im.id, im.digest, im.mb = saved.ID, saved.SHA256, float64(saved.Size)/1e6
-	return im, err
 }
 
 // BenchmarkFetchToRunning measures, through the agent's v2 API over mutual
@@ -83,12 +51,12 @@ func saveImage(dir, label, name string) (benchImage, error) {
 // absent from the engine.
 func BenchmarkFetchToRunning(b *testing.B) {
 	needDocker(b)
-	for _, pick := range []func(*testing.B) benchImage{func(*testing.B) benchImage { return smallImage() }, largeImage} {
+	for _, pick := range []func(*testing.B) savedImage{func(*testing.B) savedImage { return smallImage() }, largeImage} {
 		im := pick(b)
 		b.Run(im.name, func(b *testing.B) {
 			a := startAgent(b, testConfig(b))
 			ctx := ctxT(b, 10*time.Minute)
-			req := agent.FetchRequest{URL: imageServer.URL + "/" + filepath.Base(im.tar), SHA256: im.digest}
+			req := agent.FetchRequest{URL: servedURL(im.tar), SHA256: im.digest}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				id := fmt.Sprintf("bench-%d", i)
@@ -116,7 +84,7 @@ func BenchmarkFetchToRunning(b *testing.B) {
 // digest check) and `docker run -d --network none` with a /data bind.
 func BenchmarkCLILoadRun(b *testing.B) {
 	needDocker(b)
-	for _, pick := range []func(*testing.B) benchImage{func(*testing.B) benchImage { return smallImage() }, largeImage} {
+	for _, pick := range []func(*testing.B) savedImage{func(*testing.B) savedImage { return smallImage() }, largeImage} {
 		im := pick(b)
 		b.Run(im.name, func(b *testing.B) {
 			data := b.TempDir()

@@ -206,9 +206,7 @@ func TestStopStart(t *testing.T) {
 	onBeds(t, func(t *testing.T, b bed) {
 		a := startAgentOn(t, testConfig(t), b)
 		ctx := ctxT(t, 2*time.Minute)
-		a.fetched(t, "stopstart")
-		_, _, err := a.client.Run(ctx, "stopstart", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-append", "runs"}})
-		must(t, err)
+		a.started(t, "stopstart", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-append", "runs"}})
 		a.waitFor(t, "stopstart", 10*time.Second, "running", inState(agent.StateRunning))
 		// "running" is the engine's word for the process existing; wait until the
 		// program has appended its first line, or a stop can come before it.
@@ -235,12 +233,8 @@ func TestTimeLimitAndRestartPolicy(t *testing.T) {
 
 		// A runaway with restart "always" is still killed at its time limit
 		// and stays dead.
-		a.fetched(t, "runaway")
-		_, _, err := a.client.Run(ctx, "runaway", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}, Restart: agent.RestartAlways, TimeLimitSeconds: 2})
-		must(t, err)
-		a.fetched(t, "flaky")
-		_, _, err = a.client.Run(ctx, "flaky", agent.StartRequest{Command: []string{"/prog", "-append", "runs", "-exit", "1"}, Restart: agent.RestartOnFailure, MaxRetries: 2})
-		must(t, err)
+		a.started(t, "runaway", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}, Restart: agent.RestartAlways, TimeLimitSeconds: 2})
+		a.started(t, "flaky", agent.StartRequest{Command: []string{"/prog", "-append", "runs", "-exit", "1"}, Restart: agent.RestartOnFailure, MaxRetries: 2})
 
 		st := a.waitFor(t, "runaway", 15*time.Second, "killed at the time limit", inState(agent.StateFailed))
 		if !st.Container.TimeLimitKilled || !strings.Contains(st.Reason, "time limit") {
@@ -273,20 +267,15 @@ func TestAgentRestartKeepsTrack(t *testing.T) {
 		cfg := testConfig(t)
 		a := startAgentOn(t, cfg, on)
 		ctx := ctxT(t, 2*time.Minute)
-		a.fetched(t, "keep")
-		st, _, err := a.client.Run(ctx, "keep", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}, TimeLimitSeconds: 4})
-		must(t, err)
-		cid := st.Container.ID
-		a.fetched(t, "orphan")
-		_, _, err = a.client.Run(ctx, "orphan", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}})
-		must(t, err)
+		cid := a.started(t, "keep", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}, TimeLimitSeconds: 4}).Container.ID
+		a.started(t, "orphan", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}})
 		a.stop()
 
 		// The agent dies; one record is lost too. The new agent finds the
 		// container by its labels and re-arms the time limit from disk.
 		must(t, os.Remove(filepath.Join(cfg.StateDir, "slivers", "orphan.json")))
 		b := startAgentOn(t, cfg, on)
-		st, err = b.client.Status(ctx, "keep")
+		st, err := b.client.Status(ctx, "keep")
 		must(t, err)
 		if st.State != agent.StateRunning || st.Container.ID != cid || st.Image.ID != a.img.id {
 			t.Fatalf("after agent restart: %+v", st)
@@ -318,9 +307,7 @@ func TestTwoSlivers(t *testing.T) {
 		a := startAgentOn(t, testConfig(t), b)
 		ctx := ctxT(t, 2*time.Minute)
 		for _, id := range []string{"one", "two"} {
-			a.fetched(t, id)
-			_, _, err := a.client.Run(ctx, id, agent.StartRequest{Command: []string{"/prog", "-write", "who=" + id, "-sleep", "forever"}})
-			must(t, err)
+			a.started(t, id, agent.StartRequest{Command: []string{"/prog", "-write", "who=" + id, "-sleep", "forever"}})
 		}
 		for _, id := range []string{"one", "two"} {
 			a.waitFor(t, id, 10*time.Second, "running", inState(agent.StateRunning))

@@ -4,9 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
-	"flag"
-	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -52,39 +51,17 @@ func randHex(n int) string {
 }
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		tmp, err := os.MkdirTemp("", "geniam-agent-test")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+	os.Exit(imagetest.Main(m, "geniam-agent-test", &testTmp, &dockerSkip, func() (func(), error) {
+		if err := buildImage(testTmp); err != nil {
+			return nil, err
 		}
-		defer os.RemoveAll(tmp)
-		testTmp = tmp
-		flag.Parse()
-		if imagetest.NoImageRun() {
-			dockerSkip = "fuzzing or listing: the test image is not built"
-		} else if err := buildImage(tmp); err != nil {
-			dockerSkip = err.Error()
-		} else {
-			imageServer = httptest.NewServer(http.FileServer(http.Dir(imageDir)))
-			defer imageServer.Close()
-		}
-		defer cleanupEngine()
-		return m.Run()
-	}()
-	os.Exit(code)
+		imageServer = httptest.NewServer(http.FileServer(http.Dir(imageDir)))
+		return func() { cleanupEngine(); imageServer.Close() }, nil
+	}))
 }
 
-// buildImage builds and saves the test image, or says why it cannot.
+// buildImage builds and saves the test image.
 func buildImage(tmp string) error {
-	if _, err := exec.LookPath("docker"); err != nil {
-		return fmt.Errorf("no docker CLI: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := docker.New("").Version(ctx); err != nil {
-		return fmt.Errorf("no Docker engine: %v", err)
-	}
 	build := filepath.Join(tmp, "build")
 	if err := os.MkdirAll(build, 0o755); err != nil {
 		return err
@@ -100,17 +77,61 @@ func buildImage(tmp string) error {
 	if err := os.MkdirAll(imageDir, 0o755); err != nil {
 		return err
 	}
-	im, err := imagetest.Save(build, "geniam.test/agent/test:"+instance, filepath.Join(imageDir, "image.docker.tar"))
+	im, err := imagetest.Save(build, "geniam.test/agent/test:"+instance, servedPath("image.docker.tar"))
 	imageTar, imageID, imageDigest = im.Tar, im.ID, im.SHA256
 	return err
 }
 
+// savedImage is an image tar next to the test image, served by the image
+// server: its label in figures, tag, path, sha256, engine id and size.
+type savedImage struct {
+	name, tag, tar, digest, id string
+	mb                         float64
+}
+
+// saveImage builds the image in dir, saves it as <name>.docker.tar in the
+// image server's directory, removes it from the engine (a fetch loads it)
+// and returns it; the run's cleanup removes it if a test loaded it.
+func saveImage(dir, label, name string) (savedImage, error) {
+	im := savedImage{name: label, tag: "geniam.test/agent/" + name + ":" + instance, tar: servedPath(name + ".docker.tar")}
+	saved, err := imagetest.Save(dir, im.tag, im.tar)
+	if saved.ID != "" {
+		extraImages = append(extraImages, saved.ID)
+	}
+	im.id, im.digest, im.mb = saved.ID, saved.SHA256, float64(saved.Size)/1e6
+	return im, err
+}
+
+// progContext writes a docker build context into dir (made if need be):
+// the test program as prog, files (name to contents) beside it, all
+// executable, and the Dockerfile df.
+func progContext(dir, df string, files map[string][]byte) error {
+	prog, err := os.ReadFile(filepath.Join(testTmp, "build", "prog"))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "prog"), prog, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644)
+}
+
+// servedPath is where a file named name goes for the image server to
+// serve it, and servedURL the URL it serves the file at path from.
+func servedPath(name string) string { return filepath.Join(imageDir, name) }
+func servedURL(path string) string  { return imageServer.URL + "/" + filepath.Base(path) }
+
 // cleanupEngine removes every container of this run (by its instance
 // label) and the test image. Nothing else in the engine is touched.
 func cleanupEngine() {
-	if dockerSkip != "" {
-		return
-	}
 	removeContainers(instance)
 	imagetest.RemoveContainers("geniam-cli-bench", instance)
 	for _, id := range append(extraImages, imageID) {
@@ -164,6 +185,28 @@ func newPKI(tb testing.TB, dir string) *pki {
 
 var testPKI *pki
 
+// clientTLS is the aggregate's side of mutual TLS with an agent: its
+// client certificate, and ca as the issuer it trusts agents from.
+func (p *pki) clientTLS(tb testing.TB, ca string) *tls.Config {
+	tb.Helper()
+	c, err := agent.ClientTLSConfig(p.clientCert, p.clientKey, ca)
+	must(tb, err)
+	return c
+}
+
+// serve serves h as an agent does: over TLS with the agent's certificate,
+// asking for a client certificate from the CA.
+func (p *pki) serve(tb testing.TB, h http.Handler) *httptest.Server {
+	tb.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	var err error
+	srv.TLS, err = node.ServerTLSConfig(p.serverCert, p.serverKey, p.caFile)
+	must(tb, err)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake refusals are expected
+	srv.StartTLS()
+	return srv
+}
+
 func sharedPKI(tb testing.TB) *pki {
 	if testPKI == nil {
 		dir, err := os.MkdirTemp(testTmp, "pki")
@@ -214,7 +257,7 @@ func engineImage() testImage {
 	if imageServer == nil {
 		return testImage{}
 	}
-	return testImage{imageServer.URL + "/image.docker.tar", imageTar, imageDigest, imageID}
+	return testImage{servedURL(imageTar), imageTar, imageDigest, imageID}
 }
 
 // memBed is an in-memory runtime and an image of a config and a manifest,
@@ -285,16 +328,18 @@ func startAgentOn(tb testing.TB, cfg node.Config, b bed) *testAgent {
 	p := sharedPKI(tb)
 	svc, err := node.New(cfg, b.rt)
 	must(tb, err)
-	srv := httptest.NewUnstartedServer(node.NewHandler(svc, node.HandlerOptions{Logger: cfg.Logger}))
-	srv.TLS, err = node.ServerTLSConfig(p.serverCert, p.serverKey, p.caFile)
-	must(tb, err)
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake refusals are expected
-	srv.StartTLS()
-	ctls, err := agent.ClientTLSConfig(p.clientCert, p.clientKey, p.caFile)
-	must(tb, err)
-	a := &testAgent{svc: svc, srv: srv, client: agent.NewClient(srv.URL, ctls), cfg: cfg, pki: p, bed: b}
+	srv := p.serve(tb, node.NewHandler(svc, node.HandlerOptions{Logger: cfg.Logger}))
+	a := &testAgent{svc: svc, srv: srv, client: agent.NewClient(srv.URL, p.clientTLS(tb, p.caFile)), cfg: cfg, pki: p, bed: b}
 	tb.Cleanup(a.stop)
 	return a
+}
+
+// httpClient is a plain HTTP client holding the aggregate's certificate,
+// for requests the agent's Client would not send.
+func (a *testAgent) httpClient(tb testing.TB, timeout time.Duration) *http.Client {
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: a.pki.clientTLS(tb, a.pki.caFile)}, Timeout: timeout}
+	tb.Cleanup(c.CloseIdleConnections)
+	return c
 }
 
 func (a *testAgent) stop() {
@@ -316,6 +361,16 @@ func (a *testAgent) fetched(tb testing.TB, id string) agent.Status {
 	_, err := a.client.Fetch(ctx, id, agent.FetchRequest{URL: a.img.url, SHA256: a.img.sha256})
 	must(tb, err)
 	st, err := a.client.WaitFetched(ctx, id, 50*time.Millisecond)
+	must(tb, err)
+	return st
+}
+
+// started fetches the test image into sliver id and runs req in it, over
+// the API.
+func (a *testAgent) started(tb testing.TB, id string, req agent.StartRequest) agent.Status {
+	tb.Helper()
+	a.fetched(tb, id)
+	st, _, err := a.client.Run(ctxT(tb, time.Minute), id, req)
 	must(tb, err)
 	return st
 }

@@ -19,23 +19,14 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am/agent"
-	"github.com/geniam/geniam/am/agent/imagetest"
 	"github.com/geniam/geniam/am/agent/node"
+	"github.com/geniam/geniam/am/amtest"
 )
 
 // These tests run the attacks of issue 13 as a hostile experimenter would:
 // inside a real container (testdata/prog -hostile ..., an image built FROM
 // scratch), against a real agent over mutual TLS. Each shows the attack
 // refused or contained and logs the figure.
-
-// runHostile fetches the test image into id and starts it with args.
-func (a *testAgent) runHostile(t *testing.T, id string, req agent.StartRequest) agent.Status {
-	t.Helper()
-	a.fetched(t, id)
-	st, _, err := a.client.Run(ctxT(t, time.Minute), id, req)
-	must(t, err)
-	return st
-}
 
 // stressSeconds is how long the race tests run: 5 s by default,
 // GENIAM_STRESS_SECONDS for longer runs.
@@ -58,7 +49,7 @@ func TestHostileSymlinkSwap(t *testing.T) {
 	const secret = "HOST-SECRET-KEY"
 	must(t, os.WriteFile(filepath.Join(host, "key.pem"), []byte(secret+"\n"), 0o600))
 	const id = "swapper"
-	a.runHostile(t, id, agent.StartRequest{Command: []string{"/prog", "-hostile", "swap", host}})
+	a.started(t, id, agent.StartRequest{Command: []string{"/prog", "-hostile", "swap", host}})
 	a.waitFor(t, id, 20*time.Second, "swapping", func(st agent.Status) bool { return strings.Contains(st.StdoutTail, "swapping") })
 
 	ctx := ctxT(t, stressSeconds()+time.Minute)
@@ -117,7 +108,7 @@ func TestHostileSparseFile(t *testing.T) {
 	needDocker(t)
 	a := startAgent(t, testConfig(t))
 	const id = "sparse"
-	a.runHostile(t, id, agent.StartRequest{Command: []string{"/prog", "-hostile", "sparse", "64"}})
+	a.started(t, id, agent.StartRequest{Command: []string{"/prog", "-hostile", "sparse", "64"}})
 	st := a.waitFor(t, id, 30*time.Second, "exited", inState(agent.StateExited))
 	if !strings.Contains(st.StdoutTail, "64 GiB: <nil>") {
 		t.Fatalf("the container could not write its file: %q", st.StdoutTail)
@@ -173,7 +164,7 @@ func TestHostileResources(t *testing.T) {
 	ctx := ctxT(t, 2*time.Minute)
 
 	// The sliver type asks for 32 (sliver_limits), the node allows 64.
-	a.runHostile(t, "forkbomb", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-hostile", "forkbomb"}, Pids: 32})
+	a.started(t, "forkbomb", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-hostile", "forkbomb"}, Pids: 32})
 	st := a.waitFor(t, "forkbomb", 60*time.Second, "the fork bomb to stop", func(st agent.Status) bool {
 		return strings.Contains(st.StdoutTail, "processes started")
 	})
@@ -188,7 +179,7 @@ func TestHostileResources(t *testing.T) {
 	t.Logf("fork bomb against pids limit 32: %d processes started (each a Go program with several threads), then %q", n, lastLine(st.StdoutTail, "fork refused"))
 	must(t, a.client.Delete(ctx, "forkbomb"))
 
-	a.runHostile(t, "memhog", agent.StartRequest{Command: []string{"/prog", "-hostile", "mem", "1024"}})
+	a.started(t, "memhog", agent.StartRequest{Command: []string{"/prog", "-hostile", "mem", "1024"}})
 	st = a.waitFor(t, "memhog", 60*time.Second, "the memory hog to end", func(st agent.Status) bool {
 		return st.State == agent.StateFailed || st.State == agent.StateExited
 	})
@@ -211,7 +202,7 @@ func TestHostilePrivileges(t *testing.T) {
 	cfg.ReadOnlyRootfs = true
 	a := startAgent(t, cfg)
 	ctx := ctxT(t, 2*time.Minute)
-	a.runHostile(t, "priv", agent.StartRequest{Command: []string{"/prog", "-hostile", "privileged"}})
+	a.started(t, "priv", agent.StartRequest{Command: []string{"/prog", "-hostile", "privileged"}})
 	st := a.waitFor(t, "priv", 30*time.Second, "exited", inState(agent.StateExited))
 	for _, want := range []string{"mknod /data/mem: refused", "raw socket: refused", "write /prog: refused", "chown /data: ALLOWED"} {
 		if !strings.Contains(st.StdoutTail, want) {
@@ -225,8 +216,11 @@ func TestHostilePrivileges(t *testing.T) {
 	must(t, a.client.Delete(ctx, "priv"))
 
 	// An image that declares a VOLUME.
-	tarPath, digest := buildExtraImage(t, "FROM scratch\nCOPY prog /prog\nVOLUME /var/lib/hidden\nENTRYPOINT [\"/prog\"]\n")
-	_, err := a.client.Fetch(ctx, "volume", agent.FetchRequest{URL: imageServer.URL + "/" + filepath.Base(tarPath), SHA256: digest})
+	dir := t.TempDir()
+	must(t, progContext(dir, "FROM scratch\nCOPY prog /prog\nVOLUME /var/lib/hidden\nENTRYPOINT [\"/prog\"]\n", nil))
+	im, err := saveImage(dir, "volume", "volume-"+randHex(3))
+	must(t, err)
+	_, err = a.client.Fetch(ctx, "volume", agent.FetchRequest{URL: servedURL(im.tar), SHA256: im.digest})
 	must(t, err)
 	_, err = a.client.WaitFetched(ctx, "volume", 50*time.Millisecond)
 	must(t, err)
@@ -236,22 +230,6 @@ func TestHostilePrivileges(t *testing.T) {
 	}
 	t.Logf("an image with a VOLUME: %v", err)
 	must(t, a.client.Delete(ctx, "volume"))
-}
-
-// buildExtraImage builds an image from the test program with dockerfile,
-// saves it next to the test image (served by imageServer) and removes it
-// from the engine. It returns the tar and its sha256.
-func buildExtraImage(t *testing.T, dockerfile string) (string, string) {
-	t.Helper()
-	dir := t.TempDir()
-	prog, err := os.ReadFile(filepath.Join(testTmp, "build", "prog"))
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, "prog"), prog, 0o755))
-	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644))
-	tag := "geniam.test/agent/extra:" + instance + "-" + randHex(3)
-	im, err := imagetest.Save(dir, tag, filepath.Join(imageDir, strings.NewReplacer("/", "-", ":", "-").Replace(tag)+".tar"))
-	must(t, err)
-	return im.Tar, im.SHA256
 }
 
 // failedFetch fetches url into id and waits for the fetch to fail; it
@@ -331,7 +309,7 @@ func TestHostileImageFetch(t *testing.T) {
 	bomb, sum := writeBomb(t, 256<<20)
 	fi, err := os.Stat(bomb)
 	must(t, err)
-	got = c.failedFetch(t, "bomb", imageServer.URL+"/"+filepath.Base(bomb), sum)
+	got = c.failedFetch(t, "bomb", servedURL(bomb), sum)
 	if !strings.Contains(got, "expands to more than the limit of 33554432 bytes") {
 		t.Fatalf("bomb: %q", got)
 	}
@@ -354,21 +332,15 @@ func writeBomb(t *testing.T, size int64) (string, string) {
 	}
 	must(t, ltw.Close())
 	must(t, zw.Close())
-	path := filepath.Join(imageDir, "bomb-"+randHex(3)+".tar")
+	path := servedPath("bomb-" + randHex(3) + ".tar")
 	f, err := os.Create(path)
 	must(t, err)
 	h := sha256.New()
-	tw := tar.NewWriter(io.MultiWriter(f, h))
-	manifest := `[{"Config":"config.json","RepoTags":null,"Layers":["l/layer.tar"]}]`
-	for _, e := range []struct {
-		name string
-		body []byte
-	}{{"manifest.json", []byte(manifest)}, {"config.json", []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)}, {"l/layer.tar", layer.Bytes()}} {
-		must(t, tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg}))
-		_, err := tw.Write(e.body)
-		must(t, err)
-	}
-	must(t, tw.Close())
+	amtest.WriteTar(t, io.MultiWriter(f, h), map[string]string{
+		"manifest.json": `[{"Config":"config.json","RepoTags":null,"Layers":["l/layer.tar"]}]`,
+		"config.json":   `{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`,
+		"l/layer.tar":   layer.String(),
+	})
 	must(t, f.Close())
 	return path, hex.EncodeToString(h.Sum(nil))
 }
@@ -397,7 +369,7 @@ func TestHostileDataQuota(t *testing.T) {
 	a := startAgent(t, cfg)
 	ctx := ctxT(t, 2*time.Minute)
 	const id = "filler"
-	a.runHostile(t, id, agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-hostile", "fill"}})
+	a.started(t, id, agent.StartRequest{Command: []string{"/prog", "-sleep", "forever", "-hostile", "fill"}})
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", a.svc.DataDir(id)).Run() }) // if the test fails before Delete
 	st := a.waitFor(t, id, 60*time.Second, "/data to be full", func(st agent.Status) bool {
 		return strings.Contains(st.StdoutTail, "wrote ")
@@ -436,12 +408,8 @@ func TestHostileDataQuota(t *testing.T) {
 // curl, which used to report "Connection reset by peer".
 func TestHostileBodies(t *testing.T) {
 	a := startAgent(t, testConfig(t))
-	p := a.pki
-	ctls, err := agent.ClientTLSConfig(p.clientCert, p.clientKey, p.caFile)
-	must(t, err)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: ctls}, Timeout: time.Minute}
+	hc := a.httpClient(t, time.Minute)
 	t0 := time.Now()
-	defer hc.CloseIdleConnections()
 	check := func(name string, resp *http.Response, err error) {
 		t.Helper()
 		if err != nil {
@@ -467,7 +435,7 @@ func TestHostileBodies(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err == nil {
 		f := filepath.Join(t.TempDir(), "big")
 		must(t, os.WriteFile(f, make([]byte, 16<<20), 0o600))
-		out, err := exec.Command("curl", "-sS", "--cacert", p.caFile, "--cert", p.clientCert, "--key", p.clientKey,
+		out, err := exec.Command("curl", "-sS", "--cacert", a.pki.caFile, "--cert", a.pki.clientCert, "--key", a.pki.clientKey,
 			"-X", "PUT", "--data-binary", "@"+f, "-w", "\nHTTP %{http_code}", url).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "HTTP 413") || !strings.Contains(string(out), "limit of 2097152 bytes") {
 			t.Fatalf("curl, 16 MiB: %v\n%s", err, out)

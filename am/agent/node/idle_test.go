@@ -49,9 +49,7 @@ func TestIdleLeavesFinishedAlone(t *testing.T) {
 		cfg.IdleCheckInterval = 200 * time.Millisecond
 		a := startAgentOn(t, cfg, b)
 		ctx := ctxT(t, time.Minute)
-		a.fetched(t, "done")
-		_, _, err := a.client.Run(ctx, "done", agent.StartRequest{Command: []string{"/prog", "-exit", "5"}, IdleStopSeconds: 1})
-		must(t, err)
+		a.started(t, "done", agent.StartRequest{Command: []string{"/prog", "-exit", "5"}, IdleStopSeconds: 1})
 		a.waitFor(t, "done", 10*time.Second, "exited", inState(agent.StateExited))
 		time.Sleep(2 * time.Second) // past the idle limit
 		st, err := a.client.Status(ctx, "done")

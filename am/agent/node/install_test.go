@@ -1,36 +1,29 @@
 package node_test
 
 import (
-	"archive/tar"
 	"compress/gzip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/amtest"
 )
 
 // writeTarGz writes a gzipped tar of the files into the image server's
 // directory and returns its URL.
 func writeTarGz(t *testing.T, name string, files map[string]string) string {
 	t.Helper()
-	f, err := os.Create(filepath.Join(imageDir, name))
+	f, err := os.Create(servedPath(name))
 	must(t, err)
 	defer f.Close()
 	zw := gzip.NewWriter(f)
-	tw := tar.NewWriter(zw)
-	for n, c := range files {
-		must(t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, Size: int64(len(c)), Mode: 0o644}))
-		_, err := tw.Write([]byte(c))
-		must(t, err)
-	}
-	must(t, tw.Close())
+	amtest.WriteTar(t, zw, files)
 	must(t, zw.Close())
 	t.Cleanup(func() { os.Remove(f.Name()) })
-	return imageServer.URL + "/" + name
+	return servedURL(name)
 }
 
 // services/install: the tarball is unpacked at install_path (created) before
@@ -42,18 +35,16 @@ func TestInstall(t *testing.T) {
 	ctx := ctxT(t, 2*time.Minute)
 	url := writeTarGz(t, "install-"+randHex(3)+".tar.gz", map[string]string{"hello.txt": "installed before the start\n", "sub/x": "y"})
 
-	a.fetched(t, "inst")
-	_, _, err := a.client.Run(ctx, "inst", agent.StartRequest{Command: []string{"/prog", "-cat", "/opt/app/hello.txt", "-cat", "/opt/app/sub/x"},
+	a.started(t, "inst", agent.StartRequest{Command: []string{"/prog", "-cat", "/opt/app/hello.txt", "-cat", "/opt/app/sub/x"},
 		Install: []agent.Install{{URL: url, Path: "/opt/app"}}})
-	must(t, err)
 	st := a.waitFor(t, "inst", 20*time.Second, "exited", inState(agent.StateExited))
 	if *st.ExitCode != 0 || !strings.Contains(st.StdoutTail, "installed before the start\ny") {
 		t.Fatalf("the start command did not read the installed files: exit %d, stdout %q stderr %q", *st.ExitCode, st.StdoutTail, st.StderrTail)
 	}
 
 	a.fetched(t, "inst-bad")
-	_, _, err = a.client.Run(ctx, "inst-bad", agent.StartRequest{Command: []string{"/prog"},
-		Install: []agent.Install{{URL: imageServer.URL + "/no-such.tar.gz", Path: "/opt"}}})
+	_, _, err := a.client.Run(ctx, "inst-bad", agent.StartRequest{Command: []string{"/prog"},
+		Install: []agent.Install{{URL: servedURL("no-such.tar.gz"), Path: "/opt"}}})
 	if am.CodeOf(err) != am.Error || !strings.Contains(am.MessageOf(err), "no-such.tar.gz") {
 		t.Fatalf("install of a missing tarball: %v, want ERROR naming it", err)
 	}

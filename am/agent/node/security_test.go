@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,22 +57,15 @@ func TestMutualTLS(t *testing.T) {
 	}
 	// The client side checks the agent too: an agent whose certificate is
 	// not from the expected CA is not trusted.
-	wrong, err := agent.ClientTLSConfig(p.clientCert, p.clientKey, p.otherCA)
-	must(t, err)
-	if err := agent.NewClient(a.srv.URL, wrong).Ping(ctx); am.CodeOf(err) != am.Unavailable {
+	if err := agent.NewClient(a.srv.URL, p.clientTLS(t, p.otherCA)).Ping(ctx); am.CodeOf(err) != am.Unavailable {
 		t.Fatalf("client trusted an agent outside its CA: %v", err)
 	}
 
 	// An allow list narrows who may call, even with a good certificate.
 	h := node.NewHandler(a.svc, node.HandlerOptions{AllowedClients: []string{"urn:publicid:IDN+geniam.test+authority+other"}, Logger: cfg.Logger})
-	srv := httptest.NewUnstartedServer(h)
-	srv.TLS, err = node.ServerTLSConfig(p.serverCert, p.serverKey, p.caFile)
-	must(t, err)
-	srv.StartTLS()
+	srv := p.serve(t, h)
 	defer srv.Close()
-	ctls, err := agent.ClientTLSConfig(p.clientCert, p.clientKey, p.caFile)
-	must(t, err)
-	if err := agent.NewClient(srv.URL, ctls).Ping(ctx); am.CodeOf(err) != am.Forbidden {
+	if err := agent.NewClient(srv.URL, p.clientTLS(t, p.caFile)).Ping(ctx); am.CodeOf(err) != am.Forbidden {
 		t.Fatalf("client outside the allow list: %v, want FORBIDDEN", err)
 	}
 }
@@ -83,11 +75,7 @@ func TestHostileRequests(t *testing.T) {
 	cfg.FileImageDirs = []string{t.TempDir()}
 	imgDir := cfg.FileImageDirs[0]
 	a := startAgent(t, cfg)
-	p := a.pki
-	ctls, err := agent.ClientTLSConfig(p.clientCert, p.clientKey, p.caFile)
-	must(t, err)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: ctls}, Timeout: 20 * time.Second}
-	defer hc.CloseIdleConnections()
+	hc := a.httpClient(t, 20*time.Second)
 	long := strings.Repeat("a", 129)
 	cases := []struct {
 		method, path, body string

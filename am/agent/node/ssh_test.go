@@ -132,9 +132,7 @@ func TestExecTerminalSize(t *testing.T) {
 	needDocker(t)
 	a := startAgent(t, testConfig(t))
 	ctx := ctxT(t, 2*time.Minute)
-	a.fetched(t, "tty")
-	st, _, err := a.client.Run(ctx, "tty", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}})
-	must(t, err)
+	st := a.started(t, "tty", agent.StartRequest{Command: []string{"/prog", "-sleep", "forever"}})
 	rt := docker.NewRuntime("")
 	run := func(resize bool) string {
 		var out strings.Builder
@@ -162,7 +160,7 @@ func TestExecTerminalSize(t *testing.T) {
 
 // sftpImage is the test program plus Debian's sftp-server and the
 // libraries it loads (ldd), FROM scratch: an image that "allows" scp/sftp.
-func sftpImage(t *testing.T) benchImage {
+func sftpImage(t *testing.T) savedImage {
 	t.Helper()
 	const server = "/usr/lib/openssh/sftp-server"
 	if _, err := os.Stat(server); err != nil {
@@ -181,24 +179,21 @@ func sftpImage(t *testing.T) benchImage {
 			}
 		}
 	}
-	dir := t.TempDir()
 	df := "FROM scratch\nCOPY prog /prog\n"
+	extra := map[string][]byte{}
 	for i, f := range files {
 		real, err := filepath.EvalSymlinks(f)
 		must(t, err)
-		b, err := os.ReadFile(real)
-		must(t, err)
 		name := "f" + strconv.Itoa(i)
-		must(t, os.WriteFile(filepath.Join(dir, name), b, 0o755))
+		extra[name], err = os.ReadFile(real)
+		must(t, err)
 		df += "COPY " + name + " " + f + "\n"
 	}
-	prog, err := os.ReadFile(filepath.Join(testTmp, "build", "prog"))
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, "prog"), prog, 0o755))
 	// sftp-server looks its user up, as any image with a user database allows.
-	must(t, os.WriteFile(filepath.Join(dir, "passwd"), []byte("root:x:0:0:root:/data:/prog\n"), 0o644))
+	extra["passwd"] = []byte("root:x:0:0:root:/data:/prog\n")
 	df += "COPY passwd /etc/passwd\n"
-	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df+"ENTRYPOINT [\"/prog\"]\n"), 0o644))
+	dir := t.TempDir()
+	must(t, progContext(dir, df+"ENTRYPOINT [\"/prog\"]\n", extra))
 	im, err := saveImage(dir, "sftp", "sftp-"+randHex(3))
 	must(t, err)
 	t.Cleanup(func() { os.Remove(im.tar) })
@@ -213,7 +208,7 @@ func TestSCPIntoContainer(t *testing.T) {
 	alice := sshtest.NewKey(t, "alice")
 	ctx := ctxT(t, 2*time.Minute)
 	const id = "scp1"
-	_, err := l.client.Fetch(ctx, id, agent.FetchRequest{URL: imageServer.URL + "/" + filepath.Base(im.tar), SHA256: im.digest})
+	_, err := l.client.Fetch(ctx, id, agent.FetchRequest{URL: servedURL(im.tar), SHA256: im.digest})
 	must(t, err)
 	_, err = l.client.WaitFetched(ctx, id, 50*time.Millisecond)
 	must(t, err)

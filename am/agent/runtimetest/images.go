@@ -1,15 +1,14 @@
 package runtimetest
 
 import (
-	"archive/tar"
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/geniam/geniam/am/agent/imagetest"
+	"github.com/geniam/geniam/am/amtest"
 )
 
 // ProgImage builds the test program into an image FROM scratch with the
@@ -18,21 +17,7 @@ import (
 // (a failure under GENIAM_REQUIRE_DOCKER=1).
 func ProgImage(t *testing.T) []byte {
 	t.Helper()
-	why := func() string {
-		if _, err := exec.LookPath("docker"); err != nil {
-			return "no docker CLI"
-		}
-		if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
-			return fmt.Sprintf("no Docker engine: %v: %s", err, out)
-		}
-		return ""
-	}()
-	if why != "" {
-		if os.Getenv("GENIAM_REQUIRE_DOCKER") == "1" {
-			t.Fatalf("Docker is required (GENIAM_REQUIRE_DOCKER=1) but unavailable: %s", why)
-		}
-		t.Skipf("skipping: %s", why)
-	}
+	imagetest.NeedDocker(t, imagetest.Unavailable())
 	dir := t.TempDir()
 	if err := imagetest.GoStatic(".", "github.com/geniam/geniam/am/agent/testdata/prog", filepath.Join(dir, "prog")); err != nil {
 		t.Fatal(err)
@@ -65,20 +50,9 @@ const FakeImageConfig = `{"config":{"Entrypoint":["/prog"],"Cmd":["-out","defaul
 func FakeImage(t testing.TB, config string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w := tar.NewWriter(&buf)
-	for _, f := range []struct{ name, body string }{
-		{"config.json", config},
-		{"manifest.json", `[{"Config":"config.json","RepoTags":null,"Layers":[]}]`},
-	} {
-		if err := w.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.body)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write([]byte(f.body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	amtest.WriteTar(t, &buf, map[string]string{
+		"config.json":   config,
+		"manifest.json": `[{"Config":"config.json","RepoTags":null,"Layers":[]}]`,
+	})
 	return buf.Bytes()
 }
