@@ -89,40 +89,32 @@ func TestRun(t *testing.T) {
 	case err := <-done:
 		t.Fatal(err)
 	}
-	ctls, err := agent.ClientTLSConfig(cc, ck, caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := agent.NewClient("https://"+addrs[0], ctls)
 	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer pcancel()
-	if err := c.Ping(pctx); err != nil {
+	// ping pings the agent as the holder of the certificate in certFile.
+	ping := func(certFile, keyFile string) error {
+		ctls, err := agent.ClientTLSConfig(certFile, keyFile, caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := agent.NewClient("https://"+addrs[0], ctls)
+		defer c.CloseIdleConnections()
+		return c.Ping(pctx)
+	}
+	if err := ping(cc, ck); err != nil {
 		t.Fatal(err)
 	}
-	c.CloseIdleConnections()
 
 	// Another agent's certificate is refused in the handshake (its role is
 	// serverAuth only); a client of the same CA not in allowed_clients gets 403.
-	octls, err := agent.ClientTLSConfig(oc, ok, caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	oc2 := agent.NewClient("https://"+addrs[0], octls)
-	if err := oc2.Ping(pctx); err == nil {
+	if err := ping(oc, ok); err == nil {
 		t.Fatal("another agent's certificate was let in")
 	} else {
 		t.Logf("another agent's certificate: %v", err)
 	}
-	oc2.CloseIdleConnections()
-	mtls, err := agent.ClientTLSConfig(mc, mk, caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mcl := agent.NewClient("https://"+addrs[0], mtls)
-	if err := mcl.Ping(pctx); am.CodeOf(err) != am.Forbidden {
+	if err := ping(mc, mk); am.CodeOf(err) != am.Forbidden {
 		t.Fatalf("a client not in allowed_clients: %v", err)
 	}
-	mcl.CloseIdleConnections()
 
 	resp, err := http.Get("http://" + addrs[1] + "/v1/ping/")
 	if err != nil {
