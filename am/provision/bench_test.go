@@ -22,15 +22,13 @@ func BenchmarkDockerCLI(b *testing.B) {
 	needDocker(b)
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		out, err := exec.Command("docker", "load", "-q", "-i", imageTar).CombinedOutput()
+		ref, err := cliLoad()
 		if err != nil {
-			b.Fatalf("docker load: %v %s", err, out)
+			b.Fatal(err)
 		}
-		ref := strings.TrimSpace(string(out))
-		ref = ref[strings.LastIndex(ref, " ")+1:]
 		name := fmt.Sprintf("geniam-cli-bench-%s-%d", run, i)
-		if out, err := exec.Command("docker", "run", "-d", "--name", name, "--network", "none", ref, "-every", "1s", "-data", "/").CombinedOutput(); err != nil {
-			b.Fatalf("docker run: %v %s", err, out)
+		if err := cliRun(name, ref, "1s"); err != nil {
+			b.Fatal(err)
 		}
 		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms/load+run")
 		b.StopTimer()
@@ -192,12 +190,10 @@ func waitJobs(tb testing.TB, e *env) {
 // that took; then it removes them (untimed).
 func rawDockerRun(prefix string, n, parallel int) (time.Duration, error) {
 	start := time.Now()
-	out, err := exec.Command("docker", "load", "-q", "-i", imageTar).CombinedOutput()
+	ref, err := cliLoad()
 	if err != nil {
-		return 0, fmt.Errorf("docker load: %v %s", err, out)
+		return 0, err
 	}
-	ref := strings.TrimSpace(string(out))
-	ref = ref[strings.LastIndex(ref, " ")+1:]
 	names := make(chan string, n)
 	for i := 0; i < n; i++ {
 		names <- fmt.Sprintf("%s-%d", prefix, i)
@@ -208,8 +204,8 @@ func rawDockerRun(prefix string, n, parallel int) (time.Duration, error) {
 		go func() {
 			var first error
 			for name := range names {
-				if out, err := exec.Command("docker", "run", "-d", "--name", name, "--network", "none", ref, "-every", "5s", "-data", "/").CombinedOutput(); err != nil && first == nil {
-					first = fmt.Errorf("docker run: %v %s", err, out)
+				if err := cliRun(name, ref, "5s"); err != nil && first == nil {
+					first = err
 				}
 			}
 			errs <- first
@@ -226,4 +222,25 @@ func rawDockerRun(prefix string, n, parallel int) (time.Duration, error) {
 		_ = exec.Command("docker", append([]string{"rm", "-f"}, f...)...).Run()
 	}
 	return took, err
+}
+
+// cliLoad loads the demo image's tar with `docker load` and returns the
+// reference the engine gives the image.
+func cliLoad() (string, error) {
+	out, err := exec.Command("docker", "load", "-q", "-i", imageTar).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("docker load: %v %s", err, out)
+	}
+	ref := strings.TrimSpace(string(out))
+	return ref[strings.LastIndex(ref, " ")+1:], nil
+}
+
+// cliRun starts container name of image ref with `docker run -d --network
+// none`: the demo program, its heartbeat every period, writing into / (no
+// /data mount here).
+func cliRun(name, ref, every string) error {
+	if out, err := exec.Command("docker", "run", "-d", "--name", name, "--network", "none", ref, "-every", every, "-data", "/").CombinedOutput(); err != nil {
+		return fmt.Errorf("docker run: %v %s", err, out)
+	}
+	return nil
 }

@@ -19,10 +19,8 @@ import (
 func TestExitShowsWithinASecond(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("changes", func(c *provision.Config) { c.HealthInterval = time.Minute })
-	e.runProvisioner(p)
+	p, agg := e.served("changes", func(c *provision.Config) { c.HealthInterval = time.Minute })
 	e.startDataServer(p)
-	agg := e.aggregate(p)
 	slice, call, cred := e.slice("changes")
 	e.allocateProvision(agg, call, slice, request("/demo -every 100ms", [2]string{"a", "node1"}))
 	sts := e.waitStates(agg, call, slice, 60*time.Second, "geni_ready", opIs(am.Ready))

@@ -126,16 +126,8 @@ func TestKilledMidProvision(t *testing.T) {
 	}
 	e.allocateProvision(agg, call, slice, request("/demo -every 1s", nodes...))
 	// Kill it as soon as it holds jobs.
-	for end := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		var running int
-		must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state = 'running'").Scan(&running))
-		if running >= 4 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal("the first process never took a job")
-		}
-	}
+	e.waitCount(20*time.Second, 5*time.Millisecond, "the first process never took a job", func(n int) bool { return n >= 4 },
+		"SELECT count(*) FROM jobs WHERE state = 'running'")
 	stopFirst()
 	var held int
 	must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_owner LIKE 'first%'").Scan(&held))
@@ -505,11 +497,7 @@ func TestStraysAndOtherAggregates(t *testing.T) {
 		_, err = aggB.Delete(other.ctx, callB, []string{sliceB})
 		must(t, err)
 	}
-	for end := time.Now().Add(30 * time.Second); len(engineContainers(t, e.agents[0].instance)) > 0; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("containers left after Delete: %v", engineContainers(t, e.agents[0].instance))
-		}
-	}
+	waitNoContainers(t, e.agents[0], 30*time.Second, "containers left after Delete")
 	t.Logf("stray of our instance removed after grace %s: %s", grace, figures(removed))
 }
 

@@ -396,6 +396,37 @@ func (e *env) waitCount(d, poll time.Duration, what string, done func(n int) boo
 	}
 }
 
+// deleteJobResult waits for the sliver's delete job to be done and returns
+// its result. The job is marked done just after the teardown it did: poll.
+func (e *env) deleteJobResult(urn string, d time.Duration) string {
+	e.t.Helper()
+	var result string
+	for end := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+		err := e.st.Pool().QueryRow(e.ctx, "SELECT result FROM jobs WHERE kind = 'delete' AND sliver_urn = $1 AND state = 'done'", urn).Scan(&result)
+		if err == nil {
+			return result
+		}
+		if time.Now().After(end) {
+			e.t.Fatalf("the delete job of %s never finished: %v", urn, err)
+		}
+	}
+}
+
+// waitNoContainers waits until the engine holds no container of agent a,
+// and fails the test saying what (and which are left) after d.
+func waitNoContainers(t *testing.T, a *testAgent, d time.Duration, what string) {
+	t.Helper()
+	for end := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+		left := engineContainers(t, a.instance)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%s: %v", what, left)
+		}
+	}
+}
+
 // zero and nonzero are the usual tests for waitCount.
 func zero(n int) bool    { return n == 0 }
 func nonzero(n int) bool { return n > 0 }

@@ -2,7 +2,6 @@ package provision_test
 
 import (
 	"bytes"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -17,9 +16,6 @@ import (
 	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/store"
 )
-
-// syncBuffer is a log sink the housekeeping may write to concurrently.
-type syncBuffer = amtest.LogBuffer
 
 // TestExpiryWarningsAndPruning: a provisioned sliver gets its 24 h and 1 h
 // warnings once each (across two aggregate processes), a Renew earns new
@@ -44,7 +40,7 @@ func TestExpiryWarningsAndPruning(t *testing.T) {
 	insert("urn:publicid:IDN+geniam.test+sliver+soon", 30*time.Minute) // both warnings due
 	insert("urn:publicid:IDN+geniam.test+sliver+today", 20*time.Hour)  // the 24 h one
 	insert("urn:publicid:IDN+geniam.test+sliver+later", 72*time.Hour)  // none
-	var logs [2]syncBuffer
+	var logs [2]amtest.LogBuffer
 	var ps [2]*provision.Provisioner
 	for i := range ps {
 		lg := slog.New(slog.NewTextHandler(&logs[i], nil))
@@ -114,10 +110,8 @@ func TestExpiryWarningsAndPruning(t *testing.T) {
 func TestExpiryArchives(t *testing.T) {
 	needDocker(t)
 	e := newEnv(t, "127.0.0.2")
-	p := e.provisioner("expiry", nil)
-	e.runProvisioner(p)
+	p, agg := e.served("expiry", nil)
 	e.startDataServer(p)
-	agg := e.aggregate(p)
 	slice, call, cred := e.slice("expiry")
 	res := e.allocateProvision(agg, call, slice, request("/demo -once -exit 7", [2]string{"job", "node1"}))
 	sts := e.waitStates(agg, call, slice, 60*time.Second, "the run-once command finished", func(s am.SliverStatus) bool {
@@ -135,11 +129,7 @@ func TestExpiryArchives(t *testing.T) {
 		t.Fatalf("reaper: %d %v", n, err)
 	}
 	waitFile(t, p.ArchivePath(urn), 30*time.Second)
-	for end := time.Now().Add(20 * time.Second); len(engineContainers(t, e.agents[0].instance)) > 0; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatal("the expired sliver's container is still there")
-		}
-	}
+	waitNoContainers(t, e.agents[0], 20*time.Second, "the expired sliver's container is still there")
 	result := e.deleteJobResult(urn, 15*time.Second)
 	if !strings.HasPrefix(result, "expired, archived") {
 		t.Errorf("delete job result %q", result)
@@ -192,12 +182,9 @@ func TestDataHandlerRefusals(t *testing.T) {
 		{"/data/x.tar", bytes.Repeat([]byte("x"), 32<<20), http.StatusRequestEntityTooLarge}, // answered, not reset
 	}
 	for _, c := range cases {
-		resp, err := e.dataCli.Post(e.dataSrv.URL+c.path, "application/xml", bytes.NewReader(c.body))
-		must(t, err)
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != c.want || !strings.Contains(string(body), `"error"`) {
-			t.Errorf("POST %s: HTTP %d %s, want %d with a JSON error", c.path, resp.StatusCode, body, c.want)
+		code, body, _ := e.post(c.path, c.body)
+		if code != c.want || !strings.Contains(string(body), `"error"`) {
+			t.Errorf("POST %s: HTTP %d %s, want %d with a JSON error", c.path, code, body, c.want)
 		}
 		if c.want == http.StatusRequestEntityTooLarge && !strings.Contains(string(body), "limit of 1048576 bytes") {
 			t.Errorf("POST %s of %d bytes: %s does not name the limit", c.path, len(c.body), body)
@@ -296,21 +283,5 @@ func TestArchiveTooLargeStillDeletes(t *testing.T) {
 	}
 	if n := len(engineContainers(t, e.agents[0].instance)); n != 0 {
 		t.Errorf("%d containers left on the node", n)
-	}
-}
-
-// deleteJobResult waits for the sliver's delete job to be done and returns
-// its result. The job is marked done just after the teardown it did: poll.
-func (e *env) deleteJobResult(urn string, d time.Duration) string {
-	e.t.Helper()
-	var result string
-	for end := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
-		err := e.st.Pool().QueryRow(e.ctx, "SELECT result FROM jobs WHERE kind = 'delete' AND sliver_urn = $1 AND state = 'done'", urn).Scan(&result)
-		if err == nil {
-			return result
-		}
-		if time.Now().After(end) {
-			e.t.Fatalf("the delete job of %s never finished: %v", urn, err)
-		}
 	}
 }

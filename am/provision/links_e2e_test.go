@@ -89,6 +89,12 @@ func parseLAN(t *testing.T, manifest string) ([]lanMember, int) {
 	return out, m.Links[0].VNI
 }
 
+// linkAggregate is the env's aggregate (e.aggregate) with links allowed,
+// up to 8 a slice, its RSpecs rs.
+func (e *env) linkAggregate(p am.Provisioner, rs *rspec.RSpecs) *am.Aggregate {
+	return am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Provisioner: p, MaxLinks: 8}, e.st, e.verifier, rs, nil)
+}
+
 // containerOf finds the engine's container of a sliver by its label.
 func containerOf(t *testing.T, sliverURN string) string {
 	t.Helper()
@@ -147,7 +153,7 @@ func TestLinksEndToEnd(t *testing.T) {
 	e.runProvisioner(p)
 	rs, err := rspec.New(rspec.Config{AMURN: amURN, MaxLinks: 8})
 	must(t, err)
-	agg := am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Provisioner: p, MaxLinks: 8}, e.st, e.verifier, rs, nil)
+	agg := e.linkAggregate(p, rs)
 	netem := expnettest.HasNetem()
 	checkLinkOffer(t, e, p, agg, netem)
 
@@ -304,7 +310,7 @@ func TestLinkSetupFailureFailsSlivers(t *testing.T) {
 	// link support this test sets below.
 	p := e.provisioner("linkfail", func(c *provision.Config) { c.HealthInterval = time.Hour })
 	e.runProvisioner(p)
-	agg := am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Provisioner: p, MaxLinks: 8}, e.st, e.verifier, e.rs, nil)
+	agg := e.linkAggregate(p, e.rs)
 	failedWith := func(says string) func(am.SliverStatus) bool {
 		return func(s am.SliverStatus) bool { return s.Operational == am.Failed && strings.Contains(s.Error, says) }
 	}

@@ -19,10 +19,8 @@ func TestReservationRunsInItsWindow(t *testing.T) {
 	e := newEnv(t, "127.0.0.2")
 	_, err := e.st.Pool().Exec(e.ctx, "UPDATE nodes SET sliver_types = ARRAY['container', 'exclusive'] WHERE name = 'node1'")
 	must(t, err)
-	p := e.provisioner("reservation", nil)
-	e.runProvisioner(p)
+	p, agg := e.served("reservation", nil)
 	e.startDataServer(p)
-	agg := e.aggregate(p)
 	reaper := agg.NewReaper(10 * time.Second) // the default: it wakes at the window's end (NextExpiry), not 10 s late
 	reaper.Log = testLogger()
 	ctx, cancel := context.WithCancel(e.ctx)
@@ -63,27 +61,14 @@ func TestReservationRunsInItsWindow(t *testing.T) {
 
 	// At the end: deleted by the reaper, /data archived, the container gone.
 	waitFile(t, p.ArchivePath(s.URN), time.Until(end)+30*time.Second)
-	for deadline := time.Now().Add(20 * time.Second); len(engineContainers(t, e.agents[0].instance)) > 0; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the reservation's container is still there after its end")
-		}
-	}
+	waitNoContainers(t, e.agents[0], 20*time.Second, "the reservation's container is still there after its end")
 	var reapedAt time.Time
 	must(t, e.st.Pool().QueryRow(e.ctx, "SELECT at FROM sliver_history WHERE sliver_urn = $1 AND event = 'expire'", s.URN).Scan(&reapedAt))
 	t.Logf("reaped %v after the end of the window", reapedAt.Sub(end).Round(time.Millisecond))
 	if reapedAt.Before(end) || reapedAt.Sub(end) > 2500*time.Millisecond {
 		t.Errorf("reaped at %v, window ended %v", reapedAt, end)
 	}
-	var result string
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if e.st.Pool().QueryRow(e.ctx, "SELECT result FROM jobs WHERE kind = 'delete' AND sliver_urn = $1 AND state = 'done'", s.URN).Scan(&result) == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the reservation's delete job never finished")
-		}
-	}
-	if !strings.HasPrefix(result, "expired, archived") {
+	if result := e.deleteJobResult(s.URN, 15*time.Second); !strings.HasPrefix(result, "expired, archived") {
 		t.Errorf("delete job result %q", result)
 	}
 	code, body, _ := e.download(provision.AgentID(s.URN), cred)

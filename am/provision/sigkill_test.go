@@ -130,33 +130,16 @@ func TestSIGKILLWithLivePeer(t *testing.T) {
 		victim := start(fmt.Sprintf("victim%d", round))
 		// The victim is up when it has registered its process lock.
 		pidOwner := fmt.Sprintf("%%:%d/%%", victim.Process.Pid)
-		for end := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			var n int
-			must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM aggregate_processes WHERE owner LIKE $1", pidOwner).Scan(&n))
-			if n == 1 {
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatalf("round %d: the victim never registered", round)
-			}
-		}
+		e.waitCount(60*time.Second, 20*time.Millisecond, fmt.Sprintf("round %d: the victim never registered", round), func(n int) bool { return n == 1 },
+			"SELECT count(*) FROM aggregate_processes WHERE owner LIKE $1", pidOwner)
 		slice, call := e.provisionEight(agg, fmt.Sprintf("peer%d", round))
 		held := e.waitCount(60*time.Second, 5*time.Millisecond, fmt.Sprintf("round %d: the victim never took a job", round), nonzero,
 			"SELECT count(*) FROM jobs WHERE state = 'running' AND lease_owner LIKE $1", pidOwner)
 		must(t, victim.Process.Signal(syscall.SIGKILL))
 		killed := time.Now()
 		_, _ = victim.Process.Wait()
-		for {
-			var still int
-			must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_owner LIKE $1", pidOwner).Scan(&still))
-			if still == 0 {
-				break
-			}
-			if time.Since(killed) > 25*time.Second {
-				t.Fatalf("round %d: %d jobs of the killed process not taken over after 25 s", round, still)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		e.waitCount(25*time.Second, 20*time.Millisecond, fmt.Sprintf("round %d: jobs of the killed process not taken over", round), zero,
+			"SELECT count(*) FROM jobs WHERE state = 'running' AND lease_owner LIKE $1", pidOwner)
 		took = append(took, time.Since(killed))
 		if d := took[len(took)-1]; d > 5*time.Second {
 			t.Errorf("round %d: the killed process's %d jobs were taken over after %s, want within 5 s", round, held, d)
