@@ -218,10 +218,7 @@ func TestSCPIntoContainer(t *testing.T) {
 
 	src := filepath.Join(t.TempDir(), "up.txt")
 	must(t, os.WriteFile(src, []byte("copied in with scp\n"), 0o644))
-	scp := exec.Command("scp", "-F", "/dev/null", "-i", alice.File, "-P", strconv.Itoa(l.port), "-o", "IdentitiesOnly=yes",
-		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-		src, id+"@127.0.0.1:/data/up.txt")
-	if out, err := scp.CombinedOutput(); err != nil {
+	if out, err := sshtest.Transfer("scp", alice, l.port, src, id+"@127.0.0.1:/data/up.txt").CombinedOutput(); err != nil {
 		t.Fatalf("scp into the container: %v %s", err, out)
 	}
 	if got := readTar(t, l.testAgent, id); got["up.txt"] != "copied in with scp\n" {
@@ -229,10 +226,7 @@ func TestSCPIntoContainer(t *testing.T) {
 	}
 	// And back out with sftp.
 	dst := filepath.Join(t.TempDir(), "back.txt")
-	sftp := exec.Command("sftp", "-F", "/dev/null", "-i", alice.File, "-P", strconv.Itoa(l.port), "-o", "IdentitiesOnly=yes",
-		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-		id+"@127.0.0.1:/data/up.txt", dst)
-	if out, err := sftp.CombinedOutput(); err != nil {
+	if out, err := sshtest.Transfer("sftp", alice, l.port, id+"@127.0.0.1:/data/up.txt", dst).CombinedOutput(); err != nil {
 		t.Fatalf("sftp out of the container: %v %s", err, out)
 	}
 	if b, _ := os.ReadFile(dst); string(b) != "copied in with scp\n" {

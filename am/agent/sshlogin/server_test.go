@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -162,9 +161,7 @@ func TestSessions(t *testing.T) {
 		if err := os.WriteFile(src, []byte("via scp\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		scp := exec.Command("scp", "-F", "/dev/null", "-i", alice.File, "-P", strconv.Itoa(port), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-			"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", src, "s1@127.0.0.1:"+dir+"/copied.txt")
-		if out, err := scp.CombinedOutput(); err != nil {
+		if out, err := sshtest.Transfer("scp", alice, port, src, "s1@127.0.0.1:"+dir+"/copied.txt").CombinedOutput(); err != nil {
 			t.Fatalf("scp: %v %s", err, out)
 		}
 		if b, _ := os.ReadFile(filepath.Join(dir, "copied.txt")); string(b) != "via scp\n" {

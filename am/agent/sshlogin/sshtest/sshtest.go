@@ -1,5 +1,6 @@
 // Package sshtest helps tests log in with the real OpenSSH client: a key
-// pair on disk and one `ssh` run with its output and exit status.
+// pair on disk, one `ssh` run with its output and exit status, and the
+// command lines of ssh, scp and sftp with the same options.
 package sshtest
 
 import (
@@ -59,12 +60,24 @@ func NeedClient(t testing.TB) {
 	t.Skip("no ssh client (openssh-client)")
 }
 
+// options are what every client run here is given: no configuration
+// file, key and no other, no prompts, any host key, no noise.
+func options(key Key) []string {
+	return []string{"-F", "/dev/null", "-i", key.File, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"}
+}
+
 // Command is the ssh command line for user@host:port with key, running args.
 func Command(key Key, host string, port int, user string, args ...string) *exec.Cmd {
-	argv := append([]string{"-F", "/dev/null", "-i", key.File, "-p", strconv.Itoa(port), "-o", "IdentitiesOnly=yes",
-		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", user + "@" + host}, args...)
-	return exec.Command("ssh", argv...)
+	argv := append(options(key), "-p", strconv.Itoa(port), "-o", "ConnectTimeout=10", user+"@"+host)
+	return exec.Command("ssh", append(argv, args...)...)
+}
+
+// Transfer is the command line of program (scp or sftp) with key on port,
+// copying between the files args names (a remote one as user@host:path).
+func Transfer(program string, key Key, port int, args ...string) *exec.Cmd {
+	argv := append(options(key), "-P", strconv.Itoa(port))
+	return exec.Command(program, append(argv, args...)...)
 }
 
 // Run runs ssh and returns its output (stdout and stderr) and exit status;
