@@ -16,6 +16,7 @@ import (
 	"github.com/geniam/geniam/am/agent/docker"
 	"github.com/geniam/geniam/am/agent/expnet"
 	"github.com/geniam/geniam/am/agent/expnet/expnettest"
+	"github.com/geniam/geniam/am/agent/imagetest"
 	"github.com/geniam/geniam/am/agent/node"
 )
 
@@ -57,14 +58,6 @@ func startAgent(t *testing.T, h expnettest.Host, instance string, stateDir strin
 	}
 	t.Cleanup(svc.Close)
 	return &testAgent{host: h, cfg: cfg, svc: svc}
-}
-
-// removeInstance force-removes the containers of an agent instance.
-func removeInstance(instance string) {
-	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+agent.LabelInstance+"="+instance).Output()
-	for _, id := range strings.Fields(string(out)) {
-		_ = exec.Command("docker", "rm", "-f", id).Run()
-	}
 }
 
 type member struct {
@@ -144,7 +137,7 @@ func TestLANAcrossHosts(t *testing.T) {
 	var agents []*testAgent
 	for i, h := range hosts {
 		inst := fmt.Sprintf("%s-%d", run0, i)
-		t.Cleanup(func() { removeInstance(inst) })
+		t.Cleanup(func() { imagetest.RemoveContainers(agent.LabelInstance, inst) })
 		agents = append(agents, startAgent(t, h, inst, t.TempDir()))
 	}
 	a, b := agents[0], agents[1]
