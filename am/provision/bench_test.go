@@ -55,10 +55,7 @@ func benchProvision(b *testing.B, n int) {
 	t := b
 	e := newEnv(t, "127.0.0.2", "127.0.0.3")
 	_, agg := e.served("bench", func(c *provision.Config) { c.Workers = 16 })
-	var nodes [][2]string
-	for j := 0; j < n; j++ {
-		nodes = append(nodes, [2]string{fmt.Sprintf("c%d", j), fmt.Sprintf("node%d", j%2+1)})
-	}
+	nodes := spread("c", n, 2)
 	var readyTotal, deletedTotal time.Duration
 	for i := 0; i < b.N; i++ {
 		slice, call, _ := e.slice(fmt.Sprintf("bench%d-%d", n, i))

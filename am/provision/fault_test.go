@@ -120,11 +120,7 @@ func TestKilledMidProvision(t *testing.T) {
 	stopFirst := e.runProvisioner(first)
 	agg := e.aggregate(first)
 	slice, call, _ := e.slice("killed")
-	var nodes [][2]string
-	for i := 0; i < 6; i++ {
-		nodes = append(nodes, [2]string{fmt.Sprintf("c%d", i), fmt.Sprintf("node%d", i%2+1)})
-	}
-	e.allocateProvision(agg, call, slice, request("/demo -every 1s", nodes...))
+	e.allocateProvision(agg, call, slice, request("/demo -every 1s", spread("c", 6, 2)...))
 	// Kill it as soon as it holds jobs.
 	e.waitCount(20*time.Second, 5*time.Millisecond, "the first process never took a job", func(n int) bool { return n >= 4 },
 		"SELECT count(*) FROM jobs WHERE state = 'running'")

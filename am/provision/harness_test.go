@@ -351,6 +351,16 @@ func request(command string, nodes ...[2]string) string {
 	return b.String()
 }
 
+// spread is n request nodes for request: client ids prefix0, prefix1, ...
+// bound in turn to node1 ... node<nodes>.
+func spread(prefix string, n, nodes int) [][2]string {
+	var out [][2]string
+	for i := 0; i < n; i++ {
+		out = append(out, [2]string{fmt.Sprintf("%s%d", prefix, i), fmt.Sprintf("node%d", i%nodes+1)})
+	}
+	return out
+}
+
 func imageServerURL() string {
 	if imageServer == nil {
 		return "http://127.0.0.1:1"

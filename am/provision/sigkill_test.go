@@ -63,11 +63,7 @@ func TestSIGKILLedAggregate(t *testing.T) {
 func (e *env) provisionEight(agg *am.Aggregate, name string) (string, am.Call) {
 	e.t.Helper()
 	slice, call, _ := e.slice(name)
-	var nodes [][2]string
-	for i := 0; i < 8; i++ {
-		nodes = append(nodes, [2]string{fmt.Sprintf("k%d", i), fmt.Sprintf("node%d", i%2+1)})
-	}
-	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", nodes...))
+	_, err := agg.Allocate(e.ctx, call, slice, request("/demo -every 1s", spread("k", 8, 2)...))
 	must(e.t, err)
 	_, err = agg.Provision(e.ctx, call, []string{slice})
 	must(e.t, err)
