@@ -7,28 +7,38 @@ import (
 	"testing"
 )
 
-// TarFiles reads a tar (a sliver's /data as the agent or the aggregate
-// sends it) and maps its regular files to their contents.
-func TarFiles(tb testing.TB, r io.Reader) map[string]string {
+// TarEntries reads a tar (a sliver's /data as the agent or the aggregate
+// sends it) and calls fn with each entry's header and contents, in order;
+// a broken archive fails tb.
+func TarEntries(tb testing.TB, r io.Reader, fn func(h *tar.Header, contents io.Reader)) {
 	tb.Helper()
-	out := map[string]string{}
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return out
+			return
 		}
 		if err != nil {
 			tb.Fatal(err)
 		}
+		fn(h, tr)
+	}
+}
+
+// TarFiles reads a tar and maps its regular files to their contents.
+func TarFiles(tb testing.TB, r io.Reader) map[string]string {
+	tb.Helper()
+	out := map[string]string{}
+	TarEntries(tb, r, func(h *tar.Header, contents io.Reader) {
 		if h.Typeflag == tar.TypeReg {
-			b, err := io.ReadAll(tr)
+			b, err := io.ReadAll(contents)
 			if err != nil {
 				tb.Fatal(err)
 			}
 			out[h.Name] = string(b)
 		}
-	}
+	})
+	return out
 }
 
 // WriteTar is the other way round: it writes files (name to contents) to w

@@ -57,14 +57,8 @@ func TestHostileSymlinkSwap(t *testing.T) {
 	for end := time.Now().Add(stressSeconds()); time.Now().Before(end); {
 		rc, err := a.client.Data(ctx, id)
 		must(t, err)
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			must(t, err)
-			b, err := io.ReadAll(tr)
+		amtest.TarEntries(t, rc, func(h *tar.Header, contents io.Reader) {
+			b, err := io.ReadAll(contents)
 			must(t, err)
 			if strings.Contains(string(b), secret) {
 				t.Fatalf("export %d holds the host's file as %s", exports, h.Name)
@@ -75,7 +69,7 @@ func TestHostileSymlinkSwap(t *testing.T) {
 			case h.Typeflag == tar.TypeSymlink && h.Linkname == host:
 				linkSeen++
 			}
-		}
+		})
 		rc.Close()
 		exports++
 		if exports%10 == 0 {
@@ -117,18 +111,12 @@ func TestHostileSparseFile(t *testing.T) {
 	rc, err := a.client.Data(ctx, id)
 	must(t, err)
 	cr, archived := countingReader(rc)
-	tr := tar.NewReader(cr)
 	var size int64
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		must(t, err)
+	amtest.TarEntries(t, cr, func(h *tar.Header, _ io.Reader) {
 		if h.Name == "sparse.bin" {
 			size = h.Size
 		}
-	}
+	})
 	_, _ = io.Copy(io.Discard, cr)
 	rc.Close()
 	if size != 64<<30 {

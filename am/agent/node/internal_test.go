@@ -19,6 +19,7 @@ import (
 	"testing/iotest"
 
 	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/amtest"
 )
 
 func digestOf(b []byte) string {
@@ -88,7 +89,7 @@ func TestWriteTarHostileTree(t *testing.T) {
 		t.Fatalf("%d regular files, want 3", ts.Files)
 	}
 	seen := map[string]string{}
-	eachEntry(t, &buf, func(h *tar.Header, tr *tar.Reader) {
+	amtest.TarEntries(t, &buf, func(h *tar.Header, tr io.Reader) {
 		switch h.Typeflag {
 		case tar.TypeReg:
 			b, _ := io.ReadAll(tr)
@@ -127,22 +128,6 @@ func TestWriteTarHostileTree(t *testing.T) {
 	}
 	if _, err := os.Stat("/etc/passwd"); err != nil {
 		t.Fatalf("clearDir followed a link: %v", err)
-	}
-}
-
-// eachEntry calls fn with every entry of the tar in r.
-func eachEntry(t *testing.T, r io.Reader, fn func(*tar.Header, *tar.Reader)) {
-	t.Helper()
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		fn(h, tr)
 	}
 }
 
@@ -234,7 +219,7 @@ func TestWriteTarSparse(t *testing.T) {
 		t.Fatalf("archive of %d bytes", buf.Len())
 	}
 	seen := map[string]int64{}
-	eachEntry(t, bytes.NewReader(buf.Bytes()), func(h *tar.Header, tr *tar.Reader) {
+	amtest.TarEntries(t, bytes.NewReader(buf.Bytes()), func(h *tar.Header, tr io.Reader) {
 		seen[h.Name] = h.Size
 		if h.Name == "small.txt" {
 			b, _ := io.ReadAll(tr)
@@ -275,7 +260,7 @@ func TestWriteTarSparse(t *testing.T) {
 		t.Fatalf("capped: %+v, %d bytes", ts, buf.Len())
 	}
 	var names []string
-	eachEntry(t, &buf, func(h *tar.Header, _ *tar.Reader) { names = append(names, h.Name) })
+	amtest.TarEntries(t, &buf, func(h *tar.Header, _ io.Reader) { names = append(names, h.Name) })
 	if !slices.Contains(names, IncompleteNote) || slices.Contains(names, "dense.bin") {
 		t.Fatalf("capped archive holds %v", names)
 	}
