@@ -12,9 +12,7 @@ import (
 // (container and data kept), and Start brings it back.
 func TestIdleStop(t *testing.T) {
 	onBeds(t, func(t *testing.T, b bed) {
-		cfg := testConfig(t)
-		cfg.IdleCheckInterval = 200 * time.Millisecond
-		a := startAgentOn(t, cfg, b)
+		a := idleAgent(t, b)
 		ctx := ctxT(t, 2*time.Minute)
 		a.fetched(t, "idle")
 		t0 := time.Now()
@@ -45,9 +43,7 @@ func TestIdleStop(t *testing.T) {
 // A command that finished is not idle: it keeps its exit code.
 func TestIdleLeavesFinishedAlone(t *testing.T) {
 	onBeds(t, func(t *testing.T, b bed) {
-		cfg := testConfig(t)
-		cfg.IdleCheckInterval = 200 * time.Millisecond
-		a := startAgentOn(t, cfg, b)
+		a := idleAgent(t, b)
 		ctx := ctxT(t, time.Minute)
 		a.started(t, "done", agent.StartRequest{Command: []string{"/prog", "-exit", "5"}, IdleStopSeconds: 1})
 		a.waitFor(t, "done", 10*time.Second, "exited", inState(agent.StateExited))
@@ -58,4 +54,11 @@ func TestIdleLeavesFinishedAlone(t *testing.T) {
 			t.Fatalf("a finished command after the idle limit: %s %q exit %v", st.State, st.Reason, st.ExitCode)
 		}
 	})
+}
+
+// idleAgent is an agent on b that checks for idleness five times a second.
+func idleAgent(t *testing.T, b bed) *testAgent {
+	cfg := testConfig(t)
+	cfg.IdleCheckInterval = 200 * time.Millisecond
+	return startAgentOn(t, cfg, b)
 }

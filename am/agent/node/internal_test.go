@@ -22,6 +22,15 @@ import (
 	"github.com/geniam/geniam/am/amtest"
 )
 
+// must fails the test on an error: the internal tests' copy of the
+// harness's must (another package).
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
 func digestOf(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
@@ -67,24 +76,18 @@ func TestVerifyingReader(t *testing.T) {
 
 func TestWriteTarHostileTree(t *testing.T) {
 	root := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.WriteFile(filepath.Join(root, "a.txt"), []byte("alpha"), 0o644))
-	must(os.MkdirAll(filepath.Join(root, "sub", "deeper"), 0o755))
-	must(os.WriteFile(filepath.Join(root, "sub", "deeper", "b.bin"), bytes.Repeat([]byte{7}, 200000), 0o600))
-	must(os.Symlink("/etc/passwd", filepath.Join(root, "passwd-link")))
-	must(os.Symlink("/etc", filepath.Join(root, "etc-link")))
-	must(syscall.Mkfifo(filepath.Join(root, "fifo"), 0o644))
+	must(t, os.WriteFile(filepath.Join(root, "a.txt"), []byte("alpha"), 0o644))
+	must(t, os.MkdirAll(filepath.Join(root, "sub", "deeper"), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "sub", "deeper", "b.bin"), bytes.Repeat([]byte{7}, 200000), 0o600))
+	must(t, os.Symlink("/etc/passwd", filepath.Join(root, "passwd-link")))
+	must(t, os.Symlink("/etc", filepath.Join(root, "etc-link")))
+	must(t, syscall.Mkfifo(filepath.Join(root, "fifo"), 0o644))
 	long := strings.Repeat("n", 150)
-	must(os.WriteFile(filepath.Join(root, long), []byte("long name"), 0o644))
+	must(t, os.WriteFile(filepath.Join(root, long), []byte("long name"), 0o644))
 
 	var buf bytes.Buffer
 	ts, err := writeTar(context.Background(), &buf, root, "pre/", tarLimits{})
-	must(err)
+	must(t, err)
 	if ts.Files != 3 {
 		t.Fatalf("%d regular files, want 3", ts.Files)
 	}
@@ -122,7 +125,7 @@ func TestWriteTarHostileTree(t *testing.T) {
 		t.Fatalf("cancelled: %v", err)
 	}
 	// clearDir empties without following links.
-	must(clearDir(root))
+	must(t, clearDir(root))
 	if es, _ := os.ReadDir(root); len(es) != 0 {
 		t.Fatalf("left %v", es)
 	}
@@ -195,22 +198,14 @@ func TestWriteTarSparse(t *testing.T) {
 	root := t.TempDir()
 	const size = 64 << 30
 	f, err := os.Create(filepath.Join(root, "sparse.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	_, _ = f.WriteString("head")
 	_, _ = f.WriteAt([]byte("tail"), size-4)
 	f.Close()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.WriteFile(filepath.Join(root, "small.txt"), []byte("small"), 0o644))
+	must(t, os.WriteFile(filepath.Join(root, "small.txt"), []byte("small"), 0o644))
 	var buf bytes.Buffer
 	ts, err := writeTar(context.Background(), &buf, root, "", tarLimits{})
-	must(err)
+	must(t, err)
 	if ts.SparseFiles != 1 || ts.Files != 2 {
 		t.Fatalf("stats %+v", ts)
 	}
@@ -239,10 +234,10 @@ func TestWriteTarSparse(t *testing.T) {
 			t.Fatalf("GNU tar: %v\n%s", err, b)
 		}
 		g, err := os.Open(filepath.Join(out, "sparse.bin"))
-		must(err)
+		must(t, err)
 		defer g.Close()
 		fi, err := g.Stat()
-		must(err)
+		must(t, err)
 		head, tail := make([]byte, 4), make([]byte, 4)
 		_, _ = g.ReadAt(head, 0)
 		_, _ = g.ReadAt(tail, size-4)
@@ -253,9 +248,9 @@ func TestWriteTarSparse(t *testing.T) {
 
 	// Capped: the big entry is left out and a note says so.
 	buf.Reset()
-	must(os.WriteFile(filepath.Join(root, "dense.bin"), bytes.Repeat([]byte{1}, 100<<10), 0o644))
+	must(t, os.WriteFile(filepath.Join(root, "dense.bin"), bytes.Repeat([]byte{1}, 100<<10), 0o644))
 	ts, err = writeTar(context.Background(), &buf, root, "", tarLimits{MaxBytes: 64 << 10})
-	must(err)
+	must(t, err)
 	if ts.SkippedFiles != 1 || int64(buf.Len()) > 64<<10 {
 		t.Fatalf("capped: %+v, %d bytes", ts, buf.Len())
 	}
@@ -273,20 +268,12 @@ func TestEnsureDataKeepsOldData(t *testing.T) {
 		t.Skip(why)
 	}
 	cfg := Config{StateDir: t.TempDir(), DataQuotaBytes: 16 << 20}
-	if err := cfg.defaults(); err != nil {
-		t.Fatal(err)
-	}
+	must(t, cfg.defaults())
 	s := &Service{cfg: cfg, st: store{root: cfg.StateDir}, log: cfg.Logger}
 	dir := s.st.dataDir("old")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "result.csv"), []byte("1,2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.ensureData(context.Background(), "old", cfg.DataQuotaBytes); err != nil {
-		t.Fatal(err)
-	}
+	must(t, os.MkdirAll(dir, 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "result.csv"), []byte("1,2\n"), 0o644))
+	must(t, s.ensureData(context.Background(), "old", cfg.DataQuotaBytes))
 	if m, _ := isMountPoint(dir); m {
 		_ = s.releaseData("old")
 		t.Fatal("a /data holding files was mounted over")
