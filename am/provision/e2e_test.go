@@ -51,13 +51,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("%s: geni_resource_status %q, want running", s.ClientID, s.ResourceMsg)
 		}
 	}
-	// Containers are where the placement put them.
-	if n := len(engineContainers(t, e.agents[0].instance)); n != 2 {
-		t.Errorf("node1's engine has %d containers, want 2", n)
-	}
-	if n := len(engineContainers(t, e.agents[1].instance)); n != 1 {
-		t.Errorf("node2's engine has %d containers, want 1", n)
-	}
+	e.checkContainers("where the placement put them", 2, 1)
 	desc, err := agg.Describe(e.ctx, call, []string{slice})
 	must(t, err)
 	if !strings.Contains(desc.RSpec, `operational="geni_ready"`) {
@@ -141,11 +135,7 @@ func TestEndToEnd(t *testing.T) {
 	if failed != 0 {
 		t.Errorf("%d jobs failed", failed)
 	}
-	for _, a := range e.agents {
-		if cs := engineContainers(t, a.instance); len(cs) != 0 {
-			t.Errorf("%s's engine still has containers after Delete: %v", a.name, cs)
-		}
-	}
+	e.checkContainers("after Delete", 0, 0)
 	code, body, src := e.download(name, cred)
 	if code != http.StatusOK || !strings.HasPrefix(src, "archive") {
 		t.Fatalf("download after Delete: HTTP %d source %q: %s", code, src, body)

@@ -142,12 +142,7 @@ func TestKilledMidProvision(t *testing.T) {
 	if held > 0 && maxAttempts < 2 {
 		t.Errorf("no job was taken over (max attempts %d)", maxAttempts)
 	}
-	if n := len(engineContainers(t, e.agents[0].instance)); n != 3 {
-		t.Errorf("node1's engine has %d containers, want 3 (one per sliver)", n)
-	}
-	if n := len(engineContainers(t, e.agents[1].instance)); n != 3 {
-		t.Errorf("node2's engine has %d containers, want 3 (one per sliver)", n)
-	}
+	e.checkContainers("one per sliver", 3, 3)
 }
 
 // TestAgentDownAndBack: an agent that stops answering makes its node

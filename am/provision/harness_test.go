@@ -77,7 +77,7 @@ func needDocker(tb testing.TB) {
 func removeContainers(prefix string) { imagetest.RemoveContainers(agent.LabelInstance, prefix) }
 
 // engineContainers lists the engine's containers of an agent instance.
-func engineContainers(t *testing.T, inst string) []string {
+func engineContainers(t testing.TB, inst string) []string {
 	t.Helper()
 	out, err := enginePS(inst, "{{.Names}}")
 	if err != nil {
@@ -418,6 +418,19 @@ func (e *env) deleteJobResult(urn string, d time.Duration) string {
 		}
 		if time.Now().After(end) {
 			e.t.Fatalf("the delete job of %s never finished: %v", urn, err)
+		}
+	}
+}
+
+// checkContainers reports an error (the test goes on) for each agent
+// whose engine does not hold want[i] containers of it (agents[i]), saying
+// what the count stands for.
+func (e *env) checkContainers(what string, want ...int) {
+	e.t.Helper()
+	for i, n := range want {
+		a := e.agents[i]
+		if cs := engineContainers(e.t, a.instance); len(cs) != n {
+			e.t.Errorf("%s's engine has %d containers, want %d (%s): %v", a.name, len(cs), n, what, cs)
 		}
 	}
 }

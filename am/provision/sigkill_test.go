@@ -51,11 +51,7 @@ func TestSIGKILLedAggregate(t *testing.T) {
 	if held > 0 && takenOver == 0 {
 		t.Error("no job was taken over after the SIGKILL")
 	}
-	for _, a := range e.agents {
-		if n := len(engineContainers(t, a.instance)); n != 4 {
-			t.Errorf("%s's engine has %d containers, want 4 (one per sliver)", a.name, n)
-		}
-	}
+	e.checkContainers("one per sliver", 4, 4)
 }
 
 // provisionEight allocates and provisions a slice of 8 slivers over node1
@@ -164,10 +160,6 @@ func TestSIGKILLWithLivePeer(t *testing.T) {
 	if pending != 0 || failed != 0 {
 		t.Errorf("at the end: %d jobs pending, %d failed", pending, failed)
 	}
-	for _, a := range e.agents {
-		if n := len(engineContainers(t, a.instance)); n != 0 {
-			t.Errorf("%s's engine has %d containers after every Delete", a.name, n)
-		}
-	}
+	e.checkContainers("after every Delete", 0, 0)
 	t.Logf("SIGKILL with a live peer → jobs taken over (lease 30 s): %s", figures(took))
 }
