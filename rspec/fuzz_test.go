@@ -4,8 +4,10 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -30,7 +32,11 @@ func wellFormed(s string) error {
 // request code, or parsed into slivers whose echoed XML is well-formed and
 // renders into a well-formed manifest that keeps every client_id.
 func FuzzParseRequest(f *testing.F) {
-	seeds, _ := filepath.Glob(filepath.Join("..", "docs", "examples", "*.xml"))
+	examples := exampleRequests(f)
+	for _, name := range slices.Sorted(maps.Keys(examples)) { // in order: seed#N names the same seed every run
+		f.Add(examples[name])
+	}
+	var seeds []string
 	if dir := os.Getenv("GENIAM_SHARED"); dir != "" {
 		seeds = append(seeds, filepath.Join(dir, "omni-samples", "request-1node.xml"))
 	}
