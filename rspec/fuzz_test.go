@@ -1,9 +1,7 @@
 package rspec
 
 import (
-	"encoding/xml"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -12,21 +10,8 @@ import (
 	"testing"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 )
-
-// wellFormed reports whether s is well-formed XML (per encoding/xml).
-func wellFormed(s string) error {
-	d := xml.NewDecoder(strings.NewReader(s))
-	for {
-		_, err := d.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
 
 // FuzzParseRequest: any input is either refused with an *am.Err of a
 // request code, or parsed into slivers whose echoed XML is well-formed and
@@ -75,12 +60,12 @@ func FuzzParseRequest(f *testing.F) {
 			if _, _, err := parseElement(s.NodeXML, storedLimits); err != nil {
 				t.Fatalf("NodeXML does not re-read: %v\n%s", err, s.NodeXML)
 			}
-			if err := wellFormed(s.NodeXML); err != nil {
+			if err := amtest.WellFormedXML(s.NodeXML); err != nil {
 				t.Fatalf("NodeXML not well-formed: %v\n%s", err, s.NodeXML)
 			}
 		}
 		for _, x := range got.Foreign {
-			if err := wellFormed(x); err != nil {
+			if err := amtest.WellFormedXML(x); err != nil {
 				t.Fatalf("foreign element not well-formed: %v\n%s", err, x)
 			}
 		}
@@ -93,7 +78,7 @@ func FuzzParseRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("manifest: %v", err)
 		}
-		if err := wellFormed(m); err != nil {
+		if err := amtest.WellFormedXML(m); err != nil {
 			t.Fatalf("manifest not well-formed: %v\n%s", err, m)
 		}
 		if _, _, err := parseElement(m, storedLimits); err != nil {
