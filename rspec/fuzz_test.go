@@ -3,7 +3,6 @@ package rspec
 import (
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,16 +20,8 @@ func FuzzParseRequest(f *testing.F) {
 	for _, name := range slices.Sorted(maps.Keys(examples)) { // in order: seed#N names the same seed every run
 		f.Add(examples[name])
 	}
-	var seeds []string
-	if dir := os.Getenv("GENIAM_SHARED"); dir != "" {
-		seeds = append(seeds, filepath.Join(dir, "omni-samples", "request-1node.xml"))
-	}
-	seeds = append(seeds, filepath.Join("..", "..", "..", "shared", "omni-samples", "request-1node.xml"),
-		filepath.Join("..", "..", "shared", "omni-samples", "request-1node.xml"))
-	for _, p := range seeds {
-		if b, err := os.ReadFile(p); err == nil {
-			f.Add(string(b))
-		}
+	if sample := sharedPath(f, filepath.Join("omni-samples", "request-1node.xml")); sample != "" {
+		f.Add(string(mustRead(f, sample)))
 	}
 	f.Add(req(containerNode("a", `<jacks:nodeinfo x="1"/><services><execute shell="sh" command="x"/></services>`) +
 		`<node client_id="o" component_manager_id="urn:publicid:IDN+other+authority+cm"/><jacks:site/>`))

@@ -161,8 +161,11 @@ func TestParseRequestForeign(t *testing.T) {
 // The real omni sample asks for gcf's "fake-vm" without an image: refused
 // by default, accepted with an alias and a default image.
 func TestParseOmniSample(t *testing.T) {
-	dir := filepath.Dir(sharedSchemas(t))
-	doc := string(mustRead(t, filepath.Join(filepath.Dir(dir), "omni-samples", "request-1node.xml")))
+	sample := sharedPath(t, filepath.Join("omni-samples", "request-1node.xml"))
+	if sample == "" {
+		t.Skip("omni's request-1node.xml not found in $GENIAM_SHARED or a shared folder next to the repository")
+	}
+	doc := string(mustRead(t, sample))
 	_, err := newTestRSpecs(t, nil).ParseRequest(doc)
 	if am.CodeOf(err) != am.Unsupported || !strings.Contains(am.MessageOf(err), `"fake-vm"`) {
 		t.Fatalf("default policy: %v", err)
