@@ -257,6 +257,7 @@ func (s *Service) Close() {
 		sl.mu.Unlock()
 	}
 	s.wg.Wait()
+	s.changes.closeJournal()
 }
 
 func (s *Service) labels() map[string]string {

@@ -133,6 +133,17 @@ func (c *changes) openJournal(path string, log *slog.Logger) {
 	}
 }
 
+// closeJournal closes the journal file; events noted afterwards are kept in
+// memory only.
+func (c *changes) closeJournal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.journal != nil && c.journal.f != nil {
+		c.journal.f.Close()
+	}
+	c.journal = nil
+}
+
 // keepSessionLocked records ev (numbered) as unacknowledged: on disk first,
 // then in memory, dropping the oldest tenth beyond maxSessions.
 func (c *changes) keepSessionLocked(ev agent.SessionEvent) {
