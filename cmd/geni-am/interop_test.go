@@ -80,7 +80,7 @@ func serveAggregate(t *testing.T, s aggregateSetup) *servedAggregate {
 		clock: s.clock,
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { done <- serve(ctx, cfg, log, hooks) }()
+	go func() { done <- serve(ctx, cfg, nil, log, hooks) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -107,7 +107,7 @@ func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, t
 		hooks.ready = func(a net.Addr) { ready <- a }
 		ctx, cancel := context.WithCancel(context.Background())
 		stopped := make(chan error, 1)
-		go func() { stopped <- serve(ctx, cfg, log, hooks) }()
+		go func() { stopped <- serve(ctx, cfg, nil, log, hooks) }()
 		select {
 		case a := <-ready:
 			s.amURL = "https://" + a.String() + "/"
