@@ -3,7 +3,8 @@ package amtest
 import (
 	"archive/tar"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"testing"
 )
 
@@ -48,13 +49,8 @@ func TarFiles(tb testing.TB, r io.Reader) map[string]string {
 // install tarballs.
 func WriteTar(tb testing.TB, w io.Writer, files map[string]string) {
 	tb.Helper()
-	names := make([]string, 0, len(files))
-	for name := range files {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	tw := tar.NewWriter(w)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		body := files[name]
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body))}); err != nil {
 			tb.Fatal(err)

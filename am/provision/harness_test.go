@@ -145,7 +145,7 @@ func testLogger() *slog.Logger {
 	if os.Getenv("GENIAM_PROVISION_TEST_LOG") == "1" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return slog.New(slog.DiscardHandler)
 }
 
 // testAgent is an in-process node agent with a mutual-TLS listener on its

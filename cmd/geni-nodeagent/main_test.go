@@ -82,7 +82,7 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan []string, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	go func() { done <- run(ctx, cfg, slog.New(slog.DiscardHandler), ready) }()
 	var addrs []string
 	select {
 	case addrs = <-ready:

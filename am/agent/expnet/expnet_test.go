@@ -3,7 +3,6 @@ package expnet_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -51,7 +50,7 @@ func startAgent(t *testing.T, h expnettest.Host, instance string, stateDir strin
 	}
 	t.Cleanup(n.Close)
 	cfg := node.Config{StateDir: stateDir, Instance: instance, AllowFileImages: true, Links: n,
-		StopGrace: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		StopGrace: time.Second, Logger: slog.New(slog.DiscardHandler)}
 	svc, err := node.New(cfg, docker.NewRuntime(""))
 	if err != nil {
 		t.Fatal(err)

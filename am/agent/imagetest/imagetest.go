@@ -4,7 +4,7 @@
 // loads it. One place for what the agent, runtime and link tests all need,
 // and for what every test that uses the engine needs around it: a TestMain
 // that builds the images once per run (Main), whether to skip without an
-// engine (NeedDocker), and removing the containers it left
+// engine (Unavailable, NeedDocker), and removing the containers it left
 // (RemoveContainers).
 package imagetest
 

@@ -313,7 +313,7 @@ func testLogger(tb testing.TB) *slog.Logger {
 	if os.Getenv("GENIAM_AGENT_TEST_LOG") == "1" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return slog.New(slog.DiscardHandler)
 }
 
 func startAgent(tb testing.TB, cfg node.Config) *testAgent {

@@ -115,7 +115,7 @@ func TestSessions(t *testing.T) {
 	tg := &targets{m: map[string]agent.LoginTarget{"s1": {SliverID: "s1", ContainerID: dir, SliverURN: sliverURN,
 		SliceURN: "urn:publicid:IDN+t+slice+x", Users: []agent.User{{URN: aliceURN, Keys: []string{alice.Public}}}}}}
 	srv, err := New(Config{HostKeyFile: filepath.Join(t.TempDir(), "hostkey"), CheckInterval: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, tg, hostExec{})
+		Logger: slog.New(slog.DiscardHandler)}, tg, hostExec{})
 	if err != nil {
 		t.Fatal(err)
 	}
