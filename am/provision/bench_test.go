@@ -2,12 +2,12 @@ package provision_test
 
 import (
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/agent/imagetest"
 	"github.com/geniam/geniam/am/provision"
 )
 
@@ -32,8 +32,8 @@ func BenchmarkDockerCLI(b *testing.B) {
 		}
 		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms/load+run")
 		b.StopTimer()
-		_ = exec.Command("docker", "rm", "-f", name).Run()
-		_ = exec.Command("docker", "rmi", "-f", ref).Run()
+		_ = imagetest.Docker("rm", "-f", name)
+		_ = imagetest.Docker("rmi", "-f", ref)
 		b.StartTimer()
 	}
 }
@@ -214,9 +214,9 @@ func rawDockerRun(prefix string, n, parallel int) (time.Duration, error) {
 		}
 	}
 	took := time.Since(start)
-	ids, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+prefix+"-").Output()
-	if f := strings.Fields(string(ids)); len(f) > 0 {
-		_ = exec.Command("docker", append([]string{"rm", "-f"}, f...)...).Run()
+	ids, _ := imagetest.Output("ps", "-aq", "--filter", "name="+prefix+"-")
+	if f := strings.Fields(ids); len(f) > 0 {
+		_ = imagetest.Docker(append([]string{"rm", "-f"}, f...)...)
 	}
 	return took, err
 }
@@ -224,20 +224,13 @@ func rawDockerRun(prefix string, n, parallel int) (time.Duration, error) {
 // cliLoad loads the demo image's tar with `docker load` and returns the
 // reference the engine gives the image.
 func cliLoad() (string, error) {
-	out, err := exec.Command("docker", "load", "-q", "-i", imageTar).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("docker load: %v %s", err, out)
-	}
-	ref := strings.TrimSpace(string(out))
-	return ref[strings.LastIndex(ref, " ")+1:], nil
+	out, err := imagetest.Output("load", "-q", "-i", imageTar)
+	return out[strings.LastIndex(out, " ")+1:], err
 }
 
 // cliRun starts container name of image ref with `docker run -d --network
 // none`: the demo program, its heartbeat every period, writing into / (no
 // /data mount here).
 func cliRun(name, ref, every string) error {
-	if out, err := exec.Command("docker", "run", "-d", "--name", name, "--network", "none", ref, "-every", every, "-data", "/").CombinedOutput(); err != nil {
-		return fmt.Errorf("docker run: %v %s", err, out)
-	}
-	return nil
+	return imagetest.Docker("run", "-d", "--name", name, "--network", "none", ref, "-every", every, "-data", "/")
 }

@@ -2,13 +2,13 @@ package provision_test
 
 import (
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/agent"
+	"github.com/geniam/geniam/am/agent/imagetest"
 	"github.com/geniam/geniam/am/provision"
 )
 
@@ -33,8 +33,8 @@ func TestExitShowsWithinASecond(t *testing.T) {
 			must(t, err)
 			e.waitStates(agg, call, slice, 30*time.Second, "running again", func(s am.SliverStatus) bool { return s.ResourceMsg == "running" })
 		}
-		if out, err := exec.Command("docker", "kill", container).CombinedOutput(); err != nil {
-			t.Fatalf("docker kill: %v %s", err, out)
+		if err := imagetest.Docker("kill", container); err != nil {
+			t.Fatal(err)
 		}
 		t0 := time.Now() // the engine has killed it when the CLI returns
 		var st am.SliverStatus

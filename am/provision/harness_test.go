@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -88,8 +87,7 @@ func engineContainers(t testing.TB, inst string) []string {
 
 // enginePS is `docker ps -a` of an agent instance's containers in format.
 func enginePS(inst, format string) (string, error) {
-	out, err := exec.Command("docker", "ps", "-a", "--filter", "label="+agent.LabelInstance+"="+inst, "--format", format).Output()
-	return string(out), err
+	return imagetest.Output("ps", "-a", "--filter", "label="+agent.LabelInstance+"="+inst, "--format", format)
 }
 
 // untar maps the regular files of a tar to their contents.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/geniam/geniam/am/agent"
 	"github.com/geniam/geniam/am/agent/expnet"
 	"github.com/geniam/geniam/am/agent/expnet/expnettest"
+	"github.com/geniam/geniam/am/agent/imagetest"
 	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/rspec"
 )
@@ -98,11 +98,11 @@ func (e *env) linkAggregate(p am.Provisioner, rs *rspec.RSpecs) *am.Aggregate {
 // containerOf finds the engine's container of a sliver by its label.
 func containerOf(t *testing.T, sliverURN string) string {
 	t.Helper()
-	out, err := exec.Command("docker", "ps", "-q", "--filter", "label="+agent.LabelSliver+"="+provision.AgentID(sliverURN)).Output()
-	if err != nil || len(strings.Fields(string(out))) != 1 {
+	out, err := imagetest.Output("ps", "-q", "--filter", "label="+agent.LabelSliver+"="+provision.AgentID(sliverURN))
+	if err != nil || len(strings.Fields(out)) != 1 {
 		t.Fatalf("container of %s: %v %q", sliverURN, err, out)
 	}
-	return strings.TrimSpace(string(out))
+	return out
 }
 
 func waitLANReach(t *testing.T, ctx context.Context, ms []lanMember, within time.Duration) {

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -232,8 +231,8 @@ func TestLANAcrossHosts(t *testing.T) {
 
 	// The engine restarts a container (restart policy, or by hand): its
 	// new process has an empty namespace; the next status attaches again.
-	if out, err := exec.Command("docker", "restart", "-t", "1", s1[2].cid).CombinedOutput(); err != nil {
-		t.Fatalf("docker restart: %v %s", err, out)
+	if err := imagetest.Docker("restart", "-t", "1", s1[2].cid); err != nil {
+		t.Fatal(err)
 	}
 	if st, err := b.svc.Status(ctx, s1[2].id); err != nil || st.State != agent.StateRunning {
 		t.Fatalf("status after an engine restart: %v %+v", err, st)

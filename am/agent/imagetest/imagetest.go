@@ -3,9 +3,9 @@
 // save`d to a tar and removed from the engine again so that a test really
 // loads it. One place for what the agent, runtime and link tests all need,
 // and for what every test that uses the engine needs around it: a TestMain
-// that builds the images once per run (Main), whether to skip without an
-// engine (Unavailable, NeedDocker), and removing the containers it left
-// (RemoveContainers).
+// that builds the images once per run (Main), the docker CLI (Docker,
+// Output), whether to skip without an engine (Unavailable, NeedDocker),
+// and removing the containers it left (RemoveContainers).
 package imagetest
 
 import (
@@ -62,11 +62,11 @@ func Save(dir, tag, tar string) (Image, error) {
 	if err := Docker("build", "-q", "--label", "org.geniam.test.build="+hex.EncodeToString(nonce), "-t", tag, dir); err != nil {
 		return im, err
 	}
-	out, err := exec.Command("docker", "image", "inspect", "-f", "{{.Id}}", tag).Output()
+	id, err := Output("image", "inspect", "-f", "{{.Id}}", tag)
 	if err != nil {
-		return im, fmt.Errorf("docker image inspect %s: %v", tag, err)
+		return im, err
 	}
-	im.ID = strings.TrimSpace(string(out))
+	im.ID = id
 	if err := Docker("save", "-o", tar, tag); err != nil {
 		return im, err
 	}
@@ -86,14 +86,25 @@ func Save(dir, tag, tar string) (Image, error) {
 	return im, nil
 }
 
-// Docker runs the docker CLI (classic builder: no BuildKit needed).
+// Docker runs the docker CLI for what it does (classic builder: no
+// BuildKit needed); a failure's error carries what the CLI said.
 func Docker(args ...string) error {
+	_, err := Output(args...)
+	return err
+}
+
+// Output runs the docker CLI as Docker does and returns what it printed on
+// its standard output, trimmed: the tests' one way to ask the engine.
+func Output(args ...string) (string, error) {
 	cmd := exec.Command("docker", args...)
 	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("docker %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.Bytes())
 	}
-	return nil
+	return strings.TrimSpace(string(out)), nil
 }
 
 // Main runs the tests of a package whose tests load images it builds once
@@ -173,10 +184,10 @@ func NeedDocker(tb testing.TB, why string) {
 // with a value starting with prefix: what one test, or a whole test run,
 // left on the engine.
 func RemoveContainers(key, prefix string) {
-	out, _ := exec.Command("docker", "ps", "-a", "--filter", "label="+key, "--format", `{{.ID}} {{.Label "`+key+`"}}`).Output()
-	for _, line := range strings.Split(string(out), "\n") {
+	out, _ := Output("ps", "-a", "--filter", "label="+key, "--format", `{{.ID}} {{.Label "`+key+`"}}`)
+	for _, line := range strings.Split(out, "\n") {
 		if id, value, ok := strings.Cut(line, " "); ok && strings.HasPrefix(value, prefix) {
-			_ = exec.Command("docker", "rm", "-f", id).Run()
+			_ = Docker("rm", "-f", id)
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -104,8 +103,8 @@ func BenchmarkCLILoadRun(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
-			_ = exec.Command("docker", "rm", "-f", name).Run()
-			_ = exec.Command("docker", "rmi", im.tag).Run()
+			_ = imagetest.Docker("rm", "-f", name)
+			_ = imagetest.Docker("rmi", im.tag)
 			b.StartTimer()
 		}
 	})

@@ -13,9 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -136,7 +134,7 @@ func cleanupEngine() {
 	imagetest.RemoveContainers("geniam-cli-bench", instance)
 	for _, id := range append(extraImages, imageID) {
 		if id != "" {
-			_ = exec.Command("docker", "rmi", "-f", id).Run()
+			_ = imagetest.Docker("rmi", "-f", id)
 		}
 	}
 }
@@ -411,10 +409,10 @@ func inState(s agent.State) func(agent.Status) bool {
 
 // engineHas reports whether the engine knows the container or image ref.
 func engineHas(kind, ref string) bool {
-	return exec.Command("docker", kind, "inspect", ref).Run() == nil
+	return imagetest.Docker(kind, "inspect", ref) == nil
 }
 
 func engineField(kind, ref, format string) string {
-	out, _ := exec.Command("docker", kind, "inspect", "-f", format, ref).Output()
-	return strings.TrimSpace(string(out))
+	out, _ := imagetest.Output(kind, "inspect", "-f", format, ref)
+	return out
 }

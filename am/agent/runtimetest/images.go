@@ -3,7 +3,6 @@ package runtimetest
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -29,7 +28,7 @@ func ProgImage(t *testing.T) []byte {
 	tag := "geniam.test/runtimetest:" + randHex(4)
 	// Loading the archive tags the image again; this removes it should a
 	// failed check leave it behind (nothing when Run removed it).
-	t.Cleanup(func() { _ = exec.Command("docker", "rmi", tag).Run() })
+	t.Cleanup(func() { _ = imagetest.Docker("rmi", tag) })
 	im, err := imagetest.Save(dir, tag, filepath.Join(dir, "image.tar"))
 	if err != nil {
 		t.Fatal(err)

@@ -151,7 +151,7 @@ func BuildImage(t testing.TB) Image {
 	}
 	saved, err := imagetest.Save(dir, "geniam.test/netprog:"+RandHex(4), filepath.Join(dir, "netprog.tar"))
 	if saved.ID != "" {
-		t.Cleanup(func() { exec.Command("docker", "rmi", "-f", saved.ID).Run() })
+		t.Cleanup(func() { _ = imagetest.Docker("rmi", "-f", saved.ID) })
 	}
 	if err != nil {
 		t.Fatal(err)
