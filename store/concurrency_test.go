@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
-	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/storetest"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -161,12 +161,7 @@ func TestAllocateWaitsForBusyNodesItNeeds(t *testing.T) {
 func TestAdvertisementAcrossProcesses(t *testing.T) {
 	e := newEnv(t)
 	e.addNode("node1", 3)
-	other, err := store.Open(e.ctx, e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	agg2 := am.NewAggregate(am.AggregateConfig{URN: amURN}, other, e.auth, fakeRSpecs{}, e.clock.Now)
+	agg2 := e.aggregate(storetest.OpenURL(t, e.url), am.AggregateConfig{})
 	ad := func(want string) {
 		t.Helper()
 		got, err := e.agg.ListResources(e.ctx, e.call(alice, geni3))
@@ -246,13 +241,8 @@ func TestRaceNoDoubleBooking(t *testing.T) {
 	defer cancel()
 	var bg sync.WaitGroup
 	for i := 0; i < 2; i++ {
-		st, err := store.Open(ctx, e.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		agg := am.NewAggregate(am.AggregateConfig{URN: amURN, AllocationHold: 300 * time.Millisecond,
-			Placement: []am.PlacementPolicy{am.Spread, am.Pack}[i]}, st, &allowAll{now: time.Now}, fakeRSpecs{}, time.Now)
+		agg := wallClockAggregate(storetest.OpenURL(t, e.url), am.AggregateConfig{AllocationHold: 300 * time.Millisecond,
+			Placement: []am.PlacementPolicy{am.Spread, am.Pack}[i]})
 		aggs = append(aggs, agg)
 		r := agg.NewReaper(50 * time.Millisecond)
 		r.Log = slog.New(slog.DiscardHandler)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/rspec"
-	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/storetest"
 )
 
 const bob = "urn:publicid:IDN+ch.test+user+bob"
@@ -35,12 +35,7 @@ func TestReservationRace(t *testing.T) {
 	e.addNode("x2", 1, "exclusive")
 	var aggs []*am.Aggregate
 	for i := 0; i < 2; i++ {
-		st, err := store.Open(e.ctx, e.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		aggs = append(aggs, am.NewAggregate(am.AggregateConfig{URN: amURN}, st, e.auth, fakeRSpecs{}, e.clock.Now))
+		aggs = append(aggs, e.aggregate(storetest.OpenURL(t, e.url), am.AggregateConfig{}))
 	}
 	base := e.clock.Now().Add(time.Hour)
 	type window struct {
@@ -233,8 +228,8 @@ func TestReservationPolicy(t *testing.T) {
 	e := newEnv(t)
 	e.addNode("x1", 1, "exclusive")
 	e.addNode("c1", 2, "container")
-	agg := am.NewAggregate(am.AggregateConfig{URN: amURN, MaxBooking: 2 * time.Hour, MaxBookAhead: 48 * time.Hour,
-		MaxBookedPerNode: 3 * time.Hour}, e.store, e.auth, fakeRSpecs{}, e.clock.Now)
+	agg := e.aggregate(e.store, am.AggregateConfig{MaxBooking: 2 * time.Hour, MaxBookAhead: 48 * time.Hour,
+		MaxBookedPerNode: 3 * time.Hour})
 	now := e.clock.Now()
 	at := func(h float64) time.Time { return now.Add(time.Duration(h * float64(time.Hour))) }
 	book := func(user, slice string, from, to float64, req am.SliverRequest) error {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/storetest"
 )
 
 // The schema itself refuses double booking, whatever the code above it does.
@@ -171,11 +172,7 @@ func TestReapersShareTheWork(t *testing.T) {
 		}
 		e.allocate(sliceURN("r"+string(rune('a'+i))), reqs...)
 	}
-	other, err := store.Open(e.ctx, e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := storetest.OpenURL(t, e.url)
 	e.clock.Add(time.Hour)
 	counts := make([]int, 4)
 	var wg sync.WaitGroup
