@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -45,14 +43,8 @@ type consoleWorld struct {
 // the demo image once, bound to node1, exiting with code 3.
 func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	t.Helper()
-	pki, err := devenv.EnsurePKI(filepath.Join(t.TempDir(), "pki"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rspec, err := os.ReadFile("../../docs/examples/request-one-container.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := newDevPKI(t)
+	rspec := exampleRequest(t, "request-one-container.xml")
 	var agentURL string
 	if agents {
 		var ok bool
@@ -70,7 +62,7 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	}
 	hooks := &serveHooks{allowLocalImages: agentURL != "",
 		afterMigrate: func(ctx context.Context, st *store.Store) error {
-			if err := st.SeedDemoInventory(ctx, devenv.Authority, 3); err != nil || agentURL == "" {
+			if err := seedDemo(ctx, st); err != nil || agentURL == "" {
 				return err
 			}
 			// node2 and node3 keep make run's addresses, where no agent of
@@ -91,12 +83,9 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 		}
 	})
 	w := &consoleWorld{served: s, bob: bob, carol: carol}
-	slice, sliceCred, err := pki.CH.CreateSlice(s.chain, "console", time.Now().Add(24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	slice, sliceCred := s.newSlice("console", 24*time.Hour)
 	w.slice, w.sliceCred = slice.URN, sliceCred
-	alloc := s.call("Allocate", slice.URN, creds(sliceCred), string(rspec), map[string]any{})
+	alloc := s.call("Allocate", slice.URN, creds(sliceCred), rspec, map[string]any{})
 	if opsGeniCode(alloc) != 0 {
 		t.Fatalf("Allocate: %v", alloc["output"])
 	}
@@ -110,13 +99,13 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 // free loopback port until the test ends; it returns a request RSpec of one
 // run-once container bound to node1 and the agent's URL. Without Docker it
 // skips (or fails under GENIAM_REQUIRE_DOCKER=1) and returns ok false.
-func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL string, ok bool) {
+func consoleAgent(t *testing.T, pki *devenv.PKI) (request, agentURL string, ok bool) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	if why := provision.DockerAvailable(ctx); why != "" {
 		cancel()
 		imagetest.NeedDocker(t, why)
-		return nil, "", false
+		return "", "", false
 	}
 	images := t.TempDir()
 	tar := filepath.Join(images, "demo.tar")
@@ -130,7 +119,7 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
 	caFile, _ := pki.File("agents-ca")
 	useNodeAgent(t)
 	addr, err := startDevAgent(ctx, t.TempDir(), images, caFile, pki, "node1", "127.0.0.1", "0", instance,
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+		slog.New(slog.DiscardHandler))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -140,13 +129,13 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
 		imagetest.RemoveContainers(agent.LabelInstance, instance)
 		_ = imagetest.Docker("rmi", "-f", tag) // the agent loaded it from the tar under this tag
 	})
-	return []byte(fmt.Sprintf(`<rspec xmlns="http://www.geni.net/resources/rspec/3"
+	return fmt.Sprintf(`<rspec xmlns="http://www.geni.net/resources/rspec/3"
        xmlns:geniam="http://geniam.github.io/rspec/ext/geniam/1" type="request">
   <node client_id="once" component_manager_id="%s" component_id="urn:publicid:IDN+%s+node+node1">
     <sliver_type name="container"><disk_image name="%s" geniam:sha256="%s"/></sliver_type>
     <services><execute shell="exec" command="/demo -once -exit 3"/></services>
   </node>
-</rspec>`, devenv.AMURN, devenv.Authority, tar, sum)), "https://" + addr.String(), true
+</rspec>`, devenv.AMURN, devenv.Authority, tar, sum), "https://" + addr.String(), true
 }
 
 func urnOf(id *devpki.Identity) string {
@@ -162,35 +151,8 @@ func urnOf(id *devpki.Identity) string {
 // none) and a cookie jar.
 func (w *consoleWorld) browser(t *testing.T, id *devpki.Identity) *http.Client {
 	t.Helper()
-	roots := x509.NewCertPool()
-	for _, c := range w.pki.CH.Roots().Certs() {
-		roots.AddCert(c)
-	}
-	cfg := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
-	if id != nil {
-		cert := tls.Certificate{Certificate: [][]byte{id.Cert.Raw}, PrivateKey: id.Key, Leaf: id.Cert}
-		for _, c := range id.Chain {
-			cert.Certificate = append(cert.Certificate, c.Raw)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
 	jar, _ := cookiejar.New(nil)
-	return &http.Client{Timeout: 20 * time.Second, Jar: jar, Transport: &http.Transport{TLSClientConfig: cfg}}
-}
-
-// get fetches u with c and checks the status.
-func get(t *testing.T, c *http.Client, u string, status int) string {
-	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status {
-		t.Fatalf("GET %s: %s, want %d:\n%s", u, resp.Status, status, body)
-	}
-	return string(body)
+	return &http.Client{Timeout: 20 * time.Second, Jar: jar, Transport: &http.Transport{TLSClientConfig: devClientTLS(t, w.pki, id)}}
 }
 
 // TestConsoleAccess checks who sees what over real TLS: nobody without a
