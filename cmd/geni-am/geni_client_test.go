@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"maps"
@@ -82,16 +81,8 @@ func (w *geniWalk) run(args ...string) geniRun {
 	if w.path != "" {
 		cmd.Env = append(cmd.Env, "PATH="+w.path+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := geniRun{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		w.t.Fatalf("geni %v: %v", args, err)
-	}
+	var r geniRun
+	r.stdout, r.stderr, r.code = amtest.Run(w.t, cmd)
 	return r
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
 )
@@ -271,16 +271,8 @@ func (l *gcfLab) geni(extraPath string, args ...string) result {
 	if extraPath != "" {
 		cmd.Env = append(cmd.Env, "PATH="+extraPath+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		l.t.Fatal(err)
-	}
+	var r result
+	r.stdout, r.stderr, r.code = amtest.Run(l.t, cmd)
 	return r
 }
 
