@@ -60,8 +60,7 @@ func geniWalkOn(t *testing.T, s *served) *geniWalk {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	chAddr := freeAddr(t)
-	cfg := &config.Config{AMURN: devenv.AMURN, URL: s.amURL}
-	if err := startDevCH(ctx, chAddr, s.pki, cfg, slog.New(slog.DiscardHandler)); err != nil {
+	if err := devenv.ServeCH(ctx, chAddr, s.pki, devenv.AMURN, s.amURL, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	w := &geniWalk{t: t, bin: amtest.GoBuild(t, "github.com/geniam/geniam/cmd/geni"), dir: t.TempDir(), s: s}
