@@ -237,6 +237,17 @@ func (s *served) userCredential() []byte {
 	return cred
 }
 
+// admin runs `geni-am admin ARGS` on the served aggregate's database, as
+// its operator would, and returns what it printed; an error fails the test.
+func (s *served) admin(args ...string) string {
+	s.t.Helper()
+	var out bytes.Buffer
+	if err := runAdmin(context.Background(), append([]string{"--db.url", s.dbURL}, args...), &out); err != nil {
+		s.t.Fatalf("admin %s: %v", strings.Join(args, " "), err)
+	}
+	return out.String()
+}
+
 // call posts an XML-RPC call and returns the v3 struct (or a fault error).
 func (s *served) call(method string, params ...any) map[string]any {
 	s.t.Helper()

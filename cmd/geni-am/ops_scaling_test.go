@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"sync"
 	"testing"
 	"time"
@@ -65,9 +64,7 @@ func TestTwoAggregatesOneDatabase(t *testing.T) {
 	}
 	t.Logf("%d Allocates over two aggregates: %d succeeded, %d BUSY, codes %v", attempts, ok, busy, codes)
 	// Maintenance set once is seen by both processes.
-	if err := runAdmin(ctx, []string{"--db.url", dbURL, "maintenance", "on", "two processes"}, io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	aggs[0].admin("maintenance", "on", "two processes")
 	time.Sleep(1100 * time.Millisecond)
 	for i, a := range aggs {
 		sl, cred := a.newSlice(fmt.Sprintf("maint%d", i), time.Hour)

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"regexp"
 	"strings"
 	"testing"
@@ -63,15 +61,11 @@ func TestEveryCallIsAudited(t *testing.T) {
 		s.call("Status", []any{"urn:publicid:IDN+geniam.localhost+sliver+00000000"}, creds(sliceCred), map[string]any{}))
 	do(expectedCall{name: "delete", method: "Delete", user: true, slice: slice.URN}, s.call("Delete", []any{slice.URN}, creds(sliceCred), map[string]any{}))
 	// Maintenance switched on by the operator: Allocate is UNAVAILABLE, Status works.
-	if err := runAdmin(context.Background(), []string{"--db.url", s.dbURL, "maintenance", "on", "kernel upgrade"}, io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	s.admin("maintenance", "on", "kernel upgrade")
 	time.Sleep(1100 * time.Millisecond) // the aggregate re-reads the switch every second
 	do(expectedCall{name: "allocate in maintenance", method: "Allocate", code: 11, user: true, slice: slice.URN},
 		s.call("Allocate", slice.URN, creds(sliceCred), rspec, map[string]any{}))
-	if err := runAdmin(context.Background(), []string{"--db.url", s.dbURL, "maintenance", "off"}, io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	s.admin("maintenance", "off")
 	do(expectedCall{name: "shutdown", method: "Shutdown", user: true, slice: slice.URN}, s.call("Shutdown", slice.URN, creds(sliceCred), map[string]any{}))
 	do(expectedCall{name: "status of a shut-down slice", method: "Status", code: 3, user: true, slice: slice.URN},
 		s.call("Status", []any{slice.URN}, creds(sliceCred), map[string]any{}))
@@ -193,11 +187,7 @@ func TestEveryCallIsAudited(t *testing.T) {
 	httpGet(t, s.opsURL+"/readyz", 200)
 
 	// The admin audit command shows the failures of the slice with their log ids.
-	var out bytes.Buffer
-	if err := runAdmin(ctx, []string{"--db.url", s.dbURL, "audit", "--slice", slice.URN}, &out); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), errorLogIDs[3]) || !strings.Contains(out.String(), "FORBIDDEN") {
-		t.Errorf("admin audit:\n%s", out.String())
+	if out := s.admin("audit", "--slice", slice.URN); !strings.Contains(out, errorLogIDs[3]) || !strings.Contains(out, "FORBIDDEN") {
+		t.Errorf("admin audit:\n%s", out)
 	}
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"regexp"
 	"strings"
@@ -94,12 +92,8 @@ func TestGeniBooksANode(t *testing.T) {
 	r := w.ok([]string{"-V3", "-a", "geniam", "--json", "--start-time", start.Format(time.RFC3339), "--end-time", end.Format(time.RFC3339),
 		"allocate", "field", request}, `"geni_start_time":"`+start.Format(time.RFC3339)+`"`, `"geni_expires":"`+end.Format(time.RFC3339)+`"`)
 	t.Logf("geni allocate --start-time: %s", r.stdout)
-	var out bytes.Buffer
-	if err := runAdmin(context.Background(), []string{"--db.url", w.s.dbURL, "nodes", "calendar", "node3"}, &out); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), start.Format(time.RFC3339)+"  "+end.Format(time.RFC3339)+"  reservation") {
-		t.Errorf("nodes calendar node3:\n%s", out.String())
+	if out := w.s.admin("nodes", "calendar", "node3"); !strings.Contains(out, start.Format(time.RFC3339)+"  "+end.Format(time.RFC3339)+"  reservation") {
+		t.Errorf("nodes calendar node3:\n%s", out)
 	}
 	refused := w.fails(1, []string{"-V3", "-a", "geniam", "--start-time", start.Add(time.Hour).Format(time.RFC3339), "--end-time", end.Add(time.Hour).Format(time.RFC3339),
 		"allocate", "field", request}, "UNAVAILABLE")
@@ -108,9 +102,5 @@ func TestGeniBooksANode(t *testing.T) {
 	r = w.ok([]string{"-V3", "-a", "geniam", "--start-time", end.Format(time.RFC3339), "--end-time", end.Add(time.Hour).Format(time.RFC3339),
 		"allocate", "later", request}, "booked from "+end.Format(time.RFC3339), "Booked from")
 	t.Logf("geni allocate, the window after:\n%s", r.stdout)
-	out.Reset()
-	if err := runAdmin(context.Background(), []string{"--db.url", w.s.dbURL, "nodes", "calendar", "node3"}, &out); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("nodes calendar node3:\n%s", out.String())
+	t.Logf("nodes calendar node3:\n%s", w.s.admin("nodes", "calendar", "node3"))
 }
