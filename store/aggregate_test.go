@@ -105,6 +105,23 @@ func (e *env) sql(q string, args ...any) {
 	}
 }
 
+// hold runs q in a transaction of its own, as another session would, and
+// keeps the transaction open, with the locks q took, until release (or the
+// end of the test) rolls it back.
+func (e *env) hold(q string) (release func() error) {
+	e.t.Helper()
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	release = func() error { return tx.Rollback(context.Background()) }
+	e.t.Cleanup(func() { _ = release() })
+	if _, err := tx.Exec(e.ctx, q); err != nil {
+		e.t.Fatalf("%s: %v", q, err)
+	}
+	return release
+}
+
 func (e *env) addNode(name string, capacity int, types ...string) {
 	e.t.Helper()
 	if len(types) == 0 {

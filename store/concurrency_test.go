@@ -77,14 +77,7 @@ func TestAllocateLocksOnlyItsNodes(t *testing.T) {
 	e.sql(`CREATE FUNCTION test_pause() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$`)
 	e.sql("CREATE TRIGGER test_pause BEFORE INSERT ON slivers FOR EACH ROW EXECUTE FUNCTION test_pause()")
-	hold, err := e.pool.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback(e.ctx)
-	if _, err := hold.Exec(e.ctx, "SELECT pg_advisory_xact_lock(4242)"); err != nil {
-		t.Fatal(err)
-	}
+	release := e.hold("SELECT pg_advisory_xact_lock(4242)")
 	done := make(chan error, 1)
 	go func() {
 		_, err := e.agg.Allocate(e.ctx, e.call(alice, am.Options{}), sliceURN("paused"), request(container("a", "")))
@@ -102,7 +95,7 @@ func TestAllocateLocksOnlyItsNodes(t *testing.T) {
 		}
 	}
 	var lockable int
-	err = func() error {
+	err := func() error {
 		tx, err := e.pool.Begin(e.ctx)
 		if err != nil {
 			return err
@@ -116,7 +109,7 @@ func TestAllocateLocksOnlyItsNodes(t *testing.T) {
 	if lockable != 49 {
 		t.Errorf("%d of 50 nodes free to lock while one unbound allocation runs, want 49", lockable)
 	}
-	if err := hold.Rollback(e.ctx); err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
@@ -132,16 +125,9 @@ func TestAllocateWaitsForBusyNodesItNeeds(t *testing.T) {
 	e.addNode("full", 1)
 	e.addNode("free", 1)
 	e.allocate(sliceURN("first"), container("a", "full"))
-	tx, err := e.pool.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(e.ctx, "SELECT 1 FROM nodes WHERE name = 'free' FOR UPDATE"); err != nil {
-		tx.Rollback(e.ctx)
-		t.Fatal(err)
-	}
+	release := e.hold("SELECT 1 FROM nodes WHERE name = 'free' FOR UPDATE")
 	released := make(chan struct{})
-	time.AfterFunc(300*time.Millisecond, func() { tx.Rollback(context.Background()); close(released) })
+	time.AfterFunc(300*time.Millisecond, func() { _ = release(); close(released) })
 	defer func() { <-released }()
 	res, err := e.agg.Allocate(e.ctx, e.call(alice, am.Options{}), sliceURN("second"), request(container("b", "")))
 	if err != nil {

@@ -211,14 +211,7 @@ func TestAllocateSkipsBusyNodes(t *testing.T) {
 	e := newEnv(t)
 	e.addNode("node1", 4)
 	e.addNode("node2", 4)
-	tx, err := e.pool.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(e.ctx)
-	if _, err := tx.Exec(e.ctx, "SELECT 1 FROM nodes WHERE name = 'node1' FOR UPDATE"); err != nil {
-		t.Fatal(err)
-	}
+	e.hold("SELECT 1 FROM nodes WHERE name = 'node1' FOR UPDATE")
 	ctx, cancel := context.WithTimeout(e.ctx, 3*time.Second)
 	defer cancel()
 	res, err := e.agg.Allocate(ctx, e.call(alice, am.Options{}), sliceURN("skip"), request(container("a", "")))
