@@ -273,58 +273,47 @@ func TestRaceNoDoubleBooking(t *testing.T) {
 	var mu sync.Mutex
 	codes := map[am.Code]int{}
 	deadline := time.Now().Add(3 * time.Second)
-	var clients sync.WaitGroup
-	for i := 0; i < 16; i++ {
-		clients.Add(1)
-		go func() {
-			defer clients.Done()
-			agg := aggs[i%2]
-			rng := rand.New(rand.NewPCG(uint64(i), 1))
-			slice := sliceURN(fmt.Sprintf("race%d", i))
-			c := am.Call{Caller: &am.Caller{URN: fmt.Sprintf("urn:publicid:IDN+ch.test+user+u%d", i)}, Options: geni3}
-			record := func(err error) {
-				mu.Lock()
-				codes[am.CodeOf(err)]++
-				mu.Unlock()
-				if err == nil {
-					return
-				}
-				msg := am.MessageOf(err)
-				switch am.CodeOf(err) {
-				case am.TooBig, am.Busy, am.SearchFailed, am.Expired:
-				default:
-					t.Errorf("client %d: unexpected %v", i, err)
-				}
-				for _, leak := range []string{"SQLSTATE", "pgx", "postgres", "ERROR:", "violates"} {
-					if strings.Contains(msg, leak) {
-						t.Errorf("client %d: database text in message %q", i, msg)
-					}
-				}
+	race(16, aggs, 1, func(i int, agg *am.Aggregate, rng *rand.Rand) {
+		slice := sliceURN(fmt.Sprintf("race%d", i))
+		c := clientCall(i, geni3)
+		record := func(err error) {
+			mu.Lock()
+			codes[am.CodeOf(err)]++
+			mu.Unlock()
+			if err == nil {
+				return
 			}
-			for n := 0; time.Now().Before(deadline); n++ {
-				res, err := agg.Allocate(ctx, c, slice, requests[rng.IntN(len(requests))](n))
-				record(err)
-				if err != nil {
-					continue
-				}
-				switch rng.IntN(3) {
-				case 0: // give it back at once
-					_, err = agg.Delete(ctx, c, []string{slice})
-				case 1: // provision, then delete the slivers by URN
-					urns := []string{}
-					for _, s := range res.Slivers {
-						urns = append(urns, s.URN)
-					}
-					if _, err = agg.Provision(ctx, c, urns); err == nil {
-						_, err = agg.Delete(ctx, c, urns)
-					}
-				default: // leave it to the reaper
-				}
-				record(err)
+			switch am.CodeOf(err) {
+			case am.TooBig, am.Busy, am.SearchFailed, am.Expired:
+			default:
+				t.Errorf("client %d: unexpected %v", i, err)
 			}
-		}()
-	}
-	clients.Wait()
+			if w := databaseText(am.MessageOf(err)); w != "" {
+				t.Errorf("client %d: database text (%s) in message %q", i, w, am.MessageOf(err))
+			}
+		}
+		for n := 0; time.Now().Before(deadline); n++ {
+			res, err := agg.Allocate(ctx, c, slice, requests[rng.IntN(len(requests))](n))
+			record(err)
+			if err != nil {
+				continue
+			}
+			switch rng.IntN(3) {
+			case 0: // give it back at once
+				_, err = agg.Delete(ctx, c, []string{slice})
+			case 1: // provision, then delete the slivers by URN
+				urns := []string{}
+				for _, s := range res.Slivers {
+					urns = append(urns, s.URN)
+				}
+				if _, err = agg.Provision(ctx, c, urns); err == nil {
+					_, err = agg.Delete(ctx, c, urns)
+				}
+			default: // leave it to the reaper
+			}
+			record(err)
+		}
+	})
 	t.Logf("clients done %v after the deadline", time.Since(deadline))
 	cancel()
 	bg.Wait()
@@ -335,6 +324,37 @@ func TestRaceNoDoubleBooking(t *testing.T) {
 	if codes[am.Success] == 0 || codes[am.TooBig] == 0 {
 		t.Errorf("the race did not race: %v", codes)
 	}
+}
+
+// race runs n clients at once, client i on aggs[i%len(aggs)] (aggregate
+// processes of their own) with a random source of its own seeded by i and
+// seed, and returns when all are done.
+func race(n int, aggs []*am.Aggregate, seed uint64, client func(i int, agg *am.Aggregate, rng *rand.Rand)) {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client(i, aggs[i%len(aggs)], rand.New(rand.NewPCG(uint64(i), seed)))
+		}()
+	}
+	wg.Wait()
+}
+
+// clientCall is a call of race's client i: a user of its own.
+func clientCall(i int, opts am.Options) am.Call {
+	return am.Call{Caller: &am.Caller{URN: fmt.Sprintf("urn:publicid:IDN+ch.test+user+u%d", i)}, Options: opts}
+}
+
+// databaseText returns the word of PostgreSQL's or pgx's that msg shows, or
+// "": a refusal tells the caller what happened, never the database's text.
+func databaseText(msg string) string {
+	for _, w := range []string{"SQLSTATE", "pgx", "postgres", "ERROR:", "violates"} {
+		if strings.Contains(msg, w) {
+			return w
+		}
+	}
+	return ""
 }
 
 // doubleBookings checks, in one snapshot, that no node holds more than its

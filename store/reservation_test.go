@@ -54,38 +54,28 @@ func TestReservationRace(t *testing.T) {
 	var mu sync.Mutex
 	wins := map[int]int{}
 	codes := map[am.Code]int{}
-	var wg sync.WaitGroup
-	for i := 0; i < 16; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			agg := aggs[i%2]
-			rng := rand.New(rand.NewPCG(uint64(i), 19))
-			for n, w := range rng.Perm(len(windows)) {
-				win := windows[w]
-				c := am.Call{Caller: &am.Caller{URN: fmt.Sprintf("urn:publicid:IDN+ch.test+user+u%d", i)}, Options: reserve(win.start, win.end)}
-				_, err := agg.Allocate(e.ctx, c, sliceURN(fmt.Sprintf("book%d", i)), request(exclusive(fmt.Sprint("r", n), win.node)))
-				mu.Lock()
-				codes[am.CodeOf(err)]++
-				if err == nil {
-					wins[w]++
-				}
-				mu.Unlock()
-				if err == nil {
-					continue
-				}
-				if c := am.CodeOf(err); c != am.Unavailable && c != am.Busy {
-					t.Errorf("client %d, window %d: unexpected %v", i, w, err)
-				}
-				for _, leak := range []string{"SQLSTATE", "pgx", "ERROR:", "violates"} {
-					if strings.Contains(am.MessageOf(err), leak) {
-						t.Errorf("database text in %q", am.MessageOf(err))
-					}
-				}
+	race(16, aggs, 19, func(i int, agg *am.Aggregate, rng *rand.Rand) {
+		for n, w := range rng.Perm(len(windows)) {
+			win := windows[w]
+			c := clientCall(i, reserve(win.start, win.end))
+			_, err := agg.Allocate(e.ctx, c, sliceURN(fmt.Sprintf("book%d", i)), request(exclusive(fmt.Sprint("r", n), win.node)))
+			mu.Lock()
+			codes[am.CodeOf(err)]++
+			if err == nil {
+				wins[w]++
 			}
-		}()
-	}
-	wg.Wait()
+			mu.Unlock()
+			if err == nil {
+				continue
+			}
+			if c := am.CodeOf(err); c != am.Unavailable && c != am.Busy {
+				t.Errorf("client %d, window %d: unexpected %v", i, w, err)
+			}
+			if word := databaseText(am.MessageOf(err)); word != "" {
+				t.Errorf("database text (%s) in %q", word, am.MessageOf(err))
+			}
+		}
+	})
 	t.Logf("outcomes: %v; wins per window: %v", codes, wins)
 	for w := 0; w < 4; w++ {
 		if wins[w] != 1 {
