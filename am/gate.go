@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,12 +26,19 @@ import (
 // one from Gate.Audit and finishes it with the outcome, so every request,
 // granted or refused, leaves an audit_log row.
 type Gate struct {
-	auth      Authorizer
+	auth    Authorizer
+	policy  atomic.Pointer[gatePolicy]
+	slices  SliceFinder
+	auditor Auditor
+	now     func() time.Time
+}
+
+// gatePolicy is the part of the gate the operator may change while the
+// aggregate runs (SetPolicy): replaced whole, so that one request sees one
+// version of it.
+type gatePolicy struct {
 	ops       *OpsPolicy
 	operators map[string]bool
-	slices    SliceFinder
-	auditor   Auditor
-	now       func() time.Time
 }
 
 // GateConfig wires a Gate. Only Authorizer is required: without one every
@@ -57,15 +65,23 @@ type SliceFinder interface {
 
 // NewGate returns the gate of cfg.
 func NewGate(cfg GateConfig) *Gate {
-	g := &Gate{auth: cfg.Authorizer, ops: cfg.Ops, slices: cfg.Slices, auditor: cfg.Auditor, now: cfg.Now,
-		operators: map[string]bool{}}
-	for _, o := range cfg.Operators {
-		g.operators[o] = true
-	}
+	g := &Gate{auth: cfg.Authorizer, slices: cfg.Slices, auditor: cfg.Auditor, now: cfg.Now}
+	g.SetPolicy(cfg.Ops, cfg.Operators)
 	if g.now == nil {
 		g.now = time.Now
 	}
 	return g
+}
+
+// SetPolicy puts a new operator policy and operator list in force (a
+// configuration reloaded on SIGHUP), for the requests that reach the gate
+// from now on. Requests already past Check keep the decision they got.
+func (g *Gate) SetPolicy(ops *OpsPolicy, operators []string) {
+	p := &gatePolicy{ops: ops, operators: make(map[string]bool, len(operators))}
+	for _, o := range operators {
+		p.operators[o] = true
+	}
+	g.policy.Store(p)
 }
 
 // Access is one request at an entry point, as the gate sees it.
@@ -147,15 +163,16 @@ func (g *Gate) Check(ctx context.Context, acc Access) (*Grant, error) {
 		}
 	}
 	rec.NoteAuthorization(authz)
-	if err := g.ops.checkAccess(authz); err != nil {
+	policy := g.policy.Load()
+	if err := policy.ops.checkAccess(authz); err != nil {
 		return nil, err
 	}
 	if acc.NewWork {
-		if msg := g.ops.maintenance(ctx, g.now()); msg != "" {
+		if msg := policy.ops.maintenance(ctx, g.now()); msg != "" {
 			return nil, Errorf(Unavailable, "the aggregate is in maintenance and accepts no new allocations: %s", msg)
 		}
 	}
-	grant := &Grant{Authorization: authz, Operator: g.operators[authz.User]}
+	grant := &Grant{Authorization: authz, Operator: policy.operators[authz.User]}
 	if acc.Slice != "" && !acc.ShutDownOK && !grant.Operator && g.slices != nil {
 		sl, err := g.slices.Slice(ctx, acc.Slice)
 		if err != nil {
@@ -174,11 +191,11 @@ func (g *Gate) Limits(ctx context.Context, grant *Grant, slice string, n int) er
 	if g == nil {
 		return nil
 	}
-	return g.ops.checkLimits(ctx, grant.Authorization, slice, n)
+	return g.policy.Load().ops.checkLimits(ctx, grant.Authorization, slice, n)
 }
 
 // IsOperator reports whether user is one of the operators.
-func (g *Gate) IsOperator(user string) bool { return g != nil && g.operators[user] }
+func (g *Gate) IsOperator(user string) bool { return g != nil && g.policy.Load().operators[user] }
 
 // Audit starts the audit record of a request at an entry point that is not
 // the AM API edge (which makes its own). Pass the returned context to Check;

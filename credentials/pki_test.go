@@ -169,6 +169,17 @@ func sha1Template(id string) string { return sigTemplate(id, algRSASHA1, algSHA1
 
 func sha256Template(id string) string { return sigTemplate(id, algRSASHA256, algSHA256, algC14N) }
 
+// readTestdata returns testdata/name: the gcf samples' certificates and
+// credentials.
+func readTestdata(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // writeTemp writes doc to a file called name in a fresh temporary directory
 // and returns its path.
 func writeTemp(t testing.TB, name, doc string) string {

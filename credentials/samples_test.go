@@ -1,7 +1,6 @@
 package credentials
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,24 +20,12 @@ const (
 
 var sampleNow = time.Date(2026, 11, 21, 21, 0, 0, 0, time.UTC)
 
-func readTestdata(t testing.TB, name string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 func sampleVerifier(t testing.TB) *Verifier {
 	t.Helper()
 	if _, _, err := LoadTrustRoots(t.TempDir()); err == nil {
 		t.Fatal("an empty directory gave roots")
 	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), []byte(readTestdata(t, "ca-ch-cert.pem")), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := filepath.Dir(writeTemp(t, "ca.pem", readTestdata(t, "ca-ch-cert.pem")))
 	roots, problems, err := LoadTrustRoots(dir)
 	if err != nil || len(problems) > 0 {
 		t.Fatal(err, problems)

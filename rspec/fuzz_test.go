@@ -1,45 +1,27 @@
 package rspec
 
 import (
-	"encoding/xml"
 	"fmt"
-	"io"
-	"os"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 )
-
-// wellFormed reports whether s is well-formed XML (per encoding/xml).
-func wellFormed(s string) error {
-	d := xml.NewDecoder(strings.NewReader(s))
-	for {
-		_, err := d.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
 
 // FuzzParseRequest: any input is either refused with an *am.Err of a
 // request code, or parsed into slivers whose echoed XML is well-formed and
 // renders into a well-formed manifest that keeps every client_id.
 func FuzzParseRequest(f *testing.F) {
-	seeds, _ := filepath.Glob(filepath.Join("..", "docs", "examples", "*.xml"))
-	if dir := os.Getenv("GENIAM_SHARED"); dir != "" {
-		seeds = append(seeds, filepath.Join(dir, "omni-samples", "request-1node.xml"))
+	examples := exampleRequests(f)
+	for _, name := range slices.Sorted(maps.Keys(examples)) { // in order: seed#N names the same seed every run
+		f.Add(examples[name])
 	}
-	seeds = append(seeds, filepath.Join("..", "..", "..", "shared", "omni-samples", "request-1node.xml"),
-		filepath.Join("..", "..", "shared", "omni-samples", "request-1node.xml"))
-	for _, p := range seeds {
-		if b, err := os.ReadFile(p); err == nil {
-			f.Add(string(b))
-		}
+	if sample := sharedPath(f, filepath.Join("omni-samples", "request-1node.xml")); sample != "" {
+		f.Add(string(mustRead(f, sample)))
 	}
 	f.Add(req(containerNode("a", `<jacks:nodeinfo x="1"/><services><execute shell="sh" command="x"/></services>`) +
 		`<node client_id="o" component_manager_id="urn:publicid:IDN+other+authority+cm"/><jacks:site/>`))
@@ -69,12 +51,12 @@ func FuzzParseRequest(f *testing.F) {
 			if _, _, err := parseElement(s.NodeXML, storedLimits); err != nil {
 				t.Fatalf("NodeXML does not re-read: %v\n%s", err, s.NodeXML)
 			}
-			if err := wellFormed(s.NodeXML); err != nil {
+			if err := amtest.WellFormedXML(s.NodeXML); err != nil {
 				t.Fatalf("NodeXML not well-formed: %v\n%s", err, s.NodeXML)
 			}
 		}
 		for _, x := range got.Foreign {
-			if err := wellFormed(x); err != nil {
+			if err := amtest.WellFormedXML(x); err != nil {
 				t.Fatalf("foreign element not well-formed: %v\n%s", err, x)
 			}
 		}
@@ -87,7 +69,7 @@ func FuzzParseRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("manifest: %v", err)
 		}
-		if err := wellFormed(m); err != nil {
+		if err := amtest.WellFormedXML(m); err != nil {
 			t.Fatalf("manifest not well-formed: %v\n%s", err, m)
 		}
 		if _, _, err := parseElement(m, storedLimits); err != nil {

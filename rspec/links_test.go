@@ -1,8 +1,6 @@
 package rspec
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,12 +10,9 @@ import (
 
 func TestParseLinks(t *testing.T) {
 	r := newTestRSpecs(t, nil)
-	doc, err := os.ReadFile(filepath.Join("..", "docs", "examples", "request-lan-three-containers.xml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc := exampleRequests(t)["request-lan-three-containers.xml"]
 	// The example names geniam.localhost; the tests' AM is testAMURN.
-	got, err := r.ParseRequest(strings.ReplaceAll(string(doc), "urn:publicid:IDN+geniam.localhost+authority+am", testAMURN))
+	got, err := r.ParseRequest(strings.ReplaceAll(doc, "urn:publicid:IDN+geniam.localhost+authority+am", testAMURN))
 	if err != nil {
 		t.Fatal(err)
 	}

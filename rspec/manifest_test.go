@@ -3,7 +3,7 @@ package rspec
 import (
 	"encoding/xml"
 	"fmt"
-	"path/filepath"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -121,10 +121,7 @@ func TestManifestRoundTrip(t *testing.T) {
 <link client_id="stitched" vlantag="100"><component_manager name="urn:publicid:IDN+utah.cloudlab.us+authority+cm"/></link>
 <jacks:site id="s1"/>`),
 	}
-	files, _ := filepath.Glob(filepath.Join("..", "docs", "examples", "*.xml"))
-	for _, f := range files {
-		docs[filepath.Base(f)] = string(mustRead(t, f))
-	}
+	maps.Copy(docs, exampleRequests(t))
 	for name, doc := range docs {
 		t.Run(name, func(t *testing.T) {
 			parsed, err := r.ParseRequest(doc)

@@ -11,34 +11,42 @@ import (
 	"github.com/geniam/geniam/am"
 )
 
-// The GENI v3 schemas are reference data outside the repository: tests look
-// for them in $GENIAM_SHARED/schemas or in a "shared/schemas" folder next to
-// the repository (or next to one of its parents, for worktrees).
+// The GENI v3 schemas and omni's sample files are reference data outside
+// the repository, in a "shared" folder: $GENIAM_SHARED, or one next to the
+// repository (or next to one of its parents, for worktrees).
 
-func sharedSchemas(t testing.TB) string {
+// sharedPath returns where rel, a path inside the shared folder, is; "" when
+// it is not there.
+func sharedPath(t testing.TB, rel string) string {
 	t.Helper()
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
 	if dir := os.Getenv("GENIAM_SHARED"); dir != "" {
-		p := filepath.Join(dir, "schemas", "geni-rspec-3")
-		if _, err := os.Stat(p); err == nil {
+		if p := filepath.Join(dir, rel); exists(p) {
 			return p
 		}
-		t.Skipf("GENIAM_SHARED=%s has no schemas/geni-rspec-3: skipping schema validation", dir)
+		return ""
 	}
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for dir := filepath.Dir(root); ; dir = filepath.Dir(dir) {
-		p := filepath.Join(dir, "shared", "schemas", "geni-rspec-3")
-		if _, err := os.Stat(p); err == nil {
+		if p := filepath.Join(dir, "shared", rel); exists(p) {
 			return p
 		}
 		if dir == filepath.Dir(dir) {
-			break
+			return ""
 		}
 	}
-	t.Skipf("GENI v3 schemas not found (set GENIAM_SHARED or provide ../shared/schemas next to the repository): skipping schema validation")
-	return ""
+}
+
+func sharedSchemas(t testing.TB) string {
+	t.Helper()
+	p := sharedPath(t, filepath.Join("schemas", "geni-rspec-3"))
+	if p == "" {
+		t.Skipf("GENI v3 schemas not found in $GENIAM_SHARED or a shared folder next to the repository: skipping schema validation")
+	}
+	return p
 }
 
 // validator validates documents with xmllint against a wrapper schema that

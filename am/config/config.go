@@ -28,7 +28,7 @@ type Config struct {
 	URL          string       `mapstructure:"url" doc:"absolute URL clients use (geni_api_versions); empty: https://<listen>/" default:""`
 	AMURN        string       `mapstructure:"am_urn" doc:"the aggregate's URN; its authority part names slivers and nodes" default:"urn:publicid:IDN+geniam.localhost+authority+am"`
 	VarDir       string       `mapstructure:"var_dir" doc:"directory for state the aggregate keeps on disk (dev cluster, dev PKI, data archives)" default:"./var"`
-	Operators    string       `mapstructure:"operators" doc:"user URNs (comma- or space-separated) of the aggregate's operators, at every entry point (am.Gate): they may act on shut-down slices, their client certificates open the console's operator view, and they see every slice there" default:""`
+	Operators    string       `mapstructure:"operators" doc:"user URNs (comma- or space-separated) of the aggregate's operators, at every entry point (am.Gate): they may act on shut-down slices, their client certificates open the console's operator view, and they see every slice there" default:"" reload:"sighup"`
 	TLS          TLS          `mapstructure:"tls"`
 	DB           DB           `mapstructure:"db"`
 	Limits       Limits       `mapstructure:"limits"`
@@ -151,14 +151,14 @@ type Log struct {
 // Operations is the operator's side listener and switches.
 type Operations struct {
 	Listen      string `mapstructure:"listen" doc:"address of the metrics and health listener; empty disables it" default:"127.0.0.1:9101"`
-	Maintenance string `mapstructure:"maintenance" doc:"when set, new Allocates are refused with this message" default:""`
+	Maintenance string `mapstructure:"maintenance" doc:"when set, new Allocates are refused with this message" default:"" reload:"sighup"`
 	// Operator policy (am.OpsPolicy). Lists are separated by commas or spaces.
-	Allow                string `mapstructure:"allow" doc:"glob patterns (* ? [..]) of user/tool URNs or authorities allowed to use the aggregate; empty: everyone the trusted roots vouch for" default:""`
-	Deny                 string `mapstructure:"deny" doc:"glob patterns of user/tool URNs or authorities refused (FORBIDDEN); deny wins over allow" default:""`
-	MaxSliversPerUser    int    `mapstructure:"max_slivers_per_user" doc:"most live slivers one user may hold here (REFUSED beyond); 0: no limit" default:"0"`
-	MaxSliversPerProject int    `mapstructure:"max_slivers_per_project" doc:"most live slivers the slices of one project (slice authority with a subauthority, e.g. ch.geni.net:myproj) may hold; 0: no limit" default:"0"`
-	UserLimits           string `mapstructure:"user_limits" doc:"per-user overrides of max_slivers_per_user: urn=N, comma-separated" default:""`
-	ProjectLimits        string `mapstructure:"project_limits" doc:"per-project overrides of max_slivers_per_project: authority:project=N, comma-separated" default:""`
+	Allow                string `mapstructure:"allow" doc:"glob patterns (* ? [..]) of user/tool URNs or authorities allowed to use the aggregate; empty: everyone the trusted roots vouch for" default:"" reload:"sighup"`
+	Deny                 string `mapstructure:"deny" doc:"glob patterns of user/tool URNs or authorities refused (FORBIDDEN); deny wins over allow" default:"" reload:"sighup"`
+	MaxSliversPerUser    int    `mapstructure:"max_slivers_per_user" doc:"most live slivers one user may hold here (REFUSED beyond); 0: no limit" default:"0" reload:"sighup"`
+	MaxSliversPerProject int    `mapstructure:"max_slivers_per_project" doc:"most live slivers the slices of one project (slice authority with a subauthority, e.g. ch.geni.net:myproj) may hold; 0: no limit" default:"0" reload:"sighup"`
+	UserLimits           string `mapstructure:"user_limits" doc:"per-user overrides of max_slivers_per_user: urn=N, comma-separated" default:"" reload:"sighup"`
+	ProjectLimits        string `mapstructure:"project_limits" doc:"per-project overrides of max_slivers_per_project: authority:project=N, comma-separated" default:"" reload:"sighup"`
 	AuditQueue           int    `mapstructure:"audit_queue" doc:"audit records waiting for the database at most; beyond, records are logged and counted (geniam_audit_dropped_total) instead" default:"10000"`
 	AuditSpoolDir        string `mapstructure:"audit_spool_dir" doc:"where audit records wait on disk while the database is unreachable (replayed when it is back); empty: var_dir/audit-spool" default:""`
 	AuditSpoolMax        int64  `mapstructure:"audit_spool_max" doc:"bytes the audit spool may hold; beyond, records are logged and counted (geniam_audit_failed_total) instead. 0: no spool" default:"268435456"`
@@ -167,7 +167,7 @@ type Operations struct {
 // Console is the web console (am/console, docs/operator.md).
 type Console struct {
 	Listen    string        `mapstructure:"listen" doc:"address of the web console (HTTPS with the aggregate's certificate and trusted roots; a GENI client certificate is asked for, not required); keep it on loopback or a management network; empty disables it (make run serves it on 127.0.0.1:9102)" default:""`
-	Operators string        `mapstructure:"operators" doc:"deprecated alias of the top-level operators (still read, added to it, with a warning at start)" default:""`
+	Operators string        `mapstructure:"operators" doc:"deprecated alias of the top-level operators (still read, added to it, with a warning at start)" default:"" reload:"sighup"`
 	Token     string        `mapstructure:"token" doc:"a secret (at least 16 characters) that opens the operator view from the console's login page, for browsers without an operator certificate; empty: certificates only" default:""`
 	Poll      time.Duration `mapstructure:"poll" doc:"how often the console looks for changes to push to open pages (one small query per interval while a page is open)" default:"1s"`
 }
@@ -307,6 +307,10 @@ type Field struct {
 	Type    string
 	Default string
 	Doc     string
+	// Reload marks a key a running aggregate reads again on SIGHUP (tag
+	// reload:"sighup": the operator policy); the others take effect at the
+	// next start.
+	Reload bool
 }
 
 // Fields lists every key with its default and documentation, in key order.
@@ -330,7 +334,37 @@ func walk(t reflect.Type, prefix string, out *[]Field) {
 			typ = "duration"
 		}
 		*out = append(*out, Field{Key: key, Env: "GENIAM_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_")),
-			Type: typ, Default: f.Tag.Get("default"), Doc: f.Tag.Get("doc")})
+			Type: typ, Default: f.Tag.Get("default"), Doc: f.Tag.Get("doc"), Reload: f.Tag.Get("reload") == "sighup"})
+	}
+}
+
+// RestartKeys names the keys, in key order, whose values differ between the
+// configuration an aggregate started with and next, and that only a restart
+// puts in force (every key but those Field.Reload marks).
+func RestartKeys(started, next *Config) []string {
+	a, b := map[string]any{}, map[string]any{}
+	values(reflect.ValueOf(*started), "", a)
+	values(reflect.ValueOf(*next), "", b)
+	var out []string
+	for _, f := range Fields() {
+		if !f.Reload && !reflect.DeepEqual(a[f.Key], b[f.Key]) {
+			out = append(out, f.Key)
+		}
+	}
+	return out
+}
+
+// values maps every key below v (a Config or one of its sections) to its value.
+func values(v reflect.Value, prefix string, out map[string]any) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		key := prefix + f.Tag.Get("mapstructure")
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+			values(v.Field(i), key+".", out)
+			continue
+		}
+		out[key] = v.Field(i).Interface()
 	}
 }
 
@@ -346,7 +380,11 @@ func Reference() string {
 		if def == "" {
 			def = "(empty)"
 		}
-		fmt.Fprintf(&b, "| `%s` | `%s` | %s | `%s` | %s |\n", f.Key, f.Env, f.Type, def, f.Doc)
+		doc := f.Doc
+		if f.Reload {
+			doc += " (reloaded on SIGHUP)"
+		}
+		fmt.Fprintf(&b, "| `%s` | `%s` | %s | `%s` | %s |\n", f.Key, f.Env, f.Type, def, doc)
 	}
 	return b.String()
 }
@@ -379,5 +417,9 @@ func WriteYAML(path string, kv map[string]any) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, append([]byte("# geniam configuration (keys: docs/configuration.md)\n"), body...), 0o644)
+	// Owner only: a configuration holds secrets (db.url's password, console.token).
+	if err := os.WriteFile(path, append([]byte("# geniam configuration (keys: docs/configuration.md)\n"), body...), 0o600); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o600) // a file that existed keeps its mode through WriteFile
 }

@@ -108,3 +108,22 @@ func TestReferenceIsCurrent(t *testing.T) {
 		t.Fatalf("docs/configuration.md is stale: run go run ./cmd/geni-am config-reference > docs/configuration.md")
 	}
 }
+
+// RestartKeys names what a SIGHUP cannot apply, and only that.
+func TestRestartKeys(t *testing.T) {
+	started, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := *started
+	if keys := RestartKeys(started, &next); len(keys) != 0 {
+		t.Errorf("the same configuration: %v", keys)
+	}
+	next.Operations.Deny = "badlab.example"
+	next.Operators = "urn:publicid:IDN+ch+user+op"
+	next.Operations.AuditQueue++
+	next.Lifecycle.MaxLease *= 2
+	if keys := strings.Join(RestartKeys(started, &next), " "); keys != "lifecycle.max_lease operations.audit_queue" {
+		t.Errorf("restart keys %q, want lifecycle.max_lease operations.audit_queue", keys)
+	}
+}

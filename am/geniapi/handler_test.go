@@ -17,6 +17,7 @@ import (
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 )
 
 var (
@@ -27,15 +28,8 @@ var (
 
 func aliceCert(t testing.TB) *devpki.Identity {
 	t.Helper()
-	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+example+authority+ca", KeyBits: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := ca.Issue(devpki.Options{URN: aliceURN, Email: "alice@example.org", KeyBits: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
+	ca := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+example+authority+ca", KeyBits: 1024})
+	return ca.Issue(devpki.Options{URN: aliceURN, Email: "alice@example.org", KeyBits: 1024})
 }
 
 var logIDSuffix = regexp.MustCompile(` \(log id [0-9a-f]{12}\)$`)
@@ -354,8 +348,7 @@ func TestErrors(t *testing.T) {
 	fake.panic = false
 
 	// A caller without a URN, or with no certificate, is refused in a return struct.
-	ca, _ := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+x+authority+ca", KeyBits: 1024})
-	noURN := *ca.Cert
+	noURN := *pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+x+authority+ca", KeyBits: 1024}).Cert
 	noURN.URIs = nil
 	resp = callDirect(t, h, &noURN, "GetVersion")
 	if codeOf(t, resp) != int64(am.Forbidden) || !strings.Contains(resp["output"].(string), "has no GENI URN") {

@@ -102,13 +102,20 @@ func (h *Handler) dispatch(ctx context.Context, c *am.Call, call *xmlrpc.Call, s
 
 var errNilResult = errors.New("am.API returned a nil result without an error")
 
+// nonNil passes on what an am.API call returned, turning a nil result
+// without an error (a broken implementation) into errNilResult, so that no
+// method dereferences it.
+func nonNil[T any](res *T, err error) (*T, error) {
+	if err == nil && res == nil {
+		return nil, errNilResult
+	}
+	return res, err
+}
+
 func getVersion(ctx context.Context, api am.API, c *am.Call, _ args) (any, error) {
-	v, err := api.GetVersion(ctx, *c)
+	v, err := nonNil(api.GetVersion(ctx, *c))
 	if err != nil {
 		return nil, err
-	}
-	if v == nil {
-		return nil, errNilResult
 	}
 	return versionValue(v), nil
 }
@@ -128,12 +135,9 @@ func listResources(ctx context.Context, api am.API, c *am.Call, _ args) (any, er
 }
 
 func describe3(ctx context.Context, api am.API, c *am.Call, a args) (any, error) {
-	res, err := api.Describe(ctx, *c, a.urns)
+	res, err := nonNil(api.Describe(ctx, *c, a.urns))
 	if err != nil {
 		return nil, err
-	}
-	if res == nil {
-		return nil, errNilResult
 	}
 	rspec, err := maybeCompress(res.RSpec, c.Options.Compressed)
 	if err != nil {
@@ -155,12 +159,9 @@ func provision(ctx context.Context, api am.API, c *am.Call, a args) (any, error)
 }
 
 func status(ctx context.Context, api am.API, c *am.Call, a args) (any, error) {
-	res, err := api.Status(ctx, *c, a.urns)
+	res, err := nonNil(api.Status(ctx, *c, a.urns))
 	if err != nil {
 		return nil, err
-	}
-	if res == nil {
-		return nil, errNilResult
 	}
 	slivers := sliverValues(res.Slivers)
 	for _, s := range slivers { // Status must carry geni_error, "" at least
@@ -249,11 +250,9 @@ func sliversValue(list []am.SliverStatus, err error) (any, error) {
 
 // allocateValue is the answer of Allocate and Provision: manifest and slivers.
 func allocateValue(res *am.AllocateResult, err error) (any, error) {
+	res, err = nonNil(res, err)
 	if err != nil {
 		return nil, err
-	}
-	if res == nil {
-		return nil, errNilResult
 	}
 	return map[string]any{"geni_rspec": res.RSpec, "geni_slivers": sliverValues(res.Slivers)}, nil
 }

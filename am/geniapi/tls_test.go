@@ -30,14 +30,8 @@ func TestTLSClients(t *testing.T) {
 	urlLegacy, _ := startServer(t, h, p, true, log)
 	urlStrict, _ := startServer(t, h, p, false, log)
 
-	other, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+other+authority+ca"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherUser, err := other.Issue(devpki.Options{URN: "urn:publicid:IDN+other+user+mallory"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+other+authority+ca"})
+	otherUser := other.Issue(devpki.Options{URN: "urn:publicid:IDN+other+user+mallory"})
 	pair := func(certPEM, keyPEM []byte) *tls.Certificate {
 		c, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
@@ -177,9 +171,8 @@ func TestTrustRoots(t *testing.T) {
 	log, _ := newLogger()
 	h := NewHandler(&fakeAM{}, HandlerOptions{Logger: log})
 	url, live := startServer(t, h, p, false, log)
-	other, _ := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+other+authority+ca"})
-	user, _ := other.Issue(devpki.Options{URN: "urn:publicid:IDN+other+user+dave"})
-	cert := pkitest.TLS(t, user)
+	other := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+other+authority+ca"})
+	cert := pkitest.TLS(t, other.Issue(devpki.Options{URN: "urn:publicid:IDN+other+user+dave"}))
 	call := func() error {
 		c := &http.Client{Transport: clientTransport(p, &cert)}
 		defer c.CloseIdleConnections()

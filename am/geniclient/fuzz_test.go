@@ -1,8 +1,6 @@
 package geniclient
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -11,8 +9,7 @@ import (
 // it yields for ssh and file names is checked or made safe.
 func FuzzParseManifest(f *testing.F) {
 	f.Add(manifest)
-	ad, _ := os.ReadFile(filepath.Join("testdata", "omni-samples", "advertisement-omni-o-output.xml"))
-	f.Add(string(ad))
+	f.Add(string(readOmniSample(f, "advertisement-omni-o-output.xml")))
 	f.Add(`<rspec><node client_id="../x"><login hostname="-oProxyCommand=x" port="22"/></node></rspec>`)
 	f.Fuzz(func(t *testing.T, doc string) {
 		nodes, err := ParseManifest(doc)
@@ -38,11 +35,7 @@ func FuzzOmniConfig(f *testing.F) {
 	f.Add(labConfig)
 	f.Add("[omni]\ndefault_cf = f\n[f]\n type = gcf\n")
 	f.Fuzz(func(t *testing.T, body string) {
-		p := filepath.Join(t.TempDir(), "omni_config")
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		c, err := LoadOmniConfig(p, "")
+		c, err := LoadOmniConfig(writeFile(t, t.TempDir(), "omni_config", body), "")
 		if err != nil {
 			return
 		}

@@ -23,6 +23,18 @@ func writeFile(t *testing.T, dir, name, body string) string {
 	return p
 }
 
+// omniSample is the path of a file omni wrote, kept in testdata/omni-samples.
+func omniSample(name string) string { return filepath.Join("testdata", "omni-samples", name) }
+
+func readOmniSample(tb testing.TB, name string) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(omniSample(name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
 // The omni_config of the omni lab (gcf-ch, gcf-am), with comments and a
 // continuation line as Python's ConfigParser reads them.
 const labConfig = `# omni lab
@@ -179,12 +191,8 @@ func TestFileNames(t *testing.T) {
 // A credential read from omni's -o file is written back byte for byte.
 func TestCredentialFilesAsOmniWritesThem(t *testing.T) {
 	for _, name := range []string{"usercred-omni-o-output.json", "slicecred-omni-o-output.json"} {
-		path := filepath.Join("testdata", "omni-samples", name)
-		want, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := ReadCredentialFile(path)
+		want := readOmniSample(t, name)
+		c, err := ReadCredentialFile(omniSample(name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,7 +211,7 @@ func TestCredentialFilesAsOmniWritesThem(t *testing.T) {
 			t.Errorf("round trip: %v", err)
 		}
 	}
-	c, _ := ReadCredentialFile(filepath.Join("testdata", "omni-samples", "slicecred-omni-o-output.json"))
+	c, _ := ReadCredentialFile(omniSample("slicecred-omni-o-output.json"))
 	if c.Target() != "urn:publicid:IDN+geni:gpo:gcf+slice+labslice" || c.Owner() != "urn:publicid:IDN+geni:gpo:gcf+user+alice" {
 		t.Errorf("target %q owner %q", c.Target(), c.Owner())
 	}
@@ -278,11 +286,7 @@ func TestParseManifest(t *testing.T) {
 	if _, err := ParseManifest("<rspec><node"); err == nil {
 		t.Error("a cut manifest was read")
 	}
-	ad, err := os.ReadFile(filepath.Join("testdata", "omni-samples", "advertisement-omni-o-output.xml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	adNodes, err := ParseAdvertisement(string(ad))
+	adNodes, err := ParseAdvertisement(string(readOmniSample(t, "advertisement-omni-o-output.xml")))
 	if err != nil || len(adNodes) == 0 || adNodes[0].SliverTypes[0] != "fake-vm" || adNodes[0].Available == "" {
 		t.Errorf("gcf advertisement: %v %+v", err, adNodes)
 	}

@@ -218,7 +218,7 @@ func (p *Provisioner) Run(ctx context.Context) {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		if err := p.withdrawKeys(ctx); err != nil && ctx.Err() == nil { // ssh.go
+		if err := p.WithdrawKeys(ctx); err != nil && ctx.Err() == nil { // ssh.go
 			p.log.Warn("provisioner: cannot check whose SSH keys the agents hold; the next start tries again", "err", err)
 		}
 	}()

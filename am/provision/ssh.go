@@ -55,13 +55,13 @@ func (p *Provisioner) loginUsers(ctx context.Context, s *am.Sliver) ([]agent.Use
 	return agentUsers(granted), nil
 }
 
-// withdrawKeys pushes the users of every live sliver again where the gate
+// WithdrawKeys pushes the users of every live sliver again where the gate
 // now withholds keys: the operator's lists are read when the aggregate
-// starts, so a user put on the deny list loses their logins (and open
-// sessions) when it restarts with it, not only at the sliver's next
-// geni_update_users. Run calls it once; the next start tries again after
-// an error.
-func (p *Provisioner) withdrawKeys(ctx context.Context) error {
+// starts and again on SIGHUP, so a user put on the deny list loses their
+// logins (and open sessions) then, not only at the sliver's next
+// geni_update_users. Run calls it once; serve calls it after each policy
+// reload; the next start or reload tries again after an error.
+func (p *Provisioner) WithdrawKeys(ctx context.Context) error {
 	if p.gate == nil {
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -15,6 +16,17 @@ import (
 func callOf(value string) string {
 	return "<?xml version='1.0'?>\n<methodCall><methodName>m</methodName><params><param><value>" +
 		value + "</value></param></params></methodCall>"
+}
+
+// readTestdata returns testdata/name: a GetVersion call and answer as
+// real clients and aggregates send them.
+func readTestdata(tb testing.TB, name string) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }
 
 func decodeOne(t *testing.T, value string) any {
@@ -129,11 +141,7 @@ func normalize(v any) any {
 }
 
 func TestDecodeCallShapes(t *testing.T) {
-	b, err := os.ReadFile("testdata/getversion-request.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := DecodeCall(bytes.NewReader(b), Limits{})
+	c, err := DecodeCall(bytes.NewReader(readTestdata(t, "getversion-request.xml")), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,11 +370,7 @@ func TestFault(t *testing.T) {
 }
 
 func TestDecodeSampleResponse(t *testing.T) {
-	b, err := os.ReadFile("testdata/getversion-response.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := DecodeResponse(bytes.NewReader(b), Limits{})
+	v, err := DecodeResponse(bytes.NewReader(readTestdata(t, "getversion-response.xml")), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

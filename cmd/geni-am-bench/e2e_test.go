@@ -292,6 +292,7 @@ func TestEndToEndWithClearinghouse(t *testing.T) {
 	}
 	rows := rowsByName(rep)
 	want := []string{"getversion/1", "getversion-newconn/1", "listresources/1", "listresources-compressed/1",
+		"getversion+getversion/1", "getversion+getversion/8", "getversion+getversion/32",
 		"allocate/1", "delete/1", "allocate+delete/1", "allocate/8", "delete/8", "allocate+delete/8",
 		"allocate/32", "delete/32", "allocate+delete/32", "provision/1", "provision-status/1", "provision-to-ready/1",
 		"describe/1", "status/1"}

@@ -8,7 +8,9 @@
 //
 // Scenarios (all by default): getversion (one keep-alive connection),
 // getversion-newconn (a new TLS connection per call), listresources and
-// listresources-compressed (user credential), allocate-delete (pairs, with
+// listresources-compressed (user credential), getversion-pairs (pairs of
+// GetVersion calls with each --clients count: the floor under
+// allocate-delete), allocate-delete (pairs, with
 // each --clients count, every client in its own slice), provision (N slivers
 // to geni_ready). Each scenario stops at --count calls or --duration.
 // Credentials come from files (--user-cred, --slice-cred/--slice) or from a
@@ -237,6 +239,10 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (*repor
 			rep.Results = append(rep.Results, b.listResources(ctx, false)...)
 		case scListResourcesZ:
 			rep.Results = append(rep.Results, b.listResources(ctx, true)...)
+		case scGetVersionPairs:
+			for _, n := range cfg.Clients {
+				rep.Results = append(rep.Results, b.getVersionPairs(ctx, n)...)
+			}
 		case scAllocateDelete:
 			b.cleanSlices(ctx, maxClients)
 			for _, n := range cfg.Clients {

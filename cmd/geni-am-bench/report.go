@@ -84,6 +84,12 @@ func writeTable(w io.Writer, r *report) error {
 				fmt.Fprintf(&b, "  allocate with %d clients: %.1f calls/s = %.1f%% of pgbench tps\n",
 					res.Clients, res.CallsPerSec, 100*res.CallsPerSec/tps)
 			}
+			// Two calls with no database work: what no pair of calls from
+			// this client exceeds on this machine.
+			if res.Scenario == rowGetVersionPair && res.Skipped == "" && tps > 0 {
+				fmt.Fprintf(&b, "  getversion+getversion with %d clients: %.1f pairs/s = %.1f%% of pgbench tps/2, the most any pair of calls reaches (no database work)\n",
+					res.Clients, res.CallsPerSec, 200*res.CallsPerSec/tps)
+			}
 			// A pair is two small write transactions: its ceiling is tps/2.
 			if res.Scenario == rowAllocateDelete && res.Skipped == "" && tps > 0 {
 				fmt.Fprintf(&b, "  allocate+delete with %d clients: %.1f pairs/s (p99 %.2f ms) = %.1f%% of pgbench tps/2 (%.1f)\n",

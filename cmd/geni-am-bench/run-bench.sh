@@ -39,7 +39,7 @@ start_aggregate "$VAR" "$AM" "$CH" 1000 --cpuprofile "$PROFILE"
 
 echo "== calls on a 1,000-node inventory (pgbench -N alongside)"
 # shellcheck disable=SC2086
-./bin/geni-am-bench "${common[@]}" --scenarios getversion,getversion-newconn,listresources,listresources-compressed,allocate-delete \
+./bin/geni-am-bench "${common[@]}" --scenarios getversion,getversion-newconn,listresources,listresources-compressed,getversion-pairs,allocate-delete \
   --request docs/examples/request-one-container.xml --pgbench "$db" $ARGS --json bench.json --svg bench.svg
 
 if [ -f "$VAR/dev/demo-request.xml" ]; then

@@ -22,6 +22,7 @@ const (
 	scListResources      = "listresources"
 	scListResourcesZ     = "listresources-compressed"
 	scAllocateDelete     = "allocate-delete"
+	scGetVersionPairs    = "getversion-pairs"
 	scProvision          = "provision"
 	scDescribeStatus     = "describe-status"
 	rowDescribe          = "describe"
@@ -29,6 +30,7 @@ const (
 	rowAllocate          = "allocate"
 	rowDelete            = "delete"
 	rowAllocateDelete    = "allocate+delete"
+	rowGetVersionPair    = "getversion+getversion"
 	rowProvisionStatus   = "provision-status"
 	rowProvisionReady    = "provision-to-ready"
 	stateReady           = "geni_ready"
@@ -37,7 +39,7 @@ const (
 	maxProvisionPollings = 100_000 // a bound on Status calls per cycle, whatever the timeout
 )
 
-var allScenarios = []string{scGetVersion, scGetVersionNewConn, scListResources, scListResourcesZ, scAllocateDelete, scProvision, scDescribeStatus}
+var allScenarios = []string{scGetVersion, scGetVersionNewConn, scListResources, scListResourcesZ, scGetVersionPairs, scAllocateDelete, scProvision, scDescribeStatus}
 
 // bench runs the scenarios against one aggregate.
 type bench struct {
@@ -133,6 +135,34 @@ func (b *bench) getVersion(ctx context.Context, keepAlive bool) []result {
 		}
 	})
 	res := rec.result(name, 1, elapsed)
+	res.Handshakes = hs
+	return []result{res}
+}
+
+// getVersionPairs is the floor under allocate-delete: n clients, as many
+// as allocate-delete has, each making pairs of GetVersion calls, the
+// cheapest AM API call (no credential, no database). No pair of calls from
+// this client goes faster on this machine, so this row's share of pgbench
+// tps/2 bounds the share allocate+delete can reach.
+func (b *bench) getVersionPairs(ctx context.Context, n int) []result {
+	rec := newRecorder()
+	bg := newBudget(ctx, b.cfg.Count, b.cfg.Duration)
+	elapsed, hs := b.run(ctx, n, true, bg, func(_ int, c *rpcClient) {
+		getVersion, err := geniclient.Prepare("GetVersion", map[string]any{})
+		if err != nil {
+			rec.add(0, err)
+			return
+		}
+		for bg.take() {
+			t := time.Now()
+			_, err := c.sendAM(ctx, getVersion)
+			if err == nil {
+				_, err = c.sendAM(ctx, getVersion)
+			}
+			rec.add(time.Since(t), err)
+		}
+	})
+	res := rec.result(rowGetVersionPair, n, elapsed)
 	res.Handshakes = hs
 	return []result{res}
 }

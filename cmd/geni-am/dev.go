@@ -123,7 +123,16 @@ Check it with geni (bin/geni; elsewhere: go install github.com/geniam/geniam/cmd
 			fmt.Println("\nStop with Ctrl-C. omni works with the same omni_config (omni -c ... -V3 ...; docs/omni.md).")
 		},
 	}
-	return serve(ctx, cfg, log, hooks)
+	// SIGHUP reads the configuration again as this run read it: the --config
+	// file, else the file it wrote (var/geniam.yaml, which holds what the run
+	// chose itself: database, PKI, listeners), with the same flags on top.
+	reread := func() (*config.Config, error) {
+		if *file != "" {
+			return config.Load(*file, fs)
+		}
+		return config.Load(filepath.Join(dir, "geniam.yaml"), fs)
+	}
+	return serve(ctx, cfg, reread, log, hooks)
 }
 
 // writeEffectiveConfig records the configuration a dev run uses, so the
@@ -133,5 +142,6 @@ func writeEffectiveConfig(path string, c *config.Config) error {
 		"listen": c.Listen, "am_urn": c.AMURN, "var_dir": c.VarDir,
 		"db.url": c.DB.URL, "tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key, "tls.trusted_roots": c.TLS.TrustedRoots,
 		"agents.cert": c.Agents.Cert, "agents.key": c.Agents.Key, "agents.ca": c.Agents.CA,
+		"operations.listen": c.Operations.Listen, "console.listen": c.Console.Listen, "console.token": c.Console.Token,
 	})
 }

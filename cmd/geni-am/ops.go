@@ -40,7 +40,7 @@ type opsSide struct {
 
 	reaperBatches, reaperExpired, reaperErrors *metrics.Counter
 
-	rootsReloads *metrics.Counter
+	rootsReloads, policyReloads *metrics.Counter
 }
 
 // reloadRoots re-reads the trusted-roots directory into the Verifier, whose
@@ -59,6 +59,35 @@ func (o *opsSide) reloadRoots(v *credentials.Verifier, dir string, legacy bool) 
 	}
 	o.rootsReloads.Inc("ok")
 	o.log.Info("trusted roots reloaded", "dir", dir, "count", len(v.Roots().Certs()), "skipped", len(problems))
+	return nil
+}
+
+// reloadPolicy reads the configuration again (load) and puts its operator
+// policy in force at the gate as one set: operators, and the operations
+// keys allow, deny, the sliver limits and maintenance (config.Field.Reload).
+// A configuration that does not load, or whose policy does not parse, is
+// loud (an error in the log, the failed counter, the error returned) and
+// leaves the previous policy in force. Other keys take effect at the next
+// start: a warning names those that differ from the ones the aggregate
+// started with.
+func (o *opsSide) reloadPolicy(load func() (*config.Config, error), started *config.Config, gate *am.Gate) error {
+	next, err := load()
+	var p *am.OpsPolicy
+	if err == nil {
+		p, err = o.policy(next.Operations, o.st)
+	}
+	if err != nil {
+		o.policyReloads.Inc("failed")
+		o.log.Error("operator policy NOT reloaded; the previous one stays in force", "err", err)
+		return err
+	}
+	gate.SetPolicy(p, next.OperatorURNs())
+	o.policyReloads.Inc("ok")
+	o.log.Info("operator policy reloaded", "operators", len(next.OperatorURNs()), "allow", len(p.Allow), "deny", len(p.Deny),
+		"maintenance", p.Maintenance)
+	if keys := config.RestartKeys(started, next); len(keys) > 0 {
+		o.log.Warn("configuration keys changed that take effect only at the next start", "keys", strings.Join(keys, ", "))
+	}
 	return nil
 }
 
@@ -85,6 +114,7 @@ func newOps(cfg *config.Config, log *slog.Logger, st *store.Store, verifier *cre
 	reg.NewGaugeFunc("geniam_audit_spool_bytes", "size of the on-disk audit spool", stats(func(s store.AuditStats) float64 { return float64(s.SpoolBytes) }))
 
 	o.rootsReloads = reg.NewCounter("geniam_trusted_roots_reloads_total", "reloads of tls.trusted_roots (SIGHUP) by result: ok, failed (the old set stays in force; the log says why)", "result")
+	o.policyReloads = reg.NewCounter("geniam_policy_reloads_total", "reloads of the operator policy (operators, operations.allow, deny, limits, maintenance) on SIGHUP by result: ok, failed (the old policy stays in force; the log says why)", "result")
 	if verifier != nil {
 		reg.NewGaugeFunc("geniam_trusted_roots", "certificates in the trusted-roots set TLS and the credential checks use", func() float64 { return float64(len(verifier.Roots().Certs())) })
 		reg.NewCounterFunc("geniam_credential_cache_hits_total", "credentials answered from the verification cache", func() float64 { return float64(verifier.CacheStats().Hits) })

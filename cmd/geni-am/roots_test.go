@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -8,11 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/amtest"
+	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/metrics"
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/credentials/devpki/pkitest"
+	"github.com/geniam/geniam/store"
 )
 
 // TestReloadRootsIsLoud: a SIGHUP reload that fails says so in the log (an
@@ -63,5 +68,81 @@ func TestReloadRootsIsLoud(t *testing.T) {
 	}
 	if m := scrape(); !strings.Contains(m, `geniam_trusted_roots_reloads_total{result="ok"} 1`) {
 		t.Errorf("a good reload is not counted:\n%s", m)
+	}
+}
+
+// TestReloadPolicy: a SIGHUP puts the configuration's operator policy in
+// force at the gate as one set (here a deny list and the operators); a
+// configuration that does not load, or whose policy does not parse, is loud
+// and leaves the previous policy in force; keys only a restart applies are
+// named in a warning.
+func TestReloadPolicy(t *testing.T) {
+	const alice, bob, carol = "urn:publicid:IDN+ch+user+alice", "urn:publicid:IDN+ch+user+bob", "urn:publicid:IDN+ch+user+carol"
+	started, err := config.Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started.Operators = carol
+	var logs amtest.LogBuffer
+	reg := metrics.NewRegistry()
+	o := &opsSide{Registry: reg, log: slog.New(slog.NewTextHandler(&logs, nil)), st: &store.Store{},
+		policyReloads: reg.NewCounter("geniam_policy_reloads_total", "reloads", "result")}
+	p, err := o.policy(started.Operations, o.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := am.NewGate(am.GateConfig{Ops: p, Operators: started.OperatorURNs()})
+	refused := func(user string) bool {
+		_, err := gate.Check(context.Background(), am.Access{Method: "SSH", Caller: &am.Caller{URN: user}, IdentityOnly: true})
+		var e *am.Err
+		if err != nil && (!errors.As(err, &e) || e.Code != am.Forbidden) {
+			t.Fatalf("%s: %v, want FORBIDDEN or nothing", user, err)
+		}
+		return err != nil
+	}
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		reg.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	if refused(alice) || !gate.IsOperator(carol) {
+		t.Fatal("the started policy is not in force")
+	}
+
+	next := *started
+	next.Operations.Deny = "urn:publicid:IDN+ch+user+alice"
+	next.Operators = bob
+	next.Listen = "127.0.0.1:9"
+	if err := o.reloadPolicy(func() (*config.Config, error) { c := next; return &c, nil }, started, gate); err != nil {
+		t.Fatal(err)
+	}
+	if !refused(alice) || refused(bob) || !gate.IsOperator(bob) || gate.IsOperator(carol) {
+		t.Error("the reloaded deny list and operators are not in force together")
+	}
+	if !strings.Contains(logs.String(), "only at the next start") || !strings.Contains(logs.String(), "keys=listen") {
+		t.Errorf("a changed listen address is not named as needing a restart:\n%s", logs.String())
+	}
+	if m := scrape(); !strings.Contains(m, `geniam_policy_reloads_total{result="ok"} 1`) {
+		t.Errorf("a good reload is not counted:\n%s", m)
+	}
+
+	for _, load := range []func() (*config.Config, error){
+		func() (*config.Config, error) { c := *started; c.Operations.Deny = "[unclosed"; return &c, nil },
+		func() (*config.Config, error) {
+			return nil, errors.New("config geniam.yaml: yaml: line 3: did not find expected key")
+		},
+	} {
+		if err := o.reloadPolicy(load, started, gate); err == nil {
+			t.Error("a bad configuration reloaded")
+		}
+	}
+	if !refused(alice) || !gate.IsOperator(bob) {
+		t.Error("a failed reload changed the policy in force")
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "policy NOT reloaded") {
+		t.Errorf("a failed reload is not an error in the log:\n%s", logs.String())
+	}
+	if m := scrape(); !strings.Contains(m, `geniam_policy_reloads_total{result="failed"} 2`) {
+		t.Errorf("failed reloads are not counted:\n%s", m)
 	}
 }

@@ -31,7 +31,8 @@ func init() {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		return serve(ctx, cfg, newLogger(cfg.Log), nil)
+		reread := func() (*config.Config, error) { return loadConfig("serve", args) }
+		return serve(ctx, cfg, reread, newLogger(cfg.Log), nil)
 	}
 	commands["migrate"] = func(args []string) error {
 		cfg, err := loadConfig("migrate", args)
@@ -96,8 +97,10 @@ func (h *serveHooks) aggregateClock() func() time.Time {
 	return h.clock
 }
 
-// serve runs the aggregate until ctx ends.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *serveHooks) error {
+// serve runs the aggregate until ctx ends. On SIGHUP it reloads the trusted
+// roots and, when reread is not nil, the operator policy from the
+// configuration reread returns (read as the command read cfg).
+func serve(ctx context.Context, cfg *config.Config, reread func() (*config.Config, error), log *slog.Logger, hooks *serveHooks) error {
 	if cfg.DB.URL == "" {
 		return errors.New("db.url is not set: point it at PostgreSQL (or use make run, which starts one)")
 	}
@@ -195,8 +198,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
-		for range hup {
-			_ = ops.reloadRoots(verifier, cfg.TLS.TrustedRoots, cfg.TLS.LegacySHA1) // loud on failure
+		for range hup { // each reload is loud on failure
+			_ = ops.reloadRoots(verifier, cfg.TLS.TrustedRoots, cfg.TLS.LegacySHA1)
+			if reread == nil || ops.reloadPolicy(reread, cfg, agg.Gate()) != nil || prov == nil {
+				continue
+			}
+			// Users the new policy refuses lose their SSH keys now.
+			if err := prov.WithdrawKeys(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("cannot check whose SSH keys the agents hold after the policy reload", "err", err)
+			}
 		}
 	}()
 	if cfg.Operations.Listen != "" {

@@ -14,6 +14,26 @@ func chain(id *devpki.Identity) []*x509.Certificate {
 	return append([]*x509.Certificate{id.Cert}, id.Chain...)
 }
 
+// newTestCH is a clearinghouse for authority that keeps nothing on disk.
+func newTestCH(tb testing.TB, authority string) *Clearinghouse {
+	tb.Helper()
+	ch, err := New(authority)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ch
+}
+
+// issueUser issues ch's certificate for the user name.
+func issueUser(tb testing.TB, ch *Clearinghouse, name, email string) *devpki.Identity {
+	tb.Helper()
+	id, err := ch.IssueUser(name, email)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return id
+}
+
 func authorize(t *testing.T, v *credentials.Verifier, user *devpki.Identity, method, target string, cred []byte) error {
 	t.Helper()
 	_, err := v.Authorize(am.AuthRequest{Method: method, Target: target, Privileges: credentials.PrivilegesFor(method),
@@ -28,14 +48,7 @@ func TestClearinghouse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice, err := ch.IssueUser("alice", "alice@example.org")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob, err := ch.IssueUser("bob", "bob@example.org")
-	if err != nil {
-		t.Fatal(err)
-	}
+	alice, bob := issueUser(t, ch, "alice", "alice@example.org"), issueUser(t, ch, "bob", "bob@example.org")
 	v := credentials.NewVerifier(ch.Roots(), credentials.Options{})
 
 	uc, err := ch.UserCredential(chain(alice))
@@ -98,14 +111,7 @@ func TestClearinghouse(t *testing.T) {
 	}
 
 	// A stranger's certificate is refused.
-	other, err := New("other.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	eve, err := other.IssueUser("eve", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	eve := issueUser(t, newTestCH(t, "other.test"), "eve", "")
 	if _, err := ch.UserCredential(chain(eve)); am.CodeOf(err) != am.Forbidden {
 		t.Fatalf("stranger: %v", err)
 	}

@@ -51,14 +51,8 @@ func stringResult(t *testing.T, resp string) string {
 }
 
 func TestHandlerOverTLS(t *testing.T) {
-	ch, err := New("ch.geniam.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	alice, err := ch.IssueUser("alice", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := newTestCH(t, "ch.geniam.test")
+	alice := issueUser(t, ch, "alice", "")
 	h := &Handler{CH: ch, Aggregates: []Aggregate{{URN: "urn:publicid:IDN+am.geniam.test+authority+am", URL: "https://127.0.0.1:8001/"}}}
 	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
@@ -106,11 +100,7 @@ func FuzzHandlerCall(f *testing.F) {
 	f.Add([]byte(`<?xml version="1.0"?><methodCall><methodName>CreateSlice</methodName><params><param><value><string>urn:publicid:IDN+x+slice+y</string></value></param></params></methodCall>`))
 	f.Add([]byte(`<methodCall><methodName>RenewSlice</methodName><params><param><value>a</value></param><param><value><dateTime.iso8601>20260101T00:00:00</dateTime.iso8601></value></param></params></methodCall>`))
 	f.Add([]byte(`<methodCall><methodName>GetVersion</methodName></methodCall>`))
-	ch, err := New("ch.geniam.test")
-	if err != nil {
-		f.Fatal(err)
-	}
-	h := &Handler{CH: ch}
+	h := &Handler{CH: newTestCH(f, "ch.geniam.test")}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		_, _ = h.call(body, nil)
 	})

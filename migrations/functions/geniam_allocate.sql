@@ -57,6 +57,7 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     shut       boolean;
+    cred_exp   timestamptz;
     busy       text[] := '{}';
     changed    text[] := '{}';
     p          record;
@@ -81,11 +82,19 @@ BEGIN
     -- expression is evaluated without starting the executor.
     tagged := set_config('geniam.event', 'Allocate', true);
     tagged := set_config('geniam.actor', p_actor, true);
-    -- Upserting locks the slice row: allocations in one slice are serial, and
-    -- a concurrent Shutdown is either before us (seen here) or after.
-    INSERT INTO slices AS sl (urn, credential_expires_at) VALUES (p_slice, p_credential_expires)
-        ON CONFLICT (urn) DO UPDATE SET credential_expires_at = coalesce(EXCLUDED.credential_expires_at, sl.credential_expires_at)
-        RETURNING sl.shut_down INTO shut;
+    -- Lock the slice row (the lock an upsert takes): allocations in one slice
+    -- are serial, and a concurrent Shutdown is either before us (seen here) or
+    -- after. The row is written only when it is new or the credential's
+    -- expiry moved: an upsert wrote a new row version on every Allocate.
+    SELECT sl.shut_down, sl.credential_expires_at INTO shut, cred_exp
+        FROM slices sl WHERE sl.urn = p_slice FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO slices AS sl (urn, credential_expires_at) VALUES (p_slice, p_credential_expires)
+            ON CONFLICT (urn) DO UPDATE SET credential_expires_at = coalesce(EXCLUDED.credential_expires_at, sl.credential_expires_at)
+            RETURNING sl.shut_down INTO shut;
+    ELSIF p_credential_expires IS NOT NULL AND p_credential_expires IS DISTINCT FROM cred_exp THEN
+        UPDATE slices sl SET credential_expires_at = p_credential_expires WHERE sl.urn = p_slice;
+    END IF;
     IF shut AND NOT p_operator THEN
         RAISE EXCEPTION 'slice % has been shut down', p_slice USING ERRCODE = 'GN002';
     END IF;
