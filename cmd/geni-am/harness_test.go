@@ -32,7 +32,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// freeAddr returns a loopback address nobody listens on (for the ops listener).
+// freeAddr returns a loopback address nobody listens on now (the operations
+// listener, the dev clearinghouse, a soak's aggregate).
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -112,8 +113,9 @@ func serveConfig(t *testing.T, dbURL string) *config.Config {
 }
 
 // startServe runs serve(cfg) until the test ends and returns the address
-// the AM API listens on once it does. An error serve returns before that
-// is returned, so that the caller may try again (another port).
+// the AM API listens on once it does (it sets hooks.ready). An error serve
+// returns before that is returned, so that the caller may try again (another
+// port).
 func startServe(t *testing.T, cfg *config.Config, log *slog.Logger, hooks *serveHooks) (net.Addr, error) {
 	t.Helper()
 	ready := make(chan net.Addr, 1)
