@@ -21,6 +21,7 @@ import (
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/provision"
+	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
@@ -73,7 +74,7 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	s := serveWith(t, pki, pgtest.NewDatabase(t), hooks, func(c *config.Config) {
 		c.Console.Listen = "127.0.0.1:0"
 		c.Console.Token = consoleToken
-		c.Operators = urnOf(carol)
+		c.Operators = credentials.URNOf(carol.Cert)
 		c.Console.Poll = 200 * time.Millisecond
 		if agentURL != "" {
 			c.Agents.Cert, c.Agents.Key = pki.File("am-agent-client")
@@ -138,15 +139,6 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request, agentURL string, ok b
 </rspec>`, devenv.AMURN, devenv.Authority, tar, sum), "https://" + addr.String(), true
 }
 
-func urnOf(id *devpki.Identity) string {
-	for _, u := range id.Cert.URIs {
-		if strings.HasPrefix(u.String(), "urn:publicid:IDN+") {
-			return u.String()
-		}
-	}
-	return ""
-}
-
 // browser is an HTTP client of the console: with the certificate of id (nil:
 // none) and a cookie jar.
 func (w *consoleWorld) browser(t *testing.T, id *devpki.Identity) *http.Client {
@@ -205,7 +197,7 @@ func TestConsoleAccess(t *testing.T) {
 	if body := get(t, alice, u+"/sliver?urn="+url.QueryEscape(w.sliver), http.StatusOK); !strings.Contains(body, "no /data to download") || !strings.Contains(body, "geni_pending_allocation") {
 		t.Errorf("alice's sliver page:\n%s", body)
 	}
-	if body := get(t, alice, u+"/audit?user="+url.QueryEscape(urnOf(w.bob)), http.StatusOK); !strings.Contains(body, "Allocate") {
+	if body := get(t, alice, u+"/audit?user="+url.QueryEscape(credentials.URNOf(w.bob.Cert)), http.StatusOK); !strings.Contains(body, "Allocate") {
 		t.Errorf("alice's audit (her own calls whatever the filter):\n%s", body)
 	}
 
@@ -322,8 +314,8 @@ func TestConsoleAudit(t *testing.T) {
 			}
 		}
 	}
-	waitRows("alice's download", 1, byWhom+` AND slice_urn = $5 AND credential_digest <> ''`, "GetData", urnOf(w.pki.User), "SUCCESS", w.sliver, w.slice)
-	waitRows("bob's refused download", 1, byWhom, "GetData", urnOf(w.bob), "FORBIDDEN", w.sliver)
+	waitRows("alice's download", 1, byWhom+` AND slice_urn = $5 AND credential_digest <> ''`, "GetData", credentials.URNOf(w.pki.User.Cert), "SUCCESS", w.sliver, w.slice)
+	waitRows("bob's refused download", 1, byWhom, "GetData", credentials.URNOf(w.bob.Cert), "FORBIDDEN", w.sliver)
 
 	// A sliver page is a row of its viewer (once while they watch it); a
 	// list page is none.
@@ -336,7 +328,7 @@ func TestConsoleAudit(t *testing.T) {
 	}
 	get(t, bob, w.consoleURL+"/sliver?urn="+url.QueryEscape(w.sliver), http.StatusNotFound)
 	waitRows("console rows", before+3, `SELECT count(*) FROM audit_log WHERE method = 'Console'`)
-	for who, code := range map[string]string{urnOf(w.pki.User): "SUCCESS", urnOf(w.carol): "SUCCESS", urnOf(w.bob): "SEARCHFAILED"} {
+	for who, code := range map[string]string{credentials.URNOf(w.pki.User.Cert): "SUCCESS", credentials.URNOf(w.carol.Cert): "SUCCESS", credentials.URNOf(w.bob.Cert): "SEARCHFAILED"} {
 		if n := rows(byWhom+` AND options->>'page' = 'sliver'`, "Console", who, code, w.sliver); n != 1 {
 			t.Errorf("%s's sliver page: %d rows (%s), want 1", who, n, code)
 		}
