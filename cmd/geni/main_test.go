@@ -21,6 +21,7 @@ import (
 	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 )
 
 // TestMain lets the tests run this test binary as the geni command (ssh
@@ -211,18 +212,8 @@ func tlsServer(t *testing.T, h http.Handler) *httptest.Server {
 
 func newGcfLab(t *testing.T) *gcfLab {
 	dir := t.TempDir()
-	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+geni:gpo:gcf+authority+sa", CommonName: "gcf CA"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	alice, err := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geni:gpo:gcf+user+alice", Email: "alice@example.org"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := alice.WriteFiles(dir, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := pkitest.NewIn(t, dir, devpki.Options{URN: "urn:publicid:IDN+geni:gpo:gcf+authority+sa", CommonName: "gcf CA"})
+	certFile, keyFile := ca.Files(ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geni:gpo:gcf+user+alice", Email: "alice@example.org"}), "alice")
 	for name, body := range map[string]string{"alice-ssh.pub": "ssh-ed25519 AAAAalice alice@lab\n", "alice-ssh": "private\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
 			t.Fatal(err)
