@@ -23,6 +23,7 @@ import (
 	"github.com/geniam/geniam/am/provision"
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
 )
@@ -172,14 +173,8 @@ func TestConsoleAccess(t *testing.T) {
 
 	// A certificate the trusted roots do not vouch for is refused in the
 	// handshake, as on the AM listener.
-	foreign, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+elsewhere+authority+sa", KeyBits: 2048})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mallory, err := foreign.Issue(devpki.Options{URN: "urn:publicid:IDN+elsewhere+user+mallory", KeyBits: 2048})
-	if err != nil {
-		t.Fatal(err)
-	}
+	foreign := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+elsewhere+authority+sa", KeyBits: 2048})
+	mallory := foreign.Issue(devpki.Options{URN: "urn:publicid:IDN+elsewhere+user+mallory", KeyBits: 2048})
 	if resp, err := w.browser(t, mallory).Get(u + "/"); err == nil {
 		resp.Body.Close()
 		t.Errorf("an untrusted certificate got %s", resp.Status)

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -72,6 +71,8 @@ type soakWorld struct {
 	cluster *pgcluster.Cluster
 	dbURL   string
 	ch      *devch.Clearinghouse
+	amCert  string // the aggregates' certificate and key files
+	amKey   string
 	user    *devpki.Identity
 	userTLS tls.Certificate
 	ams     []*soakAM
@@ -107,13 +108,8 @@ func soakNewWorld(t *testing.T) *soakWorld {
 	fed := newDevFederation(t)
 	w.ch, w.user = fed.ch, fed.alice
 	pkitest.RootsDir(t, filepath.Join(w.dir, "roots"), w.ch.CA.Cert)
-	amID, err := w.ch.CA.Issue(devpki.Options{URN: soakAMURN, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := amID.WriteFiles(filepath.Join(w.dir, "pki"), "am"); err != nil {
-		t.Fatal(err)
-	}
+	ca := pkitest.Of(t, w.ch.CA)
+	w.amCert, w.amKey = ca.Files(ca.Server(devpki.Options{URN: soakAMURN}), "am")
 	w.userTLS = pkitest.TLS(t, w.user)
 	return w
 }
@@ -164,7 +160,7 @@ func (w *soakWorld) soakNewAM(name string, lc soakLifecycle) *soakAM {
 	err := config.WriteYAML(a.config, map[string]any{
 		"listen": addr, "am_urn": soakAMURN, "var_dir": filepath.Join(w.dir, name),
 		"db.url": w.dbURL, "db.max_conns": 8,
-		"tls.cert": filepath.Join(w.dir, "pki", "am-cert.pem"), "tls.key": filepath.Join(w.dir, "pki", "am-key.pem"),
+		"tls.cert": w.amCert, "tls.key": w.amKey,
 		"tls.trusted_roots":         filepath.Join(w.dir, "roots"),
 		"lifecycle.allocation_hold": lc.AllocationHold.String(), "lifecycle.provision_default": lc.ProvisionDefault.String(),
 		"lifecycle.reaper_interval": lc.ReaperInterval.String(), "limits.request_timeout": lc.RequestTimeout.String(),
