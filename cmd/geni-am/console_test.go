@@ -91,7 +91,7 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	if opsGeniCode(alloc) != 0 {
 		t.Fatalf("Allocate: %v", alloc["output"])
 	}
-	w.sliver = alloc["value"].(map[string]any)["geni_slivers"].([]any)[0].(map[string]any)["geni_sliver_urn"].(string)
+	w.sliver = firstSliver(alloc)
 	// A failed call for the audit search: Status of a sliver that is not there.
 	s.call("Status", []any{"urn:publicid:IDN+geniam.localhost+sliver+00000000"}, creds(sliceCred), map[string]any{})
 	return w

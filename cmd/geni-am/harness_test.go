@@ -286,6 +286,12 @@ func opsGeniCode(r map[string]any) int64 {
 	return n
 }
 
+// firstSliver is the URN of the first sliver in the v3 struct r of an
+// Allocate or Provision.
+func firstSliver(r map[string]any) string {
+	return r["value"].(map[string]any)["geni_slivers"].([]any)[0].(map[string]any)["geni_sliver_urn"].(string)
+}
+
 func creds(cred []byte) []any {
 	return []any{map[string]any{"geni_type": "geni_sfa", "geni_version": "3", "geni_value": string(cred)}}
 }

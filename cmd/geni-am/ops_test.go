@@ -46,7 +46,7 @@ func TestEveryCallIsAudited(t *testing.T) {
 	do(expectedCall{name: "listresources without rspec version", method: "ListResources", code: 1}, s.call("ListResources", creds(userCred), map[string]any{}))
 	do(expectedCall{name: "allocate without credentials", method: "Allocate", code: 3, slice: slice.URN}, s.call("Allocate", slice.URN, []any{}, rspec, map[string]any{}))
 	alloc := do(expectedCall{name: "allocate", method: "Allocate", user: true, slice: slice.URN}, s.call("Allocate", slice.URN, creds(sliceCred), rspec, map[string]any{}))
-	sliverURN := alloc["value"].(map[string]any)["geni_slivers"].([]any)[0].(map[string]any)["geni_sliver_urn"].(string)
+	sliverURN := firstSliver(alloc)
 	do(expectedCall{name: "describe", method: "Describe", user: true, slice: slice.URN}, s.call("Describe", []any{slice.URN}, creds(sliceCred), geni3Opts))
 	do(expectedCall{name: "renew", method: "Renew", user: true, slice: slice.URN}, s.call("Renew", []any{slice.URN}, creds(sliceCred), time.Now().Add(time.Hour).UTC().Format(time.RFC3339), map[string]any{}))
 	provOpts := map[string]any{"geni_rspec_version": geni3Opts["geni_rspec_version"],
