@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -25,8 +26,10 @@ type changes struct {
 	mu       sync.Mutex
 	seq      uint64
 	recent   []changed            // the last maxRecent changes, oldest first
-	sessions []agent.SessionEvent // the last maxSessions SSH session events, oldest first
-	wake     chan struct{}        // closed at the next change
+	sessions []agent.SessionEvent // SSH session events no aggregate has acknowledged, oldest first (sessions.go)
+	journal  *sessionJournal      // the same on disk; nil: memory only
+	log      *slog.Logger
+	wake     chan struct{} // closed at the next change
 }
 
 type changed struct {
@@ -35,10 +38,6 @@ type changed struct {
 }
 
 const maxRecent = 4096
-
-// maxSessions bounds the SSH session events kept for the aggregate: far
-// more than its long polls (one at least every 25 s) let pile up.
-const maxSessions = 1024
 
 func newChanges() *changes {
 	return &changes{seq: uint64(time.Now().UnixNano()), wake: make(chan struct{})}
@@ -51,23 +50,22 @@ func (c *changes) bump(id string) {
 	c.mu.Unlock()
 }
 
-// session records an SSH session's start or end as a change of its sliver.
+// session records an SSH session's start or end as a change of its sliver,
+// kept until an aggregate acknowledges it (sessions.go).
 func (c *changes) session(ev agent.SessionEvent) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	ev.Seq = c.seq + 1
+	c.keepSessionLocked(ev) // on disk before anyone can see the number
 	c.bumpLocked(ev.Sliver)
-	ev.Seq = c.seq
-	if len(c.sessions) == maxSessions {
-		c.sessions = append(c.sessions[:0], c.sessions[maxSessions/2:]...)
-	}
-	c.sessions = append(c.sessions, ev)
-	c.mu.Unlock()
 }
 
-// sessionsSince returns the session events recorded after seq after that
-// are still kept.
+// sessionsSince acknowledges the session events up to after (an aggregate
+// asking from after has written them) and returns those after it.
 func (c *changes) sessionsSince(after uint64) []agent.SessionEvent {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.ackSessionsLocked(after)
 	i := len(c.sessions)
 	for i > 0 && c.sessions[i-1].Seq > after {
 		i--

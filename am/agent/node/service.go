@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -199,6 +200,7 @@ func New(cfg Config, rt agent.Runtime) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{cfg: cfg, policy: newImagePolicy(cfg.ImageHosts, cfg.ContainerStore), rt: rt, st: st, log: cfg.Logger, ctx: ctx, close: cancel, slivers: map[string]*sliver{}, imageRefs: map[string]map[string]bool{},
 		changes: newChanges()}
+	s.changes.openJournal(filepath.Join(cfg.StateDir, "sessions.jsonl"), s.log) // sessions.go
 	recs, errs := st.loadAll()
 	for _, err := range errs {
 		s.log.Warn("agent: skipping state file", "err", err)
@@ -255,6 +257,7 @@ func (s *Service) Close() {
 		sl.mu.Unlock()
 	}
 	s.wg.Wait()
+	s.changes.closeJournal()
 }
 
 func (s *Service) labels() map[string]string {
