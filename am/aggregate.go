@@ -55,7 +55,9 @@ type AggregateConfig struct {
 type Provisioner interface {
 	Provisioned(ctx context.Context, slivers []Sliver)
 	Acted(ctx context.Context, action string, slivers []Sliver)
-	Deleted(ctx context.Context, slivers []Sliver) // by Delete or by the reaper
+	// Deleted: by Delete or by the reaper, the slivers as they were (a
+	// provisioned one has its teardown job queued by the same transaction).
+	Deleted(ctx context.Context, slivers []Sliver)
 	ShutDown(ctx context.Context, sliceURN string)
 }
 
@@ -839,9 +841,9 @@ func (a *Aggregate) Delete(ctx context.Context, c Call, urns []string) ([]Sliver
 	}
 	AuditFrom(ctx).noteSliversOf(done)
 	statuses := make([]SliverStatus, 0, len(done))
-	for i := range done {
-		done[i].Allocation = Unallocated
-		st := StatusOf(done[i])
+	for _, s := range done {
+		s.Allocation = Unallocated
+		st := StatusOf(s)
 		st.Error = ""
 		st.Operational = ""
 		statuses = append(statuses, st)

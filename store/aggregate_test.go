@@ -75,9 +75,26 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, ctx: ctx, url: url, pool: st.Pool(), store: st,
 		clock: amtest.NewClock(time.Now().UTC().Truncate(time.Second))}
 	e.auth = &allowAll{now: e.clock.Now}
-	e.agg = am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Operators: []string{operator}},
-		st, e.auth, fakeRSpecs{}, e.clock.Now)
+	e.agg = e.aggregate(st, am.AggregateConfig{URL: "https://127.0.0.1:8001/", Operators: []string{operator}})
 	return e
+}
+
+// aggregate is an aggregate on st (the env's store or a second process's)
+// with the env's authorizer and clock; cfg.URN is amURN when unset.
+func (e *env) aggregate(st am.Store, cfg am.AggregateConfig) *am.Aggregate {
+	if cfg.URN == "" {
+		cfg.URN = amURN
+	}
+	return am.NewAggregate(cfg, st, e.auth, fakeRSpecs{}, e.clock.Now)
+}
+
+// wallClockAggregate allows every call and runs on the real clock: for the
+// benchmarks and races, which take real time.
+func wallClockAggregate(st am.Store, cfg am.AggregateConfig) *am.Aggregate {
+	if cfg.URN == "" {
+		cfg.URN = amURN
+	}
+	return am.NewAggregate(cfg, st, &allowAll{now: time.Now}, fakeRSpecs{}, time.Now)
 }
 
 // sql runs statements as an operator would in psql.
@@ -86,6 +103,23 @@ func (e *env) sql(q string, args ...any) {
 	if _, err := e.pool.Exec(e.ctx, q, args...); err != nil {
 		e.t.Fatalf("%s: %v", q, err)
 	}
+}
+
+// hold runs q in a transaction of its own, as another session would, and
+// keeps the transaction open, with the locks q took, until release (or the
+// end of the test) rolls it back.
+func (e *env) hold(q string) (release func() error) {
+	e.t.Helper()
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	release = func() error { return tx.Rollback(context.Background()) }
+	e.t.Cleanup(func() { _ = release() })
+	if _, err := tx.Exec(e.ctx, q); err != nil {
+		e.t.Fatalf("%s: %v", q, err)
+	}
+	return release
 }
 
 func (e *env) addNode(name string, capacity int, types ...string) {
@@ -665,7 +699,7 @@ func TestProvisionerHook(t *testing.T) {
 	e := newEnv(t)
 	e.addNode("node1", 4)
 	rec := &recorder{}
-	agg := am.NewAggregate(am.AggregateConfig{URN: amURN, Provisioner: rec}, e.store, e.auth, fakeRSpecs{}, e.clock.Now)
+	agg := e.aggregate(e.store, am.AggregateConfig{Provisioner: rec})
 	c := e.call(alice, geni3)
 	slice := sliceURN("hook")
 	res, err := agg.Allocate(e.ctx, c, slice, request(container("a", ""), container("b", ""), container("c", "")))

@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
 	"github.com/geniam/geniam/store/storetest"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // TestAuditSpoolSurvivesOutage: audit records written while PostgreSQL is
@@ -23,13 +21,9 @@ func TestAuditSpoolSurvivesOutage(t *testing.T) {
 	ctx := context.Background()
 	st, url := storetest.Open(t)
 	proxy, purl := pgtest.NewProxy(t, url)
-	pool, err := pgxpool.New(ctx, purl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := pgtest.Pool(t, purl)
 	dir := t.TempDir()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	rec := func(i int) *am.AuditRecord {
 		return &am.AuditRecord{At: time.Now(), LogID: fmt.Sprintf("id%04d", i), Method: "Status", Caller: "urn:publicid:IDN+x+user+u", Code: am.Busy}
 	}

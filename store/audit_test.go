@@ -16,8 +16,7 @@ import (
 
 // policyAggregate is the env's aggregate with an operator policy.
 func (e *env) withPolicy(p *am.OpsPolicy) *am.Aggregate {
-	return am.NewAggregate(am.AggregateConfig{URN: amURN, URL: "https://127.0.0.1:8001/", Operators: []string{operator}, Ops: p},
-		e.store, e.auth, fakeRSpecs{}, e.clock.Now)
+	return e.aggregate(e.store, am.AggregateConfig{URL: "https://127.0.0.1:8001/", Operators: []string{operator}, Ops: p})
 }
 
 func TestAuditRecordsWhatTheAggregateNoted(t *testing.T) {

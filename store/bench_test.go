@@ -3,15 +3,14 @@ package store_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/pgcluster"
 	"github.com/geniam/geniam/store/pgtest"
 	"github.com/geniam/geniam/store/storetest"
 )
@@ -46,7 +45,7 @@ func benchAllocateDelete(b *testing.B, nodes, capacity, clients int) []time.Dura
 		SELECT 'node' || i, $1 || i, $2 FROM generate_series(0, $3 - 1) AS i`, nodeURN("node"), capacity, nodes); err != nil {
 		b.Fatal(err)
 	}
-	agg := am.NewAggregate(am.AggregateConfig{URN: amURN}, st, &allowAll{now: time.Now}, fakeRSpecs{}, time.Now)
+	agg := wallClockAggregate(st, am.AggregateConfig{})
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -93,38 +92,13 @@ func BenchmarkAllocateDeleteCeiling(b *testing.B) {
 	pairs := float64(len(lat)) / elapsed.Seconds()
 	reportPercentiles(b, lat)
 	b.ReportMetric(pairs, "pairs/s")
-	tps, err := pgbenchTPS(pgtest.NewDatabase(b), 5)
+	tps, _, err := pgcluster.PgBench(context.Background(), "", pgtest.NewDatabase(b), 8, 2, 5)
 	if err != nil {
 		b.Logf("no ceiling: %v", err)
 		return
 	}
 	b.ReportMetric(tps, "pgbench-tps")
 	b.ReportMetric(100*pairs/(tps/2), "%-of-tps/2")
-}
-
-// pgbenchTPS runs pgbench -i, then pgbench -N -c 8 -j 2 -T seconds on the
-// database at url and returns its tps.
-func pgbenchTPS(url string, seconds int) (float64, error) {
-	bin, err := exec.LookPath("pgbench")
-	if err != nil {
-		if bin, err = exec.LookPath("/usr/lib/postgresql/15/bin/pgbench"); err != nil {
-			return 0, err
-		}
-	}
-	if out, err := exec.Command(bin, "-i", "-q", url).CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("pgbench -i: %v %s", err, out)
-	}
-	out, err := exec.Command(bin, "-N", "-c", "8", "-j", "2", "-T", fmt.Sprint(seconds), url).CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("pgbench -N: %v %s", err, out)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		var tps float64
-		if _, err := fmt.Sscanf(line, "tps = %g", &tps); err == nil {
-			return tps, nil
-		}
-	}
-	return 0, fmt.Errorf("pgbench -N: no tps line in %s", out)
 }
 
 // BenchmarkScale is the inventory of issue 21 beside make bench's: 1,000
@@ -144,7 +118,7 @@ func BenchmarkScale(b *testing.B) {
 			ctx := context.Background()
 			st, _ := storetest.Open(b)
 			seedScale(b, st, nodes)
-			agg := am.NewAggregate(am.AggregateConfig{URN: amURN}, st, &allowAll{now: time.Now}, fakeRSpecs{}, time.Now)
+			agg := wallClockAggregate(st, am.AggregateConfig{})
 			call := am.Call{Caller: &am.Caller{URN: alice}}
 			b.Run("allocate", func(b *testing.B) {
 				var lat []time.Duration

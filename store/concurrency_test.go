@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
-	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/storetest"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -77,14 +77,7 @@ func TestAllocateLocksOnlyItsNodes(t *testing.T) {
 	e.sql(`CREATE FUNCTION test_pause() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$`)
 	e.sql("CREATE TRIGGER test_pause BEFORE INSERT ON slivers FOR EACH ROW EXECUTE FUNCTION test_pause()")
-	hold, err := e.pool.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback(e.ctx)
-	if _, err := hold.Exec(e.ctx, "SELECT pg_advisory_xact_lock(4242)"); err != nil {
-		t.Fatal(err)
-	}
+	release := e.hold("SELECT pg_advisory_xact_lock(4242)")
 	done := make(chan error, 1)
 	go func() {
 		_, err := e.agg.Allocate(e.ctx, e.call(alice, am.Options{}), sliceURN("paused"), request(container("a", "")))
@@ -102,7 +95,7 @@ func TestAllocateLocksOnlyItsNodes(t *testing.T) {
 		}
 	}
 	var lockable int
-	err = func() error {
+	err := func() error {
 		tx, err := e.pool.Begin(e.ctx)
 		if err != nil {
 			return err
@@ -116,7 +109,7 @@ func TestAllocateLocksOnlyItsNodes(t *testing.T) {
 	if lockable != 49 {
 		t.Errorf("%d of 50 nodes free to lock while one unbound allocation runs, want 49", lockable)
 	}
-	if err := hold.Rollback(e.ctx); err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
@@ -132,16 +125,9 @@ func TestAllocateWaitsForBusyNodesItNeeds(t *testing.T) {
 	e.addNode("full", 1)
 	e.addNode("free", 1)
 	e.allocate(sliceURN("first"), container("a", "full"))
-	tx, err := e.pool.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(e.ctx, "SELECT 1 FROM nodes WHERE name = 'free' FOR UPDATE"); err != nil {
-		tx.Rollback(e.ctx)
-		t.Fatal(err)
-	}
+	release := e.hold("SELECT 1 FROM nodes WHERE name = 'free' FOR UPDATE")
 	released := make(chan struct{})
-	time.AfterFunc(300*time.Millisecond, func() { tx.Rollback(context.Background()); close(released) })
+	time.AfterFunc(300*time.Millisecond, func() { _ = release(); close(released) })
 	defer func() { <-released }()
 	res, err := e.agg.Allocate(e.ctx, e.call(alice, am.Options{}), sliceURN("second"), request(container("b", "")))
 	if err != nil {
@@ -161,12 +147,7 @@ func TestAllocateWaitsForBusyNodesItNeeds(t *testing.T) {
 func TestAdvertisementAcrossProcesses(t *testing.T) {
 	e := newEnv(t)
 	e.addNode("node1", 3)
-	other, err := store.Open(e.ctx, e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	agg2 := am.NewAggregate(am.AggregateConfig{URN: amURN}, other, e.auth, fakeRSpecs{}, e.clock.Now)
+	agg2 := e.aggregate(storetest.OpenURL(t, e.url), am.AggregateConfig{})
 	ad := func(want string) {
 		t.Helper()
 		got, err := e.agg.ListResources(e.ctx, e.call(alice, geni3))
@@ -246,13 +227,8 @@ func TestRaceNoDoubleBooking(t *testing.T) {
 	defer cancel()
 	var bg sync.WaitGroup
 	for i := 0; i < 2; i++ {
-		st, err := store.Open(ctx, e.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		agg := am.NewAggregate(am.AggregateConfig{URN: amURN, AllocationHold: 300 * time.Millisecond,
-			Placement: []am.PlacementPolicy{am.Spread, am.Pack}[i]}, st, &allowAll{now: time.Now}, fakeRSpecs{}, time.Now)
+		agg := wallClockAggregate(storetest.OpenURL(t, e.url), am.AggregateConfig{AllocationHold: 300 * time.Millisecond,
+			Placement: []am.PlacementPolicy{am.Spread, am.Pack}[i]})
 		aggs = append(aggs, agg)
 		r := agg.NewReaper(50 * time.Millisecond)
 		r.Log = slog.New(slog.DiscardHandler)
@@ -297,58 +273,47 @@ func TestRaceNoDoubleBooking(t *testing.T) {
 	var mu sync.Mutex
 	codes := map[am.Code]int{}
 	deadline := time.Now().Add(3 * time.Second)
-	var clients sync.WaitGroup
-	for i := 0; i < 16; i++ {
-		clients.Add(1)
-		go func() {
-			defer clients.Done()
-			agg := aggs[i%2]
-			rng := rand.New(rand.NewPCG(uint64(i), 1))
-			slice := sliceURN(fmt.Sprintf("race%d", i))
-			c := am.Call{Caller: &am.Caller{URN: fmt.Sprintf("urn:publicid:IDN+ch.test+user+u%d", i)}, Options: geni3}
-			record := func(err error) {
-				mu.Lock()
-				codes[am.CodeOf(err)]++
-				mu.Unlock()
-				if err == nil {
-					return
-				}
-				msg := am.MessageOf(err)
-				switch am.CodeOf(err) {
-				case am.TooBig, am.Busy, am.SearchFailed, am.Expired:
-				default:
-					t.Errorf("client %d: unexpected %v", i, err)
-				}
-				for _, leak := range []string{"SQLSTATE", "pgx", "postgres", "ERROR:", "violates"} {
-					if strings.Contains(msg, leak) {
-						t.Errorf("client %d: database text in message %q", i, msg)
-					}
-				}
+	race(16, aggs, 1, func(i int, agg *am.Aggregate, rng *rand.Rand) {
+		slice := sliceURN(fmt.Sprintf("race%d", i))
+		c := clientCall(i, geni3)
+		record := func(err error) {
+			mu.Lock()
+			codes[am.CodeOf(err)]++
+			mu.Unlock()
+			if err == nil {
+				return
 			}
-			for n := 0; time.Now().Before(deadline); n++ {
-				res, err := agg.Allocate(ctx, c, slice, requests[rng.IntN(len(requests))](n))
-				record(err)
-				if err != nil {
-					continue
-				}
-				switch rng.IntN(3) {
-				case 0: // give it back at once
-					_, err = agg.Delete(ctx, c, []string{slice})
-				case 1: // provision, then delete the slivers by URN
-					urns := []string{}
-					for _, s := range res.Slivers {
-						urns = append(urns, s.URN)
-					}
-					if _, err = agg.Provision(ctx, c, urns); err == nil {
-						_, err = agg.Delete(ctx, c, urns)
-					}
-				default: // leave it to the reaper
-				}
-				record(err)
+			switch am.CodeOf(err) {
+			case am.TooBig, am.Busy, am.SearchFailed, am.Expired:
+			default:
+				t.Errorf("client %d: unexpected %v", i, err)
 			}
-		}()
-	}
-	clients.Wait()
+			if w := databaseText(am.MessageOf(err)); w != "" {
+				t.Errorf("client %d: database text (%s) in message %q", i, w, am.MessageOf(err))
+			}
+		}
+		for n := 0; time.Now().Before(deadline); n++ {
+			res, err := agg.Allocate(ctx, c, slice, requests[rng.IntN(len(requests))](n))
+			record(err)
+			if err != nil {
+				continue
+			}
+			switch rng.IntN(3) {
+			case 0: // give it back at once
+				_, err = agg.Delete(ctx, c, []string{slice})
+			case 1: // provision, then delete the slivers by URN
+				urns := []string{}
+				for _, s := range res.Slivers {
+					urns = append(urns, s.URN)
+				}
+				if _, err = agg.Provision(ctx, c, urns); err == nil {
+					_, err = agg.Delete(ctx, c, urns)
+				}
+			default: // leave it to the reaper
+			}
+			record(err)
+		}
+	})
 	t.Logf("clients done %v after the deadline", time.Since(deadline))
 	cancel()
 	bg.Wait()
@@ -359,6 +324,37 @@ func TestRaceNoDoubleBooking(t *testing.T) {
 	if codes[am.Success] == 0 || codes[am.TooBig] == 0 {
 		t.Errorf("the race did not race: %v", codes)
 	}
+}
+
+// race runs n clients at once, client i on aggs[i%len(aggs)] (aggregate
+// processes of their own) with a random source of its own seeded by i and
+// seed, and returns when all are done.
+func race(n int, aggs []*am.Aggregate, seed uint64, client func(i int, agg *am.Aggregate, rng *rand.Rand)) {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client(i, aggs[i%len(aggs)], rand.New(rand.NewPCG(uint64(i), seed)))
+		}()
+	}
+	wg.Wait()
+}
+
+// clientCall is a call of race's client i: a user of its own.
+func clientCall(i int, opts am.Options) am.Call {
+	return am.Call{Caller: &am.Caller{URN: fmt.Sprintf("urn:publicid:IDN+ch.test+user+u%d", i)}, Options: opts}
+}
+
+// databaseText returns the word of PostgreSQL's or pgx's that msg shows, or
+// "": a refusal tells the caller what happened, never the database's text.
+func databaseText(msg string) string {
+	for _, w := range []string{"SQLSTATE", "pgx", "postgres", "ERROR:", "violates"} {
+		if strings.Contains(msg, w) {
+			return w
+		}
+	}
+	return ""
 }
 
 // doubleBookings checks, in one snapshot, that no node holds more than its

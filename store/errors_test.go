@@ -57,7 +57,7 @@ func TestCleanErrorHidesTheDatabase(t *testing.T) {
 // aborts one, inTx runs it again, and both succeed.
 func TestInTxRetriesADeadlock(t *testing.T) {
 	ctx := context.Background()
-	pool := newPool(t, pgtest.NewDatabase(t))
+	pool := pgtest.Pool(t, pgtest.NewDatabase(t))
 	if _, err := pool.Exec(ctx, "CREATE TABLE r (id int PRIMARY KEY, n int); INSERT INTO r VALUES (1, 0), (2, 0)"); err != nil {
 		t.Fatal(err)
 	}
@@ -113,12 +113,12 @@ func TestInTxRetriesADeadlock(t *testing.T) {
 func TestUnreachableIsBusy(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t)
-	direct := newPool(t, url)
+	direct := pgtest.Pool(t, url)
 	if err := Migrate(ctx, direct); err != nil {
 		t.Fatal(err)
 	}
 	proxy, purl := pgtest.NewProxy(t, url)
-	st := New(newPool(t, purl))
+	st := New(pgtest.Pool(t, purl))
 	calls := map[string]func() error{
 		"Inventory":        func() error { _, err := st.Inventory(ctx); return err },
 		"Slivers":          func() error { _, err := st.Slivers(ctx, "urn:publicid:IDN+x+slice+s", nil); return err },

@@ -14,7 +14,7 @@ import (
 // lives its job stays its own.
 func TestTakeoverOnProcessDeath(t *testing.T) {
 	ctx := context.Background()
-	pool := newPool(t, pgtest.NewDatabase(t))
+	pool := pgtest.Pool(t, pgtest.NewDatabase(t))
 	if err := Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}

@@ -16,19 +16,9 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-func newPool(t testing.TB, url string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 func TestMigrateIsIdempotent(t *testing.T) {
 	ctx := context.Background()
-	pool := newPool(t, pgtest.NewDatabase(t))
+	pool := pgtest.Pool(t, pgtest.NewDatabase(t))
 	for i := 0; i < 2; i++ {
 		if err := Migrate(ctx, pool); err != nil {
 			t.Fatalf("migrate #%d: %v", i+1, err)
@@ -57,7 +47,7 @@ func TestMigrateConcurrently(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range errs {
-		pool := newPool(t, url)
+		pool := pgtest.Pool(t, url)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -74,7 +64,7 @@ func TestMigrateConcurrently(t *testing.T) {
 
 func TestFailingMigrationIsRolledBack(t *testing.T) {
 	ctx := context.Background()
-	pool := newPool(t, pgtest.NewDatabase(t))
+	pool := pgtest.Pool(t, pgtest.NewDatabase(t))
 	files := fstest.MapFS{
 		"0001_ok.sql":     {Data: []byte("CREATE TABLE a (x int);")},
 		"0002_broken.sql": {Data: []byte("CREATE TABLE b (x int); INSERT INTO a VALUES (1); SELECT no_such_function();")},
@@ -141,11 +131,11 @@ func schemaSummary(t *testing.T, pool *pgxpool.Pool) string {
 // migrations/functions, not by the history of numbered files.
 func TestFunctionsSameFreshAndUpgraded(t *testing.T) {
 	ctx := context.Background()
-	fresh := newPool(t, pgtest.NewDatabase(t))
+	fresh := pgtest.Pool(t, pgtest.NewDatabase(t))
 	if err := Migrate(ctx, fresh); err != nil {
 		t.Fatal(err)
 	}
-	upgraded := newPool(t, pgtest.NewDatabase(t))
+	upgraded := pgtest.Pool(t, pgtest.NewDatabase(t))
 	old := fstest.MapFS{}
 	names, err := fs.Glob(migrations.FS, "*.sql")
 	if err != nil {
@@ -182,7 +172,7 @@ func TestFunctionsSameFreshAndUpgraded(t *testing.T) {
 // not have) leaves the functions as the newer binary defined them.
 func TestOlderBinaryLeavesFunctions(t *testing.T) {
 	ctx := context.Background()
-	pool := newPool(t, pgtest.NewDatabase(t))
+	pool := pgtest.Pool(t, pgtest.NewDatabase(t))
 	if err := Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}

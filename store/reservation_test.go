@@ -13,7 +13,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/rspec"
-	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/storetest"
 )
 
 const bob = "urn:publicid:IDN+ch.test+user+bob"
@@ -35,12 +35,7 @@ func TestReservationRace(t *testing.T) {
 	e.addNode("x2", 1, "exclusive")
 	var aggs []*am.Aggregate
 	for i := 0; i < 2; i++ {
-		st, err := store.Open(e.ctx, e.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		aggs = append(aggs, am.NewAggregate(am.AggregateConfig{URN: amURN}, st, e.auth, fakeRSpecs{}, e.clock.Now))
+		aggs = append(aggs, e.aggregate(storetest.OpenURL(t, e.url), am.AggregateConfig{}))
 	}
 	base := e.clock.Now().Add(time.Hour)
 	type window struct {
@@ -59,38 +54,28 @@ func TestReservationRace(t *testing.T) {
 	var mu sync.Mutex
 	wins := map[int]int{}
 	codes := map[am.Code]int{}
-	var wg sync.WaitGroup
-	for i := 0; i < 16; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			agg := aggs[i%2]
-			rng := rand.New(rand.NewPCG(uint64(i), 19))
-			for n, w := range rng.Perm(len(windows)) {
-				win := windows[w]
-				c := am.Call{Caller: &am.Caller{URN: fmt.Sprintf("urn:publicid:IDN+ch.test+user+u%d", i)}, Options: reserve(win.start, win.end)}
-				_, err := agg.Allocate(e.ctx, c, sliceURN(fmt.Sprintf("book%d", i)), request(exclusive(fmt.Sprint("r", n), win.node)))
-				mu.Lock()
-				codes[am.CodeOf(err)]++
-				if err == nil {
-					wins[w]++
-				}
-				mu.Unlock()
-				if err == nil {
-					continue
-				}
-				if c := am.CodeOf(err); c != am.Unavailable && c != am.Busy {
-					t.Errorf("client %d, window %d: unexpected %v", i, w, err)
-				}
-				for _, leak := range []string{"SQLSTATE", "pgx", "ERROR:", "violates"} {
-					if strings.Contains(am.MessageOf(err), leak) {
-						t.Errorf("database text in %q", am.MessageOf(err))
-					}
-				}
+	race(16, aggs, 19, func(i int, agg *am.Aggregate, rng *rand.Rand) {
+		for n, w := range rng.Perm(len(windows)) {
+			win := windows[w]
+			c := clientCall(i, reserve(win.start, win.end))
+			_, err := agg.Allocate(e.ctx, c, sliceURN(fmt.Sprintf("book%d", i)), request(exclusive(fmt.Sprint("r", n), win.node)))
+			mu.Lock()
+			codes[am.CodeOf(err)]++
+			if err == nil {
+				wins[w]++
 			}
-		}()
-	}
-	wg.Wait()
+			mu.Unlock()
+			if err == nil {
+				continue
+			}
+			if c := am.CodeOf(err); c != am.Unavailable && c != am.Busy {
+				t.Errorf("client %d, window %d: unexpected %v", i, w, err)
+			}
+			if word := databaseText(am.MessageOf(err)); word != "" {
+				t.Errorf("database text (%s) in %q", word, am.MessageOf(err))
+			}
+		}
+	})
 	t.Logf("outcomes: %v; wins per window: %v", codes, wins)
 	for w := 0; w < 4; w++ {
 		if wins[w] != 1 {
@@ -233,8 +218,8 @@ func TestReservationPolicy(t *testing.T) {
 	e := newEnv(t)
 	e.addNode("x1", 1, "exclusive")
 	e.addNode("c1", 2, "container")
-	agg := am.NewAggregate(am.AggregateConfig{URN: amURN, MaxBooking: 2 * time.Hour, MaxBookAhead: 48 * time.Hour,
-		MaxBookedPerNode: 3 * time.Hour}, e.store, e.auth, fakeRSpecs{}, e.clock.Now)
+	agg := e.aggregate(e.store, am.AggregateConfig{MaxBooking: 2 * time.Hour, MaxBookAhead: 48 * time.Hour,
+		MaxBookedPerNode: 3 * time.Hour})
 	now := e.clock.Now()
 	at := func(h float64) time.Time { return now.Add(time.Duration(h * float64(time.Hour))) }
 	book := func(user, slice string, from, to float64, req am.SliverRequest) error {

@@ -95,7 +95,7 @@ func TestRoundTripsOfAllocateAndDelete(t *testing.T) {
 		SELECT 'node' || i, $1 || i, 4 FROM generate_series(0, 99) AS i`, nodeURN("node")); err != nil {
 		t.Fatal(err)
 	}
-	agg := am.NewAggregate(am.AggregateConfig{URN: amURN}, st, &allowAll{now: time.Now}, fakeRSpecs{}, time.Now)
+	agg := wallClockAggregate(st, am.AggregateConfig{})
 	call := am.Call{Caller: &am.Caller{URN: alice}}
 	slice := sliceURN("trips")
 	for round := 0; round < 3; round++ {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/storetest"
 )
 
 // The schema itself refuses double booking, whatever the code above it does.
@@ -171,11 +172,7 @@ func TestReapersShareTheWork(t *testing.T) {
 		}
 		e.allocate(sliceURN("r"+string(rune('a'+i))), reqs...)
 	}
-	other, err := store.Open(e.ctx, e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := storetest.OpenURL(t, e.url)
 	e.clock.Add(time.Hour)
 	counts := make([]int, 4)
 	var wg sync.WaitGroup
@@ -214,14 +211,7 @@ func TestAllocateSkipsBusyNodes(t *testing.T) {
 	e := newEnv(t)
 	e.addNode("node1", 4)
 	e.addNode("node2", 4)
-	tx, err := e.pool.Begin(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(e.ctx)
-	if _, err := tx.Exec(e.ctx, "SELECT 1 FROM nodes WHERE name = 'node1' FOR UPDATE"); err != nil {
-		t.Fatal(err)
-	}
+	e.hold("SELECT 1 FROM nodes WHERE name = 'node1' FOR UPDATE")
 	ctx, cancel := context.WithTimeout(e.ctx, 3*time.Second)
 	defer cancel()
 	res, err := e.agg.Allocate(ctx, e.call(alice, am.Options{}), sliceURN("skip"), request(container("a", "")))

@@ -10,10 +10,14 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +25,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/geniam/geniam/am/geniapi"
+	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/store"
@@ -235,4 +241,33 @@ geniam = %[8]s,%[9]s
 		return err
 	}
 	return os.WriteFile(path, []byte(body), 0o644)
+}
+
+// ServeCH serves the dev clearinghouse (omni's gcf CH API) over TLS on addr
+// until ctx ends, with the aggregate's certificate and the edge's TLS rules:
+// callers must present a certificate the clearinghouse issued. Tools that
+// ask it for aggregates learn the one at amURN, amURL.
+func ServeCH(ctx context.Context, addr string, p *PKI, amURN, amURL string, log *slog.Logger) error {
+	certFile, keyFile := p.File("am")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	roots, _, err := credentials.LoadTrustRoots(p.TrustedRoots)
+	if err != nil {
+		return err
+	}
+	h := &devch.Handler{CH: p.CH, Aggregates: []devch.Aggregate{{URN: amURN, URL: amURL}}}
+	srv := geniapi.NewServer(addr, h, geniapi.ServerTLSConfig(cert, roots, false, log))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dev clearinghouse: %w", err)
+	}
+	go func() {
+		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("dev clearinghouse stopped", "err", err)
+		}
+	}()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	return nil
 }

@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -92,4 +93,27 @@ func FuzzCredentialOf(f *testing.F) {
 			t.Fatalf("body %q gave an empty credential", body)
 		}
 	})
+}
+
+// TestDeletedWakesForTeardowns: only a deleted sliver that had been
+// provisioned has a teardown queued, so only it wakes a worker; deleting
+// allocations (an Allocate+Delete loop) costs no job query.
+func TestDeletedWakesForTeardowns(t *testing.T) {
+	p := &Provisioner{wakeC: make(chan struct{}, 1)}
+	woken := func() bool {
+		select {
+		case <-p.wakeC:
+			return true
+		default:
+			return false
+		}
+	}
+	p.Deleted(context.Background(), []am.Sliver{{Allocation: am.Allocated}, {Allocation: am.Allocated}})
+	if woken() {
+		t.Error("deleting allocations woke a worker")
+	}
+	p.Deleted(context.Background(), []am.Sliver{{Allocation: am.Allocated}, {Allocation: am.Provisioned}})
+	if !woken() {
+		t.Error("deleting a provisioned sliver did not wake a worker")
+	}
 }

@@ -182,8 +182,20 @@ func New(cfg Config) (*Provisioner, error) {
 
 func (p *Provisioner) Provisioned(ctx context.Context, slivers []am.Sliver)          { p.wake() }
 func (p *Provisioner) Acted(ctx context.Context, action string, slivers []am.Sliver) { p.wake() }
-func (p *Provisioner) Deleted(ctx context.Context, slivers []am.Sliver)              { p.wake() }
 func (p *Provisioner) ShutDown(ctx context.Context, sliceURN string)                 { p.wake() }
+
+// Deleted wakes a worker when a deleted sliver had been provisioned: the
+// store queued its teardown in the same transaction. Deleting allocations
+// queues nothing, and a wake-up would cost each such Delete a ClaimJob
+// query that finds no job (the idle poll remains the safety net).
+func (p *Provisioner) Deleted(ctx context.Context, slivers []am.Sliver) {
+	for _, s := range slivers {
+		if s.Allocation == am.Provisioned {
+			p.wake()
+			return
+		}
+	}
+}
 
 func (p *Provisioner) wake() {
 	select {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"encoding/xml"
 	"fmt"
 	"io"
 	"log/slog"
@@ -349,7 +348,7 @@ func TestEndToEndWithClearinghouse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := wellFormed(svg); err != nil {
+	if err := amtest.WellFormedXML(string(svg)); err != nil {
 		t.Errorf("SVG: %v", err)
 	}
 }
@@ -420,19 +419,6 @@ func TestEndToEndErrors(t *testing.T) {
 		}
 		if r := rep.Results[0]; r.ErrorsBy[key] != 3 || r.Errors != 3 {
 			t.Errorf("%q: errors %v, want 3× %s", path, r.ErrorsBy, key)
-		}
-	}
-}
-
-func wellFormed(b []byte) error {
-	d := xml.NewDecoder(bytes.NewReader(b))
-	for {
-		_, err := d.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
 		}
 	}
 }

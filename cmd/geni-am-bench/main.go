@@ -232,16 +232,16 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (*repor
 		b.logf("scenario %s", sc)
 		switch sc {
 		case scGetVersion:
-			rep.Results = append(rep.Results, b.getVersion(ctx, true)...)
+			rep.Results = append(rep.Results, b.getVersion(ctx, scGetVersion, 1, 1, true)...)
 		case scGetVersionNewConn:
-			rep.Results = append(rep.Results, b.getVersion(ctx, false)...)
+			rep.Results = append(rep.Results, b.getVersion(ctx, scGetVersionNewConn, 1, 1, false)...)
 		case scListResources:
 			rep.Results = append(rep.Results, b.listResources(ctx, false)...)
 		case scListResourcesZ:
 			rep.Results = append(rep.Results, b.listResources(ctx, true)...)
 		case scGetVersionPairs:
 			for _, n := range cfg.Clients {
-				rep.Results = append(rep.Results, b.getVersionPairs(ctx, n)...)
+				rep.Results = append(rep.Results, b.getVersion(ctx, rowGetVersionPair, n, 2, true)...)
 			}
 		case scAllocateDelete:
 			b.cleanSlices(ctx, maxClients)

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
-	"os/exec"
-	"regexp"
-	"strconv"
 	"time"
 
+	"github.com/geniam/geniam/store/pgcluster"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -72,36 +69,9 @@ func runPgBench(ctx context.Context, bin, dbURL string, seconds int) (*pgbenchRe
 	scratch := *u
 	scratch.Path = "/" + name
 	res := &pgbenchResult{Clients: 8, Threads: 2, Seconds: seconds}
-	if out, err := runCommand(ctx, bin, "-i", "-q", scratch.String()); err != nil {
-		return nil, fmt.Errorf("pgbench -i: %w\n%s", err, out)
-	}
-	out, err := runCommand(ctx, bin, "-N", "-c", strconv.Itoa(res.Clients), "-j", strconv.Itoa(res.Threads),
-		"-T", strconv.Itoa(seconds), scratch.String())
-	res.Output = out
+	res.TPS, res.Output, err = pgcluster.PgBench(ctx, bin, scratch.String(), res.Clients, res.Threads, seconds)
 	if err != nil {
-		return nil, fmt.Errorf("pgbench: %w\n%s", err, out)
-	}
-	if res.TPS, err = parseTPS(out); err != nil {
 		return nil, err
 	}
 	return res, nil
-}
-
-func runCommand(ctx context.Context, bin string, args ...string) (string, error) {
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
-}
-
-var tpsPattern = regexp.MustCompile(`(?m)^tps = ([0-9]+(?:\.[0-9]+)?)`)
-
-// parseTPS reads "tps = 1234.5 (without initial connection time)".
-func parseTPS(out string) (float64, error) {
-	m := tpsPattern.FindStringSubmatch(out)
-	if m == nil {
-		return 0, errors.New("pgbench: no tps line in its output")
-	}
-	return strconv.ParseFloat(m[1], 64)
 }

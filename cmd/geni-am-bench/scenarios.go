@@ -115,39 +115,16 @@ func (b *bench) run(ctx context.Context, n int, keepAlive bool, bg *budget, body
 
 var rspecVersionOption = map[string]any{"type": "GENI", "version": "3"}
 
-func (b *bench) getVersion(ctx context.Context, keepAlive bool) []result {
-	name := scGetVersion
-	if !keepAlive {
-		name = scGetVersionNewConn
-	}
+// getVersion times GetVersion, the cheapest AM API call (no credential, no
+// database), with n clients and callsPer calls to a timed iteration:
+// getversion and getversion-newconn time single calls of one client;
+// getversion-pairs times pairs with as many clients as allocate-delete, the
+// floor under it: no pair of calls from this client goes faster on this
+// machine, so its share of pgbench tps/2 bounds what allocate+delete can reach.
+func (b *bench) getVersion(ctx context.Context, row string, n, callsPer int, keepAlive bool) []result {
 	rec := newRecorder()
 	bg := newBudget(ctx, b.cfg.Count, b.cfg.Duration)
-	elapsed, hs := b.run(ctx, 1, keepAlive, bg, func(_ int, c *rpcClient) {
-		for bg.take() {
-			t := time.Now()
-			v, err := c.callAM(ctx, "GetVersion", map[string]any{})
-			if err == nil {
-				if _, ok := v.(map[string]any); !ok {
-					err = &callError{Method: "GetVersion", Kind: kindBadValue, Msg: "value is " + geniclient.TypeName(v)}
-				}
-			}
-			rec.add(time.Since(t), err)
-		}
-	})
-	res := rec.result(name, 1, elapsed)
-	res.Handshakes = hs
-	return []result{res}
-}
-
-// getVersionPairs is the floor under allocate-delete: n clients, as many
-// as allocate-delete has, each making pairs of GetVersion calls, the
-// cheapest AM API call (no credential, no database). No pair of calls from
-// this client goes faster on this machine, so this row's share of pgbench
-// tps/2 bounds the share allocate+delete can reach.
-func (b *bench) getVersionPairs(ctx context.Context, n int) []result {
-	rec := newRecorder()
-	bg := newBudget(ctx, b.cfg.Count, b.cfg.Duration)
-	elapsed, hs := b.run(ctx, n, true, bg, func(_ int, c *rpcClient) {
+	elapsed, hs := b.run(ctx, n, keepAlive, bg, func(_ int, c *rpcClient) {
 		getVersion, err := geniclient.Prepare("GetVersion", map[string]any{})
 		if err != nil {
 			rec.add(0, err)
@@ -155,14 +132,19 @@ func (b *bench) getVersionPairs(ctx context.Context, n int) []result {
 		}
 		for bg.take() {
 			t := time.Now()
-			_, err := c.sendAM(ctx, getVersion)
-			if err == nil {
-				_, err = c.sendAM(ctx, getVersion)
+			var err error
+			for i := 0; i < callsPer && err == nil; i++ {
+				var v any
+				if v, err = c.sendAM(ctx, getVersion); err == nil {
+					if _, ok := v.(map[string]any); !ok {
+						err = &callError{Method: "GetVersion", Kind: kindBadValue, Msg: "value is " + geniclient.TypeName(v)}
+					}
+				}
 			}
 			rec.add(time.Since(t), err)
 		}
 	})
-	res := rec.result(rowGetVersionPair, n, elapsed)
+	res := rec.result(row, n, elapsed)
 	res.Handshakes = hs
 	return []result{res}
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,7 +21,9 @@ import (
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/provision"
+	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
 )
@@ -45,14 +45,8 @@ type consoleWorld struct {
 // the demo image once, bound to node1, exiting with code 3.
 func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	t.Helper()
-	pki, err := devenv.EnsurePKI(filepath.Join(t.TempDir(), "pki"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rspec, err := os.ReadFile("../../docs/examples/request-one-container.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := newDevPKI(t)
+	rspec := exampleRequest(t, "request-one-container.xml")
 	var agentURL string
 	if agents {
 		var ok bool
@@ -70,7 +64,7 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	}
 	hooks := &serveHooks{allowLocalImages: agentURL != "",
 		afterMigrate: func(ctx context.Context, st *store.Store) error {
-			if err := st.SeedDemoInventory(ctx, devenv.Authority, 3); err != nil || agentURL == "" {
+			if err := seedDemo(ctx, st); err != nil || agentURL == "" {
 				return err
 			}
 			// node2 and node3 keep make run's addresses, where no agent of
@@ -81,7 +75,7 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 	s := serveWith(t, pki, pgtest.NewDatabase(t), hooks, func(c *config.Config) {
 		c.Console.Listen = "127.0.0.1:0"
 		c.Console.Token = consoleToken
-		c.Operators = urnOf(carol)
+		c.Operators = credentials.URNOf(carol.Cert)
 		c.Console.Poll = 200 * time.Millisecond
 		if agentURL != "" {
 			c.Agents.Cert, c.Agents.Key = pki.File("am-agent-client")
@@ -91,16 +85,13 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 		}
 	})
 	w := &consoleWorld{served: s, bob: bob, carol: carol}
-	slice, sliceCred, err := pki.CH.CreateSlice(s.chain, "console", time.Now().Add(24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	slice, sliceCred := s.newSlice("console", 24*time.Hour)
 	w.slice, w.sliceCred = slice.URN, sliceCred
-	alloc := s.call("Allocate", slice.URN, creds(sliceCred), string(rspec), map[string]any{})
+	alloc := s.call("Allocate", slice.URN, creds(sliceCred), rspec, map[string]any{})
 	if opsGeniCode(alloc) != 0 {
 		t.Fatalf("Allocate: %v", alloc["output"])
 	}
-	w.sliver = alloc["value"].(map[string]any)["geni_slivers"].([]any)[0].(map[string]any)["geni_sliver_urn"].(string)
+	w.sliver = firstSliver(alloc)
 	// A failed call for the audit search: Status of a sliver that is not there.
 	s.call("Status", []any{"urn:publicid:IDN+geniam.localhost+sliver+00000000"}, creds(sliceCred), map[string]any{})
 	return w
@@ -110,13 +101,13 @@ func newConsoleWorld(t *testing.T, agents bool) *consoleWorld {
 // free loopback port until the test ends; it returns a request RSpec of one
 // run-once container bound to node1 and the agent's URL. Without Docker it
 // skips (or fails under GENIAM_REQUIRE_DOCKER=1) and returns ok false.
-func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL string, ok bool) {
+func consoleAgent(t *testing.T, pki *devenv.PKI) (request, agentURL string, ok bool) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	if why := provision.DockerAvailable(ctx); why != "" {
 		cancel()
 		imagetest.NeedDocker(t, why)
-		return nil, "", false
+		return "", "", false
 	}
 	images := t.TempDir()
 	tar := filepath.Join(images, "demo.tar")
@@ -130,7 +121,7 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
 	caFile, _ := pki.File("agents-ca")
 	useNodeAgent(t)
 	addr, err := startDevAgent(ctx, t.TempDir(), images, caFile, pki, "node1", "127.0.0.1", "0", instance,
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+		slog.New(slog.DiscardHandler))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -140,57 +131,21 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request []byte, agentURL strin
 		imagetest.RemoveContainers(agent.LabelInstance, instance)
 		_ = imagetest.Docker("rmi", "-f", tag) // the agent loaded it from the tar under this tag
 	})
-	return []byte(fmt.Sprintf(`<rspec xmlns="http://www.geni.net/resources/rspec/3"
+	return fmt.Sprintf(`<rspec xmlns="http://www.geni.net/resources/rspec/3"
        xmlns:geniam="http://geniam.github.io/rspec/ext/geniam/1" type="request">
   <node client_id="once" component_manager_id="%s" component_id="urn:publicid:IDN+%s+node+node1">
     <sliver_type name="container"><disk_image name="%s" geniam:sha256="%s"/></sliver_type>
     <services><execute shell="exec" command="/demo -once -exit 3"/></services>
   </node>
-</rspec>`, devenv.AMURN, devenv.Authority, tar, sum)), "https://" + addr.String(), true
-}
-
-func urnOf(id *devpki.Identity) string {
-	for _, u := range id.Cert.URIs {
-		if strings.HasPrefix(u.String(), "urn:publicid:IDN+") {
-			return u.String()
-		}
-	}
-	return ""
+</rspec>`, devenv.AMURN, devenv.Authority, tar, sum), "https://" + addr.String(), true
 }
 
 // browser is an HTTP client of the console: with the certificate of id (nil:
 // none) and a cookie jar.
 func (w *consoleWorld) browser(t *testing.T, id *devpki.Identity) *http.Client {
 	t.Helper()
-	roots := x509.NewCertPool()
-	for _, c := range w.pki.CH.Roots().Certs() {
-		roots.AddCert(c)
-	}
-	cfg := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
-	if id != nil {
-		cert := tls.Certificate{Certificate: [][]byte{id.Cert.Raw}, PrivateKey: id.Key, Leaf: id.Cert}
-		for _, c := range id.Chain {
-			cert.Certificate = append(cert.Certificate, c.Raw)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
 	jar, _ := cookiejar.New(nil)
-	return &http.Client{Timeout: 20 * time.Second, Jar: jar, Transport: &http.Transport{TLSClientConfig: cfg}}
-}
-
-// get fetches u with c and checks the status.
-func get(t *testing.T, c *http.Client, u string, status int) string {
-	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status {
-		t.Fatalf("GET %s: %s, want %d:\n%s", u, resp.Status, status, body)
-	}
-	return string(body)
+	return &http.Client{Timeout: 20 * time.Second, Jar: jar, Transport: &http.Transport{TLSClientConfig: devClientTLS(t, w.pki, id)}}
 }
 
 // TestConsoleAccess checks who sees what over real TLS: nobody without a
@@ -218,14 +173,8 @@ func TestConsoleAccess(t *testing.T) {
 
 	// A certificate the trusted roots do not vouch for is refused in the
 	// handshake, as on the AM listener.
-	foreign, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+elsewhere+authority+sa", KeyBits: 2048})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mallory, err := foreign.Issue(devpki.Options{URN: "urn:publicid:IDN+elsewhere+user+mallory", KeyBits: 2048})
-	if err != nil {
-		t.Fatal(err)
-	}
+	foreign := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+elsewhere+authority+sa", KeyBits: 2048})
+	mallory := foreign.Issue(devpki.Options{URN: "urn:publicid:IDN+elsewhere+user+mallory", KeyBits: 2048})
 	if resp, err := w.browser(t, mallory).Get(u + "/"); err == nil {
 		resp.Body.Close()
 		t.Errorf("an untrusted certificate got %s", resp.Status)
@@ -243,7 +192,7 @@ func TestConsoleAccess(t *testing.T) {
 	if body := get(t, alice, u+"/sliver?urn="+url.QueryEscape(w.sliver), http.StatusOK); !strings.Contains(body, "no /data to download") || !strings.Contains(body, "geni_pending_allocation") {
 		t.Errorf("alice's sliver page:\n%s", body)
 	}
-	if body := get(t, alice, u+"/audit?user="+url.QueryEscape(urnOf(w.bob)), http.StatusOK); !strings.Contains(body, "Allocate") {
+	if body := get(t, alice, u+"/audit?user="+url.QueryEscape(credentials.URNOf(w.bob.Cert)), http.StatusOK); !strings.Contains(body, "Allocate") {
 		t.Errorf("alice's audit (her own calls whatever the filter):\n%s", body)
 	}
 
@@ -360,8 +309,8 @@ func TestConsoleAudit(t *testing.T) {
 			}
 		}
 	}
-	waitRows("alice's download", 1, byWhom+` AND slice_urn = $5 AND credential_digest <> ''`, "GetData", urnOf(w.pki.User), "SUCCESS", w.sliver, w.slice)
-	waitRows("bob's refused download", 1, byWhom, "GetData", urnOf(w.bob), "FORBIDDEN", w.sliver)
+	waitRows("alice's download", 1, byWhom+` AND slice_urn = $5 AND credential_digest <> ''`, "GetData", credentials.URNOf(w.pki.User.Cert), "SUCCESS", w.sliver, w.slice)
+	waitRows("bob's refused download", 1, byWhom, "GetData", credentials.URNOf(w.bob.Cert), "FORBIDDEN", w.sliver)
 
 	// A sliver page is a row of its viewer (once while they watch it); a
 	// list page is none.
@@ -374,7 +323,7 @@ func TestConsoleAudit(t *testing.T) {
 	}
 	get(t, bob, w.consoleURL+"/sliver?urn="+url.QueryEscape(w.sliver), http.StatusNotFound)
 	waitRows("console rows", before+3, `SELECT count(*) FROM audit_log WHERE method = 'Console'`)
-	for who, code := range map[string]string{urnOf(w.pki.User): "SUCCESS", urnOf(w.carol): "SUCCESS", urnOf(w.bob): "SEARCHFAILED"} {
+	for who, code := range map[string]string{credentials.URNOf(w.pki.User.Cert): "SUCCESS", credentials.URNOf(w.carol.Cert): "SUCCESS", credentials.URNOf(w.bob.Cert): "SEARCHFAILED"} {
 		if n := rows(byWhom+` AND options->>'page' = 'sliver'`, "Console", who, code, w.sliver); n != 1 {
 			t.Errorf("%s's sliver page: %d rows (%s), want 1", who, n, code)
 		}

@@ -2,12 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,9 +12,6 @@ import (
 
 	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
-	"github.com/geniam/geniam/am/geniapi"
-	"github.com/geniam/geniam/credentials"
-	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/store"
 	"github.com/spf13/pflag"
 )
@@ -94,7 +87,7 @@ func runDev(args []string) error {
 	if err := writeEffectiveConfig(filepath.Join(dir, "geniam.yaml"), cfg); err != nil {
 		return err
 	}
-	if err := startDevCH(ctx, *chListen, pki, cfg, log); err != nil {
+	if err := devenv.ServeCH(ctx, *chListen, pki, cfg.AMURN, cfg.PublicURL(), log); err != nil {
 		return err
 	}
 	userCert, userKey := pki.File("alice")
@@ -140,33 +133,6 @@ Check it with geni (bin/geni; elsewhere: go install github.com/geniam/geniam/cmd
 		return config.Load(filepath.Join(dir, "geniam.yaml"), fs)
 	}
 	return serve(ctx, cfg, reread, log, hooks)
-}
-
-// startDevCH serves the dev clearinghouse over TLS; callers must present a
-// certificate the clearinghouse issued.
-func startDevCH(ctx context.Context, addr string, pki *devenv.PKI, cfg *config.Config, log *slog.Logger) error {
-	certFile, keyFile := pki.File("am")
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return err
-	}
-	roots, _, err := credentials.LoadTrustRoots(pki.TrustedRoots)
-	if err != nil {
-		return err
-	}
-	h := &devch.Handler{CH: pki.CH, Aggregates: []devch.Aggregate{{URN: cfg.AMURN, URL: cfg.PublicURL()}}}
-	srv := geniapi.NewServer(addr, h, geniapi.ServerTLSConfig(cert, roots, false, log))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("dev clearinghouse: %w", err)
-	}
-	go func() {
-		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("dev clearinghouse stopped", "err", err)
-		}
-	}()
-	go func() { <-ctx.Done(); _ = srv.Close() }()
-	return nil
 }
 
 // writeEffectiveConfig records the configuration a dev run uses, so the

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"maps"
@@ -61,8 +60,7 @@ func geniWalkOn(t *testing.T, s *served) *geniWalk {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	chAddr := freeAddr(t)
-	cfg := &config.Config{AMURN: devenv.AMURN, URL: s.amURL}
-	if err := startDevCH(ctx, chAddr, s.pki, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	if err := devenv.ServeCH(ctx, chAddr, s.pki, devenv.AMURN, s.amURL, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	w := &geniWalk{t: t, bin: amtest.GoBuild(t, "github.com/geniam/geniam/cmd/geni"), dir: t.TempDir(), s: s}
@@ -82,16 +80,8 @@ func (w *geniWalk) run(args ...string) geniRun {
 	if w.path != "" {
 		cmd.Env = append(cmd.Env, "PATH="+w.path+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := geniRun{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		w.t.Fatalf("geni %v: %v", args, err)
-	}
+	var r geniRun
+	r.stdout, r.stderr, r.code = amtest.Run(w.t, cmd)
 	return r
 }
 
@@ -223,10 +213,7 @@ var omniCredFile = regexp.MustCompile(`^\{"geni_type": "geni_sfa", "geni_version
 // against the one omni saved for the same verb (omni-samples).
 func TestGeniWalkthrough(t *testing.T) {
 	w := newGeniWalk(t)
-	request, err := filepath.Abs("../../docs/examples/request-one-container.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	request := examplePath(t, "request-one-container.xml")
 	const server = "geniam-localhost" // omni's short name of urn:publicid:IDN+geniam.localhost+authority+am
 
 	w.ok([]string{"-V3", "-a", "geniam", "-o", "getversion"}, "AM geniam ("+w.s.amURL+") has version:", "geni_api ", "geni_request_rspec_versions")
@@ -374,10 +361,7 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 	t.Cleanup(cancel) // stops the agent last, after the aggregate
 	imagetest.NeedDocker(t, provision.DockerAvailable(ctx))
 	dir := t.TempDir()
-	pki, err := devenv.EnsurePKI(filepath.Join(dir, "pki"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := newDevPKI(t)
 	// One agent, for node1, on an address of its own (make run's are
 	// 127.0.0.2-4); the other demo nodes are drained.
 	const agentIP = "127.0.18.2"
@@ -388,13 +372,13 @@ func TestGeniWalkthroughWithContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	useNodeAgent(t)
-	demo := startDevAgents(ctx, dir, pki, agentCfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	demo := startDevAgents(ctx, dir, pki, agentCfg, slog.New(slog.DiscardHandler))
 	devAgentNodes = saved
 	if demo == nil {
 		t.Fatal("make run's agents or demo image did not start")
 	}
 	s := serveWith(t, pki, pgtest.NewDatabase(t), &serveHooks{allowLocalImages: true, afterMigrate: func(ctx context.Context, st *store.Store) error {
-		if err := st.SeedDemoInventory(ctx, devenv.Authority, 3); err != nil {
+		if err := seedDemo(ctx, st); err != nil {
 			return err
 		}
 		_, err := st.Pool().Exec(ctx, `UPDATE nodes SET agent_url = 'https://`+agentIP+`:1887' WHERE name = 'node1';

@@ -9,12 +9,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,12 +20,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/credentials/devch"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/credentials/devpki/pkitest"
-	"github.com/geniam/geniam/store"
 	"github.com/geniam/geniam/store/pgtest"
 )
 
@@ -52,48 +48,15 @@ type aggregateSetup struct {
 // and the dev inventory, and stops it when the test ends.
 func serveAggregate(t *testing.T, s aggregateSetup) *servedAggregate {
 	t.Helper()
-	dir := t.TempDir()
+	cfg := serveConfig(t, pgtest.NewDatabase(t))
 	// The aggregate's own certificate: any; omni does not check it.
 	tlsCA := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+geniam.test+authority+tls", KeyBits: 1024})
-	certFile, keyFile := tlsCA.Files(tlsCA.Server(devpki.Options{URN: devenv.AMURN, CommonName: "localhost", KeyBits: 1024}), "am")
-	rootsDir := pkitest.RootsDir(t, filepath.Join(dir, "trusted_roots"), s.roots...)
-
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.DB.URL = pgtest.NewDatabase(t)
-	cfg.Listen = "127.0.0.1:0"
-	cfg.AMURN = devenv.AMURN
-	cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.TrustedRoots = certFile, keyFile, rootsDir
+	cfg.TLS.Cert, cfg.TLS.Key = tlsCA.Files(tlsCA.Server(devpki.Options{URN: devenv.AMURN, CommonName: "localhost", KeyBits: 1024}), "am")
+	cfg.TLS.TrustedRoots = pkitest.RootsDir(t, filepath.Join(cfg.VarDir, "trusted_roots"), s.roots...)
 	cfg.Operations.Listen = ""
-	cfg.VarDir = dir
-
-	ctx, cancel := context.WithCancel(context.Background())
-	addr := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	hooks := &serveHooks{
-		afterMigrate: func(ctx context.Context, st *store.Store) error {
-			return st.SeedDemoInventory(ctx, devenv.Authority, 3)
-		},
-		ready: func(a net.Addr) { addr <- a },
-		clock: s.clock,
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { done <- serve(ctx, cfg, nil, log, hooks) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	var a net.Addr
-	select {
-	case a = <-addr:
-	case err := <-done:
+	a, err := startServe(t, cfg, slog.New(slog.DiscardHandler), &serveHooks{afterMigrate: seedDemo, clock: s.clock})
+	if err != nil {
 		t.Fatalf("serve: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("aggregate did not start")
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{
 		InsecureSkipVerify: true, // as omni: it never checks the aggregate's certificate
@@ -149,29 +112,17 @@ func newDevFederation(t *testing.T) *devFederation {
 	return &devFederation{ch: ch, alice: alice}
 }
 
-func (f *devFederation) chain() []*x509.Certificate {
-	return append([]*x509.Certificate{f.alice.Cert}, f.alice.Chain...)
-}
-
-func (f *devFederation) tlsCert() tls.Certificate {
-	c := tls.Certificate{PrivateKey: f.alice.Key, Leaf: f.alice.Cert}
-	for _, x := range f.chain() {
-		c.Certificate = append(c.Certificate, x.Raw)
-	}
-	return c
-}
-
 // replayVars creates the slices a scenario names at the dev clearinghouse and
 // returns what its templates need.
 func (f *devFederation) replayVars(t *testing.T, slices ...string) *replayVars {
 	t.Helper()
-	user, err := f.ch.UserCredential(f.chain())
+	user, err := f.ch.UserCredential(chainOf(f.alice))
 	if err != nil {
 		t.Fatal(err)
 	}
 	v := &replayVars{creds: map[string][]byte{"user": user}, sliceURNs: map[string]string{}, base: time.Now()}
 	for i, name := range slices {
-		s, cred, err := f.ch.CreateSlice(f.chain(), name, time.Time{})
+		s, cred, err := f.ch.CreateSlice(chainOf(f.alice), name, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +137,7 @@ func (f *devFederation) replayVars(t *testing.T, slices ...string) *replayVars {
 // omni's own calls after a Shutdown.
 func TestReplayAcceptanceCaptures(t *testing.T) {
 	fed := newDevFederation(t)
-	agg := serveAggregate(t, aggregateSetup{roots: []*x509.Certificate{fed.ch.CA.Cert}, caller: fed.tlsCert()})
+	agg := serveAggregate(t, aggregateSetup{roots: []*x509.Certificate{fed.ch.CA.Cert}, caller: pkitest.TLS(t, fed.alice)})
 	for _, sc := range []struct {
 		dir    string
 		slices []string
@@ -291,7 +242,7 @@ func TestGcfCredentialsRefusedOnceExpired(t *testing.T) {
 // into an otherwise untouched credential must be refused too.
 func TestAlteredObjectRefusedEvenWithValidSignature(t *testing.T) {
 	fed := newDevFederation(t)
-	agg := serveAggregate(t, aggregateSetup{roots: []*x509.Certificate{fed.ch.CA.Cert}, caller: fed.tlsCert()})
+	agg := serveAggregate(t, aggregateSetup{roots: []*x509.Certificate{fed.ch.CA.Cert}, caller: pkitest.TLS(t, fed.alice)})
 	v := fed.replayVars(t)
 	tmpl, err := os.ReadFile(filepath.Join(capturesDir, "dev-listresources", "002-ListResources.req.xml"))
 	if err != nil {

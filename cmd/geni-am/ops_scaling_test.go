@@ -3,14 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/store/pgtest"
 )
 
@@ -19,10 +15,7 @@ import (
 // the nodes without double booking under concurrent Allocates, both write
 // the audit trail, and both obey the maintenance switch.
 func TestTwoAggregatesOneDatabase(t *testing.T) {
-	pki, err := devenv.EnsurePKI(filepath.Join(t.TempDir(), "pki"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := newDevPKI(t)
 	dbURL := pgtest.NewDatabase(t)
 	var aggs [2]*served
 	var wg sync.WaitGroup
@@ -34,18 +27,12 @@ func TestTwoAggregatesOneDatabase(t *testing.T) {
 	if aggs[0] == nil || aggs[1] == nil {
 		t.Fatal("an aggregate did not start")
 	}
-	rspec, err := os.ReadFile("../../docs/examples/request-one-container.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	rspec := exampleRequest(t, "request-one-container.xml")
 	const attempts = 16 // the demo inventory has 10 container slots
 	sliceCreds := make([][]byte, attempts)
 	slices := make([]string, attempts)
 	for i := range sliceCreds {
-		sl, cred, err := pki.CH.CreateSlice(aggs[0].chain, fmt.Sprintf("scale%d", i), time.Now().Add(time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
+		sl, cred := aggs[0].newSlice(fmt.Sprintf("scale%d", i), time.Hour)
 		slices[i], sliceCreds[i] = sl.URN, cred
 	}
 	codes := make([]int64, attempts)
@@ -53,7 +40,7 @@ func TestTwoAggregatesOneDatabase(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := aggs[i%2].call("Allocate", slices[i], creds(sliceCreds[i]), string(rspec), map[string]any{})
+			r := aggs[i%2].call("Allocate", slices[i], creds(sliceCreds[i]), rspec, map[string]any{})
 			codes[i] = opsGeniCode(r)
 		}()
 	}
@@ -77,16 +64,11 @@ func TestTwoAggregatesOneDatabase(t *testing.T) {
 	}
 	t.Logf("%d Allocates over two aggregates: %d succeeded, %d BUSY, codes %v", attempts, ok, busy, codes)
 	// Maintenance set once is seen by both processes.
-	if err := runAdmin(ctx, []string{"--db.url", dbURL, "maintenance", "on", "two processes"}, io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	aggs[0].admin("maintenance", "on", "two processes")
 	time.Sleep(1100 * time.Millisecond)
 	for i, a := range aggs {
-		sl, cred, err := pki.CH.CreateSlice(a.chain, fmt.Sprintf("maint%d", i), time.Now().Add(time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c := opsGeniCode(a.call("Allocate", sl.URN, creds(cred), string(rspec), map[string]any{})); c != 11 {
+		sl, cred := a.newSlice(fmt.Sprintf("maint%d", i), time.Hour)
+		if c := opsGeniCode(a.call("Allocate", sl.URN, creds(cred), rspec, map[string]any{})); c != 11 {
 			t.Errorf("aggregate %d: Allocate in maintenance got %d, want UNAVAILABLE", i, c)
 		}
 	}

@@ -1,195 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/geniam/geniam/am/amtest"
-	"github.com/geniam/geniam/am/config"
 	"github.com/geniam/geniam/am/devenv"
-	"github.com/geniam/geniam/am/xmlrpc"
-	"github.com/geniam/geniam/store"
-	"github.com/geniam/geniam/store/pgtest"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
-
-// freeAddr returns a loopback address nobody listens on (for the ops listener).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-// served is an aggregate served as `geni-am serve` does, on a fresh database.
-type served struct {
-	t      *testing.T
-	dbURL  string
-	amURL  string
-	opsURL string
-	// consoleURL is the web console's https://host:port, when console.listen is set.
-	consoleURL string
-	pki        *devenv.PKI
-	client     *http.Client
-	chain      []*x509.Certificate
-	logBuf     *amtest.LogBuffer
-	pool       *pgxpool.Pool
-}
-
-func serveForTest(t *testing.T) *served {
-	t.Helper()
-	pki, err := devenv.EnsurePKI(filepath.Join(t.TempDir(), "pki"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return serveOn(t, pki, pgtest.NewDatabase(t), true)
-}
-
-// serveOn serves an aggregate on the database at dbURL (several may share
-// one: let only one of them seed the demo inventory).
-func serveOn(t *testing.T, pki *devenv.PKI, dbURL string, seed bool) *served {
-	t.Helper()
-	hooks := &serveHooks{}
-	if seed {
-		hooks.afterMigrate = func(ctx context.Context, st *store.Store) error {
-			return st.SeedDemoInventory(ctx, devenv.Authority, 3)
-		}
-	}
-	return serveWith(t, pki, dbURL, hooks, nil)
-}
-
-// serveWith serves an aggregate on the database at dbURL with hooks (their
-// ready is set here); tune (if any) changes the configuration.
-func serveWith(t *testing.T, pki *devenv.PKI, dbURL string, hooks *serveHooks, tune func(*config.Config)) *served {
-	t.Helper()
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &served{t: t, dbURL: dbURL, pki: pki, logBuf: &amtest.LogBuffer{}}
-	cfg.DB.URL = s.dbURL
-	cfg.VarDir = t.TempDir() // the audit spool, never the source tree
-	cfg.Listen = "127.0.0.1:0"
-	cfg.AMURN = devenv.AMURN
-	cfg.TLS.Cert, cfg.TLS.Key = pki.File("am")
-	cfg.TLS.TrustedRoots = pki.TrustedRoots
-	cfg.Log.Format = "json"
-	log := slog.New(slog.NewJSONHandler(s.logBuf, nil))
-	// The console's address, when console.listen is set.
-	hooks.consoleReady = func(a net.Addr) { s.consoleURL = "https://" + a.String() }
-	if tune != nil {
-		tune(cfg)
-	}
-	// The operations port is picked free and then bound by serve: another
-	// process may take it in between, so try again with another one.
-	for attempt := 1; ; attempt++ {
-		cfg.Operations.Listen = freeAddr(t)
-		s.opsURL = "http://" + cfg.Operations.Listen
-		ready := make(chan net.Addr, 1)
-		hooks.ready = func(a net.Addr) { ready <- a }
-		ctx, cancel := context.WithCancel(context.Background())
-		stopped := make(chan error, 1)
-		go func() { stopped <- serve(ctx, cfg, nil, log, hooks) }()
-		select {
-		case a := <-ready:
-			s.amURL = "https://" + a.String() + "/"
-			t.Cleanup(func() {
-				cancel()
-				if err := <-stopped; err != nil {
-					t.Errorf("serve: %v", err)
-				}
-			})
-		case err := <-stopped:
-			cancel()
-			if attempt < 3 && strings.Contains(fmt.Sprint(err), "address already in use") {
-				continue
-			}
-			t.Fatalf("serve: %v", err)
-		case <-time.After(60 * time.Second):
-			cancel()
-			t.Fatal("aggregate did not start")
-		}
-		break
-	}
-	certFile, keyFile := pki.File("alice")
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	for _, c := range pki.CH.Roots().Certs() {
-		roots.AddCert(c)
-	}
-	s.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: "127.0.0.1"}}}
-	s.chain = append([]*x509.Certificate{pki.User.Cert}, pki.User.Chain...)
-	s.pool, err = pgxpool.New(context.Background(), s.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.pool.Close)
-	return s
-}
-
-// call posts an XML-RPC call and returns the v3 struct (or a fault error).
-func (s *served) call(method string, params ...any) map[string]any {
-	s.t.Helper()
-	var body bytes.Buffer
-	if err := xmlrpc.EncodeCall(&body, method, params...); err != nil {
-		s.t.Fatal(err)
-	}
-	return s.post(body.Bytes())
-}
-
-func (s *served) post(body []byte) map[string]any {
-	s.t.Helper()
-	resp, err := s.client.Post(s.amURL, "text/xml", bytes.NewReader(body))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	v, err := xmlrpc.DecodeResponse(resp.Body, xmlrpc.Limits{})
-	if f, ok := err.(*xmlrpc.Fault); ok {
-		return map[string]any{"fault": int64(f.Code), "output": f.String}
-	}
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return v.(map[string]any)
-}
-
-func opsGeniCode(r map[string]any) int64 {
-	if f, ok := r["fault"].(int64); ok {
-		return f
-	}
-	code, _ := r["code"].(map[string]any)
-	n, _ := code["geni_code"].(int64)
-	return n
-}
-
-func creds(cred []byte) []any {
-	return []any{map[string]any{"geni_type": "geni_sfa", "geni_version": "3", "geni_value": string(cred)}}
-}
-
-var geni3Opts = map[string]any{"geni_rspec_version": map[string]any{"type": "GENI", "version": "3"}}
 
 // expectedCall is one call of the walkthrough and what the audit must say.
 type expectedCall struct {
@@ -208,18 +28,9 @@ type expectedCall struct {
 func TestEveryCallIsAudited(t *testing.T) {
 	s := serveForTest(t)
 	alice := devenv.UserURN
-	slice, sliceCred, err := s.pki.CH.CreateSlice(s.chain, "walk", time.Now().Add(24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	userCred, err := s.pki.CH.UserCredential(s.chain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rspec, err := os.ReadFile("../../docs/examples/request-one-container.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	slice, sliceCred := s.newSlice("walk", 24*time.Hour)
+	userCred := s.userCredential()
+	rspec := exampleRequest(t, "request-one-container.xml")
 	var calls []expectedCall
 	var replies []map[string]any
 	do := func(e expectedCall, r map[string]any) map[string]any {
@@ -233,9 +44,9 @@ func TestEveryCallIsAudited(t *testing.T) {
 	do(expectedCall{name: "getversion", method: "GetVersion"}, s.call("GetVersion", map[string]any{}))
 	do(expectedCall{name: "listresources", method: "ListResources", user: true}, s.call("ListResources", creds(userCred), geni3Opts))
 	do(expectedCall{name: "listresources without rspec version", method: "ListResources", code: 1}, s.call("ListResources", creds(userCred), map[string]any{}))
-	do(expectedCall{name: "allocate without credentials", method: "Allocate", code: 3, slice: slice.URN}, s.call("Allocate", slice.URN, []any{}, string(rspec), map[string]any{}))
-	alloc := do(expectedCall{name: "allocate", method: "Allocate", user: true, slice: slice.URN}, s.call("Allocate", slice.URN, creds(sliceCred), string(rspec), map[string]any{}))
-	sliverURN := alloc["value"].(map[string]any)["geni_slivers"].([]any)[0].(map[string]any)["geni_sliver_urn"].(string)
+	do(expectedCall{name: "allocate without credentials", method: "Allocate", code: 3, slice: slice.URN}, s.call("Allocate", slice.URN, []any{}, rspec, map[string]any{}))
+	alloc := do(expectedCall{name: "allocate", method: "Allocate", user: true, slice: slice.URN}, s.call("Allocate", slice.URN, creds(sliceCred), rspec, map[string]any{}))
+	sliverURN := firstSliver(alloc)
 	do(expectedCall{name: "describe", method: "Describe", user: true, slice: slice.URN}, s.call("Describe", []any{slice.URN}, creds(sliceCred), geni3Opts))
 	do(expectedCall{name: "renew", method: "Renew", user: true, slice: slice.URN}, s.call("Renew", []any{slice.URN}, creds(sliceCred), time.Now().Add(time.Hour).UTC().Format(time.RFC3339), map[string]any{}))
 	provOpts := map[string]any{"geni_rspec_version": geni3Opts["geni_rspec_version"],
@@ -250,15 +61,11 @@ func TestEveryCallIsAudited(t *testing.T) {
 		s.call("Status", []any{"urn:publicid:IDN+geniam.localhost+sliver+00000000"}, creds(sliceCred), map[string]any{}))
 	do(expectedCall{name: "delete", method: "Delete", user: true, slice: slice.URN}, s.call("Delete", []any{slice.URN}, creds(sliceCred), map[string]any{}))
 	// Maintenance switched on by the operator: Allocate is UNAVAILABLE, Status works.
-	if err := runAdmin(context.Background(), []string{"--db.url", s.dbURL, "maintenance", "on", "kernel upgrade"}, io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	s.admin("maintenance", "on", "kernel upgrade")
 	time.Sleep(1100 * time.Millisecond) // the aggregate re-reads the switch every second
 	do(expectedCall{name: "allocate in maintenance", method: "Allocate", code: 11, user: true, slice: slice.URN},
-		s.call("Allocate", slice.URN, creds(sliceCred), string(rspec), map[string]any{}))
-	if err := runAdmin(context.Background(), []string{"--db.url", s.dbURL, "maintenance", "off"}, io.Discard); err != nil {
-		t.Fatal(err)
-	}
+		s.call("Allocate", slice.URN, creds(sliceCred), rspec, map[string]any{}))
+	s.admin("maintenance", "off")
 	do(expectedCall{name: "shutdown", method: "Shutdown", user: true, slice: slice.URN}, s.call("Shutdown", slice.URN, creds(sliceCred), map[string]any{}))
 	do(expectedCall{name: "status of a shut-down slice", method: "Status", code: 3, user: true, slice: slice.URN},
 		s.call("Status", []any{slice.URN}, creds(sliceCred), map[string]any{}))
@@ -380,16 +187,7 @@ func TestEveryCallIsAudited(t *testing.T) {
 	httpGet(t, s.opsURL+"/readyz", 200)
 
 	// The admin audit command shows the failures of the slice with their log ids.
-	var out bytes.Buffer
-	if err := runAdmin(ctx, []string{"--db.url", s.dbURL, "audit", "--slice", slice.URN}, &out); err != nil {
-		t.Fatal(err)
+	if out := s.admin("audit", "--slice", slice.URN); !strings.Contains(out, errorLogIDs[3]) || !strings.Contains(out, "FORBIDDEN") {
+		t.Errorf("admin audit:\n%s", out)
 	}
-	if !strings.Contains(out.String(), errorLogIDs[3]) || !strings.Contains(out.String(), "FORBIDDEN") {
-		t.Errorf("admin audit:\n%s", out.String())
-	}
-}
-
-func httpGet(t *testing.T, url string, status int) string {
-	t.Helper()
-	return get(t, http.DefaultClient, url, status)
 }

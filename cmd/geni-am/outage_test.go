@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/store/pgtest"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // TestDatabaseOutageUnderLoad: clients keep calling a served aggregate
@@ -37,27 +34,13 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 	}
 	rounds, _ := strconv.Atoi(os.Getenv("GENIAM_FAULT_REPEAT"))
 	rounds = max(1, min(rounds, 100))
-	pki, err := devenv.EnsurePKI(filepath.Join(t.TempDir(), "pki"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	dbURL := pgtest.NewDatabase(t)
 	proxy, proxied := pgtest.NewProxy(t, dbURL)
-	s := serveOn(t, pki, proxied, true)
-	direct, err := pgxpool.New(context.Background(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(direct.Close)
-	slice, sliceCred, err := pki.CH.CreateSlice(s.chain, "outage", time.Now().Add(24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rspec, err := os.ReadFile("../../docs/examples/request-one-container.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r := s.call("Allocate", slice.URN, creds(sliceCred), string(rspec), map[string]any{}); opsGeniCode(r) != 0 {
+	s := serveOn(t, newDevPKI(t), proxied, true)
+	direct := pgtest.Pool(t, dbURL)
+	slice, sliceCred := s.newSlice("outage", 24*time.Hour)
+	rspec := exampleRequest(t, "request-one-container.xml")
+	if r := s.call("Allocate", slice.URN, creds(sliceCred), rspec, map[string]any{}); opsGeniCode(r) != 0 {
 		t.Fatalf("Allocate: %v", r["output"])
 	}
 

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,22 +15,10 @@ import (
 // accepted early. Run with -v to see the replies the guide quotes.
 func TestReservationOverTheWire(t *testing.T) {
 	s := serveForTest(t)
-	rspec, err := os.ReadFile("../../docs/examples/request-book-node.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	slice, sliceCred, err := s.pki.CH.CreateSlice(s.chain, "fieldday", time.Now().Add(7*24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, otherCred, err := s.pki.CH.CreateSlice(s.chain, "other", time.Now().Add(7*24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	userCred, err := s.pki.CH.UserCredential(s.chain)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rspec := exampleRequest(t, "request-book-node.xml")
+	slice, sliceCred := s.newSlice("fieldday", 7*24*time.Hour)
+	other, otherCred := s.newSlice("other", 7*24*time.Hour)
+	userCred := s.userCredential()
 	start := time.Now().UTC().Truncate(time.Hour).Add(26 * time.Hour)
 	end := start.Add(3 * time.Hour)
 	window := func(from, to time.Time) map[string]any {
@@ -45,7 +29,7 @@ func TestReservationOverTheWire(t *testing.T) {
 		t.Logf("%s:\n%s", what, b)
 	}
 
-	r := s.call("Allocate", slice.URN, creds(sliceCred), string(rspec), window(start, end))
+	r := s.call("Allocate", slice.URN, creds(sliceCred), rspec, window(start, end))
 	if opsGeniCode(r) != 0 {
 		t.Fatalf("Allocate: %v", r["output"])
 	}
@@ -71,12 +55,12 @@ func TestReservationOverTheWire(t *testing.T) {
 		t.Errorf("node3 in the advertisement:\n%s", booked)
 	}
 
-	over := s.call("Allocate", other.URN, creds(otherCred), string(rspec), window(start.Add(2*time.Hour), end.Add(2*time.Hour)))
+	over := s.call("Allocate", other.URN, creds(otherCred), rspec, window(start.Add(2*time.Hour), end.Add(2*time.Hour)))
 	show("overlapping Allocate", over)
 	if opsGeniCode(over) != 11 || !strings.Contains(over["output"].(string), "booked from "+start.Format(time.RFC3339)) {
 		t.Errorf("an overlapping booking: %v", over["output"])
 	}
-	after := s.call("Allocate", other.URN, creds(otherCred), string(rspec), window(end, end.Add(time.Hour)))
+	after := s.call("Allocate", other.URN, creds(otherCred), rspec, window(end, end.Add(time.Hour)))
 	if opsGeniCode(after) != 0 {
 		t.Errorf("the window right after: %v", after["output"])
 	}
@@ -101,22 +85,15 @@ func TestReservationOverTheWire(t *testing.T) {
 // in the JSON it prints and the calendar of `geni-am admin nodes calendar`.
 func TestGeniBooksANode(t *testing.T) {
 	w := newGeniWalk(t)
-	request, err := filepath.Abs("../../docs/examples/request-book-node.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	request := examplePath(t, "request-book-node.xml")
 	start := time.Now().UTC().Truncate(time.Hour).Add(50 * time.Hour)
 	end := start.Add(2 * time.Hour)
 	w.ok([]string{"-V3", "-a", "geniam", "createslice", "field"})
 	r := w.ok([]string{"-V3", "-a", "geniam", "--json", "--start-time", start.Format(time.RFC3339), "--end-time", end.Format(time.RFC3339),
 		"allocate", "field", request}, `"geni_start_time":"`+start.Format(time.RFC3339)+`"`, `"geni_expires":"`+end.Format(time.RFC3339)+`"`)
 	t.Logf("geni allocate --start-time: %s", r.stdout)
-	var out bytes.Buffer
-	if err := runAdmin(context.Background(), []string{"--db.url", w.s.dbURL, "nodes", "calendar", "node3"}, &out); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), start.Format(time.RFC3339)+"  "+end.Format(time.RFC3339)+"  reservation") {
-		t.Errorf("nodes calendar node3:\n%s", out.String())
+	if out := w.s.admin("nodes", "calendar", "node3"); !strings.Contains(out, start.Format(time.RFC3339)+"  "+end.Format(time.RFC3339)+"  reservation") {
+		t.Errorf("nodes calendar node3:\n%s", out)
 	}
 	refused := w.fails(1, []string{"-V3", "-a", "geniam", "--start-time", start.Add(time.Hour).Format(time.RFC3339), "--end-time", end.Add(time.Hour).Format(time.RFC3339),
 		"allocate", "field", request}, "UNAVAILABLE")
@@ -125,9 +102,5 @@ func TestGeniBooksANode(t *testing.T) {
 	r = w.ok([]string{"-V3", "-a", "geniam", "--start-time", end.Format(time.RFC3339), "--end-time", end.Add(time.Hour).Format(time.RFC3339),
 		"allocate", "later", request}, "booked from "+end.Format(time.RFC3339), "Booked from")
 	t.Logf("geni allocate, the window after:\n%s", r.stdout)
-	out.Reset()
-	if err := runAdmin(context.Background(), []string{"--db.url", w.s.dbURL, "nodes", "calendar", "node3"}, &out); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("nodes calendar node3:\n%s", out.String())
+	t.Logf("nodes calendar node3:\n%s", w.s.admin("nodes", "calendar", "node3"))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/geniam/geniam/am/metrics"
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 	"github.com/geniam/geniam/store"
 )
 
@@ -23,14 +24,8 @@ import (
 // error), in the metrics and in its return value, and keeps the old set; one
 // that succeeds counts as ok and swaps the set TLS and credentials share.
 func TestReloadRootsIsLoud(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+reload+authority+ca", KeyBits: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	ca := pkitest.New(t, devpki.Options{URN: "urn:publicid:IDN+reload+authority+ca", KeyBits: 1024})
+	dir := pkitest.RootsDir(t, t.TempDir(), ca.Cert) // ca.pem
 	roots, _, err := credentials.LoadTrustRoots(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/storetest"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // soakInvariants are queries that must return no rows; each row found is
@@ -181,14 +180,7 @@ func soakCheckTheChecks(t *testing.T, w *soakWorld) {
 	if out, err := w.cluster.Psql("postgres", "-c", "CREATE DATABASE soak_planted"); err != nil {
 		t.Fatalf("create database: %v: %s", err, out)
 	}
-	pool, err := pgxpool.New(ctx, w.cluster.URL("soak_planted"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if err := store.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	storetest.OpenURL(t, w.cluster.URL("soak_planted")) // migrates it
 	db, err := pgx.Connect(ctx, w.cluster.URL("soak_planted"))
 	if err != nil {
 		t.Fatal(err)

@@ -7,9 +7,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -73,6 +71,8 @@ type soakWorld struct {
 	cluster *pgcluster.Cluster
 	dbURL   string
 	ch      *devch.Clearinghouse
+	amCert  string // the aggregates' certificate and key files
+	amKey   string
 	user    *devpki.Identity
 	userTLS tls.Certificate
 	ams     []*soakAM
@@ -105,27 +105,13 @@ func soakNewWorld(t *testing.T) *soakWorld {
 	}
 	w.dbURL = c.URL("soak")
 
-	if w.ch, err = devch.New("geniam.localhost"); err != nil {
-		t.Fatal(err)
-	}
+	fed := newDevFederation(t)
+	w.ch, w.user = fed.ch, fed.alice
 	pkitest.RootsDir(t, filepath.Join(w.dir, "roots"), w.ch.CA.Cert)
-	amID, err := w.ch.CA.Issue(devpki.Options{URN: soakAMURN, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := amID.WriteFiles(filepath.Join(w.dir, "pki"), "am"); err != nil {
-		t.Fatal(err)
-	}
-	if w.user, err = w.ch.IssueUser("alice", "alice@example.org"); err != nil {
-		t.Fatal(err)
-	}
+	ca := pkitest.Of(t, w.ch.CA)
+	w.amCert, w.amKey = ca.Files(ca.Server(devpki.Options{URN: soakAMURN}), "am")
 	w.userTLS = pkitest.TLS(t, w.user)
 	return w
-}
-
-// userChain is alice's certificate chain, as the clearinghouse wants it.
-func (w *soakWorld) userChain() []*x509.Certificate {
-	return append([]*x509.Certificate{w.user.Cert}, w.user.Chain...)
 }
 
 // soakSeedNodes adds a scarce inventory (contention is the point): capacities
@@ -168,18 +154,13 @@ type soakAM struct {
 // soakNewAM writes the configuration of an aggregate on a free port.
 func (w *soakWorld) soakNewAM(name string, lc soakLifecycle) *soakAM {
 	w.t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(w.t)
 	a := &soakAM{name: name, addr: addr, config: filepath.Join(w.dir, name+".yaml"), log: filepath.Join(w.dir, name+".log"),
 		tlsCfg: &tls.Config{Certificates: []tls.Certificate{w.userTLS}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}}
-	err = config.WriteYAML(a.config, map[string]any{
+	err := config.WriteYAML(a.config, map[string]any{
 		"listen": addr, "am_urn": soakAMURN, "var_dir": filepath.Join(w.dir, name),
 		"db.url": w.dbURL, "db.max_conns": 8,
-		"tls.cert": filepath.Join(w.dir, "pki", "am-cert.pem"), "tls.key": filepath.Join(w.dir, "pki", "am-key.pem"),
+		"tls.cert": w.amCert, "tls.key": w.amKey,
 		"tls.trusted_roots":         filepath.Join(w.dir, "roots"),
 		"lifecycle.allocation_hold": lc.AllocationHold.String(), "lifecycle.provision_default": lc.ProvisionDefault.String(),
 		"lifecycle.reaper_interval": lc.ReaperInterval.String(), "limits.request_timeout": lc.RequestTimeout.String(),

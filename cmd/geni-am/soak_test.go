@@ -243,14 +243,14 @@ func TestSoak(t *testing.T) {
 			}
 		}
 	}
-	userCred, err := w.ch.UserCredential(w.userChain())
+	userCred, err := w.ch.UserCredential(chainOf(w.user))
 	if err != nil {
 		t.Fatal(err)
 	}
 	type sliceCred struct{ urn, cred string }
 	slices := make([]sliceCred, plan.Clients)
 	for i := range slices {
-		s, cred, err := w.ch.CreateSlice(w.userChain(), fmt.Sprintf("soak-%d", i), time.Time{})
+		s, cred, err := w.ch.CreateSlice(chainOf(w.user), fmt.Sprintf("soak-%d", i), time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}

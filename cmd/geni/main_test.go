@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -19,8 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/xmlrpc"
 	"github.com/geniam/geniam/credentials/devpki"
+	"github.com/geniam/geniam/credentials/devpki/pkitest"
 )
 
 // TestMain lets the tests run this test binary as the geni command (ssh
@@ -211,18 +212,8 @@ func tlsServer(t *testing.T, h http.Handler) *httptest.Server {
 
 func newGcfLab(t *testing.T) *gcfLab {
 	dir := t.TempDir()
-	ca, err := devpki.NewCA(devpki.Options{URN: "urn:publicid:IDN+geni:gpo:gcf+authority+sa", CommonName: "gcf CA"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	alice, err := ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geni:gpo:gcf+user+alice", Email: "alice@example.org"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := alice.WriteFiles(dir, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := pkitest.NewIn(t, dir, devpki.Options{URN: "urn:publicid:IDN+geni:gpo:gcf+authority+sa", CommonName: "gcf CA"})
+	certFile, keyFile := ca.Files(ca.Issue(devpki.Options{URN: "urn:publicid:IDN+geni:gpo:gcf+user+alice", Email: "alice@example.org"}), "alice")
 	for name, body := range map[string]string{"alice-ssh.pub": "ssh-ed25519 AAAAalice alice@lab\n", "alice-ssh": "private\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
 			t.Fatal(err)
@@ -271,16 +262,8 @@ func (l *gcfLab) geni(extraPath string, args ...string) result {
 	if extraPath != "" {
 		cmd.Env = append(cmd.Env, "PATH="+extraPath+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		l.t.Fatal(err)
-	}
+	var r result
+	r.stdout, r.stderr, r.code = amtest.Run(l.t, cmd)
 	return r
 }
 

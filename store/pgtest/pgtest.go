@@ -18,6 +18,7 @@ import (
 
 	"github.com/geniam/geniam/store/pgcluster"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 var (
@@ -110,6 +111,19 @@ func NewDatabase(t testing.TB) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// Pool opens a connection pool on dbURL (a database of NewDatabase, a
+// Proxy's URL), closed when the test ends. It does not connect before its
+// first query, so a URL where nothing answers gives a pool all the same.
+func Pool(tb testing.TB, dbURL string) *pgxpool.Pool {
+	tb.Helper()
+	pool, err := pgxpool.New(context.Background(), dbURL)
+	if err != nil {
+		tb.Fatalf("pgtest: pool on %s: %v", redact(dbURL), err)
+	}
+	tb.Cleanup(pool.Close)
+	return pool
 }
 
 func redact(s string) string {

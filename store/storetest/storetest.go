@@ -16,10 +16,17 @@ import (
 func Open(tb testing.TB) (*store.Store, string) {
 	tb.Helper()
 	url := pgtest.NewDatabase(tb)
+	return OpenURL(tb, url), url
+}
+
+// OpenURL opens a store on the database at url, migrated, with a pool of its
+// own: a second aggregate process on the database of Open.
+func OpenURL(tb testing.TB, url string) *store.Store {
+	tb.Helper()
 	st, err := store.Open(context.Background(), url)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(st.Close)
-	return st, url
+	return st
 }
