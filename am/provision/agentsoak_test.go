@@ -94,10 +94,8 @@ func TestAgentSoak(t *testing.T) {
 			stateDir: filepath.Join(dir, name+"-state"), instance: fmt.Sprintf("%s-soak-%s", run, name)}
 		if i == 2 { // the agent whose disk fills: a 64 MiB tmpfs when we may mount one
 			must(t, os.MkdirAll(a.stateDir, 0o755))
-			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", a.stateDir).CombinedOutput(); err != nil {
-				t.Logf("no tmpfs for the disk-full fault (needs root): %v %s", err, out)
-			} else {
-				t.Cleanup(func() { _ = exec.Command("umount", "-l", a.stateDir).Run() })
+			if err := mountTmpfs(t, a.stateDir, "64m"); err != nil {
+				t.Logf("no tmpfs for the disk-full fault (needs root): %v", err)
 			}
 		}
 		b, _ := json.Marshal(map[string]any{"listen": addr, "cert": cert, "key": key, "client_ca": caFile, "state_dir": a.stateDir,

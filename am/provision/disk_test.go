@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/provision"
 )
 
@@ -27,10 +28,9 @@ import (
 func TestDiskFullDeleteStillFrees(t *testing.T) {
 	needDocker(t)
 	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("skipping: cannot mount a tmpfs (needs root): %v %s", err, out)
+	if err := mountTmpfs(t, mnt, "64m"); err != nil {
+		t.Skipf("skipping: cannot mount a tmpfs (needs root): %v", err)
 	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
 	e := newEnv(t, "127.0.0.2")
 	a := e.agents[0]
 	a.stop()
@@ -101,17 +101,23 @@ func archivedSize(t *testing.T, path, name string) int64 {
 	defer f.Close()
 	zr, err := gzip.NewReader(f)
 	must(t, err)
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return -1
-		}
-		must(t, err)
+	size := int64(-1)
+	amtest.TarEntries(t, zr, func(h *tar.Header, _ io.Reader) {
 		if h.Name == name {
-			return h.Size
+			size = h.Size
 		}
+	})
+	return size
+}
+
+// mountTmpfs mounts a tmpfs of size (mount's -o size=) on dir until the
+// test ends, or says why it cannot (it needs root).
+func mountTmpfs(t *testing.T, dir, size string) error {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("%v %s", err, out)
 	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	return nil
 }
 
 // fill writes zeros to path until the filesystem is full.
