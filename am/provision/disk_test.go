@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -108,16 +107,6 @@ func archivedSize(t *testing.T, path, name string) int64 {
 		}
 	})
 	return size
-}
-
-// mountTmpfs mounts a tmpfs of size (mount's -o size=) on dir until the
-// test ends, or says why it cannot (it needs root).
-func mountTmpfs(t *testing.T, dir, size string) error {
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		return fmt.Errorf("%v %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	return nil
 }
 
 // fill writes zeros to path until the filesystem is full.

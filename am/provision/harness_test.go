@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -88,6 +89,16 @@ func engineContainers(t testing.TB, inst string) []string {
 // enginePS is `docker ps -a` of an agent instance's containers in format.
 func enginePS(inst, format string) (string, error) {
 	return imagetest.Output("ps", "-a", "--filter", "label="+agent.LabelInstance+"="+inst, "--format", format)
+}
+
+// mountTmpfs mounts a tmpfs of size (mount's -o size=) on dir until the
+// test ends, or says why it cannot (it needs root).
+func mountTmpfs(t *testing.T, dir, size string) error {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("%v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	return nil
 }
 
 // untar maps the regular files of a tar to their contents.
