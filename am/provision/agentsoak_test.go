@@ -100,7 +100,7 @@ func TestAgentSoak(t *testing.T) {
 		}
 		b, _ := json.Marshal(map[string]any{"listen": addr, "cert": cert, "key": key, "client_ca": caFile, "state_dir": a.stateDir,
 			"instance": a.instance, "allow_file_images": true, "file_image_dirs": []string{imgDir}, "stop_grace": "2s",
-			"pids_limit": 64, "log_format": "text", "log_level": "warn"})
+			"pids_limit": 64, "log_format": "text", "log_level": "warn", "allowed_clients": []string{amURN}, "image_hosts": []string{"127.0.0.1"}})
 		must(t, os.WriteFile(a.config, b, 0o644))
 		t.Cleanup(func() { removeContainers(a.instance) })
 		t.Cleanup(a.kill)
@@ -254,6 +254,7 @@ func TestAgentSoak(t *testing.T) {
 			break
 		}
 		if time.Since(start) > 90*time.Second {
+			logAgents(t, agents)
 			for _, sc := range mustStrays(t, e) {
 				t.Logf("stray: %+v", sc)
 			}
@@ -261,12 +262,28 @@ func TestAgentSoak(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Work was done: an agent that refuses the aggregate (its
+	// configuration) converges too, with nothing ever running.
+	var ready int
+	must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(DISTINCT sliver_urn) FROM sliver_history WHERE operational_state = 'geni_ready'").Scan(&ready))
+	if ready == 0 {
+		logAgents(t, agents)
+		t.Fatalf("no sliver reached geni_ready during the soak: %v", stats)
+	}
 	var failedTeardowns, retried, archives int
 	must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE kind = 'delete' AND state = 'failed'").Scan(&failedTeardowns))
 	must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM jobs WHERE kind = 'delete' AND created_by = 'reconciliation'").Scan(&retried))
 	must(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM sliver_archives WHERE final").Scan(&archives))
-	t.Logf("agent soak %s: %v; %d teardowns gave up during outages and %d were enqueued again by the reconciliation; %d final archives; converged %s after the end",
-		duration, stats, failedTeardowns, retried, archives, time.Since(start).Round(100*time.Millisecond))
+	t.Logf("agent soak %s: %v; %d slivers reached geni_ready; %d teardowns gave up during outages and %d were enqueued again by the reconciliation; %d final archives; converged %s after the end",
+		duration, stats, ready, failedTeardowns, retried, archives, time.Since(start).Round(100*time.Millisecond))
+}
+
+// logAgents puts the end of each agent's log in the test's output.
+func logAgents(t *testing.T, agents []*agentProc) {
+	for _, a := range agents {
+		b, _ := os.ReadFile(a.log)
+		t.Logf("%s log (end):\n%s", a.name, b[max(0, len(b)-4000):])
+	}
 }
 
 func mustStrays(t *testing.T, e *env) []store.StrayContainer {
