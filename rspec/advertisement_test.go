@@ -94,11 +94,7 @@ type adDoc struct {
 
 func parseAd(t testing.TB, doc string) adDoc {
 	t.Helper()
-	var ad adDoc
-	if err := xml.Unmarshal([]byte(doc), &ad); err != nil {
-		t.Fatalf("advertisement does not parse: %v\n%s", err, excerpt(doc))
-	}
-	return ad
+	return unmarshalDoc[adDoc](t, "advertisement", doc)
 }
 
 func TestAdvertisement(t *testing.T) {

@@ -21,7 +21,7 @@ func FuzzParseRequest(f *testing.F) {
 		f.Add(examples[name])
 	}
 	if sample := sharedPath(f, filepath.Join("omni-samples", "request-1node.xml")); sample != "" {
-		f.Add(string(mustRead(f, sample)))
+		f.Add(string(amtest.ReadFile(f, sample)))
 	}
 	f.Add(req(containerNode("a", `<jacks:nodeinfo x="1"/><services><execute shell="sh" command="x"/></services>`) +
 		`<node client_id="o" component_manager_id="urn:publicid:IDN+other+authority+cm"/><jacks:site/>`))

@@ -94,10 +94,7 @@ type manifestDoc struct {
 
 func parseManifest(t testing.TB, doc string) manifestDoc {
 	t.Helper()
-	var m manifestDoc
-	if err := xml.Unmarshal([]byte(doc), &m); err != nil {
-		t.Fatalf("manifest does not parse: %v\n%s", err, excerpt(doc))
-	}
+	m := unmarshalDoc[manifestDoc](t, "manifest", doc)
 	if m.Type != "manifest" || !strings.Contains(m.SchemaLocation, am.ManifestSchemaURL) {
 		t.Fatalf("type %q schemaLocation %q", m.Type, m.SchemaLocation)
 	}

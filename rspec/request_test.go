@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 )
 
 var digest = strings.Repeat("0123456789abcdef", 4)
@@ -42,7 +43,7 @@ func exampleRequests(t testing.TB) map[string]string {
 	}
 	docs := make(map[string]string, len(files))
 	for _, f := range files {
-		docs[filepath.Base(f)] = string(mustRead(t, f))
+		docs[filepath.Base(f)] = string(amtest.ReadFile(t, f))
 	}
 	return docs
 }
@@ -167,7 +168,7 @@ func TestParseOmniSample(t *testing.T) {
 	if sample == "" {
 		t.Skip("omni's request-1node.xml not found in $GENIAM_SHARED or a shared folder next to the repository")
 	}
-	doc := string(mustRead(t, sample))
+	doc := string(amtest.ReadFile(t, sample))
 	_, err := newTestRSpecs(t, nil).ParseRequest(doc)
 	if am.CodeOf(err) != am.Unsupported || !strings.Contains(am.MessageOf(err), `"fake-vm"`) {
 		t.Fatalf("default policy: %v", err)

@@ -1,6 +1,7 @@
 package rspec
 
 import (
+	"encoding/xml"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/geniam/geniam/am"
+	"github.com/geniam/geniam/am/amtest"
 )
 
 // The GENI v3 schemas and omni's sample files are reference data outside
@@ -116,6 +118,17 @@ func excerpt(doc string) string {
 	return doc
 }
 
+// unmarshalDoc decodes doc, a document of ours (what names it in the
+// failure), into a T, or fails the test showing the document.
+func unmarshalDoc[T any](t testing.TB, what, doc string) T {
+	t.Helper()
+	var v T
+	if err := xml.Unmarshal([]byte(doc), &v); err != nil {
+		t.Fatalf("%s does not parse: %v\n%s", what, err, excerpt(doc))
+	}
+	return v
+}
+
 func TestExtensionSchemaIsWellFormed(t *testing.T) {
 	if _, err := exec.LookPath("xmllint"); err != nil {
 		t.Skip("xmllint not installed")
@@ -124,16 +137,7 @@ func TestExtensionSchemaIsWellFormed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if !strings.Contains(string(mustRead(t, filepath.Join("..", "schemas", "geniam-rspec-ext-1.xsd"))), am.GeniamNamespace) {
+	if !strings.Contains(string(amtest.ReadFile(t, filepath.Join("..", "schemas", "geniam-rspec-ext-1.xsd"))), am.GeniamNamespace) {
 		t.Fatalf("extension schema does not target %s", am.GeniamNamespace)
 	}
-}
-
-func mustRead(t testing.TB, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

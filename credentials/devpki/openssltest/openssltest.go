@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/credentials/devpki"
 )
 
@@ -70,7 +71,7 @@ func (s *Signer) Sign(tb testing.TB, l Leaf) (certPEM, keyPEM []byte) {
 	run(tb, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", base+".key", "-subj", "/CN="+l.Name, "-out", base+".csr")
 	run(tb, "x509", "-req", "-in", base+".csr", "-CA", s.CertFile, "-CAkey", s.KeyFile, "-"+l.Digest, "-set_serial", l.Serial,
 		"-days", "30", "-extfile", base+".ext", "-out", base+".pem")
-	return read(tb, base+".pem"), read(tb, base+".key")
+	return amtest.ReadFile(tb, base+".pem"), amtest.ReadFile(tb, base+".key")
 }
 
 // Child is the signer of a certificate s signed with l.CA set.
@@ -84,13 +85,4 @@ func run(tb testing.TB, args ...string) {
 	if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
 		tb.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-}
-
-func read(tb testing.TB, file string) []byte {
-	tb.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
 }
