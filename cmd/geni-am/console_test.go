@@ -129,6 +129,10 @@ func consoleAgent(t *testing.T, pki *devenv.PKI) (request, agentURL string, ok b
 	t.Cleanup(func() {
 		cancel()
 		imagetest.RemoveContainers(agent.LabelInstance, instance)
+		// The agent dies with ctx, but a create it had sent may still
+		// complete in the engine (CI runs left containers "Created").
+		time.Sleep(time.Second)
+		imagetest.RemoveContainers(agent.LabelInstance, instance)
 		_ = imagetest.Docker("rmi", "-f", tag) // the agent loaded it from the tar under this tag
 	})
 	return fmt.Sprintf(`<rspec xmlns="http://www.geni.net/resources/rspec/3"
