@@ -126,13 +126,13 @@ Check it with geni (bin/geni; elsewhere: go install github.com/geniam/geniam/cmd
 	// SIGHUP reads the configuration again as this run read it: the --config
 	// file, else the file it wrote (var/geniam.yaml, which holds what the run
 	// chose itself: database, PKI, listeners), with the same flags on top.
-	reread := func() (*config.Config, error) {
+	hooks.reread = func() (*config.Config, error) {
 		if *file != "" {
 			return config.Load(*file, fs)
 		}
 		return config.Load(filepath.Join(dir, "geniam.yaml"), fs)
 	}
-	return serve(ctx, cfg, reread, log, hooks)
+	return serve(ctx, cfg, log, hooks)
 }
 
 // writeEffectiveConfig records the configuration a dev run uses, so the

@@ -122,7 +122,7 @@ func startServe(t *testing.T, cfg *config.Config, log *slog.Logger, hooks *serve
 	hooks.ready = func(a net.Addr) { ready <- a }
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
-	go func() { stopped <- serve(ctx, cfg, nil, log, hooks) }()
+	go func() { stopped <- serve(ctx, cfg, log, hooks) }()
 	select {
 	case a := <-ready:
 		t.Cleanup(func() {

@@ -3,21 +3,27 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/geniam/geniam/am"
 	"github.com/geniam/geniam/am/amtest"
 	"github.com/geniam/geniam/am/config"
+	"github.com/geniam/geniam/am/devenv"
 	"github.com/geniam/geniam/am/metrics"
 	"github.com/geniam/geniam/credentials"
 	"github.com/geniam/geniam/credentials/devpki"
 	"github.com/geniam/geniam/credentials/devpki/pkitest"
 	"github.com/geniam/geniam/store"
+	"github.com/geniam/geniam/store/pgtest"
 )
 
 // TestReloadRootsIsLoud: a SIGHUP reload that fails says so in the log (an
@@ -144,5 +150,46 @@ func TestReloadPolicy(t *testing.T) {
 	}
 	if m := scrape(); !strings.Contains(m, `geniam_policy_reloads_total{result="failed"} 2`) {
 		t.Errorf("failed reloads are not counted:\n%s", m)
+	}
+}
+
+// TestSIGHUPReloadsPolicy: a SIGHUP to a running aggregate puts the deny
+// list its configuration now holds in force on the AM API: alice, served
+// before, is refused (FORBIDDEN) after one, and served again after the next
+// once the list is empty again.
+func TestSIGHUPReloadsPolicy(t *testing.T) {
+	var deny atomic.Value
+	deny.Store("")
+	var started *config.Config
+	hooks := &serveHooks{afterMigrate: seedDemo}
+	hooks.reread = func() (*config.Config, error) {
+		c := *started
+		c.Operations.Deny = deny.Load().(string)
+		return &c, nil
+	}
+	s := serveWith(t, newDevPKI(t), pgtest.NewDatabase(t), hooks, func(c *config.Config) { started = c })
+	userCred := s.userCredential()
+	expect := func(code int, what string) {
+		t.Helper()
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			got := geniCode(t, s.call("ListResources", creds(userCred), geni3Opts))
+			if got == code {
+				return
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s: ListResources answers geni_code %d, want %d", what, got, code)
+			}
+		}
+	}
+	expect(int(am.Success), "before any reload")
+	for _, step := range []struct {
+		deny string
+		code am.Code
+	}{{devenv.UserURN, am.Forbidden}, {"", am.Success}} {
+		deny.Store(step.deny)
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		expect(int(step.code), fmt.Sprintf("after a SIGHUP with deny %q", step.deny))
 	}
 }

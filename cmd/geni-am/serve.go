@@ -32,7 +32,7 @@ func init() {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		reread := func() (*config.Config, error) { return loadConfig("serve", args) }
-		return serve(ctx, cfg, reread, newLogger(cfg.Log), nil)
+		return serve(ctx, cfg, newLogger(cfg.Log), &serveHooks{reread: reread})
 	}
 	commands["migrate"] = func(args []string) error {
 		cfg, err := loadConfig("migrate", args)
@@ -81,8 +81,12 @@ func newLogger(c config.Log) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// serveHooks lets the dev command add to a running aggregate.
+// serveHooks is what a command (serve, dev) or a test adds to a running
+// aggregate; every field is optional.
 type serveHooks struct {
+	// reread reads the configuration again as the command read it, for
+	// SIGHUP to reload the operator policy; nil: SIGHUP reloads the roots only.
+	reread           func() (*config.Config, error)
 	afterMigrate     func(ctx context.Context, st *store.Store) error // e.g. seed the demo inventory
 	ready            func(addr net.Addr)                              // called once the listener is bound
 	consoleReady     func(addr net.Addr)                              // called once the console's listener is bound
@@ -98,9 +102,9 @@ func (h *serveHooks) aggregateClock() func() time.Time {
 }
 
 // serve runs the aggregate until ctx ends. On SIGHUP it reloads the trusted
-// roots and, when reread is not nil, the operator policy from the
-// configuration reread returns (read as the command read cfg).
-func serve(ctx context.Context, cfg *config.Config, reread func() (*config.Config, error), log *slog.Logger, hooks *serveHooks) error {
+// roots and, with hooks.reread, the operator policy of the configuration it
+// returns.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *serveHooks) error {
 	if cfg.DB.URL == "" {
 		return errors.New("db.url is not set: point it at PostgreSQL (or use make run, which starts one)")
 	}
@@ -200,7 +204,7 @@ func serve(ctx context.Context, cfg *config.Config, reread func() (*config.Confi
 	go func() {
 		for range hup { // each reload is loud on failure
 			_ = ops.reloadRoots(verifier, cfg.TLS.TrustedRoots, cfg.TLS.LegacySHA1)
-			if reread == nil || ops.reloadPolicy(reread, cfg, agg.Gate()) != nil || prov == nil {
+			if hooks == nil || hooks.reread == nil || ops.reloadPolicy(hooks.reread, cfg, agg.Gate()) != nil || prov == nil {
 				continue
 			}
 			// Users the new policy refuses lose their SSH keys now.

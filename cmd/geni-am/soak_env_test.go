@@ -41,7 +41,7 @@ func init() {
 	cfg, err := loadConfig("serve", []string{"--config", file})
 	if err == nil {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err = serve(ctx, cfg, nil, newLogger(cfg.Log), nil)
+		err = serve(ctx, cfg, newLogger(cfg.Log), nil)
 		stop()
 	}
 	if err != nil {

@@ -55,14 +55,17 @@ func openSessionJournal(path string) (*sessionJournal, []agent.SessionEvent, []e
 		}
 		evs = append(evs, ev)
 	}
-	if err := sc.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", path, err))
-	}
 	j := &sessionJournal{path: path}
-	if len(errs) > 0 {
+	switch {
+	case sc.Err() != nil:
+		// The rest was not read: keep the file as it is (a rewrite
+		// would drop it) and append after it.
+		errs = append(errs, fmt.Errorf("%s: %w", path, sc.Err()))
+		err = j.open()
+	case len(errs) > 0:
 		// Write back what was read, so the bad lines are reported once.
 		err = j.rewrite(evs)
-	} else {
+	default:
 		err = j.open()
 	}
 	if err != nil {
@@ -108,7 +111,10 @@ func (j *sessionJournal) rewrite(evs []agent.SessionEvent) error {
 		j.f = nil
 	}
 	if err := writeFileAtomic(j.path, b, 0o600); err != nil {
-		return err
+		// The old file stays, acknowledged events too (the aggregate
+		// writes each event's row once, so a resent one is harmless):
+		// keep appending to it.
+		return errors.Join(err, j.open())
 	}
 	return j.open()
 }
