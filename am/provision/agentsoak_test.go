@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,8 +84,7 @@ func TestAgentSoak(t *testing.T) {
 	var agents []*agentProc
 	for i, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
 		name := fmt.Sprintf("node%d", i+1)
-		ln, err := net.Listen("tcp", ip+":0")
-		must(t, err)
+		ln := amtest.ListenStable(t, ip) // the agent is killed and started again on it
 		addr := ln.Addr().String()
 		ln.Close()
 		cert, key := e.agentFiles(name, ip)
@@ -106,7 +104,7 @@ func TestAgentSoak(t *testing.T) {
 		t.Cleanup(a.kill)
 		a.start(t, bin)
 		agents = append(agents, a)
-		_, err = e.st.Pool().Exec(e.ctx, `INSERT INTO nodes (name, component_urn, agent_url, sliver_types, capacity)
+		_, err := e.st.Pool().Exec(e.ctx, `INSERT INTO nodes (name, component_urn, agent_url, sliver_types, capacity)
 			VALUES ($1, $2, $3, ARRAY['container'], 8)`, name, "urn:publicid:IDN+geniam.test+node+"+name, "https://"+addr)
 		must(t, err)
 	}

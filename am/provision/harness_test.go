@@ -253,32 +253,16 @@ func (a *testAgent) start(t testing.TB) {
 	t.Helper()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	addr := a.addr
-	if addr == "" {
-		addr = a.ip + ":0"
-	}
-	var ln net.Listener
-	var err error
-	for i := 0; i < 50; i++ { // the old listener's port may linger briefly
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	must(t, err)
-	a.addr = ln.Addr().String()
-	sshAddr := a.ip + ":0"
+	// A restarted agent takes its address back (the aggregate knows the
+	// node by its URL), so the first start takes ports no other process is
+	// handed while this one is stopped.
+	sshAddr := ""
 	if a.cfg.LoginPort != 0 {
 		sshAddr = net.JoinHostPort(a.ip, fmt.Sprint(a.cfg.LoginPort))
 	}
-	var sshLn net.Listener
-	for i := 0; i < 50; i++ {
-		if sshLn, err = net.Listen("tcp", sshAddr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	must(t, err)
+	ln, sshLn := a.listen(t, a.addr), a.listen(t, sshAddr)
+	a.addr = ln.Addr().String()
+	var err error
 	a.cfg.LoginPort = sshLn.Addr().(*net.TCPAddr).Port // LoginHost stays "": the aggregate uses the agent URL's host
 	rt := docker.NewRuntime("")
 	a.svc, err = node.New(a.cfg, rt)
@@ -290,6 +274,25 @@ func (a *testAgent) start(t testing.TB) {
 	a.srv = &http.Server{Handler: node.NewHandler(a.svc, node.HandlerOptions{Logger: a.cfg.Logger}), TLSConfig: a.srvTLS,
 		ErrorLog: log.New(io.Discard, "", 0)}
 	go func(srv *http.Server) { _ = srv.ServeTLS(ln, "", "") }(a.srv)
+}
+
+// listen listens on addr, or at a stable port of the agent's IP when addr
+// is "". The old listener's port may linger briefly after a stop.
+func (a *testAgent) listen(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	if addr == "" {
+		return amtest.ListenStable(t, a.ip)
+	}
+	var err error
+	for range 50 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			return ln
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("agent %s: listen again on %s: %v", a.name, addr, err)
+	return nil
 }
 
 func (a *testAgent) stop() {
