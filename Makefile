@@ -35,17 +35,23 @@ fuzz-short:
 
 # Go 1.26's fuzz coordinator can fail a target with a bare "context deadline
 # exceeded" when -fuzztime ends while a worker is busy (go.dev/issue/75804,
-# fixed in Go 1.27): no input failed and none was written. Such a run is run
-# once more; a failing input, or the same ending twice, fails the target.
+# fixed in Go 1.27). When no failing input was written either (the worker may
+# have found one and been cut off while minimizing it: then it is in
+# testdata/fuzz and fails the target here), the target runs once more; the
+# same ending twice fails it.
 fuzz:
 	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
 	for pkg in $$($(GO) list $(PKGS)); do \
+	  corpus=$$($(GO) list -f '{{.Dir}}' $$pkg)/testdata/fuzz; \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
 	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
 	    for try in 1 2; do \
+	      before=$$(ls $$corpus/$$f 2>/dev/null || true); \
 	      if $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >$$log 2>&1; then break; fi; \
-	      if [ $$try = 1 ] && ! grep -q 'Failing input written' $$log && \
-	         grep -A1 -- "--- FAIL: $$f " $$log | tail -n 1 | grep -qx '    context deadline exceeded'; then \
+	      if [ "$$(ls $$corpus/$$f 2>/dev/null || true)" != "$$before" ]; then \
+	        cat $$log; echo "a failing input is in $$corpus/$$f: go test -run '$$f/' $$pkg replays it"; exit 1; \
+	      fi; \
+	      if [ $$try = 1 ] && grep -A1 -- "--- FAIL: $$f " $$log | tail -n 1 | grep -qx '    context deadline exceeded'; then \
 	        echo "  stopped by the fuzz coordinator's deadline race (go.dev/issue/75804), no input failed: once more"; continue; \
 	      fi; \
 	      cat $$log; exit 1; \

@@ -3,6 +3,7 @@ package am
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // URN is a GENI identifier, urn:publicid:IDN+<authority>+<type>+<name>
@@ -34,14 +35,18 @@ const MaxURNLength = 1024
 // (URN:PUBLICID:IDN+ is the same URN), the type is lower-cased, the
 // authority is the text up to the first '+' after the prefix, the type the
 // text up to the second, and the name all the rest. Like gcf's is_valid_urn
-// it refuses white space, control characters and ? / # | anywhere. The error
-// names the problem and is fit to show a caller.
+// it refuses white space, control characters and ? / # | anywhere, and text
+// that is not UTF-8; the type must be ASCII. The error names the problem and
+// is fit to show a caller.
 func ParseURN(s string) (URN, error) {
 	if len(s) > MaxURNLength {
 		return URN{}, fmt.Errorf("URN longer than %d bytes", MaxURNLength)
 	}
 	if len(s) < len(URNPrefix) || !strings.EqualFold(s[:len(URNPrefix)], URNPrefix) {
 		return URN{}, fmt.Errorf("%q does not start with %s", clip(s), URNPrefix)
+	}
+	if !utf8.ValidString(s) {
+		return URN{}, fmt.Errorf("URN %q is not valid UTF-8", clip(s))
 	}
 	for _, r := range s {
 		if r <= ' ' || r == 0x7f {
@@ -54,6 +59,13 @@ func ParseURN(s string) (URN, error) {
 	parts := strings.SplitN(s[len(URNPrefix):], "+", 3)
 	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
 		return URN{}, fmt.Errorf("%q is not of the form %s<authority>+<type>+<name>", clip(s), URNPrefix)
+	}
+	// Lower-casing must not change the type's length or merge two types
+	// (Unicode case mappings do both), and GENI types are ASCII words.
+	for i := 0; i < len(parts[1]); i++ {
+		if parts[1][i] >= utf8.RuneSelf {
+			return URN{}, fmt.Errorf("URN %q has a type that is not ASCII", clip(s))
+		}
 	}
 	return URN{Authority: parts[0], Type: strings.ToLower(parts[1]), Name: parts[2]}, nil
 }

@@ -34,6 +34,12 @@ func TestParseURN(t *testing.T) {
 		{"urn:publicid:IDN+a+slice+x|y", "", "", "", false},
 		{"urn:publicid:IDN+a+slice+" + strings.Repeat("x", MaxURNLength), "", "", "", false},
 		{"", "", "", "", false},
+		// Found by FuzzParseURN: lower-casing a type of bytes that are not
+		// UTF-8 (or of some Unicode letters) lengthens it, past MaxURNLength.
+		{"urn:puBliCid:IDN+0+" + strings.Repeat("\xd2", 340) + "0+0", "", "", "", false},
+		{"urn:publicid:IDN+a+" + strings.Repeat("Ⱥ", 400) + "+x", "", "", "", false},
+		{"urn:publicid:IDN+a+slice+x\xff", "", "", "", false},
+		{"urn:publicid:IDN+geni.müller.de+slice+straße", "geni.müller.de", "slice", "straße", true},
 	}
 	for _, c := range cases {
 		u, err := ParseURN(c.in)
