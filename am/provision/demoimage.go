@@ -52,7 +52,11 @@ func BuildDemoImage(ctx context.Context, tarPath, tag string) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		return "", err
 	}
-	if err := runCmd(ctx, "docker", "build", "-q", "-t", tag, dir); err != nil {
+	// --no-cache: a build from the cache is the same image (the same ID)
+	// as any other build of this program, by make run or by tests running in
+	// parallel, and the other builder's rmi below could delete it under this
+	// one ("failed to get digest"). Built afresh, each image is its own.
+	if err := runCmd(ctx, "docker", "build", "--no-cache", "-q", "-t", tag, dir); err != nil {
 		return "", err
 	}
 	if err := os.MkdirAll(filepath.Dir(tarPath), 0o755); err != nil {
