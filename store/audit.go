@@ -270,6 +270,11 @@ func (s *Store) AuditSessions(ctx context.Context, recs ...*am.AuditRecord) erro
 // SettingMaintenance is the settings key of the runtime maintenance switch.
 const SettingMaintenance = "maintenance"
 
+// SettingReload is the settings key of the last reload request (admin
+// reload): every aggregate process on the database that sees its value
+// change reloads as on SIGHUP.
+const SettingReload = "reload"
+
 // Setting returns the value of key, "" when unset.
 func (s *Store) Setting(ctx context.Context, key string) (string, error) {
 	var v string

@@ -45,6 +45,7 @@ const adminUsage = `usage: geni-am admin [--config FILE] [--db.url URL] [--json]
   jobs list [--node NAME] [--slice URN] [--state STATE] [--limit N]
   audit [--slice URN] [--user URN] [--log-id ID] [--since DURATION|TIME] [--limit N]
   maintenance on "MESSAGE" | maintenance off | maintenance status
+  reload                                       every aggregate process on this database reloads as on SIGHUP
 `
 
 // adminFlags are the flags every admin command accepts.
@@ -318,6 +319,15 @@ var adminCommands = []adminCommand{
 			return f.done("maintenance off")
 		}
 		return f.done("maintenance on: %s", msg)
+	}},
+	{[]string{"reload"}, "", func(ctx context.Context, f *adminFlags, _ string) error {
+		req := time.Now().UTC().Format(time.RFC3339Nano) + " by " + f.actor
+		if err := f.st.SetSetting(ctx, store.SettingReload, req, f.actor); err != nil {
+			return err
+		}
+		return f.done("reload requested: every aggregate process on this database reloads its trusted roots and operator "+
+			"policy from its own configuration within %s, as on SIGHUP (their logs and geniam_policy_reloads_total say how it went)",
+			reloadPollInterval)
 	}},
 	{[]string{"audit"}, "", func(ctx context.Context, f *adminFlags, _ string) error {
 		since, err := parseWhen(f.since, time.Now(), false)

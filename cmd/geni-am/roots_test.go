@@ -160,28 +160,10 @@ func TestReloadPolicy(t *testing.T) {
 func TestSIGHUPReloadsPolicy(t *testing.T) {
 	var deny atomic.Value
 	deny.Store("")
-	var started *config.Config
-	hooks := &serveHooks{afterMigrate: seedDemo}
-	hooks.reread = func() (*config.Config, error) {
-		c := *started
-		c.Operations.Deny = deny.Load().(string)
-		return &c, nil
-	}
-	s := serveWith(t, newDevPKI(t), pgtest.NewDatabase(t), hooks, func(c *config.Config) { started = c })
+	hooks, started := denyFrom(&deny, seedDemo)
+	s := serveWith(t, newDevPKI(t), pgtest.NewDatabase(t), hooks, started)
 	userCred := s.userCredential()
-	expect := func(code int, what string) {
-		t.Helper()
-		for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			got := geniCode(t, s.call("ListResources", creds(userCred), geni3Opts))
-			if got == code {
-				return
-			}
-			if time.Now().After(end) {
-				t.Fatalf("%s: ListResources answers geni_code %d, want %d", what, got, code)
-			}
-		}
-	}
-	expect(int(am.Success), "before any reload")
+	s.expectCode(userCred, am.Success, "before any reload")
 	for _, step := range []struct {
 		deny string
 		code am.Code
@@ -190,6 +172,66 @@ func TestSIGHUPReloadsPolicy(t *testing.T) {
 		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		expect(int(step.code), fmt.Sprintf("after a SIGHUP with deny %q", step.deny))
+		s.expectCode(userCred, step.code, fmt.Sprintf("after a SIGHUP with deny %q", step.deny))
+	}
+}
+
+// TestAdminReloadReachesEveryProcess: `geni-am admin reload` reloads every
+// aggregate process on the database (two here), with no signal sent.
+func TestAdminReloadReachesEveryProcess(t *testing.T) {
+	var deny atomic.Value
+	deny.Store("")
+	pki, db := newDevPKI(t), pgtest.NewDatabase(t)
+	hooksA, startedA := denyFrom(&deny, seedDemo)
+	a := serveWith(t, pki, db, hooksA, startedA)
+	hooksB, startedB := denyFrom(&deny, nil)
+	b := serveWith(t, pki, db, hooksB, startedB)
+	userCred := a.userCredential()
+	for _, s := range []*served{a, b} {
+		s.expectCode(userCred, am.Success, "before any reload")
+	}
+	for _, step := range []struct {
+		deny string
+		code am.Code
+	}{{devenv.UserURN, am.Forbidden}, {"", am.Success}} {
+		deny.Store(step.deny)
+		var out strings.Builder
+		if err := runAdmin(context.Background(), []string{"--db.url", db, "reload"}, &out); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "reload requested") {
+			t.Fatalf("admin reload printed %q", out.String())
+		}
+		for i, s := range []*served{a, b} {
+			s.expectCode(userCred, step.code, fmt.Sprintf("aggregate %d after admin reload with deny %q", i+1, step.deny))
+		}
+	}
+}
+
+// denyFrom is serve hooks whose reload reads the configuration the
+// aggregate started with (which started, serveWith's tune, records) and the
+// deny list in deny.
+func denyFrom(deny *atomic.Value, afterMigrate func(context.Context, *store.Store) error) (*serveHooks, func(*config.Config)) {
+	var cfg *config.Config
+	hooks := &serveHooks{afterMigrate: afterMigrate}
+	hooks.reread = func() (*config.Config, error) {
+		c := *cfg
+		c.Operations.Deny = deny.Load().(string)
+		return &c, nil
+	}
+	return hooks, func(c *config.Config) { cfg = c }
+}
+
+// expectCode waits (up to 10 s) until ListResources with cred answers code.
+func (s *served) expectCode(cred []byte, code am.Code, what string) {
+	s.t.Helper()
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got := geniCode(s.t, s.call("ListResources", creds(cred), geni3Opts))
+		if got == int(code) {
+			return
+		}
+		if time.Now().After(end) {
+			s.t.Fatalf("%s: ListResources answers geni_code %d, want %d", what, got, code)
+		}
 	}
 }

@@ -213,6 +213,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 			}
 		}
 	}()
+	go watchReloads(ctx, st, hup, reloadPollInterval, log)
 	if cfg.Operations.Listen != "" {
 		if _, err := ops.serveOps(ctx, cfg.Operations.Listen); err != nil {
 			return err
@@ -245,5 +246,41 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *ser
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return srv.Shutdown(sctx)
+	}
+}
+
+// reloadPollInterval is how often a process looks for a reload request
+// made through the database (admin reload).
+const reloadPollInterval = 2 * time.Second
+
+// watchReloads turns a reload request in the database (admin reload, the
+// settings row SettingReload) into a SIGHUP of this process: one command
+// reloads every aggregate process of a deployment, wherever they run. The
+// request present at start is not one for this process: it has just read
+// its configuration. A database that cannot be read is asked again at the
+// next tick.
+func watchReloads(ctx context.Context, st *store.Store, hup chan<- os.Signal, every time.Duration, log *slog.Logger) {
+	seen, err := st.Setting(ctx, store.SettingReload)
+	known := err == nil
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v, err := st.Setting(ctx, store.SettingReload)
+		if err != nil {
+			continue
+		}
+		if known && v != seen && v != "" {
+			log.Info("reload requested through the database (admin reload)", "request", v)
+			select {
+			case hup <- syscall.SIGHUP:
+			default: // a reload is already pending: it reads the newest files
+			}
+		}
+		seen, known = v, true
 	}
 }
