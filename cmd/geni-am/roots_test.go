@@ -162,18 +162,11 @@ func TestSIGHUPReloadsPolicy(t *testing.T) {
 	deny.Store("")
 	hooks, started := denyFrom(&deny, seedDemo)
 	s := serveWith(t, newDevPKI(t), pgtest.NewDatabase(t), hooks, started)
-	userCred := s.userCredential()
-	s.expectCode(userCred, am.Success, "before any reload")
-	for _, step := range []struct {
-		deny string
-		code am.Code
-	}{{devenv.UserURN, am.Forbidden}, {"", am.Success}} {
-		deny.Store(step.deny)
+	reloadsDeny(t, &deny, "a SIGHUP", func() {
 		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		s.expectCode(userCred, step.code, fmt.Sprintf("after a SIGHUP with deny %q", step.deny))
-	}
+	}, s)
 }
 
 // TestAdminReloadReachesEveryProcess: `geni-am admin reload` reloads every
@@ -186,15 +179,7 @@ func TestAdminReloadReachesEveryProcess(t *testing.T) {
 	a := serveWith(t, pki, db, hooksA, startedA)
 	hooksB, startedB := denyFrom(&deny, nil)
 	b := serveWith(t, pki, db, hooksB, startedB)
-	userCred := a.userCredential()
-	for _, s := range []*served{a, b} {
-		s.expectCode(userCred, am.Success, "before any reload")
-	}
-	for _, step := range []struct {
-		deny string
-		code am.Code
-	}{{devenv.UserURN, am.Forbidden}, {"", am.Success}} {
-		deny.Store(step.deny)
+	reloadsDeny(t, &deny, "admin reload", func() {
 		var out strings.Builder
 		if err := runAdmin(context.Background(), []string{"--db.url", db, "reload"}, &out); err != nil {
 			t.Fatal(err)
@@ -202,8 +187,26 @@ func TestAdminReloadReachesEveryProcess(t *testing.T) {
 		if !strings.Contains(out.String(), "reload requested") {
 			t.Fatalf("admin reload printed %q", out.String())
 		}
-		for i, s := range []*served{a, b} {
-			s.expectCode(userCred, step.code, fmt.Sprintf("aggregate %d after admin reload with deny %q", i+1, step.deny))
+	}, a, b)
+}
+
+// reloadsDeny checks that reload puts a changed deny list in force on every
+// aggregate of ss: alice is refused once it names her, and served again
+// once it is emptied.
+func reloadsDeny(t *testing.T, deny *atomic.Value, how string, reload func(), ss ...*served) {
+	t.Helper()
+	userCred := ss[0].userCredential()
+	for _, s := range ss {
+		s.expectCode(userCred, am.Success, "before any reload")
+	}
+	for _, step := range []struct {
+		deny string
+		code am.Code
+	}{{devenv.UserURN, am.Forbidden}, {"", am.Success}} {
+		deny.Store(step.deny)
+		reload()
+		for i, s := range ss {
+			s.expectCode(userCred, step.code, fmt.Sprintf("aggregate %d after %s with deny %q", i+1, how, step.deny))
 		}
 	}
 }
