@@ -114,7 +114,7 @@ func newOps(cfg *config.Config, log *slog.Logger, st *store.Store, verifier *cre
 	reg.NewGaugeFunc("geniam_audit_spool_bytes", "size of the on-disk audit spool", stats(func(s store.AuditStats) float64 { return float64(s.SpoolBytes) }))
 
 	o.rootsReloads = reg.NewCounter("geniam_trusted_roots_reloads_total", "reloads of tls.trusted_roots (SIGHUP) by result: ok, failed (the old set stays in force; the log says why)", "result")
-	o.policyReloads = reg.NewCounter("geniam_policy_reloads_total", "reloads of the operator policy (operators, operations.allow, deny, limits, maintenance) on SIGHUP by result: ok, failed (the old policy stays in force; the log says why)", "result")
+	o.policyReloads = reg.NewCounter("geniam_policy_reloads_total", "reloads of the operator policy (operators, operations.allow, deny, limits, maintenance) on SIGHUP or admin reload, by result: ok, failed (the old policy stays in force; the log says why)", "result")
 	if verifier != nil {
 		reg.NewGaugeFunc("geniam_trusted_roots", "certificates in the trusted-roots set TLS and the credential checks use", func() float64 { return float64(len(verifier.Roots().Certs())) })
 		reg.NewCounterFunc("geniam_credential_cache_hits_total", "credentials answered from the verification cache", func() float64 { return float64(verifier.CacheStats().Hits) })
